@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Installs what vtap needs, idempotently: Debian packages (Open vSwitch, Mininet's
+# mnexec, capture tools) and a venv with the project.  Safe to run again and again;
+# it only does work when something is missing or pyproject.toml changed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DEBS=(openvswitch-switch openvswitch-common mininet net-tools tcpdump iproute2
+      iputils-ping procps ethtool)
+missing=()
+for p in "${DEBS[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+    echo "setup: installing Debian packages: ${missing[*]}" >&2
+    SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo
+    $SUDO apt-get update -q
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+    echo "setup: creating .venv" >&2
+    "$PY" -m venv .venv
+fi
+stamp=.venv/.vtap-installed
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+    echo "setup: installing vtap and its dependencies into .venv" >&2
+    .venv/bin/pip install -q --upgrade pip
+    .venv/bin/pip install -q -e '.[test]'
+    touch "$stamp"
+fi

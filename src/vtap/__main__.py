@@ -1,0 +1,3 @@
+from vtap.cli import main
+
+raise SystemExit(main())

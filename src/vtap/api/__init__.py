@@ -1,0 +1,1 @@
+"""Northbound: the REST API (FastAPI, OpenAPI at /docs)."""

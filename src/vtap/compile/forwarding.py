@@ -1,0 +1,90 @@
+"""Base forwarding: how originals travel, compiled from the network view.
+
+Proactive and loop-free on any topology:
+- unicast by destination MAC along a per-destination shortest-path tree (see
+  `NetworkView.tree_toward`), installed on every switch once the host is known;
+- ARP goes to the controller, which answers it from its host table or relays it to
+  edge ports itself, so ARP never crosses inter-switch links as a broadcast;
+- other broadcast and multicast is flooded on one spanning tree;
+- a frame from an unknown source on an edge port goes to the controller, which learns
+  the host (or its move) from it.
+"""
+
+from __future__ import annotations
+
+from vtap.compile.pipeline import (
+    COOKIE_FORWARDING,
+    ETH_TYPE_ARP,
+    ETH_TYPE_LLDP,
+    MULTICAST_BIT,
+    PRIO_ARP,
+    PRIO_DEFAULT,
+    PRIO_FLOOD,
+    PRIO_HOST_DST,
+    PRIO_KNOWN_HOST,
+    PRIO_LLDP,
+    PRIO_TRANSIT,
+    PRIO_UNKNOWN_SOURCE,
+    TABLE_CLASSIFY,
+    TABLE_FORWARD,
+    TABLE_TAP,
+)
+from vtap.model.network import OFPP_CONTROLLER
+from vtap.model.rules import FlowRule, Output, match
+from vtap.model.view import NetworkView
+
+
+def _flow(table: int, priority: int, m, actions=(), goto=None) -> FlowRule:
+    return FlowRule(table, priority, m, tuple(actions), goto, COOKIE_FORWARDING)
+
+
+TO_CONTROLLER = (Output(OFPP_CONTROLLER),)
+
+
+def compile_switch(view: NetworkView, dpid: int) -> frozenset[FlowRule]:
+    """Every base-forwarding flow one switch should hold."""
+    flows: list[FlowRule] = [
+        _flow(TABLE_CLASSIFY, PRIO_LLDP, match(eth_type=ETH_TYPE_LLDP), TO_CONTROLLER),
+        _flow(TABLE_TAP, PRIO_DEFAULT, match(), goto=TABLE_FORWARD),
+        _flow(TABLE_FORWARD, PRIO_ARP, match(eth_type=ETH_TYPE_ARP), TO_CONTROLLER),
+    ]
+    link_ports = view.link_ports.get(dpid, frozenset())
+    edge_ports = view.edge_ports(dpid)
+
+    for port in sorted(link_ports):
+        flows.append(_flow(TABLE_CLASSIFY, PRIO_TRANSIT, match(in_port=port), goto=TABLE_TAP))
+    for port in edge_ports:
+        flows.append(_flow(TABLE_CLASSIFY, PRIO_UNKNOWN_SOURCE, match(in_port=port), TO_CONTROLLER))
+
+    for host in view.hosts.values():
+        if host.dpid == dpid and host.port in edge_ports:
+            flows.append(
+                _flow(TABLE_CLASSIFY, PRIO_KNOWN_HOST, match(in_port=host.port, eth_src=host.mac), goto=TABLE_TAP)
+            )
+        out = _port_toward_host(view, dpid, host)
+        if out is not None:
+            flows.append(_flow(TABLE_FORWARD, PRIO_HOST_DST, match(eth_dst=host.mac), [Output(out)]))
+
+    tree_ports = {p for (d, p) in view.broadcast_tree if d == dpid}
+    flood_ports = sorted(tree_ports | set(edge_ports))
+    for in_port in flood_ports:
+        outs = [Output(p) for p in flood_ports if p != in_port]
+        flows.append(_flow(TABLE_FORWARD, PRIO_FLOOD, match(in_port=in_port, eth_dst=MULTICAST_BIT), outs))
+    return frozenset(flows)
+
+
+def _port_toward_host(view: NetworkView, dpid: int, host) -> int | None:
+    """Output port on `dpid` for frames to `host`: its own port at its edge switch,
+    else the next hop toward that switch; None when the host is unreachable from here."""
+    edge = view.devices.get(host.dpid)
+    if edge is None or host.port not in view.edge_ports(host.dpid):
+        return None
+    if dpid == host.dpid:
+        return host.port
+    hop = view.tree_toward(host.dpid).get(dpid)
+    return hop[0] if hop else None
+
+
+def compile_forwarding(view: NetworkView) -> dict[int, frozenset[FlowRule]]:
+    """Base-forwarding flows for every connected switch."""
+    return {dpid: compile_switch(view, dpid) for dpid in sorted(view.devices)}

@@ -1,0 +1,56 @@
+"""The OpenFlow pipeline layout shared by every switch vtap manages.
+
+| table | name     | does                                                                |
+|-------|----------|---------------------------------------------------------------------|
+| 0     | classify | LLDP to the controller; transit and known hosts on; unknown sources |
+|       |          | on edge ports to the controller (host learning, moves)              |
+| 1     | tap      | policy match at the tap point (copy group), then table 2            |
+| 2     | forward  | unicast by destination MAC; ARP to the controller; broadcast on a   |
+|       |          | loop-free tree                                                      |
+| 3     | copy     | carries copies to the monitor                                       |
+
+Cookies: every rule vtap installs carries VTAP_COOKIE in its top 16 bits, so that the
+reconciler reads back and corrects only its own rules and leaves foreign ones alone.
+The next byte says which part of vtap owns the rule.
+"""
+
+from __future__ import annotations
+
+TABLE_CLASSIFY = 0
+TABLE_TAP = 1
+TABLE_FORWARD = 2
+TABLE_COPY = 3
+
+VTAP_COOKIE = 0x7674 << 48  # "vt"
+VTAP_COOKIE_MASK = 0xFFFF << 48
+OWNER_SHIFT = 40
+OWNER_FORWARDING = 1
+
+COOKIE_FORWARDING = VTAP_COOKIE | (OWNER_FORWARDING << OWNER_SHIFT)
+
+ETH_TYPE_ARP = 0x0806
+ETH_TYPE_LLDP = 0x88CC
+MULTICAST_BIT = ("01:00:00:00:00:00", "01:00:00:00:00:00")
+
+# Priorities, per table.
+PRIO_LLDP = 1000
+PRIO_TRANSIT = 500
+PRIO_KNOWN_HOST = 400
+PRIO_UNKNOWN_SOURCE = 300
+PRIO_HOST_DST = 100
+PRIO_ARP = 60
+PRIO_FLOOD = 50
+PRIO_DEFAULT = 0
+
+
+# Group ids vtap allocates live in one range; groups outside it are not vtap's.
+VTAP_GROUP_BASE = 0x76000000
+VTAP_GROUP_MASK = 0xFF000000
+
+
+def is_vtap_group(group_id: int) -> bool:
+    return group_id & VTAP_GROUP_MASK == VTAP_GROUP_BASE
+
+
+def is_vtap_cookie(cookie: int) -> bool:
+    return cookie & VTAP_COOKIE_MASK == VTAP_COOKIE

@@ -1,0 +1,214 @@
+"""The controller: switch events in, a global view out, every switch kept at its desired rules.
+
+Every event (switch connected, port changed, LLDP arrival, host learned, link expired)
+only updates the tables here and calls `changed()`; a debounced recompile then hands
+each switch's reconciler its new desired rule set.  Restart and reconnect need no
+special code: they are one more reconcile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+from os_ken.lib.packet import ethernet, packet
+
+from vtap.compile.forwarding import compile_switch
+from vtap.compile.pipeline import ETH_TYPE_LLDP
+from vtap.control import relay
+from vtap.control.discovery import LinkTable, lldp_frame, parse_lldp
+from vtap.control.hosts import HostTable
+from vtap.control.reconciler import SwitchReconciler
+from vtap.model.network import Device, Link, is_physical_port
+from vtap.model.rules import SwitchRules
+from vtap.model.view import NetworkView
+from vtap.openflow.channel import ChannelClosed, Datapath
+from vtap.store.sqlite import Store
+
+log = logging.getLogger(__name__)
+
+
+class Controller:
+    def __init__(
+        self,
+        store: Store | None = None,
+        *,
+        lldp_interval: float = 1.0,
+        link_lifetime: float | None = None,
+        settle: float | None = None,
+        debounce: float = 0.02,
+    ):
+        self.store = store
+        self.lldp_interval = lldp_interval
+        self.links = LinkTable(lifetime=link_lifetime or 3.5 * lldp_interval)
+        self.settle = settle if settle is not None else 2.5 * lldp_interval
+        self.debounce = debounce
+        self.hosts = HostTable()
+        self.datapaths: dict[int, Datapath] = {}
+        self.reconcilers: dict[int, SwitchReconciler] = {}
+        self.started_at = time.time()
+        self._view: NetworkView | None = None
+        self._recompile_handle: asyncio.TimerHandle | None = None
+        self._tasks: list[asyncio.Task] = []
+        if store is not None:
+            for host in store.load_hosts():
+                self.hosts.hosts[host.mac] = host
+
+    # ---- lifecycle ----------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._tasks.append(asyncio.create_task(self._discovery_loop(), name="lldp"))
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for rec in list(self.reconcilers.values()):
+            await rec.stop()
+
+    # ---- the view -----------------------------------------------------------------
+
+    def view(self) -> NetworkView:
+        if self._view is None:
+            devices = {
+                dpid: Device(
+                    dpid=dpid,
+                    ports=tuple(sorted(dp.ports.values(), key=lambda p: p.port_no)),
+                    connected_since=dp.connected_since,
+                    n_tables=dp.n_tables,
+                )
+                for dpid, dp in self.datapaths.items()
+            }
+            self._view = NetworkView(devices=devices, links=self.links.links(), hosts=dict(self.hosts.hosts))
+        return self._view
+
+    def changed(self) -> None:
+        """Something in the view changed: recompile soon (bursts are coalesced)."""
+        self._view = None
+        if self._recompile_handle is None:
+            loop = asyncio.get_running_loop()
+            self._recompile_handle = loop.call_later(self.debounce, self._recompile)
+
+    def _recompile(self) -> None:
+        self._recompile_handle = None
+        view = self.view()
+        for dpid, rec in self.reconcilers.items():
+            rec.set_desired(SwitchRules(flows=compile_switch(view, dpid)))
+
+    def sync_state(self, dpid: int) -> str:
+        rec = self.reconcilers.get(dpid)
+        return rec.status.state if rec else "disconnected"
+
+    async def wait_in_sync(self, timeout: float) -> None:
+        """Wait until no recompile is pending and every switch is in sync."""
+        deadline = time.monotonic() + timeout
+        while True:
+            if self._recompile_handle is None and all(r.status.state == "in_sync" for r in self.reconcilers.values()):
+                return
+            if time.monotonic() > deadline:
+                raise asyncio.TimeoutError("switches not in sync")
+            await asyncio.sleep(0.05)
+
+    # ---- switch events (SwitchHandler) ---------------------------------------------
+
+    def switch_connected(self, dp: Datapath) -> None:
+        old = self.datapaths.get(dp.dpid)
+        if old is not None and old is not dp:
+            log.warning("%r connected again; closing its previous connection", dp)
+            old.writer.close()
+            self._forget_switch(old)
+        self.datapaths[dp.dpid] = dp
+        rec = SwitchReconciler(dp, settle_until=time.monotonic() + self.settle)
+        self.reconcilers[dp.dpid] = rec
+        rec.start()
+        self._send_lldp(dp)
+        self.changed()
+
+    def switch_disconnected(self, dp: Datapath) -> None:
+        if self.datapaths.get(dp.dpid) is dp:
+            log.info("%r disconnected", dp)
+            self._forget_switch(dp)
+            self.changed()
+
+    def _forget_switch(self, dp: Datapath) -> None:
+        self.datapaths.pop(dp.dpid, None)
+        rec = self.reconcilers.pop(dp.dpid, None)
+        if rec is not None:
+            asyncio.ensure_future(rec.stop())
+        self.links.drop_switch(dp.dpid)
+
+    def port_status(self, dp: Datapath, msg: Any) -> None:
+        port = dp.ports.get(msg.desc.port_no)
+        if port is None or not port.up:
+            gone = self.links.drop_port(dp.dpid, msg.desc.port_no)
+            if gone:
+                log.info("%r port %d down: links removed %s", dp, msg.desc.port_no, gone)
+        else:
+            self._send_lldp(dp, [port.port_no])
+        self.changed()
+
+    def packet_in(self, dp: Datapath, msg: Any) -> None:
+        in_port = msg.match["in_port"]
+        data = bytes(msg.data)
+        try:
+            eth = packet.Packet(data).get_protocol(ethernet.ethernet)
+        except Exception:
+            return
+        if eth is None:
+            return
+        if eth.ethertype == ETH_TYPE_LLDP:
+            self._lldp_in(dp, in_port, data)
+            return
+        view = self.view()
+        if in_port in view.link_ports.get(dp.dpid, ()):
+            return  # never learn or relay from a port that faces another switch
+        decision = relay.decide(view, dp.dpid, in_port, data)
+        if decision.sender_mac and self.hosts.learn(decision.sender_mac, dp.dpid, in_port, decision.sender_ip, time.time()):
+            log.info("host %s (%s) at %016x port %d", decision.sender_mac, decision.sender_ip, dp.dpid, in_port)
+            if self.store is not None:
+                self.store.save_hosts([self.hosts.hosts[decision.sender_mac]])
+            self.changed()
+        for out in decision.outs:
+            target = self.datapaths.get(out.dpid)
+            if target is not None:
+                try:
+                    target.packet_out(out.port, out.data)
+                except ChannelClosed:
+                    pass
+
+    # ---- discovery ------------------------------------------------------------------
+
+    def _lldp_in(self, dp: Datapath, in_port: int, data: bytes) -> None:
+        sender = parse_lldp(data)
+        if sender is None or sender[0] not in self.datapaths:
+            return
+        link = Link(sender[0], sender[1], dp.dpid, in_port)
+        if self.links.seen(link, time.monotonic()):
+            log.info("link %016x:%d -> %016x:%d", *(link.src_dpid, link.src_port, link.dst_dpid, link.dst_port))
+            for end in ((link.src_dpid, link.src_port), (link.dst_dpid, link.dst_port)):
+                mislearned = self.hosts.forget_port(*end)
+                if mislearned and self.store is not None:
+                    self.store.delete_hosts(mislearned)
+            self.changed()
+
+    def _send_lldp(self, dp: Datapath, ports: list[int] | None = None) -> None:
+        for port_no in ports if ports is not None else list(dp.ports):
+            port = dp.ports.get(port_no)
+            if port is None or not port.up or not is_physical_port(port_no):
+                continue
+            try:
+                dp.packet_out(port_no, lldp_frame(dp.dpid, port_no, port.hw_addr))
+            except ChannelClosed:
+                return
+
+    async def _discovery_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.lldp_interval)
+            for dp in list(self.datapaths.values()):
+                self._send_lldp(dp)
+            gone = self.links.expire(time.monotonic())
+            if gone:
+                log.info("links expired (no LLDP): %s", gone)
+                self.changed()

@@ -1,0 +1,201 @@
+"""Bring one switch to its desired rules, and keep it there.
+
+The reconciler holds, per switch, the desired rule set (compiled) and what it
+believes is installed. Installed state is read back from the switch (flow stats with
+vtap's cookie, group descriptions in vtap's range) whenever it is unknown: on connect,
+on reconnect, after an error. The difference goes out as one atomic batch closed by a
+barrier; only then is the switch "in sync".
+
+Right after a switch (re)connects, the controller's view may still lack links it will
+discover within a few LLDP rounds. Until `settle_until`, the reconciler only adds
+missing rules and removes nothing, so a restarting controller does not tear down
+paths it merely has not rediscovered yet.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+
+from vtap.compile.pipeline import VTAP_COOKIE, VTAP_COOKIE_MASK, is_vtap_group
+from vtap.model.rules import FlowRule, GroupRule, SwitchRules
+from vtap.openflow import translate
+from vtap.openflow.channel import ChannelClosed, Datapath, OpenFlowError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Changes:
+    add_flows: tuple[FlowRule, ...] = ()
+    modify_flows: tuple[FlowRule, ...] = ()
+    delete_flows: tuple[FlowRule, ...] = ()
+    add_groups: tuple[GroupRule, ...] = ()
+    modify_groups: tuple[GroupRule, ...] = ()
+    delete_groups: tuple[GroupRule, ...] = ()
+
+    def __len__(self) -> int:
+        return sum(len(getattr(self, f)) for f in self.__dataclass_fields__)
+
+
+def diff(desired: SwitchRules, installed: SwitchRules, *, additive: bool = False) -> Changes:
+    """The minimal set of changes from `installed` to `desired` (pure, deterministic).
+
+    Flows are keyed by (table, priority, match): a flow with the same key but other
+    actions or cookie is modified in place rather than deleted and re-added, so its
+    packets never miss a rule.  With `additive`, nothing is deleted or modified.
+    """
+    have = {f.key: f for f in installed.flows}
+    want = {f.key: f for f in desired.flows}
+    add = sorted(f for k, f in want.items() if k not in have)
+    modify = sorted(f for k, f in want.items() if k in have and have[k] != f)
+    delete = sorted(f for k, f in have.items() if k not in want)
+    have_g = {g.group_id: g for g in installed.groups}
+    want_g = {g.group_id: g for g in desired.groups}
+    add_g = sorted(g for i, g in want_g.items() if i not in have_g)
+    modify_g = sorted(g for i, g in want_g.items() if i in have_g and have_g[i] != g)
+    delete_g = sorted(g for i, g in have_g.items() if i not in want_g)
+    if additive:
+        return Changes(add_flows=tuple(add), add_groups=tuple(add_g))
+    return Changes(tuple(add), tuple(modify), tuple(delete), tuple(add_g), tuple(modify_g), tuple(delete_g))
+
+
+def messages(changes: Changes) -> list:
+    """OpenFlow messages in a safe order: groups exist before flows point at them,
+    and flows stop pointing at groups before the groups go."""
+    msgs: list = [translate.group_add(g) for g in changes.add_groups]
+    msgs += [translate.group_modify(g) for g in changes.modify_groups]
+    msgs += [translate.flow_add(f) for f in changes.add_flows]
+    msgs += [translate.flow_modify(f) for f in changes.modify_flows]
+    msgs += [translate.flow_delete(f) for f in changes.delete_flows]
+    msgs += [translate.group_delete(g.group_id) for g in changes.delete_groups]
+    return msgs
+
+
+def apply(installed: SwitchRules, changes: Changes) -> SwitchRules:
+    """What the switch holds after `changes` went in."""
+    flows = {f.key: f for f in installed.flows}
+    for f in changes.delete_flows:
+        flows.pop(f.key, None)
+    for f in changes.add_flows + changes.modify_flows:
+        flows[f.key] = f
+    groups = {g.group_id: g for g in installed.groups}
+    for g in changes.delete_groups:
+        groups.pop(g.group_id, None)
+    for g in changes.add_groups + changes.modify_groups:
+        groups[g.group_id] = g
+    return SwitchRules(frozenset(flows.values()), frozenset(groups.values()))
+
+
+async def read_installed(dp: Datapath) -> SwitchRules:
+    """vtap's own flows and groups as the switch reports them now."""
+    flows = set()
+    for stats in await dp.flow_stats(VTAP_COOKIE, VTAP_COOKIE_MASK):
+        try:
+            flows.add(translate.flow_from_stats(stats))
+        except translate.TranslationError as exc:
+            # Ours by cookie, but not in a form we write: it is stale; delete by key.
+            log.warning("%r: unreadable vtap flow (%s); it will be replaced", dp, exc)
+            flows.add(FlowRule(stats.table_id, stats.priority, translate.match_from_of(stats.match), cookie=stats.cookie))
+    groups = set()
+    for desc in await dp.group_desc():
+        if is_vtap_group(desc.group_id):
+            try:
+                groups.add(translate.group_from_desc(desc))
+            except translate.TranslationError:
+                groups.add(GroupRule(desc.group_id, "all", ()))
+    return SwitchRules(frozenset(flows), frozenset(groups))
+
+
+@dataclass
+class SyncStatus:
+    state: str = "syncing"  # syncing | in_sync | error
+    last_sync: float | None = None
+    last_error: str | None = None
+    batches: int = 0
+    rules_sent: int = 0
+
+
+@dataclass
+class SwitchReconciler:
+    dp: Datapath
+    settle_until: float = 0.0
+    desired: SwitchRules = field(default_factory=SwitchRules)
+    installed: SwitchRules | None = None
+    status: SyncStatus = field(default_factory=SyncStatus)
+    retry_delay: float = 1.0
+
+    def __post_init__(self) -> None:
+        self._dirty = asyncio.Event()
+        self._synced = asyncio.Event()
+        self._task: asyncio.Task | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=f"reconcile-{self.dp.dpid:016x}")
+        self._dirty.set()
+        delay = self.settle_until - time.monotonic()
+        if delay > 0:
+            asyncio.get_running_loop().call_later(delay, self._dirty.set)
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    def set_desired(self, desired: SwitchRules) -> None:
+        if desired != self.desired:
+            self.desired = desired
+            self._synced.clear()
+            self.status.state = "syncing"
+            self._dirty.set()
+
+    def resync(self) -> None:
+        """Forget what we believe is installed; read it back on the next pass."""
+        self.installed = None
+        self._synced.clear()
+        self._dirty.set()
+
+    async def wait_synced(self, timeout: float) -> None:
+        await asyncio.wait_for(self._synced.wait(), timeout)
+
+    async def _run(self) -> None:
+        delay = self.retry_delay
+        while True:
+            await self._dirty.wait()
+            self._dirty.clear()
+            try:
+                await self._pass()
+                delay = self.retry_delay
+            except (OpenFlowError, asyncio.TimeoutError) as exc:
+                self.status.state = "error"
+                self.status.last_error = str(exc) or type(exc).__name__
+                log.warning("%r: reconcile failed (%s); re-reading the switch in %.0fs", self.dp, self.status.last_error, delay)
+                self.installed = None
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+                self._dirty.set()
+            except ChannelClosed:
+                return
+
+    async def _pass(self) -> None:
+        if self.installed is None:
+            self.installed = await read_installed(self.dp)
+        desired = self.desired
+        additive = time.monotonic() < self.settle_until
+        changes = diff(desired, self.installed, additive=additive)
+        if changes:
+            msgs = messages(changes)
+            log.info("%r: sending %d changes%s", self.dp, len(msgs), " (additive while settling)" if additive else "")
+            await self.dp.send_batch(msgs)
+            self.installed = apply(self.installed, changes)
+            self.status.batches += 1
+            self.status.rules_sent += len(msgs)
+        else:
+            await self.dp.barrier()
+        if not additive and desired == self.desired and not self._dirty.is_set():
+            self.status.state = "in_sync"
+            self.status.last_sync = time.time()
+            self.status.last_error = None
+            self._synced.set()

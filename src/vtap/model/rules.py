@@ -1,0 +1,133 @@
+"""OpenFlow rule specs: what a switch should hold, independent of any wire format.
+
+Flows and groups are frozen values so that desired and installed sets can be
+compared with ordinary set operations; the openflow layer translates them to and
+from os-ken messages.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Union
+
+from vtap.model.network import OFPP_CONTROLLER, OFPP_IN_PORT, OFPP_LOCAL
+
+# A match is a sorted tuple of (OXM field name, value); masked values are (value, mask).
+MatchValue = Union[int, str, tuple]
+Match = tuple[tuple[str, MatchValue], ...]
+
+
+def match(**fields: MatchValue) -> Match:
+    """Build a canonical match: fields sorted by name, MACs lower-case."""
+    out = []
+    for name, value in fields.items():
+        if isinstance(value, str):
+            value = value.lower()
+        out.append((name, value))
+    return tuple(sorted(out))
+
+
+@dataclass(frozen=True, order=True)
+class Output:
+    port: int
+
+    def __str__(self) -> str:
+        names = {OFPP_CONTROLLER: "CONTROLLER:65535", OFPP_IN_PORT: "IN_PORT", OFPP_LOCAL: "LOCAL"}
+        return names.get(self.port) or f"output:{self.port}"
+
+
+@dataclass(frozen=True, order=True)
+class GroupAction:
+    group_id: int
+
+    def __str__(self) -> str:
+        return f"group:{self.group_id}"
+
+
+@dataclass(frozen=True, order=True)
+class SetField:
+    field: str
+    value: MatchValue
+
+    def __str__(self) -> str:
+        return f"set_field:{self.value}->{self.field}"
+
+
+@dataclass(frozen=True, order=True)
+class PushVlan:
+    ethertype: int = 0x8100
+
+    def __str__(self) -> str:
+        return f"push_vlan:0x{self.ethertype:04x}"
+
+
+@dataclass(frozen=True, order=True)
+class PopVlan:
+    def __str__(self) -> str:
+        return "pop_vlan"
+
+
+Action = Union[Output, GroupAction, SetField, PushVlan, PopVlan]
+
+
+@dataclass(frozen=True, order=True)
+class FlowRule:
+    """One flow entry: apply `actions`, then continue at table `goto` (if any).
+
+    The key (table, priority, match) identifies an entry in a switch, as OpenFlow's
+    strict modify/delete does.
+    """
+
+    table: int
+    priority: int
+    match: Match
+    actions: tuple[Action, ...] = ()
+    goto: int | None = None
+    cookie: int = 0
+
+    @property
+    def key(self) -> tuple[int, int, Match]:
+        return (self.table, self.priority, self.match)
+
+    def __str__(self) -> str:
+        parts = [f"cookie=0x{self.cookie:x}", f"table={self.table}", f"priority={self.priority}"]
+        parts += [f"{name}={_fmt_value(value)}" for name, value in self.match]
+        acts = [str(a) for a in self.actions]
+        if self.goto is not None:
+            acts.append(f"goto_table:{self.goto}")
+        return ", ".join(parts) + " actions=" + (",".join(acts) or "drop")
+
+
+@dataclass(frozen=True, order=True)
+class Bucket:
+    actions: tuple[Action, ...]
+
+
+@dataclass(frozen=True, order=True)
+class GroupRule:
+    """An OpenFlow group; vtap uses type ALL: every bucket gets its own copy."""
+
+    group_id: int
+    type: str = "all"
+    buckets: tuple[Bucket, ...] = ()
+
+    def __str__(self) -> str:
+        buckets = ",".join("bucket=actions=" + ",".join(str(a) for a in b.actions) for b in self.buckets)
+        return f"group_id={self.group_id},type={self.type},{buckets}"
+
+
+@dataclass(frozen=True)
+class SwitchRules:
+    """Everything vtap wants in one switch."""
+
+    flows: frozenset[FlowRule] = frozenset()
+    groups: frozenset[GroupRule] = frozenset()
+
+
+def _fmt_value(value: MatchValue) -> str:
+    if isinstance(value, tuple):
+        v, m = value
+        return f"{_fmt_value(v)}/{_fmt_value(m)}"
+    if isinstance(value, int) and value > 9:
+        return f"0x{value:x}"
+    return str(value)

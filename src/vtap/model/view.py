@@ -1,0 +1,139 @@
+"""A snapshot of the global network view, and the paths through it.
+
+The controller's discovery and host tables produce a `NetworkView`; compilation reads
+it. Paths are computed here because every consumer (base forwarding, TAP compilation,
+the REST API) must agree on them: a tapped flow's copy is made on the same path its
+original takes.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from functools import cached_property
+
+import networkx as nx
+
+from vtap.model.network import Device, Host, Link
+
+
+@dataclass(frozen=True)
+class NetworkView:
+    devices: dict[int, Device] = field(default_factory=dict)
+    links: frozenset[Link] = frozenset()
+    hosts: dict[str, Host] = field(default_factory=dict)
+
+    @cached_property
+    def usable_links(self) -> frozenset[Link]:
+        """Links seen in both directions between connected switches, on ports that are up.
+
+        A link seen one way only (LLDP just started, or failing) is not used for
+        forwarding: a path over it might lead into a port the far side ignores.
+        """
+        out = set()
+        for link in self.links:
+            if link.reversed() not in self.links:
+                continue
+            a, b = self.devices.get(link.src_dpid), self.devices.get(link.dst_dpid)
+            if a is None or b is None:
+                continue
+            pa, pb = a.port(link.src_port), b.port(link.dst_port)
+            if pa and pb and pa.up and pb.up:
+                out.add(link)
+        return frozenset(out)
+
+    @cached_property
+    def graph(self) -> nx.Graph:
+        """Switch graph; edge attribute `ports` maps each end's dpid to its port."""
+        g = nx.Graph()
+        g.add_nodes_from(sorted(self.devices))
+        for link in sorted(self.usable_links):
+            if link.src_dpid < link.dst_dpid or (
+                link.src_dpid == link.dst_dpid and link.src_port < link.dst_port
+            ):
+                ports = {link.src_dpid: link.src_port, link.dst_dpid: link.dst_port}
+                # Parallel links: keep the lowest-numbered pair, deterministically.
+                if not g.has_edge(link.src_dpid, link.dst_dpid):
+                    g.add_edge(link.src_dpid, link.dst_dpid, ports=ports)
+        return g
+
+    @cached_property
+    def link_ports(self) -> dict[int, frozenset[int]]:
+        """Ports of each switch that face another switch (known links, usable or not)."""
+        out: dict[int, set[int]] = {d: set() for d in self.devices}
+        for link in self.links:
+            out.setdefault(link.src_dpid, set()).add(link.src_port)
+            out.setdefault(link.dst_dpid, set()).add(link.dst_port)
+        return {d: frozenset(p) for d, p in out.items()}
+
+    def edge_ports(self, dpid: int) -> list[int]:
+        """Up ports of a switch that face hosts: no switch was ever seen behind them."""
+        device = self.devices.get(dpid)
+        if device is None:
+            return []
+        links = self.link_ports.get(dpid, frozenset())
+        return [p for p in device.up_ports() if p not in links]
+
+    def port_toward(self, dpid: int, neighbour: int) -> int:
+        return self.graph.edges[dpid, neighbour]["ports"][dpid]
+
+    @cached_property
+    def _trees(self) -> dict[int, dict[int, tuple[int, int]]]:
+        return {}
+
+    def tree_toward(self, dst_dpid: int) -> dict[int, tuple[int, int]]:
+        """For every switch that can reach `dst_dpid`: (port of its next hop, that next switch).
+
+        A breadth-first tree rooted at the destination, neighbours visited in dpid
+        order, so that the choice among equal-cost paths is deterministic and every
+        switch's choice is consistent with the others' (destination-based forwarding
+        can then never loop).
+        """
+        trees = self._trees
+        if dst_dpid not in trees:
+            g = self.graph
+            tree: dict[int, tuple[int, int]] = {}
+            if dst_dpid in g:
+                seen = {dst_dpid}
+                queue = deque([dst_dpid])
+                while queue:
+                    node = queue.popleft()
+                    for nb in sorted(g.neighbors(node)):
+                        if nb not in seen:
+                            seen.add(nb)
+                            tree[nb] = (self.port_toward(nb, node), node)
+                            queue.append(nb)
+            trees[dst_dpid] = tree
+        return trees[dst_dpid]
+
+    def path(self, src_dpid: int, dst_dpid: int) -> list[int] | None:
+        """Switches from src to dst, both included, as forwarding takes them; None if unreachable."""
+        if src_dpid == dst_dpid:
+            return [src_dpid] if src_dpid in self.devices else None
+        tree = self.tree_toward(dst_dpid)
+        if src_dpid not in tree:
+            return None
+        path = [src_dpid]
+        while path[-1] != dst_dpid:
+            path.append(tree[path[-1]][1])
+        return path
+
+    @cached_property
+    def broadcast_tree(self) -> frozenset[tuple[int, int]]:
+        """(dpid, port) pairs of inter-switch ports on a loop-free spanning tree.
+
+        Broadcast and multicast are flooded on this tree only, so looped topologies
+        (fat-tree) do not melt. One tree per connected component, rooted at its lowest dpid.
+        """
+        ports: set[tuple[int, int]] = set()
+        for component in nx.connected_components(self.graph):
+            for node, (port, parent) in self.tree_toward(min(component)).items():
+                ports.add((node, port))
+                ports.add((parent, self.port_toward(parent, node)))
+        return frozenset(ports)
+
+    def host_by_ip(self, ip: str) -> Host | None:
+        for host in self.hosts.values():
+            if ip in host.ips:
+                return host
+        return None

@@ -1,0 +1,444 @@
+"""The OpenFlow 1.3 channel on asyncio: one `Datapath` per switch connection.
+
+Framing, version negotiation, the FEATURES/PORT_DESC handshake, ECHO both ways with a
+liveness timeout, requests matched to replies by xid (multipart replies joined), and
+atomic batches (ONF bundle extension) closed by a barrier.  A connection that sends
+bytes that do not parse, lies in a length field or stalls mid-message is closed with a
+log line; nothing it does reaches another connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import itertools
+import logging
+import struct
+import time
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from os_ken.ofproto import ofproto_common, ofproto_parser
+from os_ken.ofproto import ofproto_v1_3 as ofp
+from os_ken.ofproto import ofproto_v1_3_parser as parser
+
+from vtap.model.network import Port, normalize_mac
+from vtap.openflow.translate import PROTOCOL
+
+log = logging.getLogger(__name__)
+
+OFP_HEADER = struct.Struct("!BBHI")
+OFPT_HELLO = 0
+OFPT_ERROR = 1
+OFPHET_VERSIONBITMAP = 1
+MAX_SENT_REMEMBERED = 65536
+
+
+class ProtocolError(Exception):
+    """The peer broke the protocol; its connection is closed."""
+
+
+class OpenFlowError(Exception):
+    """A switch answered a request with an OFPT_ERROR."""
+
+    def __init__(self, msg: Any, request: str):
+        self.msg = msg
+        self.request = request
+        super().__init__(f"{describe_error(msg)} in reply to {request}")
+
+
+class ChannelClosed(Exception):
+    """The connection closed while a request was waiting for its reply."""
+
+
+class SwitchHandler(Protocol):
+    """What the controller implements to hear from switches."""
+
+    def switch_connected(self, dp: Datapath) -> None: ...
+    def switch_disconnected(self, dp: Datapath) -> None: ...
+    def packet_in(self, dp: Datapath, msg: Any) -> None: ...
+    def port_status(self, dp: Datapath, msg: Any) -> None: ...
+
+
+@dataclass
+class _Pending:
+    future: asyncio.Future
+    parts: list
+    summary: str
+
+
+def describe_error(msg: Any) -> str:
+    return f"OFPT_ERROR type={msg.type} code={msg.code}"
+
+
+def describe(msg: Any) -> str:
+    """A short, loggable description of a sent message (to name the request an error answers)."""
+    name = type(msg).__name__
+    if isinstance(msg, parser.OFPFlowMod):
+        return f"{name}(command={msg.command}, table={msg.table_id}, priority={msg.priority}, match={dict(msg.match.items())})"
+    if isinstance(msg, parser.OFPGroupMod):
+        return f"{name}(command={msg.command}, group_id={msg.group_id})"
+    if isinstance(msg, parser.ONFBundleAddMsg):
+        return f"bundle {msg.bundle_id}: {describe(msg.message)}"
+    return name
+
+
+def port_from_of(p: Any) -> Port:
+    down = bool(p.state & ofp.OFPPS_LINK_DOWN) or bool(p.config & ofp.OFPPC_PORT_DOWN)
+    name = p.name.decode(errors="replace") if isinstance(p.name, bytes) else str(p.name)
+    return Port(port_no=p.port_no, name=name.rstrip("\x00"), hw_addr=normalize_mac(p.hw_addr), up=not down)
+
+
+def hello_bytes() -> bytes:
+    """HELLO for OpenFlow 1.3 only, with a version bitmap element (bit 4 set)."""
+    element = struct.pack("!HHI", OFPHET_VERSIONBITMAP, 8, 1 << ofp.OFP_VERSION)
+    return OFP_HEADER.pack(ofp.OFP_VERSION, OFPT_HELLO, 8 + len(element), 0) + element
+
+
+def hello_accepts_13(version: int, body: bytes) -> bool:
+    """Whether a peer's HELLO admits OpenFlow 1.3 (OF 1.3.5 section 6.3.1).
+
+    With a version bitmap, 1.3 must be in it; without one, the peer's highest
+    version must be at least 1.3 (it then speaks ours).
+    """
+    offset = 0
+    while offset + 4 <= len(body):
+        etype, elen = struct.unpack_from("!HH", body, offset)
+        if elen < 4 or offset + elen > len(body):
+            raise ProtocolError(f"HELLO element length {elen} is invalid")
+        if etype == OFPHET_VERSIONBITMAP:
+            words = body[offset + 4 : offset + elen]
+            bitmaps = struct.unpack(f"!{len(words) // 4}I", words[: len(words) // 4 * 4])
+            return bool(bitmaps) and bool(bitmaps[0] & (1 << ofp.OFP_VERSION))
+        offset += (elen + 7) // 8 * 8
+    return version >= ofp.OFP_VERSION
+
+
+class Datapath:
+    """One switch connection. Created by `OpenFlowServer` for every accepted socket."""
+
+    def __init__(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        handler: SwitchHandler,
+        *,
+        echo_interval: float = 5.0,
+        echo_timeout: float = 15.0,
+        message_timeout: float = 5.0,
+        request_timeout: float = 30.0,
+    ):
+        self.reader = reader
+        self.writer = writer
+        self.handler = handler
+        self.echo_interval = echo_interval
+        self.echo_timeout = echo_timeout
+        self.message_timeout = message_timeout
+        self.request_timeout = request_timeout
+        self.peer = writer.get_extra_info("peername")
+        self.dpid: int | None = None
+        self.n_tables = 0
+        self.ports: dict[int, Port] = {}
+        self.connected_since = 0.0
+        self.closed = asyncio.Event()
+        self._xids = itertools.count(1)
+        self._bundle_ids = itertools.count(1)
+        self._pending: dict[int, _Pending] = {}
+        self._sent: collections.OrderedDict[int, str] = collections.OrderedDict()
+        self._last_rx = time.monotonic()
+        self._ready = False
+
+    def __repr__(self) -> str:
+        return f"<Datapath {self.dpid:016x}>" if self.dpid is not None else f"<Datapath {self.peer}>"
+
+    # ---- sending -----------------------------------------------------------------
+
+    def _next_xid(self) -> int:
+        xid = next(self._xids) & 0xFFFFFFFF
+        return xid or next(self._xids)
+
+    def send(self, msg: Any) -> int:
+        """Serialize and queue a message; returns its xid."""
+        if self.closed.is_set():
+            raise ChannelClosed(f"{self!r} is closed")
+        xid = self._next_xid()
+        msg.set_xid(xid)
+        msg.serialize()
+        self.writer.write(bytes(msg.buf))
+        self._sent[xid] = describe(msg)
+        if len(self._sent) > MAX_SENT_REMEMBERED:
+            self._sent.popitem(last=False)
+        return xid
+
+    async def request(self, msg: Any, timeout: float | None = None) -> list[Any]:
+        """Send a request and wait for its reply (all parts of a multipart reply)."""
+        future = asyncio.get_running_loop().create_future()
+        xid = self.send(msg)
+        self._pending[xid] = _Pending(future, [], describe(msg))
+        try:
+            await self.writer.drain()
+            return await asyncio.wait_for(future, timeout or self.request_timeout)
+        finally:
+            self._pending.pop(xid, None)
+
+    async def barrier(self) -> None:
+        await self.request(parser.OFPBarrierRequest(PROTOCOL))
+
+    async def flow_stats(self, cookie: int = 0, cookie_mask: int = 0) -> list[Any]:
+        req = parser.OFPFlowStatsRequest(
+            PROTOCOL, 0, ofp.OFPTT_ALL, ofp.OFPP_ANY, ofp.OFPG_ANY, cookie, cookie_mask, parser.OFPMatch()
+        )
+        return [s for reply in await self.request(req) for s in reply.body]
+
+    async def group_desc(self) -> list[Any]:
+        req = parser.OFPGroupDescStatsRequest(PROTOCOL, 0)
+        return [s for reply in await self.request(req) for s in reply.body]
+
+    async def group_stats(self) -> list[Any]:
+        req = parser.OFPGroupStatsRequest(PROTOCOL, 0, ofp.OFPG_ALL)
+        return [s for reply in await self.request(req) for s in reply.body]
+
+    async def port_stats(self) -> list[Any]:
+        req = parser.OFPPortStatsRequest(PROTOCOL, 0, ofp.OFPP_ANY)
+        return [s for reply in await self.request(req) for s in reply.body]
+
+    async def send_batch(self, msgs: list[Any], *, atomic: bool = True) -> None:
+        """Apply flow/group mods, then wait for a barrier.
+
+        With `atomic`, the mods go in one ONF bundle (OpenFlow 1.3 extension): the
+        switch applies all of them or none, and takes them far faster than one by
+        one.  An error from the switch raises OpenFlowError; with a bundle, nothing
+        of the batch was applied then.
+        """
+        if not msgs:
+            return
+        if atomic and len(msgs) > 1:
+            await self._send_bundle(msgs)
+        else:
+            errors: list[OpenFlowError] = []
+            xids = [self.send(m) for m in msgs]
+            futures = {}
+            loop = asyncio.get_running_loop()
+            for xid, m in zip(xids, msgs):
+                fut = loop.create_future()
+                futures[xid] = fut
+                self._pending[xid] = _Pending(fut, [], self._sent.get(xid, "?"))
+            try:
+                await self.barrier()
+            finally:
+                for xid, fut in futures.items():
+                    self._pending.pop(xid, None)
+                    if fut.done() and fut.exception():
+                        errors.append(fut.exception())
+            if errors:
+                raise errors[0]
+
+    async def _send_bundle(self, msgs: list[Any]) -> None:
+        bundle_id = next(self._bundle_ids) & 0xFFFFFFFF
+        flags = ofp.ONF_BF_ATOMIC | ofp.ONF_BF_ORDERED
+        await self.request(parser.ONFBundleCtrlMsg(PROTOCOL, bundle_id, ofp.ONF_BCT_OPEN_REQUEST, flags, []))
+        loop = asyncio.get_running_loop()
+        added: dict[int, asyncio.Future] = {}
+        try:
+            for i, m in enumerate(msgs):
+                xid = self.send(parser.ONFBundleAddMsg(PROTOCOL, bundle_id, flags, m, []))
+                fut = loop.create_future()
+                added[xid] = fut
+                self._pending[xid] = _Pending(fut, [], self._sent[xid])
+                if i % 512 == 511:
+                    await self.writer.drain()
+            await self.request(parser.ONFBundleCtrlMsg(PROTOCOL, bundle_id, ofp.ONF_BCT_COMMIT_REQUEST, flags, []))
+        finally:
+            for xid in added:
+                self._pending.pop(xid, None)
+        for fut in added.values():
+            if fut.done() and fut.exception():
+                raise fut.exception()
+        await self.barrier()
+
+    def packet_out(self, port: int, data: bytes, in_port: int = ofp.OFPP_CONTROLLER) -> None:
+        actions = [parser.OFPActionOutput(port, 0)]
+        self.send(parser.OFPPacketOut(PROTOCOL, ofp.OFP_NO_BUFFER, in_port, actions, data))
+
+    # ---- receiving ---------------------------------------------------------------
+
+    async def _read_raw(self, *, idle_ok: bool) -> tuple[int, int, int, int, bytes]:
+        if idle_ok:
+            header = await self.reader.readexactly(OFP_HEADER.size)
+        else:
+            header = await asyncio.wait_for(self.reader.readexactly(OFP_HEADER.size), self.message_timeout)
+        version, msg_type, length, xid = OFP_HEADER.unpack(header)
+        if length < OFP_HEADER.size:
+            raise ProtocolError(f"length field {length} is shorter than the OpenFlow header")
+        try:
+            body = await asyncio.wait_for(self.reader.readexactly(length - OFP_HEADER.size), self.message_timeout)
+        except asyncio.TimeoutError:
+            raise ProtocolError(f"message of {length} bytes did not complete in {self.message_timeout}s") from None
+        self._last_rx = time.monotonic()
+        return version, msg_type, length, xid, header + body
+
+    async def _read_msg(self, *, idle_ok: bool = True) -> Any:
+        version, msg_type, length, xid, buf = await self._read_raw(idle_ok=idle_ok)
+        if version != ofp.OFP_VERSION:
+            raise ProtocolError(f"message of version {version} after OpenFlow 1.3 was negotiated")
+        try:
+            return ofproto_parser.msg(PROTOCOL, version, msg_type, length, xid, buf)
+        except Exception as exc:  # os-ken raises many types on malformed bodies
+            raise ProtocolError(f"unparsable message type {msg_type} ({length} bytes): {exc!r}") from None
+
+    async def _handshake(self) -> None:
+        self.writer.write(hello_bytes())
+        version, msg_type, _length, _xid, buf = await self._read_raw(idle_ok=False)
+        if msg_type != OFPT_HELLO:
+            raise ProtocolError(f"expected HELLO, got message type {msg_type}")
+        if not hello_accepts_13(version, buf[OFP_HEADER.size :]):
+            err = parser.OFPErrorMsg(
+                PROTOCOL, type_=ofp.OFPET_HELLO_FAILED, code=ofp.OFPHFC_INCOMPATIBLE, data=b"vtap speaks OpenFlow 1.3 only"
+            )
+            self.send(err)
+            await self.writer.drain()
+            raise ProtocolError(f"peer offers OpenFlow version {version} without 1.3: HELLO_FAILED sent")
+        (reply,) = await self._handshake_request(parser.OFPFeaturesRequest(PROTOCOL))
+        self.dpid = reply.datapath_id
+        self.n_tables = reply.n_tables
+        self.send(parser.OFPSetConfig(PROTOCOL, ofp.OFPC_FRAG_NORMAL, ofp.OFPCML_NO_BUFFER))
+        replies = await self._handshake_request(parser.OFPPortDescStatsRequest(PROTOCOL, 0))
+        self.ports = {p.port_no: port_from_of(p) for r in replies for p in r.body}
+        self.connected_since = time.time()
+
+    async def _handshake_request(self, msg: Any) -> list[Any]:
+        """Before the read loop runs: send a request, read and dispatch until it is answered."""
+        future = asyncio.get_running_loop().create_future()
+        xid = self.send(msg)
+        self._pending[xid] = _Pending(future, [], describe(msg))
+        try:
+            while not future.done():
+                self._dispatch(await self._read_msg(idle_ok=False))
+            return future.result()
+        finally:
+            self._pending.pop(xid, None)
+
+    def _dispatch(self, msg: Any) -> None:
+        xid = msg.xid
+        if isinstance(msg, parser.OFPEchoRequest):
+            reply = parser.OFPEchoReply(PROTOCOL, data=msg.data)
+            reply.xid = xid
+            reply.serialize()
+            self.writer.write(bytes(reply.buf))
+            return
+        if isinstance(msg, parser.OFPErrorMsg):
+            pending = self._pending.get(xid)
+            request = pending.summary if pending else self._sent.get(xid, f"unknown request xid={xid}")
+            error = OpenFlowError(msg, request)
+            log.warning("%r: %s", self, error)
+            if pending and not pending.future.done():
+                pending.future.set_exception(error)
+            return
+        pending = self._pending.get(xid)
+        if pending is not None:
+            pending.parts.append(msg)
+            more = isinstance(msg, parser.OFPMultipartReply) and msg.flags & ofp.OFPMPF_REPLY_MORE
+            if not more and not pending.future.done():
+                pending.future.set_result(pending.parts)
+            return
+        if not self._ready:
+            return
+        if isinstance(msg, parser.OFPPacketIn):
+            self.handler.packet_in(self, msg)
+        elif isinstance(msg, parser.OFPPortStatus):
+            port = port_from_of(msg.desc)
+            if msg.reason == ofp.OFPPR_DELETE:
+                self.ports.pop(port.port_no, None)
+            else:
+                self.ports[port.port_no] = port
+            self.handler.port_status(self, msg)
+
+    async def _keepalive(self) -> None:
+        """Send ECHO when the switch has been quiet; drop it when it stays silent."""
+        while True:
+            await asyncio.sleep(self.echo_interval / 2)
+            quiet = time.monotonic() - self._last_rx
+            if quiet > self.echo_timeout:
+                log.warning("%r: no message for %.1fs (echo timeout), closing", self, quiet)
+                self.writer.close()
+                return
+            if quiet > self.echo_interval:
+                self.send(parser.OFPEchoRequest(PROTOCOL, data=b"vtap"))
+
+    async def run(self) -> None:
+        """Serve this connection until it closes; never raises."""
+        keepalive = None
+        try:
+            await asyncio.wait_for(self._handshake(), self.message_timeout * 2)
+            self._ready = True
+            log.info("%r connected from %s: %d ports, %d tables", self, self.peer, len(self.ports), self.n_tables)
+            keepalive = asyncio.create_task(self._keepalive())
+            self.handler.switch_connected(self)
+            while True:
+                self._dispatch(await self._read_msg())
+        except asyncio.IncompleteReadError:
+            log.info("%r: connection closed by peer", self)
+        except (asyncio.TimeoutError, TimeoutError):
+            log.warning("%r from %s: handshake timed out, closing", self, self.peer)
+        except ProtocolError as exc:
+            log.warning("%r from %s: %s; closing", self, self.peer, exc)
+        except (ConnectionError, OSError) as exc:
+            log.info("%r: connection error: %s", self, exc)
+        except asyncio.CancelledError:
+            pass
+        except Exception:
+            log.exception("%r: unexpected error, closing", self)
+        finally:
+            self.closed.set()
+            if keepalive:
+                keepalive.cancel()
+            for pending in self._pending.values():
+                if not pending.future.done():
+                    pending.future.set_exception(ChannelClosed(f"{self!r} closed"))
+            self.writer.close()
+            if self._ready:
+                self.handler.switch_disconnected(self)
+
+
+class OpenFlowServer:
+    """Accepts switch connections and runs a `Datapath` for each."""
+
+    def __init__(self, handler: SwitchHandler, host: str = "0.0.0.0", port: int = 6653, **dp_options: Any):
+        self.handler = handler
+        self.host = host
+        self.port = port
+        self.dp_options = dp_options
+        self._server: asyncio.AbstractServer | None = None
+        self._tasks: set[asyncio.Task] = set()
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._accept, self.host, self.port)
+        self.port = self._server.sockets[0].getsockname()[1]
+        log.info("OpenFlow 1.3 listening on %s:%d", self.host, self.port)
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        dp = Datapath(reader, writer, self.handler, **self.dp_options)
+        task = asyncio.current_task()
+        self._tasks.add(task)
+        try:
+            await dp.run()
+        finally:
+            self._tasks.discard(task)
+
+    async def stop(self) -> None:
+        if self._server:
+            self._server.close()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+__all__ = [
+    "ChannelClosed",
+    "Datapath",
+    "OpenFlowError",
+    "OpenFlowServer",
+    "ProtocolError",
+    "SwitchHandler",
+    "ofproto_common",
+]

@@ -1,0 +1,176 @@
+"""Translate rule specs (vtap.model.rules) to os-ken OpenFlow 1.3 messages and back.
+
+Reading back must give exactly the spec that was written, so that the reconciler can
+compare desired and installed rules as plain values. Where a switch reports a field in
+another but equivalent form (an all-ones mask, max_len on a plain output), it is
+normalised here.
+"""
+
+from __future__ import annotations
+
+from os_ken.ofproto import ofproto_protocol
+from os_ken.ofproto import ofproto_v1_3 as ofp
+from os_ken.ofproto import ofproto_v1_3_parser as parser
+
+from vtap.model.network import OFPP_CONTROLLER
+from vtap.model.rules import (
+    Action,
+    Bucket,
+    FlowRule,
+    GroupAction,
+    GroupRule,
+    Match,
+    Output,
+    PopVlan,
+    PushVlan,
+    SetField,
+)
+
+PROTOCOL = ofproto_protocol.ProtocolDesc(ofp.OFP_VERSION)
+
+_GROUP_TYPES = {"all": ofp.OFPGT_ALL, "select": ofp.OFPGT_SELECT, "indirect": ofp.OFPGT_INDIRECT}
+_GROUP_NAMES = {v: k for k, v in _GROUP_TYPES.items()}
+
+
+class TranslationError(ValueError):
+    """A switch reported something vtap cannot represent (it then leaves it alone)."""
+
+
+def _action_to_of(action: Action):
+    if isinstance(action, Output):
+        max_len = ofp.OFPCML_NO_BUFFER if action.port == OFPP_CONTROLLER else 0
+        return parser.OFPActionOutput(action.port, max_len)
+    if isinstance(action, GroupAction):
+        return parser.OFPActionGroup(action.group_id)
+    if isinstance(action, SetField):
+        return parser.OFPActionSetField(**{action.field: action.value})
+    if isinstance(action, PushVlan):
+        return parser.OFPActionPushVlan(action.ethertype)
+    if isinstance(action, PopVlan):
+        return parser.OFPActionPopVlan()
+    raise TypeError(f"unknown action {action!r}")
+
+
+def _action_from_of(action) -> Action:
+    if isinstance(action, parser.OFPActionOutput):
+        return Output(action.port)
+    if isinstance(action, parser.OFPActionGroup):
+        return GroupAction(action.group_id)
+    if isinstance(action, parser.OFPActionSetField):
+        return SetField(action.key, _norm_value(action.value))
+    if isinstance(action, parser.OFPActionPushVlan):
+        return PushVlan(action.ethertype)
+    if isinstance(action, parser.OFPActionPopVlan):
+        return PopVlan()
+    raise TranslationError(f"unsupported action {type(action).__name__}")
+
+
+def _norm_value(value):
+    if isinstance(value, str):
+        return value.lower()
+    if isinstance(value, tuple):
+        v, m = value
+        if isinstance(m, str) and m.lower() in ("ff:ff:ff:ff:ff:ff", "255.255.255.255"):
+            return _norm_value(v)
+        return (_norm_value(v), _norm_value(m))
+    return value
+
+
+def match_to_of(match: Match) -> parser.OFPMatch:
+    return parser.OFPMatch(**dict(match))
+
+
+def match_from_of(of_match: parser.OFPMatch) -> Match:
+    return tuple(sorted((name, _norm_value(value)) for name, value in of_match.items()))
+
+
+def _instructions(rule: FlowRule) -> list:
+    inst = []
+    if rule.actions:
+        inst.append(parser.OFPInstructionActions(ofp.OFPIT_APPLY_ACTIONS, [_action_to_of(a) for a in rule.actions]))
+    if rule.goto is not None:
+        inst.append(parser.OFPInstructionGotoTable(rule.goto))
+    return inst
+
+
+def flow_add(rule: FlowRule) -> parser.OFPFlowMod:
+    return parser.OFPFlowMod(
+        PROTOCOL,
+        cookie=rule.cookie,
+        table_id=rule.table,
+        command=ofp.OFPFC_ADD,
+        priority=rule.priority,
+        match=match_to_of(rule.match),
+        instructions=_instructions(rule),
+    )
+
+
+def flow_modify(rule: FlowRule) -> parser.OFPFlowMod:
+    """Replace the instructions (and cookie) of the entry with the same key, counters kept."""
+    return parser.OFPFlowMod(
+        PROTOCOL,
+        cookie=rule.cookie,
+        table_id=rule.table,
+        command=ofp.OFPFC_MODIFY_STRICT,
+        priority=rule.priority,
+        match=match_to_of(rule.match),
+        instructions=_instructions(rule),
+    )
+
+
+def flow_delete(rule: FlowRule) -> parser.OFPFlowMod:
+    return parser.OFPFlowMod(
+        PROTOCOL,
+        table_id=rule.table,
+        command=ofp.OFPFC_DELETE_STRICT,
+        priority=rule.priority,
+        match=match_to_of(rule.match),
+        out_port=ofp.OFPP_ANY,
+        out_group=ofp.OFPG_ANY,
+    )
+
+
+def flow_from_stats(stats) -> FlowRule:
+    actions: list[Action] = []
+    goto = None
+    for inst in stats.instructions:
+        if isinstance(inst, parser.OFPInstructionActions) and inst.type == ofp.OFPIT_APPLY_ACTIONS:
+            actions.extend(_action_from_of(a) for a in inst.actions)
+        elif isinstance(inst, parser.OFPInstructionGotoTable):
+            goto = inst.table_id
+        else:
+            raise TranslationError(f"unsupported instruction {type(inst).__name__}")
+    return FlowRule(
+        table=stats.table_id,
+        priority=stats.priority,
+        match=match_from_of(stats.match),
+        actions=tuple(actions),
+        goto=goto,
+        cookie=stats.cookie,
+    )
+
+
+def _buckets_to_of(group: GroupRule) -> list:
+    return [
+        parser.OFPBucket(actions=[_action_to_of(a) for a in b.actions], watch_port=ofp.OFPP_ANY, watch_group=ofp.OFPG_ANY)
+        for b in group.buckets
+    ]
+
+
+def group_add(group: GroupRule) -> parser.OFPGroupMod:
+    return parser.OFPGroupMod(PROTOCOL, ofp.OFPGC_ADD, _GROUP_TYPES[group.type], group.group_id, _buckets_to_of(group))
+
+
+def group_modify(group: GroupRule) -> parser.OFPGroupMod:
+    return parser.OFPGroupMod(PROTOCOL, ofp.OFPGC_MODIFY, _GROUP_TYPES[group.type], group.group_id, _buckets_to_of(group))
+
+
+def group_delete(group_id: int) -> parser.OFPGroupMod:
+    return parser.OFPGroupMod(PROTOCOL, ofp.OFPGC_DELETE, ofp.OFPGT_ALL, group_id, [])
+
+
+def group_from_desc(desc) -> GroupRule:
+    if desc.type not in _GROUP_NAMES:
+        raise TranslationError(f"unsupported group type {desc.type}")
+    buckets = tuple(Bucket(tuple(_action_from_of(a) for a in b.actions)) for b in desc.buckets)
+    return GroupRule(group_id=desc.group_id, type=_GROUP_NAMES[desc.type], buckets=buckets)

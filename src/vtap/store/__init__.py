@@ -1,0 +1,1 @@
+"""Durable state under --state-dir: SQLite by default."""
