@@ -7,7 +7,9 @@ Proactive and loop-free on any topology:
   edge ports itself, so ARP never crosses inter-switch links as a broadcast;
 - other broadcast and multicast is flooded on one spanning tree;
 - a frame from an unknown source on an edge port goes to the controller, which learns
-  the host (or its move) from it.
+  the host (or its move) from it;
+- unicast that no rule knows yet goes to the controller, which delivers it, so the
+  first packets after a host appears are not lost while its rules go in.
 """
 
 from __future__ import annotations
@@ -47,6 +49,8 @@ def compile_switch(view: NetworkView, dpid: int) -> frozenset[FlowRule]:
         _flow(TABLE_CLASSIFY, PRIO_LLDP, match(eth_type=ETH_TYPE_LLDP), TO_CONTROLLER),
         _flow(TABLE_TAP, PRIO_DEFAULT, match(), goto=TABLE_FORWARD),
         _flow(TABLE_FORWARD, PRIO_ARP, match(eth_type=ETH_TYPE_ARP), TO_CONTROLLER),
+        # Unicast to a host whose rules are not in yet: the controller delivers it.
+        _flow(TABLE_FORWARD, PRIO_DEFAULT, match(), TO_CONTROLLER),
     ]
     link_ports = view.link_ports.get(dpid, frozenset())
     edge_ports = view.edge_ports(dpid)

@@ -162,8 +162,6 @@ class Controller:
             self._lldp_in(dp, in_port, data)
             return
         view = self.view()
-        if in_port in view.link_ports.get(dp.dpid, ()):
-            return  # never learn or relay from a port that faces another switch
         decision = relay.decide(view, dp.dpid, in_port, data)
         if decision.sender_mac and self.hosts.learn(decision.sender_mac, dp.dpid, in_port, decision.sender_ip, time.time()):
             log.info("host %s (%s) at %016x port %d", decision.sender_mac, decision.sender_ip, dp.dpid, in_port)

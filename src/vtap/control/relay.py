@@ -63,6 +63,12 @@ def arp_reply(request: arp.arp, answer_mac: str) -> bytes:
 
 
 def decide(view: NetworkView, dpid: int, in_port: int, data: bytes) -> Decision:
+    """What to do with a frame the switch `dpid` sent up from `in_port`.
+
+    From a port facing another switch (a frame in transit that met a switch whose
+    rules are not in yet), nothing is learned and only unicast to a known host is
+    delivered: a broadcast there was already relayed where it entered.
+    """
     try:
         pkt = packet.Packet(data)
     except Exception:
@@ -71,6 +77,9 @@ def decide(view: NetworkView, dpid: int, in_port: int, data: bytes) -> Decision:
     if eth is None:
         return Decision(None, None, ())
     here = (dpid, in_port)
+    if in_port in view.link_ports.get(dpid, ()):
+        unicast = not int(eth.dst.split(":")[0], 16) & 1
+        return Decision(None, None, _deliver(view, here, eth.dst, data) if unicast else ())
     a = pkt.get_protocol(arp.arp)
     if a is not None:
         return _decide_arp(view, here, eth, a, data)

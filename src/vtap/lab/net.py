@@ -30,6 +30,10 @@ def build_net(topo: VtapTopo, controller_host: str, controller_port: int) -> Min
         host.cmd("sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1")
         # The userspace datapath does not complete checksums offloaded by veth.
         host.cmd(f"ethtool -K {host.defaultIntf()} tx off rx off >/dev/null 2>&1")
+    for sw in net.switches:
+        for intf in sw.intfNames():
+            if intf != "lo":
+                sw.cmd(f"sysctl -qw net.ipv6.conf.{intf}.disable_ipv6=1")
     net.start()
     return net
 

@@ -6,6 +6,7 @@ import shlex
 import sys
 
 from mininet.cli import CLI
+from mininet.log import setLogLevel
 
 from vtap.lab.net import build_net, wait_ready
 from vtap.lab.ovs import PrivateOVS
@@ -22,6 +23,7 @@ def run_command(net, command: str) -> int:
     if not words:
         return 0
     if words[0] in ("pingall", "pingallfull"):
+        setLogLevel("output")
         loss = net.pingAll(timeout="1")
         return 0 if loss == 0 else 1
     if words[0] in net:
