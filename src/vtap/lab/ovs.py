@@ -32,6 +32,16 @@ class PrivateOVS:
         return res.stdout
 
     def start(self) -> PrivateOVS:
+        """Start both daemons. Only one userspace OVS can run per machine: every
+        netdev datapath is backed by one kernel tap named `ovs-netdev`."""
+        others = subprocess.run(["pgrep", "-x", "ovs-vswitchd"], capture_output=True, text=True).stdout.split()
+        if others:
+            raise RuntimeError(
+                f"another ovs-vswitchd is running (pid {', '.join(others)}); userspace datapaths share the "
+                "'ovs-netdev' device, so stop it first"
+            )
+        # A tap left by a vswitchd that died unclean would make the new one fail.
+        subprocess.run(["ip", "link", "del", "ovs-netdev"], capture_output=True)
         self.dir.mkdir(parents=True, exist_ok=True)
         db = self.dir / "conf.db"
         if not db.exists():

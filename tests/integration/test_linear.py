@@ -1,0 +1,152 @@
+"""Foundation on real OVS, `linear,3`: discovery, forwarding, REST, resync, robustness."""
+
+from __future__ import annotations
+
+import os
+import socket
+import struct
+import time
+
+import pytest
+
+from tests.integration.harness import Lab, ping
+from vtap.lab.topos import parse_topo
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    lab = Lab(parse_topo("linear,3"), tmp_path_factory.mktemp("linear3"))
+    yield lab
+    lab.close()
+
+
+def test_pingall_has_no_loss(lab):
+    assert lab.net.pingAll(timeout="1") == 0
+
+
+def test_discovered_links_equal_the_topology(lab):
+    assert lab.discovered_links() == lab.expected_links()
+    assert len(lab.expected_links()) == 4  # two links, one per direction each
+
+
+def test_every_host_at_its_true_switch_and_port(lab):
+    lab.net.pingAll(timeout="1")  # every host has spoken
+    hosts = {h["mac"]: h for h in lab.ctl.get("/api/v1/hosts")}
+    assert len(hosts) == 3
+    for node in lab.net.hosts:
+        h = hosts[node.MAC()]
+        assert (int(h["dpid"], 16), h["port"]) == lab.attachment(node.name)
+        assert h["ips"] == [node.IP()]
+
+
+def test_rest_shapes(lab):
+    devices = lab.ctl.get("/api/v1/devices")
+    assert isinstance(devices, list) and len(devices) == 3
+    d = devices[0]
+    assert len(d["dpid"]) == 16 and int(d["dpid"], 16) == 1
+    assert {"port_no", "name", "hw_addr", "up"} <= set(d["ports"][0])
+    assert "connected_since" in d
+    link = lab.ctl.get("/api/v1/links")[0]
+    assert set(link) == {"src_dpid", "src_port", "dst_dpid", "dst_port"}
+    topo = lab.ctl.get("/api/v1/topology")
+    assert set(topo) == {"devices", "links", "hosts"}
+    health = lab.ctl.get("/api/v1/health")
+    assert health["status"] == "ok" and health["switches_in_sync"] == 3
+    assert lab.ctl.get("/openapi.json")["info"]["title"] == "vtap"
+
+
+def _reconnect(lab, bridge: str) -> None:
+    """Drop the switch's controller connection and let it reconnect (flows stay in place:
+    unlike del-controller/set-controller, which make OVS flush its tables)."""
+    lab.ovs.appctl("bridge/reconnect", bridge)
+
+
+def test_rules_carry_the_vtap_cookie_and_foreign_rules_are_left_alone(lab):
+    lab.ovs.ofctl("add-flow", "s2", "cookie=0x1234,table=5,priority=7,udp,tp_dst=9999,actions=drop")
+    _reconnect(lab, "s2")  # a full read-back and resync of s2
+    time.sleep(1)
+    lab.wait_health(switches=3, links=4, timeout=20)
+    flows = lab.ovs.ofctl("dump-flows", "s2")
+    assert "cookie=0x1234" in flows and "tp_dst=9999" in flows
+    lab.ovs.ofctl("del-flows", "s2", "cookie=0x1234/-1")
+    vtap_flows = [l for l in lab.ovs.ofctl("dump-flows", "s2").splitlines() if "cookie=" in l]
+    assert vtap_flows and all("cookie=0x7674" in l for l in vtap_flows)
+
+
+def test_switch_reconnect_ends_with_the_same_tables(lab):
+    lab.net.pingAll(timeout="1")
+    before = lab.tables()
+    # A stale vtap rule and a missing one, behind the controller's back...
+    lab.ovs.ofctl("add-flow", "s1", "cookie=0x7674010000000099,table=2,priority=100,dl_dst=00:00:00:00:00:99,actions=output:1")
+    lab.ovs.ofctl("--strict", "del-flows", "s1", "table=2,priority=100,dl_dst=00:00:00:00:00:03")
+    assert lab.tables() != before
+    # ...are corrected when the switch reconnects.
+    _reconnect(lab, "s1")
+    after = lab.wait_tables_equal(before, timeout=15)
+    assert after == before
+    assert ping(lab.net["h1"], "10.0.0.3")
+
+
+def test_controller_restart_ends_with_the_same_tables(lab):
+    lab.net.pingAll(timeout="1")
+    before = lab.tables()
+    assert lab.ctl.stop() == 0
+    # Fail-mode secure: the switches forward on their installed rules meanwhile.
+    assert ping(lab.net["h1"], "10.0.0.3")
+    lab.ctl.start()
+    lab.wait_health(switches=3, links=4, timeout=30)
+    after = lab.wait_tables_equal(before, timeout=10)
+    assert after == before
+    assert lab.net.pingAll(timeout="1") == 0
+
+
+def _connect(lab) -> socket.socket:
+    s = socket.create_connection(("127.0.0.1", lab.ctl.of_port), timeout=20)
+    return s
+
+
+def _closed_by_peer(s: socket.socket, timeout: float) -> bool:
+    s.settimeout(timeout)
+    try:
+        while s.recv(4096):
+            pass
+        return True
+    except (ConnectionResetError, BrokenPipeError):
+        return True
+    except socket.timeout:
+        return False
+
+
+def test_garbage_clients_are_dropped_and_others_served(lab):
+    garbage = _connect(lab)
+    garbage.sendall(os.urandom(64))
+    liar = _connect(lab)
+    liar.sendall(struct.pack("!BBHI", 4, 0, 4, 1))  # length 4 < header size
+    staller = _connect(lab)
+    staller.sendall(struct.pack("!BBHI", 4, 0, 16, 1) + b"\x00\x01")  # promises 16 bytes, sends 10
+    assert _closed_by_peer(garbage, 15)
+    assert _closed_by_peer(liar, 15)
+    assert _closed_by_peer(staller, 30)
+    health = lab.ctl.get("/api/v1/health")
+    assert health["switches"] == 3 and health["links"] == 4
+    assert lab.net.pingAll(timeout="1") == 0
+
+
+def test_openflow_10_switch_gets_hello_failed(lab):
+    s = _connect(lab)
+    s.sendall(struct.pack("!BBHI", 1, 0, 8, 7))  # OpenFlow 1.0 HELLO, no bitmap
+    data = b""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        chunk = s.recv(4096)
+        if not chunk:
+            break
+        data += chunk
+    # Our HELLO, then ERROR type HELLO_FAILED (0) code INCOMPATIBLE (0), then close.
+    msgs = []
+    while len(data) >= 8:
+        version, mtype, length, _xid = struct.unpack("!BBHI", data[:8])
+        msgs.append((mtype, data[8:length]))
+        data = data[length:]
+    assert [m[0] for m in msgs] == [0, 1]
+    assert struct.unpack("!HH", msgs[1][1][:4]) == (0, 0)
