@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import signal
-import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -13,57 +9,7 @@ import httpx
 
 from vtap.lab.net import build_net, expected_links, wait_ready
 from vtap.lab.ovs import PrivateOVS
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class ControllerProcess:
-    """`vtap serve` as a separate process, as an operator runs it."""
-
-    def __init__(self, state_dir: Path, log_path: Path):
-        self.state_dir = state_dir
-        self.log_path = log_path
-        self.of_port = free_port()
-        self.api_port = free_port()
-        self.proc: subprocess.Popen | None = None
-
-    @property
-    def api(self) -> str:
-        return f"http://127.0.0.1:{self.api_port}"
-
-    def start(self) -> ControllerProcess:
-        log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "vtap", "serve", "--of-host", "127.0.0.1", "--of-port", str(self.of_port),
-             "--api-port", str(self.api_port), "--state-dir", str(self.state_dir)],
-            stdout=log, stderr=log,
-        )
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{self.api}/api/v1/health", timeout=1).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        raise RuntimeError(f"controller did not start; see {self.log_path}")
-
-    def stop(self) -> int:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            return self.proc.wait()
-
-    def get(self, path: str):
-        resp = httpx.get(f"{self.api}{path}", timeout=5)
-        resp.raise_for_status()
-        return resp.json()
+from vtap.lab.process import ControllerProcess
 
 
 class Lab:
