@@ -47,16 +47,21 @@ def diff(desired: SwitchRules, installed: SwitchRules, *, additive: bool = False
     actions or cookie is modified in place rather than deleted and re-added, so its
     packets never miss a rule.  With `additive`, nothing is deleted or modified.
     """
+    def order(items):
+        # A stable order for messages and logs; repr because match values of one
+        # field may be a plain value in one rule and (value, mask) in another.
+        return sorted(items, key=lambda f: (f.table, -f.priority, repr(f.match)))
+
     have = {f.key: f for f in installed.flows}
     want = {f.key: f for f in desired.flows}
-    add = sorted(f for k, f in want.items() if k not in have)
-    modify = sorted(f for k, f in want.items() if k in have and have[k] != f)
-    delete = sorted(f for k, f in have.items() if k not in want)
+    add = order(f for k, f in want.items() if k not in have)
+    modify = order(f for k, f in want.items() if k in have and have[k] != f)
+    delete = order(f for k, f in have.items() if k not in want)
     have_g = {g.group_id: g for g in installed.groups}
     want_g = {g.group_id: g for g in desired.groups}
-    add_g = sorted(g for i, g in want_g.items() if i not in have_g)
-    modify_g = sorted(g for i, g in want_g.items() if i in have_g and have_g[i] != g)
-    delete_g = sorted(g for i, g in have_g.items() if i not in want_g)
+    add_g = [want_g[i] for i in sorted(want_g) if i not in have_g]
+    modify_g = [want_g[i] for i in sorted(want_g) if i in have_g and have_g[i] != want_g[i]]
+    delete_g = [have_g[i] for i in sorted(have_g) if i not in want_g]
     if additive:
         return Changes(add_flows=tuple(add), add_groups=tuple(add_g))
     return Changes(tuple(add), tuple(modify), tuple(delete), tuple(add_g), tuple(modify_g), tuple(delete_g))

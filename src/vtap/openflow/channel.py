@@ -15,7 +15,7 @@ import itertools
 import logging
 import struct
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from os_ken.ofproto import ofproto_common, ofproto_parser
@@ -65,6 +65,14 @@ class _Pending:
     future: asyncio.Future
     parts: list
     summary: str
+
+
+@dataclass
+class _Batch:
+    """Mods sent without a reply of their own: errors for their xids are collected here."""
+
+    xids: set[int] = field(default_factory=set)
+    errors: list[OpenFlowError] = field(default_factory=list)
 
 
 def describe_error(msg: Any) -> str:
@@ -144,6 +152,7 @@ class Datapath:
         self._xids = itertools.count(1)
         self._bundle_ids = itertools.count(1)
         self._pending: dict[int, _Pending] = {}
+        self._batches: list[_Batch] = []
         self._sent: collections.OrderedDict[int, str] = collections.OrderedDict()
         self._last_rx = time.monotonic()
         self._ready = False
@@ -212,49 +221,29 @@ class Datapath:
         """
         if not msgs:
             return
-        if atomic and len(msgs) > 1:
-            await self._send_bundle(msgs)
-        else:
-            errors: list[OpenFlowError] = []
-            xids = [self.send(m) for m in msgs]
-            futures = {}
-            loop = asyncio.get_running_loop()
-            for xid, m in zip(xids, msgs):
-                fut = loop.create_future()
-                futures[xid] = fut
-                self._pending[xid] = _Pending(fut, [], self._sent.get(xid, "?"))
-            try:
-                await self.barrier()
-            finally:
-                for xid, fut in futures.items():
-                    self._pending.pop(xid, None)
-                    if fut.done() and fut.exception():
-                        errors.append(fut.exception())
-            if errors:
-                raise errors[0]
-
-    async def _send_bundle(self, msgs: list[Any]) -> None:
-        bundle_id = next(self._bundle_ids) & 0xFFFFFFFF
-        flags = ofp.ONF_BF_ATOMIC | ofp.ONF_BF_ORDERED
-        await self.request(parser.ONFBundleCtrlMsg(PROTOCOL, bundle_id, ofp.ONF_BCT_OPEN_REQUEST, flags, []))
-        loop = asyncio.get_running_loop()
-        added: dict[int, asyncio.Future] = {}
+        batch = _Batch()
+        self._batches.append(batch)
         try:
-            for i, m in enumerate(msgs):
-                xid = self.send(parser.ONFBundleAddMsg(PROTOCOL, bundle_id, flags, m, []))
-                fut = loop.create_future()
-                added[xid] = fut
-                self._pending[xid] = _Pending(fut, [], self._sent[xid])
-                if i % 512 == 511:
-                    await self.writer.drain()
-            await self.request(parser.ONFBundleCtrlMsg(PROTOCOL, bundle_id, ofp.ONF_BCT_COMMIT_REQUEST, flags, []))
+            if atomic and len(msgs) > 1:
+                bundle_id = next(self._bundle_ids) & 0xFFFFFFFF
+                flags = ofp.ONF_BF_ATOMIC | ofp.ONF_BF_ORDERED
+                await self.request(parser.ONFBundleCtrlMsg(PROTOCOL, bundle_id, ofp.ONF_BCT_OPEN_REQUEST, flags, []))
+                await self._send_all(batch, [parser.ONFBundleAddMsg(PROTOCOL, bundle_id, flags, m, []) for m in msgs])
+                await self.request(parser.ONFBundleCtrlMsg(PROTOCOL, bundle_id, ofp.ONF_BCT_COMMIT_REQUEST, flags, []))
+            else:
+                await self._send_all(batch, msgs)
+            await self.barrier()
         finally:
-            for xid in added:
-                self._pending.pop(xid, None)
-        for fut in added.values():
-            if fut.done() and fut.exception():
-                raise fut.exception()
-        await self.barrier()
+            self._batches.remove(batch)
+        if batch.errors:
+            raise batch.errors[0]
+
+    async def _send_all(self, batch: _Batch, msgs: list[Any]) -> None:
+        for i, m in enumerate(msgs):
+            batch.xids.add(self.send(m))
+            if i % 1024 == 1023:
+                await self.writer.drain()
+        await self.writer.drain()
 
     def packet_out(self, port: int, data: bytes, in_port: int = ofp.OFPP_CONTROLLER) -> None:
         actions = [parser.OFPActionOutput(port, 0)]
@@ -333,6 +322,9 @@ class Datapath:
             log.warning("%r: %s", self, error)
             if pending and not pending.future.done():
                 pending.future.set_exception(error)
+            for batch in self._batches:
+                if xid in batch.xids:
+                    batch.errors.append(error)
             return
         pending = self._pending.get(xid)
         if pending is not None:

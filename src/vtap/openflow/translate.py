@@ -25,6 +25,7 @@ from vtap.model.rules import (
     PushVlan,
     SetField,
 )
+from vtap.openflow.oxm import RawMatch
 
 PROTOCOL = ofproto_protocol.ProtocolDesc(ofp.OFP_VERSION)
 
@@ -76,8 +77,8 @@ def _norm_value(value):
     return value
 
 
-def match_to_of(match: Match) -> parser.OFPMatch:
-    return parser.OFPMatch(**dict(match))
+def match_to_of(match: Match) -> RawMatch:
+    return RawMatch(match)
 
 
 def match_from_of(of_match: parser.OFPMatch) -> Match:
