@@ -6,11 +6,12 @@ highest-priority match per table, apply-actions in order, goto-table, table-miss
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass, field
 
 from vtap.lab.topos import VtapTopo, host_params
 from vtap.model.network import OFPP_CONTROLLER, Device, Host, Link, Port
-from vtap.model.rules import FlowRule, Output
+from vtap.model.rules import FlowRule, GroupAction, GroupRule, Output, PopVlan, PushVlan, SetField, SwitchRules
 from vtap.model.view import NetworkView
 
 
@@ -39,27 +40,68 @@ def view_from_topo(topo: VtapTopo, *, hosts_known: bool = True, down: set[tuple[
     return NetworkView(devices=devices, links=frozenset(links), hosts=hosts)
 
 
+def _as_int(x) -> int:
+    if isinstance(x, int):
+        return x
+    if len(x) == 17 and x.count(":") == 5:
+        return int(x.replace(":", ""), 16)
+    return int(ipaddress.ip_address(x))
+
+
 def _matches(rule_value, value) -> bool:
     if isinstance(rule_value, tuple):
-        v, m = rule_value
-        if isinstance(v, str):  # MAC with mask
-            vi, mi, xi = (int(x.replace(":", ""), 16) for x in (v, m, value))
-            return xi & mi == vi & mi
-        return value & m == v & m
+        v, m = (_as_int(x) for x in rule_value)
+        return _as_int(value) & m == v & m
     return rule_value == value
 
 
 @dataclass
 class Trace:
     delivered: list[tuple[int, int]] = field(default_factory=list)  # (dpid, edge port)
+    frames: list[tuple[int, int, dict]] = field(default_factory=list)  # (dpid, port, packet as delivered)
     to_controller: list[tuple[int, int]] = field(default_factory=list)  # (dpid, in_port)
     hops: int = 0
 
 
+def push_vlan(pkt: dict) -> dict:
+    out = dict(pkt)
+    out["vlans"] = [None] + list(pkt.get("vlans", []))
+    return out
+
+
+def set_field(pkt: dict, name: str, value) -> dict:
+    out = dict(pkt)
+    if name == "vlan_vid":
+        out["vlans"] = [value & 0xFFF] + list(pkt.get("vlans", [])[1:])
+    else:
+        out[name] = value
+    return out
+
+
+def pop_vlan(pkt: dict) -> dict:
+    out = dict(pkt)
+    out["vlans"] = list(pkt.get("vlans", []))[1:]
+    return out
+
+
+def _fields(pkt: dict, in_port: int) -> dict:
+    """The packet as a switch matches it: the outer VLAN becomes vlan_vid."""
+    out = {k: v for k, v in pkt.items() if k != "vlans"}
+    out["in_port"] = in_port
+    if pkt.get("vlans"):
+        out["vlan_vid"] = 0x1000 | pkt["vlans"][0]
+    return out
+
+
 class Fabric:
-    def __init__(self, view: NetworkView, rules: dict[int, frozenset[FlowRule]]):
+    """Switches hold flows (and groups); frames hop over the view's links."""
+
+    def __init__(self, view: NetworkView, rules: dict):
         self.view = view
-        self.rules = rules
+        self.rules = {d: (r.flows if isinstance(r, SwitchRules) else r) for d, r in rules.items()}
+        self.groups: dict[int, dict[int, GroupRule]] = {
+            d: {g.group_id: g for g in r.groups} for d, r in rules.items() if isinstance(r, SwitchRules)
+        }
         self.peer = {(l.src_dpid, l.src_port): (l.dst_dpid, l.dst_port) for l in view.links}
 
     def lookup(self, dpid: int, table: int, pkt: dict) -> FlowRule | None:
@@ -74,25 +116,40 @@ class Fabric:
 
     def inject(self, dpid: int, in_port: int, pkt: dict, max_hops: int = 64) -> Trace:
         trace = Trace()
-        queue = [(dpid, in_port)]
+        queue = [(dpid, in_port, dict(pkt))]
         while queue:
             trace.hops += 1
             if trace.hops > max_hops:
                 raise AssertionError("packet loops")
-            d, p = queue.pop(0)
+            d, p, frame = queue.pop(0)
             table = 0
-            fields = dict(pkt, in_port=p)
             while table is not None:
-                rule = self.lookup(d, table, fields)
+                rule = self.lookup(d, table, _fields(frame, p))
                 if rule is None:
                     break
-                for action in rule.actions:
-                    if isinstance(action, Output):
-                        if action.port == OFPP_CONTROLLER:
-                            trace.to_controller.append((d, p))
-                        elif (d, action.port) in self.peer:
-                            queue.append(self.peer[(d, action.port)])
-                        else:
-                            trace.delivered.append((d, action.port))
+                frame = self._apply(d, p, frame, rule.actions, trace, queue)
                 table = rule.goto
         return trace
+
+    def _apply(self, d: int, in_port: int, frame: dict, actions, trace: Trace, queue: list) -> dict:
+        for action in actions:
+            if isinstance(action, Output):
+                if action.port == OFPP_CONTROLLER:
+                    trace.to_controller.append((d, in_port))
+                elif action.port == in_port:
+                    pass  # OpenFlow drops output to the ingress port unless IN_PORT is used
+                elif (d, action.port) in self.peer:
+                    queue.append((*self.peer[(d, action.port)], dict(frame)))
+                else:
+                    trace.delivered.append((d, action.port))
+                    trace.frames.append((d, action.port, dict(frame)))
+            elif isinstance(action, GroupAction):
+                for bucket in self.groups[d][action.group_id].buckets:
+                    self._apply(d, in_port, dict(frame), bucket.actions, trace, queue)  # a clone per bucket
+            elif isinstance(action, PushVlan):
+                frame = push_vlan(frame)
+            elif isinstance(action, PopVlan):
+                frame = pop_vlan(frame)
+            elif isinstance(action, SetField):
+                frame = set_field(frame, action.field, action.value)
+        return frame

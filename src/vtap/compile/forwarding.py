@@ -56,7 +56,8 @@ def compile_switch(view: NetworkView, dpid: int) -> frozenset[FlowRule]:
     edge_ports = view.edge_ports(dpid)
 
     for port in sorted(link_ports):
-        flows.append(_flow(TABLE_CLASSIFY, PRIO_TRANSIT, match(in_port=port), goto=TABLE_TAP))
+        # Traffic in transit was tapped where it entered the fabric: never again.
+        flows.append(_flow(TABLE_CLASSIFY, PRIO_TRANSIT, match(in_port=port), goto=TABLE_FORWARD))
     for port in edge_ports:
         flows.append(_flow(TABLE_CLASSIFY, PRIO_UNKNOWN_SOURCE, match(in_port=port), TO_CONTROLLER))
 

@@ -25,6 +25,8 @@ VTAP_COOKIE = 0x7674 << 48  # "vt"
 VTAP_COOKIE_MASK = 0xFFFF << 48
 OWNER_SHIFT = 40
 OWNER_FORWARDING = 1
+OWNER_TAP = 2
+OWNER_COPY = 3
 
 COOKIE_FORWARDING = VTAP_COOKIE | (OWNER_FORWARDING << OWNER_SHIFT)
 
@@ -32,11 +34,23 @@ ETH_TYPE_ARP = 0x0806
 ETH_TYPE_LLDP = 0x88CC
 MULTICAST_BIT = ("01:00:00:00:00:00", "01:00:00:00:00:00")
 
+# Copies in transit carry one of these VLAN ids (outer tag), one per monitor; hosts'
+# frames with them are dropped at the edge, so a copy cannot be confused with traffic.
+COPY_VID_FIRST = 0xF80  # 3968
+COPY_VID_LAST = 0xFFE  # 4094
+COPY_VID_MASK = (0x1F80, 0x1F80)  # OXM vlan_vid: present bit + top bits of the range
+OFPVID_PRESENT = 0x1000
+
 # Priorities, per table.
+PRIO_RESERVED_VID = 950
+PRIO_COPY_IN = 900
 PRIO_LLDP = 1000
 PRIO_TRANSIT = 500
 PRIO_KNOWN_HOST = 400
 PRIO_UNKNOWN_SOURCE = 300
+PRIO_TAP_BASE = 1000  # + specificity in bits
+PRIO_RECOVERY_BASE = 1000  # + specificity in bits, table 2 (rewrite transport)
+PRIO_COPY = 100
 PRIO_HOST_DST = 100
 PRIO_ARP = 60
 PRIO_FLOOD = 50

@@ -1,0 +1,19 @@
+"""The whole desired state: base forwarding plus TAP rules, per switch."""
+
+from __future__ import annotations
+
+from vtap.compile.forwarding import compile_forwarding
+from vtap.compile.taps import TapCompilation, compile_taps
+from vtap.model.policy import Tap
+from vtap.model.rules import SwitchRules
+from vtap.model.view import NetworkView
+
+
+def compile_network(view: NetworkView, taps: list[Tap]) -> tuple[dict[int, SwitchRules], TapCompilation]:
+    forwarding = compile_forwarding(view)
+    comp = compile_taps(view, taps)
+    desired = {}
+    for dpid, flows in forwarding.items():
+        tap_rules = comp.rules.get(dpid, SwitchRules())
+        desired[dpid] = SwitchRules(flows | tap_rules.flows, tap_rules.groups)
+    return desired, comp

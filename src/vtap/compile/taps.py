@@ -1,0 +1,413 @@
+"""TAP compilation: policies + network view -> tap, copy and recovery rules per switch.
+
+The successor of the seed's Algorithm 1. Where the seed taps at the destination's edge
+switch, vtap taps where a packet *enters* the fabric from a host (table 0 sends only
+host-originated frames to table 1; transit skips it). Every packet enters exactly
+once, so it is copied exactly once per monitor, whatever its path and direction, and
+a copy in transit is never copied again.
+
+At the tap point a table-1 rule per region (see `regions`) applies a group of type
+ALL, one bucket per monitor, then hands the original to forwarding untouched. A
+bucket takes its copy to the monitor by one of two transports:
+
+- `vlan` (default): push an outer 802.1Q tag from a reserved range, one id per
+  monitor; table 0 of every switch sends frames carrying it to table 3, which
+  forwards them hop by hop toward the monitor's edge switch, where the tag is popped.
+  Real traffic cannot be confused with a copy: hosts' frames with reserved ids are
+  dropped at the edge, and a copy is recognised by its tag alone.
+- `rewrite` (the seed's): set the copy's destination MAC (and IP) to the monitor's,
+  let it travel as traffic to the monitor, and restore the original destination with
+  a recovery rule at the monitor's edge switch. Ambiguous: real traffic from the
+  tapped source to the monitor that matches the same fields is "restored" too.
+
+When the monitor hangs off the tap switch itself, the bucket just outputs there.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import zlib
+from dataclasses import dataclass, field
+
+from vtap.compile.pipeline import (
+    COPY_VID_FIRST,
+    COPY_VID_LAST,
+    COPY_VID_MASK,
+    OFPVID_PRESENT,
+    OWNER_COPY,
+    OWNER_SHIFT,
+    OWNER_TAP,
+    PRIO_COPY,
+    PRIO_COPY_IN,
+    PRIO_RECOVERY_BASE,
+    PRIO_RESERVED_VID,
+    PRIO_TAP_BASE,
+    TABLE_CLASSIFY,
+    TABLE_COPY,
+    TABLE_FORWARD,
+    TABLE_TAP,
+    VTAP_COOKIE,
+    VTAP_GROUP_BASE,
+)
+from vtap.compile.regions import WIDTHS, Region, closure, owners, region, specificity
+from vtap.model.network import Host
+from vtap.model.policy import Tap, TapSpec, is_single_address
+from vtap.model.rules import Action, Bucket, FlowRule, GroupAction, GroupRule, Output, PopVlan, PushVlan, SetField, SwitchRules
+from vtap.model.view import NetworkView
+
+COOKIE_COPY = VTAP_COOKIE | (OWNER_COPY << OWNER_SHIFT)
+
+PENDING = "pending"
+DEGRADED = "degraded"
+ERROR = "error"
+COMPILED = "compiled"  # rules computed; `active` once every switch concerned confirmed them
+DISABLED = "disabled"
+
+
+@dataclass(frozen=True)
+class TapState:
+    state: str
+    reason: str = ""
+    switches: frozenset[int] = frozenset()
+
+
+@dataclass
+class TapCompilation:
+    """Everything the TAP layer wants in the switches, and what became of each policy."""
+
+    rules: dict[int, SwitchRules] = field(default_factory=dict)
+    states: dict[int, TapState] = field(default_factory=dict)
+    cookie_owners: dict[int, frozenset[int]] = field(default_factory=dict)  # tap rule cookie -> tap ids
+    monitor_tags: dict[str, int] = field(default_factory=dict)  # monitor MAC -> copy VLAN id
+    monitors: dict[int, str] = field(default_factory=dict)  # tap id -> its monitor's MAC
+
+    def rules_of(self, tap_id: int) -> dict[int, SwitchRules]:
+        """The flows and groups a policy takes part in, per switch."""
+        out: dict[int, SwitchRules] = {}
+        mine = {c for c, who in self.cookie_owners.items() if tap_id in who}
+        for dpid, rules in self.rules.items():
+            flows = {f for f in rules.flows if f.cookie in mine}
+            groups = {a.group_id for f in flows for a in f.actions if isinstance(a, GroupAction)}
+            tags = {self.monitor_tags.get(self.monitors.get(tap_id, ""))}
+            flows |= {f for f in rules.flows if f.cookie == COOKIE_COPY and _tag_of(f) in tags}
+            if flows:
+                out[dpid] = SwitchRules(frozenset(flows), frozenset(g for g in rules.groups if g.group_id in groups))
+        return out
+
+
+def _tag_of(flow: FlowRule) -> int | None:
+    v = dict(flow.match).get("vlan_vid")
+    return v & 0xFFF if isinstance(v, int) else None
+
+
+def _mac_int(mac: str) -> int:
+    return int(mac.replace(":", ""), 16)
+
+
+def _int_mac(value: int) -> str:
+    h = f"{value:012x}"
+    return ":".join(h[i : i + 2] for i in range(0, 12, 2))
+
+
+def _ip_constraint(text: str) -> tuple[str, tuple[int, int]]:
+    net = ipaddress.ip_network(text, strict=False)
+    fam = "ipv4" if net.version == 4 else "ipv6"
+    return fam, (int(net.network_address), net.prefixlen)
+
+
+@dataclass(frozen=True)
+class _Directed:
+    """One direction of a policy: its match (without in_port) and the host it comes from."""
+
+    tap_id: int
+    constraints: tuple[tuple[str, tuple[int, int]], ...]
+    source_mac: str | None
+    source_ip: str | None
+
+
+def _directed(tap: Tap) -> list[_Directed]:
+    s = tap.spec
+    out = []
+    directions = {"forward": [False], "reverse": [True], "both": [False, True]}[s.direction]
+    for swap in directions:
+        src_mac, dst_mac = (s.dst_mac, s.src_mac) if swap else (s.src_mac, s.dst_mac)
+        src_ip, dst_ip = (s.dst_ip, s.src_ip) if swap else (s.src_ip, s.dst_ip)
+        src_port, dst_port = (s.dst_port, s.src_port) if swap else (s.src_port, s.dst_port)
+        c: dict[str, tuple[int, int]] = {}
+        if src_mac:
+            c["eth_src"] = (_mac_int(src_mac), 48)
+        if dst_mac:
+            c["eth_dst"] = (_mac_int(dst_mac), 48)
+        version = s.ip_version
+        if version:
+            c["eth_type"] = (0x0800 if version == 4 else 0x86DD, 16)
+        for end, ip in (("src", src_ip), ("dst", dst_ip)):
+            if ip:
+                fam, value = _ip_constraint(ip)
+                c[f"{fam}_{end}"] = value
+        if s.ip_proto is not None:
+            c["ip_proto"] = (s.ip_proto, 8)
+        if s.vlan_id is not None:
+            c["vlan_vid"] = (OFPVID_PRESENT | s.vlan_id, 13)
+        if src_port is not None:
+            c["l4_src"] = (src_port, 16)
+        if dst_port is not None:
+            c["l4_dst"] = (dst_port, 16)
+        single_ip = src_ip if src_ip and is_single_address(src_ip) else None
+        out.append(_Directed(tap.id, tuple(sorted(c.items())), src_mac, single_ip))
+    return out
+
+
+def _region_to_match(r: Region) -> tuple:
+    """OXM fields for a region (l4 ports named after the protocol)."""
+    d = {f: (v, p) for f, v, p in r}
+    proto = d.get("ip_proto", (None, 0))[0]
+    l4 = {6: "tcp", 17: "udp", 132: "sctp"}.get(proto, "tcp")
+    out = []
+    for f, (v, p) in d.items():
+        width = WIDTHS[f]
+        if f in ("eth_src", "eth_dst"):
+            val = _int_mac(v) if p == width else (_int_mac(v), _int_mac(((1 << p) - 1) << (width - p)))
+        elif f.startswith("ipv4") or f.startswith("ipv6"):
+            cls = ipaddress.IPv4Address if f.startswith("ipv4") else ipaddress.IPv6Address
+            val = str(cls(v)) if p == width else (str(cls(v)), str(cls(((1 << p) - 1) << (width - p))))
+        else:
+            val = v
+        name = f.replace("l4", l4)
+        out.append((name, val))
+    return tuple(sorted(out))
+
+
+def _stable_id(text: str) -> int:
+    return zlib.crc32(text.encode())
+
+
+def compile_taps(view: NetworkView, taps: list[Tap]) -> TapCompilation:
+    """All TAP rules for the network (pure, deterministic)."""
+    comp = TapCompilation()
+    active: list[tuple[Tap, Host]] = []
+    for tap in sorted(taps, key=lambda t: t.id):
+        if not tap.spec.enabled:
+            comp.states[tap.id] = TapState(DISABLED)
+            continue
+        monitor = _resolve_monitor(view, tap.spec)
+        if monitor is None:
+            comp.states[tap.id] = TapState(PENDING, "monitor not yet seen on the network")
+            continue
+        active.append((tap, monitor))
+
+    candidates: list[tuple[Tap, Host, list[tuple[int, _Directed]]]] = []
+    for tap, monitor in active:
+        if tap.spec.transport == "rewrite":
+            problem = _rewrite_problem(tap.spec, monitor)
+            if problem:
+                comp.states[tap.id] = TapState(ERROR, problem)
+                continue
+        points, reason = _tap_points(view, tap)
+        if reason:
+            comp.states[tap.id] = TapState(PENDING, reason)
+            continue
+        candidates.append((tap, monitor, points))
+
+    # Copy VLAN ids: one per monitor used by a vlan-transport policy, by MAC order.
+    vlan_monitors = sorted({m.mac for t, m, _ in candidates if t.spec.transport == "vlan"})
+    for i, mac in enumerate(vlan_monitors):
+        if COPY_VID_FIRST + i <= COPY_VID_LAST:
+            comp.monitor_tags[mac] = COPY_VID_FIRST + i
+
+    # Directed matches per tap switch: {dpid: {region_with_in_port: {tap ids}}}
+    per_switch: dict[int, dict[Region, set[int]]] = {}
+    monitor_of: dict[int, Host] = {}
+    for tap, monitor, points in candidates:
+        if tap.spec.transport == "vlan" and monitor.mac not in comp.monitor_tags:
+            comp.states[tap.id] = TapState(ERROR, "no copy VLAN id left: too many monitors")
+            continue
+        unreachable = [d for d, _ in points if d != monitor.dpid and view.path(d, monitor.dpid) is None]
+        monitor_of[tap.id] = monitor
+        comp.monitors[tap.id] = monitor.mac
+        concerned: set[int] = set()
+        for dpid, directed in points:
+            if dpid in unreachable:
+                continue
+            c = dict(directed.constraints)
+            host = _source_host(view, directed)
+            if host is not None:
+                c["in_port"] = (host.port, 32)
+            per_switch.setdefault(dpid, {}).setdefault(region(c), set()).add(tap.id)
+            concerned.add(dpid)
+            concerned.update(view.path(dpid, monitor.dpid) or ())
+        if unreachable:
+            comp.states[tap.id] = TapState(DEGRADED, "no path to the monitor from " + ", ".join(f"{d:016x}" for d in unreachable), frozenset(concerned))
+        else:
+            comp.states[tap.id] = TapState(COMPILED, "", frozenset(concerned))
+
+    flows: dict[int, set[FlowRule]] = {}
+    groups: dict[int, set[GroupRule]] = {}
+    taps_by_id = {t.id: t for t, _, _ in candidates}
+    for dpid, matches in sorted(per_switch.items()):
+        try:
+            regions = closure(matches)
+        except OverflowError as exc:
+            for ids in matches.values():
+                for i in ids:
+                    comp.states[i] = TapState(ERROR, str(exc))
+            continue
+        owner_map = owners(regions, matches)
+        group_ids: dict[tuple[Bucket, ...], int] = {}
+        for r in sorted(regions):
+            ids = owner_map[r]
+            buckets = _buckets(view, dpid, sorted(ids), taps_by_id, monitor_of, comp.monitor_tags)
+            if not buckets:
+                continue
+            gid = group_ids.get(buckets)
+            if gid is None:
+                gid = _allocate_group(buckets, set(group_ids.values()))
+                group_ids[buckets] = gid
+                groups.setdefault(dpid, set()).add(GroupRule(gid, "all", buckets))
+            cookie = VTAP_COOKIE | (OWNER_TAP << OWNER_SHIFT) | _stable_id(repr(r))
+            comp.cookie_owners[cookie] = comp.cookie_owners.get(cookie, frozenset()) | ids
+            flows.setdefault(dpid, set()).add(
+                FlowRule(TABLE_TAP, PRIO_TAP_BASE + specificity(r), _region_to_match(r), (GroupAction(gid),), TABLE_FORWARD, cookie)
+            )
+        # Rewrite transport: recovery rules at the monitor's edge switch.
+        for r in sorted(regions):
+            ids = owner_map[r]
+            for tap_id in sorted(ids):
+                tap, monitor = taps_by_id[tap_id], monitor_of[tap_id]
+                if tap.spec.transport != "rewrite" or monitor.dpid == dpid or _bucket_owner(ids, monitor_of, monitor.mac) != tap_id:
+                    continue
+                rule = _recovery(r, tap.spec, monitor)
+                comp.cookie_owners[rule.cookie] = comp.cookie_owners.get(rule.cookie, frozenset()) | ids
+                flows.setdefault(monitor.dpid, set()).add(rule)
+
+    # The copy path (vlan transport): reserved ids dropped at edge ports, copies to table 3.
+    if comp.monitor_tags:
+        for dpid in sorted(view.devices):
+            f = flows.setdefault(dpid, set())
+            for port in view.edge_ports(dpid):
+                f.add(FlowRule(TABLE_CLASSIFY, PRIO_RESERVED_VID, (("in_port", port), ("vlan_vid", COPY_VID_MASK)), (), None, COOKIE_COPY))
+            for mac, vid in sorted(comp.monitor_tags.items()):
+                monitor = view.hosts[mac]
+                if dpid == monitor.dpid:
+                    actions: tuple[Action, ...] = (PopVlan(), Output(monitor.port))
+                else:
+                    hop = view.tree_toward(monitor.dpid).get(dpid)
+                    if hop is None:
+                        continue
+                    actions = (Output(hop[0]),)
+                vlan = (("vlan_vid", OFPVID_PRESENT | vid),)
+                f.add(FlowRule(TABLE_CLASSIFY, PRIO_COPY_IN, vlan, (), TABLE_COPY, COOKIE_COPY))
+                f.add(FlowRule(TABLE_COPY, PRIO_COPY, vlan, actions, None, COOKIE_COPY))
+
+    for dpid in set(flows) | set(groups):
+        comp.rules[dpid] = SwitchRules(frozenset(flows.get(dpid, ())), frozenset(groups.get(dpid, ())))
+    return comp
+
+
+def _resolve_monitor(view: NetworkView, spec: TapSpec) -> Host | None:
+    host = view.hosts.get(spec.monitor_mac) if spec.monitor_mac else view.host_by_ip(spec.monitor_ip)
+    if host is None or host.dpid not in view.devices:
+        return None
+    if spec.monitor_mac and spec.monitor_ip and spec.monitor_ip not in host.ips and host.ips:
+        return None
+    return host
+
+
+def _rewrite_problem(spec: TapSpec, monitor: Host) -> str | None:
+    if spec.ip_version and _monitor_ip(spec, monitor) is None:
+        return f"transport rewrite needs the monitor's IPv{spec.ip_version} address; none known"
+    return None
+
+
+def _monitor_ip(spec: TapSpec, monitor: Host) -> str | None:
+    if spec.monitor_ip:
+        return spec.monitor_ip
+    for ip in monitor.ips:
+        if ipaddress.ip_address(ip).version == spec.ip_version:
+            return ip
+    return None
+
+
+def _source_host(view: NetworkView, d: _Directed) -> Host | None:
+    if d.source_mac:
+        return view.hosts.get(d.source_mac)
+    if d.source_ip:
+        return view.host_by_ip(d.source_ip)
+    return None
+
+
+def _tap_points(view: NetworkView, tap: Tap) -> tuple[list[tuple[int, _Directed]], str]:
+    """(switch, directed match) pairs where the policy's packets enter the fabric."""
+    points = []
+    for d in _directed(tap):
+        if d.source_mac or d.source_ip:
+            host = _source_host(view, d)
+            if host is None:
+                return [], f"source host {d.source_mac or d.source_ip} not yet seen on the network"
+            if host.dpid not in view.devices:
+                return [], f"source host's switch {host.dpid:016x} is not connected"
+            points.append((host.dpid, d))
+        else:
+            points.extend((dpid, d) for dpid in sorted(view.devices) if view.edge_ports(dpid))
+    return points, ""
+
+
+def _bucket_owner(ids, monitor_of: dict[int, Host], monitor_mac: str) -> int:
+    """Which policy's transport carries the one copy a monitor gets for a region: the oldest."""
+    return min(i for i in ids if monitor_of[i].mac == monitor_mac)
+
+
+def _buckets(view: NetworkView, dpid: int, ids: list[int], taps_by_id: dict[int, Tap], monitor_of: dict[int, Host], tags: dict[str, int]) -> tuple[Bucket, ...]:
+    buckets = []
+    seen: set[str] = set()
+    for tap_id in ids:
+        monitor = monitor_of[tap_id]
+        if monitor.mac in seen:
+            continue  # one copy per monitor, however many policies name it
+        seen.add(monitor.mac)
+        owner = taps_by_id[_bucket_owner(ids, monitor_of, monitor.mac)]
+        if monitor.dpid == dpid:
+            buckets.append(Bucket((Output(monitor.port),)))
+            continue
+        hop = view.tree_toward(monitor.dpid).get(dpid)
+        if hop is None:
+            continue
+        if owner.spec.transport == "vlan":
+            buckets.append(Bucket((PushVlan(0x8100), SetField("vlan_vid", OFPVID_PRESENT | tags[monitor.mac]), Output(hop[0]))))
+        else:
+            actions: list[Action] = [SetField("eth_dst", monitor.mac)]
+            ip = _monitor_ip(owner.spec, monitor)
+            if owner.spec.ip_version and ip:
+                actions.append(SetField("ipv4_dst" if owner.spec.ip_version == 4 else "ipv6_dst", ip))
+            buckets.append(Bucket((*actions, Output(hop[0]))))
+    return tuple(sorted(buckets, key=repr))
+
+
+def _recovery(r: Region, spec: TapSpec, monitor: Host) -> FlowRule:
+    """The seed's recovery rule: at the monitor's edge, a copy addressed to the monitor
+    gets its original destination back. Only fields the region pins exactly can be restored."""
+    d = {f: (v, p) for f, v, p in r if f != "in_port"}
+    restore: list[Action] = []
+    if "eth_dst" in d and d["eth_dst"][1] == 48:
+        restore.append(SetField("eth_dst", _int_mac(d["eth_dst"][0])))
+    d["eth_dst"] = (_mac_int(monitor.mac), 48)
+    version = spec.ip_version
+    if version:
+        fam = "ipv4" if version == 4 else "ipv6"
+        key = f"{fam}_dst"
+        if key in d and d[key][1] == WIDTHS[key]:
+            cls = ipaddress.IPv4Address if version == 4 else ipaddress.IPv6Address
+            restore.append(SetField(key, str(cls(d[key][0]))))
+        ip = _monitor_ip(spec, monitor)
+        if ip:
+            d[key] = (int(ipaddress.ip_address(ip)), WIDTHS[key])
+    rr = region(d)
+    cookie = VTAP_COOKIE | (OWNER_TAP << OWNER_SHIFT) | _stable_id(repr(rr))
+    return FlowRule(TABLE_FORWARD, PRIO_RECOVERY_BASE + specificity(rr), _region_to_match(rr), (*restore, Output(monitor.port)), None, cookie)
+
+
+def _allocate_group(buckets: tuple[Bucket, ...], taken: set[int]) -> int:
+    gid = VTAP_GROUP_BASE | (_stable_id(repr(buckets)) & 0xFFFFFF)
+    while gid in taken:
+        gid = VTAP_GROUP_BASE | ((gid + 1) & 0xFFFFFF)
+    return gid

@@ -1,0 +1,166 @@
+"""TAP policies: what an operator declares, validated once, here.
+
+The fields follow the seed's policy table: identifier fields (source and destination
+MAC and IP), the monitor (MAC and/or IP), optional filters (IP protocol, VLAN id,
+TCP/UDP ports), plus direction, transport, name, description and enabled.  A field
+left out or given as "*" means "any".  Every error names its field.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from vtap.model.network import normalize_mac
+
+IP_PROTOS = {"tcp": 6, "udp": 17, "icmp": 1, "icmpv6": 58, "sctp": 132}
+PORT_PROTOS = (6, 17)
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+Direction = Literal["forward", "reverse", "both"]
+Transport = Literal["vlan", "rewrite"]
+
+
+def _any(value: Any) -> bool:
+    return value is None or (isinstance(value, str) and value.strip() in ("", "*"))
+
+
+def normalize_ip(value: str) -> str:
+    """A single address ('10.0.0.1') or a CIDR prefix ('10.0.0.0/24'), IPv4 or IPv6.
+
+    Host bits in a prefix are an error rather than silently dropped: '10.0.0.1/24'
+    is more likely a typo than a wish for the whole /24.
+    """
+    text = value.strip()
+    try:
+        if "/" in text:
+            net = ipaddress.ip_network(text, strict=True)
+            if net.prefixlen == net.max_prefixlen:
+                return str(net.network_address)
+            return str(net)
+        return str(ipaddress.ip_address(text))
+    except ValueError as exc:
+        raise ValueError(f"not an IP address or CIDR prefix: {value!r} ({exc})") from None
+
+
+def ip_version(value: str) -> int:
+    return ipaddress.ip_network(value, strict=False).version
+
+
+def is_single_address(value: str) -> bool:
+    return "/" not in value
+
+
+class TapSpec(BaseModel):
+    """A TAP policy as the operator writes it (REST body, CLI flags, stored JSON)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(description="unique name")
+    description: str = Field("", max_length=1024)
+    enabled: bool = True
+    src_mac: str | None = Field(None, description="source MAC, or * for any")
+    src_ip: str | None = Field(None, description="source IPv4/IPv6 address or CIDR prefix")
+    dst_mac: str | None = None
+    dst_ip: str | None = None
+    monitor_mac: str | None = Field(None, description="the monitor host's MAC")
+    monitor_ip: str | None = Field(None, description="the monitor host's IP (resolved to its MAC)")
+    ip_proto: int | None = Field(None, description="IP protocol number, or tcp/udp/icmp")
+    vlan_id: int | None = Field(None, ge=0, le=4095)
+    src_port: int | None = Field(None, ge=0, le=65535, description="TCP/UDP source port (needs ip_proto tcp or udp)")
+    dst_port: int | None = Field(None, ge=0, le=65535)
+    direction: Direction = "forward"
+    transport: Transport = "vlan"
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not NAME_RE.match(v):
+            raise ValueError("1-64 characters: letters, digits, '.', '_' or '-', starting with a letter or digit")
+        return v
+
+    @field_validator("src_mac", "dst_mac", "monitor_mac", mode="before")
+    @classmethod
+    def _mac(cls, v: Any) -> str | None:
+        if _any(v):
+            return None
+        if not isinstance(v, str):
+            raise ValueError("must be a MAC address string")
+        return normalize_mac(v)
+
+    @field_validator("src_ip", "dst_ip", mode="before")
+    @classmethod
+    def _ip(cls, v: Any) -> str | None:
+        if _any(v):
+            return None
+        if not isinstance(v, str):
+            raise ValueError("must be an IP address or CIDR prefix string")
+        return normalize_ip(v)
+
+    @field_validator("monitor_ip", mode="before")
+    @classmethod
+    def _monitor_ip(cls, v: Any) -> str | None:
+        if _any(v):
+            return None
+        if not isinstance(v, str) or "/" in v:
+            raise ValueError("must be a single IP address (the monitor host)")
+        return normalize_ip(v)
+
+    @field_validator("ip_proto", mode="before")
+    @classmethod
+    def _proto(cls, v: Any) -> int | None:
+        if _any(v):
+            return None
+        if isinstance(v, str):
+            key = v.strip().lower()
+            if key in IP_PROTOS:
+                return IP_PROTOS[key]
+            if key.isdigit():
+                v = int(key)
+            else:
+                raise ValueError(f"unknown protocol {v!r}: use a number 0-255 or one of {', '.join(IP_PROTOS)}")
+        if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= 255:
+            raise ValueError("must be a number 0-255 or one of " + ", ".join(IP_PROTOS))
+        return v
+
+    @field_validator("vlan_id", "src_port", "dst_port", mode="before")
+    @classmethod
+    def _star_int(cls, v: Any) -> Any:
+        return None if _any(v) else v
+
+    @model_validator(mode="after")
+    def _whole(self) -> TapSpec:
+        if not any((self.src_mac, self.src_ip, self.dst_mac, self.dst_ip)):
+            raise ValueError("at least one identifier field is needed: src_mac, src_ip, dst_mac or dst_ip")
+        if not (self.monitor_mac or self.monitor_ip):
+            raise ValueError("a monitor is needed: monitor_mac and/or monitor_ip")
+        if (self.src_port is not None or self.dst_port is not None) and self.ip_proto not in PORT_PROTOS:
+            raise ValueError("src_port and dst_port need ip_proto tcp (6) or udp (17)")
+        if self.src_ip and self.dst_ip and ip_version(self.src_ip) != ip_version(self.dst_ip):
+            raise ValueError("src_ip and dst_ip must be of the same IP version")
+        if self.monitor_ip and self.transport == "rewrite" and self.ip_version and ip_version(self.monitor_ip) != self.ip_version:
+            raise ValueError("with transport rewrite, monitor_ip must be of the tapped traffic's IP version")
+        return self
+
+    @property
+    def ip_version(self) -> int | None:
+        """The IP version the policy is about: from its addresses, else 4 when it filters
+        on a protocol (icmpv6: 6), else None (not IP-specific: matches any EtherType)."""
+        for ip in (self.src_ip, self.dst_ip):
+            if ip:
+                return ip_version(ip)
+        if self.ip_proto is not None:
+            return 6 if self.ip_proto == 58 else 4
+        return None
+
+
+class Tap(BaseModel):
+    """A stored policy: its id and spec. Status lives with the controller, not here."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: int
+    spec: TapSpec

@@ -1,0 +1,191 @@
+"""TAP compilation on a fake fabric: exactly one copy per monitor, originals untouched."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+from tests.unit.fabric import Fabric, view_from_topo
+from vtap.compile.network import compile_network
+from vtap.compile.pipeline import TABLE_TAP
+from vtap.compile.taps import COMPILED, PENDING, compile_taps
+from vtap.lab.topos import parse_topo
+from vtap.model.policy import Tap, TapSpec
+
+
+def mac(i: int) -> str:
+    return f"00:00:00:00:00:{i:02x}"
+
+
+def ip(i: int) -> str:
+    return f"10.0.0.{i}"
+
+
+def tap(tap_id: int, **fields) -> Tap:
+    fields.setdefault("name", f"t{tap_id}")
+    return Tap(id=tap_id, spec=TapSpec(**fields))
+
+
+def tcp(src: int, dst: int, sport: int = 40000, dport: int = 80, vlan: int | None = None) -> dict:
+    pkt = {"eth_src": mac(src), "eth_dst": mac(dst), "eth_type": 0x0800, "ipv4_src": ip(src), "ipv4_dst": ip(dst),
+           "ip_proto": 6, "tcp_src": sport, "tcp_dst": dport, "payload": f"{src}->{dst}:{dport}"}
+    if vlan is not None:
+        pkt["vlans"] = [vlan]
+    return pkt
+
+
+def udp(src: int, dst: int, dport: int = 53, vlan: int | None = None) -> dict:
+    pkt = {"eth_src": mac(src), "eth_dst": mac(dst), "eth_type": 0x0800, "ipv4_src": ip(src), "ipv4_dst": ip(dst),
+           "ip_proto": 17, "udp_src": 5000, "udp_dst": dport}
+    if vlan is not None:
+        pkt["vlans"] = [vlan]
+    return pkt
+
+
+def fabric(spec: str, taps: list[Tap]) -> Fabric:
+    view = view_from_topo(parse_topo(spec))
+    desired, _ = compile_network(view, taps)
+    return Fabric(view, desired)
+
+
+def send(fab: Fabric, src: int, pkt: dict):
+    h = fab.view.hosts[mac(src)]
+    return fab.inject(h.dpid, h.port, pkt)
+
+
+def at(fab: Fabric, host: int, trace) -> list[dict]:
+    h = fab.view.hosts[mac(host)]
+    return [f for d, p, f in trace.frames if (d, p) == (h.dpid, h.port)]
+
+
+def clean(frame: dict) -> dict:
+    return {k: v for k, v in frame.items() if not (k == "vlans" and not v)}
+
+
+@pytest.mark.parametrize("transport", ["vlan", "rewrite"])
+@pytest.mark.parametrize("monitor", [2, 3, 9])  # same edge switch, same pod, other pod
+def test_matching_packet_one_copy_original_untouched(transport, monitor):
+    fab = fabric("fattree,4", [tap(1, src_ip=ip(1), dst_ip=ip(16), ip_proto="tcp", dst_port=80, monitor_ip=ip(monitor),
+                                   transport=transport, src_mac=mac(1), dst_mac=mac(16))])
+    pkt = tcp(1, 16)
+    trace = send(fab, 1, pkt)
+    assert [clean(f) for f in at(fab, 16, trace)] == [pkt]
+    assert [clean(f) for f in at(fab, monitor, trace)] == [pkt]
+    assert len(trace.delivered) == 2
+
+
+@pytest.mark.parametrize("pkt", [tcp(1, 16, dport=81), udp(1, 16, dport=80), tcp(16, 1, sport=80, dport=40000), tcp(2, 16)])
+def test_non_matching_packets_are_not_copied(pkt):
+    fab = fabric("fattree,4", [tap(1, src_ip=ip(1), dst_ip=ip(16), ip_proto="tcp", dst_port=80, monitor_ip=ip(9))])
+    src = int(pkt["eth_src"][-2:], 16)
+    trace = send(fab, src, pkt)
+    assert at(fab, 9, trace) == []
+    assert len(trace.delivered) == 1
+
+
+def test_both_directions_one_copy_each():
+    fab = fabric("fattree,4", [tap(1, src_ip=ip(1), dst_ip=ip(16), ip_proto="tcp", dst_port=80, direction="both", monitor_ip=ip(9))])
+    assert len(at(fab, 9, send(fab, 1, tcp(1, 16)))) == 1
+    assert len(at(fab, 9, send(fab, 16, tcp(16, 1, sport=80, dport=40000)))) == 1
+
+
+def test_reverse_direction_only():
+    fab = fabric("fattree,4", [tap(1, src_ip=ip(1), dst_ip=ip(16), ip_proto="tcp", dst_port=80, direction="reverse", monitor_ip=ip(9))])
+    assert at(fab, 9, send(fab, 1, tcp(1, 16))) == []
+    assert len(at(fab, 9, send(fab, 16, tcp(16, 1, sport=80, dport=40000)))) == 1
+
+
+def test_same_flow_two_monitors_each_get_a_copy():
+    fab = fabric("fattree,4", [tap(1, src_ip=ip(1), dst_ip=ip(16), monitor_ip=ip(9)),
+                               tap(2, src_ip=ip(1), dst_ip=ip(16), monitor_ip=ip(5))])
+    trace = send(fab, 1, tcp(1, 16))
+    assert len(at(fab, 9, trace)) == 1 and len(at(fab, 5, trace)) == 1 and len(at(fab, 16, trace)) == 1
+
+
+def test_wide_and_narrow_policies_overlap():
+    wide = tap(1, dst_ip="10.0.0.0/28", monitor_ip=ip(9))
+    narrow = tap(2, src_ip=ip(1), dst_ip=ip(16), ip_proto="tcp", dst_port=80, monitor_ip=ip(5))
+    same_monitor = tap(3, src_ip=ip(1), ip_proto="tcp", monitor_ip=ip(9))
+    fab = fabric("fattree,4", [wide, narrow, same_monitor])
+    trace = send(fab, 1, tcp(1, 16))  # in all three: one copy at 9 (twice named), one at 5
+    assert len(at(fab, 9, trace)) == 1 and len(at(fab, 5, trace)) == 1
+    trace = send(fab, 1, tcp(1, 16, dport=22))  # wide and same_monitor only
+    assert len(at(fab, 9, trace)) == 1 and at(fab, 5, trace) == []
+    trace = send(fab, 3, udp(3, 14))  # wide only
+    assert len(at(fab, 9, trace)) == 1 and at(fab, 5, trace) == []
+
+
+def test_partially_overlapping_policies_get_their_intersection():
+    a = tap(1, src_ip=ip(1), monitor_ip=ip(9))
+    b = tap(2, dst_ip=ip(16), monitor_ip=ip(5))
+    fab = fabric("fattree,4", [a, b])
+    trace = send(fab, 1, tcp(1, 16))
+    assert len(at(fab, 9, trace)) == 1 and len(at(fab, 5, trace)) == 1
+    trace = send(fab, 1, tcp(1, 15))
+    assert len(at(fab, 9, trace)) == 1 and at(fab, 5, trace) == []
+    trace = send(fab, 2, tcp(2, 16))
+    assert at(fab, 9, trace) == [] and len(at(fab, 5, trace)) == 1
+
+
+def test_vlan_filter_and_seed_tap2():
+    fab = fabric("fattree,4", [tap(1, src_mac=mac(1), src_ip=ip(1), ip_proto="udp", vlan_id=100, monitor_mac=mac(4), monitor_ip=ip(4))])
+    pkt = udp(1, 16, vlan=100)
+    trace = send(fab, 1, pkt)
+    assert [clean(f) for f in at(fab, 4, trace)] == [pkt]
+    assert at(fab, 4, send(fab, 1, udp(1, 16, vlan=200))) == []
+    assert at(fab, 4, send(fab, 1, udp(1, 16))) == []
+
+
+def test_every_pair_copied_exactly_once_by_a_wide_policy():
+    fab = fabric("fattree,4", [tap(1, dst_ip="10.0.0.0/8", monitor_ip=ip(9), direction="both")])
+    for a, b in itertools.permutations([1, 4, 8, 12, 16], 2):
+        trace = send(fab, a, tcp(a, b))
+        assert len(at(fab, 9, trace)) == 1, (a, b)
+        assert len(at(fab, b, trace)) == 1
+
+
+def test_rewrite_is_ambiguous_for_real_traffic_to_the_monitor():
+    """The case the seed's transport cannot tell apart: h1 talks to the monitor h9 itself
+    with the tapped port; the recovery rule takes it for a copy and rewrites it."""
+    spec = dict(src_ip=ip(1), src_mac=mac(1), dst_ip=ip(16), dst_mac=mac(16), ip_proto="tcp", dst_port=80, monitor_ip=ip(9))
+    real = tcp(1, 9)
+    vlan = fabric("fattree,4", [tap(1, **spec)])
+    assert [clean(f) for f in at(vlan, 9, send(vlan, 1, real))] == [real]
+    rewrite = fabric("fattree,4", [tap(1, transport="rewrite", **spec)])
+    got = [clean(f) for f in at(rewrite, 9, send(rewrite, 1, real))]
+    assert got != [real] and got[0]["ipv4_dst"] == ip(16)  # the real packet was corrupted
+
+
+def test_hosts_frames_with_reserved_vlan_ids_are_dropped():
+    fab = fabric("fattree,4", [tap(1, src_ip=ip(1), monitor_ip=ip(9))])
+    trace = send(fab, 2, tcp(2, 16, vlan=3968))
+    assert trace.delivered == []
+
+
+def test_pending_until_the_monitor_is_known():
+    view = view_from_topo(parse_topo("linear,3"))
+    comp = compile_taps(view, [tap(1, src_ip=ip(1), monitor_ip="10.0.0.99"), tap(2, src_mac=mac(77), monitor_ip=ip(3))])
+    assert comp.states[1].state == PENDING and comp.states[2].state == PENDING
+    assert comp.rules == {}
+
+
+def test_deterministic_and_removal_leaves_nothing():
+    taps = [tap(1, src_ip=ip(1), monitor_ip=ip(9)), tap(2, dst_ip="10.0.0.0/28", monitor_ip=ip(5), transport="rewrite")]
+    view = view_from_topo(parse_topo("fattree,4"))
+    a, ca = compile_network(view, taps)
+    b, _ = compile_network(view_from_topo(parse_topo("fattree,4")), list(reversed(taps)))
+    assert a == b
+    assert ca.states[1].state == COMPILED
+    none, _ = compile_network(view, [])
+    assert all(not r.groups and not any(f.table == TABLE_TAP and f.priority > 0 for f in r.flows) for r in none.values())
+    disabled, _ = compile_network(view, [Tap(id=1, spec=taps[0].spec.model_copy(update={"enabled": False}))])
+    assert disabled == none
+
+
+def test_rules_of_a_policy():
+    view = view_from_topo(parse_topo("fattree,4"))
+    comp = compile_taps(view, [tap(1, src_ip=ip(1), monitor_ip=ip(9))])
+    mine = comp.rules_of(1)
+    assert view.hosts[mac(1)].dpid in mine
+    assert any(r.groups for r in mine.values())
