@@ -12,6 +12,7 @@ from fastapi import FastAPI
 from pydantic import BaseModel
 
 from vtap import __version__
+from vtap.api.taps import router as taps_router
 from vtap.control.controller import Controller
 from vtap.model.network import dpid_str
 from vtap.model.view import NetworkView
@@ -61,6 +62,7 @@ class HealthOut(BaseModel):
     switches_in_sync: int
     links: int
     hosts: int
+    taps: int
 
 
 def _iso(ts: float) -> str:
@@ -98,7 +100,7 @@ def create_app(ctl: Controller) -> FastAPI:
     app = FastAPI(title="vtap", version=__version__, description="A virtual TAP for software-defined networks.")
 
     @app.get("/api/v1/health", response_model=HealthOut)
-    def health() -> HealthOut:
+    async def health() -> HealthOut:
         view = ctl.view()
         return HealthOut(
             status="ok",
@@ -108,23 +110,25 @@ def create_app(ctl: Controller) -> FastAPI:
             switches_in_sync=sum(ctl.sync_state(d) == "in_sync" for d in view.devices),
             links=len(view.links),
             hosts=len(view.hosts),
+            taps=len(ctl.taps),
         )
 
     @app.get("/api/v1/devices", response_model=list[DeviceOut])
-    def devices() -> list[DeviceOut]:
+    async def devices() -> list[DeviceOut]:
         return devices_out(ctl.view(), ctl)
 
     @app.get("/api/v1/links", response_model=list[LinkOut])
-    def links() -> list[LinkOut]:
+    async def links() -> list[LinkOut]:
         return links_out(ctl.view())
 
     @app.get("/api/v1/hosts", response_model=list[HostOut])
-    def hosts() -> list[HostOut]:
+    async def hosts() -> list[HostOut]:
         return hosts_out(ctl.view())
 
     @app.get("/api/v1/topology", response_model=TopologyOut)
-    def topology() -> TopologyOut:
+    async def topology() -> TopologyOut:
         view = ctl.view()
         return TopologyOut(devices=devices_out(view, ctl), links=links_out(view), hosts=hosts_out(view))
 
+    app.include_router(taps_router(ctl))
     return app

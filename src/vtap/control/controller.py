@@ -11,23 +11,38 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from os_ken.lib.packet import ethernet, packet
 
-from vtap.compile.forwarding import compile_switch
-from vtap.compile.pipeline import ETH_TYPE_LLDP
+from vtap.compile.network import compile_network
+from vtap.compile.pipeline import ETH_TYPE_LLDP, TABLE_TAP
+from vtap.compile.taps import COMPILED, TapCompilation, compile_taps
 from vtap.control import relay
 from vtap.control.discovery import LinkTable, lldp_frame, parse_lldp
 from vtap.control.hosts import HostTable
 from vtap.control.reconciler import SwitchReconciler
 from vtap.model.network import Device, Link, is_physical_port
-from vtap.model.rules import SwitchRules
+from vtap.model.policy import Tap, TapSpec
 from vtap.model.view import NetworkView
 from vtap.openflow.channel import ChannelClosed, Datapath
 from vtap.store.sqlite import Store
 
 log = logging.getLogger(__name__)
+
+ACTIVE = "active"
+PENDING = "pending"
+DEGRADED = "degraded"
+ERROR = "error"
+DISABLED = "disabled"
+
+
+@dataclass(frozen=True)
+class TapStatus:
+    status: str
+    reason: str
+    switches: tuple[int, ...]
 
 
 class Controller:
@@ -50,11 +65,18 @@ class Controller:
         self.reconcilers: dict[int, SwitchReconciler] = {}
         self.started_at = time.time()
         self._view: NetworkView | None = None
+        self.taps: dict[int, Tap] = {}
+        self.compilation = TapCompilation()
+        self.generation = 0
+        self._tap_generation: dict[int, int] = {}  # tap id -> generation of its current version
         self._recompile_handle: asyncio.TimerHandle | None = None
         self._tasks: list[asyncio.Task] = []
         if store is not None:
             for host in store.load_hosts():
                 self.hosts.hosts[host.mac] = host
+            for tap in store.load_taps():
+                self.taps[tap.id] = tap
+                self._tap_generation[tap.id] = 1
 
     # ---- lifecycle ----------------------------------------------------------------
 
@@ -94,8 +116,77 @@ class Controller:
     def _recompile(self) -> None:
         self._recompile_handle = None
         view = self.view()
+        self.generation += 1
+        for tap_id, gen in self._tap_generation.items():
+            if gen < 0:
+                self._tap_generation[tap_id] = self.generation
+        desired, self.compilation = compile_network(view, list(self.taps.values()))
         for dpid, rec in self.reconcilers.items():
-            rec.set_desired(SwitchRules(flows=compile_switch(view, dpid)))
+            rec.set_desired(desired[dpid], self.generation)
+
+    # ---- TAP policies ---------------------------------------------------------------
+
+    def add_tap(self, spec: TapSpec) -> Tap:
+        """Store, then apply (the store raises NameTaken and nothing changes)."""
+        tap = self.store.add_tap(spec) if self.store else Tap(id=max(self.taps, default=0) + 1, spec=spec)
+        self._tap_changed(tap)
+        return tap
+
+    def update_tap(self, tap_id: int, spec: TapSpec) -> Tap:
+        tap = self.store.update_tap(tap_id, spec) if self.store else Tap(id=tap_id, spec=spec)
+        self._tap_changed(tap)
+        return tap
+
+    def delete_tap(self, tap_id: int) -> None:
+        if self.store:
+            self.store.delete_tap(tap_id)
+        self.taps.pop(tap_id, None)
+        self._tap_generation.pop(tap_id, None)
+        self.changed()
+
+    def _tap_changed(self, tap: Tap) -> None:
+        self.taps[tap.id] = tap
+        self._tap_generation[tap.id] = -1  # set by the next recompile
+        self.changed()
+
+    def dry_run(self, spec: TapSpec) -> tuple[Tap, TapCompilation]:
+        """What the policy would install now, without storing or installing anything."""
+        tap = Tap(id=max(self.taps, default=0) + 1, spec=spec)
+        others = [t for t in self.taps.values() if t.spec.name != spec.name]
+        return tap, compile_taps(self.view(), others + [tap])
+
+    def tap_status(self, tap_id: int) -> TapStatus:
+        gen = self._tap_generation.get(tap_id, -1)
+        state = self.compilation.states.get(tap_id)
+        if gen < 0 or state is None:
+            return TapStatus(PENDING, "being compiled", ())
+        switches = tuple(sorted(state.switches))
+        if state.state != COMPILED:
+            return TapStatus(state.state, state.reason, switches)
+        for dpid in switches:
+            rec = self.reconcilers.get(dpid)
+            if rec is None:
+                return TapStatus(DEGRADED, f"switch {dpid:016x} is not connected", switches)
+            if rec.status.state == "error":
+                return TapStatus(ERROR, f"switch {dpid:016x}: {rec.status.last_error}", switches)
+            if rec.status.synced_generation < gen:
+                return TapStatus(PENDING, f"installing on switch {dpid:016x}", switches)
+        return TapStatus(ACTIVE, "", switches)
+
+    async def tap_counters(self, tap_id: int) -> dict[str, int]:
+        """Packets and bytes that hit the policy's tap rules (each one copied once to its monitor)."""
+        cookies = {c for c, who in self.compilation.cookie_owners.items() if tap_id in who}
+        packets = bytes_ = 0
+        for dpid, rules in self.compilation.rules_of(tap_id).items():
+            dp = self.datapaths.get(dpid)
+            if dp is None:
+                continue
+            for cookie in sorted({f.cookie for f in rules.flows if f.cookie in cookies and f.table == TABLE_TAP}):
+                for stats in await dp.flow_stats(cookie, 0xFFFFFFFFFFFFFFFF):
+                    if stats.table_id == TABLE_TAP:
+                        packets += stats.packet_count
+                        bytes_ += stats.byte_count
+        return {"packets": packets, "bytes": bytes_}
 
     def sync_state(self, dpid: int) -> str:
         rec = self.reconcilers.get(dpid)

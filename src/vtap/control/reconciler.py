@@ -121,6 +121,7 @@ class SyncStatus:
     last_error: str | None = None
     batches: int = 0
     rules_sent: int = 0
+    synced_generation: int = -1  # the compile generation last confirmed by barrier
 
 
 @dataclass
@@ -131,6 +132,7 @@ class SwitchReconciler:
     installed: SwitchRules | None = None
     status: SyncStatus = field(default_factory=SyncStatus)
     retry_delay: float = 1.0
+    generation: int = 0  # of the desired rule set
 
     def __post_init__(self) -> None:
         self._dirty = asyncio.Event()
@@ -149,12 +151,15 @@ class SwitchReconciler:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
 
-    def set_desired(self, desired: SwitchRules) -> None:
+    def set_desired(self, desired: SwitchRules, generation: int = 0) -> None:
+        self.generation = generation
         if desired != self.desired:
             self.desired = desired
             self._synced.clear()
             self.status.state = "syncing"
             self._dirty.set()
+        elif self.status.state == "in_sync":
+            self.status.synced_generation = generation
 
     def resync(self) -> None:
         """Forget what we believe is installed; read it back on the next pass."""
@@ -187,7 +192,7 @@ class SwitchReconciler:
     async def _pass(self) -> None:
         if self.installed is None:
             self.installed = await read_installed(self.dp)
-        desired = self.desired
+        desired, generation = self.desired, self.generation
         additive = time.monotonic() < self.settle_until
         changes = diff(desired, self.installed, additive=additive)
         if changes:
@@ -201,6 +206,7 @@ class SwitchReconciler:
             await self.dp.barrier()
         if not additive and desired == self.desired and not self._dirty.is_set():
             self.status.state = "in_sync"
+            self.status.synced_generation = generation
             self.status.last_sync = time.time()
             self.status.last_error = None
             self._synced.set()

@@ -12,7 +12,7 @@ import ipaddress
 import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from vtap.model.network import normalize_mac
 
@@ -131,16 +131,27 @@ class TapSpec(BaseModel):
     def _star_int(cls, v: Any) -> Any:
         return None if _any(v) else v
 
+    @field_validator("src_port", "dst_port")
+    @classmethod
+    def _port_needs_tcp_udp(cls, v: int | None, info: ValidationInfo) -> int | None:
+        if v is not None and info.data.get("ip_proto") not in PORT_PROTOS:
+            raise ValueError("a TCP/UDP port needs ip_proto tcp (6) or udp (17)")
+        return v
+
+    @field_validator("dst_ip")
+    @classmethod
+    def _same_family(cls, v: str | None, info: ValidationInfo) -> str | None:
+        src = info.data.get("src_ip")
+        if v and src and ip_version(src) != ip_version(v):
+            raise ValueError("src_ip and dst_ip must be of the same IP version")
+        return v
+
     @model_validator(mode="after")
     def _whole(self) -> TapSpec:
         if not any((self.src_mac, self.src_ip, self.dst_mac, self.dst_ip)):
             raise ValueError("at least one identifier field is needed: src_mac, src_ip, dst_mac or dst_ip")
         if not (self.monitor_mac or self.monitor_ip):
             raise ValueError("a monitor is needed: monitor_mac and/or monitor_ip")
-        if (self.src_port is not None or self.dst_port is not None) and self.ip_proto not in PORT_PROTOS:
-            raise ValueError("src_port and dst_port need ip_proto tcp (6) or udp (17)")
-        if self.src_ip and self.dst_ip and ip_version(self.src_ip) != ip_version(self.dst_ip):
-            raise ValueError("src_ip and dst_ip must be of the same IP version")
         if self.monitor_ip and self.transport == "rewrite" and self.ip_version and ip_version(self.monitor_ip) != self.ip_version:
             raise ValueError("with transport rewrite, monitor_ip must be of the tapped traffic's IP version")
         return self

@@ -90,12 +90,12 @@ class FlowRule:
         return (self.table, self.priority, self.match)
 
     def __str__(self) -> str:
-        parts = [f"cookie=0x{self.cookie:x}", f"table={self.table}", f"priority={self.priority}"]
-        parts += [f"{name}={_fmt_value(value)}" for name, value in self.match]
+        head = f"cookie=0x{self.cookie:x}, table={self.table}, "
+        fields = [f"priority={self.priority}"] + [f"{name}={_fmt_value(value)}" for name, value in self.match]
         acts = [str(a) for a in self.actions]
         if self.goto is not None:
             acts.append(f"goto_table:{self.goto}")
-        return ", ".join(parts) + " actions=" + (",".join(acts) or "drop")
+        return head + ",".join(fields) + " actions=" + (",".join(acts) or "drop")
 
 
 @dataclass(frozen=True, order=True)

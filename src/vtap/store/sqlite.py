@@ -1,6 +1,7 @@
 """SQLite persistence of what the controller must not forget across restarts.
 
-Learned hosts are kept so that a restarted controller compiles the same rules at
+TAP policies are the operator's declarations: each change is one transaction, and a
+name collision or any failure leaves the stored set as it was. Learned hosts are kept so that a restarted controller compiles the same rules at
 once, instead of tearing down forwarding until every host speaks again. Each write
 is its own transaction; WAL mode keeps the file consistent across crashes.
 """
@@ -11,7 +12,10 @@ import json
 import sqlite3
 from pathlib import Path
 
+import time
+
 from vtap.model.network import Host
+from vtap.model.policy import Tap, TapSpec
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS hosts (
@@ -21,7 +25,22 @@ CREATE TABLE IF NOT EXISTS hosts (
     port INTEGER NOT NULL,
     last_seen REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS taps (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    name TEXT NOT NULL UNIQUE,
+    spec TEXT NOT NULL,
+    created REAL NOT NULL,
+    updated REAL NOT NULL
+);
 """
+
+
+class NameTaken(Exception):
+    """Another policy already has this name."""
+
+
+class NotFound(Exception):
+    """No policy with this id."""
 
 
 class Store:
@@ -52,3 +71,43 @@ class Store:
         with self.db:
             self.db.execute("BEGIN")
             self.db.executemany("DELETE FROM hosts WHERE mac = ?", [(m,) for m in macs])
+
+    # ---- TAP policies -------------------------------------------------------------
+
+    def load_taps(self) -> list[Tap]:
+        rows = self.db.execute("SELECT id, spec FROM taps ORDER BY id")
+        return [Tap(id=i, spec=TapSpec.model_validate_json(spec)) for i, spec in rows]
+
+    def add_tap(self, spec: TapSpec) -> Tap:
+        now = time.time()
+        try:
+            with self.db:
+                self.db.execute("BEGIN")
+                cur = self.db.execute(
+                    "INSERT INTO taps (name, spec, created, updated) VALUES (?, ?, ?, ?)",
+                    (spec.name, spec.model_dump_json(), now, now),
+                )
+        except sqlite3.IntegrityError:
+            raise NameTaken(spec.name) from None
+        return Tap(id=cur.lastrowid, spec=spec)
+
+    def update_tap(self, tap_id: int, spec: TapSpec) -> Tap:
+        try:
+            with self.db:
+                self.db.execute("BEGIN")
+                cur = self.db.execute(
+                    "UPDATE taps SET name = ?, spec = ?, updated = ? WHERE id = ?",
+                    (spec.name, spec.model_dump_json(), time.time(), tap_id),
+                )
+        except sqlite3.IntegrityError:
+            raise NameTaken(spec.name) from None
+        if cur.rowcount == 0:
+            raise NotFound(tap_id)
+        return Tap(id=tap_id, spec=spec)
+
+    def delete_tap(self, tap_id: int) -> None:
+        with self.db:
+            self.db.execute("BEGIN")
+            cur = self.db.execute("DELETE FROM taps WHERE id = ?", (tap_id,))
+        if cur.rowcount == 0:
+            raise NotFound(tap_id)
