@@ -9,6 +9,7 @@ import httpx
 
 from vtap.lab.net import build_net, expected_links, wait_ready
 from vtap.lab.ovs import PrivateOVS
+from vtap.lab.traffic import Capture, Flow, marked, send_from
 from vtap.lab.process import ControllerProcess
 
 
@@ -82,6 +83,56 @@ class Lab:
                 pass
             time.sleep(0.2)
         raise AssertionError(f"controller not settled: {health}")
+
+
+def post(lab: Lab, path: str, body: dict, **params) -> httpx.Response:
+    return httpx.post(f"{lab.ctl.api}{path}", json=body, params=params, timeout=10)
+
+
+def create_tap(lab: Lab, **spec) -> dict:
+    resp = post(lab, "/api/v1/taps", spec)
+    assert resp.status_code == 201, resp.text
+    return resp.json()
+
+
+def wait_tap(lab: Lab, tap_id: int, status: str = "active", timeout: float = 15) -> dict:
+    deadline = time.monotonic() + timeout
+    tap = {}
+    while time.monotonic() < deadline:
+        tap = lab.ctl.get(f"/api/v1/taps/{tap_id}")
+        if tap["status"] == status:
+            return tap
+        time.sleep(0.1)
+    raise AssertionError(f"TAP {tap_id} not {status}: {tap}")
+
+
+def delete_tap(lab: Lab, tap_id: int) -> None:
+    assert httpx.delete(f"{lab.ctl.api}/api/v1/taps/{tap_id}", timeout=10).status_code == 204
+
+
+def traffic(lab: Lab, sender: str, flow: Flow, tag: str, count: int, watch: list[str], **kw) -> dict[str, list[bytes]]:
+    """Send `count` marked frames and return, per watched host, the frames of `tag` it got
+    (from the sender's MAC: not, say, an ICMP error quoting one back)."""
+    # Paced, not one burst: OVS's plain (AF_PACKET) ports drop back-to-back bursts of
+    # more than ~16 frames on these machines, tapped or not (see DATAPLANE notes).
+    kw.setdefault("interval", 0.002)
+    caps = {name: Capture(lab.net[name], lab.workdir / f"{tag}-{name}.pcap").start() for name in watch}
+    try:
+        send_from(lab.net[sender], flow, tag, count, **kw)
+    finally:
+        got = {name: cap.stop() for name, cap in caps.items()}
+    src = bytes.fromhex(flow.src_mac.replace(":", ""))
+    return {name: [f for _, f in frames if f[6:12] == src and (marked(f) or "").startswith(tag + ":")] for name, frames in got.items()}
+
+
+def vtap_rules(lab: Lab) -> list[str]:
+    """Every TAP and copy rule and every group in the switches (cookie owner 2 or 3)."""
+    out = []
+    for sw in lab.net.switches:
+        out += [f"{sw.name}: {l}" for l in lab.ovs.ofctl("dump-flows", sw.name).splitlines()
+                if "cookie=0x767402" in l or "cookie=0x767403" in l]
+        out += [f"{sw.name}: {l}" for l in lab.ovs.ofctl("dump-groups", sw.name).splitlines()[1:]]
+    return out
 
 
 def ping(host, ip: str, count: int = 1, timeout: int = 1) -> bool:

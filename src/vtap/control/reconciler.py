@@ -192,7 +192,7 @@ class SwitchReconciler:
     async def _pass(self) -> None:
         if self.installed is None:
             self.installed = await read_installed(self.dp)
-        desired, generation = self.desired, self.generation
+        desired = self.desired
         additive = time.monotonic() < self.settle_until
         changes = diff(desired, self.installed, additive=additive)
         if changes:
@@ -206,7 +206,8 @@ class SwitchReconciler:
             await self.dp.barrier()
         if not additive and desired == self.desired and not self._dirty.is_set():
             self.status.state = "in_sync"
-            self.status.synced_generation = generation
+            # What was synced is the current desired set, whatever generation named it.
+            self.status.synced_generation = self.generation
             self.status.last_sync = time.time()
             self.status.last_error = None
             self._synced.set()
