@@ -81,6 +81,137 @@ def cmd_topo(args: argparse.Namespace) -> int:
     return 0
 
 
+SPEC_FIELDS = ["src_mac", "src_ip", "dst_mac", "dst_ip", "monitor_mac", "monitor_ip", "ip_proto", "vlan_id",
+               "src_port", "dst_port", "direction", "transport", "description"]
+
+
+def _request(method: str, api: str, path: str, **kw):
+    try:
+        resp = httpx.request(method, f"{api.rstrip('/')}{path}", timeout=30, **kw)
+    except httpx.HTTPError as exc:
+        raise SystemExit(f"vtap: cannot reach the controller at {api}: {exc}") from None
+    if resp.status_code == 422:
+        lines = []
+        for d in resp.json().get("detail", []):
+            loc = [str(x) for x in d.get("loc", []) if x != "body"]
+            lines.append(f"  {'.'.join(loc) or 'policy'}: {d.get('msg')}")
+        raise SystemExit("vtap: invalid policy:\n" + "\n".join(lines))
+    if resp.status_code >= 400:
+        try:
+            detail = resp.json().get("detail")
+        except ValueError:
+            detail = resp.text
+        raise SystemExit(f"vtap: {detail} (HTTP {resp.status_code})")
+    return resp.json() if resp.content else None
+
+
+def _spec_from_args(args: argparse.Namespace, base: dict | None = None) -> dict:
+    spec = dict(base or {})
+    if args.name is not None:
+        spec["name"] = args.name
+    for f in SPEC_FIELDS:
+        value = getattr(args, f, None)
+        if value is not None:
+            spec[f] = value
+    if getattr(args, "enabled", None) is not None:
+        spec["enabled"] = args.enabled
+    return spec
+
+
+def _print_taps(taps: list[dict]) -> None:
+    def ident(t):
+        src = t["src_ip"] or t["src_mac"] or "*"
+        dst = t["dst_ip"] or t["dst_mac"] or "*"
+        arrow = {"forward": "->", "reverse": "<-", "both": "<->"}[t["direction"]]
+        return f"{src} {arrow} {dst}"
+
+    def filters(t):
+        parts = []
+        if t["ip_proto"] is not None:
+            parts.append(f"proto {t['ip_proto']}")
+        if t["vlan_id"] is not None:
+            parts.append(f"vlan {t['vlan_id']}")
+        if t["src_port"] is not None:
+            parts.append(f"sport {t['src_port']}")
+        if t["dst_port"] is not None:
+            parts.append(f"dport {t['dst_port']}")
+        return " ".join(parts) or "-"
+
+    print(_table([[t["id"], t["name"], ident(t), filters(t), t["monitor_ip"] or t["monitor_mac"], t["transport"],
+                   t["status"] + (f" ({t['status_reason']})" if t["status_reason"] else "")] for t in taps],
+                 ["ID", "NAME", "FLOW", "FILTERS", "MONITOR", "TRANSPORT", "STATUS"]))
+
+
+def cmd_tap(args: argparse.Namespace) -> int:
+    api = args.api
+    action = args.tap_command
+    if action == "add":
+        params = {"dry_run": "true"} if args.dry_run else None
+        out = _request("POST", api, "/api/v1/taps", json=_spec_from_args(args), params=params)
+        if args.json or args.dry_run:
+            print(json.dumps(out, indent=2))
+        else:
+            _print_taps([out])
+        return 0
+    if action == "list":
+        out = _request("GET", api, "/api/v1/taps")
+        print(json.dumps(out, indent=2)) if args.json else _print_taps(out)
+        return 0
+    if action == "show":
+        out = _request("GET", api, f"/api/v1/taps/{args.id}")
+        if args.json:
+            print(json.dumps(out, indent=2))
+        else:
+            for key, value in out.items():
+                print(f"{key:14} {value if value is not None else '*'}")
+        return 0
+    if action == "update":
+        current = _request("GET", api, f"/api/v1/taps/{args.id}")
+        base = {k: current[k] for k in ["name", "enabled", *SPEC_FIELDS]}
+        out = _request("PUT", api, f"/api/v1/taps/{args.id}", json=_spec_from_args(args, base))
+        print(json.dumps(out, indent=2)) if args.json else _print_taps([out])
+        return 0
+    if action == "rm":
+        _request("DELETE", api, f"/api/v1/taps/{args.id}")
+        print(f"deleted TAP {args.id}")
+        return 0
+    if action == "rules":
+        out = _request("GET", api, f"/api/v1/taps/{args.id}/rules")
+        if args.json:
+            print(json.dumps(out, indent=2))
+        else:
+            for sw in out["switches"]:
+                print(f"# switch {sw['dpid']}")
+                for line in sw["groups"] + sw["flows"]:
+                    print(f"  {line}")
+        return 0
+    if action == "stats":
+        out = _request("GET", api, f"/api/v1/taps/{args.id}/stats")
+        print(json.dumps(out, indent=2)) if args.json else print(
+            _table([[out["id"], out["packets"], out["bytes"], out["copies"]]], ["ID", "PACKETS", "BYTES", "COPIES"]))
+        return 0
+    raise AssertionError(action)
+
+
+def _add_spec_flags(p: argparse.ArgumentParser, *, required_name: bool) -> None:
+    p.add_argument("--name", required=required_name, default=None, help="unique policy name")
+    p.add_argument("--description")
+    p.add_argument("--src-mac", dest="src_mac", help="source MAC, or * for any")
+    p.add_argument("--src-ip", dest="src_ip", help="source IPv4/IPv6 address or CIDR prefix")
+    p.add_argument("--dst-mac", dest="dst_mac")
+    p.add_argument("--dst-ip", dest="dst_ip")
+    p.add_argument("--monitor-mac", dest="monitor_mac", help="the monitor host's MAC")
+    p.add_argument("--monitor-ip", dest="monitor_ip", help="the monitor host's IP")
+    p.add_argument("--ip-proto", dest="ip_proto", help="number, or tcp/udp/icmp")
+    p.add_argument("--vlan-id", dest="vlan_id", help="0-4095")
+    p.add_argument("--src-port", dest="src_port", help="TCP/UDP source port")
+    p.add_argument("--dst-port", dest="dst_port", help="TCP/UDP destination port")
+    p.add_argument("--direction", choices=["forward", "reverse", "both"])
+    p.add_argument("--transport", choices=["vlan", "rewrite"])
+    p.add_argument("--enable", dest="enabled", action="store_const", const=True, default=None)
+    p.add_argument("--disable", dest="enabled", action="store_const", const=False)
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="vtap", description="A virtual TAP for software-defined networks.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -103,6 +234,23 @@ def parser() -> argparse.ArgumentParser:
     l.add_argument("--ready-timeout", type=float, default=60.0, help="seconds to wait for the controller (default 60)")
     l.add_argument("--run", default=None, help="run this command (e.g. pingall) and exit with its status")
     l.set_defaults(func=cmd_lab)
+
+    tp = sub.add_parser("tap", help="manage TAP policies")
+    tsub = tp.add_subparsers(dest="tap_command", required=True)
+    add = tsub.add_parser("add", help="create a policy")
+    _add_spec_flags(add, required_name=True)
+    add.add_argument("--dry-run", action="store_true", help="show the rules it would install; store nothing")
+    tsub.add_parser("list", help="list policies with their status")
+    for name, text in [("show", "one policy"), ("rm", "delete a policy"), ("rules", "its flows and groups per switch"),
+                       ("stats", "packets and bytes copied")]:
+        tsub.add_parser(name, help=text).add_argument("id", type=int)
+    upd = tsub.add_parser("update", help="change fields of a policy (the rest stay)")
+    upd.add_argument("id", type=int)
+    _add_spec_flags(upd, required_name=False)
+    for sp in tsub.choices.values():
+        sp.add_argument("--api", default=DEFAULT_API, help=f"controller REST API (default {DEFAULT_API})")
+        sp.add_argument("--json", action="store_true", help="print JSON")
+    tp.set_defaults(func=cmd_tap)
 
     t = sub.add_parser("topo", help="print devices, links and hosts")
     t.add_argument("--api", default=DEFAULT_API, help=f"controller REST API (default {DEFAULT_API})")

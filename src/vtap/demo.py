@@ -1,8 +1,10 @@
-"""`make demo`: a fat-tree on a private Open vSwitch, run by the vtap controller.
+"""`make demo`: the product on a fat-tree, on a private Open vSwitch.
 
 Starts a private OVS and `vtap serve`, builds `fattree,4` (20 switches, 16 hosts) with
-Mininet, waits until the controller has discovered every link, then pings every host
-from every other, prints what the controller sees, and cleans everything up.
+Mininet, waits until the controller has discovered every link, pings every host from
+every other, then creates the seed's two example TAPs through the REST API, sends
+matching and non-matching traffic, and prints per TAP what was sent, received and
+copied, and what the monitors captured. Cleans everything up.
 """
 
 from __future__ import annotations
@@ -14,11 +16,87 @@ from pathlib import Path
 
 from mininet.log import setLogLevel
 
+import httpx
+
 from vtap.cli import main as vtap_main
 from vtap.lab.net import build_net, expected_links, wait_ready
 from vtap.lab.ovs import PrivateOVS
 from vtap.lab.process import ControllerProcess
 from vtap.lab.topos import parse_topo
+from vtap.lab.traffic import Capture, Flow, marked, send_from
+
+# The seed's policy table (TAP 1 and TAP 2), as REST bodies.
+SEED_TAPS = [
+    {"name": "tap1", "description": "seed TAP 1: TCP to port 80 from h1 to h2, copied to h3",
+     "src_mac": "00:00:00:00:00:01", "src_ip": "10.0.0.1", "dst_mac": "00:00:00:00:00:02", "dst_ip": "10.0.0.2",
+     "monitor_mac": "00:00:00:00:00:03", "monitor_ip": "10.0.0.3", "ip_proto": "tcp", "dst_port": 80},
+    {"name": "tap2", "description": "seed TAP 2: UDP on VLAN 100 from h1, copied to h4",
+     "src_mac": "00:00:00:00:00:01", "src_ip": "10.0.0.1",
+     "monitor_mac": "00:00:00:00:00:04", "monitor_ip": "10.0.0.4", "ip_proto": "udp", "vlan_id": 100},
+]
+
+# (tap name, receiver, monitor, matching flow, non-matching flow)
+H1, H2, H16 = ("00:00:00:00:00:01", "10.0.0.1"), ("00:00:00:00:00:02", "10.0.0.2"), ("00:00:00:00:00:10", "10.0.0.16")
+TRAFFIC = [
+    ("tap1", "h2", "h3", Flow(H1[0], H2[0], H1[1], H2[1], "tcp", 40000, 80), Flow(H1[0], H2[0], H1[1], H2[1], "tcp", 40000, 22)),
+    ("tap2", "h16", "h4", Flow(H1[0], H16[0], H1[1], H16[1], "udp", 5000, 9999, vlan=100),
+     Flow(H1[0], H16[0], H1[1], H16[1], "udp", 5000, 9999, vlan=200)),
+]
+MATCHING, OTHER = 50, 20
+
+
+def show_taps(ctl: ControllerProcess, net, work: Path) -> bool:
+    api = ctl.api
+    ids = {}
+    for body in SEED_TAPS:
+        resp = httpx.post(f"{api}/api/v1/taps", json=body, timeout=10)
+        resp.raise_for_status()
+        ids[body["name"]] = resp.json()["id"]
+        print(f"== POST /api/v1/taps {body['name']}: id {ids[body['name']]} ({body['description']})")
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        taps = httpx.get(f"{api}/api/v1/taps", timeout=10).json()
+        if all(t["status"] == "active" for t in taps):
+            break
+        time.sleep(0.2)
+    print()
+    vtap_main(["tap", "list", "--api", api])
+    print()
+    ok = True
+    rows = []
+    for name, receiver, monitor, match_flow, other_flow in TRAFFIC:
+        caps = {h: Capture(net[h], work / f"{name}-{h}.pcap").start() for h in (receiver, monitor)}
+        send_from(net["h1"], match_flow, name, MATCHING, interval=0.002)
+        send_from(net["h1"], other_flow, name + "-other", OTHER, interval=0.002)
+        got = {h: [f for _, f in c.stop() if (marked(f) or "").startswith(name)] for h, c in caps.items()}
+        rx = [f for f in got[receiver] if marked(f).startswith(name + ":")]
+        rx_other = [f for f in got[receiver] if marked(f).startswith(name + "-other:")]
+        copies = [f for f in got[monitor] if marked(f).startswith(name + ":")]
+        wrong = [f for f in got[monitor] if marked(f).startswith(name + "-other:")]
+        stats = httpx.get(f"{api}/api/v1/taps/{ids[name]}/stats", timeout=10).json()
+        identical = copies == rx
+        ok &= len(rx) == MATCHING and identical and not wrong and len(rx_other) == OTHER
+        rows.append([name, MATCHING, len(rx), len(copies), "yes" if identical else "NO", f"{OTHER} / {len(rx_other)} / {len(wrong)}",
+                     stats["packets"]])
+        summary = _summary(copies)
+        print(f"== monitor {monitor} captured {len(copies)} copies of {name}; first and last:")
+        for line in summary:
+            print(f"   {line}")
+    print()
+    from vtap.cli import _table
+
+    print(_table(rows, ["TAP", "SENT", "RECEIVED", "COPIED", "COPIES = RECEIVED", "NON-MATCHING SENT/RECEIVED/COPIED", "TAP COUNTER"]))
+    for tap_id in ids.values():
+        httpx.delete(f"{api}/api/v1/taps/{tap_id}", timeout=10)
+    return ok
+
+
+def _summary(frames: list[bytes]) -> list[str]:
+    from scapy.layers import inet  # noqa: F401  (so summaries show TCP/UDP)
+    from scapy.layers.l2 import Ether
+
+    picks = frames[:2] + (frames[-1:] if len(frames) > 2 else [])
+    return [Ether(f).summary() for f in picks]
 
 
 def run(topo_spec: str = "fattree,4") -> int:
@@ -43,10 +121,12 @@ def run(topo_spec: str = "fattree,4") -> int:
         setLogLevel("output")
         loss = net.pingAll(timeout="1")
         setLogLevel("warning")
-        print()
+        print(f"== pingall: {loss:.0f}% loss\n")
         vtap_main(["topo", "--api", ctl.api])
-        print(f"\n== pingall: {loss:.0f}% loss")
-        return 0 if loss == 0 else 1
+        print()
+        taps_ok = show_taps(ctl, net, work)
+        print(f"\n== REST API and OpenAPI docs were at {ctl.api}/docs while the demo ran")
+        return 0 if loss == 0 and taps_ok else 1
     finally:
         if net is not None:
             net.stop()

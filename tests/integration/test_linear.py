@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import struct
+import subprocess
+import sys
 import time
 
 import pytest
 
-from tests.integration.harness import Lab, ping
+from tests.integration.harness import Lab, ping, traffic, wait_tap
+from vtap.lab.traffic import Flow
 from vtap.lab.topos import parse_topo
 
 
@@ -150,3 +154,28 @@ def test_openflow_10_switch_gets_hello_failed(lab):
         data = data[length:]
     assert [m[0] for m in msgs] == [0, 1]
     assert struct.unpack("!HH", msgs[1][1][:4]) == (0, 0)
+
+
+def _vtap(lab, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "vtap", *args, "--api", lab.ctl.api], capture_output=True, text=True, timeout=60)
+
+
+def test_tap_through_the_cli_copies_on_linear(lab):
+    out = _vtap(lab, "tap", "add", "--name", "cli", "--src-ip", "10.0.0.1", "--dst-ip", "10.0.0.3", "--ip-proto", "udp",
+                "--dst-port", "5000", "--monitor-ip", "10.0.0.2", "--json")
+    assert out.returncode == 0, out.stderr
+    tap_id = json.loads(out.stdout)["id"]
+    wait_tap(lab, tap_id)
+    listing = _vtap(lab, "tap", "list")
+    assert "cli" in listing.stdout and "active" in listing.stdout
+    f = Flow("00:00:00:00:00:01", "00:00:00:00:00:03", "10.0.0.1", "10.0.0.3", "udp", 4000, 5000)
+    got = traffic(lab, "h1", f, "cli", 12, ["h3", "h2"])
+    assert len(got["h3"]) == 12 and got["h2"] == got["h3"]
+    stats = json.loads(_vtap(lab, "tap", "stats", str(tap_id), "--json").stdout)
+    assert stats["packets"] == 12 and stats["copies"] == 12
+    rules = _vtap(lab, "tap", "rules", str(tap_id))
+    assert "# switch 0000000000000001" in rules.stdout and "group_id=" in rules.stdout
+    bad = _vtap(lab, "tap", "add", "--name", "bad", "--src-ip", "10.0.0.1", "--dst-port", "80", "--monitor-ip", "10.0.0.2")
+    assert bad.returncode != 0 and "dst_port" in bad.stderr
+    assert _vtap(lab, "tap", "rm", str(tap_id)).returncode == 0
+    assert json.loads(_vtap(lab, "tap", "list", "--json").stdout) == []

@@ -1,0 +1,86 @@
+"""TAP policy validation and JSON round trips (property-based)."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from pydantic import ValidationError
+
+from vtap.model.policy import TapSpec
+
+macs = st.binary(min_size=6, max_size=6).map(lambda b: ":".join(f"{x:02x}" for x in b))
+v4 = st.tuples(st.integers(0, 255), st.integers(0, 255), st.integers(0, 255), st.integers(1, 254)).map(lambda t: ".".join(map(str, t)))
+v4net = st.tuples(st.integers(0, 255), st.integers(8, 24)).map(lambda t: f"{t[0]}.0.0.0/8" if t[1] == 8 else f"10.{t[0]}.0.0/16")
+
+specs = st.builds(
+    dict,
+    name=st.from_regex(r"[a-z][a-z0-9_-]{0,20}", fullmatch=True),
+    src_mac=st.one_of(st.none(), macs),
+    src_ip=st.one_of(st.none(), v4, v4net),
+    dst_ip=st.one_of(st.none(), v4),
+    monitor_ip=v4,
+    ip_proto=st.one_of(st.none(), st.sampled_from(["tcp", "udp", 6, 17, "icmp"])),
+    vlan_id=st.one_of(st.none(), st.integers(0, 4095)),
+    direction=st.sampled_from(["forward", "reverse", "both"]),
+    transport=st.sampled_from(["vlan", "rewrite"]),
+).filter(lambda d: d["src_mac"] or d["src_ip"] or d["dst_ip"])
+
+
+@given(specs)
+def test_valid_specs_round_trip_through_json(d):
+    spec = TapSpec(**d)
+    again = TapSpec.model_validate_json(spec.model_dump_json())
+    assert again == spec
+    assert TapSpec(**spec.model_dump()) == spec
+
+
+@given(st.integers().filter(lambda p: not 0 <= p <= 65535))
+def test_ports_out_of_range_rejected(port):
+    with pytest.raises(ValidationError) as err:
+        TapSpec(name="x", dst_ip="10.0.0.1", monitor_ip="10.0.0.2", ip_proto="tcp", dst_port=port)
+    assert err.value.errors()[0]["loc"] == ("dst_port",)
+
+
+@given(st.integers().filter(lambda v: not 0 <= v <= 4095))
+def test_vlan_out_of_range_rejected(vlan):
+    with pytest.raises(ValidationError) as err:
+        TapSpec(name="x", dst_ip="10.0.0.1", monitor_ip="10.0.0.2", vlan_id=vlan)
+    assert err.value.errors()[0]["loc"] == ("vlan_id",)
+
+
+@given(st.binary(min_size=1, max_size=7).filter(lambda b: len(b) != 6).map(lambda b: ":".join(f"{x:02x}" for x in b)))
+def test_macs_of_the_wrong_length_rejected(mac):
+    with pytest.raises(ValidationError) as err:
+        TapSpec(name="x", src_mac=mac, monitor_ip="10.0.0.2")
+    assert err.value.errors()[0]["loc"] == ("src_mac",)
+
+
+@pytest.mark.parametrize("fields, loc, words", [
+    ({"dst_port": 80}, "dst_port", "ip_proto"),
+    ({"ip_proto": "udp", "src_port": 53, "dst_ip": "2001:db8::1", "src_ip": "10.0.0.1"}, "dst_ip", "same IP version"),
+    ({"src_ip": "10.0.0.1/24"}, "src_ip", "host bits"),
+    ({"monitor_ip": "10.0.0.0/24"}, "monitor_ip", "single IP"),
+    ({"ip_proto": 300}, "ip_proto", "0-255"),
+    ({"name": "has space"}, "name", "letters"),
+    ({"extra": 1}, "extra", "Extra"),
+])
+def test_each_rule_names_its_field(fields, loc, words):
+    base = {"name": "x", "dst_ip": "10.0.0.1", "monitor_ip": "10.0.0.2"}
+    with pytest.raises(ValidationError) as err:
+        TapSpec(**(base | fields))
+    e = next(e for e in err.value.errors() if e["loc"] == (loc,))
+    assert words.lower() in e["msg"].lower()
+
+
+def test_whole_policy_rules():
+    with pytest.raises(ValidationError, match="at least one identifier"):
+        TapSpec(name="x", monitor_ip="10.0.0.2")
+    with pytest.raises(ValidationError, match="a monitor is needed"):
+        TapSpec(name="x", src_ip="10.0.0.1")
+
+
+def test_star_means_any_and_names_resolve():
+    spec = TapSpec(name="x", src_ip="*", dst_ip="10.0.0.2", src_mac="*", monitor_mac="AA-BB-CC-DD-EE-FF", ip_proto="TCP", dst_port="*")
+    assert spec.src_ip is None and spec.src_mac is None and spec.dst_port is None
+    assert spec.monitor_mac == "aa:bb:cc:dd:ee:ff" and spec.ip_proto == 6
