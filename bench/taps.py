@@ -1,0 +1,202 @@
+"""TAP scale benchmark on fattree,4 with the real controller and OVS.
+
+    .venv/bin/python bench/taps.py [--latency 200] [--sizes 1000,10000]
+
+1. Latency from `POST /api/v1/taps` to status `active` (every rule confirmed by a
+   barrier on every switch concerned), one policy at a time: p50, p95, p99.
+2. Time to apply 1,000 and then 10,000 policies posted back to back (until all are
+   active), and the switch rules per second that took, against the ceiling: the same
+   flows and groups loaded into the same bridges with `ovs-ofctl --bundle add-flows`
+   and `add-groups`.
+3. The controller's RSS with 10,000 policies.
+
+Policies: distinct (source host, destination host, UDP destination port) triples, each
+copied to a third host, so that no two overlap. Prints Markdown; writes
+bench/results/taps.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from vtap.lab.net import build_net, wait_ready  # noqa: E402
+from vtap.lab.ovs import PrivateOVS  # noqa: E402
+from vtap.lab.process import ControllerProcess  # noqa: E402
+from vtap.lab.topos import parse_topo  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def policies(start: int, count: int, port_base: int, sources: range = range(1, 17)) -> list[dict]:
+    out = []
+    k = 0
+    port = port_base
+    while len(out) < count:
+        for i in sources:
+            for j in range(1, 17):
+                if i == j:
+                    continue
+                m = (i + 4) % 16 + 1
+                if m in (i, j):
+                    m = (i + 8) % 16 + 1
+                if k >= start:
+                    out.append({"name": f"p{k}", "src_ip": f"10.0.0.{i}", "dst_ip": f"10.0.0.{j}", "ip_proto": "udp",
+                                "dst_port": port, "monitor_ip": f"10.0.0.{m}"})
+                    if len(out) == count:
+                        return out
+                k += 1
+        port += 1
+    return out
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return round(int(line.split()[1]) / 1024, 1)
+    return 0.0
+
+
+def pct(values: list[float], p: float) -> float:
+    values = sorted(values)
+    return values[min(len(values) - 1, int(round(p / 100 * (len(values) - 1))))]
+
+
+def switch_rule_count(ovs: PrivateOVS, net) -> tuple[int, int]:
+    flows = groups = 0
+    for sw in net.switches:
+        flows += sum("cookie=" in l for l in ovs.ofctl("--no-stats", "dump-flows", sw.name).splitlines())
+        groups += sum("group_id=" in l for l in ovs.ofctl("dump-groups", sw.name).splitlines())
+    return flows, groups
+
+
+def wait_all_active(client: httpx.Client, expected: int, timeout: float) -> float:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        taps = client.get("/api/v1/taps").json()
+        if len(taps) == expected and all(t["status"] == "active" for t in taps):
+            return time.monotonic()
+        time.sleep(0.2)
+    raise RuntimeError("policies did not all become active")
+
+
+def ceiling(ovs: PrivateOVS, net, work: Path) -> dict:
+    """Reload every switch's current flows and groups with ovs-ofctl bundles; rules/s."""
+    total_rules = 0
+    total_s = 0.0
+    for sw in net.switches:
+        flows = [l.strip() for l in ovs.ofctl("--no-stats", "dump-flows", sw.name).splitlines() if "cookie=" in l]
+        groups = [l.strip() for l in ovs.ofctl("dump-groups", sw.name).splitlines() if "group_id=" in l]
+        ff, gf = work / f"{sw.name}.flows", work / f"{sw.name}.groups"
+        ff.write_text("\n".join(flows) + "\n")
+        gf.write_text("\n".join(groups) + "\n")
+        ovs.ofctl("del-flows", sw.name)
+        ovs.ofctl("del-groups", sw.name)
+        t = time.perf_counter()
+        if groups:
+            ovs.ofctl("add-groups", sw.name, str(gf))
+        ovs.ofctl("--bundle", "add-flows", sw.name, str(ff))
+        total_s += time.perf_counter() - t
+        total_rules += len(flows) + len(groups)
+    return {"rules": total_rules, "seconds": round(total_s, 2), "rules_per_s": round(total_rules / total_s)}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--latency", type=int, default=200, help="policies for the latency measurement")
+    ap.add_argument("--sizes", default="1000,10000", help="cumulative policy counts to apply")
+    ap.add_argument("--one-bridge", action="store_true", help="every policy taps at h1's edge switch (one bridge)")
+    args = ap.parse_args()
+    sources = range(1, 2) if args.one_bridge else range(1, 17)
+    sizes = [int(s) for s in args.sizes.split(",")]
+    work = Path(tempfile.mkdtemp(prefix="vtap-bench-taps-"))
+    ovs = PrivateOVS(work / "ovs").start()
+    ovs.export()
+    ctl = ControllerProcess(work / "state", work / "controller.log")
+    net = None
+    result: dict = {}
+    try:
+        ctl.start()
+        net = build_net(parse_topo("fattree,4"), "127.0.0.1", ctl.of_port)
+        if not wait_ready(net, ctl.api, timeout=90):
+            raise RuntimeError("fat-tree not ready")
+        net.pingAll(timeout="1")
+        client = httpx.Client(base_url=ctl.api, timeout=60)
+
+        # 1. POST -> active, one at a time.
+        lat = []
+        for body in policies(0, args.latency, 60000):
+            t = time.perf_counter()
+            tap = client.post("/api/v1/taps", json=body).json()
+            while client.get(f"/api/v1/taps/{tap['id']}").json()["status"] != "active":
+                time.sleep(0.002)
+            lat.append((time.perf_counter() - t) * 1000)
+        result["latency_ms"] = {"n": len(lat), "p50": round(pct(lat, 50), 1), "p95": round(pct(lat, 95), 1),
+                                "p99": round(pct(lat, 99), 1), "max": round(max(lat), 1)}
+        for tap in client.get("/api/v1/taps").json():
+            client.delete(f"/api/v1/taps/{tap['id']}")
+        wait_all_active(client, 0, 60)
+        time.sleep(1)
+
+        # 2. Bulk apply.
+        result["apply"] = []
+        done = 0
+        base_flows, base_groups = switch_rule_count(ovs, net)
+        for size in sizes:
+            batch = policies(done, size - done, 1000, sources)
+            t0 = time.monotonic()
+            for body in batch:
+                resp = client.post("/api/v1/taps", json=body)
+                if resp.status_code != 201:
+                    raise RuntimeError(resp.text)
+            t_posted = time.monotonic()
+            t_active = wait_all_active(client, size, 600)
+            flows, groups = switch_rule_count(ovs, net)
+            added = (flows - base_flows) + (groups - base_groups)
+            result["apply"].append({
+                "policies": size, "posted_s": round(t_posted - t0, 2), "all_active_s": round(t_active - t0, 2),
+                "active_after_last_post_s": round(t_active - t_posted, 2),
+                "switch_flows": flows, "switch_groups": groups, "rules_added": added,
+                "rules_per_s": round(added / (t_active - t0)), "controller_rss_mib": rss_mib(ctl.proc.pid),
+            })
+            base_flows, base_groups = flows, groups
+            done = size
+        result["ceiling_ofctl_bundle"] = ceiling(ovs, net, work)
+    finally:
+        if net is not None:
+            net.stop()
+        ctl.stop()
+        ovs.stop()
+        ovs.restore_env()
+
+    RESULTS.mkdir(exist_ok=True)
+    result["one_bridge"] = args.one_bridge
+    (RESULTS / ("taps-one-bridge.json" if args.one_bridge else "taps.json")).write_text(json.dumps(result, indent=2) + "\n")
+    l = result["latency_ms"]
+    print(f"\n### POST -> active, one policy at a time (n={l['n']}, fattree,4)\n")
+    print(f"| p50 | p95 | p99 | max |\n|---|---|---|---|\n| {l['p50']} ms | {l['p95']} ms | {l['p99']} ms | {l['max']} ms |")
+    print("\n### Applying policies posted back to back\n")
+    print("Policies tap at", "h1's edge switch only (one bridge)" if args.one_bridge else "every edge switch", "\n")
+    print("| policies (cumulative) | all POSTs answered | all active | active after the last POST | flows / groups in the switches | rules added per s | controller RSS |")
+    print("|---|---|---|---|---|---|---|")
+    for a in result["apply"]:
+        print(f"| {a['policies']:,} | {a['posted_s']} s | {a['all_active_s']} s | {a['active_after_last_post_s']} s | "
+              f"{a['switch_flows']:,} / {a['switch_groups']} | {a['rules_per_s']:,} | {a['controller_rss_mib']} MiB |")
+    c = result["ceiling_ofctl_bundle"]
+    print(f"\nCeiling: the same {c['rules']:,} flows and groups reloaded with `ovs-ofctl --bundle add-flows` / `add-groups`, "
+          f"switch by switch: {c['seconds']} s, {c['rules_per_s']:,} rules/s.")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
