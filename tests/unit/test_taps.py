@@ -189,3 +189,16 @@ def test_rules_of_a_policy():
     mine = comp.rules_of(1)
     assert view.hosts[mac(1)].dpid in mine
     assert any(r.groups for r in mine.values())
+
+
+def test_degraded_when_the_source_switch_is_gone_or_the_monitor_unreachable():
+    from vtap.compile.taps import DEGRADED
+    from vtap.model.view import NetworkView
+
+    view = view_from_topo(parse_topo("linear,3"))
+    no_s1 = NetworkView({d: v for d, v in view.devices.items() if d != 1}, frozenset(l for l in view.links if 1 not in (l.src_dpid, l.dst_dpid)), view.hosts)
+    comp = compile_taps(no_s1, [tap(1, src_mac=mac(1), monitor_ip=ip(3))])
+    assert comp.states[1].state == DEGRADED
+    cut = view_from_topo(parse_topo("linear,3"), down={(2, 3)})  # s2-s3 down: h3 unreachable from s1
+    comp = compile_taps(cut, [tap(1, src_mac=mac(1), monitor_ip=ip(3))])
+    assert comp.states[1].state == DEGRADED and "no path" in comp.states[1].reason

@@ -203,9 +203,9 @@ def compile_taps(view: NetworkView, taps: list[Tap]) -> TapCompilation:
             if problem:
                 comp.states[tap.id] = TapState(ERROR, problem)
                 continue
-        points, reason = _tap_points(view, tap)
+        points, state, reason = _tap_points(view, tap)
         if reason:
-            comp.states[tap.id] = TapState(PENDING, reason)
+            comp.states[tap.id] = TapState(state, reason)
             continue
         candidates.append((tap, monitor, points))
 
@@ -336,20 +336,21 @@ def _source_host(view: NetworkView, d: _Directed) -> Host | None:
     return None
 
 
-def _tap_points(view: NetworkView, tap: Tap) -> tuple[list[tuple[int, _Directed]], str]:
-    """(switch, directed match) pairs where the policy's packets enter the fabric."""
+def _tap_points(view: NetworkView, tap: Tap) -> tuple[list[tuple[int, _Directed]], str, str]:
+    """(switch, directed match) pairs where the policy's packets enter the fabric;
+    else the state and reason why there are none."""
     points = []
     for d in _directed(tap):
         if d.source_mac or d.source_ip:
             host = _source_host(view, d)
             if host is None:
-                return [], f"source host {d.source_mac or d.source_ip} not yet seen on the network"
+                return [], PENDING, f"source host {d.source_mac or d.source_ip} not yet seen on the network"
             if host.dpid not in view.devices:
-                return [], f"source host's switch {host.dpid:016x} is not connected"
+                return [], DEGRADED, f"source host's switch {host.dpid:016x} is not connected"
             points.append((host.dpid, d))
         else:
             points.extend((dpid, d) for dpid in sorted(view.devices) if view.edge_ports(dpid))
-    return points, ""
+    return points, "", ""
 
 
 def _bucket_owner(ids, monitor_of: dict[int, Host], monitor_mac: str) -> int:
