@@ -29,9 +29,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from vtap.compile.pipeline import COOKIE_FORWARDING, TABLE_FORWARD  # noqa: E402
 from vtap.control.reconciler import SwitchReconciler  # noqa: E402
-from vtap.lab.net import build_net, expected_links, wait_ready  # noqa: E402
+from vtap.lab.net import expected_links  # noqa: E402
 from vtap.lab.ovs import PrivateOVS  # noqa: E402
-from vtap.lab.process import ControllerProcess  # noqa: E402
+from vtap.lab.session import LabSession  # noqa: E402
 from vtap.lab.topos import parse_topo  # noqa: E402
 from vtap.model.rules import FlowRule, Output, SwitchRules, match  # noqa: E402
 from vtap.openflow import translate  # noqa: E402
@@ -48,44 +48,26 @@ def rss_kib(pid: int) -> int:
 
 
 def bench_fattree(work: Path) -> dict:
-    ovs = PrivateOVS(work / "ovs").start()
-    ovs.export()
-    ctl = ControllerProcess(work / "state", work / "controller.log")
-    net = None
-    try:
-        ctl.start()
-        from mininet.log import setLogLevel
+    from mininet.log import setLogLevel
 
-        t0 = time.monotonic()
-        net = build_net(parse_topo("fattree,4"), "127.0.0.1", ctl.of_port)
-        t_started = time.monotonic()
-        wait_ready(net, None, timeout=60)
-        t_connected = time.monotonic()
-        if not wait_ready(net, ctl.api, timeout=60):
-            raise RuntimeError("fat-tree not ready")
+    with LabSession(parse_topo("fattree,4"), work) as lab:
         t_ready = time.monotonic()
         setLogLevel("error")
-        loss = net.pingAll(timeout="1")
-        t_ping = time.monotonic()
-        rss = rss_kib(ctl.proc.pid)
+        loss = lab.net.pingAll(timeout="1")
+        t_ping = time.monotonic() - t_ready
+        t = lab.timings
         return {
-            "switches": len(net.switches),
-            "hosts": len(net.hosts),
-            "links": len(expected_links(net)),
-            "build_s": round(t_started - t0, 2),
-            "connected_s": round(t_connected - t_started, 2),
-            "discovered_in_sync_s": round(t_ready - t_started, 2),
-            "pingall_s": round(t_ping - t_ready, 2),
+            "switches": len(lab.net.switches),
+            "hosts": len(lab.net.hosts),
+            "links": len(expected_links(lab.net)),
+            "build_s": round(t["build_s"], 2),
+            "connected_s": round(t["connected_s"], 2),
+            "discovered_in_sync_s": round(t["discovered_in_sync_s"], 2),
+            "pingall_s": round(t_ping, 2),
             "pingall_loss_pct": loss,
-            "ready_to_ping_s": round(t_ping - t_started, 2),
-            "controller_rss_mib": round(rss / 1024, 1),
+            "ready_to_ping_s": round(t["discovered_in_sync_s"] + t_ping, 2),
+            "controller_rss_mib": round(rss_kib(lab.ctl.proc.pid) / 1024, 1),
         }
-    finally:
-        if net is not None:
-            net.stop()
-        ctl.stop()
-        ovs.stop()
-        ovs.restore_env()
 
 
 def rules(n: int) -> list[FlowRule]:

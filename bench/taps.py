@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -30,9 +28,8 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from vtap.lab.net import build_net, wait_ready  # noqa: E402
 from vtap.lab.ovs import PrivateOVS  # noqa: E402
-from vtap.lab.process import ControllerProcess  # noqa: E402
+from vtap.lab.session import LabSession  # noqa: E402
 from vtap.lab.topos import parse_topo  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -120,16 +117,9 @@ def main() -> int:
     sources = range(1, 2) if args.one_bridge else range(1, 17)
     sizes = [int(s) for s in args.sizes.split(",")]
     work = Path(tempfile.mkdtemp(prefix="vtap-bench-taps-"))
-    ovs = PrivateOVS(work / "ovs").start()
-    ovs.export()
-    ctl = ControllerProcess(work / "state", work / "controller.log")
-    net = None
     result: dict = {}
-    try:
-        ctl.start()
-        net = build_net(parse_topo("fattree,4"), "127.0.0.1", ctl.of_port)
-        if not wait_ready(net, ctl.api, timeout=90):
-            raise RuntimeError("fat-tree not ready")
+    with LabSession(parse_topo("fattree,4"), work) as lab:
+        ovs, ctl, net = lab.ovs, lab.ctl, lab.net
         net.pingAll(timeout="1")
         client = httpx.Client(base_url=ctl.api, timeout=60)
 
@@ -172,12 +162,6 @@ def main() -> int:
             base_flows, base_groups = flows, groups
             done = size
         result["ceiling_ofctl_bundle"] = ceiling(ovs, net, work)
-    finally:
-        if net is not None:
-            net.stop()
-        ctl.stop()
-        ovs.stop()
-        ovs.restore_env()
 
     RESULTS.mkdir(exist_ok=True)
     result["one_bridge"] = args.one_bridge

@@ -19,9 +19,9 @@ from mininet.log import setLogLevel
 import httpx
 
 from vtap.cli import main as vtap_main
-from vtap.lab.net import build_net, expected_links, wait_ready
-from vtap.lab.ovs import PrivateOVS
+from vtap.lab.net import expected_links
 from vtap.lab.process import ControllerProcess
+from vtap.lab.session import LabSession
 from vtap.lab.topos import parse_topo
 from vtap.lab.traffic import Capture, Flow, marked, send_from
 
@@ -102,22 +102,12 @@ def _summary(frames: list[bytes]) -> list[str]:
 def run(topo_spec: str = "fattree,4") -> int:
     work = Path(tempfile.mkdtemp(prefix="vtap-demo-"))
     print(f"== vtap demo: {topo_spec} on a private userspace Open vSwitch (work dir {work})")
-    ovs = PrivateOVS(work / "ovs").start()
-    ovs.export()
-    ctl = ControllerProcess(work / "state", work / "controller.log")
-    net = None
-    try:
-        ctl.start()
+    with LabSession(parse_topo(topo_spec), work) as lab:
+        ctl, net = lab.ctl, lab.net
         print(f"== controller: OpenFlow 1.3 on 127.0.0.1:{ctl.of_port}, REST API on {ctl.api} (OpenAPI at {ctl.api}/docs)")
-        t0 = time.monotonic()
-        net = build_net(parse_topo(topo_spec), "127.0.0.1", ctl.of_port)
-        t_built = time.monotonic()
-        if not wait_ready(net, ctl.api, timeout=90):
-            print(f"!! the controller did not discover the topology in time; see {ctl.log_path}")
-            return 1
-        t_ready = time.monotonic()
+        t = lab.timings
         print(f"== {len(net.switches)} switches, {len(net.hosts)} hosts, {len(expected_links(net)) // 2} inter-switch links: "
-              f"built in {t_built - t0:.1f}s, discovered and in sync {t_ready - t_built:.1f}s later")
+              f"built in {t['build_s']:.1f}s, discovered and in sync {t['discovered_in_sync_s']:.1f}s later")
         setLogLevel("output")
         loss = net.pingAll(timeout="1")
         setLogLevel("warning")
@@ -126,15 +116,8 @@ def run(topo_spec: str = "fattree,4") -> int:
         print()
         taps_ok = show_taps(ctl, net, work)
         print(f"\n== REST API and OpenAPI docs were at {ctl.api}/docs while the demo ran")
-        return 0 if loss == 0 and taps_ok else 1
-    finally:
-        if net is not None:
-            net.stop()
-        if ctl.proc is not None:
-            ctl.stop()
-        ovs.stop()
-        ovs.restore_env()
-        print("== cleaned up: Mininet hosts, switches, OVS and controller stopped")
+    print("== cleaned up: Mininet hosts, switches, OVS and controller stopped")
+    return 0 if loss == 0 and taps_ok else 1
 
 
 if __name__ == "__main__":

@@ -7,39 +7,17 @@ from pathlib import Path
 
 import httpx
 
-from vtap.lab.net import build_net, expected_links, wait_ready
-from vtap.lab.ovs import PrivateOVS
+from vtap.lab.net import expected_links
+from vtap.lab.session import LabSession
 from vtap.lab.traffic import Capture, Flow, marked, send_from
-from vtap.lab.process import ControllerProcess
 
 
-class Lab:
-    """One private OVS, one controller process and one Mininet topology, shared by a test module."""
+class Lab(LabSession):
+    """A lab shared by a test module, with the checks the tests make."""
 
     def __init__(self, topo, workdir: Path):
-        self.workdir = workdir
-        self.ovs = PrivateOVS(workdir / "ovs").start()
-        self.ovs.export()
-        self.ctl = ControllerProcess(workdir / "state", workdir / "controller.log")
-        self.net = None
-        try:
-            self.ctl.start()
-            self.net = build_net(topo, "127.0.0.1", self.ctl.of_port)
-            if not wait_ready(self.net, self.ctl.api, timeout=90):
-                raise RuntimeError(f"lab not ready; see {workdir / 'controller.log'}")
-        except BaseException:
-            self.close()
-            raise
-
-    def close(self) -> None:
-        try:
-            if self.net is not None:
-                self.net.stop()
-        finally:
-            if self.ctl.proc and self.ctl.proc.poll() is None:
-                self.ctl.stop()
-            self.ovs.stop()
-            self.ovs.restore_env()
+        super().__init__(topo, workdir)
+        self.start()
 
     def expected_links(self) -> set[tuple[int, int, int, int]]:
         return expected_links(self.net)
