@@ -91,6 +91,16 @@ def show_taps(ctl: ControllerProcess, net, work: Path) -> bool:
     return ok
 
 
+def _explore(api: str) -> None:
+    """Interactive runs keep the lab up, with the seed's TAPs, until Enter is pressed."""
+    for body in SEED_TAPS:
+        httpx.post(f"{api}/api/v1/taps", json=body, timeout=10)
+    try:
+        input(f"== the fat-tree and the seed's TAPs stay up: open {api}/ in a browser; press Enter to stop ")
+    except EOFError:
+        pass
+
+
 def _summary(frames: list[bytes]) -> list[str]:
     from scapy.layers import inet  # noqa: F401  (so summaries show TCP/UDP)
     from scapy.layers.l2 import Ether
@@ -115,7 +125,9 @@ def run(topo_spec: str = "fattree,4") -> int:
         vtap_main(["topo", "--api", ctl.api])
         print()
         taps_ok = show_taps(ctl, net, work)
-        print(f"\n== REST API and OpenAPI docs were at {ctl.api}/docs while the demo ran")
+        print(f"\n== web UI: {ctl.api}/   REST API docs: {ctl.api}/docs")
+        if sys.stdin.isatty():
+            _explore(ctl.api)
     print("== cleaned up: Mininet hosts, switches, OVS and controller stopped")
     return 0 if loss == 0 and taps_ok else 1
 

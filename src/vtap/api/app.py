@@ -8,10 +8,15 @@ from __future__ import annotations
 import time
 from datetime import datetime, timezone
 
+from pathlib import Path
+
 from fastapi import FastAPI
+from fastapi.responses import FileResponse
+from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel
 
 from vtap import __version__
+from vtap.api.events import router as events_router
 from vtap.api.taps import router as taps_router
 from vtap.control.controller import Controller
 from vtap.model.network import dpid_str
@@ -63,6 +68,9 @@ class HealthOut(BaseModel):
     links: int
     hosts: int
     taps: int
+
+
+STATIC = Path(__file__).parent / "static"
 
 
 def _iso(ts: float) -> str:
@@ -131,4 +139,11 @@ def create_app(ctl: Controller) -> FastAPI:
         return TopologyOut(devices=devices_out(view, ctl), links=links_out(view), hosts=hosts_out(view))
 
     app.include_router(taps_router(ctl))
+    app.include_router(events_router(ctl))
+
+    @app.get("/", include_in_schema=False)
+    async def index() -> FileResponse:
+        return FileResponse(STATIC / "index.html")
+
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
     return app

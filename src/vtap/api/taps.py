@@ -43,6 +43,24 @@ class DryRunOut(BaseModel):
     switches: list[SwitchRulesOut]
 
 
+class FlowPathOut(BaseModel):
+    hosts: list[str]
+    switches: list[str]
+
+
+class CopyPathOut(BaseModel):
+    switches: list[str]
+    monitor: str
+
+
+class TapPathsOut(BaseModel):
+    id: int
+    flows: list[FlowPathOut]
+    tap_points: list[str]
+    copies: list[CopyPathOut]
+    monitor: str | None
+
+
 class TapStatsOut(BaseModel):
     id: int
     packets: int
@@ -122,7 +140,20 @@ def router(ctl: Controller) -> APIRouter:
     @r.get("/{tap_id}/stats", response_model=TapStatsOut)
     async def stats(tap_id: int):
         _get(ctl, tap_id)
-        counters = await ctl.tap_counters(tap_id)
+        counters = (await ctl.tap_counters()).get(tap_id, {"packets": 0, "bytes": 0})
         return TapStatsOut(id=tap_id, packets=counters["packets"], bytes=counters["bytes"], copies=counters["packets"])
+
+    @r.get("/{tap_id}/paths", response_model=TapPathsOut)
+    async def paths(tap_id: int):
+        """Where the policy sits: the tapped flow's path, tap points, the copies' paths."""
+        _get(ctl, tap_id)
+        p = ctl.tap_paths(tap_id)
+        return TapPathsOut(
+            id=tap_id,
+            flows=[FlowPathOut(hosts=f["hosts"], switches=[dpid_str(d) for d in f["switches"]]) for f in p["flows"]],
+            tap_points=[dpid_str(d) for d in p["tap_points"]],
+            copies=[CopyPathOut(switches=[dpid_str(d) for d in c["switches"]], monitor=c["monitor"]) for c in p["copies"]],
+            monitor=p["monitor"],
+        )
 
     return r

@@ -17,7 +17,10 @@ from typing import Any
 from os_ken.lib.packet import ethernet, packet
 
 from vtap.compile.network import compile_network
-from vtap.compile.pipeline import ETH_TYPE_LLDP, TABLE_TAP
+from vtap.compile.pipeline import ETH_TYPE_LLDP, OWNER_SHIFT, OWNER_TAP, TABLE_TAP, VTAP_COOKIE
+
+COOKIE_TAP = VTAP_COOKIE | (OWNER_TAP << OWNER_SHIFT)
+OWNER_MASK = 0xFFFFFF << OWNER_SHIFT
 from vtap.compile.taps import COMPILED, TapCompilation, compile_taps
 from vtap.control import relay
 from vtap.control.discovery import LinkTable, lldp_frame, parse_lldp
@@ -69,6 +72,7 @@ class Controller:
         self.compilation = TapCompilation()
         self.generation = 0
         self._last_compile_s = 0.0
+        self.view_version = 0  # bumped on every change; the UI refetches the topology on it
         self._tap_generation: dict[int, int] = {}  # tap id -> generation of its current version
         self._recompile_handle: asyncio.TimerHandle | None = None
         self._tasks: list[asyncio.Task] = []
@@ -108,13 +112,14 @@ class Controller:
         return self._view
 
     def changed(self) -> None:
-        """Something in the view changed: recompile soon (bursts are coalesced).
+        """Something changed: recompile soon (bursts are coalesced).
 
         The wait grows with the last compile's duration, so that a stream of changes
         (thousands of policies posted one by one) is compiled in a few large batches
         rather than once per change, while a lone change still applies within ~20 ms.
         """
         self._view = None
+        self.view_version += 1
         if self._recompile_handle is None:
             loop = asyncio.get_running_loop()
             delay = min(max(self.debounce, self._last_compile_s), 2.0)
@@ -182,20 +187,65 @@ class Controller:
                 return TapStatus(PENDING, f"installing on switch {dpid:016x}", switches)
         return TapStatus(ACTIVE, "", switches)
 
-    async def tap_counters(self, tap_id: int) -> dict[str, int]:
-        """Packets and bytes that hit the policy's tap rules (each one copied once to its monitor)."""
-        cookies = {c for c, who in self.compilation.cookie_owners.items() if tap_id in who}
-        packets = bytes_ = 0
-        for dpid, rules in self.compilation.rules_of(tap_id).items():
+    async def tap_counters(self) -> dict[int, dict[str, int]]:
+        """Per policy: packets and bytes that hit its tap rules (each copied once to its monitor).
+
+        One flow-stats request per switch, for vtap's tap rules only (cookie owner byte);
+        a region shared by overlapping policies counts for each of them.
+        """
+        comp = self.compilation
+        by_cookie: dict[int, list[int]] = {}
+        for dpid in sorted(comp.rules):
             dp = self.datapaths.get(dpid)
             if dp is None:
                 continue
-            for cookie in sorted({f.cookie for f in rules.flows if f.cookie in cookies and f.table == TABLE_TAP}):
-                for stats in await dp.flow_stats(cookie, 0xFFFFFFFFFFFFFFFF):
-                    if stats.table_id == TABLE_TAP:
-                        packets += stats.packet_count
-                        bytes_ += stats.byte_count
-        return {"packets": packets, "bytes": bytes_}
+            try:
+                replies = await dp.flow_stats(COOKIE_TAP, OWNER_MASK)
+            except (ChannelClosed, asyncio.TimeoutError):
+                continue
+            for stats in replies:
+                if stats.table_id == TABLE_TAP:
+                    acc = by_cookie.setdefault(stats.cookie, [0, 0])
+                    acc[0] += stats.packet_count
+                    acc[1] += stats.byte_count
+        out = {tap_id: {"packets": 0, "bytes": 0} for tap_id in self.taps}
+        for cookie, (packets, bytes_) in by_cookie.items():
+            for tap_id in comp.cookie_owners.get(cookie, ()):
+                if tap_id in out:
+                    out[tap_id]["packets"] += packets
+                    out[tap_id]["bytes"] += bytes_
+        return out
+
+    def tap_paths(self, tap_id: int) -> dict[str, Any]:
+        """Where a policy sits, for the UI: the tapped flow's path, the tap points, the
+        copies' paths to the monitor (switch dpids and host MACs)."""
+        view = self.view()
+        tap = self.taps[tap_id]
+        s = tap.spec
+        monitor = view.hosts.get(self.compilation.monitors.get(tap_id, ""))
+        tap_points = sorted(
+            dpid for dpid, rules in self.compilation.rules_of(tap_id).items() if any(f.table == TABLE_TAP for f in rules.flows)
+        )
+
+        def host(mac: str | None, ip: str | None):
+            if mac:
+                return view.hosts.get(mac)
+            if ip and "/" not in ip:
+                return view.host_by_ip(ip)
+            return None
+
+        src, dst = host(s.src_mac, s.src_ip), host(s.dst_mac, s.dst_ip)
+        flows = []
+        for a, b in {"forward": [(src, dst)], "reverse": [(dst, src)], "both": [(src, dst), (dst, src)]}[s.direction]:
+            if a is not None and b is not None:
+                path = view.path(a.dpid, b.dpid) or []
+                flows.append({"hosts": [a.mac, b.mac], "switches": path})
+        copies = []
+        if monitor is not None:
+            for dpid in tap_points:
+                copies.append({"switches": view.path(dpid, monitor.dpid) or [], "monitor": monitor.mac})
+        return {"id": tap_id, "flows": flows, "tap_points": tap_points, "copies": copies,
+                "monitor": monitor.mac if monitor else None}
 
     def sync_state(self, dpid: int) -> str:
         rec = self.reconcilers.get(dpid)

@@ -1,0 +1,51 @@
+"""Screenshot of the web UI on fattree,4 with one TAP selected -> docs/ui.png.
+
+    .venv/bin/python scripts/ui_screenshot.py
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+from pathlib import Path
+
+import httpx
+from playwright.sync_api import sync_playwright
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from vtap.lab.session import LabSession  # noqa: E402
+from vtap.lab.topos import parse_topo  # noqa: E402
+
+OUT = Path(__file__).resolve().parents[1] / "docs" / "ui.png"
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+        "--disable-quic", "--no-first-run", "--disable-sync"]
+
+
+def main() -> int:
+    with LabSession(parse_topo("fattree,4"), Path(tempfile.mkdtemp(prefix="vtap-shot-"))) as lab:
+        lab.net.pingAll(timeout="1")
+        api = lab.ctl.api
+        httpx.post(f"{api}/api/v1/taps", json={"name": "tap1", "src_ip": "10.0.0.1", "dst_ip": "10.0.0.16", "ip_proto": "tcp",
+                                               "dst_port": 80, "monitor_ip": "10.0.0.9"}).raise_for_status()
+        httpx.post(f"{api}/api/v1/taps", json={"name": "tap2", "src_mac": "00:00:00:00:00:01", "ip_proto": "udp", "vlan_id": 100,
+                                               "monitor_ip": "10.0.0.4"}).raise_for_status()
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=ARGS)
+            page = browser.new_page(viewport={"width": 1500, "height": 860})
+            page.goto(api + "/")
+            page.wait_for_function("window.vtap && window.vtap.cy.nodes('.host').length === 16")
+            page.wait_for_selector("#tap-list tr:has-text('tap1') .status.active", timeout=15000)
+            page.locator("#tap-list tr", has_text="tap1").click()
+            page.wait_for_function("window.vtap.cy.elements('.tap-point').length > 0")
+            page.locator("#tap-list tr", has_text="tap1").hover()
+            page.wait_for_timeout(1500)
+            OUT.parent.mkdir(exist_ok=True)
+            page.screenshot(path=str(OUT), full_page=True)
+            browser.close()
+    print(f"wrote {OUT}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

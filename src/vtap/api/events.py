@@ -1,0 +1,41 @@
+"""Server-sent events for the web UI: the policies with status and counters, once a second.
+
+One stream per page; the page refetches the topology when `view_version` moves. The
+stream reads the same state the REST endpoints serve.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+from fastapi import APIRouter, Request
+from fastapi.responses import StreamingResponse
+
+from vtap.control.controller import Controller
+
+
+def router(ctl: Controller, interval: float = 1.0) -> APIRouter:
+    r = APIRouter(prefix="/api/v1", tags=["events"])
+
+    @r.get("/events")
+    async def events(request: Request):
+        """`text/event-stream` of `state` events: {"view_version", "taps": [{"id", "name", "enabled",
+        "status", "status_reason", "packets", "bytes"}]}."""
+
+        async def stream():
+            while not await request.is_disconnected():
+                counters = await ctl.tap_counters()
+                taps = []
+                for tap in sorted(ctl.taps.values(), key=lambda t: t.id):
+                    st = ctl.tap_status(tap.id)
+                    c = counters.get(tap.id, {"packets": 0, "bytes": 0})
+                    taps.append({"id": tap.id, "name": tap.spec.name, "enabled": tap.spec.enabled, "status": st.status,
+                                 "status_reason": st.reason, "packets": c["packets"], "bytes": c["bytes"]})
+                data = json.dumps({"view_version": ctl.view_version, "taps": taps})
+                yield f"event: state\ndata: {data}\n\n"
+                await asyncio.sleep(interval)
+
+        return StreamingResponse(stream(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+
+    return r

@@ -1,0 +1,319 @@
+// vtap web UI: the topology, the TAP policies, and where a selected TAP copies.
+// Every call goes through the same REST API a script would use (/api/v1/...).
+"use strict";
+
+const FIELDS = ["name", "src_mac", "src_ip", "dst_mac", "dst_ip", "monitor_mac", "monitor_ip", "ip_proto",
+  "vlan_id", "src_port", "dst_port", "direction", "transport", "description"];
+
+const state = { taps: new Map(), selected: null, viewVersion: null, topology: null };
+
+async function api(path, options = {}) {
+  const resp = await fetch(path, { headers: { "content-type": "application/json" }, ...options });
+  const body = resp.status === 204 ? null : await resp.json().catch(() => null);
+  if (!resp.ok) {
+    const err = new Error(`${options.method || "GET"} ${path}: HTTP ${resp.status}`);
+    err.status = resp.status;
+    err.body = body;
+    throw err;
+  }
+  return body;
+}
+
+// ---- the graph --------------------------------------------------------------------
+
+const cy = cytoscape({
+  container: document.getElementById("graph"),
+  boxSelectionEnabled: false,
+  autoungrabify: true,
+  style: [
+    { selector: "node", style: { "label": "data(label)", "font-size": 10, "text-valign": "bottom", "text-margin-y": 3 } },
+    { selector: "node.switch", style: { "shape": "round-rectangle", "background-color": "#457b9d", "width": 34, "height": 20 } },
+    { selector: "node.host", style: { "shape": "ellipse", "background-color": "#a8dadc", "width": 16, "height": 16 } },
+    { selector: "edge", style: { "width": 1.5, "line-color": "#bbb", "curve-style": "straight" } },
+    { selector: "node:selected", style: { "border-width": 3, "border-color": "#222" } },
+    { selector: "edge.flow", style: { "line-color": "#1f77b4", "width": 5 } },
+    { selector: "node.flow", style: { "border-width": 3, "border-color": "#1f77b4" } },
+    { selector: "edge.copy", style: { "line-color": "#d62728", "width": 4, "line-style": "dashed" } },
+    { selector: "node.copy", style: { "border-width": 3, "border-color": "#d62728" } },
+    { selector: "node.tap-point", style: { "background-color": "#ff7f0e", "border-width": 3, "border-color": "#ff7f0e" } },
+    { selector: "node.monitor", style: { "background-color": "#9467bd" } },
+  ],
+});
+window.vtap = { cy, state };
+
+const swId = (dpid) => `s:${dpid}`;
+const hostId = (mac) => `h:${mac}`;
+const linkId = (a, b) => (a < b ? `l:${a}-${b}` : `l:${b}-${a}`);
+
+function elementsOf(topo) {
+  const els = [];
+  for (const d of topo.devices) {
+    els.push({ group: "nodes", classes: "switch", data: { id: swId(d.dpid), label: shortDpid(d.dpid), kind: "switch", device: d } });
+  }
+  const seen = new Set();
+  for (const l of topo.links) {
+    const id = linkId(l.src_dpid, l.dst_dpid);
+    if (seen.has(id)) continue;
+    seen.add(id);
+    els.push({ group: "edges", data: { id, source: swId(l.src_dpid), target: swId(l.dst_dpid), kind: "link" } });
+  }
+  const dpids = new Set(topo.devices.map((d) => d.dpid));
+  for (const h of topo.hosts) {
+    if (!dpids.has(h.dpid)) continue;
+    els.push({ group: "nodes", classes: "host", data: { id: hostId(h.mac), label: h.ips[0] || h.mac, kind: "host", host: h } });
+    els.push({ group: "edges", data: { id: `e:${h.mac}`, source: hostId(h.mac), target: swId(h.dpid), kind: "attachment" } });
+  }
+  return els;
+}
+
+function shortDpid(dpid) {
+  return dpid.replace(/^0+(?=.)/, "");
+}
+
+// Layers, bottom up: hosts; switches with hosts (edge); then by distance from the edge
+// (aggregation, core). Within a layer, a stable order, so refreshes do not move nodes.
+function layeredPositions(topo) {
+  const adj = new Map(topo.devices.map((d) => [d.dpid, new Set()]));
+  for (const l of topo.links) {
+    if (adj.has(l.src_dpid) && adj.has(l.dst_dpid)) adj.get(l.src_dpid).add(l.dst_dpid);
+  }
+  const hostsAt = new Map();
+  for (const h of topo.hosts) {
+    if (!adj.has(h.dpid)) continue;
+    if (!hostsAt.has(h.dpid)) hostsAt.set(h.dpid, []);
+    hostsAt.get(h.dpid).push(h);
+  }
+  const level = new Map();
+  let frontier = [...adj.keys()].filter((d) => hostsAt.has(d));
+  if (frontier.length === 0) frontier = [...adj.keys()].slice(0, 1);
+  frontier.forEach((d) => level.set(d, 1));
+  while (frontier.length) {
+    const next = [];
+    for (const d of frontier) {
+      for (const n of adj.get(d)) {
+        if (!level.has(n)) { level.set(n, level.get(d) + 1); next.push(n); }
+      }
+    }
+    frontier = next;
+  }
+  for (const d of adj.keys()) if (!level.has(d)) level.set(d, 1);
+  const maxLevel = Math.max(1, ...level.values());
+  const layers = new Map();
+  for (const [d, l] of level) {
+    if (!layers.has(l)) layers.set(l, []);
+    layers.get(l).push(d);
+  }
+  const width = 1000, rowH = 110, pos = {};
+  for (const [l, ds] of layers) {
+    ds.sort();
+    ds.forEach((d, i) => { pos[swId(d)] = { x: (i + 0.5) * width / ds.length, y: (maxLevel - l + 1) * rowH }; });
+  }
+  const edges = (layers.get(1) || []);
+  const hostOrder = [];
+  for (const d of edges) {
+    (hostsAt.get(d) || []).sort((a, b) => a.port - b.port).forEach((h) => hostOrder.push(h));
+  }
+  hostOrder.forEach((h, i) => { pos[hostId(h.mac)] = { x: (i + 0.5) * width / hostOrder.length, y: (maxLevel + 1) * rowH }; });
+  return pos;
+}
+
+async function loadTopology() {
+  const topo = await api("/api/v1/topology");
+  state.topology = topo;
+  const pos = layeredPositions(topo);
+  cy.batch(() => {
+    cy.elements().remove();
+    cy.add(elementsOf(topo));
+    cy.nodes().positions((n) => pos[n.id()] || { x: 0, y: 0 });
+  });
+  cy.fit(undefined, 20);
+  document.getElementById("summary").textContent =
+    `${topo.devices.length} switches · ${topo.links.length / 2} links · ${topo.hosts.length} hosts`;
+  if (state.selected !== null) await highlight(state.selected);
+}
+
+function showDetails(node) {
+  const el = document.getElementById("details");
+  const d = node.data();
+  let rows;
+  if (d.kind === "switch") {
+    const dev = d.device;
+    rows = [["datapath id", dev.dpid], ["sync", dev.sync], ["connected since", dev.connected_since],
+      ["ports", dev.ports.map((p) => `${p.port_no} ${p.name}${p.up ? "" : " (down)"}`).join(", ")]];
+  } else {
+    const h = d.host;
+    rows = [["host MAC", h.mac], ["IPs", h.ips.join(", ") || "-"], ["attached to", `${h.dpid} port ${h.port}`], ["last seen", h.last_seen]];
+  }
+  el.innerHTML = "<dl>" + rows.map(([k, v]) => `<dt>${esc(k)}</dt><dd>${esc(String(v))}</dd>`).join("") + "</dl>";
+}
+
+function esc(s) {
+  return s.replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" }[c]));
+}
+
+cy.on("mouseover", "node", (e) => showDetails(e.target));
+cy.on("tap", "node", (e) => showDetails(e.target));
+
+// ---- the overlay of a selected TAP ------------------------------------------------
+
+function clearOverlay() {
+  cy.elements().removeClass("flow copy tap-point monitor");
+}
+
+function markPath(hosts, switches, cls) {
+  const nodes = [];
+  if (hosts && hosts[0]) nodes.push(hostId(hosts[0]));
+  switches.forEach((d) => nodes.push(swId(d)));
+  if (hosts && hosts[1]) nodes.push(hostId(hosts[1]));
+  nodes.forEach((id) => cy.getElementById(id).addClass(cls));
+  for (let i = 0; i + 1 < nodes.length; i++) {
+    const [a, b] = [nodes[i], nodes[i + 1]];
+    let edge;
+    if (a.startsWith("h:")) edge = cy.getElementById(`e:${a.slice(2)}`);
+    else if (b.startsWith("h:")) edge = cy.getElementById(`e:${b.slice(2)}`);
+    else edge = cy.getElementById(linkId(a.slice(2), b.slice(2)));
+    edge.addClass(cls);
+  }
+}
+
+async function highlight(tapId) {
+  const paths = await api(`/api/v1/taps/${tapId}/paths`);
+  cy.batch(() => {
+    clearOverlay();
+    for (const f of paths.flows) markPath(f.hosts, f.switches, "flow");
+    for (const c of paths.copies) markPath([null, c.monitor], c.switches, "copy");
+    for (const d of paths.tap_points) cy.getElementById(swId(d)).addClass("tap-point");
+    if (paths.monitor) cy.getElementById(hostId(paths.monitor)).addClass("monitor");
+  });
+}
+
+// ---- the TAP list --------------------------------------------------------------------
+
+function renderTaps(taps) {
+  const tbody = document.querySelector("#tap-list tbody");
+  const ids = new Set(taps.map((t) => t.id));
+  for (const row of [...tbody.children]) if (!ids.has(Number(row.dataset.tapId))) row.remove();
+  for (const t of taps) {
+    let row = tbody.querySelector(`tr[data-tap-id="${t.id}"]`);
+    if (!row) {
+      row = document.createElement("tr");
+      row.dataset.tapId = t.id;
+      row.innerHTML = `<td>${t.id}</td><td class="name"></td><td class="status"></td><td class="packets"></td>` +
+        `<td class="bytes"></td><td><button class="toggle"></button> <button class="delete">delete</button></td>`;
+      row.addEventListener("click", (e) => { if (e.target.tagName !== "BUTTON") select(t.id); });
+      row.querySelector(".toggle").addEventListener("click", () => toggle(Number(row.dataset.tapId)));
+      row.querySelector(".delete").addEventListener("click", () => remove(Number(row.dataset.tapId)));
+      tbody.appendChild(row);
+    }
+    row.querySelector(".name").textContent = t.name;
+    const st = row.querySelector(".status");
+    st.textContent = t.status;
+    st.className = `status ${t.status}`;
+    st.title = t.status_reason || "";
+    row.querySelector(".packets").textContent = t.packets ?? "";
+    row.querySelector(".bytes").textContent = t.bytes ?? "";
+    row.querySelector(".toggle").textContent = t.enabled ? "disable" : "enable";
+    row.classList.toggle("selected", state.selected === t.id);
+    state.taps.set(t.id, t);
+  }
+  for (const id of [...state.taps.keys()]) if (!ids.has(id)) state.taps.delete(id);
+  document.getElementById("tap-empty").style.display = taps.length ? "none" : "";
+  if (state.selected !== null && !ids.has(state.selected)) { state.selected = null; clearOverlay(); }
+}
+
+async function refreshTaps() {
+  const taps = await api("/api/v1/taps");
+  renderTaps(taps.map((t) => ({ ...t, ...(state.taps.get(t.id) ? { packets: state.taps.get(t.id).packets, bytes: state.taps.get(t.id).bytes } : {}) })));
+}
+
+async function select(id) {
+  state.selected = id;
+  document.querySelectorAll("#tap-list tbody tr").forEach((r) => r.classList.toggle("selected", Number(r.dataset.tapId) === id));
+  await highlight(id);
+}
+
+async function toggle(id) {
+  const tap = await api(`/api/v1/taps/${id}`);
+  const body = {};
+  for (const f of [...FIELDS, "enabled"]) if (tap[f] !== null && tap[f] !== undefined) body[f] = tap[f];
+  body.enabled = !tap.enabled;
+  await api(`/api/v1/taps/${id}`, { method: "PUT", body: JSON.stringify(body) });
+  await refreshTaps();
+}
+
+async function remove(id) {
+  const tap = state.taps.get(id);
+  if (!confirm(`Delete TAP ${id} (${tap ? tap.name : ""})? Its rules leave the switches.`)) return;
+  await api(`/api/v1/taps/${id}`, { method: "DELETE" });
+  if (state.selected === id) { state.selected = null; clearOverlay(); }
+  await refreshTaps();
+}
+
+// ---- the form -------------------------------------------------------------------------
+
+const form = document.getElementById("tap-form");
+
+function clearErrors() {
+  form.querySelectorAll("[data-error-for]").forEach((e) => { e.textContent = ""; });
+  form.querySelectorAll("input.invalid, select.invalid").forEach((e) => e.classList.remove("invalid"));
+  document.getElementById("form-error").textContent = "";
+}
+
+form.addEventListener("submit", async (e) => {
+  e.preventDefault();
+  clearErrors();
+  const body = {};
+  for (const f of FIELDS) {
+    const v = form.elements[f].value.trim();
+    if (v !== "") body[f] = v;
+  }
+  try {
+    const tap = await api("/api/v1/taps", { method: "POST", body: JSON.stringify(body) });
+    form.reset();
+    await refreshTaps();
+    await select(tap.id);
+  } catch (err) {
+    showErrors(err);
+  }
+});
+
+function showErrors(err) {
+  const detail = err.body && err.body.detail;
+  if (Array.isArray(detail)) {
+    for (const d of detail) {
+      const field = d.loc && d.loc.length > 1 ? String(d.loc[d.loc.length - 1]) : null;
+      const slot = field && form.querySelector(`[data-error-for="${field}"]`);
+      const msg = String(d.msg).replace(/^Value error, /, "");
+      if (slot) {
+        slot.textContent = msg;
+        form.elements[field].classList.add("invalid");
+      } else {
+        document.getElementById("form-error").textContent = (field ? `${field}: ` : "") + msg;
+      }
+    }
+  } else {
+    const msg = typeof detail === "string" ? detail : err.message;
+    const field = typeof detail === "string" && detail.startsWith("name:") ? "name" : null;
+    if (field) form.querySelector('[data-error-for="name"]').textContent = msg.replace(/^name: /, "");
+    else document.getElementById("form-error").textContent = msg;
+  }
+}
+
+// ---- live updates ---------------------------------------------------------------------
+
+function connect() {
+  const conn = document.getElementById("conn");
+  const es = new EventSource("/api/v1/events");
+  es.addEventListener("open", () => { conn.textContent = "live"; });
+  es.addEventListener("error", () => { conn.textContent = "reconnecting…"; });
+  es.addEventListener("state", async (e) => {
+    const s = JSON.parse(e.data);
+    renderTaps(s.taps);
+    if (s.view_version !== state.viewVersion) {
+      state.viewVersion = s.view_version;
+      await loadTopology();
+    }
+  });
+}
+
+loadTopology().then(refreshTaps).then(connect);
