@@ -62,6 +62,12 @@ def _get(api: str, path: str):
     return resp.json()
 
 
+def cmd_bench_dataplane(args: argparse.Namespace) -> int:
+    from vtap.bench.dataplane import main as dataplane
+
+    return dataplane(args)
+
+
 def cmd_topo(args: argparse.Namespace) -> int:
     topo = _get(args.api, "/api/v1/topology")
     if args.json:
@@ -251,6 +257,16 @@ def parser() -> argparse.ArgumentParser:
         sp.add_argument("--api", default=DEFAULT_API, help=f"controller REST API (default {DEFAULT_API})")
         sp.add_argument("--json", action="store_true", help="print JSON")
     tp.set_defaults(func=cmd_tap)
+
+    b = sub.add_parser("bench", help="measure: the seed's data-plane experiments, the control plane at scale")
+    bsub = b.add_subparsers(dest="bench_command", required=True)
+    dp = bsub.add_parser("dataplane", help="Testbeds #1 and #2: no TAP vs OVS port mirror vs vtap, by packet size")
+    dp.add_argument("--ports", choices=["afpacket", "afxdp"], default="afpacket", help="OVS port type (default afpacket)")
+    dp.add_argument("--reps", type=int, default=3, help="repetitions per configuration and size (default 3)")
+    dp.add_argument("--window", type=float, default=2.0, help="measurement window in seconds (default 2)")
+    dp.add_argument("--quick", action="store_true", help="a ~1-minute smoke run: 2 sizes, 1 repetition, short windows")
+    dp.add_argument("--out", default="bench/results", help="where JSON, Markdown and plots go (default bench/results)")
+    dp.set_defaults(func=cmd_bench_dataplane)
 
     t = sub.add_parser("topo", help="print devices, links and hosts")
     t.add_argument("--api", default=DEFAULT_API, help=f"controller REST API (default {DEFAULT_API})")

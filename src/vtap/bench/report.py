@@ -1,0 +1,113 @@
+"""Markdown tables and matplotlib plots for the benchmark results (in the seed's style)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+LABELS = {"notap": "no TAP", "mirror": "OVS port mirror", "vtap": "vtap (group table)"}
+
+
+def _m(cell: dict, key: str) -> float:
+    return cell[key]["median"]
+
+
+def _cell(cell: dict, key: str, fmt: str = "{:,.0f}") -> str:
+    v = cell[key]
+    if v["min"] == v["max"]:
+        return fmt.format(v["median"])
+    return f"{fmt.format(v['median'])} ({fmt.format(v['min'])}–{fmt.format(v['max'])})"
+
+
+def _ratio(a: float, b: float) -> str:
+    return f"{a / b:.3f}" if b else "–"
+
+
+def dataplane_markdown(r: dict) -> str:
+    tb1 = r["testbed1"]
+    sizes = [str(s) for s in r["sizes"]]
+    lines = [f"## Data plane, Testbed #1 (ports: {r['ports']}; {r['reps']} run(s) of {r['window_s']} s each, "
+             "configurations interleaved; median (min–max))", ""]
+    for note in r.get("notes", []):
+        lines += [f"> {note}", ""]
+    lines += ["| size (B) | config | generator tx pps | into OVS pps | receiver pps | receiver Mbps | monitor pps | monitor Mbps | OVS rx drops |",
+              "|---|---|---|---|---|---|---|---|---|"]
+    for s in sizes:
+        for c in ("notap", "mirror", "vtap"):
+            cell = tb1[c][s]
+            mon = _cell(cell, "mon_pps") if c != "notap" else "–"
+            mon_mbps = _cell(cell, "mon_mbps", "{:,.1f}") if c != "notap" else "–"
+            lines.append(f"| {s} | {LABELS[c]} | {_cell(cell, 'tx_pps')} | {_cell(cell, 'ovs_in_pps')} | {_cell(cell, 'rcv_pps')} | "
+                         f"{_cell(cell, 'rcv_mbps', '{:,.1f}')} | {mon} | {mon_mbps} | {int(_m(cell, 'ovs_rx_dropped')):,} |")
+    lines += ["", "### Ratios (medians)", "",
+              "| size (B) | rcv vtap ÷ no TAP | rcv mirror ÷ no TAP | monitor ÷ receiver, vtap | monitor ÷ receiver, mirror | vtap ÷ mirror, receiver | vtap ÷ mirror, monitor |",
+              "|---|---|---|---|---|---|---|"]
+    for s in sizes:
+        n, m, v = tb1["notap"][s], tb1["mirror"][s], tb1["vtap"][s]
+        lines.append(f"| {s} | {_ratio(_m(v, 'rcv_pps'), _m(n, 'rcv_pps'))} | {_ratio(_m(m, 'rcv_pps'), _m(n, 'rcv_pps'))} | "
+                     f"{_ratio(_m(v, 'mon_pps'), _m(v, 'rcv_pps'))} | {_ratio(_m(m, 'mon_pps'), _m(m, 'rcv_pps'))} | "
+                     f"{_ratio(_m(v, 'rcv_pps'), _m(m, 'rcv_pps'))} | {_ratio(_m(v, 'mon_pps'), _m(m, 'mon_pps'))} |")
+    busy = r.get("threads_busy_pct")
+    if busy:
+        lines += ["", "Busy ovs-vswitchd threads at full load (smallest size), % of one core: " + "; ".join(
+            f"{LABELS[c]}: " + ", ".join(f"{t.split(':')[0]} {p}" for t, p in b.items()) for c, b in busy.items())]
+    sweep = r.get("sweep")
+    if sweep:
+        lines += ["", f"### Offered-load sweep at {sweep['size']} B (share of the no-TAP capacity, {sweep['capacity_pps']:,.0f} pps; "
+                  "100% = generator unthrottled)", "",
+                  "| offered | config | generator tx pps | receiver pps | monitor pps | rcv ÷ tx | monitor ÷ receiver | rcv ÷ rcv without TAP |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for load in sweep["data"]["notap"]:
+            for c in ("notap", "mirror", "vtap"):
+                cell = sweep["data"][c][load]
+                mon = _cell(cell, "mon_pps") if c != "notap" else "–"
+                fid = _ratio(_m(cell, "mon_pps"), _m(cell, "rcv_pps")) if c != "notap" else "–"
+                base = sweep["data"]["notap"][load]
+                lines.append(f"| {float(load):.0%} | {LABELS[c]} | {_cell(cell, 'tx_pps')} | {_cell(cell, 'rcv_pps')} | {mon} | "
+                             f"{_ratio(_m(cell, 'rcv_pps'), _m(cell, 'tx_pps'))} | {fid} | {_ratio(_m(cell, 'rcv_pps'), _m(base, 'rcv_pps'))} |")
+    for key, data in r.get("testbed2", {}).items():
+        lines += ["", f"## Data plane, Testbed #2: two sender/receiver pairs, one monitor, vtap ({key})", "",
+                  "| size (B) | receiver 1 pps | receiver 1 Mbps | receiver 2 pps | receiver 2 Mbps | monitor pps | monitor Mbps |",
+                  "|---|---|---|---|---|---|---|"]
+        for s, cell in data.items():
+            lines.append(f"| {s} | {_cell(cell, 'rcv_pps1')} | {_cell(cell, 'rcv_mbps1', '{:,.1f}')} | {_cell(cell, 'rcv_pps2')} | "
+                         f"{_cell(cell, 'rcv_mbps2', '{:,.1f}')} | {_cell(cell, 'mon_pps')} | {_cell(cell, 'mon_mbps', '{:,.1f}')} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_dataplane(r: dict, out: Path, name: str) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sizes = r["sizes"]
+    paths = []
+    for metric, unit in (("pps", "packets per second"), ("mbps", "Mbps")):
+        fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
+        for ax, who in zip(axes, ("rcv", "mon")):
+            for c in ("notap", "mirror", "vtap"):
+                if who == "mon" and c == "notap":
+                    continue
+                ys = [r["testbed1"][c][str(s)][f"{who}_{metric}"]["median"] for s in sizes]
+                ax.plot(sizes, ys, marker="o", label=LABELS[c])
+            ax.set_title(("Receiver" if who == "rcv" else "Monitor") + f" ({r['ports']} ports)")
+            ax.set_xlabel("packet size (bytes)")
+            ax.set_xscale("log", base=2)
+            ax.set_xticks(sizes, [str(s) for s in sizes])
+            ax.grid(True, alpha=0.3)
+            ax.legend()
+        axes[0].set_ylabel(unit)
+        fig.tight_layout()
+        path = out / f"{name}-{metric}.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        paths.append(path)
+    return paths
+
+
+def write_dataplane(r: dict, out: Path, name: str) -> str:
+    md = dataplane_markdown(r)
+    plots = plot_dataplane(r, out, name)
+    md += "\n" + "\n".join(f"![{p.stem}]({p.name})" for p in plots) + "\n"
+    (out / f"{name}.md").write_text(md)
+    return md
