@@ -68,6 +68,12 @@ def cmd_bench_dataplane(args: argparse.Namespace) -> int:
     return dataplane(args)
 
 
+def cmd_bench_controlplane(args: argparse.Namespace) -> int:
+    from vtap.bench.controlplane import main as controlplane
+
+    return controlplane(args)
+
+
 def cmd_topo(args: argparse.Namespace) -> int:
     topo = _get(args.api, "/api/v1/topology")
     if args.json:
@@ -267,6 +273,14 @@ def parser() -> argparse.ArgumentParser:
     dp.add_argument("--quick", action="store_true", help="a ~1-minute smoke run: 2 sizes, 1 repetition, short windows")
     dp.add_argument("--out", default="bench/results", help="where JSON, Markdown and plots go (default bench/results)")
     dp.set_defaults(func=cmd_bench_dataplane)
+
+    cp = bsub.add_parser("controlplane", help="TAP policies at scale on fattree,4: latency, apply time, failover, restart")
+    cp.add_argument("--latency", type=int, default=200, help="policies for the POST -> active latency (default 200)")
+    cp.add_argument("--sizes", default="1000,10000", help="cumulative policy counts to apply (default 1000,10000)")
+    cp.add_argument("--one-bridge", action="store_true", help="every policy taps at h1's edge switch")
+    cp.add_argument("--quick", action="store_true", help="a short smoke run (20 latency samples, 200 policies)")
+    cp.add_argument("--out", default="bench/results", help="where JSON and Markdown go (default bench/results)")
+    cp.set_defaults(func=cmd_bench_controlplane)
 
     t = sub.add_parser("topo", help="print devices, links and hosts")
     t.add_argument("--api", default=DEFAULT_API, help=f"controller REST API (default {DEFAULT_API})")

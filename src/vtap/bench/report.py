@@ -29,15 +29,15 @@ def dataplane_markdown(r: dict) -> str:
              "configurations interleaved; median (min–max))", ""]
     for note in r.get("notes", []):
         lines += [f"> {note}", ""]
-    lines += ["| size (B) | config | generator tx pps | into OVS pps | receiver pps | receiver Mbps | monitor pps | monitor Mbps | OVS rx drops |",
+    lines += ["| size (B) | config | generator tx pps | datapath processed pps | dropped at OVS's port sockets pps | receiver pps | receiver Mbps | monitor pps | monitor Mbps |",
               "|---|---|---|---|---|---|---|---|---|"]
     for s in sizes:
         for c in ("notap", "mirror", "vtap"):
             cell = tb1[c][s]
             mon = _cell(cell, "mon_pps") if c != "notap" else "–"
             mon_mbps = _cell(cell, "mon_mbps", "{:,.1f}") if c != "notap" else "–"
-            lines.append(f"| {s} | {LABELS[c]} | {_cell(cell, 'tx_pps')} | {_cell(cell, 'ovs_in_pps')} | {_cell(cell, 'rcv_pps')} | "
-                         f"{_cell(cell, 'rcv_mbps', '{:,.1f}')} | {mon} | {mon_mbps} | {int(_m(cell, 'ovs_rx_dropped')):,} |")
+            lines.append(f"| {s} | {LABELS[c]} | {_cell(cell, 'tx_pps')} | {_cell(cell, 'dp_processed_pps')} | {_cell(cell, 'socket_dropped_pps')} | "
+                         f"{_cell(cell, 'rcv_pps')} | {_cell(cell, 'rcv_mbps', '{:,.1f}')} | {mon} | {mon_mbps} |")
     lines += ["", "### Ratios (medians)", "",
               "| size (B) | rcv vtap ÷ no TAP | rcv mirror ÷ no TAP | monitor ÷ receiver, vtap | monitor ÷ receiver, mirror | vtap ÷ mirror, receiver | vtap ÷ mirror, monitor |",
               "|---|---|---|---|---|---|---|"]
@@ -54,7 +54,7 @@ def dataplane_markdown(r: dict) -> str:
     if sweep:
         lines += ["", f"### Offered-load sweep at {sweep['size']} B (share of the no-TAP capacity, {sweep['capacity_pps']:,.0f} pps; "
                   "100% = generator unthrottled)", "",
-                  "| offered | config | generator tx pps | receiver pps | monitor pps | rcv ÷ tx | monitor ÷ receiver | rcv ÷ rcv without TAP |",
+                  "| offered | config | generator tx pps | receiver pps | monitor pps | rcv ÷ tx | monitor ÷ receiver | (rcv ÷ tx) ÷ same without TAP |",
                   "|---|---|---|---|---|---|---|---|"]
         for load in sweep["data"]["notap"]:
             for c in ("notap", "mirror", "vtap"):
@@ -63,7 +63,8 @@ def dataplane_markdown(r: dict) -> str:
                 fid = _ratio(_m(cell, "mon_pps"), _m(cell, "rcv_pps")) if c != "notap" else "–"
                 base = sweep["data"]["notap"][load]
                 lines.append(f"| {float(load):.0%} | {LABELS[c]} | {_cell(cell, 'tx_pps')} | {_cell(cell, 'rcv_pps')} | {mon} | "
-                             f"{_ratio(_m(cell, 'rcv_pps'), _m(cell, 'tx_pps'))} | {fid} | {_ratio(_m(cell, 'rcv_pps'), _m(base, 'rcv_pps'))} |")
+                             f"{_ratio(_m(cell, 'rcv_pps'), _m(cell, 'tx_pps'))} | {fid} | "
+                             f"{_ratio(_m(cell, 'rcv_pps') / _m(cell, 'tx_pps'), _m(base, 'rcv_pps') / _m(base, 'tx_pps'))} |")
     for key, data in r.get("testbed2", {}).items():
         lines += ["", f"## Data plane, Testbed #2: two sender/receiver pairs, one monitor, vtap ({key})", "",
                   "| size (B) | receiver 1 pps | receiver 1 Mbps | receiver 2 pps | receiver 2 Mbps | monitor pps | monitor Mbps |",

@@ -1,6 +1,6 @@
-"""TAP scale benchmark on fattree,4 with the real controller and OVS.
+"""`vtap bench controlplane`: TAP policies at scale on fattree,4, real controller and OVS.
 
-    .venv/bin/python bench/taps.py [--latency 200] [--sizes 1000,10000]
+    vtap bench controlplane [--latency 200] [--sizes 1000,10000] [--one-bridge] [--quick]
 
 1. Latency from `POST /api/v1/taps` to status `active` (every rule confirmed by a
    barrier on every switch concerned), one policy at a time: p50, p95, p99.
@@ -9,6 +9,9 @@
    flows and groups loaded into the same bridges with `ovs-ofctl --bundle add-flows`
    and `add-groups`.
 3. The controller's RSS with 10,000 policies.
+4. Time for copies to resume after a link on the copy path fails (a paced stream,
+   captured at the monitor), and time from a controller restart to every policy
+   `active` again.
 
 Policies: distinct (source host, destination host, UDP destination port) triples, each
 copied to a third host, so that no two overlap. Prints Markdown; writes
@@ -17,22 +20,18 @@ bench/results/taps.json.
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
+import threading
 import tempfile
 import time
 from pathlib import Path
 
 import httpx
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-
-from vtap.lab.ovs import PrivateOVS  # noqa: E402
-from vtap.lab.session import LabSession  # noqa: E402
-from vtap.lab.topos import parse_topo  # noqa: E402
-
-RESULTS = Path(__file__).resolve().parent / "results"
+from vtap.lab.ovs import PrivateOVS
+from vtap.lab.session import LabSession
+from vtap.lab.topos import parse_topo
+from vtap.lab.traffic import Capture, Flow, marked, send_from
 
 
 def policies(start: int, count: int, port_base: int, sources: range = range(1, 17)) -> list[dict]:
@@ -108,20 +107,20 @@ def ceiling(ovs: PrivateOVS, net, work: Path) -> dict:
     return {"rules": total_rules, "seconds": round(total_s, 2), "rules_per_s": round(total_rules / total_s)}
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--latency", type=int, default=200, help="policies for the latency measurement")
-    ap.add_argument("--sizes", default="1000,10000", help="cumulative policy counts to apply")
-    ap.add_argument("--one-bridge", action="store_true", help="every policy taps at h1's edge switch (one bridge)")
-    args = ap.parse_args()
-    sources = range(1, 2) if args.one_bridge else range(1, 17)
+def main(args) -> int:
     sizes = [int(s) for s in args.sizes.split(",")]
-    work = Path(tempfile.mkdtemp(prefix="vtap-bench-taps-"))
+    if args.quick:
+        args.latency, sizes = 20, [200]
+    sources = range(1, 2) if args.one_bridge else range(1, 17)
+    work = Path(tempfile.mkdtemp(prefix="vtap-bench-cp-"))
     result: dict = {}
     with LabSession(parse_topo("fattree,4"), work) as lab:
         ovs, ctl, net = lab.ovs, lab.ctl, lab.net
         net.pingAll(timeout="1")
         client = httpx.Client(base_url=ctl.api, timeout=60)
+
+        # 0. Copies resuming after a link on the copy path fails.
+        result["copy_failover"] = copy_failover(lab, client)
 
         # 1. POST -> active, one at a time.
         lat = []
@@ -161,26 +160,78 @@ def main() -> int:
             })
             base_flows, base_groups = flows, groups
             done = size
+        # 3. Controller restart with every policy in place.
+        t = time.monotonic()
+        ctl.stop()
+        ctl.start()
+        client = httpx.Client(base_url=ctl.api, timeout=60)
+        result["restart_all_active_s"] = round(wait_all_active(client, sizes[-1], 600) - t, 2)
+        result["restart_policies"] = sizes[-1]
         result["ceiling_ofctl_bundle"] = ceiling(ovs, net, work)
 
-    RESULTS.mkdir(exist_ok=True)
     result["one_bridge"] = args.one_bridge
-    (RESULTS / ("taps-one-bridge.json" if args.one_bridge else "taps.json")).write_text(json.dumps(result, indent=2) + "\n")
-    l = result["latency_ms"]
-    print(f"\n### POST -> active, one policy at a time (n={l['n']}, fattree,4)\n")
-    print(f"| p50 | p95 | p99 | max |\n|---|---|---|---|\n| {l['p50']} ms | {l['p95']} ms | {l['p99']} ms | {l['max']} ms |")
-    print("\n### Applying policies posted back to back\n")
-    print("Policies tap at", "h1's edge switch only (one bridge)" if args.one_bridge else "every edge switch", "\n")
-    print("| policies (cumulative) | all POSTs answered | all active | active after the last POST | flows / groups in the switches | rules added per s | controller RSS |")
-    print("|---|---|---|---|---|---|---|")
-    for a in result["apply"]:
-        print(f"| {a['policies']:,} | {a['posted_s']} s | {a['all_active_s']} s | {a['active_after_last_post_s']} s | "
-              f"{a['switch_flows']:,} / {a['switch_groups']} | {a['rules_per_s']:,} | {a['controller_rss_mib']} MiB |")
-    c = result["ceiling_ofctl_bundle"]
-    print(f"\nCeiling: the same {c['rules']:,} flows and groups reloaded with `ovs-ofctl --bundle add-flows` / `add-groups`, "
-          f"switch by switch: {c['seconds']} s, {c['rules_per_s']:,} rules/s.")
+    result["quick"] = args.quick
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    name = "controlplane" + ("-one-bridge" if args.one_bridge else "") + ("-quick" if args.quick else "")
+    (out / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
+    md = markdown(result)
+    (out / f"{name}.md").write_text(md)
+    print(md)
     return 0
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+def markdown(result: dict) -> str:
+    lines: list[str] = []
+    p = lines.append
+    l = result["latency_ms"]
+    p(f"### POST -> active, one policy at a time (n={l['n']}, fattree,4)\n")
+    p(f"| p50 | p95 | p99 | max |\n|---|---|---|---|\n| {l['p50']} ms | {l['p95']} ms | {l['p99']} ms | {l['max']} ms |")
+    p("\n### Applying policies posted back to back\n")
+    p("Policies tap at " + ("h1's edge switch only (one bridge)" if result["one_bridge"] else "every edge switch") + "\n")
+    p("| policies (cumulative) | all POSTs answered | all active | active after the last POST | flows / groups in the switches | rules added per s | controller RSS |")
+    p("|---|---|---|---|---|---|---|")
+    for a in result["apply"]:
+        p(f"| {a['policies']:,} | {a['posted_s']} s | {a['all_active_s']} s | {a['active_after_last_post_s']} s | "
+          f"{a['switch_flows']:,} / {a['switch_groups']} | {a['rules_per_s']:,} | {a['controller_rss_mib']} MiB |")
+    c = result["ceiling_ofctl_bundle"]
+    p(f"\nCeiling: the same {c['rules']:,} flows and groups reloaded with `ovs-ofctl --bundle add-flows` / `add-groups`, "
+      f"switch by switch: {c['seconds']} s, {c['rules_per_s']:,} rules/s.")
+    f = result["copy_failover"]
+    p(f"\nCopy path failover: link {f['link']} taken down under a {f['rate_pps']} pps tapped stream: copies resumed after "
+      f"{f['gap_ms']} ms ({f['lost']} of {f['sent']} copies lost; {f['received']} reached the receiver).")
+    p(f"\nController restart with {result['restart_policies']:,} policies: all active again {result['restart_all_active_s']} s "
+      "after the restart began.")
+    return "\n".join(lines) + "\n"
+
+
+def copy_failover(lab: LabSession, client: httpx.Client, rate_pps: int = 250, seconds: float = 4.0) -> dict:
+    """A paced stream h1 -> h16 tapped to h9; the first link of the copy path goes down mid-stream."""
+    tap = client.post("/api/v1/taps", json={"name": "failover", "src_ip": "10.0.0.1", "dst_ip": "10.0.0.16",
+                                            "ip_proto": "udp", "dst_port": 7000, "monitor_ip": "10.0.0.9"}).json()
+    while client.get(f"/api/v1/taps/{tap['id']}").json()["status"] != "active":
+        time.sleep(0.05)
+    paths = client.get(f"/api/v1/taps/{tap['id']}/paths").json()
+    a, b = (int(d, 16) for d in paths["copies"][0]["switches"][:2])
+    by_dpid = {int(s.dpid, 16): s for s in lab.net.switches}
+    sa, sb = by_dpid[a], by_dpid[b]
+    caps = {h: Capture(lab.net[h], lab.workdir / f"failover-{h}.pcap").start() for h in ("h9", "h16")}
+    count = int(rate_pps * seconds)
+    flow = Flow("00:00:00:00:00:01", "00:00:00:00:00:10", "10.0.0.1", "10.0.0.16", "udp", 6000, 7000)
+    sender = threading.Thread(target=send_from, args=(lab.net["h1"], flow, "fo", count), kwargs={"interval": 1 / rate_pps})
+    sender.start()
+    time.sleep(seconds / 3)
+    t_down = time.time()
+    lab.net.configLinkStatus(sa.name, sb.name, "down")
+    sender.join()
+    src = bytes.fromhex("000000000001")
+    copies = sorted(t for t, f in caps["h9"].stop() if f[6:12] == src and (marked(f) or "").startswith("fo:"))
+    received = [t for t, f in caps["h16"].stop() if f[6:12] == src and (marked(f) or "").startswith("fo:")]
+    lab.net.configLinkStatus(sa.name, sb.name, "up")
+    client.delete(f"/api/v1/taps/{tap['id']}")
+    before = [t for t in copies if t < t_down]
+    after = [t for t in copies if t >= t_down]
+    gap = (after[0] - (before[-1] if before else t_down)) if after else float("nan")
+    time.sleep(3)  # the link comes back; LLDP rediscovers it
+    return {"link": f"{sa.name}-{sb.name}", "rate_pps": rate_pps, "sent": count, "received": len(received),
+            "copies": len(copies), "lost": count - len(copies), "gap_ms": round(gap * 1000, 1)}
