@@ -1,0 +1,45 @@
+"""Smoke runs of `vtap bench dataplane --quick` and `vtap bench controlplane --quick`, so the
+benchmark code cannot rot. They check that every row was produced, not any speed."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+
+
+def _run(*args: str, timeout: int) -> subprocess.CompletedProcess:
+    res = subprocess.run([sys.executable, "-m", "vtap", "bench", *args], capture_output=True, text=True, timeout=timeout)
+    assert res.returncode == 0, res.stderr[-3000:]
+    return res
+
+
+def test_dataplane_quick_produces_every_row(tmp_path):
+    res = _run("dataplane", "--quick", "--out", str(tmp_path), timeout=300)
+    r = json.loads((tmp_path / "dataplane-afpacket-quick.json").read_text())
+    assert r["sizes"] == [64, 1518]
+    for config in ("notap", "mirror", "vtap"):
+        for size in ("64", "1518"):
+            cell = r["testbed1"][config][size]
+            assert cell["tx_pps"]["median"] > 0 and cell["rcv_pps"]["median"] > 0, (config, size)
+            if config != "notap":
+                assert cell["mon_pps"]["median"] > 0, (config, size)
+    assert r["testbed1"]["notap"]["64"]["mon_pps"]["median"] < 10  # nothing copied without a TAP
+    assert set(r["sweep"]["data"]["vtap"]) == {"0.1", "1.0"}
+    assert r["testbed2"] and all(set(v) == {"64", "1518"} for v in r["testbed2"].values())
+    for suffix in ("pps.png", "mbps.png", "md"):
+        assert (tmp_path / f"dataplane-afpacket-quick{'-' if suffix.endswith('png') else '.'}{suffix}").stat().st_size > 0
+    assert "Ratios" in res.stdout and "[##" in res.stderr  # the table, and a progress bar
+
+
+def test_controlplane_quick_produces_every_row(tmp_path):
+    _run("controlplane", "--quick", "--out", str(tmp_path), timeout=600)
+    r = json.loads((tmp_path / "controlplane-quick.json").read_text())
+    assert r["latency_ms"]["n"] == 20 and r["latency_ms"]["p50"] > 0
+    assert [a["policies"] for a in r["apply"]] == [200]
+    assert r["apply"][0]["switch_flows"] > 200 and r["apply"][0]["controller_rss_mib"] > 0
+    f = r["copy_failover"]
+    assert f["copies"] > 0 and not math.isnan(f["gap_ms"])
+    assert r["restart_all_active_s"] > 0 and r["ceiling_ofctl_bundle"]["rules"] > 0
+    assert (tmp_path / "controlplane-quick.md").read_text().startswith("### POST")
