@@ -154,54 +154,55 @@ def _print_taps(taps: list[dict]) -> None:
                  ["ID", "NAME", "FLOW", "FILTERS", "MONITOR", "TRANSPORT", "STATUS"]))
 
 
+def _emit(args: argparse.Namespace, out, render) -> int:
+    """JSON with --json, else the human rendering."""
+    if args.json:
+        print(json.dumps(out, indent=2))
+    else:
+        render(out)
+    return 0
+
+
+def _print_show(tap: dict) -> None:
+    for key, value in tap.items():
+        print(f"{key:14} {value if value is not None else '*'}")
+
+
+def _print_rules(out: dict) -> None:
+    for sw in out["switches"]:
+        print(f"# switch {sw['dpid']}")
+        for line in sw["groups"] + sw["flows"]:
+            print(f"  {line}")
+
+
+def _print_stats(out: dict) -> None:
+    print(_table([[out["id"], out["packets"], out["bytes"], out["copies"]]], ["ID", "PACKETS", "BYTES", "COPIES"]))
+
+
 def cmd_tap(args: argparse.Namespace) -> int:
-    api = args.api
-    action = args.tap_command
+    api, action = args.api, args.tap_command
     if action == "add":
         params = {"dry_run": "true"} if args.dry_run else None
         out = _request("POST", api, "/api/v1/taps", json=_spec_from_args(args), params=params)
-        if args.json or args.dry_run:
-            print(json.dumps(out, indent=2))
-        else:
-            _print_taps([out])
-        return 0
+        if args.dry_run:
+            args.json = True
+        return _emit(args, out, lambda t: _print_taps([t]))
     if action == "list":
-        out = _request("GET", api, "/api/v1/taps")
-        print(json.dumps(out, indent=2)) if args.json else _print_taps(out)
-        return 0
+        return _emit(args, _request("GET", api, "/api/v1/taps"), _print_taps)
     if action == "show":
-        out = _request("GET", api, f"/api/v1/taps/{args.id}")
-        if args.json:
-            print(json.dumps(out, indent=2))
-        else:
-            for key, value in out.items():
-                print(f"{key:14} {value if value is not None else '*'}")
-        return 0
+        return _emit(args, _request("GET", api, f"/api/v1/taps/{args.id}"), _print_show)
     if action == "update":
         current = _request("GET", api, f"/api/v1/taps/{args.id}")
         base = {k: current[k] for k in ["name", "enabled", *SPEC_FIELDS]}
         out = _request("PUT", api, f"/api/v1/taps/{args.id}", json=_spec_from_args(args, base))
-        print(json.dumps(out, indent=2)) if args.json else _print_taps([out])
-        return 0
+        return _emit(args, out, lambda t: _print_taps([t]))
     if action == "rm":
         _request("DELETE", api, f"/api/v1/taps/{args.id}")
-        print(f"deleted TAP {args.id}")
-        return 0
+        return _emit(args, {"deleted": args.id}, lambda o: print(f"deleted TAP {args.id}"))
     if action == "rules":
-        out = _request("GET", api, f"/api/v1/taps/{args.id}/rules")
-        if args.json:
-            print(json.dumps(out, indent=2))
-        else:
-            for sw in out["switches"]:
-                print(f"# switch {sw['dpid']}")
-                for line in sw["groups"] + sw["flows"]:
-                    print(f"  {line}")
-        return 0
+        return _emit(args, _request("GET", api, f"/api/v1/taps/{args.id}/rules"), _print_rules)
     if action == "stats":
-        out = _request("GET", api, f"/api/v1/taps/{args.id}/stats")
-        print(json.dumps(out, indent=2)) if args.json else print(
-            _table([[out["id"], out["packets"], out["bytes"], out["copies"]]], ["ID", "PACKETS", "BYTES", "COPIES"]))
-        return 0
+        return _emit(args, _request("GET", api, f"/api/v1/taps/{args.id}/stats"), _print_stats)
     raise AssertionError(action)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 LABELS = {"notap": "no TAP", "mirror": "OVS port mirror", "vtap": "vtap (group table)"}
+COLORS = {"notap": "tab:blue", "mirror": "tab:orange", "vtap": "tab:green"}
 
 
 def _m(cell: dict, key: str) -> float:
@@ -90,11 +91,11 @@ def plot_dataplane(r: dict, out: Path, name: str) -> list[Path]:
                 if who == "mon" and c == "notap":
                     continue
                 ys = [r["testbed1"][c][str(s)][f"{who}_{metric}"]["median"] for s in sizes]
-                ax.plot(sizes, ys, marker="o", label=LABELS[c])
+                ax.plot(sizes, ys, marker="o", label=LABELS[c], color=COLORS[c])
             ax.set_title(("Receiver" if who == "rcv" else "Monitor") + f" ({r['ports']} ports)")
             ax.set_xlabel("packet size (bytes)")
-            ax.set_xscale("log", base=2)
-            ax.set_xticks(sizes, [str(s) for s in sizes])
+            ax.set_xticks(sizes, [str(s) for s in sizes], rotation=45)
+            ax.set_ylim(bottom=0)
             ax.grid(True, alpha=0.3)
             ax.legend()
         axes[0].set_ylabel(unit)
