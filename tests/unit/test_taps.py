@@ -202,3 +202,28 @@ def test_degraded_when_the_source_switch_is_gone_or_the_monitor_unreachable():
     cut = view_from_topo(parse_topo("linear,3"), down={(2, 3)})  # s2-s3 down: h3 unreachable from s1
     comp = compile_taps(cut, [tap(1, src_mac=mac(1), monitor_ip=ip(3))])
     assert comp.states[1].state == DEGRADED and "no path" in comp.states[1].reason
+
+
+def test_the_policy_follows_a_host_that_moves():
+    from dataclasses import replace
+
+    from vtap.model.view import NetworkView
+
+    view = view_from_topo(parse_topo("fattree,4"))
+    taps = [tap(1, src_mac=mac(1), dst_ip=ip(16), monitor_ip=ip(9))]
+    before = Fabric(view, compile_network(view, taps)[0])
+    assert len(at(before, 9, send(before, 1, tcp(1, 16)))) == 1
+    # h1 re-attaches at h6's edge switch, on a free port.
+    h6 = view.hosts[mac(6)]
+    moved_host = replace(view.hosts[mac(1)], dpid=h6.dpid, port=9)
+    device = view.devices[h6.dpid]
+    from vtap.model.network import Port
+
+    devices = dict(view.devices)
+    devices[h6.dpid] = replace(device, ports=device.ports + (Port(9, "x-eth9", "02:00:00:00:00:99", True),))
+    moved = NetworkView(devices, view.links, {**view.hosts, mac(1): moved_host})
+    after = Fabric(moved, compile_network(moved, taps)[0])
+    trace = send(after, 1, tcp(1, 16))
+    assert len(at(after, 9, trace)) == 1 and len(at(after, 16, trace)) == 1
+    tap_switches = {d for d, r in compile_taps(moved, taps).rules_of(1).items() if any(f.table == TABLE_TAP for f in r.flows)}
+    assert tap_switches == {h6.dpid}
