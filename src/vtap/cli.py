@@ -22,23 +22,27 @@ def _table(rows: list[list[str]], headers: list[str]) -> str:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from vtap.control.server import serve
+    from vtap.control.server import StartupError, serve
 
     logging.basicConfig(
         level=getattr(logging, args.log_level.upper()),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    asyncio.run(
-        serve(
-            of_host=args.of_host,
-            of_port=args.of_port,
-            api_host=args.api_host,
-            api_port=args.api_port,
-            state_dir=args.state_dir,
-            lldp_interval=args.lldp_interval,
+    try:
+        asyncio.run(
+            serve(
+                of_host=args.of_host,
+                of_port=args.of_port,
+                api_host=args.api_host,
+                api_port=args.api_port,
+                state_dir=args.state_dir,
+                lldp_interval=args.lldp_interval,
+            )
         )
-    )
+    except StartupError as exc:
+        print(f"vtap serve: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -6,6 +6,10 @@ import asyncio
 import contextlib
 import logging
 import signal
+import socket
+from pathlib import Path
+
+import sqlite3
 
 import uvicorn
 
@@ -15,6 +19,19 @@ from vtap.openflow.channel import OpenFlowServer
 from vtap.store.sqlite import Store
 
 log = logging.getLogger(__name__)
+
+
+class StartupError(Exception):
+    """The controller cannot start (a port taken, a state dir unusable): said plainly."""
+
+
+def _listen(host: str, port: int, flag: str) -> socket.socket:
+    """Bind a listening socket now, so that a taken port is an error naming its flag."""
+    try:
+        sock = socket.create_server((host, port), reuse_port=False)
+    except OSError as exc:
+        raise StartupError(f"{flag} {port} on {host}: {exc.strerror or exc}") from None
+    return sock
 
 
 class _ApiServer(uvicorn.Server):
@@ -37,17 +54,24 @@ async def serve(
     state_dir: str,
     lldp_interval: float = 1.0,
 ) -> None:
-    store = Store(state_dir)
+    if Path(state_dir).exists() and not Path(state_dir).is_dir():
+        raise StartupError(f"--state-dir {state_dir}: exists and is not a directory")
+    try:
+        store = Store(state_dir)
+    except (OSError, sqlite3.Error) as exc:
+        raise StartupError(f"--state-dir {state_dir}: {exc}") from None
+    of_sock = _listen(of_host, of_port, "--of-port")
+    api_sock = _listen(api_host, api_port, "--api-port")
     ctl = Controller(store, lldp_interval=lldp_interval)
-    of_server = OpenFlowServer(ctl, of_host, of_port)
-    api = _ApiServer(uvicorn.Config(create_app(ctl), host=api_host, port=api_port, log_level="warning", lifespan="off"))
+    of_server = OpenFlowServer(ctl, of_host, of_port, sock=of_sock)
+    api = _ApiServer(uvicorn.Config(create_app(ctl), log_level="warning", lifespan="off"))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await ctl.start()
     await of_server.start()
-    api_task = asyncio.create_task(api.serve())
+    api_task = asyncio.create_task(api.serve(sockets=[api_sock]))
     log.info("REST API on http://%s:%d (OpenAPI at /docs)", api_host, api_port)
     stopper = asyncio.create_task(stop.wait())
     done, _ = await asyncio.wait({api_task, stopper}, return_when=asyncio.FIRST_COMPLETED)

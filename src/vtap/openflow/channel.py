@@ -395,16 +395,20 @@ class Datapath:
 class OpenFlowServer:
     """Accepts switch connections and runs a `Datapath` for each."""
 
-    def __init__(self, handler: SwitchHandler, host: str = "0.0.0.0", port: int = 6653, **dp_options: Any):
+    def __init__(self, handler: SwitchHandler, host: str = "0.0.0.0", port: int = 6653, *, sock=None, **dp_options: Any):
         self.handler = handler
         self.host = host
         self.port = port
+        self.sock = sock  # an already bound listening socket, if the caller made one
         self.dp_options = dp_options
         self._server: asyncio.AbstractServer | None = None
         self._tasks: set[asyncio.Task] = set()
 
     async def start(self) -> None:
-        self._server = await asyncio.start_server(self._accept, self.host, self.port)
+        if self.sock is not None:
+            self._server = await asyncio.start_server(self._accept, sock=self.sock)
+        else:
+            self._server = await asyncio.start_server(self._accept, self.host, self.port)
         self.port = self._server.sockets[0].getsockname()[1]
         log.info("OpenFlow 1.3 listening on %s:%d", self.host, self.port)
 
