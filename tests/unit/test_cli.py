@@ -1,0 +1,49 @@
+"""Bad input on the command line: one clear line naming the flag, a non-zero status."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+
+
+def _vtap(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "vtap", *args], capture_output=True, text=True, timeout=30)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_serve_with_a_taken_openflow_port(tmp_path):
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        res = _vtap("serve", "--of-host", "127.0.0.1", "--of-port", str(port), "--api-port", str(_free_port()),
+                    "--state-dir", str(tmp_path))
+    assert res.returncode == 1 and f"--of-port {port}" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_serve_with_a_taken_api_port(tmp_path):
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        res = _vtap("serve", "--of-port", str(_free_port()), "--api-port", str(port), "--state-dir", str(tmp_path))
+    assert res.returncode == 1 and f"--api-port {port}" in res.stderr
+
+
+def test_serve_with_a_state_dir_that_is_a_file(tmp_path):
+    f = tmp_path / "file"
+    f.write_text("x")
+    res = _vtap("serve", "--of-port", str(_free_port()), "--api-port", str(_free_port()), "--state-dir", str(f))
+    assert res.returncode == 1 and "--state-dir" in res.stderr
+
+
+def test_lab_with_an_unknown_topology():
+    res = _vtap("lab", "--topo", "ring,3")
+    assert res.returncode == 2 and "unknown topology 'ring'" in res.stderr
+
+
+def test_tap_commands_without_a_controller():
+    res = _vtap("tap", "list", "--api", f"http://127.0.0.1:{_free_port()}")
+    assert res.returncode == 1 and "cannot reach the controller" in res.stderr
