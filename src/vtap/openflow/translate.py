@@ -94,29 +94,25 @@ def _instructions(rule: FlowRule) -> list:
     return inst
 
 
-def flow_add(rule: FlowRule) -> parser.OFPFlowMod:
+def _flow_mod(rule: FlowRule, command: int) -> parser.OFPFlowMod:
     return parser.OFPFlowMod(
         PROTOCOL,
         cookie=rule.cookie,
         table_id=rule.table,
-        command=ofp.OFPFC_ADD,
+        command=command,
         priority=rule.priority,
         match=match_to_of(rule.match),
         instructions=_instructions(rule),
     )
+
+
+def flow_add(rule: FlowRule) -> parser.OFPFlowMod:
+    return _flow_mod(rule, ofp.OFPFC_ADD)
 
 
 def flow_modify(rule: FlowRule) -> parser.OFPFlowMod:
-    """Replace the instructions (and cookie) of the entry with the same key, counters kept."""
-    return parser.OFPFlowMod(
-        PROTOCOL,
-        cookie=rule.cookie,
-        table_id=rule.table,
-        command=ofp.OFPFC_MODIFY_STRICT,
-        priority=rule.priority,
-        match=match_to_of(rule.match),
-        instructions=_instructions(rule),
-    )
+    """Replace the instructions of the entry with the same key, its counters kept."""
+    return _flow_mod(rule, ofp.OFPFC_MODIFY_STRICT)
 
 
 def flow_delete(rule: FlowRule) -> parser.OFPFlowMod:
@@ -158,12 +154,16 @@ def _buckets_to_of(group: GroupRule) -> list:
     ]
 
 
+def _group_mod(group: GroupRule, command: int) -> parser.OFPGroupMod:
+    return parser.OFPGroupMod(PROTOCOL, command, _GROUP_TYPES[group.type], group.group_id, _buckets_to_of(group))
+
+
 def group_add(group: GroupRule) -> parser.OFPGroupMod:
-    return parser.OFPGroupMod(PROTOCOL, ofp.OFPGC_ADD, _GROUP_TYPES[group.type], group.group_id, _buckets_to_of(group))
+    return _group_mod(group, ofp.OFPGC_ADD)
 
 
 def group_modify(group: GroupRule) -> parser.OFPGroupMod:
-    return parser.OFPGroupMod(PROTOCOL, ofp.OFPGC_MODIFY, _GROUP_TYPES[group.type], group.group_id, _buckets_to_of(group))
+    return _group_mod(group, ofp.OFPGC_MODIFY)
 
 
 def group_delete(group_id: int) -> parser.OFPGroupMod:
