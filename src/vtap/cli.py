@@ -38,6 +38,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 api_port=args.api_port,
                 state_dir=args.state_dir,
                 lldp_interval=args.lldp_interval,
+                host_timeout=args.host_timeout,
             )
         )
     except StartupError as exc:
@@ -240,6 +241,8 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--api-port", type=int, default=8080, help="REST API port (default 8080)")
     s.add_argument("--state-dir", default="/var/lib/vtap", help="where state is kept (SQLite)")
     s.add_argument("--lldp-interval", type=float, default=1.0, help="seconds between LLDP rounds (default 1)")
+    s.add_argument("--host-timeout", type=float, default=3600.0,
+                   help="forget hosts silent this many seconds, and their rules (default 3600; 0: never)")
     s.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     s.set_defaults(func=cmd_serve)
 

@@ -179,3 +179,33 @@ def test_tap_through_the_cli_copies_on_linear(lab):
     assert bad.returncode != 0 and "dst_port" in bad.stderr
     assert _vtap(lab, "tap", "rm", str(tap_id)).returncode == 0
     assert json.loads(_vtap(lab, "tap", "list", "--json").stdout) == []
+
+
+def test_silent_hosts_expire_and_talkers_stay(lab):
+    """Restart the controller with a short --host-timeout: h1 and h2 keep talking, h3 is
+    silent; h3 and its rules go, and come back when it speaks again. Runs last here."""
+    from vtap.lab.process import ControllerProcess
+
+    lab.ctl.stop()
+    ctl = ControllerProcess(lab.ctl.state_dir, lab.workdir / "controller-expiry.log", ("--host-timeout", "4"))
+    ctl.of_port, ctl.api_port = lab.ctl.of_port, lab.ctl.api_port
+    lab.ctl = ctl.start()
+    lab.wait_health(switches=3, links=4, timeout=30)
+    pinger = lab.net["h1"].popen(["ping", "-i", "0.2", "-w", "12", "10.0.0.2"])
+    try:
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            macs = {h["mac"] for h in lab.ctl.get("/api/v1/hosts")}
+            if "00:00:00:00:00:03" not in macs:
+                break
+            time.sleep(0.5)
+        assert macs == {"00:00:00:00:00:01", "00:00:00:00:00:02"}
+        deadline = time.monotonic() + 10
+        while "dl_dst=00:00:00:00:00:03" in lab.ovs.ofctl("dump-flows", "s1") and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert "dl_dst=00:00:00:00:00:03" not in lab.ovs.ofctl("dump-flows", "s1")
+    finally:
+        pinger.terminate()
+        pinger.wait()
+    assert ping(lab.net["h3"], "10.0.0.1", count=2)
+    assert "00:00:00:00:00:03" in {h["mac"] for h in lab.ctl.get("/api/v1/hosts")}

@@ -69,3 +69,14 @@ def test_nothing_is_learned_from_a_port_facing_a_switch():
     view = view_from_topo(parse_topo("linear,3"))
     d = relay.decide(view, 2, 2, _arp_request("00:00:00:00:00:01", "10.0.0.1", "10.0.0.3"))
     assert d.sender_mac is None and d.outs == ()
+
+
+def test_hosts_expire_after_silence_unless_kept():
+    t = HostTable()
+    t.learn("00:00:00:00:00:01", 1, 1, "10.0.0.1", 0.0)
+    t.learn("00:00:00:00:00:02", 1, 2, "10.0.0.2", 0.0)
+    t.learn("00:00:00:00:00:03", 1, 3, "10.0.0.3", 0.0)
+    t.refresh("00:00:00:00:00:01", 50.0)
+    assert t.expire(60.0, 0) == []  # 0: never
+    assert t.expire(60.0, 30.0, keep=frozenset({"00:00:00:00:00:03"})) == ["00:00:00:00:00:02"]
+    assert set(t.hosts) == {"00:00:00:00:00:01", "00:00:00:00:00:03"}

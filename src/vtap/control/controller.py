@@ -17,7 +17,16 @@ from typing import Any
 from os_ken.lib.packet import ethernet, packet
 
 from vtap.compile.network import compile_network
-from vtap.compile.pipeline import ETH_TYPE_LLDP, OWNER_SHIFT, OWNER_TAP, TABLE_TAP, VTAP_COOKIE
+from vtap.compile.pipeline import (
+    COOKIE_FORWARDING,
+    ETH_TYPE_LLDP,
+    OWNER_SHIFT,
+    OWNER_TAP,
+    PRIO_KNOWN_HOST,
+    TABLE_CLASSIFY,
+    TABLE_TAP,
+    VTAP_COOKIE,
+)
 
 COOKIE_TAP = VTAP_COOKIE | (OWNER_TAP << OWNER_SHIFT)
 OWNER_MASK = 0xFFFFFF << OWNER_SHIFT
@@ -29,7 +38,7 @@ from vtap.control.reconciler import SwitchReconciler
 from vtap.model.network import Device, Link, is_physical_port
 from vtap.model.policy import Tap, TapSpec
 from vtap.model.view import NetworkView
-from vtap.openflow.channel import ChannelClosed, Datapath
+from vtap.openflow.channel import ChannelClosed, Datapath, OpenFlowError
 from vtap.store.sqlite import Store
 
 log = logging.getLogger(__name__)
@@ -57,12 +66,15 @@ class Controller:
         link_lifetime: float | None = None,
         settle: float | None = None,
         debounce: float = 0.02,
+        host_timeout: float = 3600.0,
     ):
         self.store = store
         self.lldp_interval = lldp_interval
         self.links = LinkTable(lifetime=link_lifetime or 3.5 * lldp_interval)
         self.settle = settle if settle is not None else 2.5 * lldp_interval
         self.debounce = debounce
+        self.host_timeout = host_timeout
+        self._host_packets: dict[tuple[int, str], int] = {}
         self.hosts = HostTable()
         self.datapaths: dict[int, Datapath] = {}
         self.reconcilers: dict[int, SwitchReconciler] = {}
@@ -87,6 +99,8 @@ class Controller:
 
     async def start(self) -> None:
         self._tasks.append(asyncio.create_task(self._discovery_loop(), name="lldp"))
+        if self.host_timeout > 0:
+            self._tasks.append(asyncio.create_task(self._host_liveness_loop(), name="host-liveness"))
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -360,3 +374,55 @@ class Controller:
             if gone:
                 log.info("links expired (no LLDP): %s", gone)
                 self.changed()
+
+    # ---- host liveness ----------------------------------------------------------------
+
+    async def _host_liveness_loop(self) -> None:
+        """Hosts talk through proactive rules, not through the controller, so their
+        liveness is read from the packet counters of their classify rules; hosts silent
+        for `host_timeout` are forgotten, and their rules leave the switches."""
+        interval = min(10.0, max(0.5, self.host_timeout / 4))
+        while True:
+            await asyncio.sleep(interval)
+            await self.check_hosts()
+
+    def _pinned_hosts(self) -> frozenset[str]:
+        """Hosts that policies name: kept however silent (a monitor only ever receives)."""
+        pinned = set(self.compilation.monitors.values())
+        ips = set()
+        for tap in self.taps.values():
+            s = tap.spec
+            pinned.update(m for m in (s.src_mac, s.dst_mac, s.monitor_mac) if m)
+            ips.update(ip for ip in (s.src_ip, s.dst_ip, s.monitor_ip) if ip and "/" not in ip)
+        pinned.update(h.mac for h in self.hosts.hosts.values() if ips.intersection(h.ips))
+        return frozenset(pinned)
+
+    async def check_hosts(self) -> None:
+        now = time.time()
+        refreshed = []
+        for dpid, dp in list(self.datapaths.items()):
+            try:
+                replies = await dp.flow_stats(COOKIE_FORWARDING, 0xFFFFFFFFFFFFFFFF)
+            except (ChannelClosed, asyncio.TimeoutError, OpenFlowError):
+                continue
+            for stats in replies:
+                if stats.table_id != TABLE_CLASSIFY or stats.priority != PRIO_KNOWN_HOST:
+                    continue
+                mac = dict(stats.match.items()).get("eth_src")
+                if mac is None:
+                    continue
+                key = (dpid, mac)
+                if stats.packet_count > self._host_packets.get(key, 0):
+                    host = self.hosts.refresh(mac, now)
+                    if host is not None:
+                        refreshed.append(host)
+                self._host_packets[key] = stats.packet_count
+        if refreshed and self.store is not None:
+            self.store.save_hosts(refreshed)
+        gone = self.hosts.expire(now, self.host_timeout, self._pinned_hosts())
+        if gone:
+            log.info("hosts expired after %.0fs of silence: %s", self.host_timeout, ", ".join(gone))
+            if self.store is not None:
+                self.store.delete_hosts(gone)
+            self._host_packets = {k: v for k, v in self._host_packets.items() if k[1] not in gone}
+            self.changed()

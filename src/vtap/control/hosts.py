@@ -56,3 +56,20 @@ class HostTable:
         for mac in gone:
             del self.hosts[mac]
         return gone
+
+    def refresh(self, mac: str, now: float) -> Host | None:
+        """The host was seen active (its rules counted packets): push last_seen forward."""
+        host = self.hosts.get(mac)
+        if host is None:
+            return None
+        self.hosts[mac] = replace(host, last_seen=now)
+        return self.hosts[mac]
+
+    def expire(self, now: float, timeout: float, keep: frozenset[str] = frozenset()) -> list[str]:
+        """Forget hosts silent for longer than `timeout` seconds (0: never), except `keep`."""
+        if timeout <= 0:
+            return []
+        gone = [m for m, h in self.hosts.items() if now - h.last_seen > timeout and m not in keep]
+        for mac in gone:
+            del self.hosts[mac]
+        return gone

@@ -53,6 +53,7 @@ async def serve(
     api_port: int,
     state_dir: str,
     lldp_interval: float = 1.0,
+    host_timeout: float = 3600.0,
 ) -> None:
     if Path(state_dir).exists() and not Path(state_dir).is_dir():
         raise StartupError(f"--state-dir {state_dir}: exists and is not a directory")
@@ -62,7 +63,7 @@ async def serve(
         raise StartupError(f"--state-dir {state_dir}: {exc}") from None
     of_sock = _listen(of_host, of_port, "--of-port")
     api_sock = _listen(api_host, api_port, "--api-port")
-    ctl = Controller(store, lldp_interval=lldp_interval)
+    ctl = Controller(store, lldp_interval=lldp_interval, host_timeout=host_timeout)
     of_server = OpenFlowServer(ctl, of_host, of_port, sock=of_sock)
     api = _ApiServer(uvicorn.Config(create_app(ctl), log_level="warning", lifespan="off"))
     stop = asyncio.Event()

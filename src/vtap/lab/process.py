@@ -22,7 +22,8 @@ def free_port() -> int:
 class ControllerProcess:
     """`vtap serve` as a separate process, as an operator runs it."""
 
-    def __init__(self, state_dir: Path, log_path: Path):
+    def __init__(self, state_dir: Path, log_path: Path, extra_args: tuple[str, ...] = ()):
+        self.extra_args = tuple(extra_args)
         self.state_dir = state_dir
         self.log_path = log_path
         self.of_port = free_port()
@@ -37,7 +38,7 @@ class ControllerProcess:
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "vtap", "serve", "--of-host", "127.0.0.1", "--of-port", str(self.of_port),
-             "--api-port", str(self.api_port), "--state-dir", str(self.state_dir)],
+             "--api-port", str(self.api_port), "--state-dir", str(self.state_dir), *self.extra_args],
             stdout=log, stderr=log,
         )
         deadline = time.monotonic() + 20
