@@ -80,3 +80,15 @@ def test_hosts_expire_after_silence_unless_kept():
     assert t.expire(60.0, 0) == []  # 0: never
     assert t.expire(60.0, 30.0, keep=frozenset({"00:00:00:00:00:03"})) == ["00:00:00:00:00:02"]
     assert set(t.hosts) == {"00:00:00:00:00:01", "00:00:00:00:00:03"}
+
+
+def test_a_host_recorded_on_a_switch_that_is_gone_is_looked_for_everywhere():
+    from dataclasses import replace
+
+    view = view_from_topo(parse_topo("linear,3"))
+    stale = {**view.hosts, "00:00:00:00:00:03": replace(view.hosts["00:00:00:00:00:03"], dpid=99)}
+    from vtap.model.view import NetworkView
+
+    stale_view = NetworkView(view.devices, view.links, stale)
+    d = relay.decide(stale_view, 1, 1, _arp_request("00:00:00:00:00:01", "10.0.0.1", "10.0.0.3"))
+    assert {(o.dpid, o.port) for o in d.outs} == {(2, 1), (3, 1)}  # relayed, not answered from a stale record

@@ -36,6 +36,13 @@ class Decision:
     outs: tuple[PacketOut, ...]
 
 
+def attached(view: NetworkView, host) -> bool:
+    """The host's recorded attachment is a live edge port (not a switch that is gone, a
+    port that is down, or a port that turned out to face a switch): a record persisted
+    before a restart, or a host that moved in silence, may not be."""
+    return host is not None and host.port in view.edge_ports(host.dpid)
+
+
 def all_edge_ports(view: NetworkView, *, except_at: tuple[int, int] | None = None) -> list[tuple[int, int]]:
     return [
         (dpid, port)
@@ -92,9 +99,14 @@ def _deliver(view: NetworkView, here: tuple[int, int], dst_mac: str, data: bytes
     if int(dst_mac.split(":")[0], 16) & 1:  # broadcast or multicast
         return tuple(PacketOut(d, p, data) for d, p in all_edge_ports(view, except_at=here))
     host = view.hosts.get(dst_mac)
-    if host is None or (host.dpid, host.port) == here or host.dpid not in view.devices:
+    if host is not None and (host.dpid, host.port) == here:
         return ()
-    return (PacketOut(host.dpid, host.port, data),)
+    if attached(view, host):
+        return (PacketOut(host.dpid, host.port, data),)
+    if host is not None:
+        # Known but not where we last saw it: look for it at every edge port.
+        return tuple(PacketOut(d, p, data) for d, p in all_edge_ports(view, except_at=here))
+    return ()
 
 
 def _decide_arp(view: NetworkView, here, eth: ethernet.ethernet, a: arp.arp, data: bytes) -> Decision:
@@ -103,7 +115,7 @@ def _decide_arp(view: NetworkView, here, eth: ethernet.ethernet, a: arp.arp, dat
         target = view.host_by_ip(a.dst_ip)
         if a.src_ip == a.dst_ip or (target is not None and target.mac == a.src_mac):
             return Decision(a.src_mac, sender_ip, ())  # gratuitous ARP: learning only
-        if target is not None:
+        if attached(view, target):
             return Decision(a.src_mac, sender_ip, (PacketOut(here[0], here[1], arp_reply(a, target.mac)),))
         return Decision(a.src_mac, sender_ip, tuple(PacketOut(d, p, data) for d, p in all_edge_ports(view, except_at=here)))
     return Decision(a.src_mac, sender_ip, _deliver(view, here, eth.dst, data))

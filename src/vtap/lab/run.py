@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shlex
+import signal
 import sys
 
 from mininet.cli import CLI
@@ -39,6 +40,8 @@ def lab(topo_spec: str, controller: str, run: str | None, api: str | None, ready
     host, _, port = controller.rpartition(":")
     if not host or not port.isdigit():
         raise ValueError(f"--controller must be HOST:PORT, got {controller!r}")
+    # SIGTERM (a supervisor, `timeout`) must still tear the lab down: turn it into an exit.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     ovs = PrivateOVS().start()
     ovs.export()
     net = None
