@@ -39,6 +39,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 state_dir=args.state_dir,
                 lldp_interval=args.lldp_interval,
                 host_timeout=args.host_timeout,
+                packet_in_rate=args.packet_in_rate,
             )
         )
     except StartupError as exc:
@@ -243,6 +244,8 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--lldp-interval", type=float, default=1.0, help="seconds between LLDP rounds (default 1)")
     s.add_argument("--host-timeout", type=float, default=3600.0,
                    help="forget hosts silent this many seconds, and their rules (default 3600; 0: never)")
+    s.add_argument("--packet-in-rate", type=int, default=1000,
+                   help="cap on frames per second each switch sends up for hosts (ARP, unknown); 0: no cap (default 1000)")
     s.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     s.set_defaults(func=cmd_serve)
 

@@ -156,6 +156,32 @@ def test_openflow_10_switch_gets_hello_failed(lab):
     assert struct.unpack("!HH", msgs[1][1][:4]) == (0, 0)
 
 
+def test_packet_ins_are_capped_by_a_meter(lab):
+    """A host spraying frames to an unknown destination at full speed reaches the
+    controller at most at --packet-in-rate (default 1000/s per switch), and the fabric
+    keeps working."""
+    assert "rate=1000" in lab.ovs.ofctl("dump-meters", "s1")
+    conf = lab.workdir / "spray.cfg"
+    conf.write_text("{ eth(da=00:00:00:00:00:77, sa=00:00:00:00:00:01), ipv4(saddr=10.0.0.1, daddr=10.0.0.77), "
+                    "udp(sp=1, dp=2), fill(0x41, 18) }\n")
+    before = lab.ctl.get("/api/v1/health")["packet_ins"]
+    t0 = time.monotonic()
+    # Bounded by a packet count, so it ends by itself; SIGINT (trafgen's stop) as a backstop.
+    spray = lab.net["h1"].popen(["trafgen", "--dev", "h1-eth0", "--conf", str(conf), "--cpus", "1", "--no-sock-mem",
+                                 "--num", "1000000"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        spray.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        subprocess.run(["pkill", "-INT", "-x", "trafgen"])
+        spray.wait(timeout=10)
+    elapsed = time.monotonic() - t0
+    sent = int(open(f"/sys/class/net/s1-eth1/statistics/rx_packets").read())
+    got = lab.ctl.get("/api/v1/health")["packet_ins"] - before
+    assert sent > 50_000  # the spray was real
+    assert 0 < got < 1000 * elapsed * 1.2 + 200, (got, elapsed)
+    assert lab.net.pingAll(timeout="1") == 0
+
+
 def _vtap(lab, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "vtap", *args, "--api", lab.ctl.api], capture_output=True, text=True, timeout=60)
 

@@ -92,3 +92,14 @@ def test_a_host_recorded_on_a_switch_that_is_gone_is_looked_for_everywhere():
     stale_view = NetworkView(view.devices, view.links, stale)
     d = relay.decide(stale_view, 1, 1, _arp_request("00:00:00:00:00:01", "10.0.0.1", "10.0.0.3"))
     assert {(o.dpid, o.port) for o in d.outs} == {(2, 1), (3, 1)}  # relayed, not answered from a stale record
+
+
+def test_a_port_that_faced_a_switch_keeps_facing_it_until_it_goes_down():
+    table = LinkTable(lifetime=3.0)
+    table.seen(Link(1, 2, 2, 2), 0.0)
+    table.drop_switch(1)  # s1 disconnects: its links go, s2's port 2 still faces it
+    assert table.links() == frozenset() and (2, 2) in table.switch_ports
+    table.expire(10.0)
+    assert (2, 2) in table.switch_ports
+    table.drop_port(2, 2)  # the port goes down: it may face a host next
+    assert (2, 2) not in table.switch_ports

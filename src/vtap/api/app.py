@@ -68,6 +68,7 @@ class HealthOut(BaseModel):
     links: int
     hosts: int
     taps: int
+    packet_ins: int
 
 
 STATIC = Path(__file__).parent / "static"
@@ -119,6 +120,7 @@ def create_app(ctl: Controller) -> FastAPI:
             links=len(view.links),
             hosts=len(view.hosts),
             taps=len(ctl.taps),
+            packet_ins=ctl.packet_ins,
         )
 
     @app.get("/api/v1/devices", response_model=list[DeviceOut])

@@ -17,6 +17,7 @@ from __future__ import annotations
 from vtap.compile.pipeline import (
     COOKIE_FORWARDING,
     ETH_TYPE_ARP,
+    METER_PACKET_IN,
     ETH_TYPE_LLDP,
     MULTICAST_BIT,
     PRIO_ARP,
@@ -32,25 +33,32 @@ from vtap.compile.pipeline import (
     TABLE_TAP,
 )
 from vtap.model.network import OFPP_CONTROLLER
-from vtap.model.rules import FlowRule, Output, match
+from vtap.model.rules import FlowRule, Meter, Output, match
 from vtap.model.view import NetworkView
 
 
-def _flow(table: int, priority: int, m, actions=(), goto=None) -> FlowRule:
-    return FlowRule(table, priority, m, tuple(actions), goto, COOKIE_FORWARDING)
+def _flow(table: int, priority: int, m, actions=(), goto=None, meter=None) -> FlowRule:
+    return FlowRule(table, priority, m, tuple(actions), goto, COOKIE_FORWARDING, meter)
 
 
 TO_CONTROLLER = (Output(OFPP_CONTROLLER),)
 
 
-def compile_switch(view: NetworkView, dpid: int) -> frozenset[FlowRule]:
+def packet_in_meter(rate_pps: int) -> Meter | None:
+    """The meter that caps frames sent to the controller by host traffic (not LLDP), so a
+    host spraying unknown destinations or ARP cannot flood the controller's channel."""
+    return Meter(METER_PACKET_IN, rate_pps, max(1, rate_pps // 10)) if rate_pps > 0 else None
+
+
+def compile_switch(view: NetworkView, dpid: int, packet_in_rate: int = 0) -> frozenset[FlowRule]:
     """Every base-forwarding flow one switch should hold."""
+    meter = METER_PACKET_IN if packet_in_rate > 0 else None
     flows: list[FlowRule] = [
         _flow(TABLE_CLASSIFY, PRIO_LLDP, match(eth_type=ETH_TYPE_LLDP), TO_CONTROLLER),
         _flow(TABLE_TAP, PRIO_DEFAULT, match(), goto=TABLE_FORWARD),
-        _flow(TABLE_FORWARD, PRIO_ARP, match(eth_type=ETH_TYPE_ARP), TO_CONTROLLER),
+        _flow(TABLE_FORWARD, PRIO_ARP, match(eth_type=ETH_TYPE_ARP), TO_CONTROLLER, meter=meter),
         # Unicast to a host whose rules are not in yet: the controller delivers it.
-        _flow(TABLE_FORWARD, PRIO_DEFAULT, match(), TO_CONTROLLER),
+        _flow(TABLE_FORWARD, PRIO_DEFAULT, match(), TO_CONTROLLER, meter=meter),
     ]
     link_ports = view.link_ports.get(dpid, frozenset())
     edge_ports = view.edge_ports(dpid)
@@ -59,7 +67,7 @@ def compile_switch(view: NetworkView, dpid: int) -> frozenset[FlowRule]:
         # Traffic in transit was tapped where it entered the fabric: never again.
         flows.append(_flow(TABLE_CLASSIFY, PRIO_TRANSIT, match(in_port=port), goto=TABLE_FORWARD))
     for port in edge_ports:
-        flows.append(_flow(TABLE_CLASSIFY, PRIO_UNKNOWN_SOURCE, match(in_port=port), TO_CONTROLLER))
+        flows.append(_flow(TABLE_CLASSIFY, PRIO_UNKNOWN_SOURCE, match(in_port=port), TO_CONTROLLER, meter=meter))
 
     for host in view.hosts.values():
         if host.dpid == dpid and host.port in edge_ports:
@@ -90,6 +98,6 @@ def _port_toward_host(view: NetworkView, dpid: int, host) -> int | None:
     return hop[0] if hop else None
 
 
-def compile_forwarding(view: NetworkView) -> dict[int, frozenset[FlowRule]]:
+def compile_forwarding(view: NetworkView, packet_in_rate: int = 0) -> dict[int, frozenset[FlowRule]]:
     """Base-forwarding flows for every connected switch."""
-    return {dpid: compile_switch(view, dpid) for dpid in sorted(view.devices)}
+    return {dpid: compile_switch(view, dpid, packet_in_rate) for dpid in sorted(view.devices)}

@@ -66,5 +66,13 @@ def is_vtap_group(group_id: int) -> bool:
     return group_id & VTAP_GROUP_MASK == VTAP_GROUP_BASE
 
 
+# Meters: vtap's ids carry "vt" in their top 16 bits (below OFPM_MAX).
+METER_PACKET_IN = 0x76740001
+
+
+def is_vtap_meter(meter_id: int) -> bool:
+    return meter_id >> 16 == 0x7674
+
+
 def is_vtap_cookie(cookie: int) -> bool:
     return cookie & VTAP_COOKIE_MASK == VTAP_COOKIE

@@ -67,6 +67,7 @@ class Controller:
         settle: float | None = None,
         debounce: float = 0.02,
         host_timeout: float = 3600.0,
+        packet_in_rate: int = 1000,
     ):
         self.store = store
         self.lldp_interval = lldp_interval
@@ -74,6 +75,8 @@ class Controller:
         self.settle = settle if settle is not None else 2.5 * lldp_interval
         self.debounce = debounce
         self.host_timeout = host_timeout
+        self.packet_in_rate = packet_in_rate
+        self.packet_ins = 0
         self._host_packets: dict[tuple[int, str], int] = {}
         self.hosts = HostTable()
         self.datapaths: dict[int, Datapath] = {}
@@ -122,7 +125,8 @@ class Controller:
                 )
                 for dpid, dp in self.datapaths.items()
             }
-            self._view = NetworkView(devices=devices, links=self.links.links(), hosts=dict(self.hosts.hosts))
+            self._view = NetworkView(devices=devices, links=self.links.links(), hosts=dict(self.hosts.hosts),
+                                     switch_ports=frozenset(self.links.switch_ports))
         return self._view
 
     def changed(self) -> None:
@@ -147,7 +151,7 @@ class Controller:
         for tap_id, gen in self._tap_generation.items():
             if gen < 0:
                 self._tap_generation[tap_id] = self.generation
-        desired, self.compilation = compile_network(view, list(self.taps.values()))
+        desired, self.compilation = compile_network(view, list(self.taps.values()), self.packet_in_rate)
         for dpid, rec in self.reconcilers.items():
             rec.set_desired(desired[dpid], self.generation)
         self._last_compile_s = time.perf_counter() - started
@@ -314,6 +318,7 @@ class Controller:
         self.changed()
 
     def packet_in(self, dp: Datapath, msg: Any) -> None:
+        self.packet_ins += 1
         in_port = msg.match["in_port"]
         data = bytes(msg.data)
         try:

@@ -52,10 +52,16 @@ def parse_lldp(data: bytes) -> tuple[int, int] | None:
 
 @dataclass
 class LinkTable:
-    """Links with the time their last LLDP frame arrived."""
+    """Links with the time their last LLDP frame arrived, and the ports that face a switch.
+
+    A port that has received LLDP from a vtap switch keeps facing a switch until it goes
+    down, even when the switch behind it disconnects or its links expire: a switch in
+    fail-secure mode goes on forwarding, and its frames must not be taken for hosts.
+    """
 
     lifetime: float
     last_seen: dict[Link, float] = field(default_factory=dict)
+    switch_ports: set[tuple[int, int]] = field(default_factory=set)
 
     def seen(self, link: Link, now: float) -> bool:
         """Record an LLDP arrival; True when the link is new."""
@@ -65,6 +71,8 @@ class LinkTable:
             for old in [l for l in self.last_seen if (l.dst_dpid, l.dst_port) == (link.dst_dpid, link.dst_port)]:
                 del self.last_seen[old]
         self.last_seen[link] = now
+        self.switch_ports.add((link.dst_dpid, link.dst_port))
+        self.switch_ports.add((link.src_dpid, link.src_port))
         return new
 
     def expire(self, now: float) -> list[Link]:
@@ -75,6 +83,7 @@ class LinkTable:
 
     def drop_port(self, dpid: int, port_no: int) -> list[Link]:
         """Forget every link with an end at this port (port down or deleted)."""
+        self.switch_ports.discard((dpid, port_no))
         gone = [
             l for l in self.last_seen if (l.src_dpid, l.src_port) == (dpid, port_no) or (l.dst_dpid, l.dst_port) == (dpid, port_no)
         ]

@@ -19,8 +19,8 @@ import logging
 import time
 from dataclasses import dataclass, field
 
-from vtap.compile.pipeline import VTAP_COOKIE, VTAP_COOKIE_MASK, is_vtap_group
-from vtap.model.rules import FlowRule, GroupRule, SwitchRules
+from vtap.compile.pipeline import VTAP_COOKIE, VTAP_COOKIE_MASK, is_vtap_group, is_vtap_meter
+from vtap.model.rules import FlowRule, GroupRule, Meter, SwitchRules
 from vtap.openflow import translate
 from vtap.openflow.channel import ChannelClosed, Datapath, OpenFlowError
 
@@ -35,6 +35,9 @@ class Changes:
     add_groups: tuple[GroupRule, ...] = ()
     modify_groups: tuple[GroupRule, ...] = ()
     delete_groups: tuple[GroupRule, ...] = ()
+    add_meters: tuple[Meter, ...] = ()
+    modify_meters: tuple[Meter, ...] = ()
+    delete_meters: tuple[Meter, ...] = ()
 
     def __len__(self) -> int:
         return sum(len(getattr(self, f)) for f in self.__dataclass_fields__)
@@ -62,9 +65,26 @@ def diff(desired: SwitchRules, installed: SwitchRules, *, additive: bool = False
     add_g = [want_g[i] for i in sorted(want_g) if i not in have_g]
     modify_g = [want_g[i] for i in sorted(want_g) if i in have_g and have_g[i] != want_g[i]]
     delete_g = [have_g[i] for i in sorted(have_g) if i not in want_g]
+    have_m = {m.meter_id: m for m in installed.meters}
+    want_m = {m.meter_id: m for m in desired.meters}
+    add_m = [want_m[i] for i in sorted(want_m) if i not in have_m]
+    modify_m = [want_m[i] for i in sorted(want_m) if i in have_m and have_m[i] != want_m[i]]
+    delete_m = [have_m[i] for i in sorted(have_m) if i not in want_m]
     if additive:
-        return Changes(add_flows=tuple(add), add_groups=tuple(add_g))
-    return Changes(tuple(add), tuple(modify), tuple(delete), tuple(add_g), tuple(modify_g), tuple(delete_g))
+        return Changes(add_flows=tuple(add), add_groups=tuple(add_g), add_meters=tuple(add_m))
+    return Changes(tuple(add), tuple(modify), tuple(delete), tuple(add_g), tuple(modify_g), tuple(delete_g),
+                   tuple(add_m), tuple(modify_m), tuple(delete_m))
+
+
+def meter_messages(changes: Changes) -> tuple[list, list]:
+    """Meter mods to send before the flow batch (adds, modifies) and after it (deletes).
+
+    OVS does not take meter mods inside a bundle, so they go on their own, ordered so
+    that a flow never points at a meter that does not exist.
+    """
+    before = [translate.meter_add(m) for m in changes.add_meters] + [translate.meter_modify(m) for m in changes.modify_meters]
+    after = [translate.meter_delete(m.meter_id) for m in changes.delete_meters]
+    return before, after
 
 
 def messages(changes: Changes) -> list:
@@ -91,7 +111,12 @@ def apply(installed: SwitchRules, changes: Changes) -> SwitchRules:
         groups.pop(g.group_id, None)
     for g in changes.add_groups + changes.modify_groups:
         groups[g.group_id] = g
-    return SwitchRules(frozenset(flows.values()), frozenset(groups.values()))
+    meters = {m.meter_id: m for m in installed.meters}
+    for m in changes.delete_meters:
+        meters.pop(m.meter_id, None)
+    for m in changes.add_meters + changes.modify_meters:
+        meters[m.meter_id] = m
+    return SwitchRules(frozenset(flows.values()), frozenset(groups.values()), frozenset(meters.values()))
 
 
 async def read_installed(dp: Datapath) -> SwitchRules:
@@ -104,6 +129,13 @@ async def read_installed(dp: Datapath) -> SwitchRules:
             # Ours by cookie, but not in a form we write: it is stale; delete by key.
             log.warning("%r: unreadable vtap flow (%s); it will be replaced", dp, exc)
             flows.add(FlowRule(stats.table_id, stats.priority, translate.match_from_of(stats.match), cookie=stats.cookie))
+    meters = set()
+    for config in await dp.meter_config():
+        if is_vtap_meter(config.meter_id):
+            try:
+                meters.add(translate.meter_from_config(config))
+            except translate.TranslationError:
+                meters.add(Meter(config.meter_id, 0, 0))  # not ours in form: it will be replaced
     groups = set()
     for desc in await dp.group_desc():
         if is_vtap_group(desc.group_id):
@@ -111,7 +143,7 @@ async def read_installed(dp: Datapath) -> SwitchRules:
                 groups.add(translate.group_from_desc(desc))
             except translate.TranslationError:
                 groups.add(GroupRule(desc.group_id, "all", ()))
-    return SwitchRules(frozenset(flows), frozenset(groups))
+    return SwitchRules(frozenset(flows), frozenset(groups), frozenset(meters))
 
 
 @dataclass
@@ -197,11 +229,15 @@ class SwitchReconciler:
         changes = diff(desired, self.installed, additive=additive)
         if changes:
             msgs = messages(changes)
-            log.info("%r: sending %d changes%s", self.dp, len(msgs), " (additive while settling)" if additive else "")
+            before, after = meter_messages(changes)
+            log.info("%r: sending %d changes%s", self.dp, len(msgs) + len(before) + len(after),
+                     " (additive while settling)" if additive else "")
+            await self.dp.send_batch(before, atomic=False)
             await self.dp.send_batch(msgs)
+            await self.dp.send_batch(after, atomic=False)
             self.installed = apply(self.installed, changes)
             self.status.batches += 1
-            self.status.rules_sent += len(msgs)
+            self.status.rules_sent += len(msgs) + len(before) + len(after)
         else:
             await self.dp.barrier()
         if not additive and desired == self.desired and not self._dirty.is_set():

@@ -54,6 +54,7 @@ async def serve(
     state_dir: str,
     lldp_interval: float = 1.0,
     host_timeout: float = 3600.0,
+    packet_in_rate: int = 1000,
 ) -> None:
     if Path(state_dir).exists() and not Path(state_dir).is_dir():
         raise StartupError(f"--state-dir {state_dir}: exists and is not a directory")
@@ -63,7 +64,7 @@ async def serve(
         raise StartupError(f"--state-dir {state_dir}: {exc}") from None
     of_sock = _listen(of_host, of_port, "--of-port")
     api_sock = _listen(api_host, api_port, "--api-port")
-    ctl = Controller(store, lldp_interval=lldp_interval, host_timeout=host_timeout)
+    ctl = Controller(store, lldp_interval=lldp_interval, host_timeout=host_timeout, packet_in_rate=packet_in_rate)
     of_server = OpenFlowServer(ctl, of_host, of_port, sock=of_sock)
     api = _ApiServer(uvicorn.Config(create_app(ctl), log_level="warning", lifespan="off"))
     stop = asyncio.Event()

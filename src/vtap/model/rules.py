@@ -84,6 +84,7 @@ class FlowRule:
     actions: tuple[Action, ...] = ()
     goto: int | None = None
     cookie: int = 0
+    meter: int | None = None  # applied before the actions (rate-limits what they do)
 
     @property
     def key(self) -> tuple[int, int, Match]:
@@ -92,7 +93,7 @@ class FlowRule:
     def __str__(self) -> str:
         head = f"cookie=0x{self.cookie:x}, table={self.table}, "
         fields = [f"priority={self.priority}"] + [f"{name}={_fmt_value(value)}" for name, value in self.match]
-        acts = [str(a) for a in self.actions]
+        acts = ([f"meter:{self.meter}"] if self.meter is not None else []) + [str(a) for a in self.actions]
         if self.goto is not None:
             acts.append(f"goto_table:{self.goto}")
         return head + ",".join(fields) + " actions=" + (",".join(acts) or "drop")
@@ -116,12 +117,25 @@ class GroupRule:
         return f"group_id={self.group_id},type={self.type},{buckets}"
 
 
+@dataclass(frozen=True, order=True)
+class Meter:
+    """An OpenFlow meter dropping packets above `rate_pps` (burst `burst` packets)."""
+
+    meter_id: int
+    rate_pps: int
+    burst: int
+
+    def __str__(self) -> str:
+        return f"meter={self.meter_id} pktps burst bands=type=drop rate={self.rate_pps} burst_size={self.burst}"
+
+
 @dataclass(frozen=True)
 class SwitchRules:
     """Everything vtap wants in one switch."""
 
     flows: frozenset[FlowRule] = frozenset()
     groups: frozenset[GroupRule] = frozenset()
+    meters: frozenset[Meter] = frozenset()
 
 
 def _fmt_value(value: MatchValue) -> str:

@@ -22,6 +22,8 @@ class NetworkView:
     devices: dict[int, Device] = field(default_factory=dict)
     links: frozenset[Link] = frozenset()
     hosts: dict[str, Host] = field(default_factory=dict)
+    # Ports known to face a switch even without a live link (see LinkTable).
+    switch_ports: frozenset[tuple[int, int]] = frozenset()
 
     @cached_property
     def usable_links(self) -> frozenset[Link]:
@@ -59,11 +61,14 @@ class NetworkView:
 
     @cached_property
     def link_ports(self) -> dict[int, frozenset[int]]:
-        """Ports of each switch that face another switch (known links, usable or not)."""
+        """Ports of each switch that face another switch (known links, usable or not, and
+        ports that have faced one until they went down)."""
         out: dict[int, set[int]] = {d: set() for d in self.devices}
         for link in self.links:
             out.setdefault(link.src_dpid, set()).add(link.src_port)
             out.setdefault(link.dst_dpid, set()).add(link.dst_port)
+        for dpid, port in self.switch_ports:
+            out.setdefault(dpid, set()).add(port)
         return {d: frozenset(p) for d, p in out.items()}
 
     def edge_ports(self, dpid: int) -> list[int]:

@@ -86,6 +86,8 @@ def describe(msg: Any) -> str:
         return f"{name}(command={msg.command}, table={msg.table_id}, priority={msg.priority}, match={dict(msg.match.items())})"
     if isinstance(msg, parser.OFPGroupMod):
         return f"{name}(command={msg.command}, group_id={msg.group_id})"
+    if isinstance(msg, parser.OFPMeterMod):
+        return f"{name}(command={msg.command}, meter_id={msg.meter_id})"
     if isinstance(msg, parser.ONFBundleAddMsg):
         return f"bundle {msg.bundle_id}: {describe(msg.message)}"
     return name
@@ -201,6 +203,10 @@ class Datapath:
 
     async def group_desc(self) -> list[Any]:
         req = parser.OFPGroupDescStatsRequest(PROTOCOL, 0)
+        return [s for reply in await self.request(req) for s in reply.body]
+
+    async def meter_config(self) -> list[Any]:
+        req = parser.OFPMeterConfigStatsRequest(PROTOCOL, 0, ofp.OFPM_ALL)
         return [s for reply in await self.request(req) for s in reply.body]
 
     async def group_stats(self) -> list[Any]:

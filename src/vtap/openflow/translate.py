@@ -20,6 +20,7 @@ from vtap.model.rules import (
     GroupAction,
     GroupRule,
     Match,
+    Meter,
     Output,
     PopVlan,
     PushVlan,
@@ -87,6 +88,8 @@ def match_from_of(of_match: parser.OFPMatch) -> Match:
 
 def _instructions(rule: FlowRule) -> list:
     inst = []
+    if rule.meter is not None:
+        inst.append(parser.OFPInstructionMeter(rule.meter))
     if rule.actions:
         inst.append(parser.OFPInstructionActions(ofp.OFPIT_APPLY_ACTIONS, [_action_to_of(a) for a in rule.actions]))
     if rule.goto is not None:
@@ -129,12 +132,14 @@ def flow_delete(rule: FlowRule) -> parser.OFPFlowMod:
 
 def flow_from_stats(stats) -> FlowRule:
     actions: list[Action] = []
-    goto = None
+    goto = meter = None
     for inst in stats.instructions:
         if isinstance(inst, parser.OFPInstructionActions) and inst.type == ofp.OFPIT_APPLY_ACTIONS:
             actions.extend(_action_from_of(a) for a in inst.actions)
         elif isinstance(inst, parser.OFPInstructionGotoTable):
             goto = inst.table_id
+        elif isinstance(inst, parser.OFPInstructionMeter):
+            meter = inst.meter_id
         else:
             raise TranslationError(f"unsupported instruction {type(inst).__name__}")
     return FlowRule(
@@ -144,6 +149,7 @@ def flow_from_stats(stats) -> FlowRule:
         actions=tuple(actions),
         goto=goto,
         cookie=stats.cookie,
+        meter=meter,
     )
 
 
@@ -175,3 +181,28 @@ def group_from_desc(desc) -> GroupRule:
         raise TranslationError(f"unsupported group type {desc.type}")
     buckets = tuple(Bucket(tuple(_action_from_of(a) for a in b.actions)) for b in desc.buckets)
     return GroupRule(group_id=desc.group_id, type=_GROUP_NAMES[desc.type], buckets=buckets)
+
+
+def _meter_mod(meter: Meter, command: int) -> parser.OFPMeterMod:
+    band = parser.OFPMeterBandDrop(rate=meter.rate_pps, burst_size=meter.burst)
+    return parser.OFPMeterMod(PROTOCOL, command=command, flags=ofp.OFPMF_PKTPS | ofp.OFPMF_BURST,
+                              meter_id=meter.meter_id, bands=[band])
+
+
+def meter_add(meter: Meter) -> parser.OFPMeterMod:
+    return _meter_mod(meter, ofp.OFPMC_ADD)
+
+
+def meter_modify(meter: Meter) -> parser.OFPMeterMod:
+    return _meter_mod(meter, ofp.OFPMC_MODIFY)
+
+
+def meter_delete(meter_id: int) -> parser.OFPMeterMod:
+    return parser.OFPMeterMod(PROTOCOL, command=ofp.OFPMC_DELETE, flags=0, meter_id=meter_id, bands=[])
+
+
+def meter_from_config(config) -> Meter:
+    bands = [b for b in config.bands if isinstance(b, parser.OFPMeterBandDrop)]
+    if len(bands) != 1 or not config.flags & ofp.OFPMF_PKTPS:
+        raise TranslationError(f"meter {config.meter_id}: not a single packets-per-second drop band")
+    return Meter(config.meter_id, bands[0].rate, bands[0].burst_size)
