@@ -227,3 +227,11 @@ def test_the_policy_follows_a_host_that_moves():
     assert len(at(after, 9, trace)) == 1 and len(at(after, 16, trace)) == 1
     tap_switches = {d for d, r in compile_taps(moved, taps).rules_of(1).items() if any(f.table == TABLE_TAP for f in r.flows)}
     assert tap_switches == {h6.dpid}
+
+
+def test_rules_of_a_rewrite_policy_hold_no_copy_vlan_rules():
+    view = view_from_topo(parse_topo("fattree,4"))
+    comp = compile_taps(view, [tap(1, src_ip=ip(1), dst_ip=ip(16), dst_mac=mac(16), monitor_ip=ip(9), transport="rewrite"),
+                               tap(2, src_ip=ip(2), monitor_ip=ip(5))])
+    mine = comp.rules_of(1)
+    assert mine and not any(dict(f.match).get("vlan_vid") for r in mine.values() for f in r.flows)

@@ -88,7 +88,8 @@ class TapCompilation:
         for dpid, rules in self.rules.items():
             flows = {f for f in rules.flows if f.cookie in mine}
             groups = {a.group_id for f in flows for a in f.actions if isinstance(a, GroupAction)}
-            tags = {self.monitor_tags.get(self.monitors.get(tap_id, ""))}
+            tag = self.monitor_tags.get(self.monitors.get(tap_id, ""))
+            tags = {tag} if tag is not None else set()
             flows |= {f for f in rules.flows if f.cookie == COOKIE_COPY and _tag_of(f) in tags}
             if flows:
                 out[dpid] = SwitchRules(frozenset(flows), frozenset(g for g in rules.groups if g.group_id in groups))
