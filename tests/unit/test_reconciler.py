@@ -42,3 +42,18 @@ def test_groups_come_before_flows_that_use_them_and_go_after():
     back = diff(SwitchRules(), SwitchRules(frozenset({C}), frozenset({G})))
     msgs = messages(back)
     assert msgs[0].command == ofp.OFPFC_DELETE_STRICT and isinstance(msgs[-1], parser.OFPGroupMod)
+
+
+def test_meters_diff_and_go_outside_the_bundle_around_it():
+    from vtap.control.reconciler import meter_messages
+    from vtap.model.rules import Meter
+
+    m1, m1b, m2 = Meter(0x76740001, 1000, 100), Meter(0x76740001, 500, 50), Meter(0x76740002, 10, 1)
+    installed = SwitchRules(meters=frozenset({m1, m2}))
+    desired = SwitchRules(meters=frozenset({m1b}))
+    ch = diff(desired, installed)
+    assert ch.modify_meters == (m1b,) and ch.delete_meters == (m2,) and ch.add_meters == ()
+    assert apply(installed, ch) == desired
+    before, after = meter_messages(ch)
+    assert [m.command for m in before] == [ofp.OFPMC_MODIFY] and [m.command for m in after] == [ofp.OFPMC_DELETE]
+    assert messages(ch) == []  # nothing of it goes into the bundle

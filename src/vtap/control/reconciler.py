@@ -43,37 +43,48 @@ class Changes:
         return sum(len(getattr(self, f)) for f in self.__dataclass_fields__)
 
 
+def _flow_key(f: FlowRule):
+    return f.key
+
+
+def _group_key(g: GroupRule) -> int:
+    return g.group_id
+
+
+def _meter_key(m: Meter) -> int:
+    return m.meter_id
+
+
+def _flow_order(f: FlowRule):
+    # A stable order for messages and logs; repr because match values of one field
+    # may be a plain value in one rule and (value, mask) in another.
+    return (f.table, -f.priority, repr(f.match))
+
+
+def _split(want_items, have_items, key, order) -> tuple[tuple, tuple, tuple]:
+    """(to add, to modify, to delete), each in a stable order, for items identified by `key`."""
+    want = {key(x): x for x in want_items}
+    have = {key(x): x for x in have_items}
+    add = sorted((x for k, x in want.items() if k not in have), key=order)
+    modify = sorted((x for k, x in want.items() if k in have and have[k] != x), key=order)
+    delete = sorted((x for k, x in have.items() if k not in want), key=order)
+    return tuple(add), tuple(modify), tuple(delete)
+
+
 def diff(desired: SwitchRules, installed: SwitchRules, *, additive: bool = False) -> Changes:
     """The minimal set of changes from `installed` to `desired` (pure, deterministic).
 
     Flows are keyed by (table, priority, match): a flow with the same key but other
     actions or cookie is modified in place rather than deleted and re-added, so its
-    packets never miss a rule.  With `additive`, nothing is deleted or modified.
+    packets never miss a rule. Groups and meters are keyed by id. With `additive`,
+    nothing is deleted or modified.
     """
-    def order(items):
-        # A stable order for messages and logs; repr because match values of one
-        # field may be a plain value in one rule and (value, mask) in another.
-        return sorted(items, key=lambda f: (f.table, -f.priority, repr(f.match)))
-
-    have = {f.key: f for f in installed.flows}
-    want = {f.key: f for f in desired.flows}
-    add = order(f for k, f in want.items() if k not in have)
-    modify = order(f for k, f in want.items() if k in have and have[k] != f)
-    delete = order(f for k, f in have.items() if k not in want)
-    have_g = {g.group_id: g for g in installed.groups}
-    want_g = {g.group_id: g for g in desired.groups}
-    add_g = [want_g[i] for i in sorted(want_g) if i not in have_g]
-    modify_g = [want_g[i] for i in sorted(want_g) if i in have_g and have_g[i] != want_g[i]]
-    delete_g = [have_g[i] for i in sorted(have_g) if i not in want_g]
-    have_m = {m.meter_id: m for m in installed.meters}
-    want_m = {m.meter_id: m for m in desired.meters}
-    add_m = [want_m[i] for i in sorted(want_m) if i not in have_m]
-    modify_m = [want_m[i] for i in sorted(want_m) if i in have_m and have_m[i] != want_m[i]]
-    delete_m = [have_m[i] for i in sorted(have_m) if i not in want_m]
+    flows = _split(desired.flows, installed.flows, _flow_key, _flow_order)
+    groups = _split(desired.groups, installed.groups, _group_key, _group_key)
+    meters = _split(desired.meters, installed.meters, _meter_key, _meter_key)
     if additive:
-        return Changes(add_flows=tuple(add), add_groups=tuple(add_g), add_meters=tuple(add_m))
-    return Changes(tuple(add), tuple(modify), tuple(delete), tuple(add_g), tuple(modify_g), tuple(delete_g),
-                   tuple(add_m), tuple(modify_m), tuple(delete_m))
+        return Changes(add_flows=flows[0], add_groups=groups[0], add_meters=meters[0])
+    return Changes(*flows, *groups, *meters)
 
 
 def meter_messages(changes: Changes) -> tuple[list, list]:
@@ -99,28 +110,27 @@ def messages(changes: Changes) -> list:
     return msgs
 
 
+def _applied(installed, add, modify, delete, key) -> frozenset:
+    items = {key(x): x for x in installed}
+    for x in delete:
+        items.pop(key(x), None)
+    for x in add + modify:
+        items[key(x)] = x
+    return frozenset(items.values())
+
+
 def apply(installed: SwitchRules, changes: Changes) -> SwitchRules:
     """What the switch holds after `changes` went in."""
-    flows = {f.key: f for f in installed.flows}
-    for f in changes.delete_flows:
-        flows.pop(f.key, None)
-    for f in changes.add_flows + changes.modify_flows:
-        flows[f.key] = f
-    groups = {g.group_id: g for g in installed.groups}
-    for g in changes.delete_groups:
-        groups.pop(g.group_id, None)
-    for g in changes.add_groups + changes.modify_groups:
-        groups[g.group_id] = g
-    meters = {m.meter_id: m for m in installed.meters}
-    for m in changes.delete_meters:
-        meters.pop(m.meter_id, None)
-    for m in changes.add_meters + changes.modify_meters:
-        meters[m.meter_id] = m
-    return SwitchRules(frozenset(flows.values()), frozenset(groups.values()), frozenset(meters.values()))
+    c = changes
+    return SwitchRules(
+        _applied(installed.flows, c.add_flows, c.modify_flows, c.delete_flows, _flow_key),
+        _applied(installed.groups, c.add_groups, c.modify_groups, c.delete_groups, _group_key),
+        _applied(installed.meters, c.add_meters, c.modify_meters, c.delete_meters, _meter_key),
+    )
 
 
 async def read_installed(dp: Datapath) -> SwitchRules:
-    """vtap's own flows and groups as the switch reports them now."""
+    """vtap's own flows, groups and meters as the switch reports them now."""
     flows = set()
     for stats in await dp.flow_stats(VTAP_COOKIE, VTAP_COOKIE_MASK):
         try:
