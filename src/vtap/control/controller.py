@@ -30,7 +30,7 @@ from vtap.compile.pipeline import (
 
 COOKIE_TAP = VTAP_COOKIE | (OWNER_TAP << OWNER_SHIFT)
 OWNER_MASK = 0xFFFFFF << OWNER_SHIFT
-from vtap.compile.taps import COMPILED, TapCompilation, compile_taps
+from vtap.compile.taps import COMPILED, DEGRADED, ERROR, PENDING, TapCompilation, compile_taps
 from vtap.control import relay
 from vtap.control.discovery import LinkTable, lldp_frame, parse_lldp
 from vtap.control.hosts import HostTable
@@ -43,11 +43,7 @@ from vtap.store.sqlite import Store
 
 log = logging.getLogger(__name__)
 
-ACTIVE = "active"
-PENDING = "pending"
-DEGRADED = "degraded"
-ERROR = "error"
-DISABLED = "disabled"
+ACTIVE = "active"  # the one state only the controller knows: rules confirmed by barrier
 
 
 @dataclass(frozen=True)
