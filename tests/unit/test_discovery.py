@@ -77,8 +77,10 @@ def test_hosts_expire_after_silence_unless_kept():
     t.learn("00:00:00:00:00:02", 1, 2, "10.0.0.2", 0.0)
     t.learn("00:00:00:00:00:03", 1, 3, "10.0.0.3", 0.0)
     t.refresh("00:00:00:00:00:01", 50.0)
-    assert t.expire(60.0, 0) == []  # 0: never
-    assert t.expire(60.0, 30.0, keep=frozenset({"00:00:00:00:00:03"})) == ["00:00:00:00:00:02"]
+    assert t.expire(60.0, 0, {1: 0.0}) == []  # 0: never
+    assert t.expire(60.0, 30.0, {}) == []  # switch 1 not watched yet: nothing can be judged silent
+    assert t.expire(60.0, 30.0, {1: 40.0}) == []  # watched for 20 s only: too early
+    assert t.expire(80.0, 30.0, {1: 40.0}, keep=frozenset({"00:00:00:00:00:03"})) == ["00:00:00:00:00:02"]
     assert set(t.hosts) == {"00:00:00:00:00:01", "00:00:00:00:00:03"}
 
 

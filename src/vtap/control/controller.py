@@ -74,6 +74,7 @@ class Controller:
         self.packet_in_rate = packet_in_rate
         self.packet_ins = 0
         self._host_packets: dict[tuple[int, str], int] = {}
+        self._watched_since: dict[int, float] = {}  # dpid -> first host-counter read this connection
         self.hosts = HostTable()
         self.datapaths: dict[int, Datapath] = {}
         self.reconcilers: dict[int, SwitchReconciler] = {}
@@ -298,6 +299,7 @@ class Controller:
 
     def _forget_switch(self, dp: Datapath) -> None:
         self.datapaths.pop(dp.dpid, None)
+        self._watched_since.pop(dp.dpid, None)
         rec = self.reconcilers.pop(dp.dpid, None)
         if rec is not None:
             asyncio.ensure_future(rec.stop())
@@ -406,6 +408,7 @@ class Controller:
                 replies = await dp.flow_stats(COOKIE_FORWARDING, 0xFFFFFFFFFFFFFFFF)
             except (ChannelClosed, asyncio.TimeoutError, OpenFlowError):
                 continue
+            self._watched_since.setdefault(dpid, now)
             for stats in replies:
                 if stats.table_id != TABLE_CLASSIFY or stats.priority != PRIO_KNOWN_HOST:
                     continue
@@ -420,7 +423,7 @@ class Controller:
                 self._host_packets[key] = stats.packet_count
         if refreshed and self.store is not None:
             self.store.save_hosts(refreshed)
-        gone = self.hosts.expire(now, self.host_timeout, self._pinned_hosts())
+        gone = self.hosts.expire(now, self.host_timeout, self._watched_since, self._pinned_hosts())
         if gone:
             log.info("hosts expired after %.0fs of silence: %s", self.host_timeout, ", ".join(gone))
             if self.store is not None:

@@ -65,11 +65,19 @@ class HostTable:
         self.hosts[mac] = replace(host, last_seen=now)
         return self.hosts[mac]
 
-    def expire(self, now: float, timeout: float, keep: frozenset[str] = frozenset()) -> list[str]:
-        """Forget hosts silent for longer than `timeout` seconds (0: never), except `keep`."""
+    def expire(self, now: float, timeout: float, watched_since: dict[int, float], keep: frozenset[str] = frozenset()) -> list[str]:
+        """Forget hosts silent for longer than `timeout` seconds (0: never), except `keep`.
+
+        Silence is only known on a switch whose counters have been watched: a host is
+        judged from the later of its last sighting and the start of that watch, so a
+        restarted controller does not expire hosts it has not had the chance to see.
+        """
         if timeout <= 0:
             return []
-        gone = [m for m, h in self.hosts.items() if now - h.last_seen > timeout and m not in keep]
+        gone = [
+            m for m, h in self.hosts.items()
+            if m not in keep and h.dpid in watched_since and now - max(h.last_seen, watched_since[h.dpid]) > timeout
+        ]
         for mac in gone:
             del self.hosts[mac]
         return gone
