@@ -47,3 +47,31 @@ def test_lab_with_an_unknown_topology():
 def test_tap_commands_without_a_controller():
     res = _vtap("tap", "list", "--api", f"http://127.0.0.1:{_free_port()}")
     assert res.returncode == 1 and "cannot reach the controller" in res.stderr
+
+
+def test_the_api_answers_without_a_nagle_stall(tmp_path):
+    """A socket bound before uvicorn gets it must not delay replies (~40 ms each without TCP_NODELAY)."""
+    import time
+
+    import httpx
+
+    api_port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "vtap", "serve", "--of-port", str(_free_port()), "--api-port", str(api_port),
+                             "--state-dir", str(tmp_path)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        client = httpx.Client(base_url=f"http://127.0.0.1:{api_port}")
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                client.get("/api/v1/health")
+                break
+            except httpx.HTTPError:
+                assert time.monotonic() < deadline
+                time.sleep(0.1)
+        t = time.perf_counter()
+        for _ in range(20):
+            client.get("/api/v1/health")
+        assert (time.perf_counter() - t) / 20 < 0.02
+    finally:
+        proc.terminate()
+        proc.wait(timeout=15)

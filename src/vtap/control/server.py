@@ -31,6 +31,9 @@ def _listen(host: str, port: int, flag: str) -> socket.socket:
         sock = socket.create_server((host, port), reuse_port=False)
     except OSError as exc:
         raise StartupError(f"{flag} {port} on {host}: {exc.strerror or exc}") from None
+    # Accepted connections inherit this: without it, a socket handed to uvicorn answers
+    # each request ~40 ms late (Nagle against delayed ACK), measured here.
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     return sock
 
 
