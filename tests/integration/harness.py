@@ -15,8 +15,8 @@ from vtap.lab.traffic import Capture, Flow, marked, send_from
 class Lab(LabSession):
     """A lab shared by a test module, with the checks the tests make."""
 
-    def __init__(self, topo, workdir: Path):
-        super().__init__(topo, workdir)
+    def __init__(self, topo, workdir: Path, **kw):
+        super().__init__(topo, workdir, **kw)
         self.start()
 
     def expected_links(self) -> set[tuple[int, int, int, int]]:

@@ -30,13 +30,13 @@ def test_links_expire_and_drop_with_their_port():
 
 def test_hosts_learn_move_and_take_over_ips():
     t = HostTable()
-    assert t.learn("00:00:00:00:00:01", 1, 1, "10.0.0.1", 0.0)
-    assert not t.learn("00:00:00:00:00:01", 1, 1, "10.0.0.1", 1.0)
-    assert t.learn("00:00:00:00:00:01", 2, 3, None, 2.0)  # moved
+    assert t.learn("00:00:00:00:00:01", 1, 1, ("10.0.0.1",), 0.0)
+    assert not t.learn("00:00:00:00:00:01", 1, 1, ("10.0.0.1",), 1.0)
+    assert t.learn("00:00:00:00:00:01", 2, 3, (), 2.0)  # moved
     assert (t.hosts["00:00:00:00:00:01"].dpid, t.hosts["00:00:00:00:00:01"].port) == (2, 3)
-    assert t.learn("00:00:00:00:00:02", 1, 2, "10.0.0.1", 3.0)  # IP moves to a new MAC
+    assert t.learn("00:00:00:00:00:02", 1, 2, ("10.0.0.1",), 3.0)  # IP moves to a new MAC
     assert t.hosts["00:00:00:00:00:01"].ips == ()
-    assert not t.learn("ff:ff:ff:ff:ff:ff", 1, 1, None, 0.0)
+    assert not t.learn("ff:ff:ff:ff:ff:ff", 1, 1, (), 0.0)
 
 
 def _arp_request(src_mac, src_ip, dst_ip) -> bytes:
@@ -50,7 +50,7 @@ def _arp_request(src_mac, src_ip, dst_ip) -> bytes:
 def test_arp_for_a_known_host_is_answered_by_proxy():
     view = view_from_topo(parse_topo("linear,3"))
     d = relay.decide(view, 1, 1, _arp_request("00:00:00:00:00:01", "10.0.0.1", "10.0.0.3"))
-    assert d.sender_mac == "00:00:00:00:00:01" and d.sender_ip == "10.0.0.1"
+    assert d.sender_mac == "00:00:00:00:00:01" and d.sender_ips == ("10.0.0.1",)
     (out,) = d.outs
     assert (out.dpid, out.port) == (1, 1)
     reply = packet.Packet(out.data).get_protocol(arp.arp)
@@ -73,9 +73,9 @@ def test_nothing_is_learned_from_a_port_facing_a_switch():
 
 def test_hosts_expire_after_silence_unless_kept():
     t = HostTable()
-    t.learn("00:00:00:00:00:01", 1, 1, "10.0.0.1", 0.0)
-    t.learn("00:00:00:00:00:02", 1, 2, "10.0.0.2", 0.0)
-    t.learn("00:00:00:00:00:03", 1, 3, "10.0.0.3", 0.0)
+    t.learn("00:00:00:00:00:01", 1, 1, ("10.0.0.1",), 0.0)
+    t.learn("00:00:00:00:00:02", 1, 2, ("10.0.0.2",), 0.0)
+    t.learn("00:00:00:00:00:03", 1, 3, ("10.0.0.3",), 0.0)
     t.refresh("00:00:00:00:00:01", 50.0)
     assert t.expire(60.0, 0, {1: 0.0}) == []  # 0: never
     assert t.expire(60.0, 30.0, {}) == []  # switch 1 not watched yet: nothing can be judged silent
@@ -105,3 +105,119 @@ def test_a_port_that_faced_a_switch_keeps_facing_it_until_it_goes_down():
     assert (2, 2) in table.switch_ports
     table.drop_port(2, 2)  # the port goes down: it may face a host next
     assert (2, 2) not in table.switch_ports
+
+
+def test_a_host_is_known_by_every_address_it_uses():
+    t = HostTable()
+    assert t.learn("00:00:00:00:00:10", 1, 1, ("fe80::200:ff:fe00:10",), 0.0)
+    assert t.learn("00:00:00:00:00:10", 1, 1, ("10.0.0.16",), 1.0)  # its first ARP reply
+    assert t.learn("00:00:00:00:00:10", 1, 1, ("fe80::200:ff:fe00:10", "fc00::16"), 2.0)
+    assert t.hosts["00:00:00:00:00:10"].ips == ("10.0.0.16", "fc00::16", "fe80::200:ff:fe00:10")
+    assert not t.learn("00:00:00:00:00:10", 1, 1, ("fc00::16",), 3.0)
+
+
+def _ipv6_frame(src_mac, dst_mac, src_ip, dst_ip, icmp) -> bytes:
+    from os_ken.lib.packet import ipv6
+
+    pkt = packet.Packet()
+    pkt.add_protocol(ethernet.ethernet(dst=dst_mac, src=src_mac, ethertype=0x86DD))
+    pkt.add_protocol(ipv6.ipv6(src=src_ip, dst=dst_ip, nxt=58, hop_limit=255))
+    pkt.add_protocol(icmp)
+    pkt.serialize()
+    return bytes(pkt.data)
+
+
+def _ns(src_mac, src_ip, target) -> bytes:
+    from os_ken.lib.packet import icmpv6
+
+    return _ipv6_frame(src_mac, "33:33:ff:00:00:03", src_ip, "ff02::1:ff00:3",
+                       icmpv6.icmpv6(type_=135, data=icmpv6.nd_neighbor(dst=target, option=icmpv6.nd_option_sla(hw_src=src_mac))))
+
+
+def _view_with_v6():
+    from dataclasses import replace
+
+    from vtap.model.view import NetworkView
+
+    view = view_from_topo(parse_topo("linear,3"))
+    hosts = {m: replace(h, ips=h.ips + (f"fc00::{int(m[-2:], 16)}",)) for m, h in view.hosts.items()}
+    return NetworkView(view.devices, view.links, hosts)
+
+
+def test_neighbour_solicitation_for_a_known_host_is_answered_by_proxy():
+    from os_ken.lib.packet import icmpv6, ipv6
+
+    d = relay.decide(_view_with_v6(), 1, 1, _ns("00:00:00:00:00:01", "fc00::1", "fc00::3"))
+    assert d.sender_mac == "00:00:00:00:00:01" and d.sender_ips == ("fc00::1",)
+    (out,) = d.outs
+    assert (out.dpid, out.port) == (1, 1)
+    pkt = packet.Packet(out.data)
+    eth, ip6, na = pkt.get_protocol(ethernet.ethernet), pkt.get_protocol(ipv6.ipv6), pkt.get_protocol(icmpv6.icmpv6)
+    assert (eth.src, eth.dst, ip6.src, ip6.dst) == ("00:00:00:00:00:03", "00:00:00:00:00:01", "fc00::3", "fc00::1")
+    assert na.type_ == 136 and na.data.dst == "fc00::3" and na.data.option.hw_src == "00:00:00:00:00:03"
+    assert na.data.res & relay.ND_SOLICITED and na.data.res & relay.ND_OVERRIDE
+    # The checksum is right (a receiver's stack would drop it otherwise): scapy recomputes it.
+    from scapy.layers.inet6 import ICMPv6ND_NA
+    from scapy.layers.l2 import Ether
+
+    frame = Ether(out.data)
+    sent = frame[ICMPv6ND_NA].cksum
+    del frame[ICMPv6ND_NA].cksum
+    assert Ether(bytes(frame))[ICMPv6ND_NA].cksum == sent
+
+
+def test_neighbour_solicitation_for_an_unknown_target_or_from_dad_is_relayed():
+    view = _view_with_v6()
+    d = relay.decide(view, 1, 1, _ns("00:00:00:00:00:01", "fc00::1", "fc00::99"))
+    assert {(o.dpid, o.port) for o in d.outs} == {(2, 1), (3, 1)}
+    d = relay.decide(view, 1, 1, _ns("00:00:00:00:00:01", "::", "fc00::3"))  # duplicate address detection
+    assert d.sender_ips == () and {(o.dpid, o.port) for o in d.outs} == {(2, 1), (3, 1)}
+
+
+def test_neighbour_advertisement_teaches_its_target_address():
+    from os_ken.lib.packet import icmpv6
+
+    na = icmpv6.icmpv6(type_=136, data=icmpv6.nd_neighbor(res=relay.ND_OVERRIDE, dst="fc00::3",
+                                                         option=icmpv6.nd_option_tla(hw_src="00:00:00:00:00:03")))
+    frame = _ipv6_frame("00:00:00:00:00:03", "00:00:00:00:00:01", "fe80::200:ff:fe00:3", "fc00::1", na)
+    d = relay.decide(view_from_topo(parse_topo("linear,3")), 3, 1, frame)
+    assert d.sender_mac == "00:00:00:00:00:03" and set(d.sender_ips) == {"fe80::200:ff:fe00:3", "fc00::3"}
+    assert [(o.dpid, o.port) for o in d.outs] == [(1, 1)]
+
+
+def test_an_arp_reply_to_a_probe_is_learned_and_goes_nowhere():
+    reply = packet.Packet()
+    reply.add_protocol(ethernet.ethernet(dst=relay.PROBE_MAC, src="00:00:00:00:00:03", ethertype=0x0806))
+    reply.add_protocol(arp.arp(opcode=arp.ARP_REPLY, src_mac="00:00:00:00:00:03", src_ip="10.0.0.3",
+                               dst_mac=relay.PROBE_MAC, dst_ip="0.0.0.0"))
+    reply.serialize()
+    d = relay.decide(view_from_topo(parse_topo("linear,3"), hosts_known=False), 3, 1, bytes(reply.data))
+    assert d.sender_mac == "00:00:00:00:00:03" and d.sender_ips == ("10.0.0.3",) and d.outs == ()
+
+
+def test_probe_frames_ask_without_teaching():
+    from os_ken.lib.packet import icmpv6, ipv6
+
+    a = packet.Packet(relay.probe_frame("10.0.0.7")).get_protocol(arp.arp)
+    assert (a.opcode, a.src_ip, a.dst_ip, a.src_mac) == (arp.ARP_REQUEST, "0.0.0.0", "10.0.0.7", relay.PROBE_MAC)
+    pkt = packet.Packet(relay.probe_frame("fc00::1:2:3"))
+    eth, ip6, ns = pkt.get_protocol(ethernet.ethernet), pkt.get_protocol(ipv6.ipv6), pkt.get_protocol(icmpv6.icmpv6)
+    assert (eth.dst, ip6.src, ip6.dst) == ("33:33:ff:02:00:03", "::", "ff02::1:ff02:3")
+    assert ns.type_ == 135 and ns.data.dst == "fc00::1:2:3" and ns.data.option is None
+
+
+def test_probes_back_off_while_wanted_and_restart_when_wanted_again():
+    from vtap.control.probing import ProbeSchedule, named_addresses
+    from vtap.model.policy import Tap, TapSpec
+
+    s = ProbeSchedule(first_retry=0.25, max_retry=1.0)
+    assert s.due({"10.0.0.9"}, 0.0) == ["10.0.0.9"]
+    assert s.due({"10.0.0.9"}, 0.1) == []
+    times = [t / 100 for t in range(0, 400, 5)]
+    sent = [t for t in times[3:] if s.due({"10.0.0.9"}, t)]
+    assert sent == [0.25, 0.75, 1.75, 2.75, 3.75]  # 0.25, 0.5, then capped at 1.0
+    assert s.due(set(), 4.0) == []
+    assert s.due({"10.0.0.9"}, 4.0) == ["10.0.0.9"]  # wanted again: asked at once
+    taps = [Tap(id=1, spec=TapSpec(name="a", src_ip="10.0.0.1", dst_ip="10.0.0.0/24", monitor_ip="fc00::9")),
+            Tap(id=2, spec=TapSpec(name="b", src_ip="10.0.0.2", monitor_ip="10.0.0.3", enabled=False))]
+    assert named_addresses(taps) == {"10.0.0.1", "fc00::9"}

@@ -53,6 +53,21 @@ def test_arp_goes_to_the_controller_at_the_ingress_switch_only():
     assert trace.delivered == [] and trace.to_controller == [(a.dpid, a.port)]
 
 
+@pytest.mark.parametrize("frame", [
+    {"eth_type": 0x0806},  # an ARP reply or unicast request
+    {"eth_type": 0x86DD, "ip_proto": 58, "icmpv6_type": 135},  # unicast Neighbour Solicitation
+    {"eth_type": 0x86DD, "ip_proto": 58, "icmpv6_type": 136},  # Neighbour Advertisement
+])
+def test_address_resolution_to_a_known_host_still_goes_to_the_controller(frame):
+    """Whatever a host sent first, its ARP and ND tell the controller its addresses."""
+    fab = _fabric("fattree,4")
+    a, b = list(fab.view.hosts.values())[:2]
+    trace = fab.inject(a.dpid, a.port, {"eth_src": a.mac, "eth_dst": b.mac, **frame})
+    assert trace.delivered == [] and trace.to_controller == [(a.dpid, a.port)]
+    other = fab.inject(a.dpid, a.port, {"eth_src": a.mac, "eth_dst": b.mac, "eth_type": 0x86DD, "ip_proto": 58, "icmpv6_type": 128})
+    assert other.delivered == [(b.dpid, b.port)]  # other ICMPv6 (echo) is forwarded as usual
+
+
 def test_unknown_source_goes_to_the_controller_for_learning():
     fab = _fabric("linear,3", hosts_known=False)
     trace = fab.inject(1, 1, {"eth_src": "00:00:00:00:00:01", "eth_dst": "00:00:00:00:00:02", "eth_type": 0x0800})

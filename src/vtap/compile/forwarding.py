@@ -3,8 +3,10 @@
 Proactive and loop-free on any topology:
 - unicast by destination MAC along a per-destination shortest-path tree (see
   `NetworkView.tree_toward`), installed on every switch once the host is known;
-- ARP goes to the controller, which answers it from its host table or relays it to
-  edge ports itself, so ARP never crosses inter-switch links as a broadcast;
+- ARP and IPv6 neighbour discovery (solicitations and advertisements) go to the
+  controller whatever their destination, so that it learns every address a host
+  uses whatever the host sent first; it answers them from its host table or relays
+  them to edge ports itself, so they never cross inter-switch links as a broadcast;
 - other broadcast and multicast is flooded on one spanning tree;
 - a frame from an unknown source on an edge port goes to the controller, which learns
   the host (or its move) from it;
@@ -17,10 +19,14 @@ from __future__ import annotations
 from vtap.compile.pipeline import (
     COOKIE_FORWARDING,
     ETH_TYPE_ARP,
-    METER_PACKET_IN,
+    ETH_TYPE_IPV6,
     ETH_TYPE_LLDP,
+    ICMPV6_NEIGHBOR_ADVERT,
+    ICMPV6_NEIGHBOR_SOLICIT,
+    IPPROTO_ICMPV6,
+    METER_PACKET_IN,
     MULTICAST_BIT,
-    PRIO_ARP,
+    PRIO_NEIGHBOUR,
     PRIO_DEFAULT,
     PRIO_FLOOD,
     PRIO_HOST_DST,
@@ -56,7 +62,12 @@ def compile_switch(view: NetworkView, dpid: int, packet_in_rate: int = 0) -> fro
     flows: list[FlowRule] = [
         _flow(TABLE_CLASSIFY, PRIO_LLDP, match(eth_type=ETH_TYPE_LLDP), TO_CONTROLLER),
         _flow(TABLE_TAP, PRIO_DEFAULT, match(), goto=TABLE_FORWARD),
-        _flow(TABLE_FORWARD, PRIO_ARP, match(eth_type=ETH_TYPE_ARP), TO_CONTROLLER, meter=meter),
+        _flow(TABLE_FORWARD, PRIO_NEIGHBOUR, match(eth_type=ETH_TYPE_ARP), TO_CONTROLLER, meter=meter),
+        *(
+            _flow(TABLE_FORWARD, PRIO_NEIGHBOUR, match(eth_type=ETH_TYPE_IPV6, ip_proto=IPPROTO_ICMPV6, icmpv6_type=t),
+                  TO_CONTROLLER, meter=meter)
+            for t in (ICMPV6_NEIGHBOR_SOLICIT, ICMPV6_NEIGHBOR_ADVERT)
+        ),
         # Unicast to a host whose rules are not in yet: the controller delivers it.
         _flow(TABLE_FORWARD, PRIO_DEFAULT, match(), TO_CONTROLLER, meter=meter),
     ]

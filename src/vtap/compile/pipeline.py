@@ -5,8 +5,9 @@
 | 0     | classify | LLDP to the controller; transit and known hosts on; unknown sources |
 |       |          | on edge ports to the controller (host learning, moves)              |
 | 1     | tap      | policy match at the tap point (copy group), then table 2            |
-| 2     | forward  | unicast by destination MAC; ARP to the controller; broadcast on a   |
-|       |          | loop-free tree                                                      |
+| 2     | forward  | ARP and IPv6 neighbour discovery to the controller (whatever the    |
+|       |          | destination); unicast by destination MAC; broadcast on a loop-free  |
+|       |          | tree                                                                |
 | 3     | copy     | carries copies to the monitor                                       |
 
 Cookies: every rule vtap installs carries VTAP_COOKIE in its top 16 bits, so that the
@@ -31,7 +32,11 @@ OWNER_COPY = 3
 COOKIE_FORWARDING = VTAP_COOKIE | (OWNER_FORWARDING << OWNER_SHIFT)
 
 ETH_TYPE_ARP = 0x0806
+ETH_TYPE_IPV6 = 0x86DD
 ETH_TYPE_LLDP = 0x88CC
+IPPROTO_ICMPV6 = 58
+ICMPV6_NEIGHBOR_SOLICIT = 135
+ICMPV6_NEIGHBOR_ADVERT = 136
 MULTICAST_BIT = ("01:00:00:00:00:00", "01:00:00:00:00:00")
 
 # Copies in transit carry one of these VLAN ids (outer tag), one per monitor; hosts'
@@ -51,8 +56,10 @@ PRIO_UNKNOWN_SOURCE = 300
 PRIO_TAP_BASE = 1000  # + specificity in bits
 PRIO_RECOVERY_BASE = 1000  # + specificity in bits, table 2 (rewrite transport)
 PRIO_COPY = 100
+# Address resolution goes to the controller above unicast forwarding: every ARP and ND
+# frame, replies included, tells the controller which addresses a MAC uses.
+PRIO_NEIGHBOUR = 200
 PRIO_HOST_DST = 100
-PRIO_ARP = 60
 PRIO_FLOOD = 50
 PRIO_DEFAULT = 0
 

@@ -34,6 +34,7 @@ from vtap.compile.taps import COMPILED, DEGRADED, ERROR, PENDING, TapCompilation
 from vtap.control import relay
 from vtap.control.discovery import LinkTable, lldp_frame, parse_lldp
 from vtap.control.hosts import HostTable
+from vtap.control.probing import ProbeSchedule, named_addresses
 from vtap.control.reconciler import SwitchReconciler
 from vtap.model.network import Device, Link, is_physical_port
 from vtap.model.policy import Tap, TapSpec
@@ -76,6 +77,9 @@ class Controller:
         self._host_packets: dict[tuple[int, str], int] = {}
         self._watched_since: dict[int, float] = {}  # dpid -> first host-counter read this connection
         self.hosts = HostTable()
+        self.probes = ProbeSchedule()
+        self._unresolved: set[str] = set()  # addresses policies name that no host holds
+        self.probes_sent = 0
         self.datapaths: dict[int, Datapath] = {}
         self.reconcilers: dict[int, SwitchReconciler] = {}
         self.started_at = time.time()
@@ -99,6 +103,7 @@ class Controller:
 
     async def start(self) -> None:
         self._tasks.append(asyncio.create_task(self._discovery_loop(), name="lldp"))
+        self._tasks.append(asyncio.create_task(self._probe_loop(), name="probe"))
         if self.host_timeout > 0:
             self._tasks.append(asyncio.create_task(self._host_liveness_loop(), name="host-liveness"))
 
@@ -151,6 +156,9 @@ class Controller:
         desired, self.compilation = compile_network(view, list(self.taps.values()), self.packet_in_rate)
         for dpid, rec in self.reconcilers.items():
             rec.set_desired(desired[dpid], self.generation)
+        known = {ip for host in view.hosts.values() for ip in host.ips}
+        self._unresolved = named_addresses(list(self.taps.values())) - known
+        self._probe_due()
         self._last_compile_s = time.perf_counter() - started
 
     # ---- TAP policies ---------------------------------------------------------------
@@ -330,8 +338,8 @@ class Controller:
             return
         view = self.view()
         decision = relay.decide(view, dp.dpid, in_port, data)
-        if decision.sender_mac and self.hosts.learn(decision.sender_mac, dp.dpid, in_port, decision.sender_ip, time.time()):
-            log.info("host %s (%s) at %016x port %d", decision.sender_mac, decision.sender_ip, dp.dpid, in_port)
+        if decision.sender_mac and self.hosts.learn(decision.sender_mac, dp.dpid, in_port, decision.sender_ips, time.time()):
+            log.info("host %s (%s) at %016x port %d", decision.sender_mac, ", ".join(decision.sender_ips), dp.dpid, in_port)
             if self.store is not None:
                 self.store.save_hosts([self.hosts.hosts[decision.sender_mac]])
             self.changed()
@@ -378,6 +386,33 @@ class Controller:
                 log.info("links expired (no LLDP): %s", gone)
                 self.changed()
 
+    # ---- probing for addresses ---------------------------------------------------------
+
+    async def _probe_loop(self) -> None:
+        while True:
+            await asyncio.sleep(0.1)
+            self._probe_due()
+
+    def _probe_due(self) -> None:
+        for ip in self.probes.due(self._unresolved, time.monotonic()):
+            self.probe(ip)
+
+    def probe(self, ip: str) -> None:
+        """Ask every edge port of the fabric who holds `ip`; the answer comes back
+        through the neighbour rules and is learned like any ARP or ND frame."""
+        frame = relay.probe_frame(ip)
+        view = self.view()
+        for dpid, port in relay.all_edge_ports(view):
+            dp = self.datapaths.get(dpid)
+            if dp is None:
+                continue
+            try:
+                dp.packet_out(port, frame)
+            except ChannelClosed:
+                continue
+        self.probes_sent += 1
+        log.debug("probed for %s", ip)
+
     # ---- host liveness ----------------------------------------------------------------
 
     async def _host_liveness_loop(self) -> None:
@@ -423,7 +458,14 @@ class Controller:
                 self._host_packets[key] = stats.packet_count
         if refreshed and self.store is not None:
             self.store.save_hosts(refreshed)
-        gone = self.hosts.expire(now, self.host_timeout, self._watched_since, self._pinned_hosts())
+        pinned = self._pinned_hosts()
+        # A host a policy names is never forgotten; when it has been silent that long, ask
+        # for it, so that its answer confirms (or corrects) where it is.
+        for mac in self.hosts.silent(now, self.host_timeout, self._watched_since):
+            if mac in pinned:
+                for ip in self.hosts.hosts[mac].ips:
+                    self.probe(ip)
+        gone = self.hosts.expire(now, self.host_timeout, self._watched_since, pinned)
         if gone:
             log.info("hosts expired after %.0fs of silence: %s", self.host_timeout, ", ".join(gone))
             if self.store is not None:

@@ -1,10 +1,17 @@
 """What the controller does with a frame sent to it from an edge port.
 
-ARP requests are answered from the host table when the target is known (proxy ARP)
-and otherwise relayed to every edge port of the fabric; replies go straight to the
-asker.  Broadcast is thereby confined to edge ports and never loops, on any
-topology.  Other frames from not-yet-known sources are delivered once to their
-destination, so the first packet of a new host is not lost while its rules go in.
+ARP requests and IPv6 Neighbour Solicitations are answered from the host table when
+the target is known (proxy ARP/ND) and otherwise relayed to every edge port of the
+fabric; replies and advertisements go straight to the asker.  Broadcast is thereby
+confined to edge ports and never loops, on any topology.  Every one of these frames
+also says which addresses its sender uses (ARP sender, ND source and target), which
+is how the controller knows a host by every address, whatever the host sent first.
+Other frames from not-yet-known sources are delivered once to their destination, so
+the first packet of a new host is not lost while its rules go in.
+
+The controller also asks for addresses itself (`probe_frames`): an ARP probe or a
+duplicate-address-style solicitation, which a host answers without learning anything
+about the asker.
 
 Pure: takes the view and the frame, returns the packet-outs to make.
 """
@@ -13,11 +20,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from os_ken.lib.packet import arp, ethernet, ipv4, ipv6, packet
+import ipaddress
+
+from os_ken.lib.packet import arp, ethernet, icmpv6, ipv4, ipv6, packet
 
 from vtap.model.view import NetworkView
 
-BROADCAST = "ff:ff:ff:ff:ff:ff"
+# The source MAC of the controller's own probes: locally administered, "vt" inside.
+PROBE_MAC = "02:76:74:00:00:01"
+ND_ROUTER, ND_SOLICITED, ND_OVERRIDE = 4, 2, 1  # Neighbour Advertisement flags
 
 
 @dataclass(frozen=True)
@@ -29,10 +40,11 @@ class PacketOut:
 
 @dataclass(frozen=True)
 class Decision:
-    """The sender to learn (mac, ip or None) and the packet-outs to make."""
+    """The sender to learn (its MAC and the addresses the frame shows it uses) and the
+    packet-outs to make."""
 
     sender_mac: str | None
-    sender_ip: str | None
+    sender_ips: tuple[str, ...]
     outs: tuple[PacketOut, ...]
 
 
@@ -79,25 +91,47 @@ def decide(view: NetworkView, dpid: int, in_port: int, data: bytes) -> Decision:
     try:
         pkt = packet.Packet(data)
     except Exception:
-        return Decision(None, None, ())
+        return Decision(None, (), ())
     eth = pkt.get_protocol(ethernet.ethernet)
     if eth is None:
-        return Decision(None, None, ())
+        return Decision(None, (), ())
     here = (dpid, in_port)
     if in_port in view.link_ports.get(dpid, ()):
-        unicast = not int(eth.dst.split(":")[0], 16) & 1
-        return Decision(None, None, _deliver(view, here, eth.dst, data) if unicast else ())
+        return Decision(None, (), () if is_multicast_mac(eth.dst) else _deliver(view, here, eth.dst, data))
     a = pkt.get_protocol(arp.arp)
     if a is not None:
         return _decide_arp(view, here, eth, a, data)
-    ip = pkt.get_protocol(ipv4.ipv4) or pkt.get_protocol(ipv6.ipv6)
-    sender_ip = ip.src if ip is not None else None
-    return Decision(eth.src, sender_ip, _deliver(view, here, eth.dst, data))
+    ip6 = pkt.get_protocol(ipv6.ipv6)
+    nd = pkt.get_protocol(icmpv6.icmpv6)
+    if ip6 is not None and nd is not None and nd.type_ in (icmpv6.ND_NEIGHBOR_SOLICIT, icmpv6.ND_NEIGHBOR_ADVERT):
+        return _decide_nd(view, here, eth, ip6, nd, data)
+    ip = pkt.get_protocol(ipv4.ipv4) or ip6
+    return Decision(eth.src, _addresses(ip.src if ip is not None else None), _deliver(view, here, eth.dst, data))
+
+
+def is_multicast_mac(mac: str) -> bool:
+    """The group bit: broadcast and multicast destinations."""
+    return bool(int(mac.split(":")[0], 16) & 1)
+
+
+def _addresses(*ips: str | None) -> tuple[str, ...]:
+    """The addresses worth recording for a host (not unspecified, multicast or broadcast)."""
+    out = []
+    for ip in ips:
+        try:
+            addr = ipaddress.ip_address(ip) if ip else None
+        except ValueError:
+            continue
+        if addr is None or addr.is_unspecified or addr.is_multicast or str(addr) == "255.255.255.255":
+            continue
+        if str(addr) not in out:
+            out.append(str(addr))
+    return tuple(out)
 
 
 def _deliver(view: NetworkView, here: tuple[int, int], dst_mac: str, data: bytes) -> tuple[PacketOut, ...]:
-    if int(dst_mac.split(":")[0], 16) & 1:  # broadcast or multicast
-        return tuple(PacketOut(d, p, data) for d, p in all_edge_ports(view, except_at=here))
+    if is_multicast_mac(dst_mac):
+        return _relay(view, here, data)
     host = view.hosts.get(dst_mac)
     if host is not None and (host.dpid, host.port) == here:
         return ()
@@ -105,17 +139,70 @@ def _deliver(view: NetworkView, here: tuple[int, int], dst_mac: str, data: bytes
         return (PacketOut(host.dpid, host.port, data),)
     if host is not None:
         # Known but not where we last saw it: look for it at every edge port.
-        return tuple(PacketOut(d, p, data) for d, p in all_edge_ports(view, except_at=here))
+        return _relay(view, here, data)
     return ()
 
 
+def _relay(view: NetworkView, here: tuple[int, int], data: bytes) -> tuple[PacketOut, ...]:
+    return tuple(PacketOut(d, p, data) for d, p in all_edge_ports(view, except_at=here))
+
+
 def _decide_arp(view: NetworkView, here, eth: ethernet.ethernet, a: arp.arp, data: bytes) -> Decision:
-    sender_ip = a.src_ip if a.src_ip != "0.0.0.0" else None
+    sender_ips = _addresses(a.src_ip)
     if a.opcode == arp.ARP_REQUEST:
         target = view.host_by_ip(a.dst_ip)
         if a.src_ip == a.dst_ip or (target is not None and target.mac == a.src_mac):
-            return Decision(a.src_mac, sender_ip, ())  # gratuitous ARP: learning only
+            return Decision(a.src_mac, sender_ips, ())  # gratuitous ARP: learning only
         if attached(view, target):
-            return Decision(a.src_mac, sender_ip, (PacketOut(here[0], here[1], arp_reply(a, target.mac)),))
-        return Decision(a.src_mac, sender_ip, tuple(PacketOut(d, p, data) for d, p in all_edge_ports(view, except_at=here)))
-    return Decision(a.src_mac, sender_ip, _deliver(view, here, eth.dst, data))
+            return Decision(a.src_mac, sender_ips, (PacketOut(here[0], here[1], arp_reply(a, target.mac)),))
+        return Decision(a.src_mac, sender_ips, _relay(view, here, data))
+    return Decision(a.src_mac, sender_ips, _deliver(view, here, eth.dst, data))
+
+
+def _decide_nd(view: NetworkView, here, eth: ethernet.ethernet, ip6: ipv6.ipv6, nd: icmpv6.icmpv6, data: bytes) -> Decision:
+    """Neighbour Solicitation: proxy answer when the target is known, else relay.
+    Neighbour Advertisement: its target is an address of the sender; deliver it."""
+    target = nd.data.dst if isinstance(nd.data, icmpv6.nd_neighbor) else None
+    if nd.type_ == icmpv6.ND_NEIGHBOR_ADVERT:
+        return Decision(eth.src, _addresses(ip6.src, target), _deliver(view, here, eth.dst, data))
+    sender_ips = _addresses(ip6.src)
+    owner = view.host_by_ip(target) if target else None
+    if owner is not None and owner.mac == eth.src:
+        return Decision(eth.src, sender_ips, ())  # asking for its own address
+    if sender_ips and attached(view, owner):
+        return Decision(eth.src, sender_ips, (PacketOut(here[0], here[1], neighbour_advert(eth.src, ip6.src, target, owner.mac)),))
+    # Duplicate address detection (source ::) or an unknown target: let the hosts answer.
+    return Decision(eth.src, sender_ips, _relay(view, here, data))
+
+
+def neighbour_advert(to_mac: str, to_ip: str, target: str, target_mac: str) -> bytes:
+    """The solicited advertisement the target itself would send."""
+    pkt = packet.Packet()
+    pkt.add_protocol(ethernet.ethernet(dst=to_mac, src=target_mac, ethertype=0x86DD))
+    pkt.add_protocol(ipv6.ipv6(src=target, dst=to_ip, nxt=58, hop_limit=255))
+    pkt.add_protocol(icmpv6.icmpv6(type_=icmpv6.ND_NEIGHBOR_ADVERT, data=icmpv6.nd_neighbor(
+        res=ND_SOLICITED | ND_OVERRIDE, dst=target, option=icmpv6.nd_option_tla(hw_src=target_mac))))
+    pkt.serialize()
+    return bytes(pkt.data)
+
+
+def probe_frame(ip: str) -> bytes:
+    """A frame asking who holds `ip`, that teaches the hosts nothing about the asker: an
+    ARP probe (sender address 0.0.0.0, RFC 5227) or a solicitation from the unspecified
+    address (as in duplicate address detection, RFC 4862), which the owner answers to
+    all nodes.  Either answer comes back to the controller through the neighbour rules."""
+    addr = ipaddress.ip_address(ip)
+    pkt = packet.Packet()
+    if addr.version == 4:
+        pkt.add_protocol(ethernet.ethernet(dst="ff:ff:ff:ff:ff:ff", src=PROBE_MAC, ethertype=0x0806))
+        pkt.add_protocol(arp.arp(opcode=arp.ARP_REQUEST, src_mac=PROBE_MAC, src_ip="0.0.0.0",
+                                 dst_mac="00:00:00:00:00:00", dst_ip=str(addr)))
+    else:
+        low = addr.packed[-3:]
+        group = ipaddress.IPv6Address(b"\xff\x02" + b"\x00" * 9 + b"\x01\xff" + low)
+        pkt.add_protocol(ethernet.ethernet(dst="33:33:" + ":".join(f"{b:02x}" for b in group.packed[-4:]), src=PROBE_MAC,
+                                           ethertype=0x86DD))
+        pkt.add_protocol(ipv6.ipv6(src="::", dst=str(group), nxt=58, hop_limit=255))
+        pkt.add_protocol(icmpv6.icmpv6(type_=icmpv6.ND_NEIGHBOR_SOLICIT, data=icmpv6.nd_neighbor(dst=str(addr))))
+    pkt.serialize()
+    return bytes(pkt.data)

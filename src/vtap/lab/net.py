@@ -18,16 +18,26 @@ from mininet.node import OVSSwitch, RemoteController
 from vtap.lab.topos import VtapTopo
 
 
-def build_net(topo: VtapTopo, controller_host: str, controller_port: int) -> Mininet:
+def ipv6_of(host_name: str) -> str:
+    """The global IPv6 address a lab host gets with `ipv6=True`: h7 -> fc00::7."""
+    return f"fc00::{int(host_name[1:]):x}"
+
+
+def build_net(topo: VtapTopo, controller_host: str, controller_port: int, *, ipv6: bool = False) -> Mininet:
+    """With `ipv6`, hosts keep IPv6 on and get fc00::i/64 besides 10.0.0.i/8."""
     setLogLevel("warning")
     switch = partial(OVSSwitch, datapath="user", protocols="OpenFlow13", failMode="secure")
     net = Mininet(topo=topo, switch=switch, controller=None, autoSetMacs=False, build=False, waitConnected=False)
     net.addController(RemoteController("c0", ip=controller_host, port=controller_port))
     net.build()
     for host in net.hosts:
-        # Keep the lab to IPv4 unless asked: IPv6 autoconfiguration chatter makes
-        # packet counts in tests noisy.
-        host.cmd("sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1")
+        if ipv6:
+            # No duplicate address detection: the address is usable at once.
+            host.cmd(f"ip -6 addr add {ipv6_of(host.name)}/64 dev {host.defaultIntf()} nodad")
+        else:
+            # Keep the lab to IPv4 unless asked: IPv6 autoconfiguration chatter makes
+            # packet counts in tests noisy.
+            host.cmd("sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1")
         # The userspace datapath does not complete checksums offloaded by veth.
         host.cmd(f"ethtool -K {host.defaultIntf()} tx off rx off >/dev/null 2>&1")
     for sw in net.switches:

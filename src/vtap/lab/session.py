@@ -17,8 +17,9 @@ from vtap.lab.topos import VtapTopo
 
 
 class LabSession:
-    def __init__(self, topo: VtapTopo, workdir: Path, *, ready_timeout: float = 90.0):
+    def __init__(self, topo: VtapTopo, workdir: Path, *, ready_timeout: float = 90.0, ipv6: bool = False):
         self.topo = topo
+        self.ipv6 = ipv6
         self.workdir = Path(workdir)
         self.ready_timeout = ready_timeout
         self.ovs = PrivateOVS(self.workdir / "ovs")
@@ -33,7 +34,7 @@ class LabSession:
         try:
             self.ctl.start()
             t0 = time.monotonic()
-            self.net = build_net(self.topo, "127.0.0.1", self.ctl.of_port)
+            self.net = build_net(self.topo, "127.0.0.1", self.ctl.of_port, ipv6=self.ipv6)
             t_built = time.monotonic()
             if not wait_ready(self.net, None, timeout=self.ready_timeout):
                 raise RuntimeError("switches did not connect to the controller")

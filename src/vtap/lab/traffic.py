@@ -24,7 +24,7 @@ MARK = b"vtap:"
 
 @dataclass(frozen=True)
 class Flow:
-    """What to send: one L2-L4 header set."""
+    """What to send: one L2-L4 header set (IPv6 when the addresses are)."""
 
     src_mac: str
     dst_mac: str
@@ -45,6 +45,7 @@ class Flow:
 
 def frames(flow: Flow, tag: str, count: int, start: int = 0, size: int = 0) -> list[bytes]:
     from scapy.layers.inet import ICMP, IP, TCP, UDP
+    from scapy.layers.inet6 import IPv6
     from scapy.layers.l2 import Dot1Q, Ether
 
     out = []
@@ -57,7 +58,8 @@ def frames(flow: Flow, tag: str, count: int, start: int = 0, size: int = 0) -> l
               "icmp": lambda: ICMP(id=flow.sport, seq=seq)}[flow.proto]()
         payload = MARK + f"{tag}:{seq}:".encode()
         payload += b"x" * max(0, size - len(payload))
-        out.append(bytes(l2 / IP(src=flow.src_ip, dst=flow.dst_ip) / l4 / payload))
+        l3 = IPv6(src=flow.src_ip, dst=flow.dst_ip) if ":" in flow.src_ip else IP(src=flow.src_ip, dst=flow.dst_ip)
+        out.append(bytes(l2 / l3 / l4 / payload))
     return out
 
 

@@ -60,10 +60,18 @@ function elementsOf(topo) {
   const dpids = new Set(topo.devices.map((d) => d.dpid));
   for (const h of topo.hosts) {
     if (!dpids.has(h.dpid)) continue;
-    els.push({ group: "nodes", classes: "host", data: { id: hostId(h.mac), label: h.ips[0] || h.mac, kind: "host", host: h } });
+    els.push({ group: "nodes", classes: "host", data: { id: hostId(h.mac), label: hostLabel(h), kind: "host", host: h } });
     els.push({ group: "edges", data: { id: `e:${h.mac}`, source: hostId(h.mac), target: swId(h.dpid), kind: "attachment" } });
   }
   return els;
+}
+
+// A host is named by its IPv4 address when it has one, else a global IPv6 address, else
+// its MAC: link-local addresses (fe80::/10) are alike on every host and say nothing.
+function hostLabel(h) {
+  const v4 = h.ips.find((ip) => !ip.includes(":"));
+  const v6 = h.ips.find((ip) => ip.includes(":") && !/^fe[89ab]/i.test(ip));
+  return v4 || v6 || h.mac;
 }
 
 function shortDpid(dpid) {
