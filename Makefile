@@ -21,7 +21,7 @@ integration: setup
 	$(PY) -m pytest -v -rs tests/integration
 
 bench: setup
-	$(PY) bench/foundation.py
+	$(PY) -m vtap bench foundation
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache

@@ -10,19 +10,13 @@ import sys
 
 import httpx
 
+from vtap.console import table
+
 DEFAULT_API = "http://127.0.0.1:8080"
 
 
-def _table(rows: list[list[str]], headers: list[str]) -> str:
-    widths = [max(len(str(x)) for x in col) for col in zip(headers, *rows)] if rows else [len(h) for h in headers]
-    line = "  ".join(f"{{:<{w}}}" for w in widths)
-    out = [line.format(*headers), line.format(*("-" * w for w in widths))]
-    out += [line.format(*(str(x) for x in r)) for r in rows]
-    return "\n".join(out)
-
-
 def cmd_serve(args: argparse.Namespace) -> int:
-    from vtap.control.server import StartupError, serve
+    from vtap.serve import StartupError, serve
 
     logging.basicConfig(
         level=getattr(logging, args.log_level.upper()),
@@ -80,21 +74,27 @@ def cmd_bench_controlplane(args: argparse.Namespace) -> int:
     return controlplane(args)
 
 
+def cmd_bench_foundation(args: argparse.Namespace) -> int:
+    from vtap.bench.foundation import main as foundation
+
+    return foundation(args)
+
+
 def cmd_topo(args: argparse.Namespace) -> int:
     topo = _get(args.api, "/api/v1/topology")
     if args.json:
         print(json.dumps(topo, indent=2))
         return 0
     print(f"Devices ({len(topo['devices'])})")
-    print(_table(
+    print(table(
         [[d["dpid"], d["sync"], sum(p["up"] for p in d["ports"]), len(d["ports"]), d["connected_since"]] for d in topo["devices"]],
         ["DPID", "SYNC", "UP", "PORTS", "CONNECTED SINCE"],
     ))
     print(f"\nLinks ({len(topo['links'])}, one per direction)")
-    print(_table([[l["src_dpid"], l["src_port"], l["dst_dpid"], l["dst_port"]] for l in topo["links"]],
+    print(table([[l["src_dpid"], l["src_port"], l["dst_dpid"], l["dst_port"]] for l in topo["links"]],
                  ["SRC DPID", "SRC PORT", "DST DPID", "DST PORT"]))
     print(f"\nHosts ({len(topo['hosts'])})")
-    print(_table([[h["mac"], ",".join(h["ips"]), h["dpid"], h["port"], h["last_seen"]] for h in topo["hosts"]],
+    print(table([[h["mac"], ",".join(h["ips"]), h["dpid"], h["port"], h["last_seen"]] for h in topo["hosts"]],
                  ["MAC", "IPS", "DPID", "PORT", "LAST SEEN"]))
     return 0
 
@@ -155,7 +155,7 @@ def _print_taps(taps: list[dict]) -> None:
             parts.append(f"dport {t['dst_port']}")
         return " ".join(parts) or "-"
 
-    print(_table([[t["id"], t["name"], ident(t), filters(t), t["monitor_ip"] or t["monitor_mac"], t["transport"],
+    print(table([[t["id"], t["name"], ident(t), filters(t), t["monitor_ip"] or t["monitor_mac"], t["transport"],
                    t["status"] + (f" ({t['status_reason']})" if t["status_reason"] else "")] for t in taps],
                  ["ID", "NAME", "FLOW", "FILTERS", "MONITOR", "TRANSPORT", "STATUS"]))
 
@@ -182,7 +182,7 @@ def _print_rules(out: dict) -> None:
 
 
 def _print_stats(out: dict) -> None:
-    print(_table([[out["id"], out["packets"], out["bytes"], out["copies"]]], ["ID", "PACKETS", "BYTES", "COPIES"]))
+    print(table([[out["id"], out["packets"], out["bytes"], out["copies"]]], ["ID", "PACKETS", "BYTES", "COPIES"]))
 
 
 def cmd_tap(args: argparse.Namespace) -> int:
@@ -275,7 +275,8 @@ def parser() -> argparse.ArgumentParser:
         sp.add_argument("--json", action="store_true", help="print JSON")
     tp.set_defaults(func=cmd_tap)
 
-    b = sub.add_parser("bench", help="measure: the seed's data-plane experiments, the control plane at scale")
+    b = sub.add_parser("bench", help="measure: the seed's data-plane experiments, the control plane at scale, "
+                          "bring-up and flow-mod rates")
     bsub = b.add_subparsers(dest="bench_command", required=True)
     dp = bsub.add_parser("dataplane", help="Testbeds #1 and #2: no TAP vs OVS port mirror vs vtap, by packet size")
     dp.add_argument("--ports", choices=["afpacket", "afxdp"], default="afpacket", help="OVS port type (default afpacket)")
@@ -292,6 +293,13 @@ def parser() -> argparse.ArgumentParser:
     cp.add_argument("--quick", action="store_true", help="a short smoke run (20 latency samples, 200 policies)")
     cp.add_argument("--out", default="bench/results", help="where JSON and Markdown go (default bench/results)")
     cp.set_defaults(func=cmd_bench_controlplane)
+
+    fd = bsub.add_parser("foundation", help="fattree,4 bring-up and controller RSS; flow-mods per second vs ovs-ofctl")
+    fd.add_argument("--sizes", default="1000,10000", help="rules per flow-mod run (default 1000,10000)")
+    fd.add_argument("--repeat", type=int, default=3, help="runs per size and mode; the median is reported (default 3)")
+    fd.add_argument("--quick", action="store_true", help="a short smoke run: 100 and 1,000 rules, one run each")
+    fd.add_argument("--out", default="bench/results", help="where JSON and Markdown go (default bench/results)")
+    fd.set_defaults(func=cmd_bench_foundation)
 
     t = sub.add_parser("topo", help="print devices, links and hosts")
     t.add_argument("--api", default=DEFAULT_API, help=f"controller REST API (default {DEFAULT_API})")

@@ -19,6 +19,7 @@ from mininet.log import setLogLevel
 import httpx
 
 from vtap.cli import main as vtap_main
+from vtap.console import table
 from vtap.lab.net import expected_links
 from vtap.lab.process import ControllerProcess
 from vtap.lab.session import LabSession
@@ -83,9 +84,8 @@ def show_taps(ctl: ControllerProcess, net, work: Path) -> bool:
         for line in summary:
             print(f"   {line}")
     print()
-    from vtap.cli import _table
 
-    print(_table(rows, ["TAP", "SENT", "RECEIVED", "COPIED", "COPIES = RECEIVED", "NON-MATCHING SENT/RECEIVED/COPIED", "TAP COUNTER"]))
+    print(table(rows, ["TAP", "SENT", "RECEIVED", "COPIED", "COPIES = RECEIVED", "NON-MATCHING SENT/RECEIVED/COPIED", "TAP COUNTER"]))
     for tap_id in ids.values():
         httpx.delete(f"{api}/api/v1/taps/{tap_id}", timeout=10)
     return ok

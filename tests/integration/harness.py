@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import httpx
 
+from tests.waiting import wait_until
 from vtap.lab.net import expected_links
 from vtap.lab.session import LabSession
 from vtap.lab.traffic import Capture, Flow, marked, send_from
@@ -42,25 +42,35 @@ class Lab(LabSession):
         return out
 
     def wait_tables_equal(self, want: dict, timeout: float) -> dict:
-        deadline = time.monotonic() + timeout
-        got = self.tables()
-        while got != want and time.monotonic() < deadline:
-            time.sleep(0.25)
+        """The switches' tables once they equal `want`, or as they are at the timeout
+        (no error here: the caller compares, and sees the difference)."""
+        got = {}
+
+        def equal() -> bool:
+            nonlocal got
             got = self.tables()
+            return got == want
+
+        try:
+            wait_until(equal, timeout, interval=0.25)
+        except AssertionError:
+            pass
         return got
 
     def wait_health(self, *, switches: int, links: int, timeout: float) -> dict:
-        deadline = time.monotonic() + timeout
         health = {}
-        while time.monotonic() < deadline:
+
+        def settled() -> dict | None:
+            nonlocal health
             try:
                 health = self.ctl.get("/api/v1/health")
                 if health["switches"] == switches and health["switches_in_sync"] == switches and health["links"] == links:
                     return health
             except httpx.HTTPError:
                 pass
-            time.sleep(0.2)
-        raise AssertionError(f"controller not settled: {health}")
+            return None
+
+        return wait_until(settled, timeout, interval=0.2, message=lambda: f"controller not settled: {health}")
 
 
 def post(lab: Lab, path: str, body: dict, **params) -> httpx.Response:
@@ -74,14 +84,14 @@ def create_tap(lab: Lab, **spec) -> dict:
 
 
 def wait_tap(lab: Lab, tap_id: int, status: str = "active", timeout: float = 15) -> dict:
-    deadline = time.monotonic() + timeout
     tap = {}
-    while time.monotonic() < deadline:
+
+    def reached() -> dict | None:
+        nonlocal tap
         tap = lab.ctl.get(f"/api/v1/taps/{tap_id}")
-        if tap["status"] == status:
-            return tap
-        time.sleep(0.1)
-    raise AssertionError(f"TAP {tap_id} not {status}: {tap}")
+        return tap if tap["status"] == status else None
+
+    return wait_until(reached, timeout, interval=0.1, message=lambda: f"TAP {tap_id} not {status}: {tap}")
 
 
 def delete_tap(lab: Lab, tap_id: int) -> None:

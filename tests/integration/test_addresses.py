@@ -11,6 +11,7 @@ import time
 import pytest
 
 from tests.integration.harness import Lab, create_tap, delete_tap, traffic, wait_tap
+from tests.waiting import wait_until
 from vtap.lab.net import ipv6_of
 from vtap.lab.topos import parse_topo
 from vtap.lab.traffic import Flow
@@ -35,16 +36,6 @@ def host_ips(lab: Lab) -> dict[str, list[str]]:
     return {h["mac"]: h["ips"] for h in lab.ctl.get("/api/v1/hosts")}
 
 
-def wait_for(predicate, timeout: float, step: float = 0.02) -> float:
-    """Seconds until `predicate()` held; AssertionError after `timeout`."""
-    t0 = time.monotonic()
-    while not predicate():
-        if time.monotonic() - t0 > timeout:
-            raise AssertionError("condition not met in time")
-        time.sleep(step)
-    return time.monotonic() - t0
-
-
 def test_a_silent_monitor_and_unseen_hosts_are_found_by_probing(lab):
     # Nothing has sent IPv4 yet: no host is known by its IPv4 address.
     assert not any(ip(i) in ips for i in range(1, 5) for ips in host_ips(lab).values())
@@ -64,12 +55,16 @@ def test_a_host_first_seen_through_ipv6_gets_its_ipv4_from_its_first_arp_reply(l
     h4 = lab.net["h4"]
     # h4's first words are IPv6 (a solicitation for h1's address, then an echo).
     assert "rc=0" in h4.cmd(f"ping -6 -c1 -W2 {ipv6_of('h1')}; echo rc=$?")
-    assert wait_for(lambda: mac(4) in host_ips(lab), 2) < 2
+    t0 = time.monotonic()
+    wait_until(lambda: mac(4) in host_ips(lab), 2, interval=0.02, message="h4 not known after its IPv6 ping")
+    assert time.monotonic() - t0 < 2
     assert ip(4) not in host_ips(lab)[mac(4)]
     assert any(":" in a for a in host_ips(lab)[mac(4)])
     # h2 asks for h4's IPv4 address; h4 only answers (a unicast ARP reply).
     pinger = lab.net["h2"].popen(["ping", "-c1", "-W2", ip(4)])
-    took = wait_for(lambda: ip(4) in host_ips(lab)[mac(4)], 2)
+    t0 = time.monotonic()
+    wait_until(lambda: ip(4) in host_ips(lab)[mac(4)], 2, interval=0.02, message=f"h4 not known by {ip(4)}")
+    took = time.monotonic() - t0
     pinger.wait()
     assert took < 1.0
     tap = create_tap(lab, name="v4-after-v6", src_ip=ip(4), dst_ip=ip(1), ip_proto="udp", direction="both", monitor_ip=ip(3))

@@ -1,5 +1,6 @@
-"""Smoke runs of `vtap bench dataplane --quick` and `vtap bench controlplane --quick`, so the
-benchmark code cannot rot. They check that every row was produced, not any speed."""
+"""Smoke runs of `vtap bench dataplane --quick`, `vtap bench controlplane --quick` and
+`vtap bench foundation --quick`, so the benchmark code cannot rot. They check that every
+row was produced, not any speed."""
 
 from __future__ import annotations
 
@@ -43,3 +44,20 @@ def test_controlplane_quick_produces_every_row(tmp_path):
     assert f["copies"] > 0 and not math.isnan(f["gap_ms"])
     assert r["restart_all_active_s"] > 0 and r["ceiling_ofctl_bundle"]["rules"] > 0
     assert (tmp_path / "controlplane-quick.md").read_text().startswith("### POST")
+
+
+def test_foundation_quick_produces_every_row(tmp_path):
+    res = _run("foundation", "--quick", "--out", str(tmp_path), timeout=300)
+    r = json.loads((tmp_path / "foundation-quick.json").read_text())
+    f = r["fattree4"]
+    assert (f["switches"], f["hosts"], f["links"]) == (20, 16, 64)
+    assert f["pingall_loss_pct"] == 0 and f["controller_rss_mib"] > 0
+    assert f["ready_to_ping_s"] > 0
+    assert r["repeat"] == 1 and [row["rules"] for row in r["flowmods"]] == [100, 1000]
+    for row in r["flowmods"]:
+        for mode in ("vtap_bundle", "vtap_one_by_one", "ofctl", "ofctl_bundle"):
+            assert row[f"{mode}_per_s"] > 0, (row["rules"], mode)
+        assert "vtap_bundle_vs_ofctl_bundle" in row
+    md = (tmp_path / "foundation-quick.md").read_text()
+    assert md.startswith("### fattree,4 bring-up") and "### Flow-mods per second" in md
+    assert "| 100 |" in md and "| 1,000 |" in md and md in res.stdout

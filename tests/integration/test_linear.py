@@ -13,6 +13,7 @@ import time
 import pytest
 
 from tests.integration.harness import Lab, ping, traffic, wait_tap
+from tests.waiting import wait_until
 from vtap.lab.traffic import Flow
 from vtap.lab.topos import parse_topo
 
@@ -219,16 +220,17 @@ def test_silent_hosts_expire_and_talkers_stay(lab):
     lab.wait_health(switches=3, links=4, timeout=30)
     pinger = lab.net["h1"].popen(["ping", "-i", "0.2", "-w", "12", "10.0.0.2"])
     try:
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
+        macs = set()
+
+        def h3_gone() -> bool:
+            nonlocal macs
             macs = {h["mac"] for h in lab.ctl.get("/api/v1/hosts")}
-            if "00:00:00:00:00:03" not in macs:
-                break
-            time.sleep(0.5)
+            return "00:00:00:00:00:03" not in macs
+
+        wait_until(h3_gone, 15, interval=0.5, message=lambda: f"silent h3 still known: {sorted(macs)}")
         assert macs == {"00:00:00:00:00:01", "00:00:00:00:00:02"}
-        deadline = time.monotonic() + 10
-        while "dl_dst=00:00:00:00:00:03" in lab.ovs.ofctl("dump-flows", "s1") and time.monotonic() < deadline:
-            time.sleep(0.2)
+        wait_until(lambda: "dl_dst=00:00:00:00:00:03" not in lab.ovs.ofctl("dump-flows", "s1"), 10, interval=0.2,
+                   message="h3's forwarding rules still on s1")
         assert "dl_dst=00:00:00:00:00:03" not in lab.ovs.ofctl("dump-flows", "s1")
     finally:
         pinger.terminate()

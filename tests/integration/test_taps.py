@@ -8,6 +8,7 @@ import httpx
 import pytest
 
 from tests.integration.harness import Lab, create_tap, delete_tap, post, traffic, vtap_rules, wait_tap
+from tests.waiting import wait_until
 from vtap.lab.topos import parse_topo
 from vtap.lab.traffic import Capture, Flow, marked, send_from
 
@@ -130,9 +131,7 @@ def test_delete_leaves_no_rule_and_no_copy(lab):
     wait_tap(lab, tap["id"])
     assert vtap_rules(lab)
     delete_tap(lab, tap["id"])
-    deadline = time.monotonic() + 10
-    while vtap_rules(lab) and time.monotonic() < deadline:
-        time.sleep(0.2)
+    wait_until(lambda: not vtap_rules(lab), 10, interval=0.2, message=lambda: f"vTAP rules left: {vtap_rules(lab)}")
     assert vtap_rules(lab) == []
     got = traffic(lab, "h5", flow(5, 12), "d1", 5, ["h12", "h1"])
     assert got["h1"] == [] and len(got["h12"]) == 5
@@ -152,9 +151,7 @@ def test_disable_and_update(lab):
     assert got["h11"] == got["h2"] and len(got["h11"]) == 5
     resp = httpx.put(f"{lab.ctl.api}/api/v1/taps/{tap['id']}", json=body | {"enabled": False}, timeout=10)
     wait_tap(lab, tap["id"], "disabled")
-    deadline = time.monotonic() + 10
-    while vtap_rules(lab) and time.monotonic() < deadline:
-        time.sleep(0.2)
+    wait_until(lambda: not vtap_rules(lab), 10, interval=0.2, message=lambda: f"vTAP rules left: {vtap_rules(lab)}")
     assert vtap_rules(lab) == []
     delete_tap(lab, tap["id"])
 

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 from playwright.sync_api import sync_playwright
 
 from tests.integration.harness import Lab, vtap_rules
+from tests.waiting import wait_until
 from vtap.lab.topos import parse_topo
 
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
@@ -103,9 +102,7 @@ def test_create_select_highlight_and_delete(page, lab):
     row.locator(".delete").click()
     row.wait_for(state="detached")
     assert lab.ctl.get("/api/v1/taps") == []
-    deadline = time.monotonic() + 10
-    while vtap_rules(lab) and time.monotonic() < deadline:
-        time.sleep(0.2)
+    wait_until(lambda: not vtap_rules(lab), 10, interval=0.2, message=lambda: f"vTAP rules left: {vtap_rules(lab)}")
     assert vtap_rules(lab) == []
     assert _ids(page, ".tap-point") == set()
     assert tap_id > 0

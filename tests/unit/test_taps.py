@@ -9,7 +9,8 @@ import pytest
 from tests.unit.fabric import Fabric, view_from_topo
 from vtap.compile.network import compile_network
 from vtap.compile.pipeline import TABLE_TAP
-from vtap.compile.taps import COMPILED, PENDING, compile_taps
+from vtap.compile.taps import compile_taps
+from vtap.model.state import PolicyState
 from vtap.lab.topos import parse_topo
 from vtap.model.policy import Tap, TapSpec
 
@@ -166,7 +167,7 @@ def test_hosts_frames_with_reserved_vlan_ids_are_dropped():
 def test_pending_until_the_monitor_is_known():
     view = view_from_topo(parse_topo("linear,3"))
     comp = compile_taps(view, [tap(1, src_ip=ip(1), monitor_ip="10.0.0.99"), tap(2, src_mac=mac(77), monitor_ip=ip(3))])
-    assert comp.states[1].state == PENDING and comp.states[2].state == PENDING
+    assert comp.states[1].state == PolicyState.PENDING and comp.states[2].state == PolicyState.PENDING
     assert comp.rules == {}
 
 
@@ -176,7 +177,7 @@ def test_deterministic_and_removal_leaves_nothing():
     a, ca = compile_network(view, taps)
     b, _ = compile_network(view_from_topo(parse_topo("fattree,4")), list(reversed(taps)))
     assert a == b
-    assert ca.states[1].state == COMPILED
+    assert ca.states[1].state == PolicyState.COMPILED
     none, _ = compile_network(view, [])
     assert all(not r.groups and not any(f.table == TABLE_TAP and f.priority > 0 for f in r.flows) for r in none.values())
     disabled, _ = compile_network(view, [Tap(id=1, spec=taps[0].spec.model_copy(update={"enabled": False}))])
@@ -192,16 +193,15 @@ def test_rules_of_a_policy():
 
 
 def test_degraded_when_the_source_switch_is_gone_or_the_monitor_unreachable():
-    from vtap.compile.taps import DEGRADED
     from vtap.model.view import NetworkView
 
     view = view_from_topo(parse_topo("linear,3"))
     no_s1 = NetworkView({d: v for d, v in view.devices.items() if d != 1}, frozenset(l for l in view.links if 1 not in (l.src_dpid, l.dst_dpid)), view.hosts)
     comp = compile_taps(no_s1, [tap(1, src_mac=mac(1), monitor_ip=ip(3))])
-    assert comp.states[1].state == DEGRADED
+    assert comp.states[1].state == PolicyState.DEGRADED
     cut = view_from_topo(parse_topo("linear,3"), down={(2, 3)})  # s2-s3 down: h3 unreachable from s1
     comp = compile_taps(cut, [tap(1, src_mac=mac(1), monitor_ip=ip(3))])
-    assert comp.states[1].state == DEGRADED and "no path" in comp.states[1].reason
+    assert comp.states[1].state == PolicyState.DEGRADED and "no path" in comp.states[1].reason
 
 
 def test_the_policy_follows_a_host_that_moves():

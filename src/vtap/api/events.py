@@ -30,7 +30,7 @@ def router(ctl: Controller, interval: float = 1.0) -> APIRouter:
                 for tap in sorted(ctl.taps.values(), key=lambda t: t.id):
                     st = ctl.tap_status(tap.id)
                     c = counters.get(tap.id, {"packets": 0, "bytes": 0})
-                    taps.append({"id": tap.id, "name": tap.spec.name, "enabled": tap.spec.enabled, "status": st.status,
+                    taps.append({"id": tap.id, "name": tap.spec.name, "enabled": tap.spec.enabled, "status": st.state,
                                  "status_reason": st.reason, "packets": c["packets"], "bytes": c["bytes"]})
                 data = json.dumps({"view_version": ctl.view_version, "taps": taps})
                 yield f"event: state\ndata: {data}\n\n"

@@ -10,10 +10,10 @@ from __future__ import annotations
 from fastapi import APIRouter, HTTPException, Query, Response
 from pydantic import BaseModel
 
-from vtap.compile.taps import TapCompilation
 from vtap.control.controller import Controller
 from vtap.model.network import dpid_str
 from vtap.model.policy import Tap, TapSpec
+from vtap.model.rules import SwitchRules
 from vtap.store.sqlite import NameTaken, NotFound
 
 
@@ -70,14 +70,14 @@ class TapStatsOut(BaseModel):
 
 def _out(ctl: Controller, tap: Tap) -> TapOut:
     st = ctl.tap_status(tap.id)
-    return TapOut(**tap.spec.model_dump(), id=tap.id, status=st.status, status_reason=st.reason,
+    return TapOut(**tap.spec.model_dump(), id=tap.id, status=st.state, status_reason=st.reason,
                   switches=[dpid_str(d) for d in st.switches])
 
 
-def _rules(comp: TapCompilation, tap_id: int) -> list[SwitchRulesOut]:
+def _rules(rules: dict[int, SwitchRules]) -> list[SwitchRulesOut]:
     return [
         SwitchRulesOut(dpid=dpid_str(dpid), flows=sorted(str(f) for f in r.flows), groups=sorted(str(g) for g in r.groups))
-        for dpid, r in sorted(comp.rules_of(tap_id).items())
+        for dpid, r in sorted(rules.items())
     ]
 
 
@@ -94,10 +94,9 @@ def router(ctl: Controller) -> APIRouter:
     @r.post("", status_code=201, response_model=TapOut | DryRunOut)
     async def create(spec: TapSpec, response: Response, dry_run: bool = Query(False, description="compile only: return the rules it would install")):
         if dry_run:
-            tap, comp = ctl.dry_run(spec)
-            state = comp.states[tap.id]
+            state, rules = ctl.dry_run(spec)
             response.status_code = 200
-            return DryRunOut(dry_run=True, policy=spec, status=state.state, status_reason=state.reason, switches=_rules(comp, tap.id))
+            return DryRunOut(dry_run=True, policy=spec, status=state.state, status_reason=state.reason, switches=_rules(rules))
         try:
             tap = ctl.add_tap(spec)
         except NameTaken:
@@ -135,7 +134,7 @@ def router(ctl: Controller) -> APIRouter:
     @r.get("/{tap_id}/rules", response_model=TapRulesOut)
     async def rules(tap_id: int):
         _get(ctl, tap_id)
-        return TapRulesOut(id=tap_id, switches=_rules(ctl.compilation, tap_id))
+        return TapRulesOut(id=tap_id, switches=_rules(ctl.tap_rules(tap_id)))
 
     @r.get("/{tap_id}/stats", response_model=TapStatsOut)
     async def stats(tap_id: int):

@@ -1,35 +1,85 @@
-"""The OpenFlow pipeline layout shared by every switch vtap manages.
+"""The OpenFlow pipeline every switch vtap manages holds, declared once, as data.
 
 | table | name     | does                                                                |
 |-------|----------|---------------------------------------------------------------------|
-| 0     | classify | LLDP to the controller; transit and known hosts on; unknown sources |
-|       |          | on edge ports to the controller (host learning, moves)              |
+| 0     | classify | LLDP to the controller; copies in transit to table 3; transit and   |
+|       |          | known hosts on; unknown sources on edge ports to the controller     |
 | 1     | tap      | policy match at the tap point (copy group), then table 2            |
 | 2     | forward  | ARP and IPv6 neighbour discovery to the controller (whatever the    |
 |       |          | destination); unicast by destination MAC; broadcast on a loop-free  |
 |       |          | tree                                                                |
 | 3     | copy     | carries copies to the monitor                                       |
 
-Cookies: every rule vtap installs carries VTAP_COOKIE in its top 16 bits, so that the
-reconciler reads back and corrects only its own rules and leaves foreign ones alone.
-The next byte says which part of vtap owns the rule.
+`PIPELINE` says, per table, which fields its rules may match, which tables they may go
+to and which part of vtap owns them; `violations` checks a rule against it, and a unit
+test checks every compiled rule. Every number a switch sees from vtap — cookies, group
+ids, meter ids, copy VLAN ids — is allocated here, so that the reconciler reads back and
+corrects only vtap's own rules and leaves foreign ones alone.
 """
 
 from __future__ import annotations
 
-TABLE_CLASSIFY = 0
-TABLE_TAP = 1
-TABLE_FORWARD = 2
-TABLE_COPY = 3
+from dataclasses import dataclass
+from enum import IntEnum
 
-VTAP_COOKIE = 0x7674 << 48  # "vt"
+from vtap.model.rules import FlowRule
+
+
+class Owner(IntEnum):
+    """Which part of vtap a rule belongs to: the byte below the cookie's "vt"."""
+
+    FORWARDING = 1
+    TAP = 2
+    COPY = 3
+
+
+# Cookies: "vt" in the top 16 bits, the owner in the next byte, the rest free (a TAP
+# rule's region id).
+VTAP_COOKIE = 0x7674 << 48
 VTAP_COOKIE_MASK = 0xFFFF << 48
 OWNER_SHIFT = 40
-OWNER_FORWARDING = 1
-OWNER_TAP = 2
-OWNER_COPY = 3
+OWNER_MASK = 0xFFFFFF << OWNER_SHIFT  # "vt" + owner
+COOKIE_ID_MASK = (1 << OWNER_SHIFT) - 1
 
-COOKIE_FORWARDING = VTAP_COOKIE | (OWNER_FORWARDING << OWNER_SHIFT)
+
+def cookie(owner: Owner, ident: int = 0) -> int:
+    return VTAP_COOKIE | (owner << OWNER_SHIFT) | (ident & COOKIE_ID_MASK)
+
+
+def cookie_owner(value: int) -> Owner | None:
+    if not is_vtap_cookie(value):
+        return None
+    try:
+        return Owner((value >> OWNER_SHIFT) & 0xFF)
+    except ValueError:
+        return None
+
+
+def is_vtap_cookie(value: int) -> bool:
+    return value & VTAP_COOKIE_MASK == VTAP_COOKIE
+
+
+COOKIE_FORWARDING = cookie(Owner.FORWARDING)
+COOKIE_TAP = cookie(Owner.TAP)
+COOKIE_COPY = cookie(Owner.COPY)
+
+# Group ids vtap allocates live in one range; groups outside it are not vtap's.
+VTAP_GROUP_BASE = 0x76000000
+VTAP_GROUP_MASK = 0xFF000000
+GROUP_ID_MASK = 0x00FFFFFF
+
+
+def is_vtap_group(group_id: int) -> bool:
+    return group_id & VTAP_GROUP_MASK == VTAP_GROUP_BASE
+
+
+# Meters: vtap's ids carry "vt" in their top 16 bits (below OFPM_MAX).
+METER_PACKET_IN = 0x76740001
+
+
+def is_vtap_meter(meter_id: int) -> bool:
+    return meter_id >> 16 == 0x7674
+
 
 ETH_TYPE_ARP = 0x0806
 ETH_TYPE_IPV6 = 0x86DD
@@ -46,40 +96,68 @@ COPY_VID_LAST = 0xFFE  # 4094
 COPY_VID_MASK = (0x1F80, 0x1F80)  # OXM vlan_vid: present bit + top bits of the range
 OFPVID_PRESENT = 0x1000
 
+TABLE_CLASSIFY = 0
+TABLE_TAP = 1
+TABLE_FORWARD = 2
+TABLE_COPY = 3
+
 # Priorities, per table.
+PRIO_LLDP = 1000  # table 0
 PRIO_RESERVED_VID = 950
 PRIO_COPY_IN = 900
-PRIO_LLDP = 1000
 PRIO_TRANSIT = 500
 PRIO_KNOWN_HOST = 400
 PRIO_UNKNOWN_SOURCE = 300
-PRIO_TAP_BASE = 1000  # + specificity in bits
-PRIO_RECOVERY_BASE = 1000  # + specificity in bits, table 2 (rewrite transport)
-PRIO_COPY = 100
+PRIO_TAP_BASE = 1000  # table 1: + specificity in bits
+PRIO_RECOVERY_BASE = 1000  # table 2: + specificity in bits (rewrite transport)
 # Address resolution goes to the controller above unicast forwarding: every ARP and ND
 # frame, replies included, tells the controller which addresses a MAC uses.
 PRIO_NEIGHBOUR = 200
 PRIO_HOST_DST = 100
 PRIO_FLOOD = 50
 PRIO_DEFAULT = 0
+PRIO_COPY = 100  # table 3
+
+# The fields a TAP policy can match (its regions; the rewrite transport's recovery rules).
+POLICY_FIELDS = frozenset({
+    "in_port", "eth_src", "eth_dst", "eth_type", "vlan_vid", "ipv4_src", "ipv4_dst", "ipv6_src", "ipv6_dst",
+    "ip_proto", "tcp_src", "tcp_dst", "udp_src", "udp_dst", "sctp_src", "sctp_dst",
+})
 
 
-# Group ids vtap allocates live in one range; groups outside it are not vtap's.
-VTAP_GROUP_BASE = 0x76000000
-VTAP_GROUP_MASK = 0xFF000000
+@dataclass(frozen=True)
+class Table:
+    """One flow table: what its rules may match, where they may go, who owns them."""
+
+    table_id: int
+    name: str
+    matches: frozenset[str]
+    next_tables: frozenset[int]
+    owners: frozenset[Owner]
 
 
-def is_vtap_group(group_id: int) -> bool:
-    return group_id & VTAP_GROUP_MASK == VTAP_GROUP_BASE
+PIPELINE: tuple[Table, ...] = (
+    Table(TABLE_CLASSIFY, "classify", frozenset({"in_port", "eth_type", "eth_src", "vlan_vid"}),
+          frozenset({TABLE_TAP, TABLE_FORWARD, TABLE_COPY}), frozenset({Owner.FORWARDING, Owner.COPY})),
+    Table(TABLE_TAP, "tap", POLICY_FIELDS, frozenset({TABLE_FORWARD}), frozenset({Owner.FORWARDING, Owner.TAP})),
+    Table(TABLE_FORWARD, "forward", POLICY_FIELDS | {"icmpv6_type"}, frozenset(), frozenset({Owner.FORWARDING, Owner.TAP})),
+    Table(TABLE_COPY, "copy", frozenset({"vlan_vid"}), frozenset(), frozenset({Owner.COPY})),
+)
+TABLES = {t.table_id: t for t in PIPELINE}
 
 
-# Meters: vtap's ids carry "vt" in their top 16 bits (below OFPM_MAX).
-METER_PACKET_IN = 0x76740001
-
-
-def is_vtap_meter(meter_id: int) -> bool:
-    return meter_id >> 16 == 0x7674
-
-
-def is_vtap_cookie(cookie: int) -> bool:
-    return cookie & VTAP_COOKIE_MASK == VTAP_COOKIE
+def violations(rule: FlowRule) -> list[str]:
+    """How `rule` breaks the declared pipeline (empty when it does not)."""
+    table = TABLES.get(rule.table)
+    if table is None:
+        return [f"table {rule.table} is not in the pipeline"]
+    out = []
+    extra = {name for name, _ in rule.match} - table.matches
+    if extra:
+        out.append(f"table {table.name} does not match on {', '.join(sorted(extra))}")
+    if rule.goto is not None and rule.goto not in table.next_tables:
+        out.append(f"table {table.name} may not go to table {rule.goto}")
+    owner = cookie_owner(rule.cookie)
+    if owner not in table.owners:
+        out.append(f"table {table.name} holds no rules of cookie 0x{rule.cookie:x} (owner {owner})")
+    return out

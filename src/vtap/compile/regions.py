@@ -65,35 +65,12 @@ def _project(r: Region, fields: dict[str, int]) -> tuple[int, ...]:
     return tuple(d[f] >> (WIDTHS[f] - p) if p else 0 for f, p in fields.items())
 
 
-def overlaps(a: Region, b: Region) -> bool:
-    da = {f: (v, p) for f, v, p in a}
-    for f, vb, pb in b:
-        if f in da:
-            va, pa = da[f]
-            m = min(pa, pb)
-            if m and (va >> (WIDTHS[f] - m)) != (vb >> (WIDTHS[f] - m)):
-                return False
-    return True
-
-
 def intersect(a: Region, b: Region) -> Region:
     d = {f: (v, p) for f, v, p in a}
     for f, v, p in b:
         if f not in d or d[f][1] < p:
             d[f] = (v, p)
     return region(d)
-
-
-def contains(outer: Region, inner: Region) -> bool:
-    """Every packet of `inner` is in `outer`."""
-    di = {f: (v, p) for f, v, p in inner}
-    for f, vo, po in outer:
-        if f not in di:
-            return False
-        vi, pi = di[f]
-        if pi < po or (po and (vi >> (WIDTHS[f] - po)) != (vo >> (WIDTHS[f] - po))):
-            return False
-    return True
 
 
 def _common(sa: Shape, sb: Shape) -> dict[str, int]:

@@ -33,10 +33,9 @@ from vtap.compile.pipeline import (
     COPY_VID_FIRST,
     COPY_VID_LAST,
     COPY_VID_MASK,
+    COOKIE_COPY,
+    GROUP_ID_MASK,
     OFPVID_PRESENT,
-    OWNER_COPY,
-    OWNER_SHIFT,
-    OWNER_TAP,
     PRIO_COPY,
     PRIO_COPY_IN,
     PRIO_RECOVERY_BASE,
@@ -46,27 +45,22 @@ from vtap.compile.pipeline import (
     TABLE_COPY,
     TABLE_FORWARD,
     TABLE_TAP,
-    VTAP_COOKIE,
     VTAP_GROUP_BASE,
+    Owner,
+    cookie,
 )
 from vtap.compile.regions import WIDTHS, Region, closure, owners, region, specificity
 from vtap.model.network import Host
 from vtap.model.policy import Tap, TapSpec, is_single_address
+from vtap.model.state import PolicyState
 from vtap.model.rules import Action, Bucket, FlowRule, GroupAction, GroupRule, Output, PopVlan, PushVlan, SetField, SwitchRules
 from vtap.model.view import NetworkView
 
-COOKIE_COPY = VTAP_COOKIE | (OWNER_COPY << OWNER_SHIFT)
-
-PENDING = "pending"
-DEGRADED = "degraded"
-ERROR = "error"
-COMPILED = "compiled"  # rules computed; `active` once every switch concerned confirmed them
-DISABLED = "disabled"
-
-
 @dataclass(frozen=True)
 class TapState:
-    state: str
+    """What the compiler made of one policy, and the switches it concerns."""
+
+    state: PolicyState
     reason: str = ""
     switches: frozenset[int] = frozenset()
 
@@ -129,20 +123,15 @@ class _Directed:
 def _directed(tap: Tap) -> list[_Directed]:
     s = tap.spec
     out = []
-    directions = {"forward": [False], "reverse": [True], "both": [False, True]}[s.direction]
-    for swap in directions:
-        src_mac, dst_mac = (s.dst_mac, s.src_mac) if swap else (s.src_mac, s.dst_mac)
-        src_ip, dst_ip = (s.dst_ip, s.src_ip) if swap else (s.src_ip, s.dst_ip)
-        src_port, dst_port = (s.dst_port, s.src_port) if swap else (s.src_port, s.dst_port)
+    for e in s.directions():
         c: dict[str, tuple[int, int]] = {}
-        if src_mac:
-            c["eth_src"] = (_mac_int(src_mac), 48)
-        if dst_mac:
-            c["eth_dst"] = (_mac_int(dst_mac), 48)
-        version = s.ip_version
-        if version:
-            c["eth_type"] = (0x0800 if version == 4 else 0x86DD, 16)
-        for end, ip in (("src", src_ip), ("dst", dst_ip)):
+        if e.src_mac:
+            c["eth_src"] = (_mac_int(e.src_mac), 48)
+        if e.dst_mac:
+            c["eth_dst"] = (_mac_int(e.dst_mac), 48)
+        if s.ip_version:
+            c["eth_type"] = (0x0800 if s.ip_version == 4 else 0x86DD, 16)
+        for end, ip in (("src", e.src_ip), ("dst", e.dst_ip)):
             if ip:
                 fam, value = _ip_constraint(ip)
                 c[f"{fam}_{end}"] = value
@@ -150,12 +139,12 @@ def _directed(tap: Tap) -> list[_Directed]:
             c["ip_proto"] = (s.ip_proto, 8)
         if s.vlan_id is not None:
             c["vlan_vid"] = (OFPVID_PRESENT | s.vlan_id, 13)
-        if src_port is not None:
-            c["l4_src"] = (src_port, 16)
-        if dst_port is not None:
-            c["l4_dst"] = (dst_port, 16)
-        single_ip = src_ip if src_ip and is_single_address(src_ip) else None
-        out.append(_Directed(tap.id, tuple(sorted(c.items())), src_mac, single_ip))
+        if e.src_port is not None:
+            c["l4_src"] = (e.src_port, 16)
+        if e.dst_port is not None:
+            c["l4_dst"] = (e.dst_port, 16)
+        single_ip = e.src_ip if e.src_ip and is_single_address(e.src_ip) else None
+        out.append(_Directed(tap.id, tuple(sorted(c.items())), e.src_mac, single_ip))
     return out
 
 
@@ -183,75 +172,104 @@ def _stable_id(text: str) -> int:
     return zlib.crc32(text.encode())
 
 
+@dataclass(frozen=True)
+class _Ready:
+    """A policy that can be compiled: its monitor and its tap points are known."""
+
+    tap: Tap
+    monitor: Host
+    points: list[tuple[int, _Directed]]
+
+
 def compile_taps(view: NetworkView, taps: list[Tap]) -> TapCompilation:
-    """All TAP rules for the network (pure, deterministic)."""
+    """All TAP rules for the network (pure, deterministic), in five phases."""
     comp = TapCompilation()
-    active: list[tuple[Tap, Host]] = []
+    ready = _policy_states(view, taps, comp)
+    comp.monitor_tags = _copy_vlan_ids(ready)
+    per_switch = _tap_points_per_switch(view, ready, comp)
+    flows, groups = _regions_groups_recovery(view, per_switch, {r.tap.id: r.tap for r in ready}, comp)
+    _copy_paths(view, comp, flows)
+    for dpid in set(flows) | set(groups):
+        comp.rules[dpid] = SwitchRules(frozenset(flows.get(dpid, ())), frozenset(groups.get(dpid, ())))
+    return comp
+
+
+def _policy_states(view: NetworkView, taps: list[Tap], comp: TapCompilation) -> list[_Ready]:
+    """Phase 1: which policies can be compiled now; the others get their state and reason."""
+    ready = []
     for tap in sorted(taps, key=lambda t: t.id):
         if not tap.spec.enabled:
-            comp.states[tap.id] = TapState(DISABLED)
+            comp.states[tap.id] = TapState(PolicyState.DISABLED)
             continue
         monitor = _resolve_monitor(view, tap.spec)
         if monitor is None:
-            comp.states[tap.id] = TapState(PENDING, "monitor not yet seen on the network")
+            comp.states[tap.id] = TapState(PolicyState.PENDING, "monitor not yet seen on the network")
             continue
-        active.append((tap, monitor))
-
-    candidates: list[tuple[Tap, Host, list[tuple[int, _Directed]]]] = []
-    for tap, monitor in active:
         if tap.spec.transport == "rewrite":
             problem = _rewrite_problem(tap.spec, monitor)
             if problem:
-                comp.states[tap.id] = TapState(ERROR, problem)
+                comp.states[tap.id] = TapState(PolicyState.ERROR, problem)
                 continue
         points, state, reason = _tap_points(view, tap)
         if reason:
             comp.states[tap.id] = TapState(state, reason)
             continue
-        candidates.append((tap, monitor, points))
+        ready.append(_Ready(tap, monitor, points))
+    return ready
 
-    # Copy VLAN ids: one per monitor used by a vlan-transport policy, by MAC order.
-    vlan_monitors = sorted({m.mac for t, m, _ in candidates if t.spec.transport == "vlan"})
-    for i, mac in enumerate(vlan_monitors):
-        if COPY_VID_FIRST + i <= COPY_VID_LAST:
-            comp.monitor_tags[mac] = COPY_VID_FIRST + i
 
-    # Directed matches per tap switch: {dpid: {region_with_in_port: {tap ids}}}
+def _copy_vlan_ids(ready: list[_Ready]) -> dict[str, int]:
+    """Phase 2: one copy VLAN id per monitor of a vlan-transport policy, by MAC order."""
+    macs = sorted({r.monitor.mac for r in ready if r.tap.spec.transport == "vlan"})
+    return {mac: COPY_VID_FIRST + i for i, mac in enumerate(macs) if COPY_VID_FIRST + i <= COPY_VID_LAST}
+
+
+def _tap_points_per_switch(view: NetworkView, ready: list[_Ready], comp: TapCompilation) -> dict[int, dict[Region, set[int]]]:
+    """Phase 3: the directed matches each switch taps, {dpid: {region with in_port: tap ids}};
+    the policies' states (compiled, or degraded where the monitor is unreachable)."""
     per_switch: dict[int, dict[Region, set[int]]] = {}
-    monitor_of: dict[int, Host] = {}
-    for tap, monitor, points in candidates:
+    for r in ready:
+        tap, monitor = r.tap, r.monitor
         if tap.spec.transport == "vlan" and monitor.mac not in comp.monitor_tags:
-            comp.states[tap.id] = TapState(ERROR, "no copy VLAN id left: too many monitors")
+            comp.states[tap.id] = TapState(PolicyState.ERROR, "no copy VLAN id left: too many monitors")
             continue
-        unreachable = [d for d, _ in points if d != monitor.dpid and view.path(d, monitor.dpid) is None]
-        monitor_of[tap.id] = monitor
+        unreachable = [d for d, _ in r.points if d != monitor.dpid and view.path(d, monitor.dpid) is None]
         comp.monitors[tap.id] = monitor.mac
         concerned: set[int] = set()
-        for dpid, directed in points:
+        for dpid, directed in r.points:
             if dpid in unreachable:
                 continue
             c = dict(directed.constraints)
-            host = _source_host(view, directed)
+            host = view.host_named(directed.source_mac, directed.source_ip)
             if host is not None:
                 c["in_port"] = (host.port, 32)
             per_switch.setdefault(dpid, {}).setdefault(region(c), set()).add(tap.id)
             concerned.add(dpid)
             concerned.update(view.path(dpid, monitor.dpid) or ())
         if unreachable:
-            comp.states[tap.id] = TapState(DEGRADED, "no path to the monitor from " + ", ".join(f"{d:016x}" for d in unreachable), frozenset(concerned))
+            reason = "no path to the monitor from " + ", ".join(f"{d:016x}" for d in unreachable)
+            comp.states[tap.id] = TapState(PolicyState.DEGRADED, reason, frozenset(concerned))
         else:
-            comp.states[tap.id] = TapState(COMPILED, "", frozenset(concerned))
+            comp.states[tap.id] = TapState(PolicyState.COMPILED, "", frozenset(concerned))
+    return per_switch
 
+
+def _regions_groups_recovery(
+    view: NetworkView, per_switch: dict[int, dict[Region, set[int]]], taps_by_id: dict[int, Tap], comp: TapCompilation
+) -> tuple[dict[int, set[FlowRule]], dict[int, set[GroupRule]]]:
+    """Phase 4: per tap switch, the disjoint regions of its policies' matches, each a
+    table-1 rule applying a group with one bucket per monitor; the rewrite transport's
+    recovery rules at the monitors' edge switches."""
+    monitor_of = {tap_id: view.hosts[mac] for tap_id, mac in comp.monitors.items()}
     flows: dict[int, set[FlowRule]] = {}
     groups: dict[int, set[GroupRule]] = {}
-    taps_by_id = {t.id: t for t, _, _ in candidates}
     for dpid, matches in sorted(per_switch.items()):
         try:
             regions = closure(matches)
         except OverflowError as exc:
             for ids in matches.values():
                 for i in ids:
-                    comp.states[i] = TapState(ERROR, str(exc))
+                    comp.states[i] = TapState(PolicyState.ERROR, str(exc))
             continue
         owner_map = owners(regions, matches)
         group_ids: dict[tuple[Bucket, ...], int] = {}
@@ -265,12 +283,11 @@ def compile_taps(view: NetworkView, taps: list[Tap]) -> TapCompilation:
                 gid = _allocate_group(buckets, set(group_ids.values()))
                 group_ids[buckets] = gid
                 groups.setdefault(dpid, set()).add(GroupRule(gid, "all", buckets))
-            cookie = VTAP_COOKIE | (OWNER_TAP << OWNER_SHIFT) | _stable_id(repr(r))
-            comp.cookie_owners[cookie] = comp.cookie_owners.get(cookie, frozenset()) | ids
+            tap_cookie = cookie(Owner.TAP, _stable_id(repr(r)))
+            comp.cookie_owners[tap_cookie] = comp.cookie_owners.get(tap_cookie, frozenset()) | ids
             flows.setdefault(dpid, set()).add(
-                FlowRule(TABLE_TAP, PRIO_TAP_BASE + specificity(r), _region_to_match(r), (GroupAction(gid),), TABLE_FORWARD, cookie)
+                FlowRule(TABLE_TAP, PRIO_TAP_BASE + specificity(r), _region_to_match(r), (GroupAction(gid),), TABLE_FORWARD, tap_cookie)
             )
-        # Rewrite transport: recovery rules at the monitor's edge switch.
         for r in sorted(regions):
             ids = owner_map[r]
             for tap_id in sorted(ids):
@@ -280,29 +297,30 @@ def compile_taps(view: NetworkView, taps: list[Tap]) -> TapCompilation:
                 rule = _recovery(r, tap.spec, monitor)
                 comp.cookie_owners[rule.cookie] = comp.cookie_owners.get(rule.cookie, frozenset()) | ids
                 flows.setdefault(monitor.dpid, set()).add(rule)
+    return flows, groups
 
-    # The copy path (vlan transport): reserved ids dropped at edge ports, copies to table 3.
-    if comp.monitor_tags:
-        for dpid in sorted(view.devices):
-            f = flows.setdefault(dpid, set())
-            for port in view.edge_ports(dpid):
-                f.add(FlowRule(TABLE_CLASSIFY, PRIO_RESERVED_VID, (("in_port", port), ("vlan_vid", COPY_VID_MASK)), (), None, COOKIE_COPY))
-            for mac, vid in sorted(comp.monitor_tags.items()):
-                monitor = view.hosts[mac]
-                if dpid == monitor.dpid:
-                    actions: tuple[Action, ...] = (PopVlan(), Output(monitor.port))
-                else:
-                    hop = view.tree_toward(monitor.dpid).get(dpid)
-                    if hop is None:
-                        continue
-                    actions = (Output(hop[0]),)
-                vlan = (("vlan_vid", OFPVID_PRESENT | vid),)
-                f.add(FlowRule(TABLE_CLASSIFY, PRIO_COPY_IN, vlan, (), TABLE_COPY, COOKIE_COPY))
-                f.add(FlowRule(TABLE_COPY, PRIO_COPY, vlan, actions, None, COOKIE_COPY))
 
-    for dpid in set(flows) | set(groups):
-        comp.rules[dpid] = SwitchRules(frozenset(flows.get(dpid, ())), frozenset(groups.get(dpid, ())))
-    return comp
+def _copy_paths(view: NetworkView, comp: TapCompilation, flows: dict[int, set[FlowRule]]) -> None:
+    """Phase 5 (vlan transport): hosts' frames with reserved ids dropped at edge ports;
+    copies sent to table 3 and hop by hop to their monitor, untagged at its port."""
+    if not comp.monitor_tags:
+        return
+    for dpid in sorted(view.devices):
+        f = flows.setdefault(dpid, set())
+        for port in view.edge_ports(dpid):
+            f.add(FlowRule(TABLE_CLASSIFY, PRIO_RESERVED_VID, (("in_port", port), ("vlan_vid", COPY_VID_MASK)), (), None, COOKIE_COPY))
+        for mac, vid in sorted(comp.monitor_tags.items()):
+            monitor = view.hosts[mac]
+            if dpid == monitor.dpid:
+                actions: tuple[Action, ...] = (PopVlan(), Output(monitor.port))
+            else:
+                hop = view.tree_toward(monitor.dpid).get(dpid)
+                if hop is None:
+                    continue
+                actions = (Output(hop[0]),)
+            vlan = (("vlan_vid", OFPVID_PRESENT | vid),)
+            f.add(FlowRule(TABLE_CLASSIFY, PRIO_COPY_IN, vlan, (), TABLE_COPY, COOKIE_COPY))
+            f.add(FlowRule(TABLE_COPY, PRIO_COPY, vlan, actions, None, COOKIE_COPY))
 
 
 def _resolve_monitor(view: NetworkView, spec: TapSpec) -> Host | None:
@@ -329,29 +347,21 @@ def _monitor_ip(spec: TapSpec, monitor: Host) -> str | None:
     return None
 
 
-def _source_host(view: NetworkView, d: _Directed) -> Host | None:
-    if d.source_mac:
-        return view.hosts.get(d.source_mac)
-    if d.source_ip:
-        return view.host_by_ip(d.source_ip)
-    return None
-
-
-def _tap_points(view: NetworkView, tap: Tap) -> tuple[list[tuple[int, _Directed]], str, str]:
+def _tap_points(view: NetworkView, tap: Tap) -> tuple[list[tuple[int, _Directed]], PolicyState | None, str]:
     """(switch, directed match) pairs where the policy's packets enter the fabric;
     else the state and reason why there are none."""
     points = []
     for d in _directed(tap):
         if d.source_mac or d.source_ip:
-            host = _source_host(view, d)
+            host = view.host_named(d.source_mac, d.source_ip)
             if host is None:
-                return [], PENDING, f"source host {d.source_mac or d.source_ip} not yet seen on the network"
+                return [], PolicyState.PENDING, f"source host {d.source_mac or d.source_ip} not yet seen on the network"
             if host.dpid not in view.devices:
-                return [], DEGRADED, f"source host's switch {host.dpid:016x} is not connected"
+                return [], PolicyState.DEGRADED, f"source host's switch {host.dpid:016x} is not connected"
             points.append((host.dpid, d))
         else:
             points.extend((dpid, d) for dpid in sorted(view.devices) if view.edge_ports(dpid))
-    return points, "", ""
+    return points, None, ""
 
 
 def _bucket_owner(ids, monitor_of: dict[int, Host], monitor_mac: str) -> int:
@@ -404,12 +414,12 @@ def _recovery(r: Region, spec: TapSpec, monitor: Host) -> FlowRule:
         if ip:
             d[key] = (int(ipaddress.ip_address(ip)), WIDTHS[key])
     rr = region(d)
-    cookie = VTAP_COOKIE | (OWNER_TAP << OWNER_SHIFT) | _stable_id(repr(rr))
-    return FlowRule(TABLE_FORWARD, PRIO_RECOVERY_BASE + specificity(rr), _region_to_match(rr), (*restore, Output(monitor.port)), None, cookie)
+    return FlowRule(TABLE_FORWARD, PRIO_RECOVERY_BASE + specificity(rr), _region_to_match(rr), (*restore, Output(monitor.port)), None,
+                    cookie(Owner.TAP, _stable_id(repr(rr))))
 
 
 def _allocate_group(buckets: tuple[Bucket, ...], taken: set[int]) -> int:
-    gid = VTAP_GROUP_BASE | (_stable_id(repr(buckets)) & 0xFFFFFF)
+    gid = VTAP_GROUP_BASE | (_stable_id(repr(buckets)) & GROUP_ID_MASK)
     while gid in taken:
-        gid = VTAP_GROUP_BASE | ((gid + 1) & 0xFFFFFF)
+        gid = VTAP_GROUP_BASE | ((gid + 1) & GROUP_ID_MASK)
     return gid

@@ -8,11 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from vtap.model.network import Host
-
-
-def is_unicast_mac(mac: str) -> bool:
-    return not int(mac.split(":")[0], 16) & 1 and mac != "00:00:00:00:00:00"
+from vtap.model.network import Host, is_multicast_mac
 
 
 @dataclass
@@ -22,7 +18,7 @@ class HostTable:
     def learn(self, mac: str, dpid: int, port: int, ips: tuple[str, ...], now: float) -> bool:
         """Record a sighting of `mac` using `ips` (already filtered to host addresses);
         True when the view changed (new host, move, new address)."""
-        if not is_unicast_mac(mac):
+        if is_multicast_mac(mac) or mac == "00:00:00:00:00:00":
             return False
         changed = False
         old = self.hosts.get(mac)

@@ -20,6 +20,7 @@ import time
 from dataclasses import dataclass, field
 
 from vtap.compile.pipeline import VTAP_COOKIE, VTAP_COOKIE_MASK, is_vtap_group, is_vtap_meter
+from vtap.model.state import SyncState
 from vtap.model.rules import FlowRule, GroupRule, Meter, SwitchRules
 from vtap.openflow import translate
 from vtap.openflow.channel import ChannelClosed, Datapath, OpenFlowError
@@ -158,7 +159,7 @@ async def read_installed(dp: Datapath) -> SwitchRules:
 
 @dataclass
 class SyncStatus:
-    state: str = "syncing"  # syncing | in_sync | error
+    state: SyncState = SyncState.SYNCING
     last_sync: float | None = None
     last_error: str | None = None
     batches: int = 0
@@ -198,16 +199,10 @@ class SwitchReconciler:
         if desired != self.desired:
             self.desired = desired
             self._synced.clear()
-            self.status.state = "syncing"
+            self.status.state = SyncState.SYNCING
             self._dirty.set()
-        elif self.status.state == "in_sync":
+        elif self.status.state == SyncState.IN_SYNC:
             self.status.synced_generation = generation
-
-    def resync(self) -> None:
-        """Forget what we believe is installed; read it back on the next pass."""
-        self.installed = None
-        self._synced.clear()
-        self._dirty.set()
 
     async def wait_synced(self, timeout: float) -> None:
         await asyncio.wait_for(self._synced.wait(), timeout)
@@ -221,7 +216,7 @@ class SwitchReconciler:
                 await self._pass()
                 delay = self.retry_delay
             except (OpenFlowError, asyncio.TimeoutError) as exc:
-                self.status.state = "error"
+                self.status.state = SyncState.ERROR
                 self.status.last_error = str(exc) or type(exc).__name__
                 log.warning("%r: reconcile failed (%s); re-reading the switch in %.0fs", self.dp, self.status.last_error, delay)
                 self.installed = None
@@ -251,7 +246,7 @@ class SwitchReconciler:
         else:
             await self.dp.barrier()
         if not additive and desired == self.desired and not self._dirty.is_set():
-            self.status.state = "in_sync"
+            self.status.state = SyncState.IN_SYNC
             # What was synced is the current desired set, whatever generation named it.
             self.status.synced_generation = self.generation
             self.status.last_sync = time.time()

@@ -24,6 +24,7 @@ import ipaddress
 
 from os_ken.lib.packet import arp, ethernet, icmpv6, ipv4, ipv6, packet
 
+from vtap.model.network import is_multicast_mac
 from vtap.model.view import NetworkView
 
 # The source MAC of the controller's own probes: locally administered, "vt" inside.
@@ -107,11 +108,6 @@ def decide(view: NetworkView, dpid: int, in_port: int, data: bytes) -> Decision:
         return _decide_nd(view, here, eth, ip6, nd, data)
     ip = pkt.get_protocol(ipv4.ipv4) or ip6
     return Decision(eth.src, _addresses(ip.src if ip is not None else None), _deliver(view, here, eth.dst, data))
-
-
-def is_multicast_mac(mac: str) -> bool:
-    """The group bit: broadcast and multicast destinations."""
-    return bool(int(mac.split(":")[0], 16) & 1)
 
 
 def _addresses(*ips: str | None) -> tuple[str, ...]:

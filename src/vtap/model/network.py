@@ -30,11 +30,9 @@ def dpid_str(dpid: int) -> str:
     return f"{dpid:016x}"
 
 
-def parse_dpid(text: str) -> int:
-    value = int(text, 16)
-    if not 0 <= value < 1 << 64:
-        raise ValueError(f"datapath id out of range: {text!r}")
-    return value
+def is_multicast_mac(mac: str) -> bool:
+    """The group bit: broadcast and multicast destinations."""
+    return bool(int(mac.split(":")[0], 16) & 1)
 
 
 def is_physical_port(port_no: int) -> bool:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
@@ -51,7 +52,20 @@ def ip_version(value: str) -> int:
 
 
 def is_single_address(value: str) -> bool:
+    """One host's address, not a prefix (policy fields are normalised: '/32' is dropped)."""
     return "/" not in value
+
+
+@dataclass(frozen=True)
+class Ends:
+    """One direction of a policy: the fields of the side packets come from, and go to."""
+
+    src_mac: str | None
+    src_ip: str | None
+    src_port: int | None
+    dst_mac: str | None
+    dst_ip: str | None
+    dst_port: int | None
 
 
 class TapSpec(BaseModel):
@@ -155,6 +169,12 @@ class TapSpec(BaseModel):
         if self.monitor_ip and self.transport == "rewrite" and self.ip_version and ip_version(self.monitor_ip) != self.ip_version:
             raise ValueError("with transport rewrite, monitor_ip must be of the tapped traffic's IP version")
         return self
+
+    def directions(self) -> list[Ends]:
+        """The policy's directions, as written (`forward`), swapped (`reverse`) or both."""
+        forward = Ends(self.src_mac, self.src_ip, self.src_port, self.dst_mac, self.dst_ip, self.dst_port)
+        reverse = Ends(self.dst_mac, self.dst_ip, self.dst_port, self.src_mac, self.src_ip, self.src_port)
+        return {"forward": [forward], "reverse": [reverse], "both": [forward, reverse]}[self.direction]
 
     @property
     def ip_version(self) -> int | None:

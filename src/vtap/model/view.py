@@ -15,6 +15,7 @@ from functools import cached_property
 import networkx as nx
 
 from vtap.model.network import Device, Host, Link
+from vtap.model.policy import is_single_address
 
 
 @dataclass(frozen=True)
@@ -137,8 +138,17 @@ class NetworkView:
                 ports.add((parent, self.port_toward(parent, node)))
         return frozenset(ports)
 
+    @cached_property
+    def _hosts_by_ip(self) -> dict[str, Host]:
+        return {ip: host for host in self.hosts.values() for ip in host.ips}
+
     def host_by_ip(self, ip: str) -> Host | None:
-        for host in self.hosts.values():
-            if ip in host.ips:
-                return host
+        return self._hosts_by_ip.get(ip)
+
+    def host_named(self, mac: str | None, ip: str | None) -> Host | None:
+        """The host a policy field pair names: by MAC if given, else by a single IP."""
+        if mac:
+            return self.hosts.get(mac)
+        if ip and is_single_address(ip):
+            return self.host_by_ip(ip)
         return None

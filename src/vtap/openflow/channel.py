@@ -209,14 +209,6 @@ class Datapath:
         req = parser.OFPMeterConfigStatsRequest(PROTOCOL, 0, ofp.OFPM_ALL)
         return [s for reply in await self.request(req) for s in reply.body]
 
-    async def group_stats(self) -> list[Any]:
-        req = parser.OFPGroupStatsRequest(PROTOCOL, 0, ofp.OFPG_ALL)
-        return [s for reply in await self.request(req) for s in reply.body]
-
-    async def port_stats(self) -> list[Any]:
-        req = parser.OFPPortStatsRequest(PROTOCOL, 0, ofp.OFPP_ANY)
-        return [s for reply in await self.request(req) for s in reply.body]
-
     async def send_batch(self, msgs: list[Any], *, atomic: bool = True) -> None:
         """Apply flow/group mods, then wait for a barrier.
 

@@ -6,6 +6,7 @@ import socket
 import subprocess
 import sys
 
+from tests.waiting import wait_until
 
 def _vtap(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "vtap", *args], capture_output=True, text=True, timeout=30)
@@ -60,14 +61,15 @@ def test_the_api_answers_without_a_nagle_stall(tmp_path):
                              "--state-dir", str(tmp_path)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         client = httpx.Client(base_url=f"http://127.0.0.1:{api_port}")
-        deadline = time.monotonic() + 20
-        while True:
+
+        def answers() -> bool:
             try:
                 client.get("/api/v1/health")
-                break
+                return True
             except httpx.HTTPError:
-                assert time.monotonic() < deadline
-                time.sleep(0.1)
+                return False
+
+        wait_until(answers, 20, interval=0.1, message="`vtap serve` API not answering")
         t = time.perf_counter()
         for _ in range(20):
             client.get("/api/v1/health")

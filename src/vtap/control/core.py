@@ -1,0 +1,270 @@
+"""The controller's decisions, apart from sockets, tasks and the clock.
+
+`ControlCore` holds what the controller knows (switches as `Device` values, links,
+hosts, policies, the last compilation) and decides what each event changes, given the
+time as an argument; it returns what to do (packet-outs, addresses to probe, hosts to
+save or forget) and never does I/O itself. `vtap.control.controller.Controller` is the
+async shell around it: OpenFlow connections, reconcilers, timers and the store. As with
+Faucet's Valve, every decision can then be tested without a switch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from vtap.compile.network import compile_network
+from vtap.compile.pipeline import TABLE_TAP
+from vtap.compile.taps import TapCompilation, compile_taps
+from vtap.control import relay
+from vtap.control.discovery import LinkTable
+from vtap.control.hosts import HostTable
+from vtap.control.probing import ProbeSchedule, named_addresses
+from vtap.model.network import Device, Host, Link, Port
+from vtap.model.policy import Tap, TapSpec, is_single_address
+from vtap.model.rules import SwitchRules
+from vtap.model.state import PolicyState, SyncState
+from vtap.model.view import NetworkView
+
+
+@dataclass(frozen=True)
+class TapStatus:
+    """A policy's state as the API shows it: the compiler's, made `active` by barriers."""
+
+    state: PolicyState
+    reason: str
+    switches: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class SwitchSync:
+    """What the core needs to know of one switch's reconciler."""
+
+    state: SyncState
+    synced_generation: int
+    last_error: str | None = None
+
+
+@dataclass(frozen=True)
+class FrameOutcome:
+    """What a frame sent up to the controller changed, and the packet-outs to make."""
+
+    outs: tuple[relay.PacketOut, ...] = ()
+    learned: Host | None = None  # new or changed: save it
+    changed: bool = False
+
+
+@dataclass
+class ControlCore:
+    link_lifetime: float
+    host_timeout: float = 3600.0
+    packet_in_rate: int = 0
+    devices: dict[int, Device] = field(default_factory=dict)
+    taps: dict[int, Tap] = field(default_factory=dict)
+    compilation: TapCompilation = field(default_factory=TapCompilation)
+    generation: int = 0
+
+    def __post_init__(self) -> None:
+        self.links = LinkTable(lifetime=self.link_lifetime)
+        self.hosts = HostTable()
+        self.probes = ProbeSchedule()
+        self._unresolved: set[str] = set()  # addresses policies name that no host holds
+        self._tap_generation: dict[int, int] = {}  # tap id -> generation of its current version (-1: not compiled yet)
+        self._host_packets: dict[tuple[int, str], int] = {}
+        self._watched_since: dict[int, float] = {}  # dpid -> first host-counter read this connection
+        self._view: NetworkView | None = None
+
+    # ---- the view -----------------------------------------------------------------
+
+    def view(self) -> NetworkView:
+        if self._view is None:
+            self._view = NetworkView(devices=dict(self.devices), links=self.links.links(), hosts=dict(self.hosts.hosts),
+                                     switch_ports=frozenset(self.links.switch_ports))
+        return self._view
+
+    def invalidate(self) -> None:
+        self._view = None
+
+    # ---- policies -------------------------------------------------------------------
+
+    def load(self, hosts: list[Host], taps: list[Tap]) -> None:
+        """What a restarted controller knew: applied at its first compile."""
+        for host in hosts:
+            self.hosts.hosts[host.mac] = host
+        for tap in taps:
+            self.taps[tap.id] = tap
+            self._tap_generation[tap.id] = 1
+        self.invalidate()
+
+    def set_tap(self, tap: Tap) -> None:
+        self.taps[tap.id] = tap
+        self._tap_generation[tap.id] = -1  # set by the next compile
+
+    def remove_tap(self, tap_id: int) -> None:
+        self.taps.pop(tap_id, None)
+        self._tap_generation.pop(tap_id, None)
+
+    def compile(self) -> dict[int, SwitchRules]:
+        """A new generation of desired rules for every switch, from the current view."""
+        view = self.view()
+        self.generation += 1
+        for tap_id, gen in self._tap_generation.items():
+            if gen < 0:
+                self._tap_generation[tap_id] = self.generation
+        desired, self.compilation = compile_network(view, list(self.taps.values()), self.packet_in_rate)
+        known = {ip for host in view.hosts.values() for ip in host.ips}
+        self._unresolved = named_addresses(list(self.taps.values())) - known
+        return desired
+
+    def dry_run(self, spec: TapSpec) -> tuple[Tap, TapCompilation]:
+        """What the policy would compile to now, with the others as they are."""
+        tap = Tap(id=max(self.taps, default=0) + 1, spec=spec)
+        others = [t for t in self.taps.values() if t.spec.name != spec.name]
+        return tap, compile_taps(self.view(), others + [tap])
+
+    def tap_status(self, tap_id: int, switches: dict[int, SwitchSync]) -> TapStatus:
+        """`active` once every switch the policy concerns confirmed its generation."""
+        gen = self._tap_generation.get(tap_id, -1)
+        compiled = self.compilation.states.get(tap_id)
+        if gen < 0 or compiled is None:
+            return TapStatus(PolicyState.PENDING, "being compiled", ())
+        concerned = tuple(sorted(compiled.switches))
+        if compiled.state != PolicyState.COMPILED:
+            return TapStatus(compiled.state, compiled.reason, concerned)
+        for dpid in concerned:
+            sync = switches.get(dpid)
+            if sync is None:
+                return TapStatus(PolicyState.DEGRADED, f"switch {dpid:016x} is not connected", concerned)
+            if sync.state == SyncState.ERROR:
+                return TapStatus(PolicyState.ERROR, f"switch {dpid:016x}: {sync.last_error}", concerned)
+            if sync.synced_generation < gen:
+                return TapStatus(PolicyState.PENDING, f"installing on switch {dpid:016x}", concerned)
+        return TapStatus(PolicyState.ACTIVE, "", concerned)
+
+    def tap_counters(self, tap_rule_stats: list[tuple[int, int, int]]) -> dict[int, dict[str, int]]:
+        """Per policy, packets and bytes of its tap rules, from (cookie, packets, bytes) of
+        every table-1 rule read back; a region shared by overlapping policies counts for each."""
+        out = {tap_id: {"packets": 0, "bytes": 0} for tap_id in self.taps}
+        for cookie, packets, bytes_ in tap_rule_stats:
+            for tap_id in self.compilation.cookie_owners.get(cookie, ()):
+                if tap_id in out:
+                    out[tap_id]["packets"] += packets
+                    out[tap_id]["bytes"] += bytes_
+        return out
+
+    def tap_paths(self, tap_id: int) -> dict[str, Any]:
+        """Where a policy sits, for the UI: the tapped flow's path, the tap points, the
+        copies' paths to the monitor (switch dpids and host MACs)."""
+        view = self.view()
+        spec = self.taps[tap_id].spec
+        monitor = view.hosts.get(self.compilation.monitors.get(tap_id, ""))
+        tap_points = sorted(
+            dpid for dpid, rules in self.compilation.rules_of(tap_id).items() if any(f.table == TABLE_TAP for f in rules.flows)
+        )
+        flows = []
+        for e in spec.directions():
+            a, b = view.host_named(e.src_mac, e.src_ip), view.host_named(e.dst_mac, e.dst_ip)
+            if a is not None and b is not None:
+                flows.append({"hosts": [a.mac, b.mac], "switches": view.path(a.dpid, b.dpid) or []})
+        copies = [{"switches": view.path(dpid, monitor.dpid) or [], "monitor": monitor.mac} for dpid in tap_points] if monitor else []
+        return {"id": tap_id, "flows": flows, "tap_points": tap_points, "copies": copies,
+                "monitor": monitor.mac if monitor else None}
+
+    # ---- switch events ------------------------------------------------------------------
+
+    def switch_up(self, device: Device) -> None:
+        self.devices[device.dpid] = device
+        self.invalidate()
+
+    def switch_down(self, dpid: int) -> None:
+        self.devices.pop(dpid, None)
+        self._watched_since.pop(dpid, None)
+        self.links.drop_switch(dpid)
+        self.invalidate()
+
+    def port_changed(self, dpid: int, port: Port) -> list[Link]:
+        """A port came, went, or changed state: the links gone with it."""
+        device = self.devices.get(dpid)
+        if device is not None:
+            ports = {p.port_no: p for p in device.ports}
+            ports[port.port_no] = port
+            self.devices[dpid] = replace(device, ports=tuple(sorted(ports.values(), key=lambda p: p.port_no)))
+        self.invalidate()
+        return [] if port.up else self.links.drop_port(dpid, port.port_no)
+
+    def port_deleted(self, dpid: int, port_no: int) -> list[Link]:
+        device = self.devices.get(dpid)
+        if device is not None:
+            self.devices[dpid] = replace(device, ports=tuple(p for p in device.ports if p.port_no != port_no))
+        self.invalidate()
+        return self.links.drop_port(dpid, port_no)
+
+    def lldp_arrived(self, link: Link, now: float) -> tuple[bool, list[str]]:
+        """An LLDP frame from a vtap switch: (the link is new, hosts mislearned on its ports)."""
+        if link.src_dpid not in self.devices or not self.links.seen(link, now):
+            return False, []
+        forgotten = []
+        for end in ((link.src_dpid, link.src_port), (link.dst_dpid, link.dst_port)):
+            forgotten += self.hosts.forget_port(*end)
+        self.invalidate()
+        return True, forgotten
+
+    def expire_links(self, now: float) -> list[Link]:
+        gone = self.links.expire(now)
+        if gone:
+            self.invalidate()
+        return gone
+
+    def frame_arrived(self, dpid: int, in_port: int, data: bytes, now: float) -> FrameOutcome:
+        """A host's frame sent up by a switch: learn its sender, say what to send where."""
+        decision = relay.decide(self.view(), dpid, in_port, data)
+        if decision.sender_mac and self.hosts.learn(decision.sender_mac, dpid, in_port, decision.sender_ips, now):
+            self.invalidate()
+            return FrameOutcome(decision.outs, self.hosts.hosts[decision.sender_mac], True)
+        return FrameOutcome(decision.outs)
+
+    # ---- probing ----------------------------------------------------------------------
+
+    def probes_due(self, now: float) -> list[str]:
+        """Addresses policies name that no host holds, due to be asked for now."""
+        return self.probes.due(self._unresolved, now)
+
+    # ---- host liveness ----------------------------------------------------------------
+
+    def host_counters(self, dpid: int, counts: list[tuple[str, int]], now: float) -> list[Host]:
+        """Packet counts of one switch's known-host rules, (MAC, packets): the hosts whose
+        count grew were active, and their last sighting moves to `now`."""
+        self._watched_since.setdefault(dpid, now)
+        refreshed = []
+        for mac, packets in counts:
+            key = (dpid, mac)
+            if packets > self._host_packets.get(key, 0):
+                host = self.hosts.refresh(mac, now)
+                if host is not None:
+                    refreshed.append(host)
+            self._host_packets[key] = packets
+        return refreshed
+
+    def pinned_hosts(self) -> frozenset[str]:
+        """Hosts that policies name: kept however silent (a monitor only ever receives)."""
+        pinned = set(self.compilation.monitors.values())
+        ips = set()
+        for tap in self.taps.values():
+            s = tap.spec
+            pinned.update(m for m in (s.src_mac, s.dst_mac, s.monitor_mac) if m)
+            ips.update(ip for ip in (s.src_ip, s.dst_ip, s.monitor_ip) if ip and is_single_address(ip))
+        pinned.update(h.mac for h in self.hosts.hosts.values() if ips.intersection(h.ips))
+        return frozenset(pinned)
+
+    def host_liveness(self, now: float) -> tuple[list[str], list[str]]:
+        """(addresses to probe, hosts forgotten): a host silent for `host_timeout` is
+        forgotten with its rules, unless a policy names it; then it is asked for, so that
+        its answer confirms or corrects where it is."""
+        pinned = self.pinned_hosts()
+        probe = [ip for mac in self.hosts.silent(now, self.host_timeout, self._watched_since) if mac in pinned
+                 for ip in self.hosts.hosts[mac].ips]
+        gone = self.hosts.expire(now, self.host_timeout, self._watched_since, pinned)
+        if gone:
+            self._host_packets = {k: v for k, v in self._host_packets.items() if k[1] not in gone}
+            self.invalidate()
+        return probe, gone

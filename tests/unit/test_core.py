@@ -1,0 +1,104 @@
+"""The controller's decisions without a switch: `ControlCore` given events and the time."""
+
+from __future__ import annotations
+
+from os_ken.lib.packet import arp, ethernet, packet
+
+from tests.unit.fabric import view_from_topo
+from vtap.control.core import ControlCore, SwitchSync
+from vtap.lab.topos import parse_topo
+from vtap.model.network import Link, Port
+from vtap.model.policy import Tap, TapSpec
+from vtap.model.state import PolicyState, SyncState
+
+
+def core_for(spec: str = "linear,3", *, hosts_known: bool = True) -> ControlCore:
+    view = view_from_topo(parse_topo(spec), hosts_known=hosts_known)
+    core = ControlCore(link_lifetime=3.5, host_timeout=30.0)
+    for device in view.devices.values():
+        core.switch_up(device)
+    for link in view.links:
+        core.lldp_arrived(link, 0.0)
+    core.load(list(view.hosts.values()), [])
+    return core
+
+
+def in_sync(core: ControlCore, gen: int | None = None) -> dict[int, SwitchSync]:
+    return {d: SwitchSync(SyncState.IN_SYNC, core.generation if gen is None else gen) for d in core.devices}
+
+
+def test_a_policy_is_active_only_once_every_switch_concerned_confirmed_its_generation():
+    core = core_for()
+    core.set_tap(Tap(id=1, spec=TapSpec(name="t", src_ip="10.0.0.1", dst_ip="10.0.0.3", monitor_ip="10.0.0.2")))
+    assert core.tap_status(1, in_sync(core)).state == PolicyState.PENDING  # not compiled yet
+    core.compile()
+    status = core.tap_status(1, in_sync(core, core.generation - 1))
+    assert status.state == PolicyState.PENDING and "installing" in status.reason
+    assert core.tap_status(1, in_sync(core)).state == PolicyState.ACTIVE
+    switches = in_sync(core)
+    del switches[1]
+    assert core.tap_status(1, switches).state == PolicyState.DEGRADED
+    switches[1] = SwitchSync(SyncState.ERROR, core.generation, "bundle refused")
+    status = core.tap_status(1, switches)
+    assert status.state == PolicyState.ERROR and "bundle refused" in status.reason
+
+
+def test_a_policy_naming_an_unknown_monitor_is_pending_and_its_address_is_probed():
+    core = core_for()
+    core.set_tap(Tap(id=1, spec=TapSpec(name="t", src_ip="10.0.0.1", dst_ip="10.0.0.3", monitor_ip="10.0.0.9")))
+    core.compile()
+    assert core.tap_status(1, in_sync(core)).state == PolicyState.PENDING
+    assert core.probes_due(100.0) == ["10.0.0.9"]
+    assert core.probes_due(100.1) == []  # backing off
+
+
+def _arp_reply(src_mac: str, src_ip: str) -> bytes:
+    pkt = packet.Packet()
+    pkt.add_protocol(ethernet.ethernet(dst="00:00:00:00:00:01", src=src_mac, ethertype=0x0806))
+    pkt.add_protocol(arp.arp(opcode=arp.ARP_REPLY, src_mac=src_mac, src_ip=src_ip, dst_mac="00:00:00:00:00:01", dst_ip="10.0.0.1"))
+    pkt.serialize()
+    return bytes(pkt.data)
+
+
+def test_a_frame_teaches_its_sender_and_is_delivered():
+    core = core_for(hosts_known=False)
+    outcome = core.frame_arrived(3, 1, _arp_reply("00:00:00:00:00:03", "10.0.0.3"), now=5.0)
+    assert outcome.changed and outcome.learned.mac == "00:00:00:00:00:03" and outcome.learned.ips == ("10.0.0.3",)
+    assert outcome.learned.last_seen == 5.0 and outcome.outs == ()  # h1 is not known yet: nowhere to deliver
+    assert core.view().host_by_ip("10.0.0.3").dpid == 3
+    again = core.frame_arrived(3, 1, _arp_reply("00:00:00:00:00:03", "10.0.0.3"), now=6.0)
+    assert not again.changed and again.learned is None
+
+
+def test_lldp_on_a_port_forgets_the_hosts_mislearned_there_and_a_port_down_drops_its_links():
+    core = core_for()
+    new, forgotten = core.lldp_arrived(Link(1, 2, 3, 1), 1.0)  # h3's port turns out to face s1
+    assert new and forgotten == ["00:00:00:00:00:03"]
+    assert core.lldp_arrived(Link(99, 1, 3, 1), 1.0) == (False, [])  # not from a switch of ours
+    gone = core.port_changed(3, Port(1, "s3-eth1", "02:00:00:00:03:01", up=False))
+    assert Link(1, 2, 3, 1) in gone and 1 not in core.view().link_ports.get(3, ())
+
+
+def test_silent_hosts_are_forgotten_but_a_policy_s_hosts_are_probed_instead():
+    core = core_for()
+    core.set_tap(Tap(id=1, spec=TapSpec(name="t", src_ip="10.0.0.1", dst_ip="10.0.0.3", monitor_ip="10.0.0.2")))
+    core.compile()
+    for dpid in core.devices:
+        core.host_counters(dpid, [], now=0.0)  # counters watched from t=0
+    probe, gone = core.host_liveness(now=10.0)
+    assert probe == [] and gone == []
+    assert core.host_counters(1, [("00:00:00:00:00:01", 5)], now=20.0)[0].last_seen == 20.0
+    probe, gone = core.host_liveness(now=45.0)
+    assert gone == [] and set(probe) == {"10.0.0.2", "10.0.0.3"}  # silent for 45 s, but named: asked for
+    core.remove_tap(1)
+    core.compile()
+    probe, gone = core.host_liveness(now=45.0)
+    assert probe == [] and sorted(gone) == ["00:00:00:00:00:02", "00:00:00:00:00:03"]
+
+
+def test_tap_counters_add_up_per_policy():
+    core = core_for()
+    core.set_tap(Tap(id=1, spec=TapSpec(name="a", src_ip="10.0.0.1", dst_ip="10.0.0.3", monitor_ip="10.0.0.2")))
+    core.compile()
+    (cookie,) = core.compilation.cookie_owners
+    assert core.tap_counters([(cookie, 7, 700), (cookie, 1, 100), (12345, 9, 9)]) == {1: {"packets": 8, "bytes": 800}}

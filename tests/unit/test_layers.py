@@ -1,0 +1,69 @@
+"""The layer rule: which vtap package may import which, written once, here, and checked.
+
+Imports point down only. `model` and `compile` never touch a socket, a file or the
+clock; `api` asks the controller, never the compiler; the composition root (`serve`)
+sits above `api` and `control`; the tools (`lab`, `bench`) and the commands (`cli`,
+`demo`) sit on top.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import vtap
+
+ALLOWED: dict[str, set[str]] = {
+    "model": set(),
+    "compile": {"model"},
+    "openflow": {"model"},
+    "store": {"model"},
+    "control": {"model", "compile", "openflow", "store"},
+    "api": {"model", "control", "store", "__init__"},
+    "serve": {"model", "control", "openflow", "store", "api"},
+    "console": set(),
+    "lab": set(),  # talks to the controller over the network only
+    "bench": {"model", "compile", "openflow", "control", "lab"},
+    "cli": {"console", "serve", "lab", "bench"},
+    "demo": {"cli", "console", "lab"},
+    "__main__": {"cli"},
+    "__init__": set(),
+}
+
+
+def _imports() -> dict[str, set[str]]:
+    root = Path(vtap.__file__).parent
+    found: dict[str, set[str]] = {}
+    for path in root.rglob("*.py"):
+        layer = path.relative_to(root).parts[0].removesuffix(".py")
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            elif isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            else:
+                continue
+            for name in names:
+                parts = name.split(".")
+                if parts[0] == "vtap":
+                    target = parts[1] if len(parts) > 1 else "__init__"
+                    if target != layer:
+                        found.setdefault(layer, set()).add(f"{target} ({path.relative_to(root)})")
+    return found
+
+
+def test_every_package_imports_only_what_the_layer_rule_allows():
+    bad = []
+    for layer, targets in sorted(_imports().items()):
+        assert layer in ALLOWED, f"{layer} is not in the layer rule"
+        bad += [f"{layer} -> {t}" for t in sorted(targets) if t.split(" ")[0] not in ALLOWED[layer]]
+    assert bad == []
+
+
+def test_the_pure_layers_use_no_clock_socket_or_file():
+    root = Path(vtap.__file__).parent
+    for layer in ("model", "compile"):
+        for path in (root / layer).rglob("*.py"):
+            text = path.read_text()
+            for word in ("import time", "import socket", "import asyncio", "open(", "datetime"):
+                assert word not in text, f"{path.relative_to(root)} uses {word!r}"
