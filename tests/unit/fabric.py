@@ -2,17 +2,27 @@
 
 Packets are dicts of OXM field values. Semantics follow OpenFlow 1.3 as vtap uses it:
 highest-priority match per table, apply-actions in order, goto-table, table-miss drops.
+Like Faucet's fakeoftable it is strict: what a real switch would reject, or what would
+make a lookup ambiguous, fails the test instead of passing silently.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import struct
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+
+from os_ken.ofproto import ofproto_parser
+from os_ken.ofproto import ofproto_v1_3 as ofp
+from os_ken.ofproto import ofproto_v1_3_parser as parser
 
 from vtap.lab.topos import VtapTopo, host_params
 from vtap.model.network import OFPP_CONTROLLER, Device, Host, Link, Port
 from vtap.model.rules import FlowRule, GroupAction, GroupRule, Output, PopVlan, PushVlan, SetField, SwitchRules
 from vtap.model.view import NetworkView
+from vtap.openflow import translate
+from vtap.openflow.translate import PROTOCOL
 
 
 def view_from_topo(topo: VtapTopo, *, hosts_known: bool = True, down: set[tuple[int, int]] = frozenset()) -> NetworkView:
@@ -94,25 +104,85 @@ def _fields(pkt: dict, in_port: int) -> dict:
 
 
 class Fabric:
-    """Switches hold flows (and groups); frames hop over the view's links."""
+    """Switches hold flows (and groups); frames hop over the view's links.
 
-    def __init__(self, view: NetworkView, rules: dict):
+    Rules a switch would refuse fail when the fabric is built: a goto that does not go
+    to a later table (OpenFlow's OFPBIC_BAD_TABLE_ID; here it would loop), a group id
+    defined twice (OFPGMFC_GROUP_EXISTS), a group action to a group that does not exist
+    (OFPBAC_BAD_OUT_GROUP), and two different flows under one key (table, priority,
+    match), where a switch would silently keep only the last one written.
+    """
+
+    def __init__(self, view: NetworkView, rules: Mapping[int, SwitchRules | Iterable[FlowRule]]):
         self.view = view
-        self.rules = {d: (r.flows if isinstance(r, SwitchRules) else r) for d, r in rules.items()}
-        self.groups: dict[int, dict[int, GroupRule]] = {
-            d: {g.group_id: g for g in r.groups} for d, r in rules.items() if isinstance(r, SwitchRules)
-        }
+        self.tables: dict[int, dict[int, list[FlowRule]]] = {}
+        self.groups: dict[int, dict[int, GroupRule]] = {}
+        for d, r in rules.items():
+            self._install(d, *((r.flows, r.groups) if isinstance(r, SwitchRules) else (r, ())))
         self.peer = {(l.src_dpid, l.src_port): (l.dst_dpid, l.dst_port) for l in view.links}
 
+    @classmethod
+    def from_messages(cls, view: NetworkView, messages: Mapping[int, Sequence[ofproto_parser.MsgBase]]) -> Fabric:
+        """The fabric after each switch took these FlowMod and GroupMod adds (as translate.py
+        writes them) into empty tables: each message is serialized and read back from its
+        bytes into rule values with translate.py's readers, so the message path is tested
+        without OVS."""
+        fab = cls(view, {})
+        for d, msgs in messages.items():
+            flows: list[FlowRule] = []
+            groups: list[GroupRule] = []
+            for msg in msgs:
+                msg.set_xid(0)
+                msg.serialize()
+                buf = bytes(msg.buf)
+                msg_type = ofproto_parser.header(buf)[1]
+                if msg_type == ofp.OFPT_FLOW_MOD:
+                    flows.append(_flow_from_wire(buf))
+                elif msg_type == ofp.OFPT_GROUP_MOD:
+                    groups.append(_group_from_wire(buf))
+                else:
+                    raise ValueError(f"switch {d:016x}: only flow and group adds are modelled, not {type(msg).__name__}")
+            fab._install(d, flows, groups)
+        return fab
+
+    def _install(self, d: int, flows: Iterable[FlowRule], groups: Iterable[GroupRule]) -> None:
+        """Give switch `d` these flows and groups, refusing what the class docstring lists."""
+        by_id: dict[int, GroupRule] = {}
+        for g in groups:
+            if g.group_id in by_id:
+                raise AssertionError(f"switch {d:016x}: group id {g.group_id:#x} defined twice: {by_id[g.group_id]} / {g}")
+            by_id[g.group_id] = g
+        by_key: dict[tuple, FlowRule] = {}
+        for f in flows:
+            if f.goto is not None and f.goto <= f.table:
+                raise AssertionError(f"switch {d:016x} table {f.table}: goto must go to a later table: {f}")
+            if by_key.setdefault(f.key, f) != f:
+                raise AssertionError(f"switch {d:016x} table {f.table}: two flows under one key: {by_key[f.key]} / {f}")
+        users = [(str(f), f.actions) for f in by_key.values()] + [(str(g), b.actions) for g in by_id.values() for b in g.buckets]
+        for user, actions in users:
+            for a in actions:
+                if isinstance(a, GroupAction) and a.group_id not in by_id:
+                    raise AssertionError(f"switch {d:016x}: group {a.group_id:#x} does not exist, used by {user}")
+        tables: dict[int, list[FlowRule]] = {}
+        for f in by_key.values():
+            tables.setdefault(f.table, []).append(f)
+        self.tables[d] = tables
+        self.groups[d] = by_id
+
     def lookup(self, dpid: int, table: int, pkt: dict) -> FlowRule | None:
-        best = None
-        for rule in self.rules[dpid]:
-            if rule.table != table:
-                continue
-            if all(name in pkt and _matches(value, pkt[name]) for name, value in rule.match):
-                if best is None or rule.priority > best.priority:
-                    best = rule
-        return best
+        """The entry `pkt` meets in `table`. Two entries of the highest matching priority
+        fail: a switch may apply either, and compile/regions.py promises overlapping
+        regions differ in priority (their intersection being a region of its own)."""
+        hits = [r for r in self.tables.get(dpid, {}).get(table, ())
+                if all(name in pkt and _matches(value, pkt[name]) for name, value in r.match)]
+        if not hits:
+            return None
+        best = max(r.priority for r in hits)
+        top = [r for r in hits if r.priority == best]
+        if len(top) > 1:
+            rules = " / ".join(sorted(map(str, top)))
+            raise AssertionError(f"switch {dpid:016x} table {table}: {pkt} matches {len(top)} flows of priority {best}: {rules}")
+        return top[0]
 
     def inject(self, dpid: int, in_port: int, pkt: dict, max_hops: int = 64) -> Trace:
         trace = Trace()
@@ -153,3 +223,25 @@ class Fabric:
             elif isinstance(action, SetField):
                 frame = set_field(frame, action.field, action.value)
         return frame
+
+
+def _flow_from_wire(buf: bytes) -> FlowRule:
+    """A FlowMod add as os-ken parses it, read as the flow stats the reconciler reads."""
+    mod = ofproto_parser.msg(PROTOCOL, *ofproto_parser.header(buf), buf)
+    if mod.command != ofp.OFPFC_ADD:
+        raise ValueError(f"only flow adds are modelled, not command {mod.command}")
+    return translate.flow_from_stats(parser.OFPFlowStats(
+        table_id=mod.table_id, priority=mod.priority, cookie=mod.cookie, match=mod.match, instructions=mod.instructions))
+
+
+def _group_from_wire(buf: bytes) -> GroupRule:
+    """A GroupMod add read as the group description the reconciler reads (os-ken has no
+    GroupMod parser: the header is unpacked here, the buckets by os-ken)."""
+    command, type_, group_id = struct.unpack_from(ofp.OFP_GROUP_MOD_PACK_STR, buf, ofp.OFP_HEADER_SIZE)
+    if command != ofp.OFPGC_ADD:
+        raise ValueError(f"only group adds are modelled, not command {command}")
+    buckets, offset = [], ofp.OFP_GROUP_MOD_SIZE
+    while offset < len(buf):
+        buckets.append(parser.OFPBucket.parser(buf, offset))
+        offset += buckets[-1].len
+    return translate.group_from_desc(parser.OFPGroupDescStats(type_=type_, group_id=group_id, buckets=buckets))

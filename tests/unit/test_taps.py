@@ -235,3 +235,29 @@ def test_rules_of_a_rewrite_policy_hold_no_copy_vlan_rules():
                                tap(2, src_ip=ip(2), monitor_ip=ip(5))])
     mine = comp.rules_of(1)
     assert mine and not any(dict(f.match).get("vlan_vid") for r in mine.values() for f in r.flows)
+
+
+def test_rewrite_recovery_rules_that_meet_at_the_monitor_are_unambiguous():
+    """Found by the strict fake switch: recovery matches lose the tap point's in_port and
+    take the monitor's address, so they can coincide (one policy, both directions) or
+    overlap at one priority (two policies). Closed under intersection, each region
+    restores only what every recovery containing it agrees on."""
+    view = view_from_topo(parse_topo("linear,4"))
+    both = tap(1, dst_mac=mac(3), direction="both", transport="rewrite", monitor_ip=ip(4))
+    desired, _ = compile_network(view, [both])
+    fab = Fabric(view, desired)  # strict: no two flows with one key
+    pkt = udp(3, 1)  # the reverse direction pins no destination: the copy keeps the monitor's MAC
+    trace = send(fab, 3, pkt)
+    assert [clean(f) for f in at(fab, 1, trace)] == [pkt]
+    assert [clean(f) for f in at(fab, 4, trace)] == [{**pkt, "eth_dst": mac(4)}]
+
+    two = [tap(1, src_mac=mac(1), transport="rewrite", monitor_ip=ip(4)),
+           tap(2, dst_ip=ip(3), transport="rewrite", monitor_ip=ip(4))]
+    desired, _ = compile_network(view, two)
+    fab = Fabric(view, desired)
+    real = udp(1, 4)  # h1's own traffic to the monitor (and its copy) meet both recoveries: one rule wins, by priority
+    assert [clean(f) for f in at(fab, 4, send(fab, 1, real))] == [real, real]
+    copied = udp(1, 3)  # both policies: one copy (one monitor), its destination never lost
+    trace = send(fab, 1, copied)
+    assert [clean(f) for f in at(fab, 3, trace)] == [copied]
+    assert [clean(f)["ipv4_dst"] for f in at(fab, 4, trace)] == [ip(3)]

@@ -1,4 +1,5 @@
-"""REST API over the controller's global view. Read-only for now: devices, links, hosts.
+"""REST API over the controller's global view (devices, links, hosts, topology) and health;
+the TAP policies and the UI's event stream are routers of their own.
 
 JSON field names are snake_case; datapath ids are strings of 16 hex digits.
 """

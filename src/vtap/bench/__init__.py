@@ -1,1 +1,2 @@
-"""`vtap bench`: the seed's evaluation on this machine, and the control plane at scale."""
+"""`vtap bench`: the seed's evaluation on this machine (`dataplane`), the control plane at
+scale (`controlplane`), and bring-up and flow-mod intake (`foundation`)."""

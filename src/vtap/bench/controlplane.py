@@ -15,7 +15,7 @@
 
 Policies: distinct (source host, destination host, UDP destination port) triples, each
 copied to a third host, so that no two overlap. Prints Markdown; writes
-bench/results/taps.json.
+bench/results/controlplane.json and .md (controlplane-one-bridge with --one-bridge).
 """
 
 from __future__ import annotations

@@ -263,6 +263,7 @@ def _regions_groups_recovery(
     monitor_of = {tap_id: view.hosts[mac] for tap_id, mac in comp.monitors.items()}
     flows: dict[int, set[FlowRule]] = {}
     groups: dict[int, set[GroupRule]] = {}
+    recovery: dict[int, list[tuple[Region, frozenset[SetField], str, frozenset[int]]]] = {}
     for dpid, matches in sorted(per_switch.items()):
         try:
             regions = closure(matches)
@@ -294,9 +295,9 @@ def _regions_groups_recovery(
                 tap, monitor = taps_by_id[tap_id], monitor_of[tap_id]
                 if tap.spec.transport != "rewrite" or monitor.dpid == dpid or _bucket_owner(ids, monitor_of, monitor.mac) != tap_id:
                     continue
-                rule = _recovery(r, tap.spec, monitor)
-                comp.cookie_owners[rule.cookie] = comp.cookie_owners.get(rule.cookie, frozenset()) | ids
-                flows.setdefault(monitor.dpid, set()).add(rule)
+                rr, restore = _recovery(r, tap.spec, monitor)
+                recovery.setdefault(monitor.dpid, []).append((rr, restore, monitor.mac, frozenset(ids)))
+    _recovery_rules(view, recovery, comp, flows)
     return flows, groups
 
 
@@ -395,11 +396,12 @@ def _buckets(view: NetworkView, dpid: int, ids: list[int], taps_by_id: dict[int,
     return tuple(sorted(buckets, key=repr))
 
 
-def _recovery(r: Region, spec: TapSpec, monitor: Host) -> FlowRule:
-    """The seed's recovery rule: at the monitor's edge, a copy addressed to the monitor
-    gets its original destination back. Only fields the region pins exactly can be restored."""
+def _recovery(r: Region, spec: TapSpec, monitor: Host) -> tuple[Region, frozenset[SetField]]:
+    """The seed's recovery rule for one tap region: the match of its copies at the
+    monitor's edge (addressed to the monitor) and the fields that give them their original
+    destination back. Only fields the region pins exactly can be restored."""
     d = {f: (v, p) for f, v, p in r if f != "in_port"}
-    restore: list[Action] = []
+    restore: list[SetField] = []
     if "eth_dst" in d and d["eth_dst"][1] == 48:
         restore.append(SetField("eth_dst", _int_mac(d["eth_dst"][0])))
     d["eth_dst"] = (_mac_int(monitor.mac), 48)
@@ -413,9 +415,39 @@ def _recovery(r: Region, spec: TapSpec, monitor: Host) -> FlowRule:
         ip = _monitor_ip(spec, monitor)
         if ip:
             d[key] = (int(ipaddress.ip_address(ip)), WIDTHS[key])
-    rr = region(d)
-    return FlowRule(TABLE_FORWARD, PRIO_RECOVERY_BASE + specificity(rr), _region_to_match(rr), (*restore, Output(monitor.port)), None,
-                    cookie(Owner.TAP, _stable_id(repr(rr))))
+    return region(d), frozenset(restore)
+
+
+def _recovery_rules(view: NetworkView, wanted: dict[int, list[tuple[Region, frozenset[SetField], str, frozenset[int]]]],
+                    comp: TapCompilation, flows: dict[int, set[FlowRule]]) -> None:
+    """The recovery rules of each monitor's edge switch, made unambiguous.
+
+    Recovery matches lose the tap point's `in_port` and have their destination replaced
+    by the monitor's, so matches from different regions, policies and switches meet at
+    the monitor's switch and may coincide or overlap. They are closed under intersection,
+    as tap regions are: each region restores only the fields that every recovery
+    containing it agrees on, so no copy is ever "restored" to a destination that one of
+    the policies it matches did not have (a copy they disagree about keeps the monitor's
+    address)."""
+    for dpid, entries in sorted(wanted.items()):
+        matches: dict[Region, set[int]] = {}
+        for i, (rr, _, _, _) in enumerate(entries):
+            matches.setdefault(rr, set()).add(i)
+        try:
+            regions = closure(matches)
+        except OverflowError as exc:
+            for _, _, _, ids in entries:
+                for tap_id in ids:
+                    comp.states[tap_id] = TapState(PolicyState.ERROR, str(exc))
+            continue
+        for r, idx in owners(regions, matches).items():
+            restore = frozenset.intersection(*(entries[i][1] for i in idx))
+            port = view.hosts[entries[min(idx)][2]].port  # one monitor per region: its MAC is pinned
+            ids = frozenset().union(*(entries[i][3] for i in idx))
+            rule = FlowRule(TABLE_FORWARD, PRIO_RECOVERY_BASE + specificity(r), _region_to_match(r),
+                            (*sorted(restore, key=lambda a: a.field), Output(port)), None, cookie(Owner.TAP, _stable_id(repr(r))))
+            comp.cookie_owners[rule.cookie] = comp.cookie_owners.get(rule.cookie, frozenset()) | ids
+            flows.setdefault(dpid, set()).add(rule)
 
 
 def _allocate_group(buckets: tuple[Bucket, ...], taken: set[int]) -> int:
