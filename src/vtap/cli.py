@@ -34,6 +34,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 lldp_interval=args.lldp_interval,
                 host_timeout=args.host_timeout,
                 packet_in_rate=args.packet_in_rate,
+                max_hosts_per_port=args.max_hosts_per_port,
+                of_tls=(args.of_tls_cert, args.of_tls_key, args.of_tls_ca),
             )
         )
     except StartupError as exc:
@@ -49,7 +51,7 @@ def cmd_lab(args: argparse.Namespace) -> int:
     if api is None:
         host = args.controller.rpartition(":")[0] or "127.0.0.1"
         api = f"http://{host}:8080"
-    return lab(args.topo, args.controller, args.run, None if args.no_wait else api, args.ready_timeout)
+    return lab(args.topo, args.controller, args.run, None if args.no_wait else api, args.ready_timeout, args.of_tls)
 
 
 def _get(api: str, path: str):
@@ -236,7 +238,10 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("serve", help="run the controller (OpenFlow 1.3 + REST API)")
-    s.add_argument("--of-host", default="0.0.0.0", help="address for OpenFlow switches (default 0.0.0.0)")
+    s.add_argument("--of-host", default="127.0.0.1", help="address for OpenFlow switches (default 127.0.0.1)")
+    s.add_argument("--of-tls-cert", default=None, help="OpenFlow over TLS: the controller's certificate (PEM)")
+    s.add_argument("--of-tls-key", default=None, help="OpenFlow over TLS: its private key (PEM)")
+    s.add_argument("--of-tls-ca", default=None, help="OpenFlow over TLS: the CA that signs switch certificates (PEM)")
     s.add_argument("--of-port", type=int, default=6653, help="OpenFlow port (default 6653)")
     s.add_argument("--api-host", default="127.0.0.1", help="address of the REST API (default 127.0.0.1)")
     s.add_argument("--api-port", type=int, default=8080, help="REST API port (default 8080)")
@@ -246,6 +251,8 @@ def parser() -> argparse.ArgumentParser:
                    help="forget hosts silent this many seconds, and their rules (default 3600; 0: never)")
     s.add_argument("--packet-in-rate", type=int, default=1000,
                    help="cap on frames per second each switch sends up for hosts (ARP, unknown); 0: no cap (default 1000)")
+    s.add_argument("--max-hosts-per-port", type=int, default=32,
+                   help="MACs learned per edge port at most; more are refused and counted (default 32; 0: no cap)")
     s.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     s.set_defaults(func=cmd_serve)
 
@@ -256,6 +263,8 @@ def parser() -> argparse.ArgumentParser:
     l.add_argument("--no-wait", action="store_true", help="do not wait for the controller to see the topology")
     l.add_argument("--ready-timeout", type=float, default=60.0, help="seconds to wait for the controller (default 60)")
     l.add_argument("--run", default=None, help="run this command (e.g. pingall) and exit with its status")
+    l.add_argument("--of-tls", metavar="PKI_DIR", default=None,
+                   help="OpenFlow over TLS with certificates from ovs-pki in PKI_DIR (made there if missing)")
     l.set_defaults(func=cmd_lab)
 
     tp = sub.add_parser("tap", help="manage TAP policies")

@@ -7,6 +7,7 @@ import contextlib
 import logging
 import signal
 import socket
+import ssl
 from pathlib import Path
 
 import sqlite3
@@ -37,6 +38,25 @@ def _listen(host: str, port: int, flag: str) -> socket.socket:
     return sock
 
 
+def _of_tls_context(cert: str | None, key: str | None, ca: str | None) -> ssl.SSLContext | None:
+    """TLS for OpenFlow: the controller's certificate, and switches must show one signed by `ca`."""
+    given = {"--of-tls-cert": cert, "--of-tls-key": key, "--of-tls-ca": ca}
+    if not any(given.values()):
+        return None
+    missing = [flag for flag, value in given.items() if not value]
+    if missing:
+        raise StartupError(f"OpenFlow over TLS needs {', '.join(missing)} too")
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.verify_mode = ssl.CERT_REQUIRED
+    for flag, load in (("--of-tls-cert", lambda: ctx.load_cert_chain(cert, key)), ("--of-tls-ca", lambda: ctx.load_verify_locations(ca))):
+        try:
+            load()
+        except (OSError, ssl.SSLError) as exc:
+            raise StartupError(f"{flag}: {exc}") from None
+    return ctx
+
+
 class _ApiServer(uvicorn.Server):
     """uvicorn without its own signal handling: `serve` owns SIGTERM/SIGINT."""
 
@@ -58,6 +78,8 @@ async def serve(
     lldp_interval: float = 1.0,
     host_timeout: float = 3600.0,
     packet_in_rate: int = 1000,
+    max_hosts_per_port: int = 32,
+    of_tls: tuple[str | None, str | None, str | None] = (None, None, None),
 ) -> None:
     if Path(state_dir).exists() and not Path(state_dir).is_dir():
         raise StartupError(f"--state-dir {state_dir}: exists and is not a directory")
@@ -65,10 +87,12 @@ async def serve(
         store = Store(state_dir)
     except (OSError, sqlite3.Error) as exc:
         raise StartupError(f"--state-dir {state_dir}: {exc}") from None
+    of_ssl = _of_tls_context(*of_tls)
     of_sock = _listen(of_host, of_port, "--of-port")
     api_sock = _listen(api_host, api_port, "--api-port")
-    ctl = Controller(store, lldp_interval=lldp_interval, host_timeout=host_timeout, packet_in_rate=packet_in_rate)
-    of_server = OpenFlowServer(ctl, of_host, of_port, sock=of_sock)
+    ctl = Controller(store, lldp_interval=lldp_interval, host_timeout=host_timeout, packet_in_rate=packet_in_rate,
+                     max_hosts_per_port=max_hosts_per_port)
+    of_server = OpenFlowServer(ctl, of_host, of_port, sock=of_sock, ssl=of_ssl)
     api = _ApiServer(uvicorn.Config(create_app(ctl), log_level="warning", lifespan="off"))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

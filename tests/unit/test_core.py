@@ -102,3 +102,81 @@ def test_tap_counters_add_up_per_policy():
     core.compile()
     (cookie,) = core.compilation.cookie_owners
     assert core.tap_counters([(cookie, 7, 700), (cookie, 1, 100), (12345, 9, 9)]) == {1: {"packets": 8, "bytes": 800}}
+
+
+def _garp(mac: str, ip: str) -> bytes:
+    pkt = packet.Packet()
+    pkt.add_protocol(ethernet.ethernet(dst="ff:ff:ff:ff:ff:ff", src=mac, ethertype=0x0806))
+    pkt.add_protocol(arp.arp(opcode=arp.ARP_REQUEST, src_mac=mac, src_ip=ip, dst_mac="00:00:00:00:00:00", dst_ip=ip))
+    pkt.serialize()
+    return bytes(pkt.data)
+
+
+def test_only_this_controllers_lldp_of_a_live_round_makes_a_link():
+    from vtap.control.discovery import lldp_frame, parse_lldp
+
+    core = core_for("linear,3")
+    core.lldp = type(core.lldp)(b"k" * 32)
+    core.new_lldp_round(b"1" * 8)
+    core.set_tap(Tap(id=1, spec=TapSpec(name="t", src_ip="10.0.0.1", dst_ip="10.0.0.3", monitor_ip="10.0.0.2")))
+    core.compile()
+    links = core.links.links()
+    s1 = core.devices[1]
+    forged = parse_lldp(lldp_frame(1, 1, "02:00:00:00:00:01", b"x" * 32, b"1" * 8))  # h1's port, claimed by a host
+    assert core.lldp_in(3, 1, forged, 1.0) == (False, [], "forged")
+    real = parse_lldp(core.lldp_frame(1, s1.ports[0]))
+    assert core.lldp_in(1, s1.ports[0].port_no, real, 1.0) == (False, [], "loop")  # reflected into its own port
+    assert core.lldp_in(2, 1, real, 1.0) == (False, [], "host port")  # onto h2's port: h2 is the monitor
+    core.new_lldp_round(b"2" * 8)
+    core.new_lldp_round(b"3" * 8)
+    assert core.lldp_in(3, 1, real, 1.0) == (False, [], "replayed")
+    assert core.links.links() == links and core.view().hosts["00:00:00:00:00:03"].port == 1
+    assert core.lldp_refused == {"forged": 1, "replayed": 1, "host port": 1, "loop": 1}
+    # Hosts are never handed a fresh proof: no LLDP out of a port with a known host.
+    assert 1 not in [p.port_no for p in core.lldp_ports(1)] and 2 in [p.port_no for p in core.lldp_ports(1)]
+
+
+def test_a_claim_on_a_monitors_address_is_held_reported_and_moves_only_when_the_owner_is_gone():
+    core = core_for("linear,3")
+    core.set_tap(Tap(id=1, spec=TapSpec(name="t", src_ip="10.0.0.1", dst_ip="10.0.0.3", monitor_ip="10.0.0.2")))
+    core.compile()
+    monitor = core.hosts.hosts["00:00:00:00:00:02"]
+    core.hosts.hosts[monitor.mac] = type(monitor)(monitor.mac, monitor.ips, monitor.dpid, monitor.port, 10.0)
+    outcome = core.frame_arrived(3, 1, _garp("00:00:00:00:00:03", "10.0.0.2"), now=11.0)  # h3 claims the monitor's IP
+    assert outcome.outs == () and "10.0.0.2 claimed by 00:00:00:00:00:03" in outcome.log
+    core.compile()
+    status = core.tap_status(1, in_sync(core))
+    assert status.state == PolicyState.DEGRADED and "identity conflict" in status.reason
+    assert core.view().host_by_ip("10.0.0.2").mac == monitor.mac  # proxy ARP still answers with the monitor's MAC
+    assert "10.0.0.2" in core.probes_due(100.0)  # the owner is asked
+    # The owner answers (its probe reply is learned): the claim stays held.
+    core.frame_arrived(2, 1, _garp(monitor.mac, "10.0.0.2"), now=12.0)
+    assert core.conflicts_due(20.0) == ([], False) and "10.0.0.2" in core.conflicts
+    # Claims stop: forgotten after a while, and the policy is active again.
+    moved, changed = core.conflicts_due(11.0 + 31.0)
+    assert moved == [] and changed and core.conflicts == {}
+    core.compile()
+    assert core.tap_status(1, in_sync(core)).state == PolicyState.ACTIVE
+    # A claim whose owner stays silent moves after the grace period.
+    core.frame_arrived(3, 1, _garp("00:00:00:00:00:03", "10.0.0.2"), now=50.0)
+    moved, changed = core.conflicts_due(54.0)
+    assert [c.claim.address for c in moved] == ["10.0.0.2"] and core.view().host_by_ip("10.0.0.2").mac == "00:00:00:00:00:03"
+
+
+def test_the_operator_can_confirm_a_held_move():
+    core = core_for("linear,3")
+    core.set_tap(Tap(id=1, spec=TapSpec(name="t", src_ip="10.0.0.1", dst_ip="10.0.0.3", monitor_mac="00:00:00:00:00:02")))
+    core.compile()
+    core.frame_arrived(3, 1, _garp("00:00:00:00:00:02", "10.0.0.2"), now=1.0)  # the monitor's MAC on h3's port
+    assert "00:00:00:00:00:02" in core.conflicts
+    assert [c.claim.address for c in core.confirm_move("00:00:00:00:00:02", 2.0)] == ["00:00:00:00:00:02"]
+    assert (core.view().hosts["00:00:00:00:00:02"].dpid, core.view().hosts["00:00:00:00:00:02"].port) == (3, 1)
+
+
+def test_a_mac_flood_is_capped_per_port_and_logged_once_a_minute():
+    core = core_for("linear,3")
+    core.hosts.max_per_port = 4
+    logs = [core.frame_arrived(1, 1, _garp(f"00:00:00:00:ab:{i:02x}", f"10.9.0.{i}"), now=i * 0.01).log for i in range(100)]
+    assert core.hosts.count_at(1, 1) == 4 and core.hosts.refused == {(1, 1): 97}  # h1 + 3 new
+    assert sum(1 for line in logs if line) == 1
+    assert core.frame_arrived(1, 1, _garp("00:00:00:00:ac:01", "10.9.1.1"), now=61.0).log

@@ -2,20 +2,38 @@
 
 from __future__ import annotations
 
-from os_ken.lib.packet import arp, ethernet, packet
+from os_ken.lib.packet import arp, ethernet, lldp, packet
 
 from tests.unit.fabric import view_from_topo
 from vtap.control import relay
-from vtap.control.discovery import LinkTable, lldp_frame, parse_lldp
+from vtap.control.discovery import LinkTable, LldpRounds, lldp_frame, parse_lldp
 from vtap.control.hosts import HostTable
 from vtap.lab.topos import parse_topo
 from vtap.model.network import Link
 
 
-def test_lldp_roundtrip():
-    frame = lldp_frame(0x0300_0001, 7, "02:00:00:00:00:01")
-    assert parse_lldp(frame) == (0x03000001, 7)
+def test_lldp_roundtrip_and_its_proof():
+    rounds = LldpRounds(b"k" * 32)
+    rounds.new_round(b"1" * 8)
+    claim = parse_lldp(lldp_frame(0x0300_0001, 7, "02:00:00:00:00:01", rounds.key, rounds.nonce))
+    assert (claim.dpid, claim.port) == (0x03000001, 7) and rounds.judge(claim) is None
     assert parse_lldp(b"\x00" * 60) is None
+    rounds.new_round(b"2" * 8)
+    assert rounds.judge(claim) is None  # the round before: still in flight
+    rounds.new_round(b"3" * 8)
+    assert rounds.judge(claim) == "replayed"
+    other_key = parse_lldp(lldp_frame(0x0300_0001, 7, "02:00:00:00:00:01", b"x" * 32, rounds.nonce))
+    assert rounds.judge(other_key) == "forged"
+    genuine = lldp_frame(1, 7, "02:00:00:00:00:01", rounds.key, rounds.nonce)
+    other_port = genuine.replace(b"\x04\x02\x027", b"\x04\x02\x028")  # the port id TLV, with its proof kept
+    assert parse_lldp(other_port).port == 8 and rounds.judge(parse_lldp(other_port)) == "forged"
+    bare = lldp.lldp((lldp.ChassisID(subtype=7, chassis_id=b"dpid:%016x" % 1), lldp.PortID(subtype=2, port_id=b"7"),
+                      lldp.TTL(ttl=120), lldp.End()))
+    pkt = packet.Packet()
+    pkt.add_protocol(ethernet.ethernet(dst=lldp.LLDP_MAC_NEAREST_BRIDGE, src="00:00:00:00:00:01", ethertype=0x88CC))
+    pkt.add_protocol(bare)
+    pkt.serialize()
+    assert rounds.judge(parse_lldp(bytes(pkt.data))) == "forged"  # the old, unproven format
 
 
 def test_links_expire_and_drop_with_their_port():
@@ -30,13 +48,13 @@ def test_links_expire_and_drop_with_their_port():
 
 def test_hosts_learn_move_and_take_over_ips():
     t = HostTable()
-    assert t.learn("00:00:00:00:00:01", 1, 1, ("10.0.0.1",), 0.0)
-    assert not t.learn("00:00:00:00:00:01", 1, 1, ("10.0.0.1",), 1.0)
-    assert t.learn("00:00:00:00:00:01", 2, 3, (), 2.0)  # moved
+    assert t.learn("00:00:00:00:00:01", 1, 1, ("10.0.0.1",), 0.0).changed
+    assert not t.learn("00:00:00:00:00:01", 1, 1, ("10.0.0.1",), 1.0).changed
+    assert t.learn("00:00:00:00:00:01", 2, 3, (), 2.0).changed  # moved
     assert (t.hosts["00:00:00:00:00:01"].dpid, t.hosts["00:00:00:00:00:01"].port) == (2, 3)
-    assert t.learn("00:00:00:00:00:02", 1, 2, ("10.0.0.1",), 3.0)  # IP moves to a new MAC
+    assert t.learn("00:00:00:00:00:02", 1, 2, ("10.0.0.1",), 3.0).changed  # IP moves to a new MAC
     assert t.hosts["00:00:00:00:00:01"].ips == ()
-    assert not t.learn("ff:ff:ff:ff:ff:ff", 1, 1, (), 0.0)
+    assert not t.learn("ff:ff:ff:ff:ff:ff", 1, 1, (), 0.0).changed
 
 
 def _arp_request(src_mac, src_ip, dst_ip) -> bytes:
@@ -109,11 +127,11 @@ def test_a_port_that_faced_a_switch_keeps_facing_it_until_it_goes_down():
 
 def test_a_host_is_known_by_every_address_it_uses():
     t = HostTable()
-    assert t.learn("00:00:00:00:00:10", 1, 1, ("fe80::200:ff:fe00:10",), 0.0)
-    assert t.learn("00:00:00:00:00:10", 1, 1, ("10.0.0.16",), 1.0)  # its first ARP reply
-    assert t.learn("00:00:00:00:00:10", 1, 1, ("fe80::200:ff:fe00:10", "fc00::16"), 2.0)
+    assert t.learn("00:00:00:00:00:10", 1, 1, ("fe80::200:ff:fe00:10",), 0.0).changed
+    assert t.learn("00:00:00:00:00:10", 1, 1, ("10.0.0.16",), 1.0).changed  # its first ARP reply
+    assert t.learn("00:00:00:00:00:10", 1, 1, ("fe80::200:ff:fe00:10", "fc00::16"), 2.0).changed
     assert t.hosts["00:00:00:00:00:10"].ips == ("10.0.0.16", "fc00::16", "fe80::200:ff:fe00:10")
-    assert not t.learn("00:00:00:00:00:10", 1, 1, ("fc00::16",), 3.0)
+    assert not t.learn("00:00:00:00:00:10", 1, 1, ("fc00::16",), 3.0).changed
 
 
 def _ipv6_frame(src_mac, dst_mac, src_ip, dst_ip, icmp) -> bytes:
@@ -221,3 +239,30 @@ def test_probes_back_off_while_wanted_and_restart_when_wanted_again():
     taps = [Tap(id=1, spec=TapSpec(name="a", src_ip="10.0.0.1", dst_ip="10.0.0.0/24", monitor_ip="fc00::9")),
             Tap(id=2, spec=TapSpec(name="b", src_ip="10.0.0.2", monitor_ip="10.0.0.3", enabled=False))]
     assert named_addresses(taps) == {"10.0.0.1", "fc00::9"}
+
+
+def test_addresses_and_macs_a_policy_pins_are_held_against_claims():
+    t = HostTable()
+    t.learn("00:00:00:00:00:09", 1, 1, ("10.0.0.9",), 0.0)
+    pins = dict(pinned_ips=frozenset({"10.0.0.9"}), pinned_macs=frozenset({"00:00:00:00:00:09"}))
+    seen = t.learn("00:00:00:00:00:66", 2, 1, ("10.0.0.9",), 1.0, **pins)  # gratuitous ARP for the monitor's IP
+    assert [c.address for c in seen.held] == ["10.0.0.9"] and seen.held[0].owner == "00:00:00:00:00:09"
+    assert t.hosts["00:00:00:00:00:09"].ips == ("10.0.0.9",) and t.hosts["00:00:00:00:00:66"].ips == ()
+    seen = t.learn("00:00:00:00:00:09", 2, 1, (), 2.0, **pins)  # the monitor's MAC from another port
+    assert [c.address for c in seen.held] == ["00:00:00:00:00:09"]
+    assert (t.hosts["00:00:00:00:00:09"].dpid, t.hosts["00:00:00:00:00:09"].port) == (1, 1)
+    t.move(seen.held[0], 3.0)  # once the owner is gone, or the operator says so
+    assert (t.hosts["00:00:00:00:00:09"].dpid, t.hosts["00:00:00:00:00:09"].port) == (2, 1)
+    # Addresses nobody pins move as before.
+    assert t.learn("00:00:00:00:00:77", 2, 2, ("10.0.0.9",), 4.0).changed
+    assert t.hosts["00:00:00:00:00:77"].ips == ("10.0.0.9",)
+
+
+def test_a_port_learns_at_most_its_cap_of_macs():
+    t = HostTable(max_per_port=3)
+    results = [t.learn(f"00:00:00:00:01:{i:02x}", 1, 1, (), 0.0) for i in range(10)]
+    assert [r.changed for r in results] == [True] * 3 + [False] * 7
+    assert [r.refused for r in results] == [False] * 3 + [True] * 7
+    assert t.count_at(1, 1) == 3 and t.refused == {(1, 1): 7}
+    assert t.learn("00:00:00:00:01:00", 1, 1, ("10.0.0.1",), 1.0).changed  # known MACs still update
+    assert t.learn("00:00:00:00:02:00", 1, 2, (), 1.0).changed  # other ports have their own cap

@@ -11,16 +11,16 @@ from datetime import datetime, timezone
 
 from pathlib import Path
 
-from fastapi import FastAPI
+from fastapi import FastAPI, HTTPException
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from vtap import __version__
 from vtap.api.events import router as events_router
 from vtap.api.taps import router as taps_router
 from vtap.control.controller import Controller
-from vtap.model.network import dpid_str
+from vtap.model.network import Port, dpid_str, normalize_mac
 from vtap.model.view import NetworkView
 
 
@@ -29,6 +29,8 @@ class PortOut(BaseModel):
     name: str
     hw_addr: str
     up: bool
+    role: str = Field(description="`link`: an inter-switch port proven by authenticated LLDP; `edge`: faces hosts; `down`")
+    refused_macs: int = Field(description="MACs refused on this port beyond --max-hosts-per-port")
 
 
 class DeviceOut(BaseModel):
@@ -60,6 +62,21 @@ class TopologyOut(BaseModel):
     hosts: list[HostOut]
 
 
+class ConfirmOut(BaseModel):
+    mac: str
+    applied: int
+
+
+class ConflictOut(BaseModel):
+    address: str
+    owner: str
+    claimant: str
+    dpid: str
+    port: int
+    since: str
+    reason: str
+
+
 class HealthOut(BaseModel):
     status: str
     version: str
@@ -70,6 +87,9 @@ class HealthOut(BaseModel):
     hosts: int
     taps: int
     packet_ins: int
+    lldp_refused: dict[str, int]
+    refused_connections: int
+    conflicts: int
 
 
 STATIC = Path(__file__).parent / "static"
@@ -79,11 +99,19 @@ def _iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, timezone.utc).isoformat()
 
 
+def _role(view: NetworkView, dpid: int, port: Port) -> str:
+    if not port.up:
+        return "down"
+    return "link" if port.port_no in view.link_ports.get(dpid, ()) else "edge"
+
+
 def devices_out(view: NetworkView, ctl: Controller) -> list[DeviceOut]:
+    refused = ctl.core.hosts.refused
     return [
         DeviceOut(
             dpid=dpid_str(d.dpid),
-            ports=[PortOut(port_no=p.port_no, name=p.name, hw_addr=p.hw_addr, up=p.up) for p in d.ports],
+            ports=[PortOut(port_no=p.port_no, name=p.name, hw_addr=p.hw_addr, up=p.up, role=_role(view, d.dpid, p),
+                           refused_macs=refused.get((d.dpid, p.port_no), 0)) for p in d.ports],
             connected_since=_iso(d.connected_since),
             n_tables=d.n_tables,
             sync=ctl.sync_state(d.dpid),
@@ -122,6 +150,9 @@ def create_app(ctl: Controller) -> FastAPI:
             hosts=len(view.hosts),
             taps=len(ctl.taps),
             packet_ins=ctl.packet_ins,
+            lldp_refused=dict(ctl.core.lldp_refused),
+            refused_connections=ctl.refused_connections,
+            conflicts=len(ctl.core.conflicts),
         )
 
     @app.get("/api/v1/devices", response_model=list[DeviceOut])
@@ -135,6 +166,28 @@ def create_app(ctl: Controller) -> FastAPI:
     @app.get("/api/v1/hosts", response_model=list[HostOut])
     async def hosts() -> list[HostOut]:
         return hosts_out(ctl.view())
+
+    @app.get("/api/v1/conflicts", response_model=list[ConflictOut])
+    async def conflicts() -> list[ConflictOut]:
+        """Claims on addresses that policies pin, held: the binding stays until the owner
+        is gone or an operator confirms the move."""
+        return [
+            ConflictOut(address=a, owner=c.claim.owner, claimant=c.claim.mac, dpid=dpid_str(c.claim.dpid), port=c.claim.port,
+                        since=_iso(c.since), reason=c.reason())
+            for a, c in sorted(ctl.core.conflicts.items())
+        ]
+
+    @app.post("/api/v1/hosts/{mac}/confirm-move", response_model=ConfirmOut)
+    async def confirm_move(mac: str) -> ConfirmOut:
+        """Apply the held claims of `mac` (its move, or the addresses it claims) now."""
+        try:
+            mac = normalize_mac(mac)
+        except ValueError as exc:
+            raise HTTPException(422, f"mac: {exc}") from None
+        applied = ctl.confirm_move(mac)
+        if not applied:
+            raise HTTPException(404, f"no held claim of {mac}")
+        return ConfirmOut(mac=mac, applied=applied)
 
     @app.get("/api/v1/topology", response_model=TopologyOut)
     async def topology() -> TopologyOut:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from vtap.compile.pipeline import (
     COOKIE_FORWARDING,
+    COPY_VID_MASK,
     ETH_TYPE_ARP,
     ETH_TYPE_IPV6,
     ETH_TYPE_LLDP,
@@ -27,6 +28,7 @@ from vtap.compile.pipeline import (
     METER_PACKET_IN,
     MULTICAST_BIT,
     PRIO_NEIGHBOUR,
+    PRIO_RESERVED_VID,
     PRIO_DEFAULT,
     PRIO_FLOOD,
     PRIO_HOST_DST,
@@ -61,6 +63,10 @@ def compile_switch(view: NetworkView, dpid: int, packet_in_rate: int = 0) -> fro
     meter = METER_PACKET_IN if packet_in_rate > 0 else None
     flows: list[FlowRule] = [
         _flow(TABLE_CLASSIFY, PRIO_LLDP, match(eth_type=ETH_TYPE_LLDP), TO_CONTROLLER),
+        # Copies travel with a reserved VLAN id, accepted only from inter-switch ports
+        # (TAP compilation adds those rules above this one): from anywhere else such a
+        # frame is a forgery and goes nowhere, whatever the controller believes about the port.
+        _flow(TABLE_CLASSIFY, PRIO_RESERVED_VID, match(vlan_vid=COPY_VID_MASK)),
         _flow(TABLE_TAP, PRIO_DEFAULT, match(), goto=TABLE_FORWARD),
         _flow(TABLE_FORWARD, PRIO_NEIGHBOUR, match(eth_type=ETH_TYPE_ARP), TO_CONTROLLER, meter=meter),
         *(

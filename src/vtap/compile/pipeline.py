@@ -103,8 +103,8 @@ TABLE_COPY = 3
 
 # Priorities, per table.
 PRIO_LLDP = 1000  # table 0
-PRIO_RESERVED_VID = 950
-PRIO_COPY_IN = 900
+PRIO_COPY_IN = 900  # a copy VLAN id on an authenticated inter-switch port
+PRIO_RESERVED_VID = 850  # a copy VLAN id anywhere else: dropped
 PRIO_TRANSIT = 500
 PRIO_KNOWN_HOST = 400
 PRIO_UNKNOWN_SOURCE = 300

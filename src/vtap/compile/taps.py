@@ -32,14 +32,12 @@ from dataclasses import dataclass, field
 from vtap.compile.pipeline import (
     COPY_VID_FIRST,
     COPY_VID_LAST,
-    COPY_VID_MASK,
     COOKIE_COPY,
     GROUP_ID_MASK,
     OFPVID_PRESENT,
     PRIO_COPY,
     PRIO_COPY_IN,
     PRIO_RECOVERY_BASE,
-    PRIO_RESERVED_VID,
     PRIO_TAP_BASE,
     TABLE_CLASSIFY,
     TABLE_COPY,
@@ -246,9 +244,12 @@ def _tap_points_per_switch(view: NetworkView, ready: list[_Ready], comp: TapComp
             per_switch.setdefault(dpid, {}).setdefault(region(c), set()).add(tap.id)
             concerned.add(dpid)
             concerned.update(view.path(dpid, monitor.dpid) or ())
+        contested = [view.conflicts[a] for a in _identities(tap.spec, monitor) if a in view.conflicts]
         if unreachable:
             reason = "no path to the monitor from " + ", ".join(f"{d:016x}" for d in unreachable)
             comp.states[tap.id] = TapState(PolicyState.DEGRADED, reason, frozenset(concerned))
+        elif contested:
+            comp.states[tap.id] = TapState(PolicyState.DEGRADED, "identity conflict: " + "; ".join(contested), frozenset(concerned))
         else:
             comp.states[tap.id] = TapState(PolicyState.COMPILED, "", frozenset(concerned))
     return per_switch
@@ -302,14 +303,14 @@ def _regions_groups_recovery(
 
 
 def _copy_paths(view: NetworkView, comp: TapCompilation, flows: dict[int, set[FlowRule]]) -> None:
-    """Phase 5 (vlan transport): hosts' frames with reserved ids dropped at edge ports;
-    copies sent to table 3 and hop by hop to their monitor, untagged at its port."""
+    """Phase 5 (vlan transport): copies arriving on an inter-switch port go to table 3 and
+    hop by hop to their monitor, untagged at its port. (From any other port a reserved id
+    is dropped by base forwarding.)"""
     if not comp.monitor_tags:
         return
     for dpid in sorted(view.devices):
         f = flows.setdefault(dpid, set())
-        for port in view.edge_ports(dpid):
-            f.add(FlowRule(TABLE_CLASSIFY, PRIO_RESERVED_VID, (("in_port", port), ("vlan_vid", COPY_VID_MASK)), (), None, COOKIE_COPY))
+        link_ports = sorted(view.link_ports.get(dpid, ()))
         for mac, vid in sorted(comp.monitor_tags.items()):
             monitor = view.hosts[mac]
             if dpid == monitor.dpid:
@@ -320,8 +321,15 @@ def _copy_paths(view: NetworkView, comp: TapCompilation, flows: dict[int, set[Fl
                     continue
                 actions = (Output(hop[0]),)
             vlan = (("vlan_vid", OFPVID_PRESENT | vid),)
-            f.add(FlowRule(TABLE_CLASSIFY, PRIO_COPY_IN, vlan, (), TABLE_COPY, COOKIE_COPY))
+            for port in link_ports:
+                f.add(FlowRule(TABLE_CLASSIFY, PRIO_COPY_IN, (("in_port", port), *vlan), (), TABLE_COPY, COOKIE_COPY))
             f.add(FlowRule(TABLE_COPY, PRIO_COPY, vlan, actions, None, COOKIE_COPY))
+
+
+def _identities(spec: TapSpec, monitor: Host) -> list[str]:
+    """Every address the policy names, and its monitor's MAC: what a claim may contest."""
+    named = [spec.src_mac, spec.src_ip, spec.dst_mac, spec.dst_ip, spec.monitor_mac, spec.monitor_ip, monitor.mac]
+    return [a for a in dict.fromkeys(named) if a]
 
 
 def _resolve_monitor(view: NetworkView, spec: TapSpec) -> Host | None:

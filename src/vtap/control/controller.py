@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import time
 from typing import Any
 
@@ -20,17 +21,19 @@ from vtap.compile.pipeline import COOKIE_FORWARDING, COOKIE_TAP, ETH_TYPE_LLDP, 
 from vtap.compile.taps import TapState
 from vtap.control import relay
 from vtap.control.core import ControlCore, SwitchSync, TapStatus
-from vtap.control.discovery import lldp_frame, parse_lldp
+from vtap.control.discovery import NONCE_BYTES, parse_lldp
 from vtap.control.reconciler import SwitchReconciler
-from vtap.model.network import Device, Link, is_physical_port
+from vtap.model.network import Device
 from vtap.model.policy import Tap, TapSpec
 from vtap.model.rules import SwitchRules
 from vtap.model.state import SyncState
 from vtap.model.view import NetworkView
-from vtap.openflow.channel import ChannelClosed, Datapath, OpenFlowError
+from vtap.openflow.channel import ChannelClosed, Datapath, OpenFlowError, echo_request
 from vtap.store.sqlite import Store
 
 log = logging.getLogger(__name__)
+
+ECHO_CONTEST_S = 2.0  # how long a connected switch has to answer when another claims its dpid
 
 
 def device_of(dp: Datapath) -> Device:
@@ -50,17 +53,21 @@ class Controller:
         debounce: float = 0.02,
         host_timeout: float = 3600.0,
         packet_in_rate: int = 1000,
+        max_hosts_per_port: int = 32,
     ):
         self.store = store
         self.lldp_interval = lldp_interval
         self.settle = settle if settle is not None else 2.5 * lldp_interval
         self.debounce = debounce
-        self.core = ControlCore(link_lifetime=link_lifetime or 3.5 * lldp_interval, host_timeout=host_timeout,
-                                packet_in_rate=packet_in_rate)
+        self.core = ControlCore(link_lifetime=link_lifetime or 3.5 * lldp_interval, lldp_key=store.secret("lldp"),
+                                host_timeout=host_timeout, packet_in_rate=packet_in_rate,
+                                max_hosts_per_port=max_hosts_per_port)
+        self.core.new_lldp_round(secrets.token_bytes(NONCE_BYTES))
         self.core.load(store.load_hosts(), store.load_taps())
         self.packet_ins = 0
         self.probes_sent = 0
         self.datapaths: dict[int, Datapath] = {}
+        self.refused_connections = 0
         self.reconcilers: dict[int, SwitchReconciler] = {}
         self.started_at = time.time()
         self._last_compile_s = 0.0
@@ -176,9 +183,27 @@ class Controller:
     def switch_connected(self, dp: Datapath) -> None:
         old = self.datapaths.get(dp.dpid)
         if old is not None and old is not dp:
-            log.warning("%r connected again; closing its previous connection", dp)
-            old.writer.close()
-            self._forget_switch(old)
+            # A second connection claiming a datapath id: the live one stays, whoever asks.
+            asyncio.ensure_future(self._contest(old, dp))
+            return
+        self._adopt(dp)
+
+    async def _contest(self, old: Datapath, new: Datapath) -> None:
+        """Refuse `new` while `old` answers an echo; replace `old` only when it is dead."""
+        try:
+            await old.request(echo_request(), timeout=ECHO_CONTEST_S)
+        except (ChannelClosed, OpenFlowError, asyncio.TimeoutError):
+            if self.datapaths.get(old.dpid) is old and not new.closed.is_set():
+                log.warning("%r connected again from %s; its previous connection is dead, replacing it", new, new.peer)
+                old.writer.close()
+                self._forget_switch(old)
+                self._adopt(new)
+                return
+        self.refused_connections += 1
+        log.warning("refused a second connection claiming %r from %s: the connected switch answers", new, new.peer)
+        new.writer.close()
+
+    def _adopt(self, dp: Datapath) -> None:
         self.datapaths[dp.dpid] = dp
         self.core.switch_up(device_of(dp))
         rec = SwitchReconciler(dp, settle_until=time.monotonic() + self.settle)
@@ -201,6 +226,8 @@ class Controller:
             asyncio.ensure_future(rec.stop())
 
     def port_status(self, dp: Datapath, msg: Any) -> None:
+        if self.datapaths.get(dp.dpid) is not dp:
+            return  # a connection not (or no longer) adopted says nothing
         port_no = msg.desc.port_no
         port = dp.ports.get(port_no)
         gone = self.core.port_changed(dp.dpid, port) if port is not None else self.core.port_deleted(dp.dpid, port_no)
@@ -211,6 +238,8 @@ class Controller:
         self.changed()
 
     def packet_in(self, dp: Datapath, msg: Any) -> None:
+        if self.datapaths.get(dp.dpid) is not dp:
+            return
         self.packet_ins += 1
         in_port = msg.match["in_port"]
         data = bytes(msg.data)
@@ -224,10 +253,15 @@ class Controller:
             self._lldp_in(dp, in_port, data)
             return
         outcome = self.core.frame_arrived(dp.dpid, in_port, data, time.time())
+        if outcome.log:
+            log.warning("%s", outcome.log)
         if outcome.learned is not None:
             host = outcome.learned
             log.info("host %s (%s) at %016x port %d", host.mac, ", ".join(host.ips), dp.dpid, in_port)
-            self.store.save_hosts([host])
+            # Only hosts that turn out active (their rules count packets) or that a policy
+            # names are written down: a MAC flood must not fill the store.
+            if host.mac in self.core.pinned_hosts():
+                self.store.save_hosts([host])
         if outcome.changed:
             self.changed()
         for out in outcome.outs:
@@ -244,30 +278,31 @@ class Controller:
     # ---- discovery ------------------------------------------------------------------
 
     def _lldp_in(self, dp: Datapath, in_port: int, data: bytes) -> None:
-        sender = parse_lldp(data)
-        if sender is None:
+        claim = parse_lldp(data)
+        if claim is None:
             return
-        link = Link(sender[0], sender[1], dp.dpid, in_port)
-        new, mislearned = self.core.lldp_arrived(link, time.monotonic())
+        new, mislearned, refused = self.core.lldp_in(dp.dpid, in_port, claim, time.monotonic())
+        if refused:
+            log.warning("LLDP refused (%s) at %016x port %d, claiming %016x port %d", refused, dp.dpid, in_port, claim.dpid, claim.port)
         if new:
-            log.info("link %016x:%d -> %016x:%d", link.src_dpid, link.src_port, link.dst_dpid, link.dst_port)
+            log.info("link %016x:%d -> %016x:%d", claim.dpid, claim.port, dp.dpid, in_port)
             if mislearned:
                 self.store.delete_hosts(mislearned)
             self.changed()
 
     def _send_lldp(self, dp: Datapath, ports: list[int] | None = None) -> None:
-        for port_no in ports if ports is not None else list(dp.ports):
-            port = dp.ports.get(port_no)
-            if port is None or not port.up or not is_physical_port(port_no):
+        for port in self.core.lldp_ports(dp.dpid):
+            if ports is not None and port.port_no not in ports:
                 continue
             try:
-                dp.packet_out(port_no, lldp_frame(dp.dpid, port_no, port.hw_addr))
+                dp.packet_out(port.port_no, self.core.lldp_frame(dp.dpid, port))
             except ChannelClosed:
                 return
 
     async def _discovery_loop(self) -> None:
         while True:
             await asyncio.sleep(self.lldp_interval)
+            self.core.new_lldp_round(secrets.token_bytes(NONCE_BYTES))
             for dp in list(self.datapaths.values()):
                 self._send_lldp(dp)
             gone = self.core.expire_links(time.monotonic())
@@ -283,8 +318,22 @@ class Controller:
             self._probe_due()
 
     def _probe_due(self) -> None:
+        moved, changed = self.core.conflicts_due(time.time())
+        for conflict in moved:
+            log.warning("claim applied, its owner no longer answers: %s", conflict.reason())
+        if changed:
+            self.changed()
         for ip in self.core.probes_due(time.monotonic()):
             self.probe(ip)
+
+    def confirm_move(self, mac: str) -> int:
+        """The operator confirms that the held claims of `mac` are right: apply them."""
+        applied = self.core.confirm_move(mac, time.time())
+        for conflict in applied:
+            log.warning("claim applied by the operator: %s", conflict.reason())
+        if applied:
+            self.changed()
+        return len(applied)
 
     def probe(self, ip: str) -> None:
         """Ask every edge port of the fabric who holds `ip`; the answer comes back

@@ -17,10 +17,10 @@ from vtap.compile.network import compile_network
 from vtap.compile.pipeline import TABLE_TAP
 from vtap.compile.taps import TapCompilation, compile_taps
 from vtap.control import relay
-from vtap.control.discovery import LinkTable
-from vtap.control.hosts import HostTable
+from vtap.control.discovery import LinkTable, LldpClaim, LldpRounds, lldp_frame
+from vtap.control.hosts import Claim, HostTable
 from vtap.control.probing import ProbeSchedule, named_addresses
-from vtap.model.network import Device, Host, Link, Port
+from vtap.model.network import Device, Host, Link, Port, is_physical_port
 from vtap.model.policy import Tap, TapSpec, is_single_address
 from vtap.model.rules import SwitchRules
 from vtap.model.state import PolicyState, SyncState
@@ -50,15 +50,37 @@ class FrameOutcome:
     """What a frame sent up to the controller changed, and the packet-outs to make."""
 
     outs: tuple[relay.PacketOut, ...] = ()
-    learned: Host | None = None  # new or changed: save it
+    learned: Host | None = None  # new or changed
     changed: bool = False
+    log: str | None = None  # something an operator should read (refused MACs, held claims)
+
+
+@dataclass
+class Conflict:
+    """A claim on an address a policy pins, held: since when, and the last time it was made."""
+
+    claim: Claim
+    since: float
+    last: float
+
+    def reason(self) -> str:
+        c = self.claim
+        what = f"host {c.address} seen" if c.address == c.mac else f"address {c.address} claimed by {c.mac}"
+        return f"{what} at {c.dpid:016x} port {c.port}; held at {c.owner} (confirm with POST /api/v1/hosts/{c.mac}/confirm-move)"
+
+
+CLAIM_GRACE_S = 3.0  # a claimed address whose owner is silent this long after probes moves
+CLAIM_FORGET_S = 30.0  # a held claim not repeated this long is forgotten
+REFUSAL_LOG_S = 60.0  # refused MACs are logged once a minute per port
 
 
 @dataclass
 class ControlCore:
     link_lifetime: float
+    lldp_key: bytes = b""
     host_timeout: float = 3600.0
     packet_in_rate: int = 0
+    max_hosts_per_port: int = 32
     devices: dict[int, Device] = field(default_factory=dict)
     taps: dict[int, Tap] = field(default_factory=dict)
     compilation: TapCompilation = field(default_factory=TapCompilation)
@@ -66,7 +88,13 @@ class ControlCore:
 
     def __post_init__(self) -> None:
         self.links = LinkTable(lifetime=self.link_lifetime)
-        self.hosts = HostTable()
+        self.lldp = LldpRounds(self.lldp_key)
+        self.lldp_refused: dict[str, int] = {"forged": 0, "replayed": 0, "host port": 0, "loop": 0}
+        self.hosts = HostTable(max_per_port=self.max_hosts_per_port)
+        self.conflicts: dict[str, Conflict] = {}
+        self._pinned_ips: frozenset[str] = frozenset()
+        self._pinned_macs: frozenset[str] = frozenset()
+        self._refusal_logged: dict[tuple[int, int], float] = {}
         self.probes = ProbeSchedule()
         self._unresolved: set[str] = set()  # addresses policies name that no host holds
         self._tap_generation: dict[int, int] = {}  # tap id -> generation of its current version (-1: not compiled yet)
@@ -79,7 +107,8 @@ class ControlCore:
     def view(self) -> NetworkView:
         if self._view is None:
             self._view = NetworkView(devices=dict(self.devices), links=self.links.links(), hosts=dict(self.hosts.hosts),
-                                     switch_ports=frozenset(self.links.switch_ports))
+                                     switch_ports=frozenset(self.links.switch_ports),
+                                     conflicts={a: c.reason() for a, c in self.conflicts.items()})
         return self._view
 
     def invalidate(self) -> None:
@@ -113,7 +142,10 @@ class ControlCore:
                 self._tap_generation[tap_id] = self.generation
         desired, self.compilation = compile_network(view, list(self.taps.values()), self.packet_in_rate)
         known = {ip for host in view.hosts.values() for ip in host.ips}
-        self._unresolved = named_addresses(list(self.taps.values())) - known
+        named = named_addresses(list(self.taps.values()))
+        self._unresolved = named - known
+        self._pinned_ips = frozenset(named)
+        self._pinned_macs = self.pinned_hosts()
         return desired
 
     def dry_run(self, spec: TapSpec) -> tuple[Tap, TapCompilation]:
@@ -190,7 +222,13 @@ class ControlCore:
             ports[port.port_no] = port
             self.devices[dpid] = replace(device, ports=tuple(sorted(ports.values(), key=lambda p: p.port_no)))
         self.invalidate()
-        return [] if port.up else self.links.drop_port(dpid, port.port_no)
+        if port.up:
+            return []
+        # Who was behind a port that went down is not known any more (unless a policy
+        # names it): the port gets LLDP again when it comes back.
+        for mac in [m for m, h in self.hosts.hosts.items() if (h.dpid, h.port) == (dpid, port.port_no) and m not in self._pinned_macs]:
+            del self.hosts.hosts[mac]
+        return self.links.drop_port(dpid, port.port_no)
 
     def port_deleted(self, dpid: int, port_no: int) -> list[Link]:
         device = self.devices.get(dpid)
@@ -199,8 +237,39 @@ class ControlCore:
         self.invalidate()
         return self.links.drop_port(dpid, port_no)
 
+    def new_lldp_round(self, nonce: bytes) -> None:
+        self.lldp.new_round(nonce)
+
+    def lldp_frame(self, dpid: int, port: Port) -> bytes:
+        return lldp_frame(dpid, port.port_no, port.hw_addr, self.lldp.key, self.lldp.nonce)
+
+    def lldp_ports(self, dpid: int) -> list[Port]:
+        """Where to send LLDP: up ports with no known host behind them. A host is never
+        handed a fresh proof it could relay to make a link (a wormhole)."""
+        device = self.devices.get(dpid)
+        if device is None:
+            return []
+        hosts_at = {h.port for h in self.hosts.hosts.values() if h.dpid == dpid}
+        return [p for p in device.ports if p.up and is_physical_port(p.port_no) and p.port_no not in hosts_at]
+
+    def lldp_in(self, dpid: int, in_port: int, claim: LldpClaim, now: float) -> tuple[bool, list[str], str | None]:
+        """An LLDP frame in vtap's format arrived: (a new link, hosts mislearned on its
+        ports, why it was refused). Only this controller's frames of a live round make a
+        link, never back into the port they left, nor onto the port of a host a policy pins."""
+        refusal = self.lldp.judge(claim)
+        if refusal is None and (claim.dpid, claim.port) == (dpid, in_port):
+            refusal = "loop"
+        if refusal is None and any((h.dpid, h.port) == (dpid, in_port) for h in self.hosts.hosts.values()
+                                   if h.mac in self._pinned_macs):
+            refusal = "host port"
+        if refusal is not None:
+            self.lldp_refused[refusal] += 1
+            return False, [], refusal
+        new, forgotten = self.lldp_arrived(Link(claim.dpid, claim.port, dpid, in_port), now)
+        return new, forgotten, None
+
     def lldp_arrived(self, link: Link, now: float) -> tuple[bool, list[str]]:
-        """An LLDP frame from a vtap switch: (the link is new, hosts mislearned on its ports)."""
+        """A link seen (its frame already judged): (the link is new, hosts mislearned on its ports)."""
         if link.src_dpid not in self.devices or not self.links.seen(link, now):
             return False, []
         forgotten = []
@@ -216,18 +285,83 @@ class ControlCore:
         return gone
 
     def frame_arrived(self, dpid: int, in_port: int, data: bytes, now: float) -> FrameOutcome:
-        """A host's frame sent up by a switch: learn its sender, say what to send where."""
+        """A host's frame sent up by a switch: learn its sender, say what to send where.
+
+        A frame whose claim is held (an address or MAC a policy pins, from elsewhere) is
+        not delivered either: its lie must not reach other hosts' caches."""
         decision = relay.decide(self.view(), dpid, in_port, data)
-        if decision.sender_mac and self.hosts.learn(decision.sender_mac, dpid, in_port, decision.sender_ips, now):
+        if not decision.sender_mac:
+            return FrameOutcome(decision.outs)
+        seen = self.hosts.learn(decision.sender_mac, dpid, in_port, decision.sender_ips, now,
+                                pinned_ips=self._pinned_ips, pinned_macs=self._pinned_macs)
+        if seen.refused:
+            last = self._refusal_logged.get((dpid, in_port))
+            if last is None or now - last >= REFUSAL_LOG_S:
+                self._refusal_logged[(dpid, in_port)] = now
+                return FrameOutcome((), log=f"switch {dpid:016x} port {in_port}: more than {self.hosts.max_per_port} MACs; "
+                                            f"{self.hosts.refused[(dpid, in_port)]} refused so far")
+            return FrameOutcome()
+        if seen.held:
+            new = [c for c in seen.held if c.address not in self.conflicts]
+            for claim in seen.held:
+                conflict = self.conflicts.get(claim.address)
+                if conflict is None or conflict.claim != claim:
+                    self.conflicts[claim.address] = Conflict(claim, now, now)
+                else:
+                    conflict.last = now
+            if new:
+                self.invalidate()
+                return FrameOutcome((), changed=True, log="; ".join(self.conflicts[c.address].reason() for c in new))
+            return FrameOutcome()
+        if seen.changed:
             self.invalidate()
             return FrameOutcome(decision.outs, self.hosts.hosts[decision.sender_mac], True)
         return FrameOutcome(decision.outs)
 
+    # ---- held claims --------------------------------------------------------------------
+
+    def conflicts_due(self, now: float) -> tuple[list[Conflict], bool]:
+        """(claims applied because their owner is gone, anything changed).
+
+        While a claim is held its address is probed (`probes_due`); an owner that answers
+        keeps it. An owner silent for `CLAIM_GRACE_S` after the claim loses it to the
+        claimant; a claim not repeated for `CLAIM_FORGET_S` is forgotten."""
+        moved, changed = [], False
+        for address, conflict in list(self.conflicts.items()):
+            owner = self.hosts.hosts.get(conflict.claim.owner)
+            if owner is None or (owner.last_seen < conflict.since and now - conflict.since > CLAIM_GRACE_S):
+                self.hosts.move(conflict.claim, now)
+                moved.append(conflict)
+                del self.conflicts[address]
+                changed = True
+            elif now - conflict.last > CLAIM_FORGET_S:
+                del self.conflicts[address]
+                changed = True
+        if changed:
+            self.invalidate()
+        return moved, changed
+
+    def confirm_move(self, mac: str, now: float) -> list[Conflict]:
+        """The operator says the claims of `mac` are right: apply them now."""
+        mine = [c for c in self.conflicts.values() if c.claim.mac == mac]
+        for conflict in mine:
+            self.hosts.move(conflict.claim, now)
+            del self.conflicts[conflict.claim.address]
+        if mine:
+            self.invalidate()
+        return mine
+
     # ---- probing ----------------------------------------------------------------------
 
     def probes_due(self, now: float) -> list[str]:
-        """Addresses policies name that no host holds, due to be asked for now."""
-        return self.probes.due(self._unresolved, now)
+        """Addresses to ask for now: those policies name that no host holds, and those
+        held against a claim whose owner has not answered since."""
+        contested = set()
+        for address, conflict in self.conflicts.items():
+            owner = self.hosts.hosts.get(conflict.claim.owner)
+            if owner is not None and owner.last_seen < conflict.since:
+                contested.update(owner.ips if address == owner.mac else (address,))
+        return self.probes.due(self._unresolved | contested, now)
 
     # ---- host liveness ----------------------------------------------------------------
 

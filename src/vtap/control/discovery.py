@@ -1,4 +1,12 @@
-"""Link discovery with LLDP: frames sent out of every port, links learned where they arrive.
+"""Link discovery with authenticated LLDP: frames sent out of switch ports, links learned
+where they arrive, and only from frames the controller itself sent.
+
+Frames from hosts are data, never control: a host that could make the controller
+believe in a link could detach a monitor, escape its TAP or pull traffic into itself.
+So every LLDP frame carries, in an organisationally specific TLV, a nonce of the
+current discovery round and a keyed MAC (HMAC-SHA256, the key kept in the store) over
+chassis, port and nonce. A frame without a valid proof is forged; one with the proof
+of an older round is replayed; both are dropped and counted, and make no link.
 
 A link (one direction) lives while its LLDP frames keep arriving; it is dropped when
 they stop for `lifetime` seconds or at once when either port goes down.
@@ -6,6 +14,9 @@ they stop for `lifetime` seconds or at once when either port goes down.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+from collections import deque
 from dataclasses import dataclass, field
 
 from os_ken.lib.packet import ethernet, lldp, packet
@@ -14,15 +25,27 @@ from vtap.compile.pipeline import ETH_TYPE_LLDP
 from vtap.model.network import Link
 
 CHASSIS_PREFIX = b"dpid:"
+PROOF_OUI = b"\x00\x76\x74"  # "vt" in an organisationally specific TLV
+PROOF_SUBTYPE = 1
+NONCE_BYTES = 8
+TAG_BYTES = 16
+ROUNDS_REMEMBERED = 32  # older rounds' nonces, to tell a replay from a forgery
 
 
-def lldp_frame(dpid: int, port_no: int, hw_addr: str) -> bytes:
-    """An LLDP frame naming the sending switch (chassis id) and port (port id)."""
+def _tag(key: bytes, chassis: bytes, port_id: bytes, nonce: bytes) -> bytes:
+    return hmac.new(key, b"\0".join((chassis, port_id, nonce)), hashlib.sha256).digest()[:TAG_BYTES]
+
+
+def lldp_frame(dpid: int, port_no: int, hw_addr: str, key: bytes, nonce: bytes) -> bytes:
+    """An LLDP frame naming the sending switch (chassis id) and port (port id), with the
+    proof that this controller sent it in the round of `nonce`."""
+    chassis, port_id = CHASSIS_PREFIX + b"%016x" % dpid, b"%d" % port_no
     eth = ethernet.ethernet(dst=lldp.LLDP_MAC_NEAREST_BRIDGE, src=hw_addr, ethertype=ETH_TYPE_LLDP)
     tlvs = (
-        lldp.ChassisID(subtype=lldp.ChassisID.SUB_LOCALLY_ASSIGNED, chassis_id=CHASSIS_PREFIX + b"%016x" % dpid),
-        lldp.PortID(subtype=lldp.PortID.SUB_PORT_COMPONENT, port_id=b"%d" % port_no),
+        lldp.ChassisID(subtype=lldp.ChassisID.SUB_LOCALLY_ASSIGNED, chassis_id=chassis),
+        lldp.PortID(subtype=lldp.PortID.SUB_PORT_COMPONENT, port_id=port_id),
         lldp.TTL(ttl=120),
+        lldp.OrganizationallySpecific(oui=PROOF_OUI, subtype=PROOF_SUBTYPE, info=nonce + _tag(key, chassis, port_id, nonce)),
         lldp.End(),
     )
     pkt = packet.Packet()
@@ -32,8 +55,20 @@ def lldp_frame(dpid: int, port_no: int, hw_addr: str) -> bytes:
     return bytes(pkt.data)
 
 
-def parse_lldp(data: bytes) -> tuple[int, int] | None:
-    """(dpid, port_no) of the sender of a vtap LLDP frame; None for any other frame."""
+@dataclass(frozen=True)
+class LldpClaim:
+    """What an LLDP frame in vtap's format says: who sent it, and its proof (maybe none)."""
+
+    dpid: int
+    port: int
+    chassis: bytes
+    port_id: bytes
+    nonce: bytes = b""
+    tag: bytes = b""
+
+
+def parse_lldp(data: bytes) -> LldpClaim | None:
+    """The claim of a frame in vtap's LLDP format (proven or not); None for any other frame."""
     try:
         pkt = packet.Packet(data)
     except Exception:
@@ -45,8 +80,39 @@ def parse_lldp(data: bytes) -> tuple[int, int] | None:
     if not isinstance(chassis, lldp.ChassisID) or not chassis.chassis_id.startswith(CHASSIS_PREFIX):
         return None
     try:
-        return int(chassis.chassis_id[len(CHASSIS_PREFIX) :], 16), int(port.port_id)
+        claim = LldpClaim(int(chassis.chassis_id[len(CHASSIS_PREFIX) :], 16), int(port.port_id), chassis.chassis_id, port.port_id)
     except (ValueError, AttributeError):
+        return None
+    for tlv in frame.tlvs[2:]:
+        if isinstance(tlv, lldp.OrganizationallySpecific) and tlv.oui == PROOF_OUI and tlv.subtype == PROOF_SUBTYPE:
+            info = bytes(tlv.info)
+            if len(info) == NONCE_BYTES + TAG_BYTES:
+                return LldpClaim(claim.dpid, claim.port, claim.chassis, claim.port_id, info[:NONCE_BYTES], info[NONCE_BYTES:])
+    return claim
+
+
+@dataclass
+class LldpRounds:
+    """The key and the round nonces: a frame is believed when its proof is valid for the
+    current round or the one before (frames in flight while the round turns)."""
+
+    key: bytes
+    nonces: deque = field(default_factory=lambda: deque(maxlen=ROUNDS_REMEMBERED))
+
+    def new_round(self, nonce: bytes) -> None:
+        self.nonces.appendleft(nonce)
+
+    @property
+    def nonce(self) -> bytes:
+        return self.nonces[0]
+
+    def judge(self, claim: LldpClaim) -> str | None:
+        """None when the frame is this controller's, of a live round; else why not:
+        `forged` (no or bad proof) or `replayed` (a valid proof of an older round)."""
+        if not claim.nonce or not hmac.compare_digest(claim.tag, _tag(self.key, claim.chassis, claim.port_id, claim.nonce)):
+            return "forged"
+        if claim.nonce not in list(self.nonces)[:2]:
+            return "replayed"
         return None
 
 

@@ -11,6 +11,7 @@ from mininet.log import setLogLevel
 
 from vtap.lab.net import build_net, wait_ready
 from vtap.lab.ovs import PrivateOVS
+from vtap.lab.pki import make_pki
 from vtap.lab.topos import parse_topo
 
 
@@ -35,7 +36,8 @@ def run_command(net, command: str) -> int:
     return 0
 
 
-def lab(topo_spec: str, controller: str, run: str | None, api: str | None, ready_timeout: float) -> int:
+def lab(topo_spec: str, controller: str, run: str | None, api: str | None, ready_timeout: float,
+        of_tls: str | None = None) -> int:
     topo = parse_topo(topo_spec)
     host, _, port = controller.rpartition(":")
     if not host or not port.isdigit():
@@ -46,7 +48,10 @@ def lab(topo_spec: str, controller: str, run: str | None, api: str | None, ready
     ovs.export()
     net = None
     try:
-        net = build_net(topo, host, int(port))
+        pki = make_pki(of_tls) if of_tls else None
+        if pki:
+            print(f"vtap lab: OpenFlow over TLS; start the controller with {' '.join(pki.serve_args())}", file=sys.stderr)
+        net = build_net(topo, host, int(port), pki=pki)
         print(f"vtap lab: {topo_spec}: {len(net.switches)} switches, {len(net.hosts)} hosts, OVS in {ovs.dir}", file=sys.stderr)
         if not wait_ready(net, api, ready_timeout):
             print("vtap lab: the controller did not report the whole topology in time", file=sys.stderr)

@@ -12,18 +12,22 @@ from pathlib import Path
 
 from vtap.lab.net import build_net, wait_ready
 from vtap.lab.ovs import PrivateOVS
+from vtap.lab.pki import make_pki
 from vtap.lab.process import ControllerProcess
 from vtap.lab.topos import VtapTopo
 
 
 class LabSession:
-    def __init__(self, topo: VtapTopo, workdir: Path, *, ready_timeout: float = 90.0, ipv6: bool = False):
+    def __init__(self, topo: VtapTopo, workdir: Path, *, ready_timeout: float = 90.0, ipv6: bool = False,
+                 of_tls: bool = False, serve_args: tuple[str, ...] = ()):
         self.topo = topo
         self.ipv6 = ipv6
         self.workdir = Path(workdir)
         self.ready_timeout = ready_timeout
         self.ovs = PrivateOVS(self.workdir / "ovs")
-        self.ctl = ControllerProcess(self.workdir / "state", self.workdir / "controller.log")
+        self.pki = make_pki(self.workdir / "pki") if of_tls else None
+        args = serve_args + (self.pki.serve_args() if self.pki else ())
+        self.ctl = ControllerProcess(self.workdir / "state", self.workdir / "controller.log", args)
         self.net = None
         self.timings: dict[str, float] = {}
 
@@ -34,7 +38,7 @@ class LabSession:
         try:
             self.ctl.start()
             t0 = time.monotonic()
-            self.net = build_net(self.topo, "127.0.0.1", self.ctl.of_port, ipv6=self.ipv6)
+            self.net = build_net(self.topo, "127.0.0.1", self.ctl.of_port, ipv6=self.ipv6, pki=self.pki)
             t_built = time.monotonic()
             if not wait_ready(self.net, None, timeout=self.ready_timeout):
                 raise RuntimeError("switches did not connect to the controller")

@@ -25,6 +25,9 @@ class NetworkView:
     hosts: dict[str, Host] = field(default_factory=dict)
     # Ports known to face a switch even without a live link (see LinkTable).
     switch_ports: frozenset[tuple[int, int]] = frozenset()
+    # Addresses (IPs, MACs) that policies pin and that another host claims: the claim is
+    # held, the binding kept; address -> why, for the policies that name it.
+    conflicts: dict[str, str] = field(default_factory=dict)
 
     @cached_property
     def usable_links(self) -> frozenset[Link]:

@@ -93,6 +93,11 @@ def describe(msg: Any) -> str:
     return name
 
 
+def echo_request() -> Any:
+    """An ECHO_REQUEST: what the keepalive sends, and how a claimed datapath is asked whether it is alive."""
+    return parser.OFPEchoRequest(PROTOCOL, data=b"vtap")
+
+
 def port_from_of(p: Any) -> Port:
     down = bool(p.state & ofp.OFPPS_LINK_DOWN) or bool(p.config & ofp.OFPPC_PORT_DOWN)
     name = p.name.decode(errors="replace") if isinstance(p.name, bytes) else str(p.name)
@@ -353,7 +358,7 @@ class Datapath:
                 self.writer.close()
                 return
             if quiet > self.echo_interval:
-                self.send(parser.OFPEchoRequest(PROTOCOL, data=b"vtap"))
+                self.send(echo_request())
 
     async def run(self) -> None:
         """Serve this connection until it closes; never raises."""
@@ -393,8 +398,10 @@ class Datapath:
 class OpenFlowServer:
     """Accepts switch connections and runs a `Datapath` for each."""
 
-    def __init__(self, handler: SwitchHandler, host: str = "0.0.0.0", port: int = 6653, *, sock=None, **dp_options: Any):
+    def __init__(self, handler: SwitchHandler, host: str = "127.0.0.1", port: int = 6653, *, sock=None,
+                 ssl: Any = None, **dp_options: Any):
         self.handler = handler
+        self.ssl = ssl  # an ssl.SSLContext: OpenFlow over TLS; a failed handshake never reaches the controller
         self.host = host
         self.port = port
         self.sock = sock  # an already bound listening socket, if the caller made one
@@ -403,12 +410,13 @@ class OpenFlowServer:
         self._tasks: set[asyncio.Task] = set()
 
     async def start(self) -> None:
+        tls = {"ssl": self.ssl, "ssl_handshake_timeout": 5.0} if self.ssl else {}
         if self.sock is not None:
-            self._server = await asyncio.start_server(self._accept, sock=self.sock)
+            self._server = await asyncio.start_server(self._accept, sock=self.sock, **tls)
         else:
-            self._server = await asyncio.start_server(self._accept, self.host, self.port)
+            self._server = await asyncio.start_server(self._accept, self.host, self.port, **tls)
         self.port = self._server.sockets[0].getsockname()[1]
-        log.info("OpenFlow 1.3 listening on %s:%d", self.host, self.port)
+        log.info("OpenFlow 1.3 listening on %s:%d%s", self.host, self.port, " (TLS)" if self.ssl else "")
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         dp = Datapath(reader, writer, self.handler, **self.dp_options)

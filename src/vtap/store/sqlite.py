@@ -9,6 +9,7 @@ is its own transaction; WAL mode keeps the file consistent across crashes.
 from __future__ import annotations
 
 import json
+import secrets
 import sqlite3
 from pathlib import Path
 
@@ -24,6 +25,10 @@ CREATE TABLE IF NOT EXISTS hosts (
     dpid INTEGER NOT NULL,
     port INTEGER NOT NULL,
     last_seen REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS secrets (
+    name TEXT PRIMARY KEY,
+    value BLOB NOT NULL
 );
 CREATE TABLE IF NOT EXISTS taps (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -54,6 +59,17 @@ class Store:
 
     def close(self) -> None:
         self.db.close()
+
+    def secret(self, name: str, size: int = 32) -> bytes:
+        """A random secret made once and kept (the LLDP key): the same after a restart."""
+        with self.db:
+            self.db.execute("BEGIN IMMEDIATE")
+            row = self.db.execute("SELECT value FROM secrets WHERE name = ?", (name,)).fetchone()
+            if row is not None:
+                return bytes(row[0])
+            value = secrets.token_bytes(size)
+            self.db.execute("INSERT INTO secrets (name, value) VALUES (?, ?)", (name, value))
+            return value
 
     def load_hosts(self) -> list[Host]:
         rows = self.db.execute("SELECT mac, ips, dpid, port, last_seen FROM hosts ORDER BY mac")

@@ -147,7 +147,8 @@ function showDetails(node) {
   if (d.kind === "switch") {
     const dev = d.device;
     rows = [["datapath id", dev.dpid], ["sync", dev.sync], ["connected since", dev.connected_since],
-      ["ports", dev.ports.map((p) => `${p.port_no} ${p.name}${p.up ? "" : " (down)"}`).join(", ")]];
+      ["ports", dev.ports.map((p) => `${p.port_no} ${p.name} (${p.role === "link" ? "authenticated link" : p.role}` +
+        `${p.refused_macs ? `, ${p.refused_macs} MACs refused` : ""})`).join(", ")]];
   } else {
     const h = d.host;
     rows = [["host MAC", h.mac], ["IPs", h.ips.join(", ") || "-"], ["attached to", `${h.dpid} port ${h.port}`], ["last seen", h.last_seen]];
