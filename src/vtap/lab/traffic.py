@@ -127,6 +127,41 @@ def send_from(host, flow: Flow, tag: str, count: int, *, start: int = 0, interva
         raise RuntimeError(f"sending from {host.name} failed: {err.decode()[-500:]}")
 
 
+def send_frames(host, frames: list[bytes], path: str | Path, *, interval: float = 0.0, wait: bool = True):
+    """Send arbitrary frames (forged LLDP, tagged frames, ARP claims...) from a lab host,
+    as they are: written to `path` (each frame behind its 2-byte length) and replayed by
+    `python -m vtap.lab.traffic replay` in the host's namespace. With `wait` False, the
+    running process is returned."""
+    Path(path).write_bytes(b"".join(len(f).to_bytes(2, "big") + f for f in frames))
+    cmd = [sys.executable, "-m", "vtap.lab.traffic", "replay", "--iface", str(host.defaultIntf()), "--file", str(path),
+           "--interval", str(interval)]
+    proc = host.popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    if not wait:
+        return proc
+    _, err = proc.communicate(timeout=300)
+    if proc.returncode:
+        raise RuntimeError(f"replaying frames from {host.name} failed: {err.decode()[-500:]}")
+    return None
+
+
+def _replay(iface: str, path: str, interval: float) -> None:
+    import socket
+
+    data = Path(path).read_bytes()
+    sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+    sock.bind((iface, 0))
+    i = 0
+    next_at = time.monotonic()
+    while i < len(data):
+        size = int.from_bytes(data[i : i + 2], "big")
+        sock.send(data[i + 2 : i + 2 + size])
+        i += 2 + size
+        if interval:
+            # Paced against the clock, not by sleeping a fixed time: the rate holds.
+            next_at += interval
+            time.sleep(max(0.0, next_at - time.monotonic()))
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m vtap.lab.traffic")
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -145,7 +180,14 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--sport", type=int, default=40000)
     s.add_argument("--dport", type=int, default=80)
     s.add_argument("--vlan", type=int, default=None)
+    r = sub.add_parser("replay", help="send the frames of a file (2-byte length, frame, ...)")
+    r.add_argument("--iface", required=True)
+    r.add_argument("--file", required=True)
+    r.add_argument("--interval", type=float, default=0.0)
     args = ap.parse_args(argv)
+    if args.cmd == "replay":
+        _replay(args.iface, args.file, args.interval)
+        return 0
     flow = Flow(args.src_mac, args.dst_mac, args.src_ip, args.dst_ip, args.proto, args.sport, args.dport, args.vlan)
     import socket
 
