@@ -9,13 +9,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-import httpx
 from playwright.sync_api import sync_playwright
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-
-from vtap.lab.session import LabSession  # noqa: E402
-from vtap.lab.topos import parse_topo  # noqa: E402
+from vtap.lab.session import LabSession
+from vtap.lab.topos import parse_topo
 
 OUT = Path(__file__).resolve().parents[1] / "docs" / "ui.png"
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
@@ -25,15 +22,17 @@ ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--d
 def main() -> int:
     with LabSession(parse_topo("fattree,4"), Path(tempfile.mkdtemp(prefix="vtap-shot-"))) as lab:
         lab.net.pingAll(timeout="1")
-        api = lab.ctl.api
-        httpx.post(f"{api}/api/v1/taps", json={"name": "tap1", "src_ip": "10.0.0.1", "dst_ip": "10.0.0.16", "ip_proto": "tcp",
+        api, http = lab.ctl.api, lab.ctl.http
+        http.post("/api/v1/taps", json={"name": "tap1", "src_ip": "10.0.0.1", "dst_ip": "10.0.0.16", "ip_proto": "tcp",
                                                "dst_port": 80, "monitor_ip": "10.0.0.9"}).raise_for_status()
-        httpx.post(f"{api}/api/v1/taps", json={"name": "tap2", "src_mac": "00:00:00:00:00:01", "ip_proto": "udp", "vlan_id": 100,
+        http.post("/api/v1/taps", json={"name": "tap2", "src_mac": "00:00:00:00:00:01", "ip_proto": "udp", "vlan_id": 100,
                                                "monitor_ip": "10.0.0.4"}).raise_for_status()
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=ARGS)
             page = browser.new_page(viewport={"width": 1500, "height": 860})
             page.goto(api + "/")
+            page.fill("#sign-in input[name=token]", lab.ctl.token)
+            page.click("#sign-in button[type=submit]")
             page.wait_for_function("window.vtap && window.vtap.cy.nodes('.host').length === 16")
             page.wait_for_selector("#tap-list tr:has-text('tap1') .status.active", timeout=15000)
             page.locator("#tap-list tr", has_text="tap1").click()

@@ -1,4 +1,9 @@
-"""The `vtap` command: serve the controller, build a lab, look at the topology."""
+"""The `vtap` command: serve the controller, build a lab, look at the topology, manage
+policies, tokens and the audit trail.
+
+Commands that talk to the API find their token in `--token`, else `VTAP_TOKEN`, else the
+file `--token-file` (default: the admin token `vtap serve` writes on first start).
+"""
 
 from __future__ import annotations
 
@@ -6,13 +11,18 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import sys
+import tomllib
+from datetime import datetime, timezone
+from pathlib import Path
 
 import httpx
 
 from vtap.console import table
 
 DEFAULT_API = "http://127.0.0.1:8080"
+DEFAULT_TOKEN_FILE = "/var/lib/vtap/admin.token"
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -23,6 +33,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    hosts = args.api_allowed_hosts
+    if isinstance(hosts, str):
+        hosts = [h.strip() for h in hosts.split(",") if h.strip()]
     try:
         asyncio.run(
             serve(
@@ -36,6 +49,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 packet_in_rate=args.packet_in_rate,
                 max_hosts_per_port=args.max_hosts_per_port,
                 of_tls=(args.of_tls_cert, args.of_tls_key, args.of_tls_ca),
+                tls=(args.tls_cert, args.tls_key),
+                api_allowed_hosts=hosts or None,
+                auth_failure_limit=args.auth_failure_limit,
             )
         )
     except StartupError as exc:
@@ -54,14 +70,16 @@ def cmd_lab(args: argparse.Namespace) -> int:
     return lab(args.topo, args.controller, args.run, None if args.no_wait else api, args.ready_timeout, args.of_tls)
 
 
-def _get(api: str, path: str):
+def _token(args: argparse.Namespace) -> str | None:
+    """--token, else VTAP_TOKEN, else the contents of --token-file; None when none is there."""
+    if args.token:
+        return args.token
+    if os.environ.get("VTAP_TOKEN"):
+        return os.environ["VTAP_TOKEN"]
     try:
-        resp = httpx.get(f"{api.rstrip('/')}{path}", timeout=10)
-    except httpx.HTTPError as exc:
-        raise SystemExit(f"vtap: cannot reach the controller at {api}: {exc}") from None
-    if resp.status_code != 200:
-        raise SystemExit(f"vtap: {path}: HTTP {resp.status_code}: {resp.text}")
-    return resp.json()
+        return Path(args.token_file).read_text().strip()
+    except OSError:
+        return None
 
 
 def cmd_bench_dataplane(args: argparse.Namespace) -> int:
@@ -83,7 +101,7 @@ def cmd_bench_foundation(args: argparse.Namespace) -> int:
 
 
 def cmd_topo(args: argparse.Namespace) -> int:
-    topo = _get(args.api, "/api/v1/topology")
+    topo = _request("GET", args, "/api/v1/topology")
     if args.json:
         print(json.dumps(topo, indent=2))
         return 0
@@ -105,24 +123,33 @@ SPEC_FIELDS = ["src_mac", "src_ip", "dst_mac", "dst_ip", "monitor_mac", "monitor
                "src_port", "dst_port", "direction", "transport", "description"]
 
 
-def _request(method: str, api: str, path: str, **kw):
+def _request(method: str, args: argparse.Namespace, path: str, **kw):
+    api = args.api
+    token = _token(args)
+    headers = {"authorization": f"Bearer {token}"} if token else {}
     try:
-        resp = httpx.request(method, f"{api.rstrip('/')}{path}", timeout=30, **kw)
+        resp = httpx.request(method, f"{api.rstrip('/')}{path}", timeout=30, headers=headers,
+                             verify=args.ca_cert or True, **kw)
     except httpx.HTTPError as exc:
         raise SystemExit(f"vtap: cannot reach the controller at {api}: {exc}") from None
-    if resp.status_code == 422:
+    try:
+        body = resp.json() if resp.content else None
+    except ValueError:
+        body = None
+    detail = body.get("detail") if isinstance(body, dict) else resp.text
+    if resp.status_code in (403, 422) and isinstance(detail, list):
         lines = []
-        for d in resp.json().get("detail", []):
+        for d in detail:
             loc = [str(x) for x in d.get("loc", []) if x != "body"]
-            lines.append(f"  {'.'.join(loc) or 'policy'}: {d.get('msg')}")
-        raise SystemExit("vtap: invalid policy:\n" + "\n".join(lines))
+            lines.append(f"  {'.'.join(loc) or 'request'}: {d.get('msg')}")
+        what = "not allowed" if resp.status_code == 403 else "invalid request"
+        raise SystemExit(f"vtap: {what}:\n" + "\n".join(lines))
+    if resp.status_code == 401 and not token:
+        raise SystemExit(f"vtap: the controller needs a token: give --token, set VTAP_TOKEN, or make --token-file "
+                         f"readable ({args.token_file}) (HTTP 401)")
     if resp.status_code >= 400:
-        try:
-            detail = resp.json().get("detail")
-        except ValueError:
-            detail = resp.text
         raise SystemExit(f"vtap: {detail} (HTTP {resp.status_code})")
-    return resp.json() if resp.content else None
+    return body
 
 
 def _spec_from_args(args: argparse.Namespace, base: dict | None = None) -> dict:
@@ -188,30 +215,79 @@ def _print_stats(out: dict) -> None:
 
 
 def cmd_tap(args: argparse.Namespace) -> int:
-    api, action = args.api, args.tap_command
+    action = args.tap_command
     if action == "add":
         params = {"dry_run": "true"} if args.dry_run else None
-        out = _request("POST", api, "/api/v1/taps", json=_spec_from_args(args), params=params)
+        out = _request("POST", args, "/api/v1/taps", json=_spec_from_args(args), params=params)
         if args.dry_run:
             args.json = True
         return _emit(args, out, lambda t: _print_taps([t]))
     if action == "list":
-        return _emit(args, _request("GET", api, "/api/v1/taps"), _print_taps)
+        return _emit(args, _request("GET", args, "/api/v1/taps"), _print_taps)
     if action == "show":
-        return _emit(args, _request("GET", api, f"/api/v1/taps/{args.id}"), _print_show)
+        return _emit(args, _request("GET", args, f"/api/v1/taps/{args.id}"), _print_show)
     if action == "update":
-        current = _request("GET", api, f"/api/v1/taps/{args.id}")
+        current = _request("GET", args, f"/api/v1/taps/{args.id}")
         base = {k: current[k] for k in ["name", "enabled", *SPEC_FIELDS]}
-        out = _request("PUT", api, f"/api/v1/taps/{args.id}", json=_spec_from_args(args, base))
+        out = _request("PUT", args, f"/api/v1/taps/{args.id}", json=_spec_from_args(args, base))
         return _emit(args, out, lambda t: _print_taps([t]))
     if action == "rm":
-        _request("DELETE", api, f"/api/v1/taps/{args.id}")
+        _request("DELETE", args, f"/api/v1/taps/{args.id}")
         return _emit(args, {"deleted": args.id}, lambda o: print(f"deleted TAP {args.id}"))
     if action == "rules":
-        return _emit(args, _request("GET", api, f"/api/v1/taps/{args.id}/rules"), _print_rules)
+        return _emit(args, _request("GET", args, f"/api/v1/taps/{args.id}/rules"), _print_rules)
     if action == "stats":
-        return _emit(args, _request("GET", api, f"/api/v1/taps/{args.id}/stats"), _print_stats)
+        return _emit(args, _request("GET", args, f"/api/v1/taps/{args.id}/stats"), _print_stats)
     raise AssertionError(action)
+
+
+def cmd_token(args: argparse.Namespace) -> int:
+    action = args.token_command
+    if action == "add":
+        body: dict = {"name": args.name, "role": args.role}
+        if args.source or args.monitor:
+            body["scope"] = {"sources": args.source, "monitors": args.monitor}
+        if args.expires_in:
+            body["expires_in_s"] = args.expires_in
+        out = _request("POST", args, "/api/v1/tokens", json=body)
+        return _emit(args, out, lambda t: print(f"token {t['id']} ({t['name']}, {t['role']}); shown once, keep it:\n{t['token']}"))
+    if action == "list":
+        return _emit(args, _request("GET", args, "/api/v1/tokens"), lambda ts: print(table(
+            [[t["id"], t["name"], t["role"], json.dumps(t["scope"]) if t["scope"] else "-", t["expires_at"] or "never"] for t in ts],
+            ["ID", "NAME", "ROLE", "SCOPE", "EXPIRES"])))
+    if action == "rm":
+        _request("DELETE", args, f"/api/v1/tokens/{args.id}")
+        return _emit(args, {"deleted": args.id}, lambda o: print(f"revoked token {args.id}"))
+    raise AssertionError(action)
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    from vtap.model.audit import verify
+
+    params = {k: v for k, v in (("since", args.since), ("actor", args.actor), ("target", args.target)) if v is not None}
+    if args.verify:
+        records, since = [], 0
+        while True:  # the whole trail, a page at a time
+            page = _request("GET", args, "/api/v1/audit", params={"since": since, "limit": 10000})
+            records += page
+            if len(page) < 10000:
+                break
+            since = page[-1]["seq"]
+        ok, seq, why = verify(records)
+        print(f"audit trail: {why}" if ok else f"audit trail BROKEN at record {seq}: {why}")
+        return 0 if ok else 1
+    out = _request("GET", args, "/api/v1/audit", params=params)
+    return _emit(args, out, lambda rs: print(table(
+        [[r["seq"], datetime.fromtimestamp(r["time"], timezone.utc).isoformat(timespec="seconds"), r["actor"], r["remote"],
+          r["action"], r["target"], r["result"]] for r in rs],
+        ["SEQ", "TIME", "ACTOR", "REMOTE", "ACTION", "TARGET", "RESULT"])))
+
+
+def _add_api_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--api", default=DEFAULT_API, help=f"controller REST API (default {DEFAULT_API})")
+    p.add_argument("--token", default=None, help="a vtap token (else VTAP_TOKEN, else --token-file)")
+    p.add_argument("--token-file", default=DEFAULT_TOKEN_FILE, help=f"file holding the token (default {DEFAULT_TOKEN_FILE})")
+    p.add_argument("--ca-cert", default=None, help="CA certificate to verify an https API with")
 
 
 def _add_spec_flags(p: argparse.ArgumentParser, *, required_name: bool) -> None:
@@ -238,6 +314,7 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("serve", help="run the controller (OpenFlow 1.3 + REST API)")
+    s.add_argument("--config", default=None, help="a TOML file whose keys are these flags' names (flags win)")
     s.add_argument("--of-host", default="127.0.0.1", help="address for OpenFlow switches (default 127.0.0.1)")
     s.add_argument("--of-tls-cert", default=None, help="OpenFlow over TLS: the controller's certificate (PEM)")
     s.add_argument("--of-tls-key", default=None, help="OpenFlow over TLS: its private key (PEM)")
@@ -245,6 +322,12 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--of-port", type=int, default=6653, help="OpenFlow port (default 6653)")
     s.add_argument("--api-host", default="127.0.0.1", help="address of the REST API (default 127.0.0.1)")
     s.add_argument("--api-port", type=int, default=8080, help="REST API port (default 8080)")
+    s.add_argument("--api-allowed-hosts", default=None,
+                   help="comma-separated names the Host header may carry (default: --api-host, localhost, 127.0.0.1, ::1)")
+    s.add_argument("--auth-failure-limit", type=int, default=10,
+                   help="failed authentications per client address per minute before 429 (default 10; 0: no limit)")
+    s.add_argument("--tls-cert", default=None, help="REST over TLS: the server's certificate (PEM)")
+    s.add_argument("--tls-key", default=None, help="REST over TLS: its private key (PEM)")
     s.add_argument("--state-dir", default="/var/lib/vtap", help="where state is kept (SQLite)")
     s.add_argument("--lldp-interval", type=float, default=1.0, help="seconds between LLDP rounds (default 1)")
     s.add_argument("--host-timeout", type=float, default=3600.0,
@@ -280,9 +363,33 @@ def parser() -> argparse.ArgumentParser:
     upd.add_argument("id", type=int)
     _add_spec_flags(upd, required_name=False)
     for sp in tsub.choices.values():
-        sp.add_argument("--api", default=DEFAULT_API, help=f"controller REST API (default {DEFAULT_API})")
+        _add_api_flags(sp)
         sp.add_argument("--json", action="store_true", help="print JSON")
     tp.set_defaults(func=cmd_tap)
+
+    tk = sub.add_parser("token", help="manage API tokens (admin)")
+    ksub = tk.add_subparsers(dest="token_command", required=True)
+    kadd = ksub.add_parser("add", help="make a token; its secret is printed once")
+    kadd.add_argument("name")
+    kadd.add_argument("--role", required=True, choices=["viewer", "operator", "admin"])
+    kadd.add_argument("--source", action="append", default=[], help="operator scope: a MAC or CIDR it may tap (repeat)")
+    kadd.add_argument("--monitor", action="append", default=[], help="operator scope: a monitor MAC or IP (repeat)")
+    kadd.add_argument("--expires-in", type=int, default=None, help="seconds until it expires (default never)")
+    ksub.add_parser("list", help="tokens, without secrets")
+    ksub.add_parser("rm", help="revoke a token at once").add_argument("id", type=int)
+    for sp in ksub.choices.values():
+        _add_api_flags(sp)
+        sp.add_argument("--json", action="store_true", help="print JSON")
+    tk.set_defaults(func=cmd_token)
+
+    au = sub.add_parser("audit", help="the audit trail: every change and refusal, hash-chained")
+    _add_api_flags(au)
+    au.add_argument("--verify", action="store_true", help="check the whole chain; exit 1 naming the first broken record")
+    au.add_argument("--since", type=int, default=None, help="records after this sequence number")
+    au.add_argument("--actor", default=None)
+    au.add_argument("--target", default=None, help="e.g. tap:3, token:2")
+    au.add_argument("--json", action="store_true", help="print JSON")
+    au.set_defaults(func=cmd_audit)
 
     b = sub.add_parser("bench", help="measure: the seed's data-plane experiments, the control plane at scale, "
                           "bring-up and flow-mod rates")
@@ -311,14 +418,43 @@ def parser() -> argparse.ArgumentParser:
     fd.set_defaults(func=cmd_bench_foundation)
 
     t = sub.add_parser("topo", help="print devices, links and hosts")
-    t.add_argument("--api", default=DEFAULT_API, help=f"controller REST API (default {DEFAULT_API})")
+    _add_api_flags(t)
     t.add_argument("--json", action="store_true", help="print the topology document as JSON")
     t.set_defaults(func=cmd_topo)
     return p
 
 
+def _with_config(p: argparse.ArgumentParser, argv: list[str]) -> None:
+    """`vtap serve --config FILE`: the file's keys become the serve flags' defaults, so
+    flags given on the command line still win. An unknown key is an error naming it."""
+    if not argv or argv[0] != "serve":
+        return
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--config")
+    path = pre.parse_known_args(argv[1:])[0].config
+    if not path:
+        return
+    serve_parser = p._subparsers._group_actions[0].choices["serve"]
+    dests = {a.dest for a in serve_parser._actions} - {"help", "config"}
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise SystemExit(f"vtap serve: --config {path}: {exc}") from None
+    values = {}
+    for key, value in data.items():
+        dest = key.replace("-", "_")
+        if dest not in dests:
+            raise SystemExit(f"vtap serve: --config {path}: unknown key {key!r}")
+        values[dest] = ",".join(value) if isinstance(value, list) else value
+    serve_parser.set_defaults(**values)
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    p = parser()
+    _with_config(p, argv)
+    args = p.parse_args(argv)
     try:
         return args.func(args)
     except ValueError as exc:

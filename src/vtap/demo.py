@@ -16,7 +16,6 @@ from pathlib import Path
 
 from mininet.log import setLogLevel
 
-import httpx
 
 from vtap.cli import main as vtap_main
 from vtap.console import table
@@ -47,21 +46,21 @@ MATCHING, OTHER = 50, 20
 
 
 def show_taps(ctl: ControllerProcess, net, work: Path) -> bool:
-    api = ctl.api
+    api, http = ctl.api, ctl.http
     ids = {}
     for body in SEED_TAPS:
-        resp = httpx.post(f"{api}/api/v1/taps", json=body, timeout=10)
+        resp = http.post("/api/v1/taps", json=body)
         resp.raise_for_status()
         ids[body["name"]] = resp.json()["id"]
         print(f"== POST /api/v1/taps {body['name']}: id {ids[body['name']]} ({body['description']})")
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
-        taps = httpx.get(f"{api}/api/v1/taps", timeout=10).json()
+        taps = http.get("/api/v1/taps").json()
         if all(t["status"] == "active" for t in taps):
             break
         time.sleep(0.2)
     print()
-    vtap_main(["tap", "list", "--api", api])
+    vtap_main(["tap", "list", "--api", api, "--token", ctl.token])
     print()
     ok = True
     rows = []
@@ -74,7 +73,7 @@ def show_taps(ctl: ControllerProcess, net, work: Path) -> bool:
         rx_other = [f for f in got[receiver] if marked(f).startswith(name + "-other:")]
         copies = [f for f in got[monitor] if marked(f).startswith(name + ":")]
         wrong = [f for f in got[monitor] if marked(f).startswith(name + "-other:")]
-        stats = httpx.get(f"{api}/api/v1/taps/{ids[name]}/stats", timeout=10).json()
+        stats = http.get(f"/api/v1/taps/{ids[name]}/stats").json()
         identical = copies == rx
         ok &= len(rx) == MATCHING and identical and not wrong and len(rx_other) == OTHER
         rows.append([name, MATCHING, len(rx), len(copies), "yes" if identical else "NO", f"{OTHER} / {len(rx_other)} / {len(wrong)}",
@@ -87,16 +86,17 @@ def show_taps(ctl: ControllerProcess, net, work: Path) -> bool:
 
     print(table(rows, ["TAP", "SENT", "RECEIVED", "COPIED", "COPIES = RECEIVED", "NON-MATCHING SENT/RECEIVED/COPIED", "TAP COUNTER"]))
     for tap_id in ids.values():
-        httpx.delete(f"{api}/api/v1/taps/{tap_id}", timeout=10)
+        http.delete(f"/api/v1/taps/{tap_id}")
     return ok
 
 
-def _explore(api: str) -> None:
+def _explore(ctl: ControllerProcess) -> None:
     """Interactive runs keep the lab up, with the seed's TAPs, until Enter is pressed."""
     for body in SEED_TAPS:
-        httpx.post(f"{api}/api/v1/taps", json=body, timeout=10)
+        ctl.http.post("/api/v1/taps", json=body)
     try:
-        input(f"== the fat-tree and the seed's TAPs stay up: open {api}/ in a browser; press Enter to stop ")
+        input(f"== the fat-tree and the seed's TAPs stay up: open {ctl.api}/ in a browser, sign in with the token above; "
+              "press Enter to stop ")
     except EOFError:
         pass
 
@@ -122,12 +122,14 @@ def run(topo_spec: str = "fattree,4") -> int:
         loss = net.pingAll(timeout="1")
         setLogLevel("warning")
         print(f"== pingall: {loss:.0f}% loss\n")
-        vtap_main(["topo", "--api", ctl.api])
+        vtap_main(["topo", "--api", ctl.api, "--token", ctl.token])
         print()
         taps_ok = show_taps(ctl, net, work)
+        token_file = Path(ctl.state_dir) / "admin.token"
         print(f"\n== web UI: {ctl.api}/   REST API docs: {ctl.api}/docs")
+        print(f"== sign in with the admin token in {token_file}: {ctl.token}")
         if sys.stdin.isatty():
-            _explore(ctl.api)
+            _explore(ctl)
     print("== cleaned up: Mininet hosts, switches, OVS and controller stopped")
     return 0 if loss == 0 and taps_ok else 1
 

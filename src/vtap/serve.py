@@ -15,6 +15,8 @@ import sqlite3
 import uvicorn
 
 from vtap.api.app import create_app
+from vtap.api.auth import FAILURES_ALLOWED, Tokens
+from vtap.api.guard import Guard
 from vtap.control.controller import Controller
 from vtap.openflow.channel import OpenFlowServer
 from vtap.store.sqlite import Store
@@ -80,6 +82,9 @@ async def serve(
     packet_in_rate: int = 1000,
     max_hosts_per_port: int = 32,
     of_tls: tuple[str | None, str | None, str | None] = (None, None, None),
+    tls: tuple[str | None, str | None] = (None, None),
+    api_allowed_hosts: list[str] | None = None,
+    auth_failure_limit: int = FAILURES_ALLOWED,
 ) -> None:
     if Path(state_dir).exists() and not Path(state_dir).is_dir():
         raise StartupError(f"--state-dir {state_dir}: exists and is not a directory")
@@ -88,12 +93,28 @@ async def serve(
     except (OSError, sqlite3.Error) as exc:
         raise StartupError(f"--state-dir {state_dir}: {exc}") from None
     of_ssl = _of_tls_context(*of_tls)
+    tls_cert, tls_key = tls
+    if bool(tls_cert) != bool(tls_key):
+        raise StartupError("REST over TLS needs both --tls-cert and --tls-key")
+    for flag, path in (("--tls-cert", tls_cert), ("--tls-key", tls_key)):
+        if path and not Path(path).is_file():
+            raise StartupError(f"{flag} {path}: no such file")
     of_sock = _listen(of_host, of_port, "--of-port")
     api_sock = _listen(api_host, api_port, "--api-port")
     ctl = Controller(store, lldp_interval=lldp_interval, host_timeout=host_timeout, packet_in_rate=packet_in_rate,
                      max_hosts_per_port=max_hosts_per_port)
     of_server = OpenFlowServer(ctl, of_host, of_port, sock=of_sock, ssl=of_ssl)
-    api = _ApiServer(uvicorn.Config(create_app(ctl), log_level="warning", lifespan="off"))
+    tokens = Tokens(store, auth_failure_limit)
+    made = tokens.ensure_admin_token(state_dir)
+    if made:
+        log.info("first start: an admin token is in %s (mode 0600); `vtap token add` makes others", made)
+    allowed = api_allowed_hosts or [api_host, "localhost", "127.0.0.1", "::1"]
+    app = Guard(create_app(ctl, tokens), store, allowed)
+    try:
+        api = _ApiServer(uvicorn.Config(app, log_level="warning", lifespan="off", ssl_certfile=tls_cert, ssl_keyfile=tls_key))
+        api.config.load()
+    except (OSError, ssl.SSLError) as exc:
+        raise StartupError(f"--tls-cert/--tls-key: {exc}") from None
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -101,7 +122,7 @@ async def serve(
     await ctl.start()
     await of_server.start()
     api_task = asyncio.create_task(api.serve(sockets=[api_sock]))
-    log.info("REST API on http://%s:%d (OpenAPI at /docs)", api_host, api_port)
+    log.info("REST API on %s://%s:%d (OpenAPI at /docs)", "https" if tls_cert else "http", api_host, api_port)
     stopper = asyncio.create_task(stop.wait())
     done, _ = await asyncio.wait({api_task, stopper}, return_when=asyncio.FIRST_COMPLETED)
     log.info("stopping")

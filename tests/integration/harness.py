@@ -74,7 +74,7 @@ class Lab(LabSession):
 
 
 def post(lab: Lab, path: str, body: dict, **params) -> httpx.Response:
-    return httpx.post(f"{lab.ctl.api}{path}", json=body, params=params, timeout=10)
+    return lab.ctl.http.post(path, json=body, params=params)
 
 
 def create_tap(lab: Lab, **spec) -> dict:
@@ -95,7 +95,7 @@ def wait_tap(lab: Lab, tap_id: int, status: str = "active", timeout: float = 15)
 
 
 def delete_tap(lab: Lab, tap_id: int) -> None:
-    assert httpx.delete(f"{lab.ctl.api}/api/v1/taps/{tap_id}", timeout=10).status_code == 204
+    assert lab.ctl.http.delete(f"/api/v1/taps/{tap_id}").status_code == 204
 
 
 def traffic(lab: Lab, sender: str, flow: Flow, tag: str, count: int, watch: list[str], **kw) -> dict[str, list[bytes]]:

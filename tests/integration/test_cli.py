@@ -6,7 +6,11 @@ import socket
 import subprocess
 import sys
 
+import httpx
+import pytest
+
 from tests.waiting import wait_until
+
 
 def _vtap(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "vtap", *args], capture_output=True, text=True, timeout=30)
@@ -74,6 +78,34 @@ def test_the_api_answers_without_a_nagle_stall(tmp_path):
         for _ in range(20):
             client.get("/api/v1/health")
         assert (time.perf_counter() - t) / 20 < 0.02
+    finally:
+        proc.terminate()
+        proc.wait(timeout=15)
+
+
+def test_serve_reads_a_config_file_and_flags_win(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text('of-port = 6653\nno-such-flag = 1\n')
+    res = _vtap("serve", "--config", str(bad))
+    assert res.returncode != 0 and "unknown key 'no-such-flag'" in res.stderr
+    api_port, other_port = _free_port(), _free_port()
+    good = tmp_path / "vtap.toml"
+    good.write_text(f'api-port = {other_port}\nof-port = {_free_port()}\nstate-dir = "{tmp_path / "state"}"\n'
+                    'api-allowed-hosts = ["127.0.0.1", "vtap.test"]\nmax-hosts-per-port = 4\n')
+    proc = subprocess.Popen([sys.executable, "-m", "vtap", "serve", "--config", str(good), "--api-port", str(api_port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        def health():
+            try:
+                return httpx.get(f"http://127.0.0.1:{api_port}/api/v1/health", headers={"host": "vtap.test"}).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_until(health, 20, interval=0.1, message="`vtap serve --config` API not answering on the flag's port")
+        assert (tmp_path / "state" / "admin.token").stat().st_mode & 0o777 == 0o600
+        with pytest.raises(httpx.HTTPError):
+            httpx.get(f"http://127.0.0.1:{other_port}/api/v1/health", timeout=1)
+        assert httpx.get(f"http://127.0.0.1:{api_port}/api/v1/health", headers={"host": "other.test"}).status_code == 400
     finally:
         proc.terminate()
         proc.wait(timeout=15)

@@ -184,7 +184,8 @@ def test_packet_ins_are_capped_by_a_meter(lab):
 
 
 def _vtap(lab, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "vtap", *args, "--api", lab.ctl.api], capture_output=True, text=True, timeout=60)
+    return subprocess.run([sys.executable, "-m", "vtap", *args, "--api", lab.ctl.api], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "VTAP_TOKEN": lab.ctl.token})
 
 
 def test_tap_through_the_cli_copies_on_linear(lab):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 
-import httpx
 import pytest
 
 from tests.integration.harness import Lab, create_tap, delete_tap, post, traffic, vtap_rules, wait_tap
@@ -135,21 +134,21 @@ def test_delete_leaves_no_rule_and_no_copy(lab):
     assert vtap_rules(lab) == []
     got = traffic(lab, "h5", flow(5, 12), "d1", 5, ["h12", "h1"])
     assert got["h1"] == [] and len(got["h12"]) == 5
-    assert httpx.get(f"{lab.ctl.api}/api/v1/taps/{tap['id']}").status_code == 404
+    assert lab.ctl.http.get(f"/api/v1/taps/{tap['id']}").status_code == 404
 
 
 def test_disable_and_update(lab):
     tap = create_tap(lab, name="upd", src_ip=ip(7), dst_ip=ip(2), ip_proto="udp", dst_port=1000, monitor_ip=ip(11))
     wait_tap(lab, tap["id"])
     body = {k: tap[k] for k in ("name", "src_ip", "dst_ip", "ip_proto", "monitor_ip")} | {"dst_port": 2000}
-    resp = httpx.put(f"{lab.ctl.api}/api/v1/taps/{tap['id']}", json=body, timeout=10)
+    resp = lab.ctl.http.put(f"/api/v1/taps/{tap['id']}", json=body)
     assert resp.status_code == 200 and resp.json()["dst_port"] == 2000
     wait_tap(lab, tap["id"])
     got = traffic(lab, "h7", flow(7, 2, proto="udp", dport=1000), "u1", 5, ["h11"])
     assert got["h11"] == []
     got = traffic(lab, "h7", flow(7, 2, proto="udp", dport=2000), "u2", 5, ["h11", "h2"])
     assert got["h11"] == got["h2"] and len(got["h11"]) == 5
-    resp = httpx.put(f"{lab.ctl.api}/api/v1/taps/{tap['id']}", json=body | {"enabled": False}, timeout=10)
+    resp = lab.ctl.http.put(f"/api/v1/taps/{tap['id']}", json=body | {"enabled": False})
     wait_tap(lab, tap["id"], "disabled")
     wait_until(lambda: not vtap_rules(lab), 10, interval=0.2, message=lambda: f"vTAP rules left: {vtap_rules(lab)}")
     assert vtap_rules(lab) == []
@@ -223,7 +222,7 @@ def test_update_during_a_stream_misses_and_duplicates_nothing(lab):
     for i in range(4):  # four swaps while the stream runs: port filter off, on, off, on
         time.sleep(0.3)
         new = dict(body) if i % 2 else {k: v for k, v in body.items() if k != "dst_port"}
-        assert httpx.put(f"{lab.ctl.api}/api/v1/taps/{tap['id']}", json=new, timeout=10).status_code == 200
+        assert lab.ctl.http.put(f"/api/v1/taps/{tap['id']}", json=new).status_code == 200
         wait_tap(lab, tap["id"])
     sender.join()
     rx = [f for _, f in caps["h11"].stop() if f[6:12] == h3 and (marked(f) or "").startswith("w:")]

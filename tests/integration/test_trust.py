@@ -16,7 +16,6 @@ import subprocess
 import threading
 import time
 
-import httpx
 import pytest
 from os_ken.lib.packet import arp, ethernet, lldp, packet
 
@@ -283,5 +282,5 @@ def test_claims_on_a_monitors_and_a_sources_address_are_held(lab):
     time.sleep(4)
     assert lab.ctl.get(f"/api/v1/taps/{tap['id']}")["status"] == "degraded"
     assert ip(10) in {h["mac"]: h for h in lab.ctl.get("/api/v1/hosts")}[mac(10)]["ips"]
-    assert httpx.post(f"{lab.ctl.api}/api/v1/hosts/{mac(8)}/confirm-move", timeout=5).status_code == 404
+    assert lab.ctl.http.post(f"/api/v1/hosts/{mac(8)}/confirm-move").status_code == 404
     delete_tap(lab, tap["id"])

@@ -30,9 +30,17 @@ def page(lab):
         page.on("console", lambda m: m.type == "error" and page.console_errors.append(m.text))
         page.on("pageerror", lambda e: page.console_errors.append(str(e)))
         page.goto(lab.ctl.api + "/")
+        sign_in(page, lab.ctl.token)
         page.wait_for_function("window.vtap && window.vtap.cy.nodes('.host').length === 3")
         yield page
         browser.close()
+
+
+def sign_in(page, token: str) -> None:
+    page.wait_for_selector("#sign-in input[name=token]")
+    page.fill("#sign-in input[name=token]", token)
+    page.click("#sign-in button[type=submit]")
+    page.wait_for_selector("#who:not([hidden])")
 
 
 def _ids(page, selector: str) -> set[str]:
@@ -126,3 +134,36 @@ def test_counters_update_live_and_disable(page, lab):
     row.wait_for(state="detached")
     # Only the browser's own notes about the 422s the bad-input test provoked on purpose.
     assert [e for e in page.console_errors if "status of 422" not in e] == []
+
+
+def test_an_operator_signs_in_creates_within_scope_is_refused_outside_and_signs_out(page, lab):
+    token = lab.ctl.http.post("/api/v1/tokens", json={"name": "op-ui", "role": "operator",
+                                                       "scope": {"sources": ["10.0.0.1", "10.0.0.3"], "monitors": ["10.0.0.2"]}})
+    assert token.status_code == 201, token.text
+    page.click("#sign-out")
+    page.wait_for_selector("#sign-in:not([hidden])")
+    assert page.evaluate("sessionStorage.getItem('vtap.token')") is None
+    sign_in(page, token.json()["token"])
+    assert page.inner_text("#who-name") == "op-ui" and page.inner_text("#who-role") == "operator"
+    assert "token" not in page.url
+    _fill(page, name="op-in", src_ip="10.0.0.1", dst_ip="10.0.0.3", ip_proto="udp", monitor_ip="10.0.0.2")
+    page.click("#create")
+    page.wait_for_selector("#tap-list tr:has-text('op-in') .status.active", timeout=15000)
+    _fill(page, name="op-out", src_ip="10.0.0.1", dst_ip="10.0.0.3", ip_proto="udp", monitor_ip="10.0.0.3")
+    page.click("#create")
+    slot = page.locator("[data-error-for=monitor_ip]")
+    slot.wait_for(state="visible")
+    assert "outside your scope" in slot.inner_text()
+    assert [t["name"] for t in lab.ctl.get("/api/v1/taps")] == ["op-in"]
+    page.click("#sign-out")
+    page.wait_for_selector("#sign-in:not([hidden])")
+    assert page.locator("#app").is_hidden()
+    lab.ctl.http.delete(f"/api/v1/taps/{lab.ctl.get('/api/v1/taps')[0]['id']}")
+
+
+def test_a_viewer_sees_but_is_not_offered_changes(page, lab):
+    token = lab.ctl.http.post("/api/v1/tokens", json={"name": "view-ui", "role": "viewer"}).json()["token"]
+    sign_in(page, token)
+    assert page.inner_text("#who-role") == "viewer"
+    assert page.locator("#tap-form").is_hidden()
+    page.wait_for_function("window.vtap.cy.nodes('.host').length === 3")

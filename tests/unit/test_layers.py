@@ -24,7 +24,7 @@ ALLOWED: dict[str, set[str]] = {
     "console": set(),
     "lab": set(),  # talks to the controller over the network only
     "bench": {"model", "compile", "openflow", "control", "lab"},
-    "cli": {"console", "serve", "lab", "bench"},
+    "cli": {"console", "serve", "lab", "bench", "model"},
     "demo": {"cli", "console", "lab"},
     "__main__": {"cli"},
     "__init__": set(),

@@ -1,7 +1,9 @@
 """REST API over the controller's global view (devices, links, hosts, topology) and health;
-the TAP policies and the UI's event stream are routers of their own.
+the TAP policies, tokens and audit, and the UI's event stream are routers of their own.
 
-JSON field names are snake_case; datapath ids are strings of 16 hex digits.
+Every route but `GET /api/v1/health` needs a bearer token (`vtap.api.auth`); every
+request passes `vtap.api.guard` (Host check, body limit, audit). JSON field names are
+snake_case; datapath ids are strings of 16 hex digits.
 """
 
 from __future__ import annotations
@@ -11,15 +13,22 @@ from datetime import datetime, timezone
 
 from pathlib import Path
 
-from fastapi import FastAPI, HTTPException
-from fastapi.responses import FileResponse
+from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi import Path as PathParam
+from fastapi.routing import APIRoute
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 
 from vtap import __version__
+from vtap.api.access import router as access_router
+from vtap.api.auth import ERRORS, Tokens, require
 from vtap.api.events import router as events_router
 from vtap.api.taps import router as taps_router
 from vtap.control.controller import Controller
+from vtap.model.access import Role
 from vtap.model.network import Port, dpid_str, normalize_mac
 from vtap.model.view import NetworkView
 
@@ -93,6 +102,7 @@ class HealthOut(BaseModel):
 
 
 STATIC = Path(__file__).parent / "static"
+MAC_PATTERN = r"^[0-9A-Fa-f]{2}([:-][0-9A-Fa-f]{2}){5}$"
 
 
 def _iso(ts: float) -> str:
@@ -134,8 +144,36 @@ def hosts_out(view: NetworkView) -> list[HostOut]:
     ]
 
 
-def create_app(ctl: Controller) -> FastAPI:
-    app = FastAPI(title="vtap", version=__version__, description="A virtual TAP for software-defined networks.")
+def _shorten(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _excerpt(value) -> str:
+    return _shorten(repr(value), 80)
+
+
+def create_app(ctl: Controller, tokens: Tokens) -> FastAPI:
+    app = FastAPI(title="vtap", version=__version__, description="A virtual TAP for software-defined networks.",
+                  responses=ERRORS)
+    viewer = [Depends(require(tokens, Role.VIEWER))]
+    admin = [Depends(require(tokens, Role.ADMIN))]
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        """422 naming each field, quoting at most a short excerpt of what was sent."""
+        errors = [{"loc": list(e.get("loc", ())), "msg": _shorten(str(e.get("msg", "")), 300), "type": str(e.get("type", "")),
+                   **({"input": _excerpt(e["input"])} if "input" in e else {})} for e in exc.errors()]
+        return JSONResponse({"detail": errors}, status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        """As FastAPI answers, but a 405 lists every method the path has (not only the
+        first route's), as `Allow` must."""
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            methods = {m for r in app.routes if isinstance(r, APIRoute) and r.path_regex.match(request.url.path) for m in r.methods}
+            headers["Allow"] = ", ".join(sorted(methods))
+        return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=headers)
 
     @app.get("/api/v1/health", response_model=HealthOut)
     async def health() -> HealthOut:
@@ -155,19 +193,19 @@ def create_app(ctl: Controller) -> FastAPI:
             conflicts=len(ctl.core.conflicts),
         )
 
-    @app.get("/api/v1/devices", response_model=list[DeviceOut])
+    @app.get("/api/v1/devices", response_model=list[DeviceOut], dependencies=viewer)
     async def devices() -> list[DeviceOut]:
         return devices_out(ctl.view(), ctl)
 
-    @app.get("/api/v1/links", response_model=list[LinkOut])
+    @app.get("/api/v1/links", response_model=list[LinkOut], dependencies=viewer)
     async def links() -> list[LinkOut]:
         return links_out(ctl.view())
 
-    @app.get("/api/v1/hosts", response_model=list[HostOut])
+    @app.get("/api/v1/hosts", response_model=list[HostOut], dependencies=viewer)
     async def hosts() -> list[HostOut]:
         return hosts_out(ctl.view())
 
-    @app.get("/api/v1/conflicts", response_model=list[ConflictOut])
+    @app.get("/api/v1/conflicts", response_model=list[ConflictOut], dependencies=viewer)
     async def conflicts() -> list[ConflictOut]:
         """Claims on addresses that policies pin, held: the binding stays until the owner
         is gone or an operator confirms the move."""
@@ -177,25 +215,26 @@ def create_app(ctl: Controller) -> FastAPI:
             for a, c in sorted(ctl.core.conflicts.items())
         ]
 
-    @app.post("/api/v1/hosts/{mac}/confirm-move", response_model=ConfirmOut)
-    async def confirm_move(mac: str) -> ConfirmOut:
-        """Apply the held claims of `mac` (its move, or the addresses it claims) now."""
-        try:
-            mac = normalize_mac(mac)
-        except ValueError as exc:
-            raise HTTPException(422, f"mac: {exc}") from None
+    @app.post("/api/v1/hosts/{mac}/confirm-move", response_model=ConfirmOut, dependencies=admin,
+              responses={404: {"description": "no held claim of this MAC"}})
+    async def confirm_move(request: Request, mac: str = PathParam(pattern=MAC_PATTERN, description="aa:bb:cc:dd:ee:ff")) -> ConfirmOut:
+        """Apply the held claims of `mac` (its move, or the addresses it claims) now (admin)."""
+        mac = normalize_mac(mac)
+        request.state.audit_action, request.state.audit_target = "host.confirm-move", f"host:{mac}"
+        request.state.audit_before = [c.reason() for c in ctl.core.conflicts.values() if c.claim.mac == mac]
         applied = ctl.confirm_move(mac)
         if not applied:
             raise HTTPException(404, f"no held claim of {mac}")
         return ConfirmOut(mac=mac, applied=applied)
 
-    @app.get("/api/v1/topology", response_model=TopologyOut)
+    @app.get("/api/v1/topology", response_model=TopologyOut, dependencies=viewer)
     async def topology() -> TopologyOut:
         view = ctl.view()
         return TopologyOut(devices=devices_out(view, ctl), links=links_out(view), hosts=hosts_out(view))
 
-    app.include_router(taps_router(ctl))
-    app.include_router(events_router(ctl))
+    app.include_router(taps_router(ctl, tokens))
+    app.include_router(access_router(ctl.store, tokens))
+    app.include_router(events_router(ctl, tokens))
 
     @app.get("/", include_in_schema=False)
     async def index() -> FileResponse:

@@ -9,14 +9,16 @@ from __future__ import annotations
 import asyncio
 import json
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import StreamingResponse
 
+from vtap.api.auth import Tokens, require
 from vtap.control.controller import Controller
+from vtap.model.access import Role
 
 
-def router(ctl: Controller, interval: float = 1.0) -> APIRouter:
-    r = APIRouter(prefix="/api/v1", tags=["events"])
+def router(ctl: Controller, tokens: Tokens, interval: float = 1.0) -> APIRouter:
+    r = APIRouter(prefix="/api/v1", tags=["events"], dependencies=[Depends(require(tokens, Role.VIEWER))])
 
     @r.get("/events")
     async def events(request: Request):

@@ -1,16 +1,24 @@
 """REST for TAP policies: /api/v1/taps.
 
 The request body is `TapSpec` itself, so FastAPI's 422 names the field and the rule
-it broke; nothing is stored unless the whole policy is valid. Handlers are async:
+it broke; nothing is stored unless the whole policy is valid. Reading needs a viewer's
+token; changing, an operator's, whose scope must hold every identifier and monitor the
+policy names (403 naming the field otherwise), or an admin's. Every change and refusal
+is audited with the policy before and after. Handlers are async:
 they run on the controller's event loop, never beside it in a thread.
 """
 
 from __future__ import annotations
 
-from fastapi import APIRouter, HTTPException, Query, Response
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
+from fastapi import Path as PathParam
 from pydantic import BaseModel
 
+from vtap.api.auth import Principal, Tokens, require
 from vtap.control.controller import Controller
+from vtap.model.access import Role, Scope, scope_violations
 from vtap.model.network import dpid_str
 from vtap.model.policy import Tap, TapSpec
 from vtap.model.rules import SwitchRules
@@ -88,11 +96,37 @@ def _get(ctl: Controller, tap_id: int) -> Tap:
     return tap
 
 
-def router(ctl: Controller) -> APIRouter:
-    r = APIRouter(prefix="/api/v1/taps", tags=["taps"])
+def _check_scope(me: Principal, spec: TapSpec) -> None:
+    """403 naming every field outside an operator's scope (admins have none)."""
+    if me.role == Role.ADMIN:
+        return
+    bad = scope_violations(spec, me.scope or Scope())
+    if bad:
+        raise HTTPException(403, [{"loc": ["body", field], "msg": msg, "type": "scope"} for field, msg in bad])
 
-    @r.post("", status_code=201, response_model=TapOut | DryRunOut)
-    async def create(spec: TapSpec, response: Response, dry_run: bool = Query(False, description="compile only: return the rules it would install")):
+
+def _audit(request: Request, action: str, target: str, before: Tap | None = None, after: TapSpec | None = None) -> None:
+    request.state.audit_action, request.state.audit_target = action, target
+    request.state.audit_before = before.spec.model_dump(mode="json") if before else None
+    request.state.audit_after = after.model_dump(mode="json") if after else None
+
+
+NOT_FOUND = {404: {"description": "no TAP policy with this id"}}
+# Ids are SQLite rowids: a path beyond them is a 422, never an overflow deep in the store.
+TapId = Annotated[int, PathParam(ge=1, le=2**63 - 1, description="the policy's id")]
+
+
+def router(ctl: Controller, tokens: Tokens) -> APIRouter:
+    r = APIRouter(prefix="/api/v1/taps", tags=["taps"], dependencies=[Depends(require(tokens, Role.VIEWER))])
+    operator = require(tokens, Role.OPERATOR)
+
+    @r.post("", status_code=201, response_model=TapOut | DryRunOut,
+            responses={200: {"description": "dry run: what it would install", "model": DryRunOut},
+                       409: {"description": "the name is taken"}})
+    async def create(spec: TapSpec, response: Response, request: Request, me: Principal = Depends(operator),
+                     dry_run: bool = Query(False, description="compile only: return the rules it would install")):
+        _audit(request, "tap.dry-run" if dry_run else "tap.create", f"tap:{spec.name}", after=spec)
+        _check_scope(me, spec)
         if dry_run:
             state, rules = ctl.dry_run(spec)
             response.status_code = 200
@@ -101,19 +135,24 @@ def router(ctl: Controller) -> APIRouter:
             tap = ctl.add_tap(spec)
         except NameTaken:
             raise HTTPException(409, f"name: a TAP policy named {spec.name!r} already exists") from None
+        request.state.audit_target = f"tap:{tap.id}"
         return _out(ctl, tap)
 
     @r.get("", response_model=list[TapOut])
     async def list_taps():
         return [_out(ctl, t) for t in sorted(ctl.taps.values(), key=lambda t: t.id)]
 
-    @r.get("/{tap_id}", response_model=TapOut)
-    async def show(tap_id: int):
+    @r.get("/{tap_id}", response_model=TapOut, responses=NOT_FOUND)
+    async def show(tap_id: TapId):
         return _out(ctl, _get(ctl, tap_id))
 
-    @r.put("/{tap_id}", response_model=TapOut)
-    async def update(tap_id: int, spec: TapSpec):
-        _get(ctl, tap_id)
+    @r.put("/{tap_id}", response_model=TapOut, responses={**NOT_FOUND, 409: {"description": "the name is taken"}})
+    async def update(tap_id: TapId, spec: TapSpec, request: Request, me: Principal = Depends(operator)):
+        """Replace the policy; an operator's scope must hold both the policy as stored and as asked."""
+        _audit(request, "tap.update", f"tap:{tap_id}", ctl.taps.get(tap_id), spec)
+        old = _get(ctl, tap_id)
+        _check_scope(me, old.spec)
+        _check_scope(me, spec)
         try:
             tap = ctl.update_tap(tap_id, spec)
         except NameTaken:
@@ -122,28 +161,29 @@ def router(ctl: Controller) -> APIRouter:
             raise HTTPException(404, f"no TAP policy with id {tap_id}") from None
         return _out(ctl, tap)
 
-    @r.delete("/{tap_id}", status_code=204)
-    async def delete(tap_id: int):
-        _get(ctl, tap_id)
+    @r.delete("/{tap_id}", status_code=204, responses=NOT_FOUND)
+    async def delete(tap_id: TapId, request: Request, me: Principal = Depends(operator)):
+        _audit(request, "tap.delete", f"tap:{tap_id}", ctl.taps.get(tap_id))
+        _check_scope(me, _get(ctl, tap_id).spec)
         try:
             ctl.delete_tap(tap_id)
         except NotFound:
             raise HTTPException(404, f"no TAP policy with id {tap_id}") from None
         return Response(status_code=204)
 
-    @r.get("/{tap_id}/rules", response_model=TapRulesOut)
-    async def rules(tap_id: int):
+    @r.get("/{tap_id}/rules", response_model=TapRulesOut, responses=NOT_FOUND)
+    async def rules(tap_id: TapId):
         _get(ctl, tap_id)
         return TapRulesOut(id=tap_id, switches=_rules(ctl.tap_rules(tap_id)))
 
-    @r.get("/{tap_id}/stats", response_model=TapStatsOut)
-    async def stats(tap_id: int):
+    @r.get("/{tap_id}/stats", response_model=TapStatsOut, responses=NOT_FOUND)
+    async def stats(tap_id: TapId):
         _get(ctl, tap_id)
         counters = (await ctl.tap_counters()).get(tap_id, {"packets": 0, "bytes": 0})
         return TapStatsOut(id=tap_id, packets=counters["packets"], bytes=counters["bytes"], copies=counters["packets"])
 
-    @r.get("/{tap_id}/paths", response_model=TapPathsOut)
-    async def paths(tap_id: int):
+    @r.get("/{tap_id}/paths", response_model=TapPathsOut, responses=NOT_FOUND)
+    async def paths(tap_id: TapId):
         """Where the policy sits: the tapped flow's path, tap points, the copies' paths."""
         _get(ctl, tap_id)
         p = ctl.tap_paths(tap_id)

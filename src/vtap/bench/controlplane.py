@@ -117,7 +117,7 @@ def main(args) -> int:
     with LabSession(parse_topo("fattree,4"), work) as lab:
         ovs, ctl, net = lab.ovs, lab.ctl, lab.net
         net.pingAll(timeout="1")
-        client = httpx.Client(base_url=ctl.api, timeout=60)
+        client = ctl.http
 
         # 0. Copies resuming after a link on the copy path fails.
         result["copy_failover"] = copy_failover(lab, client)
@@ -164,7 +164,7 @@ def main(args) -> int:
         t = time.monotonic()
         ctl.stop()
         ctl.start()
-        client = httpx.Client(base_url=ctl.api, timeout=60)
+        client = ctl.http
         result["restart_all_active_s"] = round(wait_all_active(client, sizes[-1], 600) - t, 2)
         result["restart_policies"] = sizes[-1]
         result["ceiling_ofctl_bundle"] = ceiling(ovs, net, work)

@@ -27,7 +27,6 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
 
 from vtap.lab.ovs import PrivateOVS
 from vtap.lab.process import ControllerProcess
@@ -188,7 +187,7 @@ class Testbed:
     def _wait_synced(self, timeout: float = 30) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            health = httpx.get(f"{self.ctl.api}/api/v1/health", timeout=5).json()
+            health = self.ctl.http.get("/api/v1/health").json()
             if health["switches"] == 1 and health["switches_in_sync"] == 1:
                 return
             time.sleep(0.2)
@@ -197,7 +196,7 @@ class Testbed:
     def _wait_hosts(self, timeout: float = 30) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            known = {h["mac"] for h in httpx.get(f"{self.ctl.api}/api/v1/hosts", timeout=5).json()}
+            known = {h["mac"] for h in self.ctl.http.get("/api/v1/hosts").json()}
             if all(h.mac in known for h in self.hosts):
                 return
             for h in self.hosts:
@@ -263,7 +262,7 @@ class Testbed:
             mon = self.host("mon")
             for i in range(self.pairs):
                 snd, rcv = self.host(f"snd{i + 1}"), self.host(f"rcv{i + 1}")
-                resp = httpx.post(f"{self.ctl.api}/api/v1/taps", timeout=10, json={
+                resp = self.ctl.http.post("/api/v1/taps", json={
                     "name": f"bench{i + 1}", "src_ip": snd.ip, "dst_ip": rcv.sink_ip, "ip_proto": "udp", "dst_port": UDP_DPORT,
                     "monitor_ip": mon.ip})
                 resp.raise_for_status()
@@ -277,8 +276,8 @@ class Testbed:
         if config == "mirror":
             self.ovs.vsctl("clear", "bridge", BRIDGE, "mirrors")
         elif config == "vtap":
-            for tap in httpx.get(f"{self.ctl.api}/api/v1/taps", timeout=10).json():
-                httpx.delete(f"{self.ctl.api}/api/v1/taps/{tap['id']}", timeout=10)
+            for tap in self.ctl.http.get("/api/v1/taps").json():
+                self.ctl.http.delete(f"/api/v1/taps/{tap['id']}")
             deadline = time.monotonic() + 20
             while "group_id" in self.ovs.ofctl("dump-groups", BRIDGE) and time.monotonic() < deadline:
                 time.sleep(0.1)
@@ -286,7 +285,7 @@ class Testbed:
     def _wait_taps(self, status: str, timeout: float = 30) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            taps = httpx.get(f"{self.ctl.api}/api/v1/taps", timeout=10).json()
+            taps = self.ctl.http.get("/api/v1/taps").json()
             if taps and all(t["status"] == status for t in taps):
                 return
             time.sleep(0.1)

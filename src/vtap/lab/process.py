@@ -29,12 +29,17 @@ class ControllerProcess:
         self.of_port = free_port()
         self.api_port = free_port()
         self.proc: subprocess.Popen | None = None
+        self.token: str | None = None
+        self.http: httpx.Client | None = None  # signed in with the admin token once started
 
     @property
     def api(self) -> str:
-        return f"http://127.0.0.1:{self.api_port}"
+        scheme = "https" if "--tls-cert" in self.extra_args else "http"
+        return f"{scheme}://127.0.0.1:{self.api_port}"
 
-    def start(self) -> ControllerProcess:
+    def start(self, ca: Path | None = None) -> ControllerProcess:
+        """Start `vtap serve` and wait for its API (over HTTPS, verified against `ca`)."""
+        verify = str(ca) if ca else True
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "vtap", "serve", "--of-host", "127.0.0.1", "--of-port", str(self.of_port),
@@ -44,7 +49,11 @@ class ControllerProcess:
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             try:
-                if httpx.get(f"{self.api}/api/v1/health", timeout=1).status_code == 200:
+                if httpx.get(f"{self.api}/api/v1/health", timeout=1, verify=verify).status_code == 200:
+                    # The admin token `vtap serve` wrote on its first start.
+                    self.token = (Path(self.state_dir) / "admin.token").read_text().strip()
+                    self.http = httpx.Client(base_url=self.api, headers={"authorization": f"Bearer {self.token}"}, timeout=30,
+                                             verify=verify)
                     return self
             except httpx.HTTPError:
                 time.sleep(0.1)
@@ -60,6 +69,6 @@ class ControllerProcess:
             return self.proc.wait()
 
     def get(self, path: str):
-        resp = httpx.get(f"{self.api}{path}", timeout=5)
+        resp = self.http.get(path)
         resp.raise_for_status()
         return resp.json()

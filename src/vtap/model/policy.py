@@ -44,7 +44,8 @@ def normalize_ip(value: str) -> str:
             return str(net)
         return str(ipaddress.ip_address(text))
     except ValueError as exc:
-        raise ValueError(f"not an IP address or CIDR prefix: {value!r} ({exc})") from None
+        shown = repr(value) if len(value) <= 64 else repr(value[:61]) + "..."
+        raise ValueError(f"not an IP address or CIDR prefix: {shown} ({str(exc)[:120]})") from None
 
 
 def ip_version(value: str) -> int:
@@ -73,7 +74,7 @@ class TapSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    name: str = Field(description="unique name")
+    name: str = Field(description="unique name", json_schema_extra={"pattern": NAME_RE.pattern})
     description: str = Field("", max_length=1024)
     enabled: bool = True
     src_mac: str | None = Field(None, description="source MAC, or * for any")

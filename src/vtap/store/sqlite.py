@@ -15,6 +15,7 @@ from pathlib import Path
 
 import time
 
+from vtap.model import audit
 from vtap.model.network import Host
 from vtap.model.policy import Tap, TapSpec
 
@@ -29,6 +30,28 @@ CREATE TABLE IF NOT EXISTS hosts (
 CREATE TABLE IF NOT EXISTS secrets (
     name TEXT PRIMARY KEY,
     value BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS tokens (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    name TEXT NOT NULL,
+    role TEXT NOT NULL,
+    scope TEXT,
+    hash TEXT NOT NULL UNIQUE,
+    created REAL NOT NULL,
+    expires_at REAL
+);
+CREATE TABLE IF NOT EXISTS audit (
+    seq INTEGER PRIMARY KEY,
+    time REAL NOT NULL,
+    actor TEXT NOT NULL,
+    remote TEXT NOT NULL,
+    action TEXT NOT NULL,
+    target TEXT NOT NULL,
+    before TEXT,
+    after TEXT,
+    result TEXT NOT NULL,
+    prev_hash TEXT NOT NULL,
+    hash TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS taps (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -87,6 +110,77 @@ class Store:
         with self.db:
             self.db.execute("BEGIN")
             self.db.executemany("DELETE FROM hosts WHERE mac = ?", [(m,) for m in macs])
+
+    # ---- tokens -------------------------------------------------------------------
+
+    def add_token(self, name: str, role: str, scope: dict | None, token_hash: str, expires_at: float | None) -> dict:
+        now = time.time()
+        with self.db:
+            self.db.execute("BEGIN")
+            cur = self.db.execute(
+                "INSERT INTO tokens (name, role, scope, hash, created, expires_at) VALUES (?, ?, ?, ?, ?, ?)",
+                (name, role, json.dumps(scope) if scope is not None else None, token_hash, now, expires_at),
+            )
+        return self._token_row((cur.lastrowid, name, role, json.dumps(scope) if scope is not None else None, now, expires_at))
+
+    def token_by_hash(self, token_hash: str) -> dict | None:
+        row = self.db.execute("SELECT id, name, role, scope, created, expires_at FROM tokens WHERE hash = ?", (token_hash,)).fetchone()
+        return self._token_row(row) if row else None
+
+    def list_tokens(self) -> list[dict]:
+        return [self._token_row(r) for r in self.db.execute("SELECT id, name, role, scope, created, expires_at FROM tokens ORDER BY id")]
+
+    def delete_token(self, token_id: int) -> None:
+        with self.db:
+            self.db.execute("BEGIN")
+            cur = self.db.execute("DELETE FROM tokens WHERE id = ?", (token_id,))
+        if cur.rowcount == 0:
+            raise NotFound(token_id)
+
+    @staticmethod
+    def _token_row(row) -> dict:
+        token_id, name, role, scope, created, expires_at = row
+        return {"id": token_id, "name": name, "role": role, "scope": json.loads(scope) if scope else None,
+                "created": created, "expires_at": expires_at}
+
+    # ---- audit ----------------------------------------------------------------------
+
+    def append_audit(self, record: dict) -> dict:
+        """Append one record to the chain (sequence and hashes assigned in one transaction)."""
+        with self.db:
+            self.db.execute("BEGIN IMMEDIATE")
+            last = self.db.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
+            seq, prev = (last[0] + 1, last[1]) if last else (1, audit.GENESIS)
+            rec = {**record, "seq": seq, "prev_hash": prev}
+            rec["hash"] = audit.record_hash(rec, prev)
+            self.db.execute(
+                "INSERT INTO audit (seq, time, actor, remote, action, target, before, after, result, prev_hash, hash) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (seq, rec["time"], rec["actor"], rec["remote"], rec["action"], rec["target"],
+                 json.dumps(rec.get("before")), json.dumps(rec.get("after")), rec["result"], prev, rec["hash"]),
+            )
+        return rec
+
+    def audit_records(self, *, since: int = 0, actor: str | None = None, target: str | None = None, limit: int | None = None) -> list[dict]:
+        sql = "SELECT seq, time, actor, remote, action, target, before, after, result, prev_hash, hash FROM audit WHERE seq > ?"
+        args: list = [since]
+        if actor is not None:
+            sql += " AND actor = ?"
+            args.append(actor)
+        if target is not None:
+            sql += " AND target = ?"
+            args.append(target)
+        sql += " ORDER BY seq"
+        if limit is not None:
+            sql += " LIMIT ?"
+            args.append(limit)
+        keys = ("seq", "time", "actor", "remote", "action", "target", "before", "after", "result", "prev_hash", "hash")
+        out = []
+        for row in self.db.execute(sql, args):
+            rec = dict(zip(keys, row))
+            rec["before"], rec["after"] = json.loads(rec["before"]), json.loads(rec["after"])
+            out.append(rec)
+        return out
 
     # ---- TAP policies -------------------------------------------------------------
 

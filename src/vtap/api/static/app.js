@@ -5,11 +5,31 @@
 const FIELDS = ["name", "src_mac", "src_ip", "dst_mac", "dst_ip", "monitor_mac", "monitor_ip", "ip_proto",
   "vlan_id", "src_port", "dst_port", "direction", "transport", "description"];
 
-const state = { taps: new Map(), selected: null, viewVersion: null, topology: null };
+const state = { taps: new Map(), selected: null, viewVersion: null, topology: null, stream: null, role: null };
+
+// ---- signing in -----------------------------------------------------------------------
+// The token lives in sessionStorage (this tab only), never in a URL; every call sends it.
+
+const TOKEN_KEY = "vtap.token";
+const token = () => sessionStorage.getItem(TOKEN_KEY);
+
+function authHeaders() {
+  return { "content-type": "application/json", "authorization": `Bearer ${token()}` };
+}
+
+function signOut(message) {
+  sessionStorage.removeItem(TOKEN_KEY);
+  if (state.stream) state.stream.abort();
+  document.getElementById("app").hidden = true;
+  document.getElementById("who").hidden = true;
+  document.getElementById("sign-in").hidden = false;
+  document.getElementById("sign-in-error").textContent = message || "";
+}
 
 async function api(path, options = {}) {
-  const resp = await fetch(path, { headers: { "content-type": "application/json" }, ...options });
+  const resp = await fetch(path, { ...options, headers: authHeaders() });
   const body = resp.status === 204 ? null : await resp.json().catch(() => null);
+  if (resp.status === 401) signOut("Signed out: the token is no longer valid.");
   if (!resp.ok) {
     const err = new Error(`${options.method || "GET"} ${path}: HTTP ${resp.status}`);
     err.status = resp.status;
@@ -208,7 +228,7 @@ function renderTaps(taps) {
       row = document.createElement("tr");
       row.dataset.tapId = t.id;
       row.innerHTML = `<td>${t.id}</td><td class="name"></td><td class="status"></td><td class="packets"></td>` +
-        `<td class="bytes"></td><td><button class="toggle"></button> <button class="delete">delete</button></td>`;
+        `<td class="bytes"></td><td class="needs-operator"><button class="toggle"></button> <button class="delete">delete</button></td>`;
       row.addEventListener("click", (e) => { if (e.target.tagName !== "BUTTON") select(t.id); });
       row.querySelector(".toggle").addEventListener("click", () => toggle(Number(row.dataset.tapId)));
       row.querySelector(".delete").addEventListener("click", () => remove(Number(row.dataset.tapId)));
@@ -309,20 +329,77 @@ function showErrors(err) {
 }
 
 // ---- live updates ---------------------------------------------------------------------
+// Server-sent events read with fetch (EventSource cannot send the Authorization header).
 
-function connect() {
+async function connect() {
   const conn = document.getElementById("conn");
-  const es = new EventSource("/api/v1/events");
-  es.addEventListener("open", () => { conn.textContent = "live"; });
-  es.addEventListener("error", () => { conn.textContent = "reconnecting…"; });
-  es.addEventListener("state", async (e) => {
-    const s = JSON.parse(e.data);
-    renderTaps(s.taps);
-    if (s.view_version !== state.viewVersion) {
-      state.viewVersion = s.view_version;
-      await loadTopology();
+  const ctrl = new AbortController();
+  state.stream = ctrl;
+  while (!ctrl.signal.aborted && token()) {
+    try {
+      const resp = await fetch("/api/v1/events", { headers: authHeaders(), signal: ctrl.signal });
+      if (resp.status === 401) { signOut("Signed out: the token is no longer valid."); return; }
+      conn.textContent = "live";
+      const reader = resp.body.getReader();
+      const decoder = new TextDecoder();
+      let buf = "";
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        buf += decoder.decode(value, { stream: true });
+        let end;
+        while ((end = buf.indexOf("\n\n")) >= 0) {
+          const event = buf.slice(0, end);
+          buf = buf.slice(end + 2);
+          const data = event.split("\n").filter((l) => l.startsWith("data: ")).map((l) => l.slice(6)).join("\n");
+          if (data) await onState(JSON.parse(data));
+        }
+      }
+    } catch (err) {
+      if (ctrl.signal.aborted) return;
     }
-  });
+    conn.textContent = "reconnecting…";
+    await new Promise((r) => setTimeout(r, 1000));
+  }
 }
 
-loadTopology().then(refreshTaps).then(connect);
+async function onState(s) {
+  renderTaps(s.taps);
+  if (s.view_version !== state.viewVersion) {
+    state.viewVersion = s.view_version;
+    await loadTopology();
+  }
+}
+
+async function start() {
+  let me;
+  try {
+    me = await api("/api/v1/whoami");
+  } catch (err) {
+    if (err.status !== 401) document.getElementById("sign-in-error").textContent = err.message;
+    return;
+  }
+  state.role = me.role;
+  document.getElementById("who-name").textContent = me.name;
+  document.getElementById("who-role").textContent = me.role;
+  document.getElementById("who").hidden = false;
+  document.getElementById("sign-in").hidden = true;
+  document.getElementById("app").hidden = false;
+  document.body.classList.toggle("read-only", me.role === "viewer");
+  cy.resize();  // the graph's container was hidden until now
+  await loadTopology();
+  await refreshTaps();
+  connect();
+}
+
+document.getElementById("sign-in").addEventListener("submit", async (e) => {
+  e.preventDefault();
+  const input = e.target.elements.token;
+  sessionStorage.setItem(TOKEN_KEY, input.value.trim());
+  input.value = "";
+  document.getElementById("sign-in-error").textContent = "";
+  await start();
+});
+document.getElementById("sign-out").addEventListener("click", () => signOut(""));
+
+if (token()) start(); else signOut("");

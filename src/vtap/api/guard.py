@@ -1,0 +1,106 @@
+"""What every HTTP request passes before and after the API sees it.
+
+Before: the `Host` header must name this server (a browser page elsewhere cannot reach
+the API by rebinding a DNS name to 127.0.0.1), and a body over 1 MiB is refused with
+413 before it is read whole, so one client cannot stall the event loop that also runs
+the switches. After: every request that could change something — every method but
+GET, HEAD and OPTIONS — is written to the audit trail with its outcome, refusals
+included; handlers add what they changed (`request.state.audit_*`).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from vtap.store.sqlite import Store
+
+MAX_BODY = 1 << 20
+READS = ("GET", "HEAD", "OPTIONS")
+
+
+async def _reply(send, status: int, detail: str) -> None:
+    body = json.dumps({"detail": detail}).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                            (b"connection", b"close")]})
+    await send({"type": "http.response.body", "body": body})
+
+
+class Guard:
+    def __init__(self, app, store: Store, allowed_hosts: list[str], max_body: int = MAX_BODY):
+        self.app = app
+        self.store = store
+        self.allowed_hosts = {h.lower() for h in allowed_hosts}
+        self.max_body = max_body
+
+    def _host_allowed(self, host: str) -> bool:
+        name = host.strip().lower()
+        if name.startswith("["):  # [::1]:8080
+            name = name[1:].partition("]")[0]
+        elif name.count(":") == 1:
+            name = name.partition(":")[0]
+        return name in self.allowed_hosts
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        status: dict[str, Any] = {}
+
+        async def send_recording(message) -> None:
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+            await send(message)
+
+        if not self._host_allowed(headers.get("host", "")):
+            await _reply(send_recording, 400, f"Host {headers.get('host', '')!r} is not one of this server's names (--api-allowed-hosts)")
+        elif int(headers.get("content-length") or 0) > self.max_body:
+            await _reply(send_recording, 413, f"request body over {self.max_body} bytes")
+        elif scope["method"] in READS:
+            await self.app(scope, receive, send_recording)
+        else:
+            body, more = b"", True
+            while more:
+                message = await receive()
+                if message["type"] != "http.request":
+                    break
+                body += message.get("body", b"")
+                more = message.get("more_body", False)
+                if len(body) > self.max_body:
+                    await _reply(send_recording, 413, f"request body over {self.max_body} bytes")
+                    break
+            else:
+                await self.app(scope, _replay(body, receive), send_recording)
+        if scope["method"] not in READS:
+            self._audit(scope, status.get("code", 500))
+
+    def _audit(self, scope, code: int) -> None:
+        state = scope.get("state") or {}
+        client = scope.get("client")
+        self.store.append_audit({
+            "time": time.time(),
+            "actor": state.get("actor", "anonymous"),
+            "remote": f"{client[0]}:{client[1]}" if client else "unknown",
+            "action": state.get("audit_action") or f"{scope['method']} {scope['path']}",
+            "target": state.get("audit_target") or scope["path"],
+            "before": state.get("audit_before"),
+            "after": state.get("audit_after"),
+            "result": str(code),
+        })
+
+
+def _replay(body: bytes, receive):
+    """A `receive` that hands the buffered body to the app, then waits on the real one."""
+    sent = False
+
+    async def replay():
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay

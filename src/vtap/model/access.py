@@ -1,0 +1,91 @@
+"""Who may do what: roles, and the scope of what an operator may tap and where copies may go.
+
+A TAP copies other people's traffic, so the right to create one is scoped twice: by
+what is tapped (`sources`: every identifier the policy taps must lie inside one of
+them) and by where the copies go (`monitors`). A policy that leaves an end open ("any"
+source or destination) taps traffic no scope can bound: only an admin may create it.
+Pure: checked the same way for a new policy, an update (old and new) and a delete.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from vtap.model.network import normalize_mac
+from vtap.model.policy import TapSpec, normalize_ip
+
+
+class Role(StrEnum):
+    VIEWER = "viewer"  # reads
+    OPERATOR = "operator"  # policies and capture jobs, within its scope
+    ADMIN = "admin"  # everything, tokens included
+
+    def may(self, needed: Role) -> bool:
+        order = [Role.VIEWER, Role.OPERATOR, Role.ADMIN]
+        return order.index(self) >= order.index(needed)
+
+
+def _entry(value: Any, what: str) -> str:
+    """A MAC, or an IP address or CIDR prefix, normalised; ValueError naming the value."""
+    if not isinstance(value, str):
+        raise ValueError(f"{what} entries are strings: a MAC, an IP address or a CIDR prefix")
+    try:
+        return normalize_mac(value)
+    except ValueError:
+        pass
+    try:
+        return normalize_ip(value)
+    except ValueError:
+        raise ValueError(f"{value!r} is neither a MAC nor an IP address or CIDR prefix") from None
+
+
+class Scope(BaseModel):
+    """What an operator may tap (`sources`) and where it may send copies (`monitors`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    sources: tuple[str, ...] = Field((), description="MACs and CIDR prefixes every tapped identifier must lie in")
+    monitors: tuple[str, ...] = Field((), description="monitor MACs and IP addresses (or prefixes) copies may go to")
+
+    @field_validator("sources", "monitors", mode="before")
+    @classmethod
+    def _entries(cls, v: Any) -> tuple[str, ...]:
+        if not isinstance(v, (list, tuple)):
+            raise ValueError("a list of MACs, IP addresses or CIDR prefixes")
+        return tuple(_entry(x, "scope") for x in v)
+
+
+def _inside(value: str, allowed: tuple[str, ...]) -> bool:
+    """A MAC equals an allowed MAC; an address or prefix lies within an allowed prefix."""
+    if ":" in value and len(value) == 17 and value.count(":") == 5:
+        return value in allowed
+    net = ipaddress.ip_network(value, strict=False)
+    for a in allowed:
+        if a.count(":") == 5 and len(a) == 17:
+            continue
+        outer = ipaddress.ip_network(a, strict=False)
+        if outer.version == net.version and net.subnet_of(outer):
+            return True
+    return False
+
+
+def scope_violations(spec: TapSpec, scope: Scope) -> list[tuple[str, str]]:
+    """(field, why) for every part of `spec` outside `scope`; empty when it is inside."""
+    out = []
+    for end in ("src", "dst"):
+        mac, ip = getattr(spec, f"{end}_mac"), getattr(spec, f"{end}_ip")
+        if not (mac or ip):
+            out.append((f"{end}_ip", f"no {'source' if end == 'src' else 'destination'} given: the policy taps any, "
+                                     "which only an admin may"))
+        for name, value in ((f"{end}_mac", mac), (f"{end}_ip", ip)):
+            if value and not _inside(value, scope.sources):
+                out.append((name, f"{value} is outside your scope's sources"))
+    for name in ("monitor_mac", "monitor_ip"):
+        value = getattr(spec, name)
+        if value and not _inside(value, scope.monitors):
+            out.append((name, f"{value} is outside your scope's monitors"))
+    return out

@@ -1,0 +1,36 @@
+"""The audit trail's chain: each record carries the hash of the one before it.
+
+Editing, inserting or deleting a record anywhere breaks the chain from there on, and
+`verify` names the first record where it breaks. Pure: the store appends and reads.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+FIELDS = ("seq", "time", "actor", "remote", "action", "target", "before", "after", "result")
+GENESIS = "0" * 64
+
+
+def record_hash(record: dict[str, Any], prev_hash: str) -> str:
+    """SHA-256 over the previous hash and the record's fields in a canonical JSON form."""
+    body = json.dumps({k: record.get(k) for k in FIELDS}, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256((prev_hash + body).encode()).hexdigest()
+
+
+def verify(records: list[dict[str, Any]]) -> tuple[bool, int | None, str]:
+    """(intact, seq of the first broken record, why) over records in sequence order."""
+    prev = GENESIS
+    expected_seq = records[0]["seq"] if records else 1
+    for rec in records:
+        if rec["seq"] != expected_seq:
+            return False, rec["seq"], f"record {expected_seq} is missing"
+        if rec["prev_hash"] != prev:
+            return False, rec["seq"], "its prev_hash is not the hash of the record before it"
+        if record_hash(rec, prev) != rec["hash"]:
+            return False, rec["seq"], "its content does not match its hash (edited)"
+        prev = rec["hash"]
+        expected_seq += 1
+    return True, None, f"{len(records)} records, chain intact"
