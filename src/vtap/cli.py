@@ -12,6 +12,7 @@ import asyncio
 import json
 import logging
 import os
+import ssl
 import sys
 import tomllib
 from datetime import datetime, timezone
@@ -128,8 +129,8 @@ def _request(method: str, args: argparse.Namespace, path: str, **kw):
     token = _token(args)
     headers = {"authorization": f"Bearer {token}"} if token else {}
     try:
-        resp = httpx.request(method, f"{api.rstrip('/')}{path}", timeout=30, headers=headers,
-                             verify=args.ca_cert or True, **kw)
+        verify = ssl.create_default_context(cafile=args.ca_cert) if args.ca_cert else True
+        resp = httpx.request(method, f"{api.rstrip('/')}{path}", timeout=30, headers=headers, verify=verify, **kw)
     except httpx.HTTPError as exc:
         raise SystemExit(f"vtap: cannot reach the controller at {api}: {exc}") from None
     try:

@@ -12,6 +12,16 @@ from vtap.lab.session import LabSession
 from vtap.lab.traffic import Capture, Flow, marked, send_from
 
 
+def mac(i: int) -> str:
+    """Lab host i's MAC (topologies number hosts h1..hN)."""
+    return f"00:00:00:00:00:{i:02x}"
+
+
+def ip(i: int) -> str:
+    """Lab host i's IPv4 address."""
+    return f"10.0.0.{i}"
+
+
 class Lab(LabSession):
     """A lab shared by a test module, with the checks the tests make."""
 

@@ -10,19 +10,11 @@ import time
 
 import pytest
 
-from tests.integration.harness import Lab, create_tap, delete_tap, traffic, wait_tap
+from tests.integration.harness import Lab, create_tap, delete_tap, ip, mac, traffic, wait_tap
 from tests.waiting import wait_until
 from vtap.lab.net import ipv6_of
 from vtap.lab.topos import parse_topo
 from vtap.lab.traffic import Flow
-
-
-def mac(i: int) -> str:
-    return f"00:00:00:00:00:{i:02x}"
-
-
-def ip(i: int) -> str:
-    return f"10.0.0.{i}"
 
 
 @pytest.fixture(scope="module")

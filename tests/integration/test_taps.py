@@ -6,18 +6,10 @@ import time
 
 import pytest
 
-from tests.integration.harness import Lab, create_tap, delete_tap, post, traffic, vtap_rules, wait_tap
+from tests.integration.harness import Lab, create_tap, delete_tap, ip, mac, post, traffic, vtap_rules, wait_tap
 from tests.waiting import wait_until
 from vtap.lab.topos import parse_topo
 from vtap.lab.traffic import Capture, Flow, marked, send_from
-
-
-def mac(i: int) -> str:
-    return f"00:00:00:00:00:{i:02x}"
-
-
-def ip(i: int) -> str:
-    return f"10.0.0.{i}"
 
 
 def flow(src: int, dst: int, proto: str = "tcp", sport: int = 40000, dport: int = 80, vlan=None) -> Flow:

@@ -9,7 +9,6 @@ status tells the truth.
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import struct
 import subprocess
@@ -19,19 +18,11 @@ import time
 import pytest
 from os_ken.lib.packet import arp, ethernet, lldp, packet
 
-from tests.integration.harness import Lab, create_tap, delete_tap, ping, traffic, wait_tap
+from tests.integration.harness import Lab, create_tap, delete_tap, ip, mac, traffic, wait_tap
 from tests.waiting import wait_until
 from vtap.control.discovery import lldp_frame
 from vtap.lab.topos import parse_topo
 from vtap.lab.traffic import Flow, marked, send_frames
-
-
-def mac(i: int) -> str:
-    return f"00:00:00:00:00:{i:02x}"
-
-
-def ip(i: int) -> str:
-    return f"10.0.0.{i}"
 
 
 @pytest.fixture(scope="module")

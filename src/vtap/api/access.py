@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from vtap.api.auth import Principal, Tokens, require
 from vtap.model.access import Role, Scope
-from vtap.model.policy import NAME_RE
+from vtap.model.policy import NAME_RE, check_name
 from vtap.store.sqlite import NotFound, Store
 
 
@@ -27,9 +27,7 @@ class TokenIn(BaseModel):
     @field_validator("name")
     @classmethod
     def _name(cls, v: str) -> str:
-        if not NAME_RE.match(v):
-            raise ValueError("1-64 characters: letters, digits, '.', '_' or '-', starting with a letter or digit")
-        return v
+        return check_name(v)
 
 
 class TokenOut(BaseModel):

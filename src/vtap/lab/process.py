@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -39,7 +40,7 @@ class ControllerProcess:
 
     def start(self, ca: Path | None = None) -> ControllerProcess:
         """Start `vtap serve` and wait for its API (over HTTPS, verified against `ca`)."""
-        verify = str(ca) if ca else True
+        verify = ssl.create_default_context(cafile=str(ca)) if ca else True
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "vtap", "serve", "--of-host", "127.0.0.1", "--of-port", str(self.of_port),

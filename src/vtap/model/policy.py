@@ -48,6 +48,13 @@ def normalize_ip(value: str) -> str:
         raise ValueError(f"not an IP address or CIDR prefix: {shown} ({str(exc)[:120]})") from None
 
 
+def check_name(value: str) -> str:
+    """A name of a policy or a token: letters, digits, '.', '_' or '-' (1-64)."""
+    if not NAME_RE.match(value):
+        raise ValueError("1-64 characters: letters, digits, '.', '_' or '-', starting with a letter or digit")
+    return value
+
+
 def ip_version(value: str) -> int:
     return ipaddress.ip_network(value, strict=False).version
 
@@ -93,9 +100,7 @@ class TapSpec(BaseModel):
     @field_validator("name")
     @classmethod
     def _name(cls, v: str) -> str:
-        if not NAME_RE.match(v):
-            raise ValueError("1-64 characters: letters, digits, '.', '_' or '-', starting with a letter or digit")
-        return v
+        return check_name(v)
 
     @field_validator("src_mac", "dst_mac", "monitor_mac", mode="before")
     @classmethod
