@@ -99,6 +99,9 @@ def test_create_select_highlight_and_delete(page, lab):
 
     row.click()
     page.wait_for_function("window.vtap.cy.elements('.tap-point').length > 0")
+    history = page.locator("#history")
+    history.locator("td:text('tap.create')").wait_for()
+    assert "admin" in history.inner_text() and "201" in history.inner_text()
     assert _ids(page, ".tap-point") == {"s:0000000000000001"}
     assert _ids(page, "node.monitor") == {"h:00:00:00:00:00:02"}
     assert _ids(page, "edge.flow") == {"e:00:00:00:00:00:01", "l:0000000000000001-0000000000000002",

@@ -247,7 +247,11 @@ function renderTaps(taps) {
   }
   for (const id of [...state.taps.keys()]) if (!ids.has(id)) state.taps.delete(id);
   document.getElementById("tap-empty").style.display = taps.length ? "none" : "";
-  if (state.selected !== null && !ids.has(state.selected)) { state.selected = null; clearOverlay(); }
+  if (state.selected !== null && !ids.has(state.selected)) {
+    state.selected = null;
+    clearOverlay();
+    document.getElementById("history").innerHTML = "";
+  }
 }
 
 async function refreshTaps() {
@@ -259,6 +263,17 @@ async function select(id) {
   state.selected = id;
   document.querySelectorAll("#tap-list tbody tr").forEach((r) => r.classList.toggle("selected", Number(r.dataset.tapId) === id));
   await highlight(id);
+  await showHistory(id);
+}
+
+// A policy's history: its audit records (who changed it, from where, and the outcome).
+async function showHistory(id) {
+  const records = await api(`/api/v1/audit?target=${encodeURIComponent(`tap:${id}`)}`);
+  const rows = records.map((r) => `<tr><td>${esc(new Date(r.time * 1000).toISOString().slice(0, 19).replace("T", " "))}</td>` +
+    `<td>${esc(r.actor)}</td><td>${esc(r.action)}</td><td>${esc(r.result)}</td><td>${esc(r.remote)}</td></tr>`).join("");
+  document.getElementById("history").innerHTML = `<h3>History of TAP ${id}</h3>` +
+    `<table><thead><tr><th>time (UTC)</th><th>actor</th><th>action</th><th>result</th><th>from</th></tr></thead>` +
+    `<tbody>${rows}</tbody></table>`;
 }
 
 async function toggle(id) {
