@@ -138,12 +138,12 @@ def _request(method: str, args: argparse.Namespace, path: str, **kw):
     except ValueError:
         body = None
     detail = body.get("detail") if isinstance(body, dict) else resp.text
-    if resp.status_code in (403, 422) and isinstance(detail, list):
+    if resp.status_code in (403, 409, 422) and isinstance(detail, list):
         lines = []
         for d in detail:
-            loc = [str(x) for x in d.get("loc", []) if x != "body"]
-            lines.append(f"  {'.'.join(loc) or 'request'}: {d.get('msg')}")
-        what = "not allowed" if resp.status_code == 403 else "invalid request"
+            loc = "".join(f"[{x}]" if isinstance(x, int) else f".{x}" for x in d.get("loc", []) if x != "body").lstrip(".")
+            lines.append(f"  {loc or 'request'}: {d.get('msg')}")
+        what = {403: "not allowed", 409: "conflict"}.get(resp.status_code, "invalid request")
         raise SystemExit(f"vtap: {what}:\n" + "\n".join(lines))
     if resp.status_code == 401 and not token:
         raise SystemExit(f"vtap: the controller needs a token: give --token, set VTAP_TOKEN, or make --token-file "
@@ -240,6 +240,43 @@ def cmd_tap(args: argparse.Namespace) -> int:
     if action == "stats":
         return _emit(args, _request("GET", args, f"/api/v1/taps/{args.id}/stats"), _print_stats)
     raise AssertionError(action)
+
+
+def _read_policies(path: str) -> list:
+    """A YAML or JSON file holding a list of policies (or {"taps": [...]}), as the REST API takes them."""
+    import yaml
+
+    try:
+        text = sys.stdin.read() if path == "-" else Path(path).read_text()
+        data = yaml.safe_load(text)  # JSON is YAML too
+    except OSError as exc:
+        raise SystemExit(f"vtap apply: -f {path}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise SystemExit(f"vtap apply: -f {path}: not YAML or JSON: {exc}") from None
+    if isinstance(data, dict) and "taps" in data:
+        data = data["taps"]
+    if data is None:
+        data = []
+    if not isinstance(data, list):
+        raise SystemExit(f"vtap apply: -f {path}: expected a list of policies (or a mapping with `taps:`)")
+    return data
+
+
+def cmd_apply(args: argparse.Namespace) -> int:
+    policies = _read_policies(args.file)
+    params = {"prune": str(args.prune).lower(), "dry_run": str(args.dry_run).lower()}
+    out = _request("PUT", args, "/api/v1/taps", json=policies, params=params)
+
+    def render(o: dict) -> None:
+        for what in ("added", "changed", "removed"):
+            for name in o[what]:
+                print(f"{what:8} {name}")
+        print(f"{len(o['added'])} added, {len(o['changed'])} changed, {len(o['removed'])} removed, {o['unchanged']} unchanged"
+              + (" (dry run: nothing changed; the rules it would install follow)" if o["dry_run"] else ""))
+        if o["dry_run"]:
+            _print_rules(o)
+
+    return _emit(args, out, render)
 
 
 def cmd_token(args: argparse.Namespace) -> int:
@@ -367,6 +404,14 @@ def parser() -> argparse.ArgumentParser:
         _add_api_flags(sp)
         sp.add_argument("--json", action="store_true", help="print JSON")
     tp.set_defaults(func=cmd_tap)
+
+    ap = sub.add_parser("apply", help="make the stored policies equal to a file's (YAML or JSON), in one transaction")
+    ap.add_argument("-f", "--file", required=True, help="the policies: a list with the REST API's fields; - for stdin")
+    ap.add_argument("--prune", action="store_true", help="also delete stored policies the file leaves out")
+    ap.add_argument("--dry-run", action="store_true", help="print what would change and the rules; change nothing")
+    _add_api_flags(ap)
+    ap.add_argument("--json", action="store_true", help="print JSON")
+    ap.set_defaults(func=cmd_apply)
 
     tk = sub.add_parser("token", help="manage API tokens (admin)")
     ksub = tk.add_subparsers(dest="token_command", required=True)

@@ -109,7 +109,7 @@ async def serve(
     if made:
         log.info("first start: an admin token is in %s (mode 0600); `vtap token add` makes others", made)
     allowed = api_allowed_hosts or [api_host, "localhost", "127.0.0.1", "::1"]
-    app = Guard(create_app(ctl, tokens), store, allowed)
+    app = Guard(create_app(ctl, tokens), store, tokens, allowed)
     try:
         api = _ApiServer(uvicorn.Config(app, log_level="warning", lifespan="off", ssl_certfile=tls_cert, ssl_keyfile=tls_key))
         api.config.load()

@@ -178,6 +178,12 @@ def test_request_hygiene(lab):
     assert resp.status_code == 413 and len(resp.content) < 200
     assert max(latencies) < 0.05, latencies
     assert upload[0][0] in (413, "closed") and (upload[0][0] == "closed" or upload[0][1] < 200), upload
+    # A whole policy set may be larger, from a client with a valid token only.
+    big_set = [{"name": f"bulk{i}", "src_ip": "10.0.0.1", "dst_ip": "10.0.0.3", "ip_proto": "udp", "dst_port": i,
+                "monitor_ip": "10.0.0.2", "description": "x" * 100} for i in range(1, 12001)]
+    assert httpx.put(f"{lab.ctl.api}/api/v1/taps", json=big_set, params={"dry_run": "true"}, timeout=60).status_code == 413
+    resp = admin.put("/api/v1/taps", json=big_set, params={"dry_run": "true"}, timeout=120)
+    assert resp.status_code == 200 and len(resp.json()["added"]) == 12000
     # A 422 quotes a short excerpt of the bad input, not megabytes of it.
     resp = admin.post("/api/v1/taps", json={"name": "n" * 500_000, "src_ip": "x" * 500_000, "monitor_ip": "10.0.0.2"})
     assert resp.status_code == 422 and len(resp.content) < 2000

@@ -43,6 +43,8 @@ def test_controlplane_quick_produces_every_row(tmp_path):
     f = r["copy_failover"]
     assert f["copies"] > 0 and not math.isnan(f["gap_ms"])
     assert r["restart_all_active_s"] > 0 and r["ceiling_ofctl_bundle"]["rules"] > 0
+    d = r["declarative"]
+    assert d["policies"] == 200 and d["all_active_s"] > 0 and d["same_again_unchanged"] == 200 and d["update_one_ms"] > 0
     assert (tmp_path / "controlplane-quick.md").read_text().startswith("### POST")
 
 

@@ -209,6 +209,58 @@ def test_tap_through_the_cli_copies_on_linear(lab):
     assert json.loads(_vtap(lab, "tap", "list", "--json").stdout) == []
 
 
+APPLIED = """\
+# three policies, as an operator keeps them in version control
+- {name: a-13, src_ip: 10.0.0.1, dst_ip: 10.0.0.3, ip_proto: udp, dst_port: 6001, monitor_ip: 10.0.0.2}
+- {name: a-31, src_ip: 10.0.0.3, dst_ip: 10.0.0.1, ip_proto: udp, dst_port: 6002, monitor_ip: 10.0.0.2}
+- name: a-21
+  src_ip: 10.0.0.2
+  dst_ip: 10.0.0.1
+  ip_proto: udp
+  dst_port: 6003
+  monitor_ip: 10.0.0.3
+"""
+
+
+def test_apply_a_file_of_policies(lab, tmp_path):
+    path = tmp_path / "taps.yaml"
+    path.write_text(APPLIED)
+    assert lab.net.pingAll(timeout="1") == 0  # every host known: the dry run shows rules, not `pending`
+    dry = _vtap(lab, "apply", "-f", str(path), "--dry-run")
+    assert dry.returncode == 0 and "3 added" in dry.stdout and "# switch" in dry.stdout, dry.stderr
+    assert lab.ctl.get("/api/v1/taps") == []
+    done = json.loads(_vtap(lab, "apply", "-f", str(path), "--json").stdout)
+    assert (done["added"], done["changed"], done["removed"]) == (["a-13", "a-31", "a-21"], [], [])
+    taps = {t["name"]: t["id"] for t in lab.ctl.get("/api/v1/taps")}
+    for tap_id in taps.values():
+        wait_tap(lab, tap_id)
+    for sender, dst, port, monitor in (("h1", 3, 6001, "h2"), ("h3", 1, 6002, "h2"), ("h2", 1, 6003, "h3")):
+        src = int(sender[1:])
+        f = Flow(f"00:00:00:00:00:{src:02x}", f"00:00:00:00:00:{dst:02x}", f"10.0.0.{src}", f"10.0.0.{dst}", "udp", 4000, port)
+        got = traffic(lab, sender, f, f"ap{port}", 8, [f"h{dst}", monitor])
+        assert len(got[f"h{dst}"]) == 8 and got[monitor] == got[f"h{dst}"], port
+    # The same file again changes nothing, and nothing is sent to any switch.
+    sent = {d["dpid"]: (d["batches"], d["rules_sent"]) for d in lab.ctl.get("/api/v1/devices")}
+    again = json.loads(_vtap(lab, "apply", "-f", str(path), "--json").stdout)
+    assert (again["added"], again["changed"], again["removed"], again["unchanged"]) == ([], [], [], 3)
+    time.sleep(0.5)
+    assert {d["dpid"]: (d["batches"], d["rules_sent"]) for d in lab.ctl.get("/api/v1/devices")} == sent
+    # One bad policy: exit 1 naming it, nothing changed.
+    path.write_text(APPLIED.replace("dst_port: 6003", "dst_port: 70000"))
+    bad = _vtap(lab, "apply", "-f", str(path), "--prune")
+    assert bad.returncode == 1 and "[2].dst_port" in bad.stderr, bad.stderr
+    assert {t["name"]: t["id"] for t in lab.ctl.get("/api/v1/taps")} == taps
+    # Pruned to one: the others and their rules go.
+    path.write_text(APPLIED.split("- {name: a-31")[0])
+    pruned = json.loads(_vtap(lab, "apply", "-f", str(path), "--prune", "--json").stdout)
+    assert pruned["removed"] == ["a-31", "a-21"] and pruned["unchanged"] == 1
+    assert [t["name"] for t in lab.ctl.get("/api/v1/taps")] == ["a-13"]
+    empty = subprocess.run([sys.executable, "-m", "vtap", "apply", "-f", "-", "--prune", "--api", lab.ctl.api], input="[]\n",
+                           capture_output=True, text=True, timeout=60, env={**os.environ, "VTAP_TOKEN": lab.ctl.token})
+    assert empty.returncode == 0 and "1 removed" in empty.stdout, empty.stderr  # an empty set from stdin: all gone
+    assert lab.ctl.get("/api/v1/taps") == []
+
+
 def test_silent_hosts_expire_and_talkers_stay(lab):
     """Restart the controller with a short --host-timeout: h1 and h2 keep talking, h3 is
     silent; h3 and its rules go, and come back when it speaks again. Runs last here."""

@@ -84,3 +84,21 @@ def test_star_means_any_and_names_resolve():
     spec = TapSpec(name="x", src_ip="*", dst_ip="10.0.0.2", src_mac="*", monitor_mac="AA-BB-CC-DD-EE-FF", ip_proto="TCP", dst_port="*")
     assert spec.src_ip is None and spec.src_mac is None and spec.dst_port is None
     assert spec.monitor_mac == "aa:bb:cc:dd:ee:ff" and spec.ip_proto == 6
+
+
+def test_a_declared_set_is_matched_to_the_stored_one_by_name():
+    from vtap.model.policy import Tap, plan_changes
+
+    def spec(name, **kw):
+        return TapSpec(name=name, src_ip="10.0.0.1", monitor_ip="10.0.0.2", **kw)
+
+    stored = [Tap(id=1, spec=spec("keep")), Tap(id=2, spec=spec("edit")), Tap(id=3, spec=spec("gone"))]
+    declared = [spec("keep"), spec("edit", dst_ip="10.0.0.3"), spec("new")]
+    plan = plan_changes(stored, declared, prune=False)
+    assert [t.spec.name for t in plan.added] == ["new"] and plan.removed == []
+    assert [(b.id, a.id, a.spec.dst_ip) for b, a in plan.changed] == [(2, 2, "10.0.0.3")]
+    assert [t.id for t in plan.unchanged] == [1]
+    assert [t.id for t in plan_changes(stored, declared, prune=True).removed] == [3]
+    assert plan_changes(stored, [t.spec for t in stored], prune=True) == plan_changes(stored, [t.spec for t in stored], prune=False)
+    with pytest.raises(ValueError, match="declared twice"):
+        plan_changes(stored, [spec("a"), spec("a")], prune=False)

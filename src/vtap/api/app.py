@@ -48,6 +48,8 @@ class DeviceOut(BaseModel):
     connected_since: str
     n_tables: int
     sync: str
+    batches: int = Field(description="rule batches (bundles) sent to this switch since it connected")
+    rules_sent: int = Field(description="flow, group and meter changes sent since it connected")
 
 
 class LinkOut(BaseModel):
@@ -125,6 +127,8 @@ def devices_out(view: NetworkView, ctl: Controller) -> list[DeviceOut]:
             connected_since=_iso(d.connected_since),
             n_tables=d.n_tables,
             sync=ctl.sync_state(d.dpid),
+            batches=ctl.sync_counters(d.dpid)[0],
+            rules_sent=ctl.sync_counters(d.dpid)[1],
         )
         for d in sorted(view.devices.values(), key=lambda d: d.dpid)
     ]

@@ -14,9 +14,14 @@ import json
 import time
 from typing import Any
 
+from vtap.api.auth import Tokens
 from vtap.store.sqlite import Store
 
 MAX_BODY = 1 << 20
+# A whole policy set (`PUT /api/v1/taps`, `POST /api/v1/taps:batch`) runs to ~150 bytes a
+# policy: these two take up to 32 MiB, and only from a client holding a valid token.
+BULK = {("PUT", "/api/v1/taps"), ("POST", "/api/v1/taps:batch")}
+MAX_BULK_BODY = 32 << 20
 READS = ("GET", "HEAD", "OPTIONS")
 
 
@@ -29,9 +34,10 @@ async def _reply(send, status: int, detail: str) -> None:
 
 
 class Guard:
-    def __init__(self, app, store: Store, allowed_hosts: list[str], max_body: int = MAX_BODY):
+    def __init__(self, app, store: Store, tokens: Tokens, allowed_hosts: list[str], max_body: int = MAX_BODY):
         self.app = app
         self.store = store
+        self.tokens = tokens
         self.allowed_hosts = {h.lower() for h in allowed_hosts}
         self.max_body = max_body
 
@@ -55,10 +61,15 @@ class Guard:
                 status["code"] = message["status"]
             await send(message)
 
+        limit = self.max_body
+        if (scope["method"], scope["path"]) in BULK:
+            scheme, _, secret = headers.get("authorization", "").partition(" ")
+            if scheme.lower() == "bearer" and self.tokens.principal(secret.strip()) is not None:
+                limit = MAX_BULK_BODY
         if not self._host_allowed(headers.get("host", "")):
             await _reply(send_recording, 400, f"Host {headers.get('host', '')!r} is not one of this server's names (--api-allowed-hosts)")
-        elif int(headers.get("content-length") or 0) > self.max_body:
-            await _reply(send_recording, 413, f"request body over {self.max_body} bytes")
+        elif int(headers.get("content-length") or 0) > limit:
+            await _reply(send_recording, 413, f"request body over {limit} bytes")
         elif scope["method"] in READS:
             await self.app(scope, receive, send_recording)
         else:
@@ -69,8 +80,8 @@ class Guard:
                     break
                 body += message.get("body", b"")
                 more = message.get("more_body", False)
-                if len(body) > self.max_body:
-                    await _reply(send_recording, 413, f"request body over {self.max_body} bytes")
+                if len(body) > limit:
+                    await _reply(send_recording, 413, f"request body over {limit} bytes")
                     break
             else:
                 await self.app(scope, _replay(body, receive), send_recording)

@@ -14,7 +14,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 from fastapi import Path as PathParam
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from vtap.api.auth import Principal, Tokens, require
 from vtap.control.controller import Controller
@@ -67,6 +67,15 @@ class TapPathsOut(BaseModel):
     tap_points: list[str]
     copies: list[CopyPathOut]
     monitor: str | None
+
+
+class ApplyOut(BaseModel):
+    dry_run: bool
+    added: list[str]
+    changed: list[str]
+    removed: list[str]
+    unchanged: int
+    switches: list[SwitchRulesOut] = Field(description="dry run: the rules of the added and changed policies")
 
 
 class TapStatsOut(BaseModel):
@@ -137,6 +146,63 @@ def router(ctl: Controller, tokens: Tokens) -> APIRouter:
             raise HTTPException(409, f"name: a TAP policy named {spec.name!r} already exists") from None
         request.state.audit_target = f"tap:{tap.id}"
         return _out(ctl, tap)
+
+    @r.put("", response_model=ApplyOut, responses={409: {"description": "a name is declared twice"}})
+    async def apply(specs: list[TapSpec], request: Request, me: Principal = Depends(operator),
+                    prune: bool = Query(False, description="delete stored policies the set leaves out"),
+                    dry_run: bool = Query(False, description="say what would change and the rules; change nothing")):
+        """Declarative: make the stored policies equal to this set, by name, in one
+        transaction and one recompile (one bundle per switch). The set is validated whole
+        first: one bad policy is a 422 naming its index and field, and nothing changes."""
+        request.state.audit_action, request.state.audit_target = "tap.apply" + (" (dry run)" if dry_run else ""), "taps"
+        seen: dict[str, int] = {}
+        for i, spec in enumerate(specs):
+            if spec.name in seen:
+                raise HTTPException(409, [{"loc": ["body", i, "name"], "msg": f"{spec.name!r} is declared twice (also at {seen[spec.name]})",
+                                           "type": "duplicate"}])
+            seen[spec.name] = i
+        plan, comp = ctl.plan_apply(specs, prune=prune)
+        for i, spec in enumerate(specs):
+            try:
+                _check_scope(me, spec)
+            except HTTPException as exc:
+                raise HTTPException(403, [{**d, "loc": ["body", i, d["loc"][-1]]} for d in exc.detail]) from None
+        for tap in plan.removed + [before for before, _ in plan.changed]:
+            _check_scope(me, tap.spec)
+        if dry_run:
+            rules: dict[int, SwitchRules] = {}
+            for tap in plan.added + [after for _, after in plan.changed]:
+                for dpid, r in comp.rules_of(tap.id).items():
+                    old = rules.get(dpid, SwitchRules())
+                    rules[dpid] = SwitchRules(old.flows | r.flows, old.groups | r.groups)
+            switches = _rules(rules)
+        else:
+            plan = ctl.apply_taps(specs, prune=prune)
+            switches = []
+        out = ApplyOut(dry_run=dry_run, added=[t.spec.name for t in plan.added], changed=[a.spec.name for _, a in plan.changed],
+                       removed=[t.spec.name for t in plan.removed], unchanged=len(plan.unchanged), switches=switches)
+        request.state.audit_after = out.model_dump(mode="json", exclude={"switches"})
+        return out
+
+    @r.post(":batch", status_code=201, response_model=list[TapOut], responses={409: {"description": "a name is taken or declared twice"}})
+    async def create_many(specs: list[TapSpec], request: Request, me: Principal = Depends(operator)):
+        """Create many policies at once: all or none, one transaction, one recompile."""
+        request.state.audit_action, request.state.audit_target = "tap.create-batch", "taps"
+        for i, spec in enumerate(specs):
+            try:
+                _check_scope(me, spec)
+            except HTTPException as exc:
+                raise HTTPException(403, [{**d, "loc": ["body", i, d["loc"][-1]]} for d in exc.detail]) from None
+        try:
+            plan, _ = ctl.plan_apply(specs, prune=False)
+        except ValueError as exc:
+            raise HTTPException(409, str(exc)) from None
+        taken = [before.spec.name for before, _ in plan.changed] + [t.spec.name for t in plan.unchanged]
+        if taken:
+            raise HTTPException(409, f"name: already taken: {', '.join(taken)}")
+        done = ctl.apply_taps(specs, prune=False)
+        request.state.audit_after = [t.spec.name for t in done.added]
+        return [_out(ctl, t) for t in done.added]
 
     @r.get("", response_model=list[TapOut])
     async def list_taps():

@@ -86,6 +86,32 @@ def wait_all_active(client: httpx.Client, expected: int, timeout: float) -> floa
     raise RuntimeError("policies did not all become active")
 
 
+def declarative(client: httpx.Client, count: int, sources: range) -> dict:
+    """`PUT /api/v1/taps` of the whole set at once, fresh (after a prune to nothing);
+    the same set again (nothing to do); then one policy changed among them."""
+    everything = policies(0, count, 1000, sources)
+    client.put("/api/v1/taps", json=[], params={"prune": "true"}, timeout=600).raise_for_status()
+    wait_all_active(client, 0, 600)
+    time.sleep(1)
+    t0 = time.monotonic()
+    client.put("/api/v1/taps", json=everything, timeout=600).raise_for_status()
+    t_answered = time.monotonic()
+    t_active = wait_all_active(client, count, 600)
+    t = time.monotonic()
+    again = client.put("/api/v1/taps", json=everything, timeout=600).json()
+    again_s = time.monotonic() - t
+    tap = client.get("/api/v1/taps").json()[count // 2]
+    body = {k: v for k, v in tap.items() if k not in ("id", "status", "status_reason", "switches")}
+    body["dst_port"] = 65000
+    t = time.perf_counter()
+    client.put(f"/api/v1/taps/{tap['id']}", json=body).raise_for_status()
+    while client.get(f"/api/v1/taps/{tap['id']}").json()["status"] != "active":
+        time.sleep(0.002)
+    update_ms = (time.perf_counter() - t) * 1000
+    return {"policies": count, "answered_s": round(t_answered - t0, 2), "all_active_s": round(t_active - t0, 2),
+            "same_again_s": round(again_s, 2), "same_again_unchanged": again["unchanged"], "update_one_ms": round(update_ms, 1)}
+
+
 def ceiling(ovs: PrivateOVS, net, work: Path) -> dict:
     """Reload every switch's current flows and groups with ovs-ofctl bundles; rules/s."""
     total_rules = 0
@@ -168,6 +194,7 @@ def main(args) -> int:
         result["restart_all_active_s"] = round(wait_all_active(client, sizes[-1], 600) - t, 2)
         result["restart_policies"] = sizes[-1]
         result["ceiling_ofctl_bundle"] = ceiling(ovs, net, work)
+        result["declarative"] = declarative(client, sizes[-1], sources)
 
     result["one_bridge"] = args.one_bridge
     result["quick"] = args.quick
@@ -197,6 +224,12 @@ def markdown(result: dict) -> str:
     c = result["ceiling_ofctl_bundle"]
     p(f"\nCeiling: the same {c['rules']:,} flows and groups reloaded with `ovs-ofctl --bundle add-flows` / `add-groups`, "
       f"switch by switch: {c['seconds']} s, {c['rules_per_s']:,} rules/s.")
+    d = result["declarative"]
+    p(f"\nDeclarative apply (`PUT /api/v1/taps`, one request) of {d['policies']:,} policies, fresh: answered in "
+      f"{d['answered_s']} s, all active {d['all_active_s']} s after it was sent "
+      f"({d['all_active_s'] / c['seconds']:.1f}x the ovs-ofctl ceiling above); the same set again: "
+      f"{d['same_again_s']} s, {d['same_again_unchanged']:,} unchanged; one policy changed among them: active after "
+      f"{d['update_one_ms']} ms.")
     f = result["copy_failover"]
     p(f"\nCopy path failover: link {f['link']} taken down under a {f['rate_pps']} pps tapped stream: copies resumed after "
       f"{f['gap_ms']} ms ({f['lost']} of {f['sent']} copies lost; {f['received']} reached the receiver).")

@@ -18,13 +18,13 @@ from typing import Any
 from os_ken.lib.packet import ethernet, packet
 
 from vtap.compile.pipeline import COOKIE_FORWARDING, COOKIE_TAP, ETH_TYPE_LLDP, OWNER_MASK, PRIO_KNOWN_HOST, TABLE_CLASSIFY, TABLE_TAP
-from vtap.compile.taps import TapState
+from vtap.compile.taps import TapCompilation, TapState
 from vtap.control import relay
 from vtap.control.core import ControlCore, SwitchSync, TapStatus
 from vtap.control.discovery import NONCE_BYTES, parse_lldp
 from vtap.control.reconciler import SwitchReconciler
 from vtap.model.network import Device
-from vtap.model.policy import Tap, TapSpec
+from vtap.model.policy import Tap, TapChanges, TapSpec
 from vtap.model.rules import SwitchRules
 from vtap.model.state import SyncState
 from vtap.model.view import NetworkView
@@ -103,6 +103,11 @@ class Controller:
         rec = self.reconcilers.get(dpid)
         return rec.status.state if rec else SyncState.DISCONNECTED
 
+    def sync_counters(self, dpid: int) -> tuple[int, int]:
+        """(batches, rules) the reconciler has sent this switch since it connected."""
+        rec = self.reconcilers.get(dpid)
+        return (rec.status.batches, rec.status.rules_sent) if rec else (0, 0)
+
     def tap_status(self, tap_id: int) -> TapStatus:
         switches = {dpid: SwitchSync(r.status.state, r.status.synced_generation, r.status.last_error)
                     for dpid, r in self.reconcilers.items()}
@@ -177,6 +182,23 @@ class Controller:
         self.store.delete_tap(tap_id)
         self.core.remove_tap(tap_id)
         self.changed()
+
+    def plan_apply(self, specs: list[TapSpec], *, prune: bool) -> tuple[TapChanges, TapCompilation]:
+        """What making the policies equal to `specs` would change, and the compilation of
+        the resulting set (its rules per policy), without storing or installing anything."""
+        return self.core.plan_apply(specs, prune=prune)
+
+    def apply_taps(self, specs: list[TapSpec], *, prune: bool) -> TapChanges:
+        """Make the policies equal to `specs` in one store transaction and one recompile:
+        every switch then gets one bundle for the whole set."""
+        changes = self.store.replace_taps(specs, prune=prune)
+        for tap in changes.added + [after for _, after in changes.changed]:
+            self.core.set_tap(tap)
+        for tap in changes.removed:
+            self.core.remove_tap(tap.id)
+        if changes.added or changes.changed or changes.removed:
+            self.changed()
+        return changes
 
     # ---- switch events (SwitchHandler) ---------------------------------------------
 

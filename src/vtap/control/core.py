@@ -21,7 +21,7 @@ from vtap.control.discovery import LinkTable, LldpClaim, LldpRounds, lldp_frame
 from vtap.control.hosts import Claim, HostTable
 from vtap.control.probing import ProbeSchedule, named_addresses
 from vtap.model.network import Device, Host, Link, Port, is_physical_port
-from vtap.model.policy import Tap, TapSpec, is_single_address
+from vtap.model.policy import Tap, TapChanges, TapSpec, is_single_address, plan_changes
 from vtap.model.rules import SwitchRules
 from vtap.model.state import PolicyState, SyncState
 from vtap.model.view import NetworkView
@@ -153,6 +153,17 @@ class ControlCore:
         tap = Tap(id=max(self.taps, default=0) + 1, spec=spec)
         others = [t for t in self.taps.values() if t.spec.name != spec.name]
         return tap, compile_taps(self.view(), others + [tap])
+
+    def plan_apply(self, specs: list[TapSpec], *, prune: bool) -> tuple[TapChanges, TapCompilation]:
+        """What making the policies equal to `specs` would change, and the compilation of
+        the resulting set; new policies get the ids they would be given, in order."""
+        plan = plan_changes(list(self.taps.values()), specs, prune=prune)
+        changed = {after.id: after for _, after in plan.changed}
+        removed = {t.id for t in plan.removed}
+        result = [changed.get(t.id, t) for t in self.taps.values() if t.id not in removed]
+        next_id = max(self.taps, default=0) + 1
+        added = [Tap(id=next_id + i, spec=t.spec) for i, t in enumerate(plan.added)]
+        return TapChanges(added, plan.changed, plan.removed, plan.unchanged), compile_taps(self.view(), result + added)
 
     def tap_status(self, tap_id: int, switches: dict[int, SwitchSync]) -> TapStatus:
         """`active` once every switch the policy concerns confirmed its generation."""

@@ -201,3 +201,36 @@ class Tap(BaseModel):
 
     id: int
     spec: TapSpec
+
+
+@dataclass(frozen=True)
+class TapChanges:
+    """What making the stored policies equal to a declared set does, by policy name."""
+
+    added: list[Tap]
+    changed: list[tuple[Tap, Tap]]  # (before, after), same id
+    removed: list[Tap]
+    unchanged: list[Tap]
+
+
+def plan_changes(stored: list[Tap], declared: list[TapSpec], *, prune: bool) -> TapChanges:
+    """Match declared policies to stored ones by name: new names are added (id 0 until
+    stored), others changed when their fields differ, and with `prune` stored names the
+    declaration leaves out are removed. A name declared twice is an error naming it."""
+    seen: set[str] = set()
+    for spec in declared:
+        if spec.name in seen:
+            raise ValueError(f"name: {spec.name!r} is declared twice")
+        seen.add(spec.name)
+    by_name = {t.spec.name: t for t in stored}
+    added, changed, unchanged = [], [], []
+    for spec in declared:
+        old = by_name.get(spec.name)
+        if old is None:
+            added.append(Tap(id=0, spec=spec))
+        elif old.spec != spec:
+            changed.append((old, Tap(id=old.id, spec=spec)))
+        else:
+            unchanged.append(old)
+    removed = [t for t in stored if prune and t.spec.name not in seen]
+    return TapChanges(added, changed, removed, unchanged)

@@ -17,7 +17,7 @@ import time
 
 from vtap.model import audit
 from vtap.model.network import Host
-from vtap.model.policy import Tap, TapSpec
+from vtap.model.policy import Tap, TapChanges, TapSpec, plan_changes
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS hosts (
@@ -214,6 +214,25 @@ class Store:
         if cur.rowcount == 0:
             raise NotFound(tap_id)
         return Tap(id=tap_id, spec=spec)
+
+    def replace_taps(self, specs: list[TapSpec], *, prune: bool) -> TapChanges:
+        """Make the stored set equal to `specs` by name, in one transaction (see
+        `plan_changes`); changed policies keep their ids. Nothing changes when anything fails."""
+        now = time.time()
+        with self.db:
+            self.db.execute("BEGIN IMMEDIATE")
+            stored = [Tap(id=i, spec=TapSpec.model_validate_json(spec)) for i, spec in self.db.execute("SELECT id, spec FROM taps")]
+            plan = plan_changes(stored, specs, prune=prune)
+            added = []
+            for tap in plan.added:
+                cur = self.db.execute("INSERT INTO taps (name, spec, created, updated) VALUES (?, ?, ?, ?)",
+                                      (tap.spec.name, tap.spec.model_dump_json(), now, now))
+                added.append(Tap(id=cur.lastrowid, spec=tap.spec))
+            for _, after in plan.changed:
+                self.db.execute("UPDATE taps SET spec = ?, updated = ? WHERE id = ?", (after.spec.model_dump_json(), now, after.id))
+            for tap in plan.removed:
+                self.db.execute("DELETE FROM taps WHERE id = ?", (tap.id,))
+        return TapChanges(added, plan.changed, plan.removed, plan.unchanged)
 
     def delete_tap(self, tap_id: int) -> None:
         with self.db:
