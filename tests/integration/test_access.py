@@ -116,7 +116,10 @@ def test_roles_scope_revocation_and_copies(lab):
 
 def test_the_audit_trail_names_who_did_what_and_an_edit_breaks_its_chain(lab):
     admin = lab.ctl.http
-    start = admin.get("/api/v1/audit").json()[-1]["seq"]
+    start, page = 0, admin.get("/api/v1/audit", params={"limit": 10000}).json()
+    while page:  # the newest record's sequence number, whatever came before
+        start = page[-1]["seq"]
+        page = admin.get("/api/v1/audit", params={"since": start, "limit": 10000}).json()
     op = admin.post("/api/v1/tokens", json={"name": "ops2", "role": "operator", "scope": OPERATOR_SCOPE}).json()
     with client(lab, op["token"]) as c:
         ok = c.post("/api/v1/taps", json={"name": "a1", "src_ip": "10.0.0.1", "dst_ip": "10.0.0.3", "monitor_ip": "10.0.0.2"}).json()
@@ -281,3 +284,64 @@ def test_api_contract_with_schemathesis(tmp_path):
     finally:
         ctl.stop()
     wait_until(lambda: ctl.proc.poll() is not None, 5)
+
+
+def test_prometheus_metrics_count_the_copies(lab):
+    from prometheus_client.parser import text_string_to_metric_families
+
+    admin = lab.ctl.http
+    tap = admin.post("/api/v1/taps", json={"name": "metered", "src_ip": "10.0.0.3", "dst_ip": "10.0.0.1", "ip_proto": "udp",
+                                           "dst_port": 7070, "monitor_ip": "10.0.0.2"}).json()
+    wait_tap(lab, tap["id"])
+    got = traffic(lab, "h3", Flow("00:00:00:00:00:03", "00:00:00:00:00:01", "10.0.0.3", "10.0.0.1", "udp", 5, 7070), "prom", 11,
+                  ["h1", "h2"])
+    assert len(got["h1"]) == 11 and got["h2"] == got["h1"]
+    assert httpx.get(f"{lab.ctl.api}/metrics").status_code == 401
+    text = admin.get("/metrics").text
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for family in text_string_to_metric_families(text) for s in family.samples}
+    labels = (("id", str(tap["id"])), ("monitor", "10.0.0.2"), ("name", "metered"))
+    assert samples[("vtap_tap_copied_packets_total", labels)] == 11
+    assert samples[("vtap_tap_copied_bytes_total", labels)] > 11 * 42
+    assert samples[("vtap_tap_state", (("id", str(tap["id"])), ("name", "metered"), ("state", "active")))] == 1
+    assert samples[("vtap_switches", ())] == 3 and samples[("vtap_switches_in_sync", ())] == 3
+    assert samples[("vtap_packet_ins_total", (("reason", "arp"),))] > 0
+    assert any(name == "vtap_http_request_duration_seconds_count" and dict(l)["route"] == "/api/v1/taps" for name, l in samples)
+    admin.delete(f"/api/v1/taps/{tap['id']}")
+
+
+def test_no_lockout_streams_end_on_revocation_and_bulk_changes_have_per_policy_history(lab):
+    admin = lab.ctl.http
+    # An admin that expires cannot be the one left: revoking the lasting admin is refused.
+    short = admin.post("/api/v1/tokens", json={"name": "short-admin", "role": "admin", "expires_in_s": 3600}).json()
+    with client(lab, short["token"]) as c:
+        assert c.delete("/api/v1/tokens/1").status_code == 409
+    assert admin.delete(f"/api/v1/tokens/{short['id']}").status_code == 204
+    # A revoked viewer's event stream ends.
+    viewer = admin.post("/api/v1/tokens", json={"name": "streamer", "role": "viewer"}).json()
+    ended = threading.Event()
+
+    def watch():
+        with client(lab, viewer["token"]) as c, c.stream("GET", "/api/v1/events", timeout=30) as resp:
+            for _ in resp.iter_lines():
+                pass
+        ended.set()
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    time.sleep(1.5)
+    assert not ended.is_set()
+    admin.delete(f"/api/v1/tokens/{viewer['id']}")
+    assert ended.wait(5), "the stream went on after its token was revoked"
+    # A bulk apply leaves one record per policy, so each policy's history is whole.
+    done = admin.put("/api/v1/taps", json=[{"name": "hist-a", "src_ip": "10.0.0.1", "dst_ip": "10.0.0.3", "monitor_ip": "10.0.0.2"}])
+    assert done.status_code == 200
+    tap_id = next(t["id"] for t in admin.get("/api/v1/taps").json() if t["name"] == "hist-a")
+    history = admin.get("/api/v1/audit", params={"target": f"tap:{tap_id}"}).json()
+    assert [(r["action"], r["result"]) for r in history] == [("tap.create", "200")]
+    admin.put("/api/v1/taps", json=[], params={"prune": "true"})
+    assert [r["action"] for r in admin.get("/api/v1/audit", params={"target": f"tap:{tap_id}"}).json()] == ["tap.create", "tap.delete"]
+    # Viewers do not read the records about tokens.
+    reader = admin.post("/api/v1/tokens", json={"name": "reader", "role": "viewer"}).json()
+    with client(lab, reader["token"]) as c:
+        assert not [r for r in c.get("/api/v1/audit").json() if r["target"].startswith("token:")]

@@ -102,26 +102,32 @@ def router(store: Store, tokens: Tokens) -> APIRouter:
                          409: {"description": "the token making the request, or the last admin token"}})
     async def delete_token(request: Request, token_id: int = PathParam(ge=1, le=2**63 - 1), me: Principal = Depends(require(tokens, Role.ADMIN))) -> Response:
         """Revoke a token: its next request gets 401 (admin). Neither the token asking nor
-        the last admin token can be revoked: nobody could then administer vtap."""
+        the last admin token that does not expire can be revoked, so an admin is always left."""
         request.state.audit_action, request.state.audit_target = "token.delete", f"token:{token_id}"
         all_tokens = store.list_tokens()
         before = next((t for t in all_tokens if t["id"] == token_id), None)
         request.state.audit_before = _token_out(before).model_dump(mode="json") if before else None
         if token_id == me.token_id:
             raise HTTPException(409, "a token cannot revoke itself: use another admin token")
-        if before is not None and before["role"] == Role.ADMIN and sum(t["role"] == Role.ADMIN for t in all_tokens) == 1:
-            raise HTTPException(409, "the last admin token cannot be revoked")
+        lasting = [t for t in all_tokens if t["role"] == Role.ADMIN and t["expires_at"] is None and t["id"] != token_id]
+        if before is not None and before["role"] == Role.ADMIN and not lasting:
+            raise HTTPException(409, "the last admin token that does not expire cannot be revoked")
         try:
             store.delete_token(token_id)
         except NotFound:
             raise HTTPException(404, f"no token with id {token_id}") from None
         return Response(status_code=204)
 
-    @r.get("/audit", response_model=list[AuditOut], dependencies=[Depends(require(tokens, Role.VIEWER))])
-    async def audit(since: int = Query(0, ge=0, le=2**62, description="records after this sequence number"),
+    @r.get("/audit", response_model=list[AuditOut])
+    async def audit(me: Principal = Depends(require(tokens, Role.VIEWER)),
+                    since: int = Query(0, ge=0, le=2**62, description="records after this sequence number"),
                     actor: str | None = Query(None, max_length=256), target: str | None = Query(None, max_length=256),
                     limit: int = Query(1000, ge=1, le=10000)) -> list[AuditOut]:
-        """The audit trail: every change and every refusal, hash-chained (`vtap audit --verify`)."""
-        return [AuditOut(**rec) for rec in store.audit_records(since=since, actor=actor, target=target, limit=limit)]
+        """The audit trail: every change and every refusal, hash-chained (`vtap audit --verify`).
+        Records about tokens are for admins only (a viewer reads no token list)."""
+        records = store.audit_records(since=since, actor=actor, target=target, limit=limit)
+        if me.role != Role.ADMIN:
+            records = [r for r in records if not r["target"].startswith("token:")]
+        return [AuditOut(**rec) for rec in records]
 
     return r

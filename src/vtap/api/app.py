@@ -20,12 +20,15 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
+from prometheus_client import CollectorRegistry
 from pydantic import BaseModel, Field
 
 from vtap import __version__
 from vtap.api.access import router as access_router
 from vtap.api.auth import ERRORS, Tokens, require
 from vtap.api.events import router as events_router
+from vtap.api.metrics import instrument
+from vtap.api.metrics import router as metrics_router
 from vtap.api.taps import router as taps_router
 from vtap.control.controller import Controller
 from vtap.model.access import Role
@@ -236,6 +239,9 @@ def create_app(ctl: Controller, tokens: Tokens) -> FastAPI:
         view = ctl.view()
         return TopologyOut(devices=devices_out(view, ctl), links=links_out(view), hosts=hosts_out(view))
 
+    registry = CollectorRegistry()
+    instrument(app, registry)
+    app.include_router(metrics_router(ctl, tokens, registry))
     app.include_router(taps_router(ctl, tokens))
     app.include_router(access_router(ctl.store, tokens))
     app.include_router(events_router(ctl, tokens))

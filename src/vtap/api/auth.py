@@ -4,7 +4,7 @@ Tokens are random (256 bits), shown once when made and stored only as SHA-256 ha
 (a random secret needs no slow hash), revocable at once: each request looks its token
 up again. On first start `vtap serve` makes an admin token and writes it, mode 0600,
 to `<state-dir>/admin.token`. Every route but `GET /api/v1/health` (and the static
-page, which holds no data) depends on `require(role)`.
+page, the OpenAPI schema and its docs, which hold no data) depends on `require(role)`.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ TOKEN_PREFIX = "vtap_"
 ADMIN_TOKEN_FILE = "admin.token"
 FAILURES_ALLOWED = 10  # failed authentications per client address per minute; more get 429
 FAILURE_WINDOW_S = 60.0
+MAX_TRACKED_ADDRESSES = 10_000
 
 # Statuses any route may answer besides its own: declared once for the OpenAPI schema.
 ERRORS: dict[int | str, dict] = {
@@ -75,8 +76,9 @@ class Tokens:
         return Principal(record["id"], record["name"], Role(record["role"]), scope)
 
     def ensure_admin_token(self, state_dir: str | Path) -> Path | None:
-        """On first start (no token at all): an admin token in `<state_dir>/admin.token`, mode 0600."""
-        if self.store.list_tokens():
+        """On first start, or whenever no admin token that does not expire is left (a
+        restart is then the way back in): an admin token in `<state_dir>/admin.token`, 0600."""
+        if any(t["role"] == Role.ADMIN and t["expires_at"] is None for t in self.store.list_tokens()):
             return None
         _, secret = self.mint("admin", Role.ADMIN, None, None)
         path = Path(state_dir) / ADMIN_TOKEN_FILE
@@ -90,13 +92,24 @@ class Tokens:
         times = self._failures.get(remote)
         if not times or not self.failures_allowed:
             return False
-        now = time.monotonic()
-        while times and now - times[0] > FAILURE_WINDOW_S:
-            times.popleft()
-        return len(times) >= self.failures_allowed
+        self._prune(remote, time.monotonic())
+        return len(self._failures.get(remote, ())) >= self.failures_allowed
 
     def failed(self, remote: str) -> None:
-        self._failures.setdefault(remote, deque()).append(time.monotonic())
+        if not self.failures_allowed:
+            return
+        now = time.monotonic()
+        self._failures.setdefault(remote, deque(maxlen=self.failures_allowed)).append(now)
+        if len(self._failures) > MAX_TRACKED_ADDRESSES:  # forget addresses whose failures are all old
+            for other in list(self._failures):
+                self._prune(other, now)
+
+    def _prune(self, remote: str, now: float) -> None:
+        times = self._failures[remote]
+        while times and now - times[0] > FAILURE_WINDOW_S:
+            times.popleft()
+        if not times:
+            del self._failures[remote]
 
 
 def remote_of(request: Request) -> str:
@@ -109,14 +122,13 @@ def require(tokens: Tokens, role: Role):
     async def dependency(request: Request, creds: HTTPAuthorizationCredentials | None = Depends(BEARER)) -> Principal:
         remote = remote_of(request)
         principal = tokens.principal(creds.credentials) if creds and creds.scheme.lower() == "bearer" else None
-        if principal is None and creds is not None and tokens.throttled(remote):
+        if principal is None and tokens.throttled(remote):
             # Guessing is slowed down; a client with a valid token is never locked out by others' failures.
             request.state.actor = "invalid token"
             raise HTTPException(429, "too many failed authentications from this address; try again later",
                                 headers={"Retry-After": str(int(FAILURE_WINDOW_S))})
         if principal is None:
-            if creds is not None:
-                tokens.failed(remote)
+            tokens.failed(remote)
             request.state.actor = "anonymous" if creds is None else "invalid token"
             why = "a token is needed: Authorization: Bearer <token>" if creds is None else "the token is unknown, revoked or expired"
             raise HTTPException(401, why, headers={"WWW-Authenticate": 'Bearer realm="vtap"'})

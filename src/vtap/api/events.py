@@ -12,7 +12,9 @@ import json
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import StreamingResponse
 
-from vtap.api.auth import Tokens, require
+from fastapi.security import HTTPAuthorizationCredentials
+
+from vtap.api.auth import BEARER, Tokens, require
 from vtap.control.controller import Controller
 from vtap.model.access import Role
 
@@ -21,12 +23,13 @@ def router(ctl: Controller, tokens: Tokens, interval: float = 1.0) -> APIRouter:
     r = APIRouter(prefix="/api/v1", tags=["events"], dependencies=[Depends(require(tokens, Role.VIEWER))])
 
     @r.get("/events")
-    async def events(request: Request):
+    async def events(request: Request, creds: HTTPAuthorizationCredentials | None = Depends(BEARER)):
         """`text/event-stream` of `state` events: {"view_version", "taps": [{"id", "name", "enabled",
         "status", "status_reason", "packets", "bytes"}]}."""
 
         async def stream():
-            while not await request.is_disconnected():
+            # The token is checked again before every event: a revoked or expired one ends the stream.
+            while not await request.is_disconnected() and creds is not None and tokens.principal(creds.credentials):
                 counters = await ctl.tap_counters()
                 taps = []
                 for tap in sorted(ctl.taps.values(), key=lambda t: t.id):

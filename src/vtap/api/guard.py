@@ -56,16 +56,36 @@ class Guard:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         status: dict[str, Any] = {}
 
+        def audit_once(code: int) -> None:
+            # A throttled refusal (429) is not written down: that would let anyone grow
+            # the trail at will; the failures before it are.
+            if scope["method"] not in READS and code != 429 and "audited" not in status:
+                status["audited"] = True
+                self._audit(scope, code)
+
         async def send_recording(message) -> None:
             if message["type"] == "http.response.start":
                 status["code"] = message["status"]
+                audit_once(message["status"])  # on the record before the client hears the outcome
             await send(message)
 
         limit = self.max_body
         if (scope["method"], scope["path"]) in BULK:
+            # The larger limit only for a valid token; a wrong one counts as a failed
+            # authentication here too, so guessing through this door is throttled alike.
             scheme, _, secret = headers.get("authorization", "").partition(" ")
-            if scheme.lower() == "bearer" and self.tokens.principal(secret.strip()) is not None:
-                limit = MAX_BULK_BODY
+            remote = scope["client"][0] if scope.get("client") else "unknown"
+            if scheme.lower() == "bearer" and not self.tokens.throttled(remote):
+                if self.tokens.principal(secret.strip()) is not None:
+                    limit = MAX_BULK_BODY
+                else:
+                    self.tokens.failed(remote)
+        try:
+            await self._serve(scope, receive, send_recording, headers, limit)
+        finally:
+            audit_once(status.get("code", 500))  # a request that died before any reply
+
+    async def _serve(self, scope, receive, send_recording, headers: dict[str, str], limit: int) -> None:
         if not self._host_allowed(headers.get("host", "")):
             await _reply(send_recording, 400, f"Host {headers.get('host', '')!r} is not one of this server's names (--api-allowed-hosts)")
         elif int(headers.get("content-length") or 0) > limit:
@@ -73,34 +93,36 @@ class Guard:
         elif scope["method"] in READS:
             await self.app(scope, receive, send_recording)
         else:
-            body, more = b"", True
+            chunks, size, more = [], 0, True
             while more:
                 message = await receive()
                 if message["type"] != "http.request":
                     break
-                body += message.get("body", b"")
+                chunks.append(message.get("body", b""))
+                size += len(chunks[-1])
                 more = message.get("more_body", False)
-                if len(body) > limit:
+                if size > limit:
                     await _reply(send_recording, 413, f"request body over {limit} bytes")
                     break
             else:
-                await self.app(scope, _replay(body, receive), send_recording)
-        if scope["method"] not in READS:
-            self._audit(scope, status.get("code", 500))
+                await self.app(scope, _replay(b"".join(chunks), receive), send_recording)
 
     def _audit(self, scope, code: int) -> None:
+        """The request's record, and one per policy a bulk request touched
+        (`audit_each`), so each policy's history is complete."""
         state = scope.get("state") or {}
         client = scope.get("client")
+        common = {"actor": state.get("actor", "anonymous"), "remote": f"{client[0]}:{client[1]}" if client else "unknown",
+                  "result": str(code)}
         self.store.append_audit({
-            "time": time.time(),
-            "actor": state.get("actor", "anonymous"),
-            "remote": f"{client[0]}:{client[1]}" if client else "unknown",
+            "time": time.time(), **common,
             "action": state.get("audit_action") or f"{scope['method']} {scope['path']}",
             "target": state.get("audit_target") or scope["path"],
             "before": state.get("audit_before"),
             "after": state.get("audit_after"),
-            "result": str(code),
         })
+        for each in state.get("audit_each", ()):
+            self.store.append_audit({"time": time.time(), **common, **each})
 
 
 def _replay(body: bytes, receive):

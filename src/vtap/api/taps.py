@@ -4,7 +4,8 @@ The request body is `TapSpec` itself, so FastAPI's 422 names the field and the r
 it broke; nothing is stored unless the whole policy is valid. Reading needs a viewer's
 token; changing, an operator's, whose scope must hold every identifier and monitor the
 policy names (403 naming the field otherwise), or an admin's. Every change and refusal
-is audited with the policy before and after. Handlers are async:
+is audited; a single-policy change with the policy before and after, a bulk one with a
+summary and then one record per policy it added, changed or removed. Handlers are async:
 they run on the controller's event loop, never beside it in a thread.
 """
 
@@ -120,6 +121,31 @@ def _audit(request: Request, action: str, target: str, before: Tap | None = None
     request.state.audit_after = after.model_dump(mode="json") if after else None
 
 
+def _check_names(specs: list[TapSpec]) -> None:
+    """409 naming the index of a name declared twice in one set."""
+    seen: dict[str, int] = {}
+    for i, spec in enumerate(specs):
+        if spec.name in seen:
+            raise HTTPException(409, [{"loc": ["body", i, "name"], "msg": f"{spec.name!r} is declared twice (also at {seen[spec.name]})",
+                                       "type": "duplicate"}])
+        seen[spec.name] = i
+
+
+def _check_scope_each(me: Principal, specs: list[TapSpec]) -> None:
+    """As `_check_scope`, for a set: the 403 names the index and the field."""
+    for i, spec in enumerate(specs):
+        try:
+            _check_scope(me, spec)
+        except HTTPException as exc:
+            raise HTTPException(403, [{**d, "loc": ["body", i, d["loc"][-1]]} for d in exc.detail]) from None
+
+
+def _each(action: str, tap: Tap, before: TapSpec | None, after: TapSpec | None) -> dict:
+    """One policy's own audit record within a bulk request (its history stays whole)."""
+    return {"action": action, "target": f"tap:{tap.id}", "before": before.model_dump(mode="json") if before else None,
+            "after": after.model_dump(mode="json") if after else None}
+
+
 NOT_FOUND = {404: {"description": "no TAP policy with this id"}}
 # Ids are SQLite rowids: a path beyond them is a 422, never an overflow deep in the store.
 TapId = Annotated[int, PathParam(ge=1, le=2**63 - 1, description="the policy's id")]
@@ -155,20 +181,12 @@ def router(ctl: Controller, tokens: Tokens) -> APIRouter:
         transaction and one recompile (one bundle per switch). The set is validated whole
         first: one bad policy is a 422 naming its index and field, and nothing changes."""
         request.state.audit_action, request.state.audit_target = "tap.apply" + (" (dry run)" if dry_run else ""), "taps"
-        seen: dict[str, int] = {}
-        for i, spec in enumerate(specs):
-            if spec.name in seen:
-                raise HTTPException(409, [{"loc": ["body", i, "name"], "msg": f"{spec.name!r} is declared twice (also at {seen[spec.name]})",
-                                           "type": "duplicate"}])
-            seen[spec.name] = i
-        plan, comp = ctl.plan_apply(specs, prune=prune)
-        for i, spec in enumerate(specs):
-            try:
-                _check_scope(me, spec)
-            except HTTPException as exc:
-                raise HTTPException(403, [{**d, "loc": ["body", i, d["loc"][-1]]} for d in exc.detail]) from None
+        _check_names(specs)
+        _check_scope_each(me, specs)
+        plan, comp = ctl.plan_apply(specs, prune=prune, compile_=dry_run)
         for tap in plan.removed + [before for before, _ in plan.changed]:
             _check_scope(me, tap.spec)
+        switches = []
         if dry_run:
             rules: dict[int, SwitchRules] = {}
             for tap in plan.added + [after for _, after in plan.changed]:
@@ -178,7 +196,10 @@ def router(ctl: Controller, tokens: Tokens) -> APIRouter:
             switches = _rules(rules)
         else:
             plan = ctl.apply_taps(specs, prune=prune)
-            switches = []
+            request.state.audit_each = (
+                [_each("tap.create", t, None, t.spec) for t in plan.added]
+                + [_each("tap.update", a, b.spec, a.spec) for b, a in plan.changed]
+                + [_each("tap.delete", t, t.spec, None) for t in plan.removed])
         out = ApplyOut(dry_run=dry_run, added=[t.spec.name for t in plan.added], changed=[a.spec.name for _, a in plan.changed],
                        removed=[t.spec.name for t in plan.removed], unchanged=len(plan.unchanged), switches=switches)
         request.state.audit_after = out.model_dump(mode="json", exclude={"switches"})
@@ -188,20 +209,15 @@ def router(ctl: Controller, tokens: Tokens) -> APIRouter:
     async def create_many(specs: list[TapSpec], request: Request, me: Principal = Depends(operator)):
         """Create many policies at once: all or none, one transaction, one recompile."""
         request.state.audit_action, request.state.audit_target = "tap.create-batch", "taps"
-        for i, spec in enumerate(specs):
-            try:
-                _check_scope(me, spec)
-            except HTTPException as exc:
-                raise HTTPException(403, [{**d, "loc": ["body", i, d["loc"][-1]]} for d in exc.detail]) from None
-        try:
-            plan, _ = ctl.plan_apply(specs, prune=False)
-        except ValueError as exc:
-            raise HTTPException(409, str(exc)) from None
+        _check_names(specs)
+        _check_scope_each(me, specs)
+        plan, _ = ctl.plan_apply(specs, prune=False, compile_=False)
         taken = [before.spec.name for before, _ in plan.changed] + [t.spec.name for t in plan.unchanged]
         if taken:
             raise HTTPException(409, f"name: already taken: {', '.join(taken)}")
         done = ctl.apply_taps(specs, prune=False)
         request.state.audit_after = [t.spec.name for t in done.added]
+        request.state.audit_each = [_each("tap.create", t, None, t.spec) for t in done.added]
         return [_out(ctl, t) for t in done.added]
 
     @r.get("", response_model=list[TapOut])

@@ -36,6 +36,21 @@ log = logging.getLogger(__name__)
 ECHO_CONTEST_S = 2.0  # how long a connected switch has to answer when another claims its dpid
 
 
+def packet_in_reason(eth: Any, data: bytes) -> str:
+    """Why a frame came up, for the metrics: LLDP, ARP, IPv6 neighbour discovery, or
+    anything else (a new source to learn, an unknown destination)."""
+    if eth is None:
+        return "unparsable"
+    if eth.ethertype == ETH_TYPE_LLDP:
+        return "lldp"
+    if eth.ethertype == 0x0806:
+        return "arp"
+    # IPv6, next header ICMPv6 (byte 20), type 135/136 (byte 54), untagged
+    if eth.ethertype == 0x86DD and len(data) > 54 and data[20] == 58 and data[54] in (135, 136):
+        return "nd"
+    return "other"
+
+
 def device_of(dp: Datapath) -> Device:
     """A connection's switch as a value, for the core."""
     return Device(dpid=dp.dpid, ports=tuple(sorted(dp.ports.values(), key=lambda p: p.port_no)),
@@ -65,9 +80,11 @@ class Controller:
         self.core.new_lldp_round(secrets.token_bytes(NONCE_BYTES))
         self.core.load(store.load_hosts(), store.load_taps())
         self.packet_ins = 0
+        self.packet_ins_by_reason: dict[str, int] = {}
         self.probes_sent = 0
         self.datapaths: dict[int, Datapath] = {}
         self.refused_connections = 0
+        self._contests: set[asyncio.Future] = set()  # kept referenced until done
         self.reconcilers: dict[int, SwitchReconciler] = {}
         self.started_at = time.time()
         self._last_compile_s = 0.0
@@ -183,10 +200,10 @@ class Controller:
         self.core.remove_tap(tap_id)
         self.changed()
 
-    def plan_apply(self, specs: list[TapSpec], *, prune: bool) -> tuple[TapChanges, TapCompilation]:
-        """What making the policies equal to `specs` would change, and the compilation of
-        the resulting set (its rules per policy), without storing or installing anything."""
-        return self.core.plan_apply(specs, prune=prune)
+    def plan_apply(self, specs: list[TapSpec], *, prune: bool, compile_: bool) -> tuple[TapChanges, TapCompilation | None]:
+        """What making the policies equal to `specs` would change, and (with `compile_`)
+        the compilation of the resulting set, without storing or installing anything."""
+        return self.core.plan_apply(specs, prune=prune, compile_=compile_)
 
     def apply_taps(self, specs: list[TapSpec], *, prune: bool) -> TapChanges:
         """Make the policies equal to `specs` in one store transaction and one recompile:
@@ -206,7 +223,9 @@ class Controller:
         old = self.datapaths.get(dp.dpid)
         if old is not None and old is not dp:
             # A second connection claiming a datapath id: the live one stays, whoever asks.
-            asyncio.ensure_future(self._contest(old, dp))
+            task = asyncio.ensure_future(self._contest(old, dp))
+            self._contests.add(task)
+            task.add_done_callback(self._contests.discard)
             return
         self._adopt(dp)
 
@@ -268,7 +287,9 @@ class Controller:
         try:
             eth = packet.Packet(data).get_protocol(ethernet.ethernet)
         except Exception:
-            return
+            eth = None
+        reason = packet_in_reason(eth, data)
+        self.packet_ins_by_reason[reason] = self.packet_ins_by_reason.get(reason, 0) + 1
         if eth is None:
             return
         if eth.ethertype == ETH_TYPE_LLDP:
@@ -282,7 +303,7 @@ class Controller:
             log.info("host %s (%s) at %016x port %d", host.mac, ", ".join(host.ips), dp.dpid, in_port)
             # Only hosts that turn out active (their rules count packets) or that a policy
             # names are written down: a MAC flood must not fill the store.
-            if host.mac in self.core.pinned_hosts():
+            if self.core.is_pinned(host.mac):
                 self.store.save_hosts([host])
         if outcome.changed:
             self.changed()

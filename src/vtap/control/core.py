@@ -142,10 +142,8 @@ class ControlCore:
                 self._tap_generation[tap_id] = self.generation
         desired, self.compilation = compile_network(view, list(self.taps.values()), self.packet_in_rate)
         known = {ip for host in view.hosts.values() for ip in host.ips}
-        named = named_addresses(list(self.taps.values()))
-        self._unresolved = named - known
-        self._pinned_ips = frozenset(named)
-        self._pinned_macs = self.pinned_hosts()
+        self._unresolved = named_addresses(list(self.taps.values())) - known
+        self._pinned_ips, self._pinned_macs = self.pins()
         return desired
 
     def dry_run(self, spec: TapSpec) -> tuple[Tap, TapCompilation]:
@@ -154,10 +152,13 @@ class ControlCore:
         others = [t for t in self.taps.values() if t.spec.name != spec.name]
         return tap, compile_taps(self.view(), others + [tap])
 
-    def plan_apply(self, specs: list[TapSpec], *, prune: bool) -> tuple[TapChanges, TapCompilation]:
-        """What making the policies equal to `specs` would change, and the compilation of
-        the resulting set; new policies get the ids they would be given, in order."""
+    def plan_apply(self, specs: list[TapSpec], *, prune: bool, compile_: bool) -> tuple[TapChanges, TapCompilation | None]:
+        """What making the policies equal to `specs` would change, and (with `compile_`,
+        a whole compile: for dry runs only) the compilation of the resulting set; new
+        policies get the ids they would be given, in order."""
         plan = plan_changes(list(self.taps.values()), specs, prune=prune)
+        if not compile_:
+            return plan, None
         changed = {after.id: after for _, after in plan.changed}
         removed = {t.id for t in plan.removed}
         result = [changed.get(t.id, t) for t in self.taps.values() if t.id not in removed]
@@ -390,16 +391,25 @@ class ControlCore:
             self._host_packets[key] = packets
         return refreshed
 
-    def pinned_hosts(self) -> frozenset[str]:
-        """Hosts that policies name: kept however silent (a monitor only ever receives)."""
-        pinned = set(self.compilation.monitors.values())
+    def is_pinned(self, mac: str) -> bool:
+        """A policy names this host (as of the last compile)."""
+        return mac in self._pinned_macs
+
+    def pins(self) -> tuple[frozenset[str], frozenset[str]]:
+        """(addresses, MACs) that policies name, enabled or not: their hosts are kept
+        however silent (a monitor only ever receives) and their bindings are held
+        against claims from elsewhere."""
+        macs = set(self.compilation.monitors.values())
         ips = set()
         for tap in self.taps.values():
             s = tap.spec
-            pinned.update(m for m in (s.src_mac, s.dst_mac, s.monitor_mac) if m)
+            macs.update(m for m in (s.src_mac, s.dst_mac, s.monitor_mac) if m)
             ips.update(ip for ip in (s.src_ip, s.dst_ip, s.monitor_ip) if ip and is_single_address(ip))
-        pinned.update(h.mac for h in self.hosts.hosts.values() if ips.intersection(h.ips))
-        return frozenset(pinned)
+        macs.update(h.mac for h in self.hosts.hosts.values() if ips.intersection(h.ips))
+        return frozenset(ips), frozenset(macs)
+
+    def pinned_hosts(self) -> frozenset[str]:
+        return self.pins()[1]
 
     def host_liveness(self, now: float) -> tuple[list[str], list[str]]:
         """(addresses to probe, hosts forgotten): a host silent for `host_timeout` is

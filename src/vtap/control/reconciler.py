@@ -164,6 +164,7 @@ class SyncStatus:
     last_error: str | None = None
     batches: int = 0
     rules_sent: int = 0
+    seconds: float = 0.0  # spent in reconcile passes (read-back, diff, send, barrier)
     synced_generation: int = -1  # the compile generation last confirmed by barrier
 
 
@@ -212,6 +213,7 @@ class SwitchReconciler:
         while True:
             await self._dirty.wait()
             self._dirty.clear()
+            started = time.perf_counter()
             try:
                 await self._pass()
                 delay = self.retry_delay
@@ -225,6 +227,8 @@ class SwitchReconciler:
                 self._dirty.set()
             except ChannelClosed:
                 return
+            finally:
+                self.status.seconds += time.perf_counter() - started
 
     async def _pass(self) -> None:
         if self.installed is None:

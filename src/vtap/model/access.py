@@ -59,13 +59,20 @@ class Scope(BaseModel):
         return tuple(_entry(x, "scope") for x in v)
 
 
+def _is_mac(value: str) -> bool:
+    try:
+        return normalize_mac(value) == value
+    except ValueError:
+        return False
+
+
 def _inside(value: str, allowed: tuple[str, ...]) -> bool:
     """A MAC equals an allowed MAC; an address or prefix lies within an allowed prefix."""
-    if ":" in value and len(value) == 17 and value.count(":") == 5:
+    if _is_mac(value):
         return value in allowed
     net = ipaddress.ip_network(value, strict=False)
     for a in allowed:
-        if a.count(":") == 5 and len(a) == 17:
+        if _is_mac(a):
             continue
         outer = ipaddress.ip_network(a, strict=False)
         if outer.version == net.version and net.subnet_of(outer):

@@ -1,7 +1,10 @@
 """The audit trail's chain: each record carries the hash of the one before it.
 
-Editing, inserting or deleting a record anywhere breaks the chain from there on, and
-`verify` names the first record where it breaks. Pure: the store appends and reads.
+Editing, inserting or deleting a record breaks the chain from there on, and `verify`
+names the first record where it breaks. Two limits, said plainly: removing the newest
+records leaves a shorter chain that still verifies, and the chain has no key, so whoever
+can write the database can rewrite every hash after an edit. It shows tampering by
+anyone who reaches vtap through its API, not by root on its machine.
 """
 
 from __future__ import annotations

@@ -1,0 +1,117 @@
+"""`GET /metrics`: what the controller knows, in Prometheus' text format.
+
+Made with `prometheus-client`, in Prometheus' naming conventions (`vtap_` prefix, base
+units, `_total` on counters). The per-policy counters come from the switches' flow
+counters, read when Prometheus scrapes (one flow-stats request per switch with tap
+rules), so a scrape shows what the tap rules have matched up to that moment. Reading
+needs a viewer's token, as every other read does (Prometheus: `authorization:
+credentials_file`).
+"""
+
+from __future__ import annotations
+
+import time
+
+from fastapi import APIRouter, Depends, FastAPI, Request, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+from vtap.api.auth import Tokens, require
+from vtap.control.controller import Controller
+from vtap.model.access import Role
+from vtap.model.network import dpid_str
+from vtap.model.state import PolicyState, SyncState
+
+
+class _Snapshot:
+    """A collector over one moment of the controller, with the tap counters already read."""
+
+    def __init__(self, ctl: Controller, counters: dict[int, dict[str, int]]):
+        self.ctl = ctl
+        self.counters = counters
+
+    def collect(self):
+        ctl = self.ctl
+        view = ctl.view()
+        yield _gauge("vtap_switches", "switches connected", len(view.devices))
+        yield _gauge("vtap_switches_in_sync", "switches whose rules are the desired ones, confirmed by barrier",
+                     sum(ctl.sync_state(d) == SyncState.IN_SYNC for d in view.devices))
+        yield _gauge("vtap_links", "inter-switch links, one per direction, proven by authenticated LLDP", len(view.links))
+        yield _gauge("vtap_hosts", "hosts known", len(view.hosts))
+        yield _gauge("vtap_identity_conflicts", "claims on addresses that policies pin, held", len(ctl.core.conflicts))
+
+        state = GaugeMetricFamily("vtap_tap_state", "1 for the state each TAP policy is in", labels=["id", "name", "state"])
+        packets = CounterMetricFamily("vtap_tap_copied_packets", "packets matched by a policy's tap rules (copied once per monitor)",
+                                      labels=["id", "name", "monitor"])
+        octets = CounterMetricFamily("vtap_tap_copied_bytes", "bytes matched by a policy's tap rules", labels=["id", "name", "monitor"])
+        for tap in sorted(ctl.taps.values(), key=lambda t: t.id):
+            current = ctl.tap_status(tap.id).state
+            for s in PolicyState:
+                if s != PolicyState.COMPILED:
+                    state.add_metric([str(tap.id), tap.spec.name, s.value], 1.0 if s == current else 0.0)
+            monitor = tap.spec.monitor_ip or tap.spec.monitor_mac or ""
+            c = self.counters.get(tap.id, {"packets": 0, "bytes": 0})
+            packets.add_metric([str(tap.id), tap.spec.name, monitor], c["packets"])
+            octets.add_metric([str(tap.id), tap.spec.name, monitor], c["bytes"])
+        yield state
+        yield packets
+        yield octets
+
+        batches = CounterMetricFamily("vtap_reconcile_batches", "rule batches (bundles) sent to a switch since it connected", labels=["dpid"])
+        rules = CounterMetricFamily("vtap_reconcile_rules_sent", "flow, group and meter changes sent to a switch", labels=["dpid"])
+        seconds = CounterMetricFamily("vtap_reconcile_seconds", "time spent reconciling a switch", labels=["dpid"])
+        for dpid, rec in sorted(ctl.reconcilers.items()):
+            batches.add_metric([dpid_str(dpid)], rec.status.batches)
+            rules.add_metric([dpid_str(dpid)], rec.status.rules_sent)
+            seconds.add_metric([dpid_str(dpid)], rec.status.seconds)
+        yield batches
+        yield rules
+        yield seconds
+
+        ins = CounterMetricFamily("vtap_packet_ins", "frames switches sent to the controller, by why", labels=["reason"])
+        for reason, n in sorted(ctl.packet_ins_by_reason.items()):
+            ins.add_metric([reason], n)
+        yield ins
+        lldp = CounterMetricFamily("vtap_lldp_refused", "LLDP frames refused, by why", labels=["reason"])
+        for reason, n in sorted(ctl.core.lldp_refused.items()):
+            lldp.add_metric([reason], n)
+        yield lldp
+        refused = CounterMetricFamily("vtap_refused_macs", "MACs refused on a port beyond --max-hosts-per-port", labels=["dpid", "port"])
+        for (dpid, port), n in sorted(ctl.core.hosts.refused.items()):
+            refused.add_metric([dpid_str(dpid), str(port)], n)
+        yield refused
+        yield CounterMetricFamily("vtap_probes_sent", "address probes (ARP, neighbour solicitation) sent", value=ctl.probes_sent)
+
+
+def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
+    return GaugeMetricFamily(name, doc, value=value)
+
+
+def instrument(app: FastAPI, registry: CollectorRegistry) -> None:
+    """REST request latency by method, route template and status."""
+    latency = Histogram("vtap_http_request_duration_seconds", "REST API request latency",
+                        ["method", "route", "status"], registry=registry,
+                        buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0))
+
+    @app.middleware("http")
+    async def timed(request: Request, call_next):
+        started = time.perf_counter()
+        response = await call_next(request)
+        route = request.scope.get("route")
+        if route is not None and getattr(route, "path", "").startswith("/api/"):
+            latency.labels(request.method, route.path, str(response.status_code)).observe(time.perf_counter() - started)
+        return response
+
+
+def router(ctl: Controller, tokens: Tokens, registry: CollectorRegistry) -> APIRouter:
+    r = APIRouter(tags=["metrics"])
+
+    @r.get("/metrics", dependencies=[Depends(require(tokens, Role.VIEWER))], response_class=Response,
+           responses={200: {"content": {CONTENT_TYPE_LATEST: {}}, "description": "Prometheus text format"}})
+    async def metrics() -> Response:
+        """Prometheus metrics (viewer token)."""
+        snapshot = CollectorRegistry()
+        snapshot.register(_Snapshot(ctl, await ctl.tap_counters()))
+        return Response(generate_latest(registry) + generate_latest(snapshot), media_type=CONTENT_TYPE_LATEST)
+
+    return r
