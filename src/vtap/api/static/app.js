@@ -19,6 +19,8 @@ function authHeaders() {
 
 function signOut(message) {
   sessionStorage.removeItem(TOKEN_KEY);
+  state.role = null;
+  document.getElementById("conn").textContent = "signed out";
   if (state.stream) state.stream.abort();
   document.getElementById("app").hidden = true;
   document.getElementById("who").hidden = true;
@@ -29,7 +31,9 @@ function signOut(message) {
 async function api(path, options = {}) {
   const resp = await fetch(path, { ...options, headers: authHeaders() });
   const body = resp.status === 204 ? null : await resp.json().catch(() => null);
-  if (resp.status === 401) signOut("Signed out: the token is no longer valid.");
+  if (resp.status === 401) {
+    signOut(state.role ? "Signed out: the token is no longer valid." : "That token is unknown, revoked or expired.");
+  }
   if (!resp.ok) {
     const err = new Error(`${options.method || "GET"} ${path}: HTTP ${resp.status}`);
     err.status = resp.status;
