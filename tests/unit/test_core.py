@@ -5,6 +5,7 @@ from __future__ import annotations
 from os_ken.lib.packet import arp, ethernet, packet
 
 from tests.unit.fabric import view_from_topo
+from tests.unit.frames import arp_request
 from vtap.control.core import ControlCore, SwitchSync
 from vtap.lab.topos import parse_topo
 from vtap.model.network import Link, Port
@@ -105,11 +106,7 @@ def test_tap_counters_add_up_per_policy():
 
 
 def _garp(mac: str, ip: str) -> bytes:
-    pkt = packet.Packet()
-    pkt.add_protocol(ethernet.ethernet(dst="ff:ff:ff:ff:ff:ff", src=mac, ethertype=0x0806))
-    pkt.add_protocol(arp.arp(opcode=arp.ARP_REQUEST, src_mac=mac, src_ip=ip, dst_mac="00:00:00:00:00:00", dst_ip=ip))
-    pkt.serialize()
-    return bytes(pkt.data)
+    return arp_request(mac, ip, ip)
 
 
 def test_only_this_controllers_lldp_of_a_live_round_makes_a_link():

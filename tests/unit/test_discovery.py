@@ -5,6 +5,7 @@ from __future__ import annotations
 from os_ken.lib.packet import arp, ethernet, lldp, packet
 
 from tests.unit.fabric import view_from_topo
+from tests.unit.frames import arp_request
 from vtap.control import relay
 from vtap.control.discovery import LinkTable, LldpRounds, lldp_frame, parse_lldp
 from vtap.control.hosts import HostTable
@@ -57,17 +58,9 @@ def test_hosts_learn_move_and_take_over_ips():
     assert not t.learn("ff:ff:ff:ff:ff:ff", 1, 1, (), 0.0).changed
 
 
-def _arp_request(src_mac, src_ip, dst_ip) -> bytes:
-    pkt = packet.Packet()
-    pkt.add_protocol(ethernet.ethernet(dst="ff:ff:ff:ff:ff:ff", src=src_mac, ethertype=0x0806))
-    pkt.add_protocol(arp.arp(opcode=arp.ARP_REQUEST, src_mac=src_mac, src_ip=src_ip, dst_mac="00:00:00:00:00:00", dst_ip=dst_ip))
-    pkt.serialize()
-    return bytes(pkt.data)
-
-
 def test_arp_for_a_known_host_is_answered_by_proxy():
     view = view_from_topo(parse_topo("linear,3"))
-    d = relay.decide(view, 1, 1, _arp_request("00:00:00:00:00:01", "10.0.0.1", "10.0.0.3"))
+    d = relay.decide(view, 1, 1, arp_request("00:00:00:00:00:01", "10.0.0.1", "10.0.0.3"))
     assert d.sender_mac == "00:00:00:00:00:01" and d.sender_ips == ("10.0.0.1",)
     (out,) = d.outs
     assert (out.dpid, out.port) == (1, 1)
@@ -77,7 +70,7 @@ def test_arp_for_a_known_host_is_answered_by_proxy():
 
 def test_arp_for_an_unknown_host_is_relayed_to_every_other_edge_port():
     view = view_from_topo(parse_topo("fattree,4"), hosts_known=False)
-    frame = _arp_request("00:00:00:00:00:01", "10.0.0.1", "10.0.0.9")
+    frame = arp_request("00:00:00:00:00:01", "10.0.0.1", "10.0.0.9")
     d = relay.decide(view, 0x030001, 1, frame)
     assert len(d.outs) == 15 and all(o.data == frame for o in d.outs)
     assert (0x030001, 1) not in {(o.dpid, o.port) for o in d.outs}
@@ -85,7 +78,7 @@ def test_arp_for_an_unknown_host_is_relayed_to_every_other_edge_port():
 
 def test_nothing_is_learned_from_a_port_facing_a_switch():
     view = view_from_topo(parse_topo("linear,3"))
-    d = relay.decide(view, 2, 2, _arp_request("00:00:00:00:00:01", "10.0.0.1", "10.0.0.3"))
+    d = relay.decide(view, 2, 2, arp_request("00:00:00:00:00:01", "10.0.0.1", "10.0.0.3"))
     assert d.sender_mac is None and d.outs == ()
 
 
@@ -110,7 +103,7 @@ def test_a_host_recorded_on_a_switch_that_is_gone_is_looked_for_everywhere():
     from vtap.model.view import NetworkView
 
     stale_view = NetworkView(view.devices, view.links, stale)
-    d = relay.decide(stale_view, 1, 1, _arp_request("00:00:00:00:00:01", "10.0.0.1", "10.0.0.3"))
+    d = relay.decide(stale_view, 1, 1, arp_request("00:00:00:00:00:01", "10.0.0.1", "10.0.0.3"))
     assert {(o.dpid, o.port) for o in d.outs} == {(2, 1), (3, 1)}  # relayed, not answered from a stale record
 
 
