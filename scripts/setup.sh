@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 DEBS=(openvswitch-switch openvswitch-common mininet net-tools tcpdump iproute2
-      iputils-ping procps ethtool chromium netsniff-ng)
+      iputils-ping procps ethtool chromium netsniff-ng tshark)
 missing=()
 for p in "${DEBS[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

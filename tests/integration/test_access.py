@@ -293,13 +293,22 @@ def test_prometheus_metrics_count_the_copies(lab):
     tap = admin.post("/api/v1/taps", json={"name": "metered", "src_ip": "10.0.0.3", "dst_ip": "10.0.0.1", "ip_proto": "udp",
                                            "dst_port": 7070, "monitor_ip": "10.0.0.2"}).json()
     wait_tap(lab, tap["id"])
+
+    def scrape() -> dict:
+        text = admin.get("/metrics").text
+        return {(s.name, tuple(sorted(s.labels.items()))): s.value for family in text_string_to_metric_families(text) for s in family.samples}
+
+    monitor = (("mac", "00:00:00:00:00:02"), ("monitor", "10.0.0.2"))
+    sent, delivered = ("vtap_monitor_copies_sent_packets_total", monitor), ("vtap_monitor_copies_delivered_packets_total", monitor)
+    before = wait_until(lambda: (s := scrape()).get(delivered) is not None and s, 5)
     got = traffic(lab, "h3", Flow("00:00:00:00:00:03", "00:00:00:00:00:01", "10.0.0.3", "10.0.0.1", "udp", 5, 7070), "prom", 11,
                   ["h1", "h2"])
     assert len(got["h1"]) == 11 and got["h2"] == got["h1"]
     assert httpx.get(f"{lab.ctl.api}/metrics").status_code == 401
-    text = admin.get("/metrics").text
-    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
-               for family in text_string_to_metric_families(text) for s in family.samples}
+    samples = wait_until(lambda: (s := scrape())[delivered] - before[delivered] == 11 and s, 5,
+                         message=lambda: f"delivered {scrape()[delivered] - before[delivered]} of 11")
+    assert samples[sent] - before[sent] == 11
+    assert samples[("vtap_monitor_delivery_failing", monitor)] == 0
     labels = (("id", str(tap["id"])), ("monitor", "10.0.0.2"), ("name", "metered"))
     assert samples[("vtap_tap_copied_packets_total", labels)] == 11
     assert samples[("vtap_tap_copied_bytes_total", labels)] > 11 * 42

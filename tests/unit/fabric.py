@@ -70,6 +70,7 @@ class Trace:
     delivered: list[tuple[int, int]] = field(default_factory=list)  # (dpid, edge port)
     frames: list[tuple[int, int, dict]] = field(default_factory=list)  # (dpid, port, packet as delivered)
     to_controller: list[tuple[int, int]] = field(default_factory=list)  # (dpid, in_port)
+    buckets: list[tuple[int, int, int]] = field(default_factory=list)  # (dpid, group id, bucket index) each run
     hops: int = 0
 
 
@@ -117,6 +118,7 @@ class Fabric:
         self.view = view
         self.tables: dict[int, dict[int, list[FlowRule]]] = {}
         self.groups: dict[int, dict[int, GroupRule]] = {}
+        self.down: set[tuple[int, int]] = set()  # (dpid, port) whose link is down: fast-failover buckets watching it are dead
         for d, r in rules.items():
             self._install(d, *((r.flows, r.groups) if isinstance(r, SwitchRules) else (r, ())))
         self.peer = {(l.src_dpid, l.src_port): (l.dst_dpid, l.dst_port) for l in view.links}
@@ -214,7 +216,12 @@ class Fabric:
                     trace.delivered.append((d, action.port))
                     trace.frames.append((d, action.port, dict(frame)))
             elif isinstance(action, GroupAction):
-                for bucket in self.groups[d][action.group_id].buckets:
+                group = self.groups[d][action.group_id]
+                buckets = list(enumerate(group.buckets))
+                if group.type == "ff":  # the first live bucket only
+                    buckets = [(i, b) for i, b in buckets if (d, b.watch_port) not in self.down][:1]
+                for i, bucket in buckets:
+                    trace.buckets.append((d, group.group_id, i))
                     self._apply(d, in_port, dict(frame), bucket.actions, trace, queue)  # a clone per bucket
             elif isinstance(action, PushVlan):
                 frame = push_vlan(frame)

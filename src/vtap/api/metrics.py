@@ -44,18 +44,35 @@ class _Snapshot:
         packets = CounterMetricFamily("vtap_tap_copied_packets", "packets matched by a policy's tap rules (copied once per monitor)",
                                       labels=["id", "name", "monitor"])
         octets = CounterMetricFamily("vtap_tap_copied_bytes", "bytes matched by a policy's tap rules", labels=["id", "name", "monitor"])
+        labels = ctl.core.monitor_labels()
         for tap in sorted(ctl.taps.values(), key=lambda t: t.id):
             current = ctl.tap_status(tap.id).state
             for s in PolicyState:
                 if s != PolicyState.COMPILED:
                     state.add_metric([str(tap.id), tap.spec.name, s.value], 1.0 if s == current else 0.0)
-            monitor = tap.spec.monitor_ip or tap.spec.monitor_mac or ""
+            monitor = labels.get(ctl.core.compilation.monitors.get(tap.id, ""), tap.spec.monitor_ip or tap.spec.monitor_mac or "")
             c = self.counters.get(tap.id, {"packets": 0, "bytes": 0})
             packets.add_metric([str(tap.id), tap.spec.name, monitor], c["packets"])
             octets.add_metric([str(tap.id), tap.spec.name, monitor], c["bytes"])
         yield state
         yield packets
         yield octets
+
+        names = [("sent", "packets", "copies sent toward a monitor at tap points"),
+                 ("sent", "bytes", "bytes of copies sent toward a monitor at tap points"),
+                 ("delivered", "packets", "copies handed to a monitor's live port at its edge switch"),
+                 ("delivered", "bytes", "bytes of copies handed to a monitor's live port")]
+        families = {(w, u): CounterMetricFamily(f"vtap_monitor_copies_{w}_{u}", doc, labels=["monitor", "mac"]) for w, u, doc in names}
+        failing = GaugeMetricFamily("vtap_monitor_delivery_failing", "1 while copies stop reaching the monitor", labels=["monitor", "mac"])
+        for mac, d in sorted(ctl.core.delivery.monitors.items()):
+            key = [labels.get(mac, mac), mac]
+            families[("sent", "packets")].add_metric(key, d.sent_packets)
+            families[("sent", "bytes")].add_metric(key, d.sent_bytes)
+            families[("delivered", "packets")].add_metric(key, d.delivered_packets)
+            families[("delivered", "bytes")].add_metric(key, d.delivered_bytes)
+            failing.add_metric(key, 1.0 if d.failing else 0.0)
+        yield from families.values()
+        yield failing
 
         batches = CounterMetricFamily("vtap_reconcile_batches", "rule batches (bundles) sent to a switch since it connected", labels=["dpid"])
         rules = CounterMetricFamily("vtap_reconcile_rules_sent", "flow, group and meter changes sent to a switch", labels=["dpid"])

@@ -79,11 +79,39 @@ class ApplyOut(BaseModel):
     switches: list[SwitchRulesOut] = Field(description="dry run: the rules of the added and changed policies")
 
 
+class DeliveryOut(BaseModel):
+    """Copies sent toward the policy's monitor at tap points and delivered to its port,
+    since this controller started counting; per monitor, shared by `policies`."""
+
+    monitor: str = Field(description="the monitor as reasons name it (its IP where known)")
+    monitor_mac: str
+    sent_packets: int
+    sent_bytes: int
+    delivered_packets: int
+    delivered_bytes: int
+    undelivered_packets: int
+    failing: bool = Field(description="copies stopped reaching the monitor (the policy is degraded)")
+    reason: str
+    policies: list[int] = Field(description="the policies whose copies this monitor receives")
+
+
 class TapStatsOut(BaseModel):
     id: int
-    packets: int
+    packets: int = Field(description="packets that hit the policy's tap rules (copied once per monitor)")
     bytes: int
     copies: int
+    delivery: DeliveryOut | None = Field(None, description="null while the policy is not compiled")
+
+
+def _delivery(ctl: Controller, tap_id: int) -> DeliveryOut | None:
+    d = ctl.core.monitor_delivery(tap_id)
+    mac = ctl.core.compilation.monitors.get(tap_id)
+    if d is None or mac is None:
+        return None
+    sharing = sorted(i for i, m in ctl.core.compilation.monitors.items() if m == mac)
+    return DeliveryOut(monitor=ctl.core.monitor_labels().get(mac, mac), monitor_mac=mac, sent_packets=d.sent_packets,
+                       sent_bytes=d.sent_bytes, delivered_packets=d.delivered_packets, delivered_bytes=d.delivered_bytes,
+                       undelivered_packets=d.undelivered_packets, failing=d.failing, reason=d.reason, policies=sharing)
 
 
 def _out(ctl: Controller, tap: Tap) -> TapOut:
@@ -262,7 +290,8 @@ def router(ctl: Controller, tokens: Tokens) -> APIRouter:
     async def stats(tap_id: TapId):
         _get(ctl, tap_id)
         counters = (await ctl.tap_counters()).get(tap_id, {"packets": 0, "bytes": 0})
-        return TapStatsOut(id=tap_id, packets=counters["packets"], bytes=counters["bytes"], copies=counters["packets"])
+        return TapStatsOut(id=tap_id, packets=counters["packets"], bytes=counters["bytes"], copies=counters["packets"],
+                           delivery=_delivery(ctl, tap_id))
 
     @r.get("/{tap_id}/paths", response_model=TapPathsOut, responses=NOT_FOUND)
     async def paths(tap_id: TapId):

@@ -20,7 +20,12 @@ bucket takes its copy to the monitor by one of two transports:
   a recovery rule at the monitor's edge switch. Ambiguous: real traffic from the
   tapped source to the monitor that matches the same fields is "restored" too.
 
-When the monitor hangs off the tap switch itself, the bucket just outputs there.
+When the monitor hangs off the tap switch itself, the bucket hands the copy over there.
+
+Every copy reaches its monitor through the monitor's *delivery group* at its edge switch:
+a fast-failover group with one bucket watching the monitor's port. Its bucket counter
+counts the copies handed to a live port, the tap groups' buckets count the copies sent
+toward the monitor, and the difference is what did not arrive (see control/delivery.py).
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from vtap.compile.pipeline import (
     COPY_VID_FIRST,
     COPY_VID_LAST,
     COOKIE_COPY,
+    DELIVERY_GROUP_BASE,
     GROUP_ID_MASK,
     OFPVID_PRESENT,
     PRIO_COPY,
@@ -72,6 +78,8 @@ class TapCompilation:
     cookie_owners: dict[int, frozenset[int]] = field(default_factory=dict)  # tap rule cookie -> tap ids
     monitor_tags: dict[str, int] = field(default_factory=dict)  # monitor MAC -> copy VLAN id
     monitors: dict[int, str] = field(default_factory=dict)  # tap id -> its monitor's MAC
+    deliveries: dict[str, tuple[int, int]] = field(default_factory=dict)  # monitor MAC -> (dpid, delivery group id)
+    sent_buckets: dict[tuple[int, int], tuple[str, ...]] = field(default_factory=dict)  # (dpid, tap group) -> monitor MAC per bucket
 
     def rules_of(self, tap_id: int) -> dict[int, SwitchRules]:
         """The flows and groups a policy takes part in, per switch."""
@@ -83,6 +91,9 @@ class TapCompilation:
             tag = self.monitor_tags.get(self.monitors.get(tap_id, ""))
             tags = {tag} if tag is not None else set()
             flows |= {f for f in rules.flows if f.cookie == COOKIE_COPY and _tag_of(f) in tags}
+            delivery = self.deliveries.get(self.monitors.get(tap_id, ""))
+            if delivery is not None and delivery[0] == dpid:
+                groups.add(delivery[1])
             if flows:
                 out[dpid] = SwitchRules(frozenset(flows), frozenset(g for g in rules.groups if g.group_id in groups))
         return out
@@ -180,12 +191,13 @@ class _Ready:
 
 
 def compile_taps(view: NetworkView, taps: list[Tap]) -> TapCompilation:
-    """All TAP rules for the network (pure, deterministic), in five phases."""
+    """All TAP rules for the network (pure, deterministic), in six phases."""
     comp = TapCompilation()
     ready = _policy_states(view, taps, comp)
     comp.monitor_tags = _copy_vlan_ids(ready)
     per_switch = _tap_points_per_switch(view, ready, comp)
-    flows, groups = _regions_groups_recovery(view, per_switch, {r.tap.id: r.tap for r in ready}, comp)
+    groups = _delivery_groups(view, comp)
+    flows = _regions_groups_recovery(view, per_switch, {r.tap.id: r.tap for r in ready}, comp, groups)
     _copy_paths(view, comp, flows)
     for dpid in set(flows) | set(groups):
         comp.rules[dpid] = SwitchRules(frozenset(flows.get(dpid, ())), frozenset(groups.get(dpid, ())))
@@ -255,15 +267,30 @@ def _tap_points_per_switch(view: NetworkView, ready: list[_Ready], comp: TapComp
     return per_switch
 
 
+def _delivery_groups(view: NetworkView, comp: TapCompilation) -> dict[int, set[GroupRule]]:
+    """Phase 4: one fast-failover group per monitor at its edge switch, its one bucket
+    watching the monitor's port: copies reach the monitor only through it."""
+    groups: dict[int, set[GroupRule]] = {}
+    for mac in sorted(set(comp.monitors.values())):
+        monitor = view.hosts[mac]
+        taken = {g.group_id for g in groups.get(monitor.dpid, ())}
+        gid = DELIVERY_GROUP_BASE | (_stable_id("delivery " + mac) & GROUP_ID_MASK)
+        while gid in taken:
+            gid = DELIVERY_GROUP_BASE | ((gid + 1) & GROUP_ID_MASK)
+        comp.deliveries[mac] = (monitor.dpid, gid)
+        groups.setdefault(monitor.dpid, set()).add(GroupRule(gid, "ff", (Bucket((Output(monitor.port),), monitor.port),)))
+    return groups
+
+
 def _regions_groups_recovery(
-    view: NetworkView, per_switch: dict[int, dict[Region, set[int]]], taps_by_id: dict[int, Tap], comp: TapCompilation
-) -> tuple[dict[int, set[FlowRule]], dict[int, set[GroupRule]]]:
-    """Phase 4: per tap switch, the disjoint regions of its policies' matches, each a
+    view: NetworkView, per_switch: dict[int, dict[Region, set[int]]], taps_by_id: dict[int, Tap], comp: TapCompilation,
+    groups: dict[int, set[GroupRule]],
+) -> dict[int, set[FlowRule]]:
+    """Phase 5: per tap switch, the disjoint regions of its policies' matches, each a
     table-1 rule applying a group with one bucket per monitor; the rewrite transport's
     recovery rules at the monitors' edge switches."""
     monitor_of = {tap_id: view.hosts[mac] for tap_id, mac in comp.monitors.items()}
     flows: dict[int, set[FlowRule]] = {}
-    groups: dict[int, set[GroupRule]] = {}
     recovery: dict[int, list[tuple[Region, frozenset[SetField], str, frozenset[int]]]] = {}
     for dpid, matches in sorted(per_switch.items()):
         try:
@@ -277,14 +304,16 @@ def _regions_groups_recovery(
         group_ids: dict[tuple[Bucket, ...], int] = {}
         for r in sorted(regions):
             ids = owner_map[r]
-            buckets = _buckets(view, dpid, sorted(ids), taps_by_id, monitor_of, comp.monitor_tags)
-            if not buckets:
+            pairs = _buckets(view, dpid, sorted(ids), taps_by_id, monitor_of, comp)
+            if not pairs:
                 continue
+            buckets = tuple(b for b, _ in pairs)
             gid = group_ids.get(buckets)
             if gid is None:
                 gid = _allocate_group(buckets, set(group_ids.values()))
                 group_ids[buckets] = gid
                 groups.setdefault(dpid, set()).add(GroupRule(gid, "all", buckets))
+                comp.sent_buckets[(dpid, gid)] = tuple(mac for _, mac in pairs)
             tap_cookie = cookie(Owner.TAP, _stable_id(repr(r)))
             comp.cookie_owners[tap_cookie] = comp.cookie_owners.get(tap_cookie, frozenset()) | ids
             flows.setdefault(dpid, set()).add(
@@ -298,14 +327,14 @@ def _regions_groups_recovery(
                     continue
                 rr, restore = _recovery(r, tap.spec, monitor)
                 recovery.setdefault(monitor.dpid, []).append((rr, restore, monitor.mac, frozenset(ids)))
-    _recovery_rules(view, recovery, comp, flows)
-    return flows, groups
+    _recovery_rules(recovery, comp, flows)
+    return flows
 
 
 def _copy_paths(view: NetworkView, comp: TapCompilation, flows: dict[int, set[FlowRule]]) -> None:
-    """Phase 5 (vlan transport): copies arriving on an inter-switch port go to table 3 and
-    hop by hop to their monitor, untagged at its port. (From any other port a reserved id
-    is dropped by base forwarding.)"""
+    """Phase 6 (vlan transport): copies arriving on an inter-switch port go to table 3 and
+    hop by hop to their monitor, untagged at its switch and handed to its delivery group.
+    (From any other port a reserved id is dropped by base forwarding.)"""
     if not comp.monitor_tags:
         return
     for dpid in sorted(view.devices):
@@ -314,7 +343,7 @@ def _copy_paths(view: NetworkView, comp: TapCompilation, flows: dict[int, set[Fl
         for mac, vid in sorted(comp.monitor_tags.items()):
             monitor = view.hosts[mac]
             if dpid == monitor.dpid:
-                actions: tuple[Action, ...] = (PopVlan(), Output(monitor.port))
+                actions: tuple[Action, ...] = (PopVlan(), GroupAction(comp.deliveries[mac][1]))
             else:
                 hop = view.tree_toward(monitor.dpid).get(dpid)
                 if hop is None:
@@ -378,8 +407,10 @@ def _bucket_owner(ids, monitor_of: dict[int, Host], monitor_mac: str) -> int:
     return min(i for i in ids if monitor_of[i].mac == monitor_mac)
 
 
-def _buckets(view: NetworkView, dpid: int, ids: list[int], taps_by_id: dict[int, Tap], monitor_of: dict[int, Host], tags: dict[str, int]) -> tuple[Bucket, ...]:
-    buckets = []
+def _buckets(view: NetworkView, dpid: int, ids: list[int], taps_by_id: dict[int, Tap], monitor_of: dict[int, Host],
+             comp: TapCompilation) -> tuple[tuple[Bucket, str], ...]:
+    """The tap group's buckets for a region owned by `ids`, each with the monitor it copies to."""
+    buckets: list[tuple[Bucket, str]] = []
     seen: set[str] = set()
     for tap_id in ids:
         monitor = monitor_of[tap_id]
@@ -388,20 +419,21 @@ def _buckets(view: NetworkView, dpid: int, ids: list[int], taps_by_id: dict[int,
         seen.add(monitor.mac)
         owner = taps_by_id[_bucket_owner(ids, monitor_of, monitor.mac)]
         if monitor.dpid == dpid:
-            buckets.append(Bucket((Output(monitor.port),)))
+            buckets.append((Bucket((GroupAction(comp.deliveries[monitor.mac][1]),)), monitor.mac))
             continue
         hop = view.tree_toward(monitor.dpid).get(dpid)
         if hop is None:
             continue
         if owner.spec.transport == "vlan":
-            buckets.append(Bucket((PushVlan(0x8100), SetField("vlan_vid", OFPVID_PRESENT | tags[monitor.mac]), Output(hop[0]))))
+            tag = SetField("vlan_vid", OFPVID_PRESENT | comp.monitor_tags[monitor.mac])
+            buckets.append((Bucket((PushVlan(0x8100), tag, Output(hop[0]))), monitor.mac))
         else:
             actions: list[Action] = [SetField("eth_dst", monitor.mac)]
             ip = _monitor_ip(owner.spec, monitor)
             if owner.spec.ip_version and ip:
                 actions.append(SetField("ipv4_dst" if owner.spec.ip_version == 4 else "ipv6_dst", ip))
-            buckets.append(Bucket((*actions, Output(hop[0]))))
-    return tuple(sorted(buckets, key=repr))
+            buckets.append((Bucket((*actions, Output(hop[0]))), monitor.mac))
+    return tuple(sorted(buckets, key=lambda pair: repr(pair[0])))
 
 
 def _recovery(r: Region, spec: TapSpec, monitor: Host) -> tuple[Region, frozenset[SetField]]:
@@ -426,7 +458,7 @@ def _recovery(r: Region, spec: TapSpec, monitor: Host) -> tuple[Region, frozense
     return region(d), frozenset(restore)
 
 
-def _recovery_rules(view: NetworkView, wanted: dict[int, list[tuple[Region, frozenset[SetField], str, frozenset[int]]]],
+def _recovery_rules(wanted: dict[int, list[tuple[Region, frozenset[SetField], str, frozenset[int]]]],
                     comp: TapCompilation, flows: dict[int, set[FlowRule]]) -> None:
     """The recovery rules of each monitor's edge switch, made unambiguous.
 
@@ -450,10 +482,11 @@ def _recovery_rules(view: NetworkView, wanted: dict[int, list[tuple[Region, froz
             continue
         for r, idx in owners(regions, matches).items():
             restore = frozenset.intersection(*(entries[i][1] for i in idx))
-            port = view.hosts[entries[min(idx)][2]].port  # one monitor per region: its MAC is pinned
+            delivery = comp.deliveries[entries[min(idx)][2]][1]  # one monitor per region: its MAC is pinned
             ids = frozenset().union(*(entries[i][3] for i in idx))
             rule = FlowRule(TABLE_FORWARD, PRIO_RECOVERY_BASE + specificity(r), _region_to_match(r),
-                            (*sorted(restore, key=lambda a: a.field), Output(port)), None, cookie(Owner.TAP, _stable_id(repr(r))))
+                            (*sorted(restore, key=lambda a: a.field), GroupAction(delivery)), None,
+                            cookie(Owner.TAP, _stable_id(repr(r))))
             comp.cookie_owners[rule.cookie] = comp.cookie_owners.get(rule.cookie, frozenset()) | ids
             flows.setdefault(dpid, set()).add(rule)
 

@@ -17,16 +17,26 @@ from typing import Any
 
 from os_ken.lib.packet import ethernet, packet
 
-from vtap.compile.pipeline import COOKIE_FORWARDING, COOKIE_TAP, ETH_TYPE_LLDP, OWNER_MASK, PRIO_KNOWN_HOST, TABLE_CLASSIFY, TABLE_TAP
+from vtap.compile.pipeline import (
+    COOKIE_FORWARDING,
+    COOKIE_TAP,
+    ETH_TYPE_LLDP,
+    OWNER_MASK,
+    PRIO_KNOWN_HOST,
+    TABLE_CLASSIFY,
+    TABLE_TAP,
+    is_vtap_group,
+)
 from vtap.compile.taps import TapCompilation, TapState
 from vtap.control import relay
 from vtap.control.core import ControlCore, SwitchSync, TapStatus
+from vtap.control.delivery import GroupCounters
 from vtap.control.discovery import NONCE_BYTES, parse_lldp
 from vtap.control.reconciler import SwitchReconciler
 from vtap.model.network import Device
 from vtap.model.policy import Tap, TapChanges, TapSpec
 from vtap.model.rules import SwitchRules
-from vtap.model.state import SyncState
+from vtap.model.state import PolicyState, SyncState
 from vtap.model.view import NetworkView
 from vtap.openflow.channel import ChannelClosed, Datapath, OpenFlowError, echo_request
 from vtap.store.sqlite import Store
@@ -69,11 +79,13 @@ class Controller:
         host_timeout: float = 3600.0,
         packet_in_rate: int = 1000,
         max_hosts_per_port: int = 32,
+        delivery_interval: float = 1.0,
     ):
         self.store = store
         self.lldp_interval = lldp_interval
         self.settle = settle if settle is not None else 2.5 * lldp_interval
         self.debounce = debounce
+        self.delivery_interval = delivery_interval
         self.core = ControlCore(link_lifetime=link_lifetime or 3.5 * lldp_interval, lldp_key=store.secret("lldp"),
                                 host_timeout=host_timeout, packet_in_rate=packet_in_rate,
                                 max_hosts_per_port=max_hosts_per_port)
@@ -99,6 +111,8 @@ class Controller:
         self._tasks.append(asyncio.create_task(self._probe_loop(), name="probe"))
         if self.core.host_timeout > 0:
             self._tasks.append(asyncio.create_task(self._host_liveness_loop(), name="host-liveness"))
+        if self.delivery_interval > 0:
+            self._tasks.append(asyncio.create_task(self._delivery_loop(), name="delivery"))
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -417,3 +431,33 @@ class Controller:
             log.info("hosts expired after %.0fs of silence: %s", self.core.host_timeout, ", ".join(gone))
             self.store.delete_hosts(gone)
             self.changed()
+
+    async def _delivery_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.delivery_interval)
+            await self.check_delivery()
+
+    async def check_delivery(self) -> None:
+        """Read the group counters of every switch holding tap or delivery groups (one
+        request each), and let the core judge whether copies reach their monitors."""
+        comp = self.core.compilation
+        dpids = {d for d, _ in comp.sent_buckets} | {d for d, _ in comp.deliveries.values()}
+        counters: dict[int, list[GroupCounters]] = {}
+        for dpid in sorted(dpids):
+            dp = self.datapaths.get(dpid)
+            if dp is None:
+                continue
+            try:
+                replies = await dp.group_stats()
+            except (ChannelClosed, asyncio.TimeoutError, OpenFlowError):
+                continue
+            counters[dpid] = [GroupCounters(s.group_id, tuple((b.packet_count, b.byte_count) for b in s.bucket_stats))
+                              for s in replies if is_vtap_group(s.group_id)]
+        if self.core.compilation is not comp:
+            return  # recompiled meanwhile: the bucket layout read may not be the one compiled
+        for tap_id in self.core.delivery_observe(time.time(), counters):
+            st = self.tap_status(tap_id)
+            if st.state == PolicyState.DEGRADED:
+                log.warning("policy %d degraded: %s", tap_id, st.reason)
+            else:
+                log.info("policy %d: copies reach its monitor again (%s)", tap_id, st.state)

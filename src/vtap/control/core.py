@@ -18,6 +18,7 @@ from vtap.compile.pipeline import TABLE_TAP
 from vtap.compile.taps import TapCompilation, compile_taps
 from vtap.control import relay
 from vtap.control.discovery import LinkTable, LldpClaim, LldpRounds, lldp_frame
+from vtap.control.delivery import DeliveryLedger, GroupCounters, MonitorDelivery
 from vtap.control.hosts import Claim, HostTable
 from vtap.control.probing import ProbeSchedule, named_addresses
 from vtap.model.network import Device, Host, Link, Port, is_physical_port
@@ -96,6 +97,7 @@ class ControlCore:
         self._pinned_macs: frozenset[str] = frozenset()
         self._refusal_logged: dict[tuple[int, int], float] = {}
         self.probes = ProbeSchedule()
+        self.delivery = DeliveryLedger()
         self._unresolved: set[str] = set()  # addresses policies name that no host holds
         self._tap_generation: dict[int, int] = {}  # tap id -> generation of its current version (-1: not compiled yet)
         self._host_packets: dict[tuple[int, str], int] = {}
@@ -144,6 +146,7 @@ class ControlCore:
         known = {ip for host in view.hosts.values() for ip in host.ips}
         self._unresolved = named_addresses(list(self.taps.values())) - known
         self._pinned_ips, self._pinned_macs = self.pins()
+        self.delivery.forget(set(self.compilation.monitors.values()))
         return desired
 
     def dry_run(self, spec: TapSpec) -> tuple[Tap, TapCompilation]:
@@ -183,7 +186,36 @@ class ControlCore:
                 return TapStatus(PolicyState.ERROR, f"switch {dpid:016x}: {sync.last_error}", concerned)
             if sync.synced_generation < gen:
                 return TapStatus(PolicyState.PENDING, f"installing on switch {dpid:016x}", concerned)
+        delivery = self.monitor_delivery(tap_id)
+        if delivery is not None and delivery.failing:
+            return TapStatus(PolicyState.DEGRADED, delivery.reason, concerned)
         return TapStatus(PolicyState.ACTIVE, "", concerned)
+
+    # ---- delivery -----------------------------------------------------------------------
+
+    def delivery_observe(self, now: float, counters: dict[int, list[GroupCounters]]) -> list[int]:
+        """One poll of the switches' vtap group counters: the policies whose monitor's
+        delivery verdict changed."""
+        comp = self.compilation
+        changed = set(self.delivery.observe(now, counters, comp.sent_buckets, comp.deliveries, self.monitor_labels()))
+        return sorted(tap_id for tap_id, mac in comp.monitors.items() if mac in changed)
+
+    def monitor_labels(self) -> dict[str, str]:
+        """How reasons and metrics name a monitor: the address its policies give, else its
+        first IPv4, else its MAC."""
+        view = self.view()
+        labels: dict[str, str] = {}
+        for tap_id, mac in sorted(self.compilation.monitors.items()):
+            spec = self.taps[tap_id].spec if tap_id in self.taps else None
+            host = view.hosts.get(mac)
+            ips = sorted(host.ips, key=lambda a: (":" in a, a)) if host else []
+            labels.setdefault(mac, (spec.monitor_ip if spec and spec.monitor_ip else None) or (ips[0] if ips else mac))
+        return labels
+
+    def monitor_delivery(self, tap_id: int) -> MonitorDelivery | None:
+        """The delivery of the policy's monitor, if it is compiled."""
+        mac = self.compilation.monitors.get(tap_id)
+        return self.delivery.monitors.get(mac) if mac else None
 
     def tap_counters(self, tap_rule_stats: list[tuple[int, int, int]]) -> dict[int, dict[str, int]]:
         """Per policy, packets and bytes of its tap rules, from (cookie, packets, bytes) of

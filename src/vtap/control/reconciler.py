@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 from vtap.compile.pipeline import VTAP_COOKIE, VTAP_COOKIE_MASK, is_vtap_group, is_vtap_meter
 from vtap.model.state import SyncState
-from vtap.model.rules import FlowRule, GroupRule, Meter, SwitchRules
+from vtap.model.rules import FlowRule, GroupAction, GroupRule, Meter, SwitchRules
 from vtap.openflow import translate
 from vtap.openflow.channel import ChannelClosed, Datapath, OpenFlowError
 
@@ -99,15 +99,20 @@ def meter_messages(changes: Changes) -> tuple[list, list]:
     return before, after
 
 
+def _chained_last(groups: tuple[GroupRule, ...]) -> list[GroupRule]:
+    """Groups that point at other groups (tap groups at delivery groups) after the rest."""
+    return sorted(groups, key=lambda g: any(isinstance(a, GroupAction) for b in g.buckets for a in b.actions))
+
+
 def messages(changes: Changes) -> list:
-    """OpenFlow messages in a safe order: groups exist before flows point at them,
-    and flows stop pointing at groups before the groups go."""
-    msgs: list = [translate.group_add(g) for g in changes.add_groups]
-    msgs += [translate.group_modify(g) for g in changes.modify_groups]
+    """OpenFlow messages in a safe order: groups exist before flows or other groups
+    point at them, and stop being pointed at before they go."""
+    msgs: list = [translate.group_add(g) for g in _chained_last(changes.add_groups)]
+    msgs += [translate.group_modify(g) for g in _chained_last(changes.modify_groups)]
     msgs += [translate.flow_add(f) for f in changes.add_flows]
     msgs += [translate.flow_modify(f) for f in changes.modify_flows]
     msgs += [translate.flow_delete(f) for f in changes.delete_flows]
-    msgs += [translate.group_delete(g.group_id) for g in changes.delete_groups]
+    msgs += [translate.group_delete(g.group_id) for g in reversed(_chained_last(changes.delete_groups))]
     return msgs
 
 

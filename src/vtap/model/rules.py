@@ -101,19 +101,24 @@ class FlowRule:
 
 @dataclass(frozen=True, order=True)
 class Bucket:
+    """A group bucket; in a fast-failover group, live while port `watch_port` is up."""
+
     actions: tuple[Action, ...]
+    watch_port: int | None = None
 
 
 @dataclass(frozen=True, order=True)
 class GroupRule:
-    """An OpenFlow group; vtap uses type ALL: every bucket gets its own copy."""
+    """An OpenFlow group: type `all` (every bucket gets its own copy: the tap groups) or
+    `ff` (fast failover: the first live bucket only: the monitors' delivery groups)."""
 
     group_id: int
     type: str = "all"
     buckets: tuple[Bucket, ...] = ()
 
     def __str__(self) -> str:
-        buckets = ",".join("bucket=actions=" + ",".join(str(a) for a in b.actions) for b in self.buckets)
+        buckets = ",".join("bucket=" + (f"watch_port:{b.watch_port}," if b.watch_port is not None else "")
+                           + "actions=" + ",".join(str(a) for a in b.actions) for b in self.buckets)
         return f"group_id={self.group_id},type={self.type},{buckets}"
 
 

@@ -210,6 +210,11 @@ class Datapath:
         req = parser.OFPGroupDescStatsRequest(PROTOCOL, 0)
         return [s for reply in await self.request(req) for s in reply.body]
 
+    async def group_stats(self) -> list[Any]:
+        """Every group's counters, per bucket (OFPMP_GROUP for all groups)."""
+        req = parser.OFPGroupStatsRequest(PROTOCOL, 0, ofp.OFPG_ALL)
+        return [s for reply in await self.request(req) for s in reply.body]
+
     async def meter_config(self) -> list[Any]:
         req = parser.OFPMeterConfigStatsRequest(PROTOCOL, 0, ofp.OFPM_ALL)
         return [s for reply in await self.request(req) for s in reply.body]

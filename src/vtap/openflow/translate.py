@@ -30,7 +30,7 @@ from vtap.openflow.oxm import RawMatch
 
 PROTOCOL = ofproto_protocol.ProtocolDesc(ofp.OFP_VERSION)
 
-_GROUP_TYPES = {"all": ofp.OFPGT_ALL, "select": ofp.OFPGT_SELECT, "indirect": ofp.OFPGT_INDIRECT}
+_GROUP_TYPES = {"all": ofp.OFPGT_ALL, "select": ofp.OFPGT_SELECT, "indirect": ofp.OFPGT_INDIRECT, "ff": ofp.OFPGT_FF}
 _GROUP_NAMES = {v: k for k, v in _GROUP_TYPES.items()}
 
 
@@ -155,7 +155,8 @@ def flow_from_stats(stats) -> FlowRule:
 
 def _buckets_to_of(group: GroupRule) -> list:
     return [
-        parser.OFPBucket(actions=[_action_to_of(a) for a in b.actions], watch_port=ofp.OFPP_ANY, watch_group=ofp.OFPG_ANY)
+        parser.OFPBucket(actions=[_action_to_of(a) for a in b.actions],
+                         watch_port=ofp.OFPP_ANY if b.watch_port is None else b.watch_port, watch_group=ofp.OFPG_ANY)
         for b in group.buckets
     ]
 
@@ -179,7 +180,9 @@ def group_delete(group_id: int) -> parser.OFPGroupMod:
 def group_from_desc(desc) -> GroupRule:
     if desc.type not in _GROUP_NAMES:
         raise TranslationError(f"unsupported group type {desc.type}")
-    buckets = tuple(Bucket(tuple(_action_from_of(a) for a in b.actions)) for b in desc.buckets)
+    buckets = tuple(Bucket(tuple(_action_from_of(a) for a in b.actions),
+                           None if desc.type != ofp.OFPGT_FF or b.watch_port == ofp.OFPP_ANY else b.watch_port)
+                    for b in desc.buckets)
     return GroupRule(group_id=desc.group_id, type=_GROUP_NAMES[desc.type], buckets=buckets)
 
 

@@ -1,0 +1,149 @@
+"""Delivery accounting: do the copies sent toward a monitor reach it?
+
+Two kinds of group counters tell (compile/taps.py): each tap group's bucket toward a
+monitor counts the copies *sent* toward it at a tap point, and the monitor's delivery
+group (fast failover, its one bucket watching the monitor's port) counts the copies
+*delivered*, handed to a live port at its edge switch. Copies lost on the way (a link
+down in the copy path, a monitor port down, a rule missing) show as the difference.
+
+Counting is per monitor, not per policy: once copied, a copy does not say which policy
+made it (a packet matched by two policies with one monitor is copied once), so the
+switch can only tell per monitor. A policy's stats show its own tap-point counters and
+its monitor's delivery; with one policy per monitor the two are the policy's.
+
+Switches do not count in real time: OVS credits a rule's or group's counters when its
+revalidators read the datapath's flows (every half second or so, per flow), so the
+monitor's counter may lag the tap switches' by up to about a second. A copy is
+therefore given `lag` seconds to be counted: copies sent up to `lag` seconds ago are
+compared with copies delivered up to now.
+
+The judgement, per monitor, from samples taken every poll (about a second):
+- *failing* when, of the copies sent over the last `window` seconds (but `lag`), more
+  than `tolerance` and more than `fraction` did not arrive;
+- *recovered* when copies were sent over the last `recover` seconds (but `lag`) and
+  no more than that was lost. Loss before a recovery does not count again. A monitor
+  whose copies stopped altogether stays failing: nothing shows that it receives again.
+
+Pure: the controller feeds it counters and the time; it never reads a clock.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+WINDOW_S = 10.0
+RECOVER_S = 3.0
+LAG_S = 1.5  # how late a switch may credit its counters
+TOLERANCE = 5  # copies
+FRACTION = 0.01
+
+
+@dataclass
+class MonitorDelivery:
+    """Totals since this controller started counting (they never go down), and the verdict."""
+
+    sent_packets: int = 0
+    sent_bytes: int = 0
+    delivered_packets: int = 0
+    delivered_bytes: int = 0
+    failing: bool = False
+    reason: str = ""
+    samples: deque = field(default_factory=deque)  # (time, sent_packets, delivered_packets)
+    recovered_at: float = float("-inf")
+
+    @property
+    def undelivered_packets(self) -> int:
+        return max(0, self.sent_packets - self.delivered_packets)
+
+
+@dataclass(frozen=True)
+class GroupCounters:
+    """One group's counters as a switch reported them: per bucket (packets, bytes)."""
+
+    group_id: int
+    buckets: tuple[tuple[int, int], ...]
+
+
+class DeliveryLedger:
+    def __init__(self, window: float = WINDOW_S, recover: float = RECOVER_S, lag: float = LAG_S, tolerance: int = TOLERANCE,
+                 fraction: float = FRACTION):
+        self.window, self.recover, self.lag, self.tolerance, self.fraction = window, recover, lag, tolerance, fraction
+        self.monitors: dict[str, MonitorDelivery] = {}
+        self._last: dict[tuple, tuple[int, int]] = {}  # counter key -> last (packets, bytes) read
+
+    def _delta(self, key: tuple, packets: int, bytes_: int) -> tuple[int, int]:
+        """What a counter gained since it was last read; a counter that went down was
+        re-created (a group rewritten or deleted and added): all it holds is new."""
+        last = self._last.get(key)
+        self._last[key] = (packets, bytes_)
+        if last is None or packets < last[0] or bytes_ < last[1]:
+            return packets, bytes_
+        return packets - last[0], bytes_ - last[1]
+
+    def observe(self, now: float, counters: dict[int, list[GroupCounters]],
+                sent_buckets: dict[tuple[int, int], tuple[str, ...]],
+                deliveries: dict[str, tuple[int, int]], labels: dict[str, str]) -> list[str]:
+        """Add one poll of every switch's group counters; the monitors whose verdict changed.
+
+        `sent_buckets`: (dpid, tap group) -> the monitor each bucket copies to;
+        `deliveries`: monitor -> (dpid, delivery group); `labels`: monitor -> how a reason
+        names it (its IP where known)."""
+        delivery_of = {(dpid, gid): mac for mac, (dpid, gid) in deliveries.items()}
+        for mac in deliveries:
+            self.monitors.setdefault(mac, MonitorDelivery())
+        for dpid, groups in counters.items():
+            for g in groups:
+                sent_to = sent_buckets.get((dpid, g.group_id))
+                if sent_to is not None:
+                    for i, (packets, bytes_) in enumerate(g.buckets[: len(sent_to)]):
+                        dp, db = self._delta((dpid, g.group_id, i, sent_to[i]), packets, bytes_)
+                        m = self.monitors.setdefault(sent_to[i], MonitorDelivery())
+                        m.sent_packets += dp
+                        m.sent_bytes += db
+                mac = delivery_of.get((dpid, g.group_id))
+                if mac is not None and g.buckets:
+                    dp, db = self._delta((dpid, g.group_id, 0, mac), *g.buckets[0])
+                    m = self.monitors[mac]
+                    m.delivered_packets += dp
+                    m.delivered_bytes += db
+        changed = []
+        for mac, m in self.monitors.items():
+            m.samples.append((now, m.sent_packets, m.delivered_packets))
+            while len(m.samples) > 2 and m.samples[1][0] <= now - self.window - self.lag:
+                m.samples.popleft()
+            if self._judge(mac, m, now, labels.get(mac, mac)):
+                changed.append(mac)
+        return changed
+
+    def _lost_since(self, m: MonitorDelivery, start: float, now: float) -> tuple[int, int]:
+        """(not delivered, sent): copies sent from `start` until `lag` seconds ago, against
+        copies delivered from `start` until now (from the last sample at or before each)."""
+        first = next((s for s in reversed(m.samples) if s[0] <= start), m.samples[0])
+        sent_by = next((s for s in reversed(m.samples) if s[0] <= now - self.lag), first)
+        if sent_by[0] <= first[0]:
+            return 0, 0
+        sent = sent_by[1] - first[1]
+        return max(0, sent - (m.samples[-1][2] - first[2])), sent
+
+    def _lossy(self, lost: int, sent: int) -> bool:
+        return lost > self.tolerance and lost > self.fraction * sent
+
+    def _judge(self, mac: str, m: MonitorDelivery, now: float, label: str) -> bool:
+        was = m.failing
+        lost, sent = self._lost_since(m, max(now - self.window, m.recovered_at), now)
+        if not m.failing:
+            m.failing = self._lossy(lost, sent)
+        else:
+            recent_lost, recent_sent = self._lost_since(m, now - self.recover - self.lag, now)
+            if recent_sent > 0 and not self._lossy(recent_lost, recent_sent):  # copies flow and arrive again
+                m.failing = False
+                m.recovered_at = now
+        m.reason = f"{lost} of {sent} copies in the last {self.window:g} s did not reach {label}" if m.failing else ""
+        return m.failing != was
+
+    def forget(self, keep: set[str]) -> None:
+        """Drop monitors no policy names any more."""
+        for mac in [m for m in self.monitors if m not in keep]:
+            del self.monitors[mac]
+        self._last = {k: v for k, v in self._last.items() if k[3] in keep}
