@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from tests.integration.harness import Lab, create_tap, delete_tap, ping, traffic, wait_tap
+from tests.integration.harness import Lab, create_tap, delete_tap, ping, traffic, vtap_rules, wait_tap
 from tests.waiting import wait_until
 from vtap.lab.traffic import Flow
 from vtap.lab.topos import parse_topo
@@ -314,6 +314,49 @@ def test_copies_that_stop_reaching_the_monitor_degrade_the_policy_until_they_arr
     assert abs(delta("delivered_packets") - len(got["h2"])) <= 50, (delta("delivered_packets"), len(got["h2"]))
     print(f"degraded {detected:.1f} s after link down, active {recovered:.1f} s after link up; "
           f"{len(got['h2'])} of 1500 copies delivered")
+    delete_tap(lab, tap["id"])
+
+
+def test_a_capture_job_saves_the_next_packets_of_a_policy_to_pcapng(lab, tmp_path):
+    """Count 50 over a 200-packet stream: a pcapng that tshark reads, holding exactly the
+    first 50 packets cut to snaplen; the receiver got all 200; no capture rule left."""
+    tap = create_tap(lab, name="captured", src_ip="10.0.0.1", dst_ip="10.0.0.3", ip_proto="udp", dst_port=7272,
+                     monitor_ip="10.0.0.2")
+    wait_tap(lab, tap["id"])
+    http = lab.ctl.http
+    for body, code, field in (({"tap_id": tap["id"], "count": 0}, 422, "count"),
+                              ({"tap_id": tap["id"], "duration_s": 10_000}, 422, "duration_s"),
+                              ({"tap_id": 999_999}, 404, "tap_id"),
+                              ({"tap_id": tap["id"], "src_ip": "10.0.0.1"}, 422, "not both")):
+        resp = http.post("/api/v1/captures", json=body)
+        assert resp.status_code == code and field in resp.text, (body, resp.status_code, resp.text)
+    job = http.post("/api/v1/captures", json={"tap_id": tap["id"], "count": 50, "duration_s": 60, "snaplen": 96})
+    assert job.status_code == 201, job.text
+    job = job.json()
+    assert job["match"]["dst_port"] == 7272 and job["state"] in ("starting", "running")
+    wait_until(lambda: http.get(f"/api/v1/captures/{job['id']}").json()["state"] == "running", 10,
+               message=lambda: str(http.get(f"/api/v1/captures/{job['id']}").json()))
+    flow = Flow("00:00:00:00:00:01", "00:00:00:00:00:03", "10.0.0.1", "10.0.0.3", "udp", 5, 7272)
+    got = traffic(lab, "h1", flow, "cap", 200, ["h3"], size=300)
+    assert len(got["h3"]) == 200
+    done = wait_until(lambda: (j := http.get(f"/api/v1/captures/{job['id']}").json())["state"] == "done" and j, 10)
+    assert done["packets"] == 50 and done["reason"] == "50 packets captured"
+    path = tmp_path / "job.pcapng"
+    path.write_bytes(http.get(done["download"]).content)
+    out = subprocess.run(["tshark", "-r", str(path), "-T", "json", "-x"], capture_output=True, text=True, check=True)
+    packets = json.loads(out.stdout)
+    assert len(packets) == 50
+    raw = [bytes.fromhex(p["_source"]["layers"]["frame_raw"][0]) for p in packets]
+    assert raw == [f[:96] for f in got["h3"][:50]]
+    assert {p["_source"]["layers"]["frame"]["frame.len"] for p in packets} == {str(len(got["h3"][0]))}
+    # Every capture rule goes when the job ends; the policy's stay.
+    wait_until(lambda: not any("controller(" in lab.ovs.ofctl("dump-groups", sw.name) for sw in lab.net.switches), 10,
+               message="a capture bucket is left in a switch")
+    assert any("dl_dst" in l or "nw_dst" in l for l in vtap_rules(lab)) and wait_tap(lab, tap["id"])
+    trail = http.get("/api/v1/audit").json()
+    assert {"capture.start", "capture.download"} <= {r["action"] for r in trail}
+    assert http.delete(f"/api/v1/captures/{job['id']}").status_code == 204
+    assert http.get(f"/api/v1/captures/{job['id']}").status_code == 404
     delete_tap(lab, tap["id"])
 
 

@@ -19,7 +19,7 @@ from os_ken.ofproto import ofproto_v1_3_parser as parser
 
 from vtap.lab.topos import VtapTopo, host_params
 from vtap.model.network import OFPP_CONTROLLER, Device, Host, Link, Port
-from vtap.model.rules import FlowRule, GroupAction, GroupRule, Output, PopVlan, PushVlan, SetField, SwitchRules
+from vtap.model.rules import FlowRule, GroupAction, GroupRule, Output, PopVlan, PushVlan, SetField, SwitchRules, ToController
 from vtap.model.view import NetworkView
 from vtap.openflow import translate
 from vtap.openflow.translate import PROTOCOL
@@ -71,6 +71,7 @@ class Trace:
     frames: list[tuple[int, int, dict]] = field(default_factory=list)  # (dpid, port, packet as delivered)
     to_controller: list[tuple[int, int]] = field(default_factory=list)  # (dpid, in_port)
     buckets: list[tuple[int, int, int]] = field(default_factory=list)  # (dpid, group id, bucket index) each run
+    captured: list[tuple[int, int, int, dict]] = field(default_factory=list)  # (dpid, in_port, max_len, packet) to a capture
     hops: int = 0
 
 
@@ -223,6 +224,9 @@ class Fabric:
                 for i, bucket in buckets:
                     trace.buckets.append((d, group.group_id, i))
                     self._apply(d, in_port, dict(frame), bucket.actions, trace, queue)  # a clone per bucket
+            elif isinstance(action, ToController):
+                trace.to_controller.append((d, in_port))
+                trace.captured.append((d, in_port, action.max_len, dict(frame)))
             elif isinstance(action, PushVlan):
                 frame = push_vlan(frame)
             elif isinstance(action, PopVlan):

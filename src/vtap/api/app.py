@@ -26,6 +26,7 @@ from pydantic import BaseModel, Field
 from vtap import __version__
 from vtap.api.access import router as access_router
 from vtap.api.auth import ERRORS, Tokens, require
+from vtap.api.captures import router as captures_router
 from vtap.api.events import router as events_router
 from vtap.api.metrics import instrument
 from vtap.api.metrics import router as metrics_router
@@ -243,6 +244,7 @@ def create_app(ctl: Controller, tokens: Tokens) -> FastAPI:
     instrument(app, registry)
     app.include_router(metrics_router(ctl, tokens, registry))
     app.include_router(taps_router(ctl, tokens))
+    app.include_router(captures_router(ctl, tokens))
     app.include_router(access_router(ctl.store, tokens))
     app.include_router(events_router(ctl, tokens))
 

@@ -59,7 +59,9 @@ class Guard:
         def audit_once(code: int) -> None:
             # A throttled refusal (429) is not written down: that would let anyone grow
             # the trail at will; the failures before it are.
-            if scope["method"] not in READS and code != 429 and "audited" not in status:
+            # Reads are not, except those that say what they read (a capture's download).
+            asked = scope["method"] not in READS or (scope.get("state") or {}).get("audit_action")
+            if asked and code != 429 and "audited" not in status:
                 status["audited"] = True
                 self._audit(scope, code)
 

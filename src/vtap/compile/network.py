@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 from vtap.compile.forwarding import compile_forwarding, packet_in_meter
+from vtap.compile.pipeline import CAPTURE_BURST, CAPTURE_RATE_PPS, METER_CAPTURE
 from vtap.compile.taps import TapCompilation, compile_taps
+from vtap.model.capture import CaptureTarget
 from vtap.model.policy import Tap
-from vtap.model.rules import SwitchRules
+from vtap.model.rules import Meter, SwitchRules
 from vtap.model.view import NetworkView
 
 
-def compile_network(view: NetworkView, taps: list[Tap], packet_in_rate: int = 0) -> tuple[dict[int, SwitchRules], TapCompilation]:
+def compile_network(view: NetworkView, taps: list[Tap], packet_in_rate: int = 0,
+                    captures: list[CaptureTarget] = ()) -> tuple[dict[int, SwitchRules], TapCompilation]:
     forwarding = compile_forwarding(view, packet_in_rate)
     meter = packet_in_meter(packet_in_rate)
-    meters = frozenset([meter]) if meter else frozenset()
-    comp = compile_taps(view, taps)
+    meters = frozenset([meter] if meter else []) | {Meter(METER_CAPTURE, CAPTURE_RATE_PPS, CAPTURE_BURST)}
+    comp = compile_taps(view, taps, captures)
     desired = {}
     for dpid, flows in forwarding.items():
         tap_rules = comp.rules.get(dpid, SwitchRules())

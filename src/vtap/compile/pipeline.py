@@ -79,6 +79,12 @@ def is_vtap_group(group_id: int) -> bool:
 
 # Meters: vtap's ids carry "vt" in their top 16 bits (below OFPM_MAX).
 METER_PACKET_IN = 0x76740001
+# Capture jobs' packets reach the controller through this meter only (the packet's other
+# actions are not metered): a capture of a busy flow cannot swamp the controller or
+# crowd out address resolution and discovery.
+METER_CAPTURE = 0x76740002
+CAPTURE_RATE_PPS = 2000
+CAPTURE_BURST = 500
 
 
 def is_vtap_meter(meter_id: int) -> bool:

@@ -22,6 +22,12 @@ bucket takes its copy to the monitor by one of two transports:
 
 When the monitor hangs off the tap switch itself, the bucket hands the copy over there.
 
+Capture jobs take part like policies whose monitor is the controller: their matches
+join the regions (as negative owner ids), and a region they own gets one more action,
+`controller(max_len, meter)`: the packet's first bytes go to the controller through the
+capture meter, the original and its copies untouched. The region rule's cookie tells
+the controller which jobs a packet-in belongs to.
+
 Every copy reaches its monitor through the monitor's *delivery group* at its edge switch:
 a fast-failover group with one bucket watching the monitor's port. Its bucket counter
 counts the copies handed to a live port, the tap groups' buckets count the copies sent
@@ -37,6 +43,7 @@ from dataclasses import dataclass, field
 from vtap.compile.pipeline import (
     COPY_VID_FIRST,
     COPY_VID_LAST,
+    METER_CAPTURE,
     COOKIE_COPY,
     DELIVERY_GROUP_BASE,
     GROUP_ID_MASK,
@@ -54,10 +61,23 @@ from vtap.compile.pipeline import (
     cookie,
 )
 from vtap.compile.regions import WIDTHS, Region, closure, owners, region, specificity
+from vtap.model.capture import CaptureTarget
 from vtap.model.network import Host
-from vtap.model.policy import Tap, TapSpec, is_single_address
+from vtap.model.policy import MatchSpec, Tap, TapSpec, is_single_address
 from vtap.model.state import PolicyState
-from vtap.model.rules import Action, Bucket, FlowRule, GroupAction, GroupRule, Output, PopVlan, PushVlan, SetField, SwitchRules
+from vtap.model.rules import (
+    Action,
+    Bucket,
+    FlowRule,
+    GroupAction,
+    GroupRule,
+    Output,
+    PopVlan,
+    PushVlan,
+    SetField,
+    SwitchRules,
+    ToController,
+)
 from vtap.model.view import NetworkView
 
 @dataclass(frozen=True)
@@ -75,11 +95,12 @@ class TapCompilation:
 
     rules: dict[int, SwitchRules] = field(default_factory=dict)
     states: dict[int, TapState] = field(default_factory=dict)
-    cookie_owners: dict[int, frozenset[int]] = field(default_factory=dict)  # tap rule cookie -> tap ids
+    cookie_owners: dict[int, frozenset[int]] = field(default_factory=dict)  # tap rule cookie -> tap ids (capture jobs: -id)
     monitor_tags: dict[str, int] = field(default_factory=dict)  # monitor MAC -> copy VLAN id
     monitors: dict[int, str] = field(default_factory=dict)  # tap id -> its monitor's MAC
     deliveries: dict[str, tuple[int, int]] = field(default_factory=dict)  # monitor MAC -> (dpid, delivery group id)
     sent_buckets: dict[tuple[int, int], tuple[str, ...]] = field(default_factory=dict)  # (dpid, tap group) -> monitor MAC per bucket
+    capture_states: dict[int, TapState] = field(default_factory=dict)  # capture job id -> where its rules go, or why none
 
     def rules_of(self, tap_id: int) -> dict[int, SwitchRules]:
         """The flows and groups a policy takes part in, per switch."""
@@ -129,8 +150,7 @@ class _Directed:
     source_ip: str | None
 
 
-def _directed(tap: Tap) -> list[_Directed]:
-    s = tap.spec
+def _directed(ident: int, s: MatchSpec) -> list[_Directed]:
     out = []
     for e in s.directions():
         c: dict[str, tuple[int, int]] = {}
@@ -153,7 +173,7 @@ def _directed(tap: Tap) -> list[_Directed]:
         if e.dst_port is not None:
             c["l4_dst"] = (e.dst_port, 16)
         single_ip = e.src_ip if e.src_ip and is_single_address(e.src_ip) else None
-        out.append(_Directed(tap.id, tuple(sorted(c.items())), e.src_mac, single_ip))
+        out.append(_Directed(ident, tuple(sorted(c.items())), e.src_mac, single_ip))
     return out
 
 
@@ -190,14 +210,15 @@ class _Ready:
     points: list[tuple[int, _Directed]]
 
 
-def compile_taps(view: NetworkView, taps: list[Tap]) -> TapCompilation:
-    """All TAP rules for the network (pure, deterministic), in six phases."""
+def compile_taps(view: NetworkView, taps: list[Tap], captures: list[CaptureTarget] = ()) -> TapCompilation:
+    """All TAP (and capture) rules for the network (pure, deterministic), in six phases."""
     comp = TapCompilation()
     ready = _policy_states(view, taps, comp)
     comp.monitor_tags = _copy_vlan_ids(ready)
     per_switch = _tap_points_per_switch(view, ready, comp)
+    _capture_points(view, captures, comp, per_switch)
     groups = _delivery_groups(view, comp)
-    flows = _regions_groups_recovery(view, per_switch, {r.tap.id: r.tap for r in ready}, comp, groups)
+    flows = _regions_groups_recovery(view, per_switch, {r.tap.id: r.tap for r in ready}, comp, groups, {c.id: c for c in captures})
     _copy_paths(view, comp, flows)
     for dpid in set(flows) | set(groups):
         comp.rules[dpid] = SwitchRules(frozenset(flows.get(dpid, ())), frozenset(groups.get(dpid, ())))
@@ -220,7 +241,7 @@ def _policy_states(view: NetworkView, taps: list[Tap], comp: TapCompilation) -> 
             if problem:
                 comp.states[tap.id] = TapState(PolicyState.ERROR, problem)
                 continue
-        points, state, reason = _tap_points(view, tap)
+        points, state, reason = _tap_points(view, tap.id, tap.spec)
         if reason:
             comp.states[tap.id] = TapState(state, reason)
             continue
@@ -249,11 +270,7 @@ def _tap_points_per_switch(view: NetworkView, ready: list[_Ready], comp: TapComp
         for dpid, directed in r.points:
             if dpid in unreachable:
                 continue
-            c = dict(directed.constraints)
-            host = view.host_named(directed.source_mac, directed.source_ip)
-            if host is not None:
-                c["in_port"] = (host.port, 32)
-            per_switch.setdefault(dpid, {}).setdefault(region(c), set()).add(tap.id)
+            per_switch.setdefault(dpid, {}).setdefault(_region_at(view, directed), set()).add(tap.id)
             concerned.add(dpid)
             concerned.update(view.path(dpid, monitor.dpid) or ())
         contested = [view.conflicts[a] for a in _identities(tap.spec, monitor) if a in view.conflicts]
@@ -265,6 +282,27 @@ def _tap_points_per_switch(view: NetworkView, ready: list[_Ready], comp: TapComp
         else:
             comp.states[tap.id] = TapState(PolicyState.COMPILED, "", frozenset(concerned))
     return per_switch
+
+
+def _region_at(view: NetworkView, directed: _Directed) -> Region:
+    c = dict(directed.constraints)
+    host = view.host_named(directed.source_mac, directed.source_ip)
+    if host is not None:
+        c["in_port"] = (host.port, 32)
+    return region(c)
+
+
+def _capture_points(view: NetworkView, captures: list[CaptureTarget], comp: TapCompilation,
+                    per_switch: dict[int, dict[Region, set[int]]]) -> None:
+    """Phase 3b: capture jobs' matches at their tap points, owned by -job id."""
+    for c in sorted(captures, key=lambda c: c.id):
+        points, state, reason = _tap_points(view, -c.id, c.match)
+        if reason:
+            comp.capture_states[c.id] = TapState(state, reason)
+            continue
+        for dpid, directed in points:
+            per_switch.setdefault(dpid, {}).setdefault(_region_at(view, directed), set()).add(-c.id)
+        comp.capture_states[c.id] = TapState(PolicyState.COMPILED, "", frozenset(d for d, _ in points))
 
 
 def _delivery_groups(view: NetworkView, comp: TapCompilation) -> dict[int, set[GroupRule]]:
@@ -284,7 +322,7 @@ def _delivery_groups(view: NetworkView, comp: TapCompilation) -> dict[int, set[G
 
 def _regions_groups_recovery(
     view: NetworkView, per_switch: dict[int, dict[Region, set[int]]], taps_by_id: dict[int, Tap], comp: TapCompilation,
-    groups: dict[int, set[GroupRule]],
+    groups: dict[int, set[GroupRule]], captures: dict[int, CaptureTarget],
 ) -> dict[int, set[FlowRule]]:
     """Phase 5: per tap switch, the disjoint regions of its policies' matches, each a
     table-1 rule applying a group with one bucket per monitor; the rewrite transport's
@@ -298,30 +336,41 @@ def _regions_groups_recovery(
         except OverflowError as exc:
             for ids in matches.values():
                 for i in ids:
-                    comp.states[i] = TapState(PolicyState.ERROR, str(exc))
+                    if i > 0:
+                        comp.states[i] = TapState(PolicyState.ERROR, str(exc))
+                    else:
+                        comp.capture_states[-i] = TapState(PolicyState.ERROR, str(exc))
             continue
         owner_map = owners(regions, matches)
         group_ids: dict[tuple[Bucket, ...], int] = {}
         for r in sorted(regions):
             ids = owner_map[r]
-            pairs = _buckets(view, dpid, sorted(ids), taps_by_id, monitor_of, comp)
-            if not pairs:
+            pairs = _buckets(view, dpid, sorted(i for i in ids if i > 0), taps_by_id, monitor_of, comp)
+            actions: list[Action] = []
+            if pairs:
+                buckets = tuple(b for b, _ in pairs)
+                gid = group_ids.get(buckets)
+                if gid is None:
+                    gid = _allocate_group(buckets, set(group_ids.values()))
+                    group_ids[buckets] = gid
+                    groups.setdefault(dpid, set()).add(GroupRule(gid, "all", buckets))
+                    comp.sent_buckets[(dpid, gid)] = tuple(mac for _, mac in pairs)
+                actions.append(GroupAction(gid))
+            jobs = [captures[-i] for i in ids if i < 0]
+            if jobs:
+                # In the flow, not in a bucket: OVS filters an OpenFlow 1.3 controller's
+                # packet-ins from groups (reason "group" is OpenFlow 1.4's).
+                actions.append(ToController(max(j.snaplen for j in jobs), METER_CAPTURE))
+            if not actions:
                 continue
-            buckets = tuple(b for b, _ in pairs)
-            gid = group_ids.get(buckets)
-            if gid is None:
-                gid = _allocate_group(buckets, set(group_ids.values()))
-                group_ids[buckets] = gid
-                groups.setdefault(dpid, set()).add(GroupRule(gid, "all", buckets))
-                comp.sent_buckets[(dpid, gid)] = tuple(mac for _, mac in pairs)
             tap_cookie = cookie(Owner.TAP, _stable_id(repr(r)))
             comp.cookie_owners[tap_cookie] = comp.cookie_owners.get(tap_cookie, frozenset()) | ids
             flows.setdefault(dpid, set()).add(
-                FlowRule(TABLE_TAP, PRIO_TAP_BASE + specificity(r), _region_to_match(r), (GroupAction(gid),), TABLE_FORWARD, tap_cookie)
+                FlowRule(TABLE_TAP, PRIO_TAP_BASE + specificity(r), _region_to_match(r), tuple(actions), TABLE_FORWARD, tap_cookie)
             )
         for r in sorted(regions):
             ids = owner_map[r]
-            for tap_id in sorted(ids):
+            for tap_id in sorted(i for i in ids if i > 0):
                 tap, monitor = taps_by_id[tap_id], monitor_of[tap_id]
                 if tap.spec.transport != "rewrite" or monitor.dpid == dpid or _bucket_owner(ids, monitor_of, monitor.mac) != tap_id:
                     continue
@@ -385,11 +434,11 @@ def _monitor_ip(spec: TapSpec, monitor: Host) -> str | None:
     return None
 
 
-def _tap_points(view: NetworkView, tap: Tap) -> tuple[list[tuple[int, _Directed]], PolicyState | None, str]:
-    """(switch, directed match) pairs where the policy's packets enter the fabric;
+def _tap_points(view: NetworkView, ident: int, spec: MatchSpec) -> tuple[list[tuple[int, _Directed]], PolicyState | None, str]:
+    """(switch, directed match) pairs where the matched packets enter the fabric;
     else the state and reason why there are none."""
     points = []
-    for d in _directed(tap):
+    for d in _directed(ident, spec):
         if d.source_mac or d.source_ip:
             host = view.host_named(d.source_mac, d.source_ip)
             if host is None:
@@ -404,7 +453,7 @@ def _tap_points(view: NetworkView, tap: Tap) -> tuple[list[tuple[int, _Directed]
 
 def _bucket_owner(ids, monitor_of: dict[int, Host], monitor_mac: str) -> int:
     """Which policy's transport carries the one copy a monitor gets for a region: the oldest."""
-    return min(i for i in ids if monitor_of[i].mac == monitor_mac)
+    return min(i for i in ids if i > 0 and monitor_of[i].mac == monitor_mac)
 
 
 def _buckets(view: NetworkView, dpid: int, ids: list[int], taps_by_id: dict[int, Tap], monitor_of: dict[int, Host],

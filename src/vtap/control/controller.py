@@ -12,7 +12,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 from os_ken.lib.packet import ethernet, packet
@@ -25,15 +27,20 @@ from vtap.compile.pipeline import (
     PRIO_KNOWN_HOST,
     TABLE_CLASSIFY,
     TABLE_TAP,
+    Owner,
+    cookie_owner,
     is_vtap_group,
 )
 from vtap.compile.taps import TapCompilation, TapState
 from vtap.control import relay
+from vtap.control.capture import CaptureBook, CaptureJob
 from vtap.control.core import ControlCore, SwitchSync, TapStatus
 from vtap.control.delivery import GroupCounters
 from vtap.control.discovery import NONCE_BYTES, parse_lldp
 from vtap.control.reconciler import SwitchReconciler
+from vtap.model.capture import CaptureSpec, CaptureState, CaptureTarget
 from vtap.model.network import Device
+from vtap.model.policy import MatchSpec
 from vtap.model.policy import Tap, TapChanges, TapSpec
 from vtap.model.rules import SwitchRules
 from vtap.model.state import PolicyState, SyncState
@@ -80,12 +87,14 @@ class Controller:
         packet_in_rate: int = 1000,
         max_hosts_per_port: int = 32,
         delivery_interval: float = 1.0,
+        capture_dir: str | Path | None = None,
     ):
         self.store = store
         self.lldp_interval = lldp_interval
         self.settle = settle if settle is not None else 2.5 * lldp_interval
         self.debounce = debounce
         self.delivery_interval = delivery_interval
+        self.captures = CaptureBook(Path(capture_dir) if capture_dir else Path(tempfile.mkdtemp(prefix="vtap-captures-")))
         self.core = ControlCore(link_lifetime=link_lifetime or 3.5 * lldp_interval, lldp_key=store.secret("lldp"),
                                 host_timeout=host_timeout, packet_in_rate=packet_in_rate,
                                 max_hosts_per_port=max_hosts_per_port)
@@ -113,11 +122,13 @@ class Controller:
             self._tasks.append(asyncio.create_task(self._host_liveness_loop(), name="host-liveness"))
         if self.delivery_interval > 0:
             self._tasks.append(asyncio.create_task(self._delivery_loop(), name="delivery"))
+        self._tasks.append(asyncio.create_task(self._capture_loop(), name="captures"))
 
     async def stop(self) -> None:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        self.captures.close(time.time())
         for rec in list(self.reconcilers.values()):
             await rec.stop()
 
@@ -139,10 +150,12 @@ class Controller:
         rec = self.reconcilers.get(dpid)
         return (rec.status.batches, rec.status.rules_sent) if rec else (0, 0)
 
+    def _switch_syncs(self) -> dict[int, SwitchSync]:
+        return {dpid: SwitchSync(r.status.state, r.status.synced_generation, r.status.last_error)
+                for dpid, r in self.reconcilers.items()}
+
     def tap_status(self, tap_id: int) -> TapStatus:
-        switches = {dpid: SwitchSync(r.status.state, r.status.synced_generation, r.status.last_error)
-                    for dpid, r in self.reconcilers.items()}
-        return self.core.tap_status(tap_id, switches)
+        return self.core.tap_status(tap_id, self._switch_syncs())
 
     def tap_paths(self, tap_id: int) -> dict[str, Any]:
         return self.core.tap_paths(tap_id)
@@ -298,6 +311,10 @@ class Controller:
         self.packet_ins += 1
         in_port = msg.match["in_port"]
         data = bytes(msg.data)
+        if cookie_owner(msg.cookie) == Owner.TAP:  # only capture jobs' buckets send tap-rule packets up
+            self.packet_ins_by_reason["capture"] = self.packet_ins_by_reason.get("capture", 0) + 1
+            self._captured(dp.dpid, in_port, data, msg.total_len, msg.cookie)
+            return
         try:
             eth = packet.Packet(data).get_protocol(ethernet.ethernet)
         except Exception:
@@ -461,3 +478,57 @@ class Controller:
                 log.warning("policy %d degraded: %s", tap_id, st.reason)
             else:
                 log.info("policy %d: copies reach its monitor again (%s)", tap_id, st.state)
+
+    # ---- capture jobs -----------------------------------------------------------------
+
+    def start_capture(self, spec: CaptureSpec, created_by: str) -> CaptureJob:
+        """Start a job (CaptureLimit when too many run; KeyError for an unknown tap_id)."""
+        if spec.tap_id is not None:
+            match = MatchSpec(**self.core.taps[spec.tap_id].spec.match_fields())
+        else:
+            match = MatchSpec(**spec.match_fields())
+        job = self.captures.start(spec, match, created_by, time.time())
+        self.core.set_capture(CaptureTarget(job.id, match, spec.snaplen))
+        log.info("capture job %d started by %s: %s", job.id, created_by, job.describe())
+        self.changed()
+        return job
+
+    def capture_status(self, job: CaptureJob) -> tuple[CaptureState, str]:
+        if job.finished:
+            return job.state, job.reason
+        st = self.core.capture_status(job.id, self._switch_syncs())
+        if st.state == PolicyState.ACTIVE:
+            return CaptureState.RUNNING, ""
+        if st.reason.startswith(("being compiled", "installing")):
+            return CaptureState.STARTING, st.reason
+        return CaptureState.PENDING, st.reason
+
+    def delete_capture(self, job_id: int) -> bool:
+        job = self.captures.delete(job_id, time.time())
+        if job is None:
+            return False
+        self._end_capture(job_id)
+        return True
+
+    def _captured(self, dpid: int, in_port: int, data: bytes, total_len: int, cookie: int) -> None:
+        now = time.time()
+        for job_id in self.core.capture_jobs(cookie):
+            if self.captures.packet(job_id, dpid, in_port, data, total_len, now):
+                job = self.captures.jobs[job_id]
+                self.captures.finish(job, CaptureState.DONE, f"{job.spec.count} packets captured", now)
+                self._end_capture(job_id)
+
+    def _end_capture(self, job_id: int) -> None:
+        """The job's rules go with the next compile."""
+        if job_id in self.core.captures:
+            self.core.remove_capture(job_id)
+            log.info("capture job %d ended", job_id)
+            self.changed()
+
+    async def _capture_loop(self) -> None:
+        while True:
+            await asyncio.sleep(0.25)
+            now = time.time()
+            for job in self.captures.expired(now):
+                self.captures.finish(job, CaptureState.DONE, f"{job.spec.duration_s:g} s elapsed", now)
+                self._end_capture(job.id)

@@ -15,12 +15,13 @@ from typing import Any
 
 from vtap.compile.network import compile_network
 from vtap.compile.pipeline import TABLE_TAP
-from vtap.compile.taps import TapCompilation, compile_taps
+from vtap.compile.taps import TapCompilation, TapState, compile_taps
 from vtap.control import relay
 from vtap.control.discovery import LinkTable, LldpClaim, LldpRounds, lldp_frame
 from vtap.control.delivery import DeliveryLedger, GroupCounters, MonitorDelivery
 from vtap.control.hosts import Claim, HostTable
 from vtap.control.probing import ProbeSchedule, named_addresses
+from vtap.model.capture import CaptureTarget
 from vtap.model.network import Device, Host, Link, Port, is_physical_port
 from vtap.model.policy import Tap, TapChanges, TapSpec, is_single_address, plan_changes
 from vtap.model.rules import SwitchRules
@@ -98,6 +99,8 @@ class ControlCore:
         self._refusal_logged: dict[tuple[int, int], float] = {}
         self.probes = ProbeSchedule()
         self.delivery = DeliveryLedger()
+        self.captures: dict[int, CaptureTarget] = {}
+        self._capture_generation: dict[int, int] = {}
         self._unresolved: set[str] = set()  # addresses policies name that no host holds
         self._tap_generation: dict[int, int] = {}  # tap id -> generation of its current version (-1: not compiled yet)
         self._host_packets: dict[tuple[int, str], int] = {}
@@ -139,10 +142,12 @@ class ControlCore:
         """A new generation of desired rules for every switch, from the current view."""
         view = self.view()
         self.generation += 1
-        for tap_id, gen in self._tap_generation.items():
-            if gen < 0:
-                self._tap_generation[tap_id] = self.generation
-        desired, self.compilation = compile_network(view, list(self.taps.values()), self.packet_in_rate)
+        for gens in (self._tap_generation, self._capture_generation):
+            for ident, gen in gens.items():
+                if gen < 0:
+                    gens[ident] = self.generation
+        desired, self.compilation = compile_network(view, list(self.taps.values()), self.packet_in_rate,
+                                                    list(self.captures.values()))
         known = {ip for host in view.hosts.values() for ip in host.ips}
         self._unresolved = named_addresses(list(self.taps.values())) - known
         self._pinned_ips, self._pinned_macs = self.pins()
@@ -175,6 +180,18 @@ class ControlCore:
         compiled = self.compilation.states.get(tap_id)
         if gen < 0 or compiled is None:
             return TapStatus(PolicyState.PENDING, "being compiled", ())
+        installed = self._installed(gen, compiled, switches)
+        if installed.state != PolicyState.ACTIVE:
+            return installed
+        concerned = installed.switches
+        delivery = self.monitor_delivery(tap_id)
+        if delivery is not None and delivery.failing:
+            return TapStatus(PolicyState.DEGRADED, delivery.reason, concerned)
+        return TapStatus(PolicyState.ACTIVE, "", concerned)
+
+    @staticmethod
+    def _installed(gen: int, compiled: TapState, switches: dict[int, SwitchSync]) -> TapStatus:
+        """`active` once every switch concerned confirmed generation `gen` of the rules."""
         concerned = tuple(sorted(compiled.switches))
         if compiled.state != PolicyState.COMPILED:
             return TapStatus(compiled.state, compiled.reason, concerned)
@@ -186,10 +203,29 @@ class ControlCore:
                 return TapStatus(PolicyState.ERROR, f"switch {dpid:016x}: {sync.last_error}", concerned)
             if sync.synced_generation < gen:
                 return TapStatus(PolicyState.PENDING, f"installing on switch {dpid:016x}", concerned)
-        delivery = self.monitor_delivery(tap_id)
-        if delivery is not None and delivery.failing:
-            return TapStatus(PolicyState.DEGRADED, delivery.reason, concerned)
         return TapStatus(PolicyState.ACTIVE, "", concerned)
+
+    # ---- capture jobs -------------------------------------------------------------------
+
+    def set_capture(self, target: CaptureTarget) -> None:
+        self.captures[target.id] = target
+        self._capture_generation[target.id] = -1
+
+    def remove_capture(self, job_id: int) -> None:
+        self.captures.pop(job_id, None)
+        self._capture_generation.pop(job_id, None)
+
+    def capture_status(self, job_id: int, switches: dict[int, SwitchSync]) -> TapStatus:
+        """`active` once the job's rules are in every switch it taps at."""
+        gen = self._capture_generation.get(job_id, -1)
+        compiled = self.compilation.capture_states.get(job_id)
+        if gen < 0 or compiled is None:
+            return TapStatus(PolicyState.PENDING, "being compiled", ())
+        return self._installed(gen, compiled, switches)
+
+    def capture_jobs(self, cookie: int) -> list[int]:
+        """The capture jobs a packet-in from the tap rule with this cookie belongs to."""
+        return sorted(-i for i in self.compilation.cookie_owners.get(cookie, ()) if i < 0)
 
     # ---- delivery -----------------------------------------------------------------------
 

@@ -16,7 +16,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from vtap.model.network import normalize_mac
-from vtap.model.policy import TapSpec, normalize_ip
+from vtap.model.policy import MatchSpec, normalize_ip
 
 
 class Role(StrEnum):
@@ -80,7 +80,7 @@ def _inside(value: str, allowed: tuple[str, ...]) -> bool:
     return False
 
 
-def scope_violations(spec: TapSpec, scope: Scope) -> list[tuple[str, str]]:
+def scope_violations(spec: MatchSpec, scope: Scope) -> list[tuple[str, str]]:
     """(field, why) for every part of `spec` outside `scope`; empty when it is inside."""
     out = []
     for end in ("src", "dst"):
@@ -92,7 +92,7 @@ def scope_violations(spec: TapSpec, scope: Scope) -> list[tuple[str, str]]:
             if value and not _inside(value, scope.sources):
                 out.append((name, f"{value} is outside your scope's sources"))
     for name in ("monitor_mac", "monitor_ip"):
-        value = getattr(spec, name)
+        value = getattr(spec, name, None)  # a capture job's match has no monitor
         if value and not _inside(value, scope.monitors):
             out.append((name, f"{value} is outside your scope's monitors"))
     return out

@@ -76,40 +76,26 @@ class Ends:
     dst_port: int | None
 
 
-class TapSpec(BaseModel):
-    """A TAP policy as the operator writes it (REST body, CLI flags, stored JSON)."""
+class MatchSpec(BaseModel):
+    """Which packets: the identifier fields, the filters and the direction, validated once.
+    A TAP policy (`TapSpec`) and a capture job (`vtap.model.capture.CaptureSpec`) share it."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    name: str = Field(description="unique name", json_schema_extra={"pattern": NAME_RE.pattern})
-    description: str = Field("", max_length=1024)
-    enabled: bool = True
     src_mac: str | None = Field(None, description="source MAC, or * for any")
     src_ip: str | None = Field(None, description="source IPv4/IPv6 address or CIDR prefix")
     dst_mac: str | None = None
     dst_ip: str | None = None
-    monitor_mac: str | None = Field(None, description="the monitor host's MAC")
-    monitor_ip: str | None = Field(None, description="the monitor host's IP (resolved to its MAC)")
     ip_proto: int | None = Field(None, description="IP protocol number, or tcp/udp/icmp")
     vlan_id: int | None = Field(None, ge=0, le=4095)
     src_port: int | None = Field(None, ge=0, le=65535, description="TCP/UDP source port (needs ip_proto tcp or udp)")
     dst_port: int | None = Field(None, ge=0, le=65535)
     direction: Direction = "forward"
-    transport: Transport = "vlan"
 
-    @field_validator("name")
-    @classmethod
-    def _name(cls, v: str) -> str:
-        return check_name(v)
-
-    @field_validator("src_mac", "dst_mac", "monitor_mac", mode="before")
+    @field_validator("src_mac", "dst_mac", mode="before")
     @classmethod
     def _mac(cls, v: Any) -> str | None:
-        if _any(v):
-            return None
-        if not isinstance(v, str):
-            raise ValueError("must be a MAC address string")
-        return normalize_mac(v)
+        return _mac_or_any(v)
 
     @field_validator("src_ip", "dst_ip", mode="before")
     @classmethod
@@ -118,15 +104,6 @@ class TapSpec(BaseModel):
             return None
         if not isinstance(v, str):
             raise ValueError("must be an IP address or CIDR prefix string")
-        return normalize_ip(v)
-
-    @field_validator("monitor_ip", mode="before")
-    @classmethod
-    def _monitor_ip(cls, v: Any) -> str | None:
-        if _any(v):
-            return None
-        if not isinstance(v, str) or "/" in v:
-            raise ValueError("must be a single IP address (the monitor host)")
         return normalize_ip(v)
 
     @field_validator("ip_proto", mode="before")
@@ -166,25 +143,28 @@ class TapSpec(BaseModel):
             raise ValueError("src_ip and dst_ip must be of the same IP version")
         return v
 
+    def needs_identifiers(self) -> bool:
+        return True
+
     @model_validator(mode="after")
-    def _whole(self) -> TapSpec:
-        if not any((self.src_mac, self.src_ip, self.dst_mac, self.dst_ip)):
+    def _identifiers(self) -> MatchSpec:
+        if self.needs_identifiers() and not any((self.src_mac, self.src_ip, self.dst_mac, self.dst_ip)):
             raise ValueError("at least one identifier field is needed: src_mac, src_ip, dst_mac or dst_ip")
-        if not (self.monitor_mac or self.monitor_ip):
-            raise ValueError("a monitor is needed: monitor_mac and/or monitor_ip")
-        if self.monitor_ip and self.transport == "rewrite" and self.ip_version and ip_version(self.monitor_ip) != self.ip_version:
-            raise ValueError("with transport rewrite, monitor_ip must be of the tapped traffic's IP version")
         return self
 
+    def match_fields(self) -> dict[str, Any]:
+        """Only the match: what a capture of a policy's packets copies from it."""
+        return {name: getattr(self, name) for name in MatchSpec.model_fields}
+
     def directions(self) -> list[Ends]:
-        """The policy's directions, as written (`forward`), swapped (`reverse`) or both."""
+        """The directions, as written (`forward`), swapped (`reverse`) or both."""
         forward = Ends(self.src_mac, self.src_ip, self.src_port, self.dst_mac, self.dst_ip, self.dst_port)
         reverse = Ends(self.dst_mac, self.dst_ip, self.dst_port, self.src_mac, self.src_ip, self.src_port)
         return {"forward": [forward], "reverse": [reverse], "both": [forward, reverse]}[self.direction]
 
     @property
     def ip_version(self) -> int | None:
-        """The IP version the policy is about: from its addresses, else 4 when it filters
+        """The IP version the match is about: from its addresses, else 4 when it filters
         on a protocol (icmpv6: 6), else None (not IP-specific: matches any EtherType)."""
         for ip in (self.src_ip, self.dst_ip):
             if ip:
@@ -192,6 +172,52 @@ class TapSpec(BaseModel):
         if self.ip_proto is not None:
             return 6 if self.ip_proto == 58 else 4
         return None
+
+
+def _mac_or_any(v: Any) -> str | None:
+    if _any(v):
+        return None
+    if not isinstance(v, str):
+        raise ValueError("must be a MAC address string")
+    return normalize_mac(v)
+
+
+class TapSpec(MatchSpec):
+    """A TAP policy as the operator writes it (REST body, CLI flags, stored JSON)."""
+
+    name: str = Field(description="unique name", json_schema_extra={"pattern": NAME_RE.pattern})
+    description: str = Field("", max_length=1024)
+    enabled: bool = True
+    monitor_mac: str | None = Field(None, description="the monitor host's MAC")
+    monitor_ip: str | None = Field(None, description="the monitor host's IP (resolved to its MAC)")
+    transport: Transport = "vlan"
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        return check_name(v)
+
+    @field_validator("monitor_mac", mode="before")
+    @classmethod
+    def _monitor_mac(cls, v: Any) -> str | None:
+        return _mac_or_any(v)
+
+    @field_validator("monitor_ip", mode="before")
+    @classmethod
+    def _monitor_ip(cls, v: Any) -> str | None:
+        if _any(v):
+            return None
+        if not isinstance(v, str) or "/" in v:
+            raise ValueError("must be a single IP address (the monitor host)")
+        return normalize_ip(v)
+
+    @model_validator(mode="after")
+    def _monitor(self) -> TapSpec:
+        if not (self.monitor_mac or self.monitor_ip):
+            raise ValueError("a monitor is needed: monitor_mac and/or monitor_ip")
+        if self.monitor_ip and self.transport == "rewrite" and self.ip_version and ip_version(self.monitor_ip) != self.ip_version:
+            raise ValueError("with transport rewrite, monitor_ip must be of the tapped traffic's IP version")
+        return self
 
 
 class Tap(BaseModel):

@@ -67,7 +67,21 @@ class PopVlan:
         return "pop_vlan"
 
 
-Action = Union[Output, GroupAction, SetField, PushVlan, PopVlan]
+@dataclass(frozen=True, order=True)
+class ToController:
+    """Send the packet's first `max_len` bytes to the controller through meter `meter_id`
+    (only this action is metered: the packet's other actions are not). Open vSwitch's
+    `controller(max_len=N,meter_id=M)` (NXAST_CONTROLLER2): OpenFlow 1.3 can meter only a
+    whole flow, which would drop the original and its copies with the capture."""
+
+    max_len: int
+    meter_id: int
+
+    def __str__(self) -> str:
+        return f"controller(max_len={self.max_len},meter_id={self.meter_id})"
+
+
+Action = Union[Output, GroupAction, SetField, PushVlan, PopVlan, ToController]
 
 
 @dataclass(frozen=True, order=True)

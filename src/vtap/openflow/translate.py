@@ -8,6 +8,8 @@ normalised here.
 
 from __future__ import annotations
 
+import struct
+
 from os_ken.ofproto import ofproto_protocol
 from os_ken.ofproto import ofproto_v1_3 as ofp
 from os_ken.ofproto import ofproto_v1_3_parser as parser
@@ -25,6 +27,7 @@ from vtap.model.rules import (
     PopVlan,
     PushVlan,
     SetField,
+    ToController,
 )
 from vtap.openflow.oxm import RawMatch
 
@@ -32,6 +35,35 @@ PROTOCOL = ofproto_protocol.ProtocolDesc(ofp.OFP_VERSION)
 
 _GROUP_TYPES = {"all": ofp.OFPGT_ALL, "select": ofp.OFPGT_SELECT, "indirect": ofp.OFPGT_INDIRECT, "ff": ofp.OFPGT_FF}
 _GROUP_NAMES = {v: k for k, v in _GROUP_TYPES.items()}
+
+
+NXAC2PT_METER_ID = 5  # Open vSwitch's controller2 property: the meter the controller action goes through
+
+
+def _register_meter_id_property() -> None:
+    """Teach os-ken the controller2 action's meter property (it knows max_len, reason and
+    the rest, not this one), so that both writing and reading it back work."""
+    # os-ken defines the property classes inside a function: reach them through the action's parser.
+    parse = parser.NXActionController2.parser.__func__
+    props = dict(zip(parse.__code__.co_freevars, (c.cell_contents for c in parse.__closure__)))["NXActionController2Prop"]
+    if NXAC2PT_METER_ID in props._TYPES:
+        return
+
+    class MeterId(props):
+        _arg_name = "meter_id"
+
+        @classmethod
+        def parser_prop(cls, buf, length):
+            return struct.unpack_from("!I", buf, 0)[0], 4
+
+        @classmethod
+        def serialize_prop(cls, meter_id):
+            return bytearray(struct.pack("!HHI", NXAC2PT_METER_ID, 8, meter_id))
+
+    props.register_type(NXAC2PT_METER_ID)(MeterId)
+
+
+_register_meter_id_property()
 
 
 class TranslationError(ValueError):
@@ -50,6 +82,8 @@ def _action_to_of(action: Action):
         return parser.OFPActionPushVlan(action.ethertype)
     if isinstance(action, PopVlan):
         return parser.OFPActionPopVlan()
+    if isinstance(action, ToController):
+        return parser.NXActionController2(max_len=action.max_len, meter_id=action.meter_id)
     raise TypeError(f"unknown action {action!r}")
 
 
@@ -64,6 +98,8 @@ def _action_from_of(action) -> Action:
         return PushVlan(action.ethertype)
     if isinstance(action, parser.OFPActionPopVlan):
         return PopVlan()
+    if isinstance(action, parser.NXActionController2) and hasattr(action, "meter_id"):
+        return ToController(getattr(action, "max_len", 0xFFFF), action.meter_id)
     raise TranslationError(f"unsupported action {type(action).__name__}")
 
 

@@ -1,0 +1,115 @@
+"""Capture jobs over REST: start one, watch it, download its pcapng, delete it.
+
+Captured packets are other people's traffic, payload included: starting, downloading
+and deleting need an operator token (whose scope must hold the match, as for a
+policy), and each of them is audited, the download too. Listing and watching jobs is
+a viewer's.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, HTTPException, Path as PathParam, Request
+from fastapi.responses import FileResponse
+from pydantic import BaseModel, Field
+
+from vtap.api.auth import Principal, Tokens, require
+from vtap.control.capture import CaptureJob, CaptureLimit
+from vtap.control.controller import Controller
+from vtap.model.access import Role, Scope, scope_violations
+from vtap.model.capture import CaptureSpec, CaptureState
+from vtap.model.policy import MatchSpec
+
+NOT_FOUND = {404: {"description": "no capture job with this id"}}
+JobId = Annotated[int, PathParam(ge=1, le=2**63 - 1, description="the job's id")]
+
+
+class CaptureOut(BaseModel):
+    id: int
+    tap_id: int | None
+    match: MatchSpec = Field(description="what the job captures (its policy's match when it named one)")
+    count: int
+    duration_s: float
+    snaplen: int
+    state: CaptureState
+    reason: str
+    packets: int = Field(description="packets captured so far")
+    bytes: int = Field(description="bytes kept (each packet cut to snaplen)")
+    created: str
+    ended: str | None
+    created_by: str
+    download: str = Field(description="where the pcapng file is")
+
+
+def _time(t: float | None) -> str | None:
+    return dt.datetime.fromtimestamp(t, dt.timezone.utc).isoformat() if t is not None else None
+
+
+def _out(ctl: Controller, job: CaptureJob) -> CaptureOut:
+    state, reason = ctl.capture_status(job)
+    return CaptureOut(id=job.id, tap_id=job.spec.tap_id, match=job.match, count=job.spec.count, duration_s=job.spec.duration_s,
+                      snaplen=job.spec.snaplen, state=state, reason=reason, packets=job.packets, bytes=job.bytes,
+                      created=_time(job.created), ended=_time(job.ended), created_by=job.created_by,
+                      download=f"/api/v1/captures/{job.id}/pcapng")
+
+
+def _audit(request: Request, action: str, target: str, after: dict | None = None) -> None:
+    request.state.audit_action, request.state.audit_target = action, target
+    request.state.audit_after = after
+
+
+def router(ctl: Controller, tokens: Tokens) -> APIRouter:
+    r = APIRouter(prefix="/api/v1/captures", tags=["captures"], dependencies=[Depends(require(tokens, Role.VIEWER))])
+    operator = require(tokens, Role.OPERATOR)
+
+    def _job(job_id: int) -> CaptureJob:
+        job = ctl.captures.jobs.get(job_id)
+        if job is None:
+            raise HTTPException(404, f"no capture job {job_id}")
+        return job
+
+    @r.post("", status_code=201, response_model=CaptureOut,
+            responses={404: {"description": "tap_id names no policy"}, 409: {"description": "too many jobs running"}})
+    async def start(spec: CaptureSpec, request: Request, me: Principal = Depends(operator)):
+        """Start capturing: the matching packets, where they enter the fabric, cut to
+        `snaplen`, until `count` packets or `duration_s` seconds."""
+        _audit(request, "capture.start", "capture", after=spec.model_dump(mode="json", exclude_none=True))
+        if spec.tap_id is not None and spec.tap_id not in ctl.taps:
+            raise HTTPException(404, f"tap_id: no TAP policy {spec.tap_id}")
+        match = ctl.taps[spec.tap_id].spec if spec.tap_id is not None else spec
+        if me.role != Role.ADMIN:
+            bad = [(f, m) for f, m in scope_violations(match, me.scope or Scope()) if not f.startswith("monitor")]
+            if bad:
+                raise HTTPException(403, [{"loc": ["body", f], "msg": m, "type": "scope"} for f, m in bad])
+        try:
+            job = ctl.start_capture(spec, me.name)
+        except CaptureLimit as exc:
+            raise HTTPException(409, str(exc)) from None
+        request.state.audit_target = f"capture:{job.id}"
+        return _out(ctl, job)
+
+    @r.get("", response_model=list[CaptureOut])
+    async def list_jobs():
+        return [_out(ctl, j) for j in sorted(ctl.captures.jobs.values(), key=lambda j: j.id)]
+
+    @r.get("/{job_id}", response_model=CaptureOut, responses=NOT_FOUND)
+    async def show(job_id: JobId):
+        return _out(ctl, _job(job_id))
+
+    @r.get("/{job_id}/pcapng", response_class=FileResponse, responses={**NOT_FOUND, 200: {"content": {"application/x-pcapng": {}}}})
+    async def download(job_id: JobId, request: Request, me: Principal = Depends(operator)):
+        """The packets so far, as pcapng (Wireshark, tshark): one section, an interface per switch."""
+        _audit(request, "capture.download", f"capture:{job_id}")
+        job = _job(job_id)
+        return FileResponse(job.path, media_type="application/x-pcapng", filename=f"vtap-capture-{job.id}.pcapng")
+
+    @r.delete("/{job_id}", status_code=204, responses=NOT_FOUND)
+    async def delete(job_id: JobId, request: Request, me: Principal = Depends(operator)):
+        """Stop the job if it runs, remove its rules and its file."""
+        _audit(request, "capture.delete", f"capture:{job_id}")
+        if not ctl.delete_capture(job_id):
+            raise HTTPException(404, f"no capture job {job_id}")
+
+    return r
