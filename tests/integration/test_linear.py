@@ -357,6 +357,17 @@ def test_a_capture_job_saves_the_next_packets_of_a_policy_to_pcapng(lab, tmp_pat
     assert {"capture.start", "capture.download"} <= {r["action"] for r in trail}
     assert http.delete(f"/api/v1/captures/{job['id']}").status_code == 204
     assert http.get(f"/api/v1/captures/{job['id']}").status_code == 404
+    # The same from the command line: `vtap capture --tap NAME -c N -w FILE` waits for the
+    # packets, saves them, and deletes its job.
+    out = tmp_path / "cli.pcapng"
+    cli = subprocess.Popen([sys.executable, "-m", "vtap", "capture", "--tap", "captured", "-c", "20", "-w", str(out),
+                            "--api", lab.ctl.api, "--token", lab.ctl.token], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_until(lambda: [j for j in http.get("/api/v1/captures").json() if j["state"] == "running"], 10)
+    traffic(lab, "h1", flow, "cli-cap", 30, ["h3"])
+    stdout, stderr = cli.communicate(timeout=20)
+    assert cli.returncode == 0 and "20 packets in" in stdout, stderr
+    listed = subprocess.run(["tshark", "-r", str(out)], capture_output=True, text=True, check=True).stdout.splitlines()
+    assert len(listed) == 20 and http.get("/api/v1/captures").json() == []
     delete_tap(lab, tap["id"])
 
 
