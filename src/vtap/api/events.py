@@ -25,7 +25,8 @@ def router(ctl: Controller, tokens: Tokens, interval: float = 1.0) -> APIRouter:
     @r.get("/events")
     async def events(request: Request, creds: HTTPAuthorizationCredentials | None = Depends(BEARER)):
         """`text/event-stream` of `state` events: {"view_version", "taps": [{"id", "name", "enabled",
-        "status", "status_reason", "packets", "bytes"}]}."""
+        "status", "status_reason", "packets", "bytes", "sent", "delivered"}]} (`sent`, `delivered`:
+        the copies sent toward and delivered to the policy's monitor, null until compiled)."""
 
         async def stream():
             # The token is checked again before every event: a revoked or expired one ends the stream.
@@ -35,8 +36,10 @@ def router(ctl: Controller, tokens: Tokens, interval: float = 1.0) -> APIRouter:
                 for tap in sorted(ctl.taps.values(), key=lambda t: t.id):
                     st = ctl.tap_status(tap.id)
                     c = counters.get(tap.id, {"packets": 0, "bytes": 0})
+                    d = ctl.core.monitor_delivery(tap.id)
                     taps.append({"id": tap.id, "name": tap.spec.name, "enabled": tap.spec.enabled, "status": st.state,
-                                 "status_reason": st.reason, "packets": c["packets"], "bytes": c["bytes"]})
+                                 "status_reason": st.reason, "packets": c["packets"], "bytes": c["bytes"],
+                                 "sent": d.sent_packets if d else None, "delivered": d.delivered_packets if d else None})
                 data = json.dumps({"view_version": ctl.view_version, "taps": taps})
                 yield f"event: state\ndata: {data}\n\n"
                 await asyncio.sleep(interval)

@@ -5,7 +5,9 @@
 const FIELDS = ["name", "src_mac", "src_ip", "dst_mac", "dst_ip", "monitor_mac", "monitor_ip", "ip_proto",
   "vlan_id", "src_port", "dst_port", "direction", "transport", "description"];
 
-const state = { taps: new Map(), selected: null, viewVersion: null, topology: null, stream: null, role: null };
+const state = { taps: new Map(), selected: null, viewVersion: null, topology: null, stream: null, role: null,
+  series: new Map(), capture: null };
+const SERIES_SECONDS = 300;  // the chart's span
 
 // ---- signing in -----------------------------------------------------------------------
 // The token lives in sessionStorage (this tab only), never in a URL; every call sends it.
@@ -20,6 +22,10 @@ function authHeaders() {
 function signOut(message) {
   sessionStorage.removeItem(TOKEN_KEY);
   state.role = null;
+  state.selected = null;  // the next sign-in starts afresh, perhaps as someone else
+  state.capture = null;
+  document.getElementById("tap-detail").hidden = true;
+  document.getElementById("history").innerHTML = "";
   document.getElementById("conn").textContent = "signed out";
   if (state.stream) state.stream.abort();
   document.getElementById("app").hidden = true;
@@ -161,7 +167,16 @@ async function loadTopology() {
   cy.fit(undefined, 20);
   document.getElementById("summary").textContent =
     `${topo.devices.length} switches · ${topo.links.length / 2} links · ${topo.hosts.length} hosts`;
-  if (state.selected !== null) await highlight(state.selected);
+  if (state.selected !== null) {
+    try {
+      await highlight(state.selected);
+    } catch (err) {  // the selected policy went meanwhile
+      if (err.status !== 404) throw err;
+      state.selected = null;
+      clearOverlay();
+      showDetail();
+    }
+  }
 }
 
 function showDetails(node) {
@@ -255,6 +270,7 @@ function renderTaps(taps) {
     state.selected = null;
     clearOverlay();
     document.getElementById("history").innerHTML = "";
+    showDetail();
   }
 }
 
@@ -266,9 +282,119 @@ async function refreshTaps() {
 async function select(id) {
   state.selected = id;
   document.querySelectorAll("#tap-list tbody tr").forEach((r) => r.classList.toggle("selected", Number(r.dataset.tapId) === id));
+  showDetail();
   await highlight(id);
   await showHistory(id);
 }
+
+// ---- the selected policy: traffic over time, delivery, capture ----------------------
+
+// One sample per policy per state event (about a second): cumulative counters, turned
+// into rates between samples for the chart.
+function record(taps) {
+  const now = Date.now() / 1000;
+  for (const t of taps) {
+    const s = state.series.get(t.id) || [];
+    s.push({ t: now, copied: t.packets, delivered: t.delivered });
+    while (s.length && s[0].t < now - SERIES_SECONDS) s.shift();
+    state.series.set(t.id, s);
+  }
+  for (const id of [...state.series.keys()]) if (!state.taps.has(id)) state.series.delete(id);
+}
+
+function rates(samples, key) {
+  const out = [];
+  for (let i = 1; i < samples.length; i++) {
+    const a = samples[i - 1], b = samples[i];
+    if (a[key] === null || b[key] === null || b[key] < a[key]) continue;
+    out.push({ t: b.t, v: (b[key] - a[key]) / Math.max(0.001, b.t - a.t) });
+  }
+  return out;
+}
+
+function drawChart(id) {
+  const svg = document.getElementById("chart");
+  const samples = state.series.get(id) || [];
+  const copied = rates(samples, "copied"), delivered = rates(samples, "delivered");
+  const top = Math.max(1, ...copied.map((p) => p.v), ...delivered.map((p) => p.v));
+  const now = Date.now() / 1000;
+  const line = (pts) => pts.map((p) => `${(400 * (1 - (now - p.t) / SERIES_SECONDS)).toFixed(1)},${(105 - 100 * p.v / top).toFixed(1)}`).join(" ");
+  svg.innerHTML = `<polyline class="copied" points="${line(copied)}"></polyline><polyline class="delivered" points="${line(delivered)}"></polyline>`;
+  document.getElementById("chart-scale").textContent = `top ${Math.round(top)}/s, last ${SERIES_SECONDS / 60} min`;
+}
+
+function showDetail() {
+  const id = state.selected;
+  const panel = document.getElementById("tap-detail");
+  panel.hidden = id === null;
+  if (id === null) return;
+  const t = state.taps.get(id);
+  document.getElementById("tap-detail-title").textContent = `TAP ${id}${t ? ` (${t.name})` : ""}: traffic over time`;
+  drawChart(id);
+  const d = document.getElementById("delivery");
+  d.textContent = t && t.sent !== null && t.sent !== undefined
+    ? `copies sent toward its monitor: ${t.sent}, delivered: ${t.delivered}` + (t.status === "degraded" ? ` — ${t.status_reason}` : "")
+    : "not compiled: no delivery to show";
+  if (!state.capture || state.capture.tap_id !== id) document.getElementById("capture-status").textContent = "";
+}
+
+function showCapture(job) {
+  const el = document.getElementById("capture-status");
+  el.innerHTML = `capture ${job.id}: <b class="capture-state">${esc(job.state)}</b>, ` +
+    `<span class="capture-count">${job.packets}</span> of ${job.count} packets` + (job.reason ? ` (${esc(job.reason)})` : "");
+  if (job.packets > 0 || ["done", "stopped"].includes(job.state)) {
+    const b = document.createElement("button");
+    b.type = "button";
+    b.id = "capture-download";
+    b.textContent = "Download pcapng";
+    b.addEventListener("click", () => download(job));
+    el.append(" ", b);
+  }
+}
+
+// The download needs the token in a header, so it is fetched and handed to the browser.
+async function download(job) {
+  const resp = await fetch(job.download, { headers: authHeaders() });
+  if (!resp.ok) { document.getElementById("capture-error").textContent = `download: HTTP ${resp.status}`; return; }
+  const url = URL.createObjectURL(await resp.blob());
+  const a = document.createElement("a");
+  a.href = url;
+  a.download = `vtap-capture-${job.id}.pcapng`;
+  document.body.append(a);
+  a.click();
+  a.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 10000);
+}
+
+async function followCapture(job) {
+  state.capture = job;
+  showCapture(job);
+  while (state.capture === job && !["done", "stopped"].includes(job.state)) {
+    await new Promise((r) => setTimeout(r, 500));
+    try {
+      job = await api(`/api/v1/captures/${job.id}`);
+    } catch (err) {
+      document.getElementById("capture-error").textContent = err.message;
+      return;
+    }
+    if (state.capture && state.capture.id === job.id) { state.capture = job; if (state.selected === job.tap_id) showCapture(job); }
+  }
+}
+
+document.getElementById("capture-form").addEventListener("submit", async (e) => {
+  e.preventDefault();
+  const f = e.target.elements;
+  const errEl = document.getElementById("capture-error");
+  errEl.textContent = "";
+  const body = { tap_id: state.selected, count: Number(f.count.value), duration_s: Number(f.duration_s.value), snaplen: Number(f.snaplen.value) };
+  try {
+    const job = await api("/api/v1/captures", { method: "POST", body: JSON.stringify(body) });
+    followCapture(job);
+  } catch (err) {
+    const detail = err.body && err.body.detail;
+    errEl.textContent = Array.isArray(detail) ? detail.map((d) => `${(d.loc || []).slice(-1)[0]}: ${d.msg}`).join("; ") : (detail || err.message);
+  }
+});
 
 // A policy's history: its audit records (who changed it, from where, and the outcome).
 async function showHistory(id) {
@@ -384,6 +510,8 @@ async function connect() {
 
 async function onState(s) {
   renderTaps(s.taps);
+  record(s.taps);
+  if (state.selected !== null) showDetail();
   if (s.view_version !== state.viewVersion) {
     state.viewVersion = s.view_version;
     await loadTopology();
