@@ -1,4 +1,5 @@
-"""Screenshot of the web UI on fattree,4 with one TAP selected -> docs/ui.png.
+"""Screenshots of the web UI on fattree,4 with one TAP selected -> docs/ui.png, and of
+its panel after a capture under a stream of its traffic -> docs/capture.png.
 
     .venv/bin/python scripts/ui_screenshot.py
 """
@@ -7,14 +8,17 @@ from __future__ import annotations
 
 import sys
 import tempfile
+import threading
 from pathlib import Path
 
 from playwright.sync_api import sync_playwright
 
 from vtap.lab.session import LabSession
 from vtap.lab.topos import parse_topo
+from vtap.lab.traffic import Flow, send_from
 
 OUT = Path(__file__).resolve().parents[1] / "docs" / "ui.png"
+CAPTURE = OUT.parent / "capture.png"
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
         "--disable-quic", "--no-first-run", "--disable-sync"]
 
@@ -41,8 +45,20 @@ def main() -> int:
             page.wait_for_timeout(1500)
             OUT.parent.mkdir(exist_ok=True)
             page.screenshot(path=str(OUT), full_page=True)
+            # tap1's traffic for ~40 s; a capture of 50 packets from the panel meanwhile.
+            flow = Flow("00:00:00:00:00:01", "00:00:00:00:00:10", "10.0.0.1", "10.0.0.16", "tcp", 40000, 80)
+            stream = threading.Thread(target=send_from, args=(lab.net["h1"], flow, "shot", 2000), kwargs={"interval": 0.02})
+            stream.start()
+            page.wait_for_timeout(20000)
+            page.fill("#capture-form [name=count]", "50")
+            page.fill("#capture-form [name=snaplen]", "128")
+            page.click("#capture")
+            page.wait_for_selector("#capture-status .capture-state:text('done')", timeout=20000)
+            page.wait_for_timeout(8000)
+            page.locator("#right").screenshot(path=str(CAPTURE))
+            stream.join()
             browser.close()
-    print(f"wrote {OUT}")
+    print(f"wrote {OUT} and {CAPTURE}")
     return 0
 
 

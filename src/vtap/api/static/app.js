@@ -302,10 +302,11 @@ function record(taps) {
   for (const id of [...state.series.keys()]) if (!state.taps.has(id)) state.series.delete(id);
 }
 
+// Over 3 s: switches credit their counters in half-second steps (OVS's revalidators).
 function rates(samples, key) {
   const out = [];
   for (let i = 1; i < samples.length; i++) {
-    const a = samples[i - 1], b = samples[i];
+    const a = samples[Math.max(0, i - 3)], b = samples[i];
     if (a[key] === null || b[key] === null || b[key] < a[key]) continue;
     out.push({ t: b.t, v: (b[key] - a[key]) / Math.max(0.001, b.t - a.t) });
   }
