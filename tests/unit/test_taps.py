@@ -7,6 +7,7 @@ import itertools
 import pytest
 
 from tests.unit.fabric import Fabric, view_from_topo
+from vtap.compile.forwarding import compile_forwarding
 from vtap.compile.network import compile_network
 from vtap.compile.pipeline import TABLE_TAP
 from vtap.compile.taps import compile_taps
@@ -179,7 +180,9 @@ def test_deterministic_and_removal_leaves_nothing():
     assert a == b
     assert ca.states[1].state == PolicyState.COMPILED
     none, _ = compile_network(view, [])
-    assert all(not r.groups and not any(f.table == TABLE_TAP and f.priority > 0 for f in r.flows) for r in none.values())
+    base = compile_forwarding(view)
+    assert all(r.groups == base[d].groups and not any(f.table == TABLE_TAP and f.priority > 0 for f in r.flows)
+               for d, r in none.items())  # only base forwarding's groups
     disabled, _ = compile_network(view, [Tap(id=1, spec=taps[0].spec.model_copy(update={"enabled": False}))])
     assert disabled == none
 
@@ -261,3 +264,23 @@ def test_rewrite_recovery_rules_that_meet_at_the_monitor_are_unambiguous():
     trace = send(fab, 1, copied)
     assert [clean(f) for f in at(fab, 3, trace)] == [copied]
     assert [clean(f)["ipv4_dst"] for f in at(fab, 4, trace)] == [ip(3)]
+
+
+@pytest.mark.parametrize("transport", ["vlan", "rewrite"])
+def test_copies_fail_over_with_the_originals_before_the_controller_knows(transport):
+    """The first link of the copy path (and the originals' path) goes down; the rules stay
+    as compiled: the switch's fast-failover groups carry both over the alternate, each
+    exactly once."""
+    view = view_from_topo(parse_topo("fattree,4"))
+    policy = tap(1, src_ip=ip(1), dst_ip=ip(16), src_mac=mac(1), dst_mac=mac(16), monitor_ip=ip(9), transport=transport)
+    fab = Fabric(view, compile_network(view, [policy])[0])
+    h1, h9, h16 = (view.hosts[mac(i)] for i in (1, 9, 16))
+    path = view.path(h1.dpid, h9.dpid)
+    assert view.path(h1.dpid, h16.dpid)[:2] == path[:2]  # one link on both paths
+    a, b = path[:2]
+    fab.down = {(a, view.port_toward(a, b)), (b, view.port_toward(b, a))}
+    pkt = tcp(1, 16)
+    trace = fab.inject(h1.dpid, h1.port, pkt)
+    assert [clean(f) for f in at(fab, 16, trace)] == [pkt]
+    assert [clean(f) for f in at(fab, 9, trace)] == [pkt]
+    assert len(trace.delivered) == 2

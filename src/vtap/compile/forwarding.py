@@ -2,7 +2,11 @@
 
 Proactive and loop-free on any topology:
 - unicast by destination MAC along a per-destination shortest-path tree (see
-  `NetworkView.tree_toward`), installed on every switch once the host is known;
+  `NetworkView.tree_toward`), installed on every switch once the host is known,
+  through a fast-failover group per destination switch: the tree's next hop, and a
+  loop-free alternate (`NetworkView.backup_toward`) the switch takes by itself the
+  moment the next hop's port goes down — no packet waits for the controller to hear
+  of the failure and recompute (copies in transit use the same groups);
 - ARP and IPv6 neighbour discovery (solicitations and advertisements) go to the
   controller whatever their destination, so that it learns every address a host
   uses whatever the host sent first; it answers them from its host table or relays
@@ -16,12 +20,16 @@ Proactive and loop-free on any topology:
 
 from __future__ import annotations
 
+import zlib
+
 from vtap.compile.pipeline import (
     COOKIE_FORWARDING,
     COPY_VID_MASK,
     ETH_TYPE_ARP,
     ETH_TYPE_IPV6,
     ETH_TYPE_LLDP,
+    FORWARD_GROUP_BASE,
+    GROUP_ID_MASK,
     ICMPV6_NEIGHBOR_ADVERT,
     ICMPV6_NEIGHBOR_SOLICIT,
     IPPROTO_ICMPV6,
@@ -41,7 +49,7 @@ from vtap.compile.pipeline import (
     TABLE_TAP,
 )
 from vtap.model.network import OFPP_CONTROLLER
-from vtap.model.rules import FlowRule, Meter, Output, match
+from vtap.model.rules import Bucket, FlowRule, GroupAction, GroupRule, Meter, Output, SwitchRules, match
 from vtap.model.view import NetworkView
 
 
@@ -58,8 +66,40 @@ def packet_in_meter(rate_pps: int) -> Meter | None:
     return Meter(METER_PACKET_IN, rate_pps, max(1, rate_pps // 10)) if rate_pps > 0 else None
 
 
-def compile_switch(view: NetworkView, dpid: int, packet_in_rate: int = 0) -> frozenset[FlowRule]:
-    """Every base-forwarding flow one switch should hold."""
+def forward_group_ids(view: NetworkView) -> dict[int, int]:
+    """The forwarding group id of each destination switch, the same on every switch."""
+    ids: dict[int, int] = {}
+    taken: set[int] = set()
+    for dst in sorted(view.devices):
+        gid = FORWARD_GROUP_BASE | (zlib.crc32(f"forward {dst:016x}".encode()) & GROUP_ID_MASK)
+        while gid in taken:
+            gid = FORWARD_GROUP_BASE | ((gid + 1) & GROUP_ID_MASK)
+        taken.add(gid)
+        ids[dst] = gid
+    return ids
+
+
+def forward_groups(view: NetworkView, dpid: int, ids: dict[int, int]) -> dict[int, GroupRule]:
+    """{destination switch: its fast-failover group on `dpid`}: the next hop, then the
+    loop-free alternate where there is one; each bucket live while its port is up."""
+    out: dict[int, GroupRule] = {}
+    for dst in sorted(view.devices):
+        hop = view.tree_toward(dst).get(dpid)
+        if dst == dpid or hop is None:
+            continue
+        buckets = [Bucket((Output(hop[0]),), hop[0])]
+        backup = view.backup_toward(dst).get(dpid)
+        if backup is not None:
+            buckets.append(Bucket((Output(backup[0]),), backup[0]))
+        out[dst] = GroupRule(ids[dst], "ff", tuple(buckets))
+    return out
+
+
+def compile_switch(view: NetworkView, dpid: int, packet_in_rate: int = 0,
+                   ids: dict[int, int] | None = None) -> SwitchRules:
+    """Every base-forwarding flow and group one switch should hold."""
+    ids = ids if ids is not None else forward_group_ids(view)
+    groups = forward_groups(view, dpid, ids)
     meter = METER_PACKET_IN if packet_in_rate > 0 else None
     flows: list[FlowRule] = [
         _flow(TABLE_CLASSIFY, PRIO_LLDP, match(eth_type=ETH_TYPE_LLDP), TO_CONTROLLER),
@@ -91,30 +131,31 @@ def compile_switch(view: NetworkView, dpid: int, packet_in_rate: int = 0) -> fro
             flows.append(
                 _flow(TABLE_CLASSIFY, PRIO_KNOWN_HOST, match(in_port=host.port, eth_src=host.mac), goto=TABLE_TAP)
             )
-        out = _port_toward_host(view, dpid, host)
-        if out is not None:
-            flows.append(_flow(TABLE_FORWARD, PRIO_HOST_DST, match(eth_dst=host.mac), [Output(out)]))
+        action = _toward_host(view, dpid, host, groups)
+        if action is not None:
+            flows.append(_flow(TABLE_FORWARD, PRIO_HOST_DST, match(eth_dst=host.mac), [action]))
 
     tree_ports = {p for (d, p) in view.broadcast_tree if d == dpid}
     flood_ports = sorted(tree_ports | set(edge_ports))
     for in_port in flood_ports:
         outs = [Output(p) for p in flood_ports if p != in_port]
         flows.append(_flow(TABLE_FORWARD, PRIO_FLOOD, match(in_port=in_port, eth_dst=MULTICAST_BIT), outs))
-    return frozenset(flows)
+    return SwitchRules(frozenset(flows), frozenset(groups.values()))
 
 
-def _port_toward_host(view: NetworkView, dpid: int, host) -> int | None:
-    """Output port on `dpid` for frames to `host`: its own port at its edge switch,
-    else the next hop toward that switch; None when the host is unreachable from here."""
+def _toward_host(view: NetworkView, dpid: int, host, groups: dict[int, GroupRule]) -> Output | GroupAction | None:
+    """What sends frames to `host` from `dpid`: its own port at its edge switch, else the
+    forwarding group of that switch; None when the host is unreachable from here."""
     edge = view.devices.get(host.dpid)
     if edge is None or host.port not in view.edge_ports(host.dpid):
         return None
     if dpid == host.dpid:
-        return host.port
-    hop = view.tree_toward(host.dpid).get(dpid)
-    return hop[0] if hop else None
+        return Output(host.port)
+    group = groups.get(host.dpid)
+    return GroupAction(group.group_id) if group else None
 
 
-def compile_forwarding(view: NetworkView, packet_in_rate: int = 0) -> dict[int, frozenset[FlowRule]]:
-    """Base-forwarding flows for every connected switch."""
-    return {dpid: compile_switch(view, dpid, packet_in_rate) for dpid in sorted(view.devices)}
+def compile_forwarding(view: NetworkView, packet_in_rate: int = 0) -> dict[int, SwitchRules]:
+    """Base-forwarding flows and groups for every connected switch."""
+    ids = forward_group_ids(view)
+    return {dpid: compile_switch(view, dpid, packet_in_rate, ids) for dpid in sorted(view.devices)}

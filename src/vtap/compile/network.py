@@ -18,7 +18,7 @@ def compile_network(view: NetworkView, taps: list[Tap], packet_in_rate: int = 0,
     meters = frozenset([meter] if meter else []) | {Meter(METER_CAPTURE, CAPTURE_RATE_PPS, CAPTURE_BURST)}
     comp = compile_taps(view, taps, captures)
     desired = {}
-    for dpid, flows in forwarding.items():
+    for dpid, base in forwarding.items():
         tap_rules = comp.rules.get(dpid, SwitchRules())
-        desired[dpid] = SwitchRules(flows | tap_rules.flows, tap_rules.groups, meters)
+        desired[dpid] = SwitchRules(base.flows | tap_rules.flows, base.groups | tap_rules.groups, meters)
     return desired, comp

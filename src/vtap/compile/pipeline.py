@@ -63,14 +63,17 @@ COOKIE_FORWARDING = cookie(Owner.FORWARDING)
 COOKIE_TAP = cookie(Owner.TAP)
 COOKIE_COPY = cookie(Owner.COPY)
 
-# Group ids vtap allocates live in one range; groups outside it are not vtap's. Tap
-# groups (type all, one bucket per monitor) take the lower half of it; delivery groups
-# (type ff, one per monitor at its edge switch, the only way copies reach a monitor:
-# their bucket counts copies handed to a live port) take the upper half.
+# Group ids vtap allocates live in one range; groups outside it are not vtap's. It is
+# split in three: tap groups (type all, one bucket per monitor); delivery groups (type
+# ff, one per monitor at its edge switch, the only way copies reach a monitor: their
+# bucket counts copies handed to a live port); forwarding groups (type ff, one per
+# destination switch at every other switch: the next hop and a loop-free alternate,
+# taken by the switch itself the moment the next hop's port goes down).
 VTAP_GROUP_BASE = 0x76000000
 VTAP_GROUP_MASK = 0xFF000000
-GROUP_ID_MASK = 0x007FFFFF
-DELIVERY_GROUP_BASE = 0x76800000
+GROUP_ID_MASK = 0x003FFFFF
+DELIVERY_GROUP_BASE = 0x76400000
+FORWARD_GROUP_BASE = 0x76800000
 
 
 def is_vtap_group(group_id: int) -> bool:

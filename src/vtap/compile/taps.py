@@ -12,7 +12,9 @@ bucket takes its copy to the monitor by one of two transports:
 
 - `vlan` (default): push an outer 802.1Q tag from a reserved range, one id per
   monitor; table 0 of every switch sends frames carrying it to table 3, which
-  forwards them hop by hop toward the monitor's edge switch, where the tag is popped.
+  forwards them hop by hop toward the monitor's edge switch (through the forwarding
+  groups of base forwarding, so copies fail over with the originals), where the tag
+  is popped.
   Real traffic cannot be confused with a copy: hosts' frames with reserved ids are
   dropped at the edge, and a copy is recognised by its tag alone.
 - `rewrite` (the seed's): set the copy's destination MAC (and IP) to the monitor's,
@@ -40,6 +42,7 @@ import ipaddress
 import zlib
 from dataclasses import dataclass, field
 
+from vtap.compile.forwarding import forward_group_ids
 from vtap.compile.pipeline import (
     COPY_VID_FIRST,
     COPY_VID_LAST,
@@ -218,8 +221,10 @@ def compile_taps(view: NetworkView, taps: list[Tap], captures: list[CaptureTarge
     per_switch = _tap_points_per_switch(view, ready, comp)
     _capture_points(view, captures, comp, per_switch)
     groups = _delivery_groups(view, comp)
-    flows = _regions_groups_recovery(view, per_switch, {r.tap.id: r.tap for r in ready}, comp, groups, {c.id: c for c in captures})
-    _copy_paths(view, comp, flows)
+    forward = forward_group_ids(view)
+    flows = _regions_groups_recovery(view, per_switch, {r.tap.id: r.tap for r in ready}, comp, groups,
+                                     {c.id: c for c in captures}, forward)
+    _copy_paths(view, comp, flows, forward)
     for dpid in set(flows) | set(groups):
         comp.rules[dpid] = SwitchRules(frozenset(flows.get(dpid, ())), frozenset(groups.get(dpid, ())))
     return comp
@@ -322,7 +327,7 @@ def _delivery_groups(view: NetworkView, comp: TapCompilation) -> dict[int, set[G
 
 def _regions_groups_recovery(
     view: NetworkView, per_switch: dict[int, dict[Region, set[int]]], taps_by_id: dict[int, Tap], comp: TapCompilation,
-    groups: dict[int, set[GroupRule]], captures: dict[int, CaptureTarget],
+    groups: dict[int, set[GroupRule]], captures: dict[int, CaptureTarget], forward: dict[int, int],
 ) -> dict[int, set[FlowRule]]:
     """Phase 5: per tap switch, the disjoint regions of its policies' matches, each a
     table-1 rule applying a group with one bucket per monitor; the rewrite transport's
@@ -345,7 +350,7 @@ def _regions_groups_recovery(
         group_ids: dict[tuple[Bucket, ...], int] = {}
         for r in sorted(regions):
             ids = owner_map[r]
-            pairs = _buckets(view, dpid, sorted(i for i in ids if i > 0), taps_by_id, monitor_of, comp)
+            pairs = _buckets(view, dpid, sorted(i for i in ids if i > 0), taps_by_id, monitor_of, comp, forward)
             actions: list[Action] = []
             if pairs:
                 buckets = tuple(b for b, _ in pairs)
@@ -380,7 +385,7 @@ def _regions_groups_recovery(
     return flows
 
 
-def _copy_paths(view: NetworkView, comp: TapCompilation, flows: dict[int, set[FlowRule]]) -> None:
+def _copy_paths(view: NetworkView, comp: TapCompilation, flows: dict[int, set[FlowRule]], forward: dict[int, int]) -> None:
     """Phase 6 (vlan transport): copies arriving on an inter-switch port go to table 3 and
     hop by hop to their monitor, untagged at its switch and handed to its delivery group.
     (From any other port a reserved id is dropped by base forwarding.)"""
@@ -394,10 +399,9 @@ def _copy_paths(view: NetworkView, comp: TapCompilation, flows: dict[int, set[Fl
             if dpid == monitor.dpid:
                 actions: tuple[Action, ...] = (PopVlan(), GroupAction(comp.deliveries[mac][1]))
             else:
-                hop = view.tree_toward(monitor.dpid).get(dpid)
-                if hop is None:
+                if view.tree_toward(monitor.dpid).get(dpid) is None:
                     continue
-                actions = (Output(hop[0]),)
+                actions = (GroupAction(forward[monitor.dpid]),)
             vlan = (("vlan_vid", OFPVID_PRESENT | vid),)
             for port in link_ports:
                 f.add(FlowRule(TABLE_CLASSIFY, PRIO_COPY_IN, (("in_port", port), *vlan), (), TABLE_COPY, COOKIE_COPY))
@@ -457,7 +461,7 @@ def _bucket_owner(ids, monitor_of: dict[int, Host], monitor_mac: str) -> int:
 
 
 def _buckets(view: NetworkView, dpid: int, ids: list[int], taps_by_id: dict[int, Tap], monitor_of: dict[int, Host],
-             comp: TapCompilation) -> tuple[tuple[Bucket, str], ...]:
+             comp: TapCompilation, forward: dict[int, int]) -> tuple[tuple[Bucket, str], ...]:
     """The tap group's buckets for a region owned by `ids`, each with the monitor it copies to."""
     buckets: list[tuple[Bucket, str]] = []
     seen: set[str] = set()
@@ -470,18 +474,18 @@ def _buckets(view: NetworkView, dpid: int, ids: list[int], taps_by_id: dict[int,
         if monitor.dpid == dpid:
             buckets.append((Bucket((GroupAction(comp.deliveries[monitor.mac][1]),)), monitor.mac))
             continue
-        hop = view.tree_toward(monitor.dpid).get(dpid)
-        if hop is None:
+        if view.tree_toward(monitor.dpid).get(dpid) is None:
             continue
+        onward = GroupAction(forward[monitor.dpid])  # the next hop, or its alternate when its port is down
         if owner.spec.transport == "vlan":
             tag = SetField("vlan_vid", OFPVID_PRESENT | comp.monitor_tags[monitor.mac])
-            buckets.append((Bucket((PushVlan(0x8100), tag, Output(hop[0]))), monitor.mac))
+            buckets.append((Bucket((PushVlan(0x8100), tag, onward)), monitor.mac))
         else:
             actions: list[Action] = [SetField("eth_dst", monitor.mac)]
             ip = _monitor_ip(owner.spec, monitor)
             if owner.spec.ip_version and ip:
                 actions.append(SetField("ipv4_dst" if owner.spec.ip_version == 4 else "ipv6_dst", ip))
-            buckets.append((Bucket((*actions, Output(hop[0]))), monitor.mac))
+            buckets.append((Bucket((*actions, onward)), monitor.mac))
     return tuple(sorted(buckets, key=lambda pair: repr(pair[0])))
 
 

@@ -127,6 +127,27 @@ class NetworkView:
             path.append(tree[path[-1]][1])
         return path
 
+    def backup_toward(self, dst_dpid: int) -> dict[int, tuple[int, int]]:
+        """For switches that have one: a loop-free alternate next hop toward `dst_dpid`,
+        (port, neighbour), for when the tree's next hop fails.
+
+        A neighbour qualifies when its own tree path to the destination does not come
+        back through this switch (RFC 5286's loop-free alternate, on the paths forwarding
+        actually takes), and does not use the failed link; the lowest dpid wins. Switches
+        use it the moment their port goes down, before the controller has recomputed
+        anything; a single failure never makes a loop."""
+        tree = self.tree_toward(dst_dpid)
+        out: dict[int, tuple[int, int]] = {}
+        for node, (_, primary) in tree.items():
+            for nb in sorted(self.graph.neighbors(node)):
+                if nb == primary:
+                    continue
+                path = self.path(nb, dst_dpid)
+                if path is not None and node not in path:
+                    out[node] = (self.port_toward(node, nb), nb)
+                    break
+        return out
+
     @cached_property
     def broadcast_tree(self) -> frozenset[tuple[int, int]]:
         """(dpid, port) pairs of inter-switch ports on a loop-free spanning tree.
