@@ -7,6 +7,7 @@ from pathlib import Path
 import httpx
 
 from tests.waiting import wait_until
+from vtap.compile.pipeline import is_forward_group
 from vtap.lab.net import expected_links
 from vtap.lab.session import LabSession
 from vtap.lab.traffic import Capture, Flow, marked, send_from
@@ -124,12 +125,14 @@ def traffic(lab: Lab, sender: str, flow: Flow, tag: str, count: int, watch: list
 
 
 def vtap_rules(lab: Lab) -> list[str]:
-    """Every TAP and copy rule and every group in the switches (cookie owner 2 or 3)."""
+    """Every TAP and copy rule (cookie owner 2 or 3) and every group but base forwarding's
+    (tap and delivery groups) in the switches."""
     out = []
     for sw in lab.net.switches:
         out += [f"{sw.name}: {l}" for l in lab.ovs.ofctl("dump-flows", sw.name).splitlines()
                 if "cookie=0x767402" in l or "cookie=0x767403" in l]
-        out += [f"{sw.name}: {l}" for l in lab.ovs.ofctl("dump-groups", sw.name).splitlines()[1:]]
+        out += [f"{sw.name}: {l}" for l in lab.ovs.ofctl("dump-groups", sw.name).splitlines()[1:]
+                if not is_forward_group(int(l.split("group_id=")[1].split(",")[0]))]
     return out
 
 

@@ -80,6 +80,10 @@ def is_vtap_group(group_id: int) -> bool:
     return group_id & VTAP_GROUP_MASK == VTAP_GROUP_BASE
 
 
+def is_forward_group(group_id: int) -> bool:
+    return group_id & ~GROUP_ID_MASK == FORWARD_GROUP_BASE
+
+
 # Meters: vtap's ids carry "vt" in their top 16 bits (below OFPM_MAX).
 METER_PACKET_IN = 0x76740001
 # Capture jobs' packets reach the controller through this meter only (the packet's other
