@@ -213,24 +213,58 @@ class _Ready:
     points: list[tuple[int, _Directed]]
 
 
-def compile_taps(view: NetworkView, taps: list[Tap], captures: list[CaptureTarget] = ()) -> TapCompilation:
-    """All TAP (and capture) rules for the network (pure, deterministic), in six phases."""
+class TapMemo:
+    """What a compile learned that the next one may reuse: the expensive parts (address
+    parsing, a region's rule and buckets, a switch's closure) keyed by everything they
+    depend on, so that a change recomputes only the parts it touches — the policy's own
+    matches, the regions and switches it is in — and the rest is looked up. Keys hold
+    every input, so a compile with a memo gives exactly what a compile without one gives
+    (`tests/unit/test_incremental.py` checks it on random sequences of changes).
+    Entries not used by the latest compile are dropped, so it holds one network's worth."""
+
+    def __init__(self) -> None:
+        self._old: dict = {}
+        self._new: dict = {}
+
+    def get(self, key, make):
+        if key in self._new:
+            return self._new[key]
+        value = self._old[key] if key in self._old else make()
+        self._new[key] = value
+        return value
+
+    def done(self) -> None:
+        self._old, self._new = self._new, {}
+
+
+def compile_taps(view: NetworkView, taps: list[Tap], captures: list[CaptureTarget] = (),
+                 memo: TapMemo | None = None) -> TapCompilation:
+    """All TAP (and capture) rules for the network (pure, deterministic), in six phases.
+    With `memo` (kept by the caller between compiles), unchanged parts are reused."""
+    memo = memo or TapMemo()
+    try:
+        return _compile(view, taps, captures, memo)
+    finally:
+        memo.done()
+
+
+def _compile(view: NetworkView, taps: list[Tap], captures: list[CaptureTarget], memo: TapMemo) -> TapCompilation:
     comp = TapCompilation()
-    ready = _policy_states(view, taps, comp)
+    ready = _policy_states(view, taps, comp, memo)
     comp.monitor_tags = _copy_vlan_ids(ready)
-    per_switch = _tap_points_per_switch(view, ready, comp)
-    _capture_points(view, captures, comp, per_switch)
+    per_switch = _tap_points_per_switch(view, ready, comp, memo)
+    _capture_points(view, captures, comp, per_switch, memo)
     groups = _delivery_groups(view, comp)
     forward = forward_group_ids(view)
     flows = _regions_groups_recovery(view, per_switch, {r.tap.id: r.tap for r in ready}, comp, groups,
-                                     {c.id: c for c in captures}, forward)
+                                     {c.id: c for c in captures}, forward, memo)
     _copy_paths(view, comp, flows, forward)
     for dpid in set(flows) | set(groups):
         comp.rules[dpid] = SwitchRules(frozenset(flows.get(dpid, ())), frozenset(groups.get(dpid, ())))
     return comp
 
 
-def _policy_states(view: NetworkView, taps: list[Tap], comp: TapCompilation) -> list[_Ready]:
+def _policy_states(view: NetworkView, taps: list[Tap], comp: TapCompilation, memo: TapMemo) -> list[_Ready]:
     """Phase 1: which policies can be compiled now; the others get their state and reason."""
     ready = []
     for tap in sorted(taps, key=lambda t: t.id):
@@ -246,7 +280,7 @@ def _policy_states(view: NetworkView, taps: list[Tap], comp: TapCompilation) -> 
             if problem:
                 comp.states[tap.id] = TapState(PolicyState.ERROR, problem)
                 continue
-        points, state, reason = _tap_points(view, tap.id, tap.spec)
+        points, state, reason = _tap_points(view, tap.id, tap.spec, memo)
         if reason:
             comp.states[tap.id] = TapState(state, reason)
             continue
@@ -260,7 +294,7 @@ def _copy_vlan_ids(ready: list[_Ready]) -> dict[str, int]:
     return {mac: COPY_VID_FIRST + i for i, mac in enumerate(macs) if COPY_VID_FIRST + i <= COPY_VID_LAST}
 
 
-def _tap_points_per_switch(view: NetworkView, ready: list[_Ready], comp: TapCompilation) -> dict[int, dict[Region, set[int]]]:
+def _tap_points_per_switch(view: NetworkView, ready: list[_Ready], comp: TapCompilation, memo: TapMemo) -> dict[int, dict[Region, set[int]]]:
     """Phase 3: the directed matches each switch taps, {dpid: {region with in_port: tap ids}};
     the policies' states (compiled, or degraded where the monitor is unreachable)."""
     per_switch: dict[int, dict[Region, set[int]]] = {}
@@ -275,7 +309,7 @@ def _tap_points_per_switch(view: NetworkView, ready: list[_Ready], comp: TapComp
         for dpid, directed in r.points:
             if dpid in unreachable:
                 continue
-            per_switch.setdefault(dpid, {}).setdefault(_region_at(view, directed), set()).add(tap.id)
+            per_switch.setdefault(dpid, {}).setdefault(_region_at(view, directed, memo), set()).add(tap.id)
             concerned.add(dpid)
             concerned.update(view.path(dpid, monitor.dpid) or ())
         contested = [view.conflicts[a] for a in _identities(tap.spec, monitor) if a in view.conflicts]
@@ -289,24 +323,29 @@ def _tap_points_per_switch(view: NetworkView, ready: list[_Ready], comp: TapComp
     return per_switch
 
 
-def _region_at(view: NetworkView, directed: _Directed) -> Region:
-    c = dict(directed.constraints)
+def _region_at(view: NetworkView, directed: _Directed, memo: TapMemo) -> Region:
     host = view.host_named(directed.source_mac, directed.source_ip)
-    if host is not None:
-        c["in_port"] = (host.port, 32)
-    return region(c)
+    port = host.port if host is not None else None
+
+    def make() -> Region:
+        c = dict(directed.constraints)
+        if port is not None:
+            c["in_port"] = (port, 32)
+        return region(c)
+
+    return memo.get(("region", directed.constraints, port), make)
 
 
 def _capture_points(view: NetworkView, captures: list[CaptureTarget], comp: TapCompilation,
-                    per_switch: dict[int, dict[Region, set[int]]]) -> None:
+                    per_switch: dict[int, dict[Region, set[int]]], memo: TapMemo) -> None:
     """Phase 3b: capture jobs' matches at their tap points, owned by -job id."""
     for c in sorted(captures, key=lambda c: c.id):
-        points, state, reason = _tap_points(view, -c.id, c.match)
+        points, state, reason = _tap_points(view, -c.id, c.match, memo)
         if reason:
             comp.capture_states[c.id] = TapState(state, reason)
             continue
         for dpid, directed in points:
-            per_switch.setdefault(dpid, {}).setdefault(_region_at(view, directed), set()).add(-c.id)
+            per_switch.setdefault(dpid, {}).setdefault(_region_at(view, directed, memo), set()).add(-c.id)
         comp.capture_states[c.id] = TapState(PolicyState.COMPILED, "", frozenset(d for d, _ in points))
 
 
@@ -327,17 +366,20 @@ def _delivery_groups(view: NetworkView, comp: TapCompilation) -> dict[int, set[G
 
 def _regions_groups_recovery(
     view: NetworkView, per_switch: dict[int, dict[Region, set[int]]], taps_by_id: dict[int, Tap], comp: TapCompilation,
-    groups: dict[int, set[GroupRule]], captures: dict[int, CaptureTarget], forward: dict[int, int],
+    groups: dict[int, set[GroupRule]], captures: dict[int, CaptureTarget], forward: dict[int, int], memo: TapMemo,
 ) -> dict[int, set[FlowRule]]:
     """Phase 5: per tap switch, the disjoint regions of its policies' matches, each a
     table-1 rule applying a group with one bucket per monitor; the rewrite transport's
     recovery rules at the monitors' edge switches."""
     monitor_of = {tap_id: view.hosts[mac] for tap_id, mac in comp.monitors.items()}
+    static = {i: memo.get(("static", taps_by_id[i].spec, monitor_of[i]), lambda i=i: (
+        taps_by_id[i].spec.transport, taps_by_id[i].spec.ip_version, _monitor_ip(taps_by_id[i].spec, monitor_of[i])))
+        for i in monitor_of if i in taps_by_id}
     flows: dict[int, set[FlowRule]] = {}
     recovery: dict[int, list[tuple[Region, frozenset[SetField], str, frozenset[int]]]] = {}
     for dpid, matches in sorted(per_switch.items()):
         try:
-            regions = closure(matches)
+            regions = memo.get(("closure", frozenset(matches)), lambda: closure(matches))
         except OverflowError as exc:
             for ids in matches.values():
                 for i in ids:
@@ -346,17 +388,21 @@ def _regions_groups_recovery(
                     else:
                         comp.capture_states[-i] = TapState(PolicyState.ERROR, str(exc))
             continue
-        owner_map = owners(regions, matches)
+        owner_map = memo.get(("owners", frozenset((r, frozenset(i)) for r, i in matches.items())),
+                             lambda: owners(regions, matches))
         group_ids: dict[tuple[Bucket, ...], int] = {}
         for r in sorted(regions):
             ids = owner_map[r]
-            pairs = _buckets(view, dpid, sorted(i for i in ids if i > 0), taps_by_id, monitor_of, comp, forward)
+            policy_ids = sorted(i for i in ids if i > 0)
+            inputs = tuple(_bucket_inputs(view, dpid, static[i], monitor_of[i], comp, forward) for i in policy_ids)
+            pairs, stable = memo.get(("buckets", dpid, tuple(policy_ids), inputs), lambda: _buckets_hashed(
+                view, dpid, policy_ids, taps_by_id, monitor_of, comp, forward))
             actions: list[Action] = []
             if pairs:
                 buckets = tuple(b for b, _ in pairs)
                 gid = group_ids.get(buckets)
                 if gid is None:
-                    gid = _allocate_group(buckets, set(group_ids.values()))
+                    gid = _allocate_group(stable, set(group_ids.values()))
                     group_ids[buckets] = gid
                     groups.setdefault(dpid, set()).add(GroupRule(gid, "all", buckets))
                     comp.sent_buckets[(dpid, gid)] = tuple(mac for _, mac in pairs)
@@ -368,10 +414,11 @@ def _regions_groups_recovery(
                 actions.append(ToController(max(j.snaplen for j in jobs), METER_CAPTURE))
             if not actions:
                 continue
-            tap_cookie = cookie(Owner.TAP, _stable_id(repr(r)))
+            tap_cookie, priority, region_match = memo.get(("rule", r), lambda: (
+                cookie(Owner.TAP, _stable_id(repr(r))), PRIO_TAP_BASE + specificity(r), _region_to_match(r)))
             comp.cookie_owners[tap_cookie] = comp.cookie_owners.get(tap_cookie, frozenset()) | ids
             flows.setdefault(dpid, set()).add(
-                FlowRule(TABLE_TAP, PRIO_TAP_BASE + specificity(r), _region_to_match(r), tuple(actions), TABLE_FORWARD, tap_cookie)
+                FlowRule(TABLE_TAP, priority, region_match, tuple(actions), TABLE_FORWARD, tap_cookie)
             )
         for r in sorted(regions):
             ids = owner_map[r]
@@ -438,11 +485,11 @@ def _monitor_ip(spec: TapSpec, monitor: Host) -> str | None:
     return None
 
 
-def _tap_points(view: NetworkView, ident: int, spec: MatchSpec) -> tuple[list[tuple[int, _Directed]], PolicyState | None, str]:
+def _tap_points(view: NetworkView, ident: int, spec: MatchSpec, memo: TapMemo) -> tuple[list[tuple[int, _Directed]], PolicyState | None, str]:
     """(switch, directed match) pairs where the matched packets enter the fabric;
     else the state and reason why there are none."""
     points = []
-    for d in _directed(ident, spec):
+    for d in memo.get(("directed", ident, spec), lambda: _directed(ident, spec)):
         if d.source_mac or d.source_ip:
             host = view.host_named(d.source_mac, d.source_ip)
             if host is None:
@@ -544,8 +591,24 @@ def _recovery_rules(wanted: dict[int, list[tuple[Region, frozenset[SetField], st
             flows.setdefault(dpid, set()).add(rule)
 
 
-def _allocate_group(buckets: tuple[Bucket, ...], taken: set[int]) -> int:
-    gid = VTAP_GROUP_BASE | (_stable_id(repr(buckets)) & GROUP_ID_MASK)
+def _bucket_inputs(view: NetworkView, dpid: int, static: tuple, monitor: Host, comp: TapCompilation,
+                   forward: dict[int, int]) -> tuple:
+    """Everything `_buckets` reads about one policy at one switch (`static`: its transport,
+    IP version and monitor IP): a memo key."""
+    reachable = monitor.dpid == dpid or view.tree_toward(monitor.dpid).get(dpid) is not None
+    return (*static, monitor.mac, monitor.dpid, reachable, forward.get(monitor.dpid), comp.monitor_tags.get(monitor.mac),
+            comp.deliveries.get(monitor.mac))
+
+
+def _buckets_hashed(view: NetworkView, dpid: int, ids: list[int], taps_by_id: dict[int, Tap], monitor_of: dict[int, Host],
+                    comp: TapCompilation, forward: dict[int, int]) -> tuple[tuple[tuple[Bucket, str], ...], int]:
+    pairs = _buckets(view, dpid, ids, taps_by_id, monitor_of, comp, forward)
+    return pairs, _stable_id(repr(tuple(b for b, _ in pairs)))
+
+
+def _allocate_group(stable: int, taken: set[int]) -> int:
+    """A tap group's id from its buckets' stable hash, probing past ids taken on the switch."""
+    gid = VTAP_GROUP_BASE | (stable & GROUP_ID_MASK)
     while gid in taken:
         gid = VTAP_GROUP_BASE | ((gid + 1) & GROUP_ID_MASK)
     return gid

@@ -15,7 +15,7 @@ from typing import Any
 
 from vtap.compile.network import compile_network
 from vtap.compile.pipeline import TABLE_TAP
-from vtap.compile.taps import TapCompilation, TapState, compile_taps
+from vtap.compile.taps import TapCompilation, TapMemo, TapState, compile_taps
 from vtap.control import relay
 from vtap.control.discovery import LinkTable, LldpClaim, LldpRounds, lldp_frame
 from vtap.control.delivery import DeliveryLedger, GroupCounters, MonitorDelivery
@@ -99,6 +99,7 @@ class ControlCore:
         self._refusal_logged: dict[tuple[int, int], float] = {}
         self.probes = ProbeSchedule()
         self.delivery = DeliveryLedger()
+        self._memo = TapMemo()  # what the last compile can lend the next
         self.captures: dict[int, CaptureTarget] = {}
         self._capture_generation: dict[int, int] = {}
         self._unresolved: set[str] = set()  # addresses policies name that no host holds
@@ -147,7 +148,7 @@ class ControlCore:
                 if gen < 0:
                     gens[ident] = self.generation
         desired, self.compilation = compile_network(view, list(self.taps.values()), self.packet_in_rate,
-                                                    list(self.captures.values()))
+                                                    list(self.captures.values()), self._memo)
         known = {ip for host in view.hosts.values() for ip in host.ips}
         self._unresolved = named_addresses(list(self.taps.values())) - known
         self._pinned_ips, self._pinned_macs = self.pins()

@@ -115,8 +115,18 @@ class NetworkView:
             trees[dst_dpid] = tree
         return trees[dst_dpid]
 
+    @cached_property
+    def _paths(self) -> dict[tuple[int, int], list[int] | None]:
+        return {}
+
     def path(self, src_dpid: int, dst_dpid: int) -> list[int] | None:
         """Switches from src to dst, both included, as forwarding takes them; None if unreachable."""
+        key = (src_dpid, dst_dpid)
+        if key not in self._paths:
+            self._paths[key] = self._path(src_dpid, dst_dpid)
+        return self._paths[key]
+
+    def _path(self, src_dpid: int, dst_dpid: int) -> list[int] | None:
         if src_dpid == dst_dpid:
             return [src_dpid] if src_dpid in self.devices else None
         tree = self.tree_toward(dst_dpid)

@@ -1,0 +1,76 @@
+"""Incremental compile: a compile that reuses its memo gives exactly what a fresh one gives.
+
+Random sequences of policy adds, updates and deletes, capture jobs, and changes of the
+network itself (a link down, a host moving), on a fat-tree: after every step the
+compile with the memo kept from the steps before equals the whole-network compile."""
+
+from __future__ import annotations
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tests.unit.fabric import view_from_topo
+from vtap.compile.taps import TapMemo, compile_taps
+from vtap.lab.topos import parse_topo
+from vtap.model.capture import CaptureTarget
+from vtap.model.policy import MatchSpec, Tap, TapSpec
+
+TOPO = parse_topo("fattree,4")
+BASE = view_from_topo(TOPO)
+UPLINKS = [(0x030001, p) for p in sorted(BASE.link_ports[0x030001])]
+DOWN = {0: set(), 1: set(UPLINKS[:1]), 2: set(UPLINKS)}  # nothing; one up-link; the edge switch cut off
+
+
+def _ip(i: int) -> str:
+    return f"10.0.0.{i}"
+
+
+specs = st.builds(
+    lambda src, dst, port, mon, transport, direction, proto, wide: TapSpec(
+        name="x", src_ip=("10.0.0.0/28" if wide else _ip(src)), dst_ip=_ip(dst), ip_proto=proto,
+        dst_port=port if proto in ("tcp", "udp") else None, monitor_ip=_ip(mon), transport=transport, direction=direction,
+        src_mac=None if wide else f"00:00:00:00:00:{src:02x}", dst_mac=f"00:00:00:00:00:{dst:02x}"),
+    st.integers(1, 16), st.integers(1, 16), st.sampled_from([80, 443]), st.integers(1, 16),
+    st.sampled_from(["vlan", "rewrite"]), st.sampled_from(["forward", "both"]), st.sampled_from(["tcp", "udp", None]),
+    st.booleans(),
+)
+steps = st.lists(st.one_of(
+    st.tuples(st.just("set"), st.integers(1, 12), specs),
+    st.tuples(st.just("delete"), st.integers(1, 12), st.none()),
+    st.tuples(st.just("capture"), st.integers(1, 3), st.integers(1, 16)),
+    st.tuples(st.just("uncapture"), st.integers(1, 3), st.none()),
+    st.tuples(st.just("link"), st.sampled_from(sorted(DOWN)), st.none()),
+    st.tuples(st.just("move"), st.integers(1, 16), st.none()),
+), min_size=1, max_size=25)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(steps)
+def test_any_sequence_of_changes_compiles_to_what_a_whole_compile_gives(sequence):
+    taps: dict[int, Tap] = {}
+    captures: dict[int, CaptureTarget] = {}
+    down: set = set()
+    moved: int | None = None
+    memo = TapMemo()
+    for op, a, b in sequence:
+        if op == "set":
+            taps[a] = Tap(id=a, spec=b.model_copy(update={"name": f"t{a}"}))
+        elif op == "delete":
+            taps.pop(a, None)
+        elif op == "capture":
+            captures[a] = CaptureTarget(a, MatchSpec(src_ip=_ip(b)), 64 + a)
+        elif op == "uncapture":
+            captures.pop(a, None)
+        elif op == "link":
+            down = DOWN[a]
+        else:
+            moved = a
+        view = view_from_topo(TOPO, down=down)
+        if moved is not None:  # a host moves to the other port of its edge switch's neighbour host
+            host = view.hosts[f"00:00:00:00:00:{moved:02x}"]
+            other = next(h for h in view.hosts.values() if h.dpid == host.dpid and h.mac != host.mac)
+            view.hosts[host.mac] = type(host)(**{**host.__dict__, "port": other.port, "dpid": other.dpid})
+        policies, jobs = sorted(taps.values(), key=lambda t: t.id), sorted(captures.values(), key=lambda c: c.id)
+        incremental = compile_taps(view, policies, jobs, memo=memo)
+        whole = compile_taps(view, policies, jobs)
+        assert incremental == whole
