@@ -177,3 +177,23 @@ def test_a_mac_flood_is_capped_per_port_and_logged_once_a_minute():
     assert core.hosts.count_at(1, 1) == 4 and core.hosts.refused == {(1, 1): 97}  # h1 + 3 new
     assert sum(1 for line in logs if line) == 1
     assert core.frame_arrived(1, 1, _garp("00:00:00:00:ac:01", "10.9.1.1"), now=61.0).log
+
+
+def test_a_restart_starts_from_the_stored_links_until_lldp_has_had_its_chance():
+    """Stored links stand in for LLDP after a restart: the first compile already has every
+    path; a stored link LLDP does not prove again expires, a proven one stays."""
+    view = view_from_topo(parse_topo("linear,3"))
+    core = ControlCore(link_lifetime=3.5, host_timeout=30.0)
+    core.load(list(view.hosts.values()), [], sorted(view.links), now=100.0, link_grace=10.0)
+    assert core.remembered == {1, 2, 3}
+    for device in view.devices.values():
+        core.switch_up(device)
+    assert core.view().path(1, 3) == [1, 2, 3]  # no LLDP yet
+    assert all((d, p) in core.view().switch_ports for link in view.links for d, p in
+               ((link.src_dpid, link.src_port), (link.dst_dpid, link.dst_port)))  # never taken for hosts
+    proven = [l for l in view.links if 1 in (l.src_dpid, l.dst_dpid)]
+    for link in proven:
+        core.lldp_arrived(link, 112.0)
+    gone = core.expire_links(114.0)  # 10 s of grace + 3.5 s of lifetime: the unproven go
+    assert set(gone) == set(view.links) - set(proven)
+    assert core.view().path(1, 2) == [1, 2] and core.view().path(1, 3) is None

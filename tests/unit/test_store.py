@@ -44,3 +44,13 @@ def test_a_secret_is_made_once(tmp_path):
     store = Store(tmp_path)
     key = store.secret("lldp")
     assert len(key) == 32 and Store(tmp_path).secret("lldp") == key
+
+
+def test_links_are_replaced_whole_and_survive_a_reopen(tmp_path):
+    from vtap.model.network import Link
+
+    store = Store(tmp_path)
+    store.save_links([Link(1, 2, 3, 4), Link(3, 4, 1, 2)])
+    store.save_links([Link(1, 2, 3, 4)])
+    store.close()
+    assert Store(tmp_path).load_links() == [Link(1, 2, 3, 4)]

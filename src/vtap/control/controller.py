@@ -50,7 +50,8 @@ from vtap.store.sqlite import Store
 
 log = logging.getLogger(__name__)
 
-ECHO_CONTEST_S = 2.0  # how long a connected switch has to answer when another claims its dpid
+ECHO_CONTEST_S = 2.0
+LINK_GRACE_S = 10.0  # how long stored links stand in for LLDP after a restart  # how long a connected switch has to answer when another claims its dpid
 
 
 def packet_in_reason(eth: Any, data: bytes) -> str:
@@ -99,7 +100,12 @@ class Controller:
                                 host_timeout=host_timeout, packet_in_rate=packet_in_rate,
                                 max_hosts_per_port=max_hosts_per_port)
         self.core.new_lldp_round(secrets.token_bytes(NONCE_BYTES))
-        self.core.load(store.load_hosts(), store.load_taps())
+        # Links a previous run proved are taken as seen for a while, so that a restart
+        # compiles the whole network as soon as its switches are back, without waiting
+        # for LLDP to find every link again (they expire unless LLDP proves them).
+        self.core.load(store.load_hosts(), store.load_taps(), store.load_links(), time.monotonic(),
+                       LINK_GRACE_S)
+        self._saved_links = self.core.links.links()
         self.packet_ins = 0
         self.packet_ins_by_reason: dict[str, int] = {}
         self.probes_sent = 0
@@ -277,6 +283,12 @@ class Controller:
         rec = SwitchReconciler(dp, settle_until=time.monotonic() + self.settle)
         self.reconcilers[dp.dpid] = rec
         rec.start()
+        if self.core.remembered and self.core.remembered <= set(self.datapaths):
+            # Every switch of the stored topology is back: the view is whole, no need to
+            # wait for discovery before correcting the switches (stale rules included).
+            self.core.remembered = set()
+            for r in self.reconcilers.values():
+                r.end_settling()
         self._send_lldp(dp)
         self.changed()
 
@@ -301,6 +313,7 @@ class Controller:
         gone = self.core.port_changed(dp.dpid, port) if port is not None else self.core.port_deleted(dp.dpid, port_no)
         if gone:
             log.info("%r port %d down: links removed %s", dp, port_no, gone)
+            self._save_links()
         if port is not None and port.up:
             self._send_lldp(dp, [port_no])
         self.changed()
@@ -360,6 +373,7 @@ class Controller:
             log.warning("LLDP refused (%s) at %016x port %d, claiming %016x port %d", refused, dp.dpid, in_port, claim.dpid, claim.port)
         if new:
             log.info("link %016x:%d -> %016x:%d", claim.dpid, claim.port, dp.dpid, in_port)
+            self._save_links()
             if mislearned:
                 self.store.delete_hosts(mislearned)
             self.changed()
@@ -382,7 +396,16 @@ class Controller:
             gone = self.core.expire_links(time.monotonic())
             if gone:
                 log.info("links expired (no LLDP): %s", gone)
+                self._save_links()
                 self.changed()
+
+    def _save_links(self) -> None:
+        """Keep the proven links for the next start (not when a switch disconnects: its
+        links are then still the best guess of where it will be)."""
+        links = self.core.links.links()
+        if links != self._saved_links:
+            self.store.save_links(links)
+            self._saved_links = links
 
     # ---- probing for addresses ---------------------------------------------------------
 

@@ -100,6 +100,7 @@ class ControlCore:
         self.probes = ProbeSchedule()
         self.delivery = DeliveryLedger()
         self._memo = TapMemo()  # what the last compile can lend the next
+        self.remembered: set[int] = set()  # switches of stored links, until all have connected
         self.captures: dict[int, CaptureTarget] = {}
         self._capture_generation: dict[int, int] = {}
         self._unresolved: set[str] = set()  # addresses policies name that no host holds
@@ -122,8 +123,13 @@ class ControlCore:
 
     # ---- policies -------------------------------------------------------------------
 
-    def load(self, hosts: list[Host], taps: list[Tap]) -> None:
-        """What a restarted controller knew: applied at its first compile."""
+    def load(self, hosts: list[Host], taps: list[Tap], links: list[Link] = (), now: float = 0.0,
+             link_grace: float = 0.0) -> None:
+        """What a restarted controller knew: applied at its first compile. Stored links
+        count as seen until `now + link_grace` (then LLDP must have proven them again)."""
+        for link in links:
+            self.links.remember(link, now + link_grace)
+        self.remembered = {d for link in links for d in (link.src_dpid, link.dst_dpid)}
         for host in hosts:
             self.hosts.hosts[host.mac] = host
         for tap in taps:

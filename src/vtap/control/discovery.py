@@ -141,6 +141,13 @@ class LinkTable:
         self.switch_ports.add((link.src_dpid, link.src_port))
         return new
 
+    def remember(self, link: Link, until: float) -> None:
+        """A link a previous run proved, taken as seen until `until`: kept only if LLDP
+        proves it again before it expires (a restart need not wait for discovery)."""
+        self.last_seen.setdefault(link, until)
+        self.switch_ports.add((link.dst_dpid, link.dst_port))
+        self.switch_ports.add((link.src_dpid, link.src_port))
+
     def expire(self, now: float) -> list[Link]:
         gone = [l for l, t in self.last_seen.items() if now - t > self.lifetime]
         for link in gone:

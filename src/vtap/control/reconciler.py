@@ -195,6 +195,12 @@ class SwitchReconciler:
         if delay > 0:
             asyncio.get_running_loop().call_later(delay, self._dirty.set)
 
+    def end_settling(self) -> None:
+        """The view is whole: correct everything from the next pass on."""
+        if self.settle_until > time.monotonic():
+            self.settle_until = 0.0
+            self._dirty.set()
+
     async def stop(self) -> None:
         if self._task:
             self._task.cancel()

@@ -16,7 +16,7 @@ from pathlib import Path
 import time
 
 from vtap.model import audit
-from vtap.model.network import Host
+from vtap.model.network import Host, Link
 from vtap.model.policy import Tap, TapChanges, TapSpec, plan_changes
 
 SCHEMA = """
@@ -26,6 +26,13 @@ CREATE TABLE IF NOT EXISTS hosts (
     dpid INTEGER NOT NULL,
     port INTEGER NOT NULL,
     last_seen REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS links (
+    src_dpid INTEGER NOT NULL,
+    src_port INTEGER NOT NULL,
+    dst_dpid INTEGER NOT NULL,
+    dst_port INTEGER NOT NULL,
+    PRIMARY KEY (src_dpid, src_port, dst_dpid, dst_port)
 );
 CREATE TABLE IF NOT EXISTS secrets (
     name TEXT PRIMARY KEY,
@@ -105,6 +112,19 @@ class Store:
                 "INSERT OR REPLACE INTO hosts (mac, ips, dpid, port, last_seen) VALUES (?, ?, ?, ?, ?)",
                 [(h.mac, json.dumps(list(h.ips)), h.dpid, h.port, h.last_seen) for h in hosts],
             )
+
+    def load_links(self) -> list[Link]:
+        """The inter-switch links last proven by LLDP: a restarted controller starts from them."""
+        rows = self.db.execute("SELECT src_dpid, src_port, dst_dpid, dst_port FROM links ORDER BY 1, 2, 3, 4")
+        return [Link(*row) for row in rows]
+
+    def save_links(self, links) -> None:
+        """Replace the stored links with these, in one transaction."""
+        with self.db:
+            self.db.execute("BEGIN")
+            self.db.execute("DELETE FROM links")
+            self.db.executemany("INSERT INTO links (src_dpid, src_port, dst_dpid, dst_port) VALUES (?, ?, ?, ?)",
+                                [(l.src_dpid, l.src_port, l.dst_dpid, l.dst_port) for l in links])
 
     def delete_hosts(self, macs: list[str]) -> None:
         with self.db:
