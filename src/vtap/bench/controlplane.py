@@ -63,6 +63,33 @@ def rss_mib(pid: int) -> float:
     return 0.0
 
 
+def rss_with_event_stream(ctl, seconds: float) -> dict:
+    """The controller's peak RSS while the web UI's event stream is open (an event a second
+    carrying every policy's status and counters), with every policy of the last size in."""
+    events = 0
+    stop = threading.Event()
+
+    def read() -> None:
+        nonlocal events
+        headers = {"authorization": f"Bearer {ctl.token}"}
+        with httpx.Client(base_url=ctl.api, headers=headers, timeout=60) as c, c.stream("GET", "/api/v1/events") as resp:
+            for line in resp.iter_lines():
+                events += line.startswith("event:")
+                if stop.is_set():
+                    return
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    before, peak = rss_mib(ctl.proc.pid), 0.0
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        peak = max(peak, rss_mib(ctl.proc.pid))
+        time.sleep(0.25)
+    stop.set()
+    reader.join(timeout=60)
+    return {"seconds": seconds, "events": events, "rss_before_mib": before, "peak_rss_mib": peak}
+
+
 def pct(values: list[float], p: float) -> float:
     values = sorted(values)
     return values[min(len(values) - 1, int(round(p / 100 * (len(values) - 1))))]
@@ -186,6 +213,7 @@ def main(args) -> int:
             })
             base_flows, base_groups = flows, groups
             done = size
+        result["event_stream"] = rss_with_event_stream(ctl, 3.0 if args.quick else 10.0)
         # 3. Controller restart with every policy in place.
         t = time.monotonic()
         ctl.stop()
@@ -221,6 +249,9 @@ def markdown(result: dict) -> str:
     for a in result["apply"]:
         p(f"| {a['policies']:,} | {a['posted_s']} s | {a['all_active_s']} s | {a['active_after_last_post_s']} s | "
           f"{a['switch_flows']:,} / {a['switch_groups']} | {a['rules_per_s']:,} | {a['controller_rss_mib']} MiB |")
+    e = result["event_stream"]
+    p(f"\nWith the web UI's event stream open for {e['seconds']:g} s ({e['events']} events, each with every policy): "
+      f"controller RSS {e['rss_before_mib']} MiB before, {e['peak_rss_mib']} MiB at most.")
     c = result["ceiling_ofctl_bundle"]
     p(f"\nCeiling: the same {c['rules']:,} flows and groups reloaded with `ovs-ofctl --bundle add-flows` / `add-groups`, "
       f"switch by switch: {c['seconds']} s, {c['rules_per_s']:,} rules/s.")
