@@ -222,3 +222,25 @@ def test_update_during_a_stream_misses_and_duplicates_nothing(lab):
     assert len(rx) == 400
     assert mon == rx  # each packet copied once: none missed, none twice, in order
     delete_tap(lab, tap["id"])
+
+
+@pytest.mark.parametrize("transport, monitor", [("vlan", 2), ("rewrite", 9)])  # on the tap switch itself; another pod
+def test_delivery_is_counted_for_every_transport_and_monitor_placement(lab, transport, monitor):
+    """Every copy passes one tap-group bucket (sent) and the monitor's delivery group
+    (delivered), whether the monitor hangs off the tap switch (group chaining) or copies
+    travel as rewritten traffic to another pod (recovery rule)."""
+    tap = create_tap(lab, name=f"acct-{transport}", src_mac=mac(1), dst_mac=mac(16), src_ip=ip(1), dst_ip=ip(16),
+                     ip_proto="udp", dst_port=8123, monitor_ip=ip(monitor), transport=transport)
+    wait_tap(lab, tap["id"])
+    before = wait_until(lambda: (s := lab.ctl.get(f"/api/v1/taps/{tap['id']}/stats"))["delivery"] and s, 5)
+    got = traffic(lab, "h1", flow(1, 16, proto="udp", dport=8123), f"acct-{transport}", 30, ["h16", f"h{monitor}"])
+    assert len(got["h16"]) == 30 and got[f"h{monitor}"] == got["h16"]
+
+    def counted() -> dict | None:
+        d = lab.ctl.get(f"/api/v1/taps/{tap['id']}/stats")["delivery"]
+        sent, delivered = d["sent_packets"] - before["delivery"]["sent_packets"], d["delivered_packets"] - before["delivery"]["delivered_packets"]
+        return d if (sent, delivered) == (30, 30) else None
+
+    d = wait_until(counted, 5, interval=0.5, message=lambda: str(lab.ctl.get(f"/api/v1/taps/{tap['id']}/stats")))
+    assert not d["failing"] and lab.ctl.get(f"/api/v1/taps/{tap['id']}")["status"] == "active"
+    delete_tap(lab, tap["id"])

@@ -101,3 +101,18 @@ def test_the_pcapng_file_opens_in_tshark_with_one_interface_per_switch(tmp_path)
     assert "src_ip=10.0.0.1" in info and "0000000000000001" in info and "0000000000000007" in info
     book.delete(job.id, 1002.0)
     assert not job.path.exists() and book.jobs == {}
+
+
+def test_jobs_end_at_their_duration_and_only_the_newest_finished_are_kept(tmp_path):
+    book = CaptureBook(tmp_path, max_running=2, keep=1)
+    first = book.start(CaptureSpec(src_ip="10.0.0.1", duration_s=5), MatchSpec(src_ip="10.0.0.1"), "a", 100.0)
+    second = book.start(CaptureSpec(src_ip="10.0.0.2", duration_s=50), MatchSpec(src_ip="10.0.0.2"), "a", 100.0)
+    assert book.expired(104.9) == [] and book.expired(105.0) == [first]
+    book.finish(first, CaptureState.DONE, "5 s elapsed", 105.0)
+    assert book.expired(200.0) == [second]  # a finished job is not expired again
+    book.finish(second, CaptureState.DONE, "50 s elapsed", 200.0)
+    third = book.start(CaptureSpec(src_ip="10.0.0.3"), MatchSpec(src_ip="10.0.0.3"), "a", 201.0)
+    # Two finished, one kept: the older job and its file are gone.
+    assert set(book.jobs) == {second.id, third.id} and not first.path.exists() and second.path.exists()
+    book.close(300.0)
+    assert third.state == CaptureState.STOPPED and third.reason == "controller stopped"
