@@ -13,7 +13,8 @@ from vtap.model.view import NetworkView
 
 def compile_network(view: NetworkView, taps: list[Tap], packet_in_rate: int = 0,
                     captures: list[CaptureTarget] = (), memo: TapMemo | None = None) -> tuple[dict[int, SwitchRules], TapCompilation]:
-    forwarding = compile_forwarding(view, packet_in_rate)
+    memo = memo or TapMemo()
+    forwarding = memo.get(("forwarding", memo.token(view), packet_in_rate), lambda: compile_forwarding(view, packet_in_rate))
     meter = packet_in_meter(packet_in_rate)
     meters = frozenset([meter] if meter else []) | {Meter(METER_CAPTURE, CAPTURE_RATE_PPS, CAPTURE_BURST)}
     comp = compile_taps(view, taps, captures, memo)

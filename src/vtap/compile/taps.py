@@ -225,6 +225,17 @@ class TapMemo:
     def __init__(self) -> None:
         self._old: dict = {}
         self._new: dict = {}
+        self._view: NetworkView | None = None
+        self._token = 0
+        self._policies_old: dict = {}
+        self._policies_new: dict = {}
+
+    def token(self, view: NetworkView) -> int:
+        """A number for this view object, new whenever the view is another one: parts that
+        read the view (hosts, paths) are keyed by it, so a new view recomputes them."""
+        if view is not self._view:
+            self._view, self._token = view, self._token + 1
+        return self._token
 
     def get(self, key, make):
         if key in self._new:
@@ -233,8 +244,20 @@ class TapMemo:
         self._new[key] = value
         return value
 
+    def policy(self, kind: str, token: int, ident: int, spec, make):
+        """`get` for one policy's parts: keyed by its id, kept with the spec and view token
+        they were made from (a policy's spec is usually the very object of last time, so
+        this avoids hashing every spec on every compile)."""
+        key = (kind, ident)
+        entry = self._policies_new.get(key) or self._policies_old.get(key)
+        if entry is None or entry[0] != token or not (entry[1] is spec or entry[1] == spec):
+            entry = (token, spec, make())
+        self._policies_new[key] = entry
+        return entry[2]
+
     def done(self) -> None:
         self._old, self._new = self._new, {}
+        self._policies_old, self._policies_new = self._policies_new, {}
 
 
 def compile_taps(view: NetworkView, taps: list[Tap], captures: list[CaptureTarget] = (),
@@ -267,25 +290,31 @@ def _compile(view: NetworkView, taps: list[Tap], captures: list[CaptureTarget], 
 def _policy_states(view: NetworkView, taps: list[Tap], comp: TapCompilation, memo: TapMemo) -> list[_Ready]:
     """Phase 1: which policies can be compiled now; the others get their state and reason."""
     ready = []
+    token = memo.token(view)
     for tap in sorted(taps, key=lambda t: t.id):
-        if not tap.spec.enabled:
-            comp.states[tap.id] = TapState(PolicyState.DISABLED)
-            continue
-        monitor = _resolve_monitor(view, tap.spec)
-        if monitor is None:
-            comp.states[tap.id] = TapState(PolicyState.PENDING, "monitor not yet seen on the network")
-            continue
-        if tap.spec.transport == "rewrite":
-            problem = _rewrite_problem(tap.spec, monitor)
-            if problem:
-                comp.states[tap.id] = TapState(PolicyState.ERROR, problem)
-                continue
-        points, state, reason = _tap_points(view, tap.id, tap.spec, memo)
-        if reason:
-            comp.states[tap.id] = TapState(state, reason)
-            continue
-        ready.append(_Ready(tap, monitor, points))
+        outcome = memo.policy("state", token, tap.id, tap.spec, lambda tap=tap: _policy_state(view, tap, memo))
+        if isinstance(outcome, TapState):
+            comp.states[tap.id] = outcome
+        else:
+            ready.append(_Ready(tap, *outcome))
     return ready
+
+
+def _policy_state(view: NetworkView, tap: Tap, memo: TapMemo) -> TapState | tuple[Host, list[tuple[int, _Directed]]]:
+    """One policy's phase 1: why it cannot be compiled, or its monitor and tap points."""
+    if not tap.spec.enabled:
+        return TapState(PolicyState.DISABLED)
+    monitor = _resolve_monitor(view, tap.spec)
+    if monitor is None:
+        return TapState(PolicyState.PENDING, "monitor not yet seen on the network")
+    if tap.spec.transport == "rewrite":
+        problem = _rewrite_problem(tap.spec, monitor)
+        if problem:
+            return TapState(PolicyState.ERROR, problem)
+    points, state, reason = _tap_points(view, tap.id, tap.spec, memo)
+    if reason:
+        return TapState(state, reason)
+    return monitor, points
 
 
 def _copy_vlan_ids(ready: list[_Ready]) -> dict[str, int]:
@@ -298,29 +327,39 @@ def _tap_points_per_switch(view: NetworkView, ready: list[_Ready], comp: TapComp
     """Phase 3: the directed matches each switch taps, {dpid: {region with in_port: tap ids}};
     the policies' states (compiled, or degraded where the monitor is unreachable)."""
     per_switch: dict[int, dict[Region, set[int]]] = {}
+    token = memo.token(view)
     for r in ready:
         tap, monitor = r.tap, r.monitor
         if tap.spec.transport == "vlan" and monitor.mac not in comp.monitor_tags:
             comp.states[tap.id] = TapState(PolicyState.ERROR, "no copy VLAN id left: too many monitors")
             continue
-        unreachable = [d for d, _ in r.points if d != monitor.dpid and view.path(d, monitor.dpid) is None]
         comp.monitors[tap.id] = monitor.mac
-        concerned: set[int] = set()
-        for dpid, directed in r.points:
-            if dpid in unreachable:
-                continue
-            per_switch.setdefault(dpid, {}).setdefault(_region_at(view, directed, memo), set()).add(tap.id)
-            concerned.add(dpid)
-            concerned.update(view.path(dpid, monitor.dpid) or ())
-        contested = [view.conflicts[a] for a in _identities(tap.spec, monitor) if a in view.conflicts]
-        if unreachable:
-            reason = "no path to the monitor from " + ", ".join(f"{d:016x}" for d in unreachable)
-            comp.states[tap.id] = TapState(PolicyState.DEGRADED, reason, frozenset(concerned))
-        elif contested:
-            comp.states[tap.id] = TapState(PolicyState.DEGRADED, "identity conflict: " + "; ".join(contested), frozenset(concerned))
-        else:
-            comp.states[tap.id] = TapState(PolicyState.COMPILED, "", frozenset(concerned))
+        regions, state = memo.policy("points", token, tap.id, tap.spec, lambda r=r: _policy_points(view, r, memo))
+        for dpid, reg in regions:
+            per_switch.setdefault(dpid, {}).setdefault(reg, set()).add(tap.id)
+        comp.states[tap.id] = state
     return per_switch
+
+
+def _policy_points(view: NetworkView, r: _Ready, memo: TapMemo) -> tuple[list[tuple[int, Region]], TapState]:
+    """One policy's phase 3: its regions per tap switch, and its state."""
+    tap, monitor = r.tap, r.monitor
+    unreachable = [d for d, _ in r.points if d != monitor.dpid and view.path(d, monitor.dpid) is None]
+    concerned: set[int] = set()
+    regions = []
+    for dpid, directed in r.points:
+        if dpid in unreachable:
+            continue
+        regions.append((dpid, _region_at(view, directed, memo)))
+        concerned.add(dpid)
+        concerned.update(view.path(dpid, monitor.dpid) or ())
+    contested = [view.conflicts[a] for a in _identities(tap.spec, monitor) if a in view.conflicts]
+    if unreachable:
+        reason = "no path to the monitor from " + ", ".join(f"{d:016x}" for d in unreachable)
+        return regions, TapState(PolicyState.DEGRADED, reason, frozenset(concerned))
+    if contested:
+        return regions, TapState(PolicyState.DEGRADED, "identity conflict: " + "; ".join(contested), frozenset(concerned))
+    return regions, TapState(PolicyState.COMPILED, "", frozenset(concerned))
 
 
 def _region_at(view: NetworkView, directed: _Directed, memo: TapMemo) -> Region:
@@ -372,64 +411,101 @@ def _regions_groups_recovery(
     table-1 rule applying a group with one bucket per monitor; the rewrite transport's
     recovery rules at the monitors' edge switches."""
     monitor_of = {tap_id: view.hosts[mac] for tap_id, mac in comp.monitors.items()}
-    static = {i: memo.get(("static", taps_by_id[i].spec, monitor_of[i]), lambda i=i: (
+    token = memo.token(view)
+    static = {i: memo.policy("static", token, i, taps_by_id[i].spec, lambda i=i: (
         taps_by_id[i].spec.transport, taps_by_id[i].spec.ip_version, _monitor_ip(taps_by_id[i].spec, monitor_of[i])))
         for i in monitor_of if i in taps_by_id}
     flows: dict[int, set[FlowRule]] = {}
     recovery: dict[int, list[tuple[Region, frozenset[SetField], str, frozenset[int]]]] = {}
     for dpid, matches in sorted(per_switch.items()):
-        try:
-            regions = memo.get(("closure", frozenset(matches)), lambda: closure(matches))
-        except OverflowError as exc:
-            for ids in matches.values():
-                for i in ids:
-                    if i > 0:
-                        comp.states[i] = TapState(PolicyState.ERROR, str(exc))
-                    else:
-                        comp.capture_states[-i] = TapState(PolicyState.ERROR, str(exc))
-            continue
-        owner_map = memo.get(("owners", frozenset((r, frozenset(i)) for r, i in matches.items())),
-                             lambda: owners(regions, matches))
-        group_ids: dict[tuple[Bucket, ...], int] = {}
-        for r in sorted(regions):
-            ids = owner_map[r]
-            policy_ids = sorted(i for i in ids if i > 0)
-            inputs = tuple(_bucket_inputs(view, dpid, static[i], monitor_of[i], comp, forward) for i in policy_ids)
-            pairs, stable = memo.get(("buckets", dpid, tuple(policy_ids), inputs), lambda: _buckets_hashed(
-                view, dpid, policy_ids, taps_by_id, monitor_of, comp, forward))
-            actions: list[Action] = []
-            if pairs:
-                buckets = tuple(b for b, _ in pairs)
-                gid = group_ids.get(buckets)
-                if gid is None:
-                    gid = _allocate_group(stable, set(group_ids.values()))
-                    group_ids[buckets] = gid
-                    groups.setdefault(dpid, set()).add(GroupRule(gid, "all", buckets))
-                    comp.sent_buckets[(dpid, gid)] = tuple(mac for _, mac in pairs)
-                actions.append(GroupAction(gid))
-            jobs = [captures[-i] for i in ids if i < 0]
-            if jobs:
-                # In the flow, not in a bucket: OVS filters an OpenFlow 1.3 controller's
-                # packet-ins from groups (reason "group" is OpenFlow 1.4's).
-                actions.append(ToController(max(j.snaplen for j in jobs), METER_CAPTURE))
-            if not actions:
-                continue
-            tap_cookie, priority, region_match = memo.get(("rule", r), lambda: (
-                cookie(Owner.TAP, _stable_id(repr(r))), PRIO_TAP_BASE + specificity(r), _region_to_match(r)))
-            comp.cookie_owners[tap_cookie] = comp.cookie_owners.get(tap_cookie, frozenset()) | ids
-            flows.setdefault(dpid, set()).add(
-                FlowRule(TABLE_TAP, priority, region_match, tuple(actions), TABLE_FORWARD, tap_cookie)
-            )
-        for r in sorted(regions):
-            ids = owner_map[r]
-            for tap_id in sorted(i for i in ids if i > 0):
-                tap, monitor = taps_by_id[tap_id], monitor_of[tap_id]
-                if tap.spec.transport != "rewrite" or monitor.dpid == dpid or _bucket_owner(ids, monitor_of, monitor.mac) != tap_id:
-                    continue
-                rr, restore = _recovery(r, tap.spec, monitor)
-                recovery.setdefault(monitor.dpid, []).append((rr, restore, monitor.mac, frozenset(ids)))
+        # Everything this switch's part reads: its matches and owners, and per owner what
+        # its buckets depend on; the view through its token.
+        owned = frozenset((r, frozenset(i)) for r, i in matches.items())
+        ids = sorted({i for i_set in matches.values() for i in i_set})
+        inputs = tuple((i, static[i], comp.monitors[i], comp.monitor_tags.get(comp.monitors[i]),
+                        comp.deliveries.get(comp.monitors[i])) if i > 0 else (i, captures[-i].snaplen) for i in ids)
+        part = memo.get(("switch", token, dpid, owned, inputs), lambda dpid=dpid, matches=matches, owned=owned: _switch_part(
+            view, dpid, matches, owned, taps_by_id, monitor_of, static, comp, captures, forward, memo))
+        for i, state in part.errors.items():
+            if i > 0:
+                comp.states[i] = state
+            else:
+                comp.capture_states[-i] = state
+        if part.flows:
+            flows.setdefault(dpid, set()).update(part.flows)
+        if part.groups:
+            groups.setdefault(dpid, set()).update(part.groups)
+        comp.sent_buckets.update(part.sent_buckets)
+        for c, owners_ in part.cookie_owners.items():
+            comp.cookie_owners[c] = comp.cookie_owners.get(c, frozenset()) | owners_
+        for monitor_dpid, entry in part.recovery:
+            recovery.setdefault(monitor_dpid, []).append(entry)
     _recovery_rules(recovery, comp, flows)
     return flows
+
+
+@dataclass(frozen=True)
+class _SwitchPart:
+    """One tap switch's share of phase 5, reusable while its inputs stay the same."""
+
+    flows: frozenset[FlowRule] = frozenset()
+    groups: frozenset[GroupRule] = frozenset()
+    sent_buckets: dict = field(default_factory=dict)
+    cookie_owners: dict = field(default_factory=dict)
+    recovery: tuple = ()  # (monitor's switch, recovery entry)
+    errors: dict = field(default_factory=dict)  # owner id -> TapState (a closure too large)
+
+
+def _switch_part(view: NetworkView, dpid: int, matches: dict[Region, set[int]], owned: frozenset, taps_by_id: dict[int, Tap],
+                 monitor_of: dict[int, Host], static: dict, comp: TapCompilation, captures: dict[int, CaptureTarget],
+                 forward: dict[int, int], memo: TapMemo) -> _SwitchPart:
+    try:
+        regions = memo.get(("closure", frozenset(matches)), lambda: closure(matches))
+    except OverflowError as exc:
+        return _SwitchPart(errors={i: TapState(PolicyState.ERROR, str(exc)) for ids in matches.values() for i in ids})
+    owner_map = memo.get(("owners", owned), lambda: owners(regions, matches))
+    flows: set[FlowRule] = set()
+    groups: set[GroupRule] = set()
+    sent_buckets: dict = {}
+    cookie_owners: dict[int, frozenset[int]] = {}
+    recovery: list = []
+    group_ids: dict[tuple[Bucket, ...], int] = {}
+    for r in sorted(regions):
+        ids = owner_map[r]
+        policy_ids = sorted(i for i in ids if i > 0)
+        inputs = tuple(_bucket_inputs(view, dpid, static[i], monitor_of[i], comp, forward) for i in policy_ids)
+        pairs, stable = memo.get(("buckets", dpid, tuple(policy_ids), inputs), lambda: _buckets_hashed(
+            view, dpid, policy_ids, taps_by_id, monitor_of, comp, forward))
+        actions: list[Action] = []
+        if pairs:
+            buckets = tuple(b for b, _ in pairs)
+            gid = group_ids.get(buckets)
+            if gid is None:
+                gid = _allocate_group(stable, set(group_ids.values()))
+                group_ids[buckets] = gid
+                groups.add(GroupRule(gid, "all", buckets))
+                sent_buckets[(dpid, gid)] = tuple(mac for _, mac in pairs)
+            actions.append(GroupAction(gid))
+        jobs = [captures[-i] for i in ids if i < 0]
+        if jobs:
+            # In the flow, not in a bucket: OVS filters an OpenFlow 1.3 controller's
+            # packet-ins from groups (reason "group" is OpenFlow 1.4's).
+            actions.append(ToController(max(j.snaplen for j in jobs), METER_CAPTURE))
+        if not actions:
+            continue
+        tap_cookie, priority, region_match = memo.get(("rule", r), lambda: (
+            cookie(Owner.TAP, _stable_id(repr(r))), PRIO_TAP_BASE + specificity(r), _region_to_match(r)))
+        cookie_owners[tap_cookie] = cookie_owners.get(tap_cookie, frozenset()) | ids
+        flows.add(FlowRule(TABLE_TAP, priority, region_match, tuple(actions), TABLE_FORWARD, tap_cookie))
+    for r in sorted(regions):
+        ids = owner_map[r]
+        for tap_id in sorted(i for i in ids if i > 0):
+            tap, monitor = taps_by_id[tap_id], monitor_of[tap_id]
+            if tap.spec.transport != "rewrite" or monitor.dpid == dpid or _bucket_owner(ids, monitor_of, monitor.mac) != tap_id:
+                continue
+            rr, restore = _recovery(r, tap.spec, monitor)
+            recovery.append((monitor.dpid, (rr, restore, monitor.mac, frozenset(ids))))
+    return _SwitchPart(frozenset(flows), frozenset(groups), sent_buckets, cookie_owners, tuple(recovery))
 
 
 def _copy_paths(view: NetworkView, comp: TapCompilation, flows: dict[int, set[FlowRule]], forward: dict[int, int]) -> None:

@@ -193,14 +193,17 @@ class Controller:
 
     # ---- changes --------------------------------------------------------------------
 
-    def changed(self) -> None:
-        """Something changed: recompile soon (bursts are coalesced).
+    def changed(self, view: bool = True) -> None:
+        """Something changed: recompile soon (bursts are coalesced). Policies and capture
+        jobs are not part of the network view (`view=False`): the view, and what the
+        compiler derived from it, stay.
 
         The wait grows with the last compile's duration, so that a stream of changes
         (thousands of policies posted one by one) is compiled in a few large batches
         rather than once per change, while a lone change still applies within ~20 ms.
         """
-        self.core.invalidate()
+        if view:
+            self.core.invalidate()
         self.view_version += 1
         if self._recompile_handle is None:
             delay = min(max(self.debounce, self._last_compile_s), 2.0)
@@ -219,19 +222,19 @@ class Controller:
         """Store, then apply (the store raises NameTaken and nothing changes)."""
         tap = self.store.add_tap(spec)
         self.core.set_tap(tap)
-        self.changed()
+        self.changed(view=False)
         return tap
 
     def update_tap(self, tap_id: int, spec: TapSpec) -> Tap:
         tap = self.store.update_tap(tap_id, spec)
         self.core.set_tap(tap)
-        self.changed()
+        self.changed(view=False)
         return tap
 
     def delete_tap(self, tap_id: int) -> None:
         self.store.delete_tap(tap_id)
         self.core.remove_tap(tap_id)
-        self.changed()
+        self.changed(view=False)
 
     def plan_apply(self, specs: list[TapSpec], *, prune: bool, compile_: bool) -> tuple[TapChanges, TapCompilation | None]:
         """What making the policies equal to `specs` would change, and (with `compile_`)
@@ -247,7 +250,7 @@ class Controller:
         for tap in changes.removed:
             self.core.remove_tap(tap.id)
         if changes.added or changes.changed or changes.removed:
-            self.changed()
+            self.changed(view=False)
         return changes
 
     # ---- switch events (SwitchHandler) ---------------------------------------------
@@ -513,7 +516,7 @@ class Controller:
         job = self.captures.start(spec, match, created_by, time.time())
         self.core.set_capture(CaptureTarget(job.id, match, spec.snaplen))
         log.info("capture job %d started by %s: %s", job.id, created_by, job.describe())
-        self.changed()
+        self.changed(view=False)
         return job
 
     def capture_status(self, job: CaptureJob) -> tuple[CaptureState, str]:
@@ -546,7 +549,7 @@ class Controller:
         if job_id in self.core.captures:
             self.core.remove_capture(job_id)
             log.info("capture job %d ended", job_id)
-            self.changed()
+            self.changed(view=False)
 
     async def _capture_loop(self) -> None:
         while True:
