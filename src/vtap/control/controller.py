@@ -115,6 +115,7 @@ class Controller:
         self.reconcilers: dict[int, SwitchReconciler] = {}
         self.started_at = time.time()
         self._last_compile_s = 0.0
+        self._last_compile_end = 0.0  # perf_counter time
         self.view_version = 0  # bumped on every change; the UI refetches the topology on it
         self._recompile_handle: asyncio.TimerHandle | None = None
         self._tasks: list[asyncio.Task] = []
@@ -201,12 +202,15 @@ class Controller:
         The wait grows with the last compile's duration, so that a stream of changes
         (thousands of policies posted one by one) is compiled in a few large batches
         rather than once per change, while a lone change still applies within ~20 ms.
+        A change after a quiet spell longer than the last compile is a lone one: it does
+        not wait for a long compile of the past (say, the whole set applied at once).
         """
         if view:
             self.core.invalidate()
         self.view_version += 1
         if self._recompile_handle is None:
-            delay = min(max(self.debounce, self._last_compile_s), 2.0)
+            quiet = time.perf_counter() - self._last_compile_end > self._last_compile_s
+            delay = self.debounce if quiet else min(max(self.debounce, self._last_compile_s), 2.0)
             self._recompile_handle = asyncio.get_running_loop().call_later(delay, self._recompile)
 
     def _recompile(self) -> None:
@@ -216,7 +220,8 @@ class Controller:
         for dpid, rec in self.reconcilers.items():
             rec.set_desired(desired[dpid], self.core.generation)
         self._probe_due()
-        self._last_compile_s = time.perf_counter() - started
+        self._last_compile_end = time.perf_counter()
+        self._last_compile_s = self._last_compile_end - started
 
     def add_tap(self, spec: TapSpec) -> Tap:
         """Store, then apply (the store raises NameTaken and nothing changes)."""
