@@ -42,6 +42,7 @@ def test_controlplane_quick_produces_every_row(tmp_path):
     assert r["apply"][0]["switch_flows"] > 200 and r["apply"][0]["controller_rss_mib"] > 0
     f = r["copy_failover"]
     assert f["copies"] > 0 and not math.isnan(f["gap_ms"])
+    assert r["latency_loaded_ms"]["n"] == 10 and r["latency_loaded_ms"]["installed"] == 200
     e = r["event_stream"]
     assert e["events"] >= 2 and e["peak_rss_mib"] > 0
     assert r["restart_all_active_s"] > 0 and r["ceiling_ofctl_bundle"]["rules"] > 0

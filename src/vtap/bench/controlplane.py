@@ -63,6 +63,22 @@ def rss_mib(pid: int) -> float:
     return 0.0
 
 
+def post_latency(client: httpx.Client, bodies: list[dict]) -> dict:
+    """POST -> active (every rule confirmed by barrier), one policy at a time."""
+    lat = []
+    for body in bodies:
+        t = time.perf_counter()
+        resp = client.post("/api/v1/taps", json=body)
+        if resp.status_code != 201:
+            raise RuntimeError(resp.text)
+        tap = resp.json()
+        while client.get(f"/api/v1/taps/{tap['id']}").json()["status"] != "active":
+            time.sleep(0.002)
+        lat.append((time.perf_counter() - t) * 1000)
+    return {"n": len(lat), "p50": round(pct(lat, 50), 1), "p95": round(pct(lat, 95), 1),
+            "p99": round(pct(lat, 99), 1), "max": round(max(lat), 1)}
+
+
 def rss_with_event_stream(ctl, seconds: float) -> dict:
     """The controller's peak RSS while the web UI's event stream is open (an event a second
     carrying every policy's status and counters), with every policy of the last size in."""
@@ -176,15 +192,7 @@ def main(args) -> int:
         result["copy_failover"] = copy_failover(lab, client)
 
         # 1. POST -> active, one at a time.
-        lat = []
-        for body in policies(0, args.latency, 60000):
-            t = time.perf_counter()
-            tap = client.post("/api/v1/taps", json=body).json()
-            while client.get(f"/api/v1/taps/{tap['id']}").json()["status"] != "active":
-                time.sleep(0.002)
-            lat.append((time.perf_counter() - t) * 1000)
-        result["latency_ms"] = {"n": len(lat), "p50": round(pct(lat, 50), 1), "p95": round(pct(lat, 95), 1),
-                                "p99": round(pct(lat, 99), 1), "max": round(max(lat), 1)}
+        result["latency_ms"] = post_latency(client, policies(0, args.latency, 60000))
         for tap in client.get("/api/v1/taps").json():
             client.delete(f"/api/v1/taps/{tap['id']}")
         wait_all_active(client, 0, 60)
@@ -213,6 +221,13 @@ def main(args) -> int:
             })
             base_flows, base_groups = flows, groups
             done = size
+        # The same latency with every policy of the last size installed (then removed again).
+        extra = [{**b, "name": f"late{i}"} for i, b in enumerate(policies(0, 10 if args.quick else 50, 61000, sources))]
+        result["latency_loaded_ms"] = {**post_latency(client, extra), "installed": sizes[-1]}
+        for tap in client.get("/api/v1/taps").json():
+            if tap["name"].startswith("late"):
+                client.delete(f"/api/v1/taps/{tap['id']}")
+        wait_all_active(client, sizes[-1], 600)
         result["event_stream"] = rss_with_event_stream(ctl, 3.0 if args.quick else 10.0)
         # 3. Controller restart with every policy in place.
         t = time.monotonic()
@@ -242,6 +257,9 @@ def markdown(result: dict) -> str:
     l = result["latency_ms"]
     p(f"### POST -> active, one policy at a time (n={l['n']}, fattree,4)\n")
     p(f"| p50 | p95 | p99 | max |\n|---|---|---|---|\n| {l['p50']} ms | {l['p95']} ms | {l['p99']} ms | {l['max']} ms |")
+    m = result["latency_loaded_ms"]
+    p(f"\nThe same with {m['installed']:,} policies installed (n={m['n']}): p50 {m['p50']} ms, p95 {m['p95']} ms, "
+      f"p99 {m['p99']} ms, max {m['max']} ms.")
     p("\n### Applying policies posted back to back\n")
     p("Policies tap at " + ("h1's edge switch only (one bridge)" if result["one_bridge"] else "every edge switch") + "\n")
     p("| policies (cumulative) | all POSTs answered | all active | active after the last POST | flows / groups in the switches | rules added per s | controller RSS |")
