@@ -102,7 +102,7 @@ async def serve(
     of_sock = _listen(of_host, of_port, "--of-port")
     api_sock = _listen(api_host, api_port, "--api-port")
     ctl = Controller(store, lldp_interval=lldp_interval, host_timeout=host_timeout, packet_in_rate=packet_in_rate,
-                     max_hosts_per_port=max_hosts_per_port, capture_dir=Path(state_dir) / "captures")
+                     max_hosts_per_port=max_hosts_per_port)
     of_server = OpenFlowServer(ctl, of_host, of_port, sock=of_sock, ssl=of_ssl)
     tokens = Tokens(store, auth_failure_limit)
     made = tokens.ensure_admin_token(state_dir)

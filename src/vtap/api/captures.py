@@ -16,9 +16,10 @@ from fastapi.responses import FileResponse
 from pydantic import BaseModel, Field
 
 from vtap.api.auth import Principal, Tokens, require
+from vtap.api.taps import check_scope
 from vtap.control.capture import CaptureJob, CaptureLimit
 from vtap.control.controller import Controller
-from vtap.model.access import Role, Scope, scope_violations
+from vtap.model.access import Role
 from vtap.model.capture import CaptureSpec, CaptureState
 from vtap.model.policy import MatchSpec
 
@@ -78,11 +79,7 @@ def router(ctl: Controller, tokens: Tokens) -> APIRouter:
         _audit(request, "capture.start", "capture", after=spec.model_dump(mode="json", exclude_none=True))
         if spec.tap_id is not None and spec.tap_id not in ctl.taps:
             raise HTTPException(404, f"tap_id: no TAP policy {spec.tap_id}")
-        match = ctl.taps[spec.tap_id].spec if spec.tap_id is not None else spec
-        if me.role != Role.ADMIN:
-            bad = [(f, m) for f, m in scope_violations(match, me.scope or Scope()) if not f.startswith("monitor")]
-            if bad:
-                raise HTTPException(403, [{"loc": ["body", f], "msg": m, "type": "scope"} for f, m in bad])
+        check_scope(me, MatchSpec(**(ctl.taps[spec.tap_id].spec if spec.tap_id is not None else spec).match_fields()))
         try:
             job = ctl.start_capture(spec, me.name)
         except CaptureLimit as exc:

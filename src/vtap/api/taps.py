@@ -21,7 +21,7 @@ from vtap.api.auth import Principal, Tokens, require
 from vtap.control.controller import Controller
 from vtap.model.access import Role, Scope, scope_violations
 from vtap.model.network import dpid_str
-from vtap.model.policy import Tap, TapSpec
+from vtap.model.policy import MatchSpec, Tap, TapSpec
 from vtap.model.rules import SwitchRules
 from vtap.store.sqlite import NameTaken, NotFound
 
@@ -134,8 +134,9 @@ def _get(ctl: Controller, tap_id: int) -> Tap:
     return tap
 
 
-def _check_scope(me: Principal, spec: TapSpec) -> None:
-    """403 naming every field outside an operator's scope (admins have none)."""
+def check_scope(me: Principal, spec: MatchSpec) -> None:
+    """403 naming every field outside an operator's scope (admins have none): a policy's,
+    or a capture job's match."""
     if me.role == Role.ADMIN:
         return
     bad = scope_violations(spec, me.scope or Scope())
@@ -160,10 +161,10 @@ def _check_names(specs: list[TapSpec]) -> None:
 
 
 def _check_scope_each(me: Principal, specs: list[TapSpec]) -> None:
-    """As `_check_scope`, for a set: the 403 names the index and the field."""
+    """As `check_scope`, for a set: the 403 names the index and the field."""
     for i, spec in enumerate(specs):
         try:
-            _check_scope(me, spec)
+            check_scope(me, spec)
         except HTTPException as exc:
             raise HTTPException(403, [{**d, "loc": ["body", i, d["loc"][-1]]} for d in exc.detail]) from None
 
@@ -189,7 +190,7 @@ def router(ctl: Controller, tokens: Tokens) -> APIRouter:
     async def create(spec: TapSpec, response: Response, request: Request, me: Principal = Depends(operator),
                      dry_run: bool = Query(False, description="compile only: return the rules it would install")):
         _audit(request, "tap.dry-run" if dry_run else "tap.create", f"tap:{spec.name}", after=spec)
-        _check_scope(me, spec)
+        check_scope(me, spec)
         if dry_run:
             state, rules = ctl.dry_run(spec)
             response.status_code = 200
@@ -213,7 +214,7 @@ def router(ctl: Controller, tokens: Tokens) -> APIRouter:
         _check_scope_each(me, specs)
         plan, comp = ctl.plan_apply(specs, prune=prune, compile_=dry_run)
         for tap in plan.removed + [before for before, _ in plan.changed]:
-            _check_scope(me, tap.spec)
+            check_scope(me, tap.spec)
         switches = []
         if dry_run:
             rules: dict[int, SwitchRules] = {}
@@ -261,8 +262,8 @@ def router(ctl: Controller, tokens: Tokens) -> APIRouter:
         """Replace the policy; an operator's scope must hold both the policy as stored and as asked."""
         _audit(request, "tap.update", f"tap:{tap_id}", ctl.taps.get(tap_id), spec)
         old = _get(ctl, tap_id)
-        _check_scope(me, old.spec)
-        _check_scope(me, spec)
+        check_scope(me, old.spec)
+        check_scope(me, spec)
         try:
             tap = ctl.update_tap(tap_id, spec)
         except NameTaken:
@@ -274,7 +275,7 @@ def router(ctl: Controller, tokens: Tokens) -> APIRouter:
     @r.delete("/{tap_id}", status_code=204, responses=NOT_FOUND)
     async def delete(tap_id: TapId, request: Request, me: Principal = Depends(operator)):
         _audit(request, "tap.delete", f"tap:{tap_id}", ctl.taps.get(tap_id))
-        _check_scope(me, _get(ctl, tap_id).spec)
+        check_scope(me, _get(ctl, tap_id).spec)
         try:
             ctl.delete_tap(tap_id)
         except NotFound:

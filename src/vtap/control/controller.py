@@ -12,9 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
 from os_ken.lib.packet import ethernet, packet
@@ -40,8 +38,7 @@ from vtap.control.discovery import NONCE_BYTES, parse_lldp
 from vtap.control.reconciler import SwitchReconciler
 from vtap.model.capture import CaptureSpec, CaptureState, CaptureTarget
 from vtap.model.network import Device
-from vtap.model.policy import MatchSpec
-from vtap.model.policy import Tap, TapChanges, TapSpec
+from vtap.model.policy import MatchSpec, Tap, TapChanges, TapSpec
 from vtap.model.rules import SwitchRules
 from vtap.model.state import PolicyState, SyncState
 from vtap.model.view import NetworkView
@@ -50,8 +47,8 @@ from vtap.store.sqlite import Store
 
 log = logging.getLogger(__name__)
 
-ECHO_CONTEST_S = 2.0
-LINK_GRACE_S = 10.0  # how long stored links stand in for LLDP after a restart  # how long a connected switch has to answer when another claims its dpid
+ECHO_CONTEST_S = 2.0  # how long a connected switch has to answer when another claims its dpid
+LINK_GRACE_S = 10.0  # how long stored links stand in for LLDP after a restart
 
 
 def packet_in_reason(eth: Any, data: bytes) -> str:
@@ -88,14 +85,13 @@ class Controller:
         packet_in_rate: int = 1000,
         max_hosts_per_port: int = 32,
         delivery_interval: float = 1.0,
-        capture_dir: str | Path | None = None,
     ):
         self.store = store
         self.lldp_interval = lldp_interval
         self.settle = settle if settle is not None else 2.5 * lldp_interval
         self.debounce = debounce
         self.delivery_interval = delivery_interval
-        self.captures = CaptureBook(Path(capture_dir) if capture_dir else Path(tempfile.mkdtemp(prefix="vtap-captures-")))
+        self.captures = CaptureBook(store.path.parent / "captures")  # beside the database, in the state dir
         self.core = ControlCore(link_lifetime=link_lifetime or 3.5 * lldp_interval, lldp_key=store.secret("lldp"),
                                 host_timeout=host_timeout, packet_in_rate=packet_in_rate,
                                 max_hosts_per_port=max_hosts_per_port)
@@ -538,8 +534,9 @@ class Controller:
         st = self.core.capture_status(job.id, self._switch_syncs())
         if st.state == PolicyState.ACTIVE:
             return CaptureState.RUNNING, ""
-        if st.reason.startswith(("being compiled", "installing")):
-            return CaptureState.STARTING, st.reason
+        compiled = self.core.compilation.capture_states.get(job.id)
+        if st.state == PolicyState.PENDING and (compiled is None or compiled.state == PolicyState.COMPILED):
+            return CaptureState.STARTING, st.reason  # being compiled, or its rules on their way
         return CaptureState.PENDING, st.reason
 
     def delete_capture(self, job_id: int) -> bool:

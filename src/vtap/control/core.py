@@ -99,6 +99,7 @@ class ControlCore:
         self._refusal_logged: dict[tuple[int, int], float] = {}
         self.probes = ProbeSchedule()
         self.delivery = DeliveryLedger()
+        self._monitor_labels: dict[str, str] = {}
         self._memo = TapMemo()  # what the last compile can lend the next
         self.remembered: set[int] = set()  # switches of stored links, until all have connected
         self.captures: dict[int, CaptureTarget] = {}
@@ -159,6 +160,7 @@ class ControlCore:
         self._unresolved = named_addresses(list(self.taps.values())) - known
         self._pinned_ips, self._pinned_macs = self.pins()
         self.delivery.forget(set(self.compilation.monitors.values()))
+        self._monitor_labels = self._label_monitors(view)
         return desired
 
     def dry_run(self, spec: TapSpec) -> tuple[Tap, TapCompilation]:
@@ -240,13 +242,16 @@ class ControlCore:
         """One poll of the switches' vtap group counters: the policies whose monitor's
         delivery verdict changed."""
         comp = self.compilation
-        changed = set(self.delivery.observe(now, counters, comp.sent_buckets, comp.deliveries, self.monitor_labels()))
+        changed = set(self.delivery.observe(now, counters, comp.sent_buckets, comp.deliveries, self._monitor_labels))
         return sorted(tap_id for tap_id, mac in comp.monitors.items() if mac in changed)
 
     def monitor_labels(self) -> dict[str, str]:
-        """How reasons and metrics name a monitor: the address its policies give, else its
-        first IPv4, else its MAC."""
-        view = self.view()
+        """How reasons and metrics name each compiled policy's monitor (set by each compile:
+        asked every second, and by every stats request and scrape)."""
+        return self._monitor_labels
+
+    def _label_monitors(self, view: NetworkView) -> dict[str, str]:
+        """The address the monitor's policies give, else its first IPv4, else its MAC."""
         labels: dict[str, str] = {}
         for tap_id, mac in sorted(self.compilation.monitors.items()):
             spec = self.taps[tap_id].spec if tap_id in self.taps else None
