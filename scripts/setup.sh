@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Installs what vtap needs, idempotently: Debian packages (Open vSwitch, Mininet's
-# mnexec, capture tools) and a venv with the project.  Safe to run again and again;
+# mnexec, capture tools, etcd for cluster mode) and a venv with the project.  Safe to run again and again;
 # it only does work when something is missing or pyproject.toml changed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 DEBS=(openvswitch-switch openvswitch-common mininet net-tools tcpdump iproute2
-      iputils-ping procps ethtool chromium netsniff-ng tshark)
+      iputils-ping procps ethtool chromium netsniff-ng tshark etcd-server)
 missing=()
 for p in "${DEBS[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

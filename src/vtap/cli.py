@@ -54,6 +54,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 tls=(args.tls_cert, args.tls_key),
                 api_allowed_hosts=hosts or None,
                 auth_failure_limit=args.auth_failure_limit,
+                store_url=args.store,
+                member_id=args.member_id,
+                advertise_url=args.advertise_url,
             )
         )
     except StartupError as exc:
@@ -427,7 +430,14 @@ def parser() -> argparse.ArgumentParser:
                    help="failed authentications per client address per minute before 429 (default 10; 0: no limit)")
     s.add_argument("--tls-cert", default=None, help="REST over TLS: the server's certificate (PEM)")
     s.add_argument("--tls-key", default=None, help="REST over TLS: its private key (PEM)")
-    s.add_argument("--state-dir", default="/var/lib/vtap", help="where state is kept (SQLite)")
+    s.add_argument("--state-dir", default="/var/lib/vtap",
+                   help="where state is kept (SQLite); with --store etcd://, local files only (admin token, captures)")
+    s.add_argument("--store", default=None, metavar="etcd://HOST:PORT[,HOST:PORT...]",
+                   help="cluster mode: keep the state in etcd v3 and elect one leader among the instances sharing it "
+                        "(default: SQLite in --state-dir, one instance)")
+    s.add_argument("--member-id", default=None, help="this instance's name in the cluster (default HOSTNAME:API_PORT)")
+    s.add_argument("--advertise-url", default=None,
+                   help="this instance's REST API as the other members and the UI should reach it (default from --api-host/--api-port)")
     s.add_argument("--lldp-interval", type=float, default=1.0, help="seconds between LLDP rounds (default 1)")
     s.add_argument("--host-timeout", type=float, default=3600.0,
                    help="forget hosts silent this many seconds, and their rules (default 3600; 0: never)")

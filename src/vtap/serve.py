@@ -17,8 +17,11 @@ import uvicorn
 from vtap.api.app import create_app
 from vtap.api.auth import FAILURES_ALLOWED, Tokens
 from vtap.api.guard import Guard
+from vtap.control.cluster import Cluster
 from vtap.control.controller import Controller
 from vtap.openflow.channel import OpenFlowServer
+from vtap.store.errors import StoreUnavailable
+from vtap.store.etcd import EtcdStore, parse_endpoints
 from vtap.store.sqlite import Store
 
 log = logging.getLogger(__name__)
@@ -85,13 +88,31 @@ async def serve(
     tls: tuple[str | None, str | None] = (None, None),
     api_allowed_hosts: list[str] | None = None,
     auth_failure_limit: int = FAILURES_ALLOWED,
+    store_url: str | None = None,
+    member_id: str | None = None,
+    advertise_url: str | None = None,
 ) -> None:
     if Path(state_dir).exists() and not Path(state_dir).is_dir():
         raise StartupError(f"--state-dir {state_dir}: exists and is not a directory")
-    try:
-        store = Store(state_dir)
-    except (OSError, sqlite3.Error) as exc:
-        raise StartupError(f"--state-dir {state_dir}: {exc}") from None
+    cluster = None
+    if store_url:
+        try:
+            store = EtcdStore(parse_endpoints(store_url), state_dir)
+            await store.open()
+        except ValueError as exc:
+            raise StartupError(f"--store {exc}") from None
+        except OSError as exc:
+            raise StartupError(f"--state-dir {state_dir}: {exc}") from None
+        except StoreUnavailable as exc:
+            raise StartupError(f"--store: {exc}") from None
+        scheme = "https" if tls[0] else "http"
+        cluster = Cluster(store, member_id or f"{socket.gethostname()}:{api_port}",
+                          advertise_url or f"{scheme}://{api_host}:{api_port}")
+    else:
+        try:
+            store = Store(state_dir)
+        except (OSError, sqlite3.Error) as exc:
+            raise StartupError(f"--state-dir {state_dir}: {exc}") from None
     of_ssl = _of_tls_context(*of_tls)
     tls_cert, tls_key = tls
     if bool(tls_cert) != bool(tls_key):
@@ -102,10 +123,10 @@ async def serve(
     of_sock = _listen(of_host, of_port, "--of-port")
     api_sock = _listen(api_host, api_port, "--api-port")
     ctl = Controller(store, lldp_interval=lldp_interval, host_timeout=host_timeout, packet_in_rate=packet_in_rate,
-                     max_hosts_per_port=max_hosts_per_port)
+                     max_hosts_per_port=max_hosts_per_port, cluster=cluster)
     of_server = OpenFlowServer(ctl, of_host, of_port, sock=of_sock, ssl=of_ssl)
     tokens = Tokens(store, auth_failure_limit)
-    made = tokens.ensure_admin_token(state_dir)
+    made = await tokens.ensure_admin_token(state_dir)
     if made:
         log.info("first start: an admin token is in %s (mode 0600); `vtap token add` makes others", made)
     allowed = api_allowed_hosts or [api_host, "localhost", "127.0.0.1", "::1"]
@@ -120,6 +141,13 @@ async def serve(
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await ctl.start()
+    if cluster is not None:
+        store.listener = ctl.store_changed
+        try:
+            await cluster.start()
+        except StoreUnavailable as exc:
+            raise StartupError(f"--store: {exc}") from None
+        log.info("cluster member %s on %r", cluster.member_id, store)
     await of_server.start()
     api_task = asyncio.create_task(api.serve(sockets=[api_sock]))
     log.info("REST API on %s://%s:%d (OpenAPI at /docs)", "https" if tls_cert else "http", api_host, api_port)
@@ -127,10 +155,15 @@ async def serve(
     done, _ = await asyncio.wait({api_task, stopper}, return_when=asyncio.FIRST_COMPLETED)
     log.info("stopping")
     api.should_exit = True
+    if cluster is not None:
+        await cluster.stop()  # a leader resigns: another takes over at once
     await of_server.stop()
     await ctl.stop()
     await asyncio.gather(api_task, return_exceptions=True)
     stopper.cancel()
-    store.close()
+    if isinstance(store, EtcdStore):
+        await store.aclose()
+    else:
+        store.close()
     if api_task in done and api_task.exception():
         raise api_task.exception()

@@ -13,26 +13,26 @@ def spec(name: str, **kw) -> TapSpec:
     return TapSpec(name=name, src_ip="10.0.0.1", monitor_ip="10.0.0.2", **kw)
 
 
-def test_replace_taps_adds_changes_and_prunes_in_one_transaction(tmp_path):
+async def test_replace_taps_adds_changes_and_prunes_in_one_transaction(tmp_path):
     store = Store(tmp_path)
-    a, b = store.add_tap(spec("a")), store.add_tap(spec("b"))
-    done = store.replace_taps([spec("a", dst_ip="10.0.0.3"), spec("c")], prune=True)
+    a, b = await store.add_tap(spec("a")), await store.add_tap(spec("b"))
+    done = await store.replace_taps([spec("a", dst_ip="10.0.0.3"), spec("c")], prune=True)
     assert [t.spec.name for t in done.added] == ["c"] and done.added[0].id > b.id
     assert [(before.id, after.spec.dst_ip) for before, after in done.changed] == [(a.id, "10.0.0.3")]
     assert [t.id for t in done.removed] == [b.id]
     assert {t.spec.name: t.id for t in store.load_taps()} == {"a": a.id, "c": done.added[0].id}
     before = store.load_taps()
     with pytest.raises(ValueError, match="declared twice"):
-        store.replace_taps([spec("x"), spec("x")], prune=True)
+        await store.replace_taps([spec("x"), spec("x")], prune=True)
     assert store.load_taps() == before  # nothing changed
 
 
-def test_the_audit_chain_breaks_where_a_record_is_edited_or_removed(tmp_path):
+async def test_the_audit_chain_breaks_where_a_record_is_edited_or_removed(tmp_path):
     store = Store(tmp_path)
     for i in range(4):
-        store.append_audit({"time": float(i), "actor": "admin", "remote": "127.0.0.1:1", "action": "tap.create",
+        await store.append_audit({"time": float(i), "actor": "admin", "remote": "127.0.0.1:1", "action": "tap.create",
                             "target": f"tap:{i}", "before": None, "after": {"i": i}, "result": "201"})
-    records = store.audit_records()
+    records = await store.audit_records()
     assert audit.verify(records) == (True, None, "4 records, chain intact")
     edited = [dict(r) for r in records]
     edited[2]["after"] = {"i": 99}

@@ -12,7 +12,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from vtap.api.auth import Principal, Tokens, require
 from vtap.model.access import Role, Scope
 from vtap.model.policy import NAME_RE, check_name
-from vtap.store.sqlite import NotFound, Store
+from vtap.store.errors import NotFound
+from vtap.store.sqlite import Store
 
 
 class TokenIn(BaseModel):
@@ -87,7 +88,7 @@ def router(store: Store, tokens: Tokens) -> APIRouter:
         if body.role == Role.OPERATOR and body.scope is None:
             raise HTTPException(422, [{"loc": ["body", "scope"], "msg": "an operator needs a scope: {sources, monitors}",
                                        "type": "value_error"}])
-        record, secret = tokens.mint(body.name, body.role, body.scope, body.expires_in_s)
+        record, secret = await tokens.mint(body.name, body.role, body.scope, body.expires_in_s)
         out = _token_out(record)
         request.state.audit_action, request.state.audit_target = "token.create", f"token:{record['id']}"
         request.state.audit_after = out.model_dump(mode="json")
@@ -113,7 +114,7 @@ def router(store: Store, tokens: Tokens) -> APIRouter:
         if before is not None and before["role"] == Role.ADMIN and not lasting:
             raise HTTPException(409, "the last admin token that does not expire cannot be revoked")
         try:
-            store.delete_token(token_id)
+            await store.delete_token(token_id)
         except NotFound:
             raise HTTPException(404, f"no token with id {token_id}") from None
         return Response(status_code=204)
@@ -125,7 +126,7 @@ def router(store: Store, tokens: Tokens) -> APIRouter:
                     limit: int = Query(1000, ge=1, le=10000)) -> list[AuditOut]:
         """The audit trail: every change and every refusal, hash-chained (`vtap audit --verify`).
         Records about tokens are for admins only (a viewer reads no token list)."""
-        records = store.audit_records(since=since, actor=actor, target=target, limit=limit)
+        records = await store.audit_records(since=since, actor=actor, target=target, limit=limit)
         if me.role != Role.ADMIN:
             records = [r for r in records if not r["target"].startswith("token:")]
         return [AuditOut(**rec) for rec in records]

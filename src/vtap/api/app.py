@@ -27,6 +27,7 @@ from vtap import __version__
 from vtap.api.access import router as access_router
 from vtap.api.auth import ERRORS, Tokens, require
 from vtap.api.captures import router as captures_router
+from vtap.api.cluster import router as cluster_router
 from vtap.api.events import router as events_router
 from vtap.api.metrics import instrument
 from vtap.api.metrics import router as metrics_router
@@ -35,6 +36,7 @@ from vtap.control.controller import Controller
 from vtap.model.access import Role
 from vtap.model.network import Port, dpid_str, normalize_mac
 from vtap.model.view import NetworkView
+from vtap.store.errors import StoreUnavailable
 
 
 class PortOut(BaseModel):
@@ -183,6 +185,12 @@ def create_app(ctl: Controller, tokens: Tokens) -> FastAPI:
             headers["Allow"] = ", ".join(sorted(methods))
         return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=headers)
 
+    @app.exception_handler(StoreUnavailable)
+    async def store_unavailable(request: Request, exc: StoreUnavailable) -> JSONResponse:
+        """503: the store (etcd) cannot take the write; nothing changed, reads go on."""
+        return JSONResponse({"detail": f"store unavailable, nothing was changed: {exc}; reads go on from this "
+                                       "instance's last copy of the store"}, status_code=503, headers={"Retry-After": "1"})
+
     @app.get("/api/v1/health", response_model=HealthOut)
     async def health() -> HealthOut:
         view = ctl.view()
@@ -247,6 +255,7 @@ def create_app(ctl: Controller, tokens: Tokens) -> FastAPI:
     app.include_router(captures_router(ctl, tokens))
     app.include_router(access_router(ctl.store, tokens))
     app.include_router(events_router(ctl, tokens))
+    app.include_router(cluster_router(ctl, tokens))
 
     @app.get("/", include_in_schema=False)
     async def index() -> FileResponse:

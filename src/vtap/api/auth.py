@@ -61,11 +61,11 @@ class Tokens:
         self.failures_allowed = failures_allowed  # 0: no throttle
         self._failures: dict[str, deque[float]] = {}
 
-    def mint(self, name: str, role: Role, scope: Scope | None, expires_in_s: float | None) -> tuple[dict, str]:
+    async def mint(self, name: str, role: Role, scope: Scope | None, expires_in_s: float | None) -> tuple[dict, str]:
         """(the stored record, the secret): the secret is never stored nor shown again."""
         secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
         expires_at = time.time() + expires_in_s if expires_in_s else None
-        record = self.store.add_token(name, role.value, scope.model_dump(mode="json") if scope else None, token_hash(secret), expires_at)
+        record = await self.store.add_token(name, role.value, scope.model_dump(mode="json") if scope else None, token_hash(secret), expires_at)
         return record, secret
 
     def principal(self, secret: str) -> Principal | None:
@@ -75,12 +75,12 @@ class Tokens:
         scope = Scope(**record["scope"]) if record["scope"] else None
         return Principal(record["id"], record["name"], Role(record["role"]), scope)
 
-    def ensure_admin_token(self, state_dir: str | Path) -> Path | None:
+    async def ensure_admin_token(self, state_dir: str | Path) -> Path | None:
         """On first start, or whenever no admin token that does not expire is left (a
         restart is then the way back in): an admin token in `<state_dir>/admin.token`, 0600."""
         if any(t["role"] == Role.ADMIN and t["expires_at"] is None for t in self.store.list_tokens()):
             return None
-        _, secret = self.mint("admin", Role.ADMIN, None, None)
+        _, secret = await self.mint("admin", Role.ADMIN, None, None)
         path = Path(state_dir) / ADMIN_TOKEN_FILE
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:

@@ -80,6 +80,11 @@ def router(ctl: Controller, tokens: Tokens) -> APIRouter:
         if spec.tap_id is not None and spec.tap_id not in ctl.taps:
             raise HTTPException(404, f"tap_id: no TAP policy {spec.tap_id}")
         check_scope(me, MatchSpec(**(ctl.taps[spec.tap_id].spec if spec.tap_id is not None else spec).match_fields()))
+        if not ctl.leading:
+            # Packets reach the master controller only: the job and its file live there.
+            leader = ctl.cluster.store.leader
+            where = ctl.cluster.store.members.get(leader[0], {}).get("api", leader[0]) if leader else "no leader yet"
+            raise HTTPException(409, f"capture jobs run on the cluster's leader ({where}): start it there")
         try:
             job = ctl.start_capture(spec, me.name)
         except CaptureLimit as exc:

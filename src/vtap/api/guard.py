@@ -11,11 +11,15 @@ included; handlers add what they changed (`request.state.audit_*`).
 from __future__ import annotations
 
 import json
+import logging
 import time
 from typing import Any
 
 from vtap.api.auth import Tokens
+from vtap.store.errors import StoreUnavailable
 from vtap.store.sqlite import Store
+
+log = logging.getLogger(__name__)
 
 MAX_BODY = 1 << 20
 # A whole policy set (`PUT /api/v1/taps`, `POST /api/v1/taps:batch`) runs to ~150 bytes a
@@ -56,19 +60,19 @@ class Guard:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         status: dict[str, Any] = {}
 
-        def audit_once(code: int) -> None:
+        async def audit_once(code: int) -> None:
             # A throttled refusal (429) is not written down: that would let anyone grow
             # the trail at will; the failures before it are.
             # Reads are not, except those that say what they read (a capture's download).
             asked = scope["method"] not in READS or (scope.get("state") or {}).get("audit_action")
             if asked and code != 429 and "audited" not in status:
                 status["audited"] = True
-                self._audit(scope, code)
+                await self._audit(scope, code)
 
         async def send_recording(message) -> None:
             if message["type"] == "http.response.start":
                 status["code"] = message["status"]
-                audit_once(message["status"])  # on the record before the client hears the outcome
+                await audit_once(message["status"])  # on the record before the client hears the outcome
             await send(message)
 
         limit = self.max_body
@@ -85,7 +89,7 @@ class Guard:
         try:
             await self._serve(scope, receive, send_recording, headers, limit)
         finally:
-            audit_once(status.get("code", 500))  # a request that died before any reply
+            await audit_once(status.get("code", 500))  # a request that died before any reply
 
     async def _serve(self, scope, receive, send_recording, headers: dict[str, str], limit: int) -> None:
         if not self._host_allowed(headers.get("host", "")):
@@ -109,22 +113,28 @@ class Guard:
             else:
                 await self.app(scope, _replay(b"".join(chunks), receive), send_recording)
 
-    def _audit(self, scope, code: int) -> None:
+    async def _audit(self, scope, code: int) -> None:
         """The request's record, and one per policy a bulk request touched
-        (`audit_each`), so each policy's history is complete."""
+        (`audit_each`), so each policy's history is complete.
+
+        With etcd unreachable no change can be made either (the store refuses it with
+        503), so a record that cannot be written is about a refusal: it is logged."""
         state = scope.get("state") or {}
         client = scope.get("client")
         common = {"actor": state.get("actor", "anonymous"), "remote": f"{client[0]}:{client[1]}" if client else "unknown",
                   "result": str(code)}
-        self.store.append_audit({
+        records = [{
             "time": time.time(), **common,
             "action": state.get("audit_action") or f"{scope['method']} {scope['path']}",
             "target": state.get("audit_target") or scope["path"],
             "before": state.get("audit_before"),
             "after": state.get("audit_after"),
-        })
-        for each in state.get("audit_each", ()):
-            self.store.append_audit({"time": time.time(), **common, **each})
+        }] + [{"time": time.time(), **common, **each} for each in state.get("audit_each", ())]
+        for record in records:
+            try:
+                await self.store.append_audit(record)
+            except StoreUnavailable as exc:
+                log.error("audit record not written (%s): %s", exc, json.dumps(record)[:2000])
 
 
 def _replay(body: bytes, receive):

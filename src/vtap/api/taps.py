@@ -23,7 +23,7 @@ from vtap.model.access import Role, Scope, scope_violations
 from vtap.model.network import dpid_str
 from vtap.model.policy import MatchSpec, Tap, TapSpec
 from vtap.model.rules import SwitchRules
-from vtap.store.sqlite import NameTaken, NotFound
+from vtap.store.errors import NameTaken, NotFound
 
 
 class TapOut(TapSpec):
@@ -196,7 +196,7 @@ def router(ctl: Controller, tokens: Tokens) -> APIRouter:
             response.status_code = 200
             return DryRunOut(dry_run=True, policy=spec, status=state.state, status_reason=state.reason, switches=_rules(rules))
         try:
-            tap = ctl.add_tap(spec)
+            tap = await ctl.add_tap(spec)
         except NameTaken:
             raise HTTPException(409, f"name: a TAP policy named {spec.name!r} already exists") from None
         request.state.audit_target = f"tap:{tap.id}"
@@ -224,7 +224,7 @@ def router(ctl: Controller, tokens: Tokens) -> APIRouter:
                     rules[dpid] = SwitchRules(old.flows | r.flows, old.groups | r.groups)
             switches = _rules(rules)
         else:
-            plan = ctl.apply_taps(specs, prune=prune)
+            plan = await ctl.apply_taps(specs, prune=prune)
             request.state.audit_each = (
                 [_each("tap.create", t, None, t.spec) for t in plan.added]
                 + [_each("tap.update", a, b.spec, a.spec) for b, a in plan.changed]
@@ -244,7 +244,7 @@ def router(ctl: Controller, tokens: Tokens) -> APIRouter:
         taken = [before.spec.name for before, _ in plan.changed] + [t.spec.name for t in plan.unchanged]
         if taken:
             raise HTTPException(409, f"name: already taken: {', '.join(taken)}")
-        done = ctl.apply_taps(specs, prune=False)
+        done = await ctl.apply_taps(specs, prune=False)
         request.state.audit_after = [t.spec.name for t in done.added]
         request.state.audit_each = [_each("tap.create", t, None, t.spec) for t in done.added]
         return [_out(ctl, t) for t in done.added]
@@ -265,7 +265,7 @@ def router(ctl: Controller, tokens: Tokens) -> APIRouter:
         check_scope(me, old.spec)
         check_scope(me, spec)
         try:
-            tap = ctl.update_tap(tap_id, spec)
+            tap = await ctl.update_tap(tap_id, spec)
         except NameTaken:
             raise HTTPException(409, f"name: a TAP policy named {spec.name!r} already exists") from None
         except NotFound:
@@ -277,7 +277,7 @@ def router(ctl: Controller, tokens: Tokens) -> APIRouter:
         _audit(request, "tap.delete", f"tap:{tap_id}", ctl.taps.get(tap_id))
         check_scope(me, _get(ctl, tap_id).spec)
         try:
-            ctl.delete_tap(tap_id)
+            await ctl.delete_tap(tap_id)
         except NotFound:
             raise HTTPException(404, f"no TAP policy with id {tap_id}") from None
         return Response(status_code=204)

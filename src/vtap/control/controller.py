@@ -5,17 +5,27 @@ do with sockets, tasks, timers and the store. Every event only updates the core 
 calls `changed()`; a debounced recompile then hands each switch's reconciler its new
 desired rule set. Restart and reconnect need no special code: they are one more
 reconcile.
+
+In a cluster (`cluster` given, the store on etcd) every instance connects to every
+switch, but only the leader writes: it asks each switch for the MASTER role under its
+generation before its reconciler sends anything, learns hosts and links (packet-ins
+reach the master only) and publishes them and the policies' states to the store. A
+follower asks for SLAVE, keeps its view from what the leader publishes and compiles
+it, so that on promotion its reconcilers read each switch back and send only the
+difference — nothing, when the old leader had finished.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import secrets
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from os_ken.lib.packet import ethernet, packet
+from os_ken.ofproto import ofproto_v1_3 as ofp
 
 from vtap.compile.pipeline import (
     COOKIE_FORWARDING,
@@ -44,6 +54,10 @@ from vtap.model.state import PolicyState, SyncState
 from vtap.model.view import NetworkView
 from vtap.openflow.channel import ChannelClosed, Datapath, OpenFlowError, echo_request
 from vtap.store.sqlite import Store
+
+if TYPE_CHECKING:
+    from vtap.control.cluster import Cluster
+    from vtap.store.etcd import Change
 
 log = logging.getLogger(__name__)
 
@@ -85,13 +99,17 @@ class Controller:
         packet_in_rate: int = 1000,
         max_hosts_per_port: int = 32,
         delivery_interval: float = 1.0,
+        cluster: Cluster | None = None,
     ):
         self.store = store
+        self.cluster = cluster
+        self.roles: dict[int, str] = {}  # dpid -> this instance's OpenFlow role there (cluster mode)
+        self._published_status: dict = {}
         self.lldp_interval = lldp_interval
         self.settle = settle if settle is not None else 2.5 * lldp_interval
         self.debounce = debounce
         self.delivery_interval = delivery_interval
-        self.captures = CaptureBook(store.path.parent / "captures")  # beside the database, in the state dir
+        self.captures = CaptureBook(store.state_dir / "captures")
         self.core = ControlCore(link_lifetime=link_lifetime or 3.5 * lldp_interval, lldp_key=store.secret("lldp"),
                                 host_timeout=host_timeout, packet_in_rate=packet_in_rate,
                                 max_hosts_per_port=max_hosts_per_port)
@@ -128,6 +146,9 @@ class Controller:
         if self.delivery_interval > 0:
             self._tasks.append(asyncio.create_task(self._delivery_loop(), name="delivery"))
         self._tasks.append(asyncio.create_task(self._capture_loop(), name="captures"))
+        if self.cluster is not None:
+            self.cluster.on_role = self.role_changed
+            self._tasks.append(asyncio.create_task(self._status_loop(), name="status"))
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -136,6 +157,114 @@ class Controller:
         self.captures.close(time.time())
         for rec in list(self.reconcilers.values()):
             await rec.stop()
+
+    # ---- cluster ----------------------------------------------------------------------
+
+    @property
+    def leading(self) -> bool:
+        """Whether this instance drives the switches (always, without a cluster)."""
+        return self.cluster is None or self.cluster.leading
+
+    def may_write(self) -> bool:
+        return self.cluster is None or self.cluster.may_write()
+
+    def role_changed(self, leading: bool, generation: int, why: str) -> None:
+        """The cluster elected this instance, or another (`generation` is the leader's)."""
+        if leading:
+            # The published links are the view until LLDP proves them again.
+            self.core.links.replace(self.core.links.links(), time.monotonic() + LINK_GRACE_S)
+            self.changed()
+        else:
+            for rec in self.reconcilers.values():
+                asyncio.ensure_future(rec.stop())
+            self.reconcilers.clear()
+            now = time.time()
+            for job in [j for j in self.captures.jobs.values() if not j.finished]:
+                self.captures.finish(job, CaptureState.DONE, f"stopped: this instance no longer leads ({why})", now)
+                self._end_capture(job.id)
+        for dp in list(self.datapaths.values()):
+            asyncio.ensure_future(self._take_role(dp))
+
+    async def _take_role(self, dp: Datapath) -> None:
+        """MASTER under this instance's generation when it leads, then its reconciler
+        starts; SLAVE under the leader's otherwise. A refusal (stale generation) is logged."""
+        cluster = self.cluster
+        leading, generation = cluster.leading, cluster.generation if cluster.leading else (cluster.store.leader or ("", 0))[1]
+        role = ofp.OFPCR_ROLE_MASTER if leading else ofp.OFPCR_ROLE_SLAVE
+        try:
+            await dp.role_request(role, generation)
+        except OpenFlowError as exc:
+            self.roles[dp.dpid] = "refused"
+            log.error("%r refused role %s under generation %d: %s", dp, "master" if leading else "slave", generation, exc)
+            if leading and exc.msg.type == ofp.OFPET_ROLE_REQUEST_FAILED and exc.msg.code == ofp.OFPRRFC_STALE:
+                cluster._step_down(f"{dp!r} knows a newer generation than {generation}")
+            return
+        except (ChannelClosed, asyncio.TimeoutError):
+            return
+        if self.datapaths.get(dp.dpid) is not dp or cluster.leading != leading:
+            return  # gone, or the role changed again meanwhile (that change asks again)
+        self.roles[dp.dpid] = "master" if leading else "slave"
+        if leading and dp.dpid not in self.reconcilers:
+            self._start_reconciler(dp, settle=False)
+            self._send_lldp(dp)
+            self.changed()
+
+    def store_changed(self, change: Change) -> None:
+        """A key of the (etcd) store changed: another instance's write, or the leader's publication."""
+        if change.kind == "tap":
+            tap_id = int(change.name)
+            if change.value is None:
+                if tap_id in self.core.taps:
+                    self.core.remove_tap(tap_id)
+                    self.changed(view=False)
+            elif self.core.taps.get(tap_id) != change.value:
+                self.core.set_tap(change.value)
+                self.changed(view=False)
+        elif change.kind == "leader":
+            self.cluster.leader_changed(change.value)
+            self.view_version += 1
+        elif change.kind == "member":
+            self.view_version += 1
+        elif change.kind == "status":
+            self._published_status = change.value
+        elif self.leading:
+            return  # hosts and links: this instance published them
+        elif change.kind == "host":
+            if change.value is None:
+                self.core.hosts.hosts.pop(change.name, None)
+            else:
+                self.core.hosts.hosts[change.name] = change.value
+            self.changed()
+        elif change.kind == "links":
+            self.core.links.replace(change.value, math.inf)
+            self.changed()
+
+    async def _status_loop(self) -> None:
+        """The leader publishes the policies' states (with the revision of the version
+        they are about) whenever they change, for the followers' API."""
+        last: dict = {}
+        while True:
+            await asyncio.sleep(0.25)
+            if not self.leading:
+                last = {}
+                continue
+            status = {}
+            for tap_id in self.core.taps:
+                st = self.tap_status(tap_id)
+                status[str(tap_id)] = [self.store.tap_revision(tap_id), st.state.value, st.reason]
+            if status != last:
+                self.store.publish_status(status)
+                last = status
+
+    def _follower_status(self, tap_id: int) -> TapStatus:
+        compiled = self.core.compilation.states.get(tap_id)
+        switches = tuple(sorted(compiled.switches)) if compiled else ()
+        if self.cluster.store.leader is None:
+            return TapStatus(PolicyState.PENDING, "no leader: waiting for one to be elected", switches)
+        entry = self._published_status.get(str(tap_id))
+        if entry is None or entry[0] != self.store.tap_revision(tap_id):
+            return TapStatus(PolicyState.PENDING, "waiting for the leader to apply this version", switches)
+        return TapStatus(PolicyState(entry[1]), entry[2], switches)
 
     # ---- what the API reads ---------------------------------------------------------
 
@@ -160,6 +289,9 @@ class Controller:
                 for dpid, r in self.reconcilers.items()}
 
     def tap_status(self, tap_id: int) -> TapStatus:
+        """The core's judgement; on a follower, the leader's as published."""
+        if not self.leading:
+            return self._follower_status(tap_id)
         return self.core.tap_status(tap_id, self._switch_syncs())
 
     def tap_paths(self, tap_id: int) -> dict[str, Any]:
@@ -223,25 +355,26 @@ class Controller:
         desired = self.core.compile()
         for dpid, rec in self.reconcilers.items():
             rec.set_desired(desired[dpid], self.core.generation)
-        self._probe_due()
+        if self.leading:
+            self._probe_due()
         self._last_compile_end = time.perf_counter()
         self._last_compile_s = self._last_compile_end - started
 
-    def add_tap(self, spec: TapSpec) -> Tap:
+    async def add_tap(self, spec: TapSpec) -> Tap:
         """Store, then apply (the store raises NameTaken and nothing changes)."""
-        tap = self.store.add_tap(spec)
+        tap = await self.store.add_tap(spec)
         self.core.set_tap(tap)
         self.changed(view=False)
         return tap
 
-    def update_tap(self, tap_id: int, spec: TapSpec) -> Tap:
-        tap = self.store.update_tap(tap_id, spec)
+    async def update_tap(self, tap_id: int, spec: TapSpec) -> Tap:
+        tap = await self.store.update_tap(tap_id, spec)
         self.core.set_tap(tap)
         self.changed(view=False)
         return tap
 
-    def delete_tap(self, tap_id: int) -> None:
-        self.store.delete_tap(tap_id)
+    async def delete_tap(self, tap_id: int) -> None:
+        await self.store.delete_tap(tap_id)
         self.core.remove_tap(tap_id)
         self.changed(view=False)
 
@@ -250,10 +383,10 @@ class Controller:
         the compilation of the resulting set, without storing or installing anything."""
         return self.core.plan_apply(specs, prune=prune, compile_=compile_)
 
-    def apply_taps(self, specs: list[TapSpec], *, prune: bool) -> TapChanges:
+    async def apply_taps(self, specs: list[TapSpec], *, prune: bool) -> TapChanges:
         """Make the policies equal to `specs` in one store transaction and one recompile:
         every switch then gets one bundle for the whole set."""
-        changes = self.store.replace_taps(specs, prune=prune)
+        changes = await self.store.replace_taps(specs, prune=prune)
         for tap in changes.added + [after for _, after in changes.changed]:
             self.core.set_tap(tap)
         for tap in changes.removed:
@@ -292,7 +425,15 @@ class Controller:
     def _adopt(self, dp: Datapath) -> None:
         self.datapaths[dp.dpid] = dp
         self.core.switch_up(device_of(dp))
-        rec = SwitchReconciler(dp, settle_until=time.monotonic() + self.settle)
+        if self.cluster is not None:
+            asyncio.ensure_future(self._take_role(dp))  # the reconciler starts once MASTER
+        else:
+            self._start_reconciler(dp, settle=True)
+            self._send_lldp(dp)
+        self.changed()
+
+    def _start_reconciler(self, dp: Datapath, *, settle: bool) -> None:
+        rec = SwitchReconciler(dp, settle_until=time.monotonic() + self.settle if settle else 0.0, may_write=self.may_write)
         self.reconcilers[dp.dpid] = rec
         rec.start()
         if self.core.remembered and self.core.remembered <= set(self.datapaths):
@@ -301,8 +442,6 @@ class Controller:
             self.core.remembered = set()
             for r in self.reconcilers.values():
                 r.end_settling()
-        self._send_lldp(dp)
-        self.changed()
 
     def switch_disconnected(self, dp: Datapath) -> None:
         if self.datapaths.get(dp.dpid) is dp:
@@ -312,6 +451,7 @@ class Controller:
 
     def _forget_switch(self, dp: Datapath) -> None:
         self.datapaths.pop(dp.dpid, None)
+        self.roles.pop(dp.dpid, None)
         self.core.switch_down(dp.dpid)
         rec = self.reconcilers.pop(dp.dpid, None)
         if rec is not None:
@@ -326,13 +466,13 @@ class Controller:
         if gone:
             log.info("%r port %d down: links removed %s", dp, port_no, gone)
             self._save_links()
-        if port is not None and port.up:
+        if port is not None and port.up and self.leading:
             self._send_lldp(dp, [port_no])
         self.changed()
 
     def packet_in(self, dp: Datapath, msg: Any) -> None:
-        if self.datapaths.get(dp.dpid) is not dp:
-            return
+        if self.datapaths.get(dp.dpid) is not dp or not self.leading:
+            return  # a follower's connection sees packet-ins only while its role request is on its way
         self.packet_ins += 1
         in_port = msg.match["in_port"]
         data = bytes(msg.data)
@@ -358,8 +498,10 @@ class Controller:
             host = outcome.learned
             log.info("host %s (%s) at %016x port %d", host.mac, ", ".join(host.ips), dp.dpid, in_port)
             # Only hosts that turn out active (their rules count packets) or that a policy
-            # names are written down: a MAC flood must not fill the store.
-            if self.core.is_pinned(host.mac):
+            # names are written down: a MAC flood must not fill the store. A cluster's
+            # followers compile from what the leader publishes, so there every host the
+            # per-port bound admitted is published.
+            if self.core.is_pinned(host.mac) or self.cluster is not None:
                 self.store.save_hosts([host])
         if outcome.changed:
             self.changed()
@@ -402,6 +544,8 @@ class Controller:
     async def _discovery_loop(self) -> None:
         while True:
             await asyncio.sleep(self.lldp_interval)
+            if not self.leading:
+                continue
             self.core.new_lldp_round(secrets.token_bytes(NONCE_BYTES))
             for dp in list(self.datapaths.values()):
                 self._send_lldp(dp)
@@ -415,7 +559,7 @@ class Controller:
         """Keep the proven links for the next start (not when a switch disconnects: its
         links are then still the best guess of where it will be)."""
         links = self.core.links.links()
-        if links != self._saved_links:
+        if links != self._saved_links and self.leading:
             self.store.save_links(links)
             self._saved_links = links
 
@@ -424,7 +568,8 @@ class Controller:
     async def _probe_loop(self) -> None:
         while True:
             await asyncio.sleep(0.1)
-            self._probe_due()
+            if self.leading:
+                self._probe_due()
 
     def _probe_due(self) -> None:
         moved, changed = self.core.conflicts_due(time.time())
@@ -461,7 +606,8 @@ class Controller:
         interval = min(10.0, max(0.5, self.core.host_timeout / 4))
         while True:
             await asyncio.sleep(interval)
-            await self.check_hosts()
+            if self.leading:
+                await self.check_hosts()
 
     async def check_hosts(self) -> None:
         now = time.time()
@@ -487,7 +633,8 @@ class Controller:
     async def _delivery_loop(self) -> None:
         while True:
             await asyncio.sleep(self.delivery_interval)
-            await self.check_delivery()
+            if self.leading:
+                await self.check_delivery()
 
     async def check_delivery(self) -> None:
         """Read the group counters of every switch holding tap or delivery groups (one

@@ -148,6 +148,13 @@ class LinkTable:
         self.switch_ports.add((link.dst_dpid, link.dst_port))
         self.switch_ports.add((link.src_dpid, link.src_port))
 
+    def replace(self, links, until: float) -> None:
+        """Take the links another instance proved (a cluster's leader publishes them) as
+        the whole set, seen until `until`: a follower keeps them as they are published;
+        a new leader gives them until LLDP has had time to prove them again."""
+        self.last_seen = {link: until for link in links}
+        self.switch_ports = {end for l in links for end in ((l.src_dpid, l.src_port), (l.dst_dpid, l.dst_port))}
+
     def expire(self, now: float) -> list[Link]:
         gone = [l for l, t in self.last_seen.items() if now - t > self.lifetime]
         for link in gone:

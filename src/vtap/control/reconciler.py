@@ -18,6 +18,7 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
+from typing import Callable
 
 from vtap.compile.pipeline import VTAP_COOKIE, VTAP_COOKIE_MASK, is_vtap_group, is_vtap_meter
 from vtap.model.state import SyncState
@@ -182,6 +183,7 @@ class SwitchReconciler:
     status: SyncStatus = field(default_factory=SyncStatus)
     retry_delay: float = 1.0
     generation: int = 0  # of the desired rule set
+    may_write: Callable[[], bool] = lambda: True  # a cluster's fence: False once leadership is in doubt
 
     def __post_init__(self) -> None:
         self._dirty = asyncio.Event()
@@ -247,6 +249,10 @@ class SwitchReconciler:
         desired = self.desired
         additive = time.monotonic() < self.settle_until
         changes = diff(desired, self.installed, additive=additive)
+        if changes and not self.may_write():
+            log.error("%r: %d changes not sent: this instance may no longer lead", self.dp, len(changes))
+            self.installed = None  # whoever leads now may change the switch: read it again
+            return
         if changes:
             msgs = messages(changes)
             before, after = meter_messages(changes)

@@ -25,16 +25,19 @@ def ipv6_of(host_name: str) -> str:
     return f"fc00::{int(host_name[1:]):x}"
 
 
-def build_net(topo: VtapTopo, controller_host: str, controller_port: int, *, ipv6: bool = False,
+def build_net(topo: VtapTopo, controller_host: str, controller_port: int | list[int], *, ipv6: bool = False,
               pki: Pki | None = None) -> Mininet:
     """With `ipv6`, hosts keep IPv6 on and get fc00::i/64 besides 10.0.0.i/8. With `pki`,
-    the switches speak OpenFlow over TLS (`ssl:` targets) with the PKI's switch certificate."""
+    the switches speak OpenFlow over TLS (`ssl:` targets) with the PKI's switch certificate.
+    Several ports: every switch connects to every one of them (a cluster's instances)."""
     setLogLevel("warning")
     switch = partial(OVSSwitch, datapath="user", protocols="OpenFlow13", failMode="secure")
     net = Mininet(topo=topo, switch=switch, controller=None, autoSetMacs=False, build=False, waitConnected=False)
     if pki is not None:
         subprocess.run(["ovs-vsctl", "set-ssl", str(pki.switch_key), str(pki.switch_cert), str(pki.controller_ca)], check=True)
-    net.addController(RemoteController("c0", ip=controller_host, port=controller_port, protocol="ssl" if pki else "tcp"))
+    ports = controller_port if isinstance(controller_port, list) else [controller_port]
+    for i, port in enumerate(ports):
+        net.addController(RemoteController(f"c{i}", ip=controller_host, port=port, protocol="ssl" if pki else "tcp"))
     net.build()
     for host in net.hosts:
         if ipv6:

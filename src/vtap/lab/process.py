@@ -38,8 +38,9 @@ class ControllerProcess:
         scheme = "https" if "--tls-cert" in self.extra_args else "http"
         return f"{scheme}://127.0.0.1:{self.api_port}"
 
-    def start(self, ca: Path | None = None) -> ControllerProcess:
-        """Start `vtap serve` and wait for its API (over HTTPS, verified against `ca`)."""
+    def start(self, ca: Path | None = None, token: str | None = None) -> ControllerProcess:
+        """Start `vtap serve` and wait for its API (over HTTPS, verified against `ca`).
+        `token`: sign in with it (a cluster member that did not make the admin token)."""
         verify = ssl.create_default_context(cafile=str(ca)) if ca else True
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
@@ -52,7 +53,7 @@ class ControllerProcess:
             try:
                 if httpx.get(f"{self.api}/api/v1/health", timeout=1, verify=verify).status_code == 200:
                     # The admin token `vtap serve` wrote on its first start.
-                    self.token = (Path(self.state_dir) / "admin.token").read_text().strip()
+                    self.token = token or (Path(self.state_dir) / "admin.token").read_text().strip()
                     self.http = httpx.Client(base_url=self.api, headers={"authorization": f"Bearer {self.token}"}, timeout=30,
                                              verify=verify)
                     return self

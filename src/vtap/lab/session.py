@@ -1,4 +1,6 @@
 """A whole lab in one object: a private OVS, `vtap serve` as its own process, a topology.
+With `cluster=N`: an etcd (or `etcd_members` of them) and N `vtap serve` instances on
+it, every switch connected to all of them; `ctl` is the first, the one that led first.
 
 Used by the demo, the benchmarks and the integration tests, so that all of them start
 and tear down the real parts the same way (bridges deleted before the daemons stop,
@@ -10,6 +12,9 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import httpx
+
+from vtap.lab.etcd import EtcdCluster
 from vtap.lab.net import build_net, wait_ready
 from vtap.lab.ovs import PrivateOVS
 from vtap.lab.pki import make_pki
@@ -19,7 +24,7 @@ from vtap.lab.topos import VtapTopo
 
 class LabSession:
     def __init__(self, topo: VtapTopo, workdir: Path, *, ready_timeout: float = 90.0, ipv6: bool = False,
-                 of_tls: bool = False, serve_args: tuple[str, ...] = ()):
+                 of_tls: bool = False, serve_args: tuple[str, ...] = (), cluster: int = 0, etcd_members: int = 1):
         self.topo = topo
         self.ipv6 = ipv6
         self.workdir = Path(workdir)
@@ -27,7 +32,14 @@ class LabSession:
         self.ovs = PrivateOVS(self.workdir / "ovs")
         self.pki = make_pki(self.workdir / "pki") if of_tls else None
         args = serve_args + (self.pki.serve_args() if self.pki else ())
-        self.ctl = ControllerProcess(self.workdir / "state", self.workdir / "controller.log", args)
+        self.etcd = EtcdCluster(etcd_members, self.workdir / "etcd") if cluster else None
+        if cluster:
+            self.ctls = [ControllerProcess(self.workdir / f"state-c{i}", self.workdir / f"controller-c{i}.log",
+                                           args + ("--store", self.etcd.url, "--member-id", f"c{i}"))
+                         for i in range(cluster)]
+        else:
+            self.ctls = [ControllerProcess(self.workdir / "state", self.workdir / "controller.log", args)]
+        self.ctl = self.ctls[0]
         self.net = None
         self.timings: dict[str, float] = {}
 
@@ -36,14 +48,18 @@ class LabSession:
         self.ovs.start()
         self.ovs.export()
         try:
+            if self.etcd is not None:
+                self.etcd.start()
             self.ctl.start()
+            for other in self.ctls[1:]:
+                other.start(token=self.ctl.token)
             t0 = time.monotonic()
-            self.net = build_net(self.topo, "127.0.0.1", self.ctl.of_port, ipv6=self.ipv6, pki=self.pki)
+            self.net = build_net(self.topo, "127.0.0.1", [c.of_port for c in self.ctls], ipv6=self.ipv6, pki=self.pki)
             t_built = time.monotonic()
             if not wait_ready(self.net, None, timeout=self.ready_timeout):
                 raise RuntimeError("switches did not connect to the controller")
             t_connected = time.monotonic()
-            if not wait_ready(self.net, self.ctl.api, timeout=self.ready_timeout):
+            if not wait_ready(self.net, self.leader().api, timeout=self.ready_timeout):
                 raise RuntimeError(f"the controller did not discover the topology; see {self.ctl.log_path}")
             t_ready = time.monotonic()
             self.timings = {
@@ -56,6 +72,24 @@ class LabSession:
             self.close()
             raise
 
+    def leader(self, timeout: float = 10.0) -> ControllerProcess:
+        """The instance that leads now (the only one, without a cluster)."""
+        if len(self.ctls) == 1:
+            return self.ctl
+        deadline = time.monotonic() + timeout
+        while True:
+            for c in self.ctls:
+                if c.proc is None or c.proc.poll() is not None:
+                    continue
+                try:
+                    if c.http.get("/api/v1/cluster", timeout=2).json().get("role") == "leader":
+                        return c
+                except (httpx.HTTPError, ValueError):
+                    pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("no instance of the cluster leads")
+            time.sleep(0.1)
+
     def close(self) -> None:
         try:
             if self.net is not None:
@@ -63,11 +97,16 @@ class LabSession:
                 self.net = None
         finally:
             try:
-                if self.ctl.proc is not None and self.ctl.proc.poll() is None:
-                    self.ctl.stop()
+                for c in self.ctls:
+                    if c.proc is not None and c.proc.poll() is None:
+                        c.stop()
             finally:
-                self.ovs.stop()
-                self.ovs.restore_env()
+                try:
+                    if self.etcd is not None:
+                        self.etcd.stop()
+                finally:
+                    self.ovs.stop()
+                    self.ovs.restore_env()
 
     def __enter__(self) -> LabSession:
         return self.start()

@@ -215,6 +215,13 @@ class Datapath:
         req = parser.OFPGroupStatsRequest(PROTOCOL, 0, ofp.OFPG_ALL)
         return [s for reply in await self.request(req) for s in reply.body]
 
+    async def role_request(self, role: int, generation_id: int) -> tuple[int, int]:
+        """Ask for a controller role (OFPCR_ROLE_MASTER / _SLAVE) under `generation_id`;
+        (role, generation) as the switch confirms it. A generation older than one the
+        switch has seen is refused (OFPRRFC_STALE): how a stale master is fenced off."""
+        reply = (await self.request(parser.OFPRoleRequest(PROTOCOL, role, generation_id)))[0]
+        return reply.role, reply.generation_id
+
     async def meter_config(self) -> list[Any]:
         req = parser.OFPMeterConfigStatsRequest(PROTOCOL, 0, ofp.OFPM_ALL)
         return [s for reply in await self.request(req) for s in reply.body]

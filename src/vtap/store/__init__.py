@@ -1,1 +1,1 @@
-"""Durable state under --state-dir: SQLite by default."""
+"""Durable state: SQLite under --state-dir by default, or etcd v3 for a cluster (--store etcd://)."""

@@ -1,4 +1,8 @@
-"""SQLite persistence of what the controller must not forget across restarts.
+"""SQLite persistence of what the controller must not forget across restarts: the
+embedded default store (`--state-dir`, nothing else to install).
+
+Writes that the API waits for are coroutines, as in the etcd store (`vtap.store.etcd`),
+so that the two are interchangeable; here they complete at once.
 
 TAP policies are the operator's declarations: each change is one transaction, and a
 name collision or any failure leaves the stored set as it was. Learned hosts are kept so that a restarted controller compiles the same rules at
@@ -18,6 +22,7 @@ import time
 from vtap.model import audit
 from vtap.model.network import Host, Link
 from vtap.model.policy import Tap, TapChanges, TapSpec, plan_changes
+from vtap.store.errors import NameTaken, NotFound
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS hosts (
@@ -70,17 +75,10 @@ CREATE TABLE IF NOT EXISTS taps (
 """
 
 
-class NameTaken(Exception):
-    """Another policy already has this name."""
-
-
-class NotFound(Exception):
-    """No policy with this id."""
-
-
 class Store:
     def __init__(self, state_dir: str | Path):
-        self.path = Path(state_dir) / "vtap.db"
+        self.state_dir = Path(state_dir)  # the database and local files (admin token, captures)
+        self.path = self.state_dir / "vtap.db"
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.db = sqlite3.connect(self.path, isolation_level=None)
         self.db.execute("PRAGMA journal_mode=WAL")
@@ -133,7 +131,7 @@ class Store:
 
     # ---- tokens -------------------------------------------------------------------
 
-    def add_token(self, name: str, role: str, scope: dict | None, token_hash: str, expires_at: float | None) -> dict:
+    async def add_token(self, name: str, role: str, scope: dict | None, token_hash: str, expires_at: float | None) -> dict:
         now = time.time()
         with self.db:
             self.db.execute("BEGIN")
@@ -150,7 +148,7 @@ class Store:
     def list_tokens(self) -> list[dict]:
         return [self._token_row(r) for r in self.db.execute("SELECT id, name, role, scope, created, expires_at FROM tokens ORDER BY id")]
 
-    def delete_token(self, token_id: int) -> None:
+    async def delete_token(self, token_id: int) -> None:
         with self.db:
             self.db.execute("BEGIN")
             cur = self.db.execute("DELETE FROM tokens WHERE id = ?", (token_id,))
@@ -165,7 +163,7 @@ class Store:
 
     # ---- audit ----------------------------------------------------------------------
 
-    def append_audit(self, record: dict) -> dict:
+    async def append_audit(self, record: dict) -> dict:
         """Append one record to the chain (sequence and hashes assigned in one transaction)."""
         with self.db:
             self.db.execute("BEGIN IMMEDIATE")
@@ -181,7 +179,7 @@ class Store:
             )
         return rec
 
-    def audit_records(self, *, since: int = 0, actor: str | None = None, target: str | None = None, limit: int | None = None) -> list[dict]:
+    async def audit_records(self, *, since: int = 0, actor: str | None = None, target: str | None = None, limit: int | None = None) -> list[dict]:
         sql = "SELECT seq, time, actor, remote, action, target, before, after, result, prev_hash, hash FROM audit WHERE seq > ?"
         args: list = [since]
         if actor is not None:
@@ -208,7 +206,7 @@ class Store:
         rows = self.db.execute("SELECT id, spec FROM taps ORDER BY id")
         return [Tap(id=i, spec=TapSpec.model_validate_json(spec)) for i, spec in rows]
 
-    def add_tap(self, spec: TapSpec) -> Tap:
+    async def add_tap(self, spec: TapSpec) -> Tap:
         now = time.time()
         try:
             with self.db:
@@ -221,7 +219,7 @@ class Store:
             raise NameTaken(spec.name) from None
         return Tap(id=cur.lastrowid, spec=spec)
 
-    def update_tap(self, tap_id: int, spec: TapSpec) -> Tap:
+    async def update_tap(self, tap_id: int, spec: TapSpec) -> Tap:
         try:
             with self.db:
                 self.db.execute("BEGIN")
@@ -235,7 +233,7 @@ class Store:
             raise NotFound(tap_id)
         return Tap(id=tap_id, spec=spec)
 
-    def replace_taps(self, specs: list[TapSpec], *, prune: bool) -> TapChanges:
+    async def replace_taps(self, specs: list[TapSpec], *, prune: bool) -> TapChanges:
         """Make the stored set equal to `specs` by name, in one transaction (see
         `plan_changes`); changed policies keep their ids. Nothing changes when anything fails."""
         now = time.time()
@@ -254,7 +252,7 @@ class Store:
                 self.db.execute("DELETE FROM taps WHERE id = ?", (tap.id,))
         return TapChanges(added, plan.changed, plan.removed, plan.unchanged)
 
-    def delete_tap(self, tap_id: int) -> None:
+    async def delete_tap(self, tap_id: int) -> None:
         with self.db:
             self.db.execute("BEGIN")
             cur = self.db.execute("DELETE FROM taps WHERE id = ?", (tap_id,))

@@ -1,0 +1,158 @@
+"""The etcd store against a real etcd (Debian's etcd-server, started here on loopback):
+two instances sharing one store never lose each other's writes."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+
+import pytest
+
+from vtap.lab.etcd import EtcdCluster
+from vtap.model import audit
+from vtap.model.network import Host, Link
+from vtap.model.policy import TapSpec
+from vtap.store.errors import NameTaken, NotFound, StoreUnavailable
+from vtap.store.etcd import EtcdStore, parse_endpoints
+
+_prefixes = itertools.count()
+
+
+@pytest.fixture(scope="module")
+def etcd():
+    cluster = EtcdCluster(1).start()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture
+async def pair(etcd, tmp_path):
+    """Two instances' stores on one etcd, under a prefix of this test's own."""
+    prefix = f"/t{next(_prefixes)}/"
+    a = EtcdStore(parse_endpoints(etcd.url), tmp_path / "a", prefix=prefix)
+    b = EtcdStore(parse_endpoints(etcd.url), tmp_path / "b", prefix=prefix)
+    await a.open()
+    await b.open()
+    yield a, b
+    await a.aclose()
+    await b.aclose()
+
+
+def spec(name: str, **kw) -> TapSpec:
+    return TapSpec(name=name, src_ip="10.0.0.1", monitor_ip="10.0.0.2", **kw)
+
+
+async def until(check, timeout: float = 3.0):
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not check():
+        assert asyncio.get_running_loop().time() < deadline, "not within the time allowed"
+        await asyncio.sleep(0.01)
+
+
+def test_endpoints_are_parsed_and_bad_ones_named():
+    assert parse_endpoints("etcd://127.0.0.1:2379,[::1]:2380") == [("127.0.0.1", 2379), ("::1", 2380)]
+    with pytest.raises(ValueError, match="expected etcd://"):
+        parse_endpoints("http://127.0.0.1:2379")
+    with pytest.raises(ValueError, match="'host' is not HOST:PORT"):
+        parse_endpoints("etcd://host")
+
+
+async def test_writes_of_one_instance_reach_the_other_through_the_watch(pair):
+    a, b = pair
+    heard = []
+    b.listener = heard.append
+    tap = await a.add_tap(spec("web"))
+    await until(lambda: tap.id in b.taps)
+    assert b.taps[tap.id] == tap and [c.kind for c in heard] == ["tap"]
+    await b.update_tap(tap.id, spec("web", dst_ip="10.0.0.3"))
+    await until(lambda: a.taps[tap.id].spec.dst_ip == "10.0.0.3")
+    assert a.tap_revision(tap.id) == b.tap_revision(tap.id) > 0
+    await a.delete_tap(tap.id)
+    await until(lambda: tap.id not in b.taps)
+    with pytest.raises(NotFound):
+        await b.delete_tap(tap.id)
+
+
+async def test_concurrent_creations_get_distinct_ids_and_a_name_is_taken_once(pair):
+    a, b = pair
+    made = await asyncio.gather(*(s.add_tap(spec(f"p{i}")) for i, s in enumerate([a, b] * 10)))
+    assert len({t.id for t in made}) == 20
+    results = await asyncio.gather(a.add_tap(spec("same")), b.add_tap(spec("same")), return_exceptions=True)
+    assert sorted(type(r).__name__ for r in results) == ["NameTaken", "Tap"]
+    await until(lambda: len(a.taps) == len(b.taps) == 21)
+    assert a.taps == b.taps
+
+
+async def test_an_apply_is_one_transaction_planned_on_the_latest_set(pair):
+    a, b = pair
+    x = await a.add_tap(spec("x"))
+    await b.add_tap(spec("y"))  # b's write moves taps-meta: a's next write must plan on it
+    done = await a.replace_taps([spec("x", dst_ip="10.0.0.9"), spec("z")], prune=True)
+    assert [t.spec.name for t in done.added] == ["z"] and [t.spec.name for t in done.removed] == ["y"]
+    assert [(before.id, after.spec.dst_ip) for before, after in done.changed] == [(x.id, "10.0.0.9")]
+    await until(lambda: sorted(t.spec.name for t in b.taps.values()) == ["x", "z"])
+    with pytest.raises(ValueError, match="declared twice"):
+        await b.replace_taps([spec("q"), spec("q")], prune=True)
+    with pytest.raises(NameTaken):
+        await b.update_tap(x.id, spec("z"))
+
+
+async def test_audit_appends_from_two_instances_form_one_intact_chain(pair):
+    a, b = pair
+    await asyncio.gather(*(s.append_audit({"time": float(i), "actor": "admin", "remote": "127.0.0.1:1", "action": "tap.create",
+                                            "target": f"tap:{i}", "before": None, "after": {"i": i}, "result": "201"})
+                           for i, s in enumerate([a, b] * 5)))
+    records = await b.audit_records()
+    assert [r["seq"] for r in records] == list(range(1, 11))
+    assert audit.verify(records) == (True, None, "10 records, chain intact")
+    assert [r["seq"] for r in await a.audit_records(since=8)] == [9, 10]
+    assert [r["target"] for r in await a.audit_records(target="tap:3")] == ["tap:3"]
+
+
+async def test_tokens_secrets_and_revocation_are_shared(pair):
+    a, b = pair
+    assert a.secret("lldp") == b.secret("lldp") and len(a.secret("lldp")) == 32
+    record = await a.add_token("ops", "operator", {"sources": ["10.0.0.0/8"], "monitors": []}, "h1", None)
+    await until(lambda: b.token_by_hash("h1") is not None)
+    assert b.token_by_hash("h1")["name"] == "ops"
+    await b.delete_token(record["id"])
+    await until(lambda: a.token_by_hash("h1") is None)
+
+
+async def test_only_the_leader_publishes_hosts_and_links(pair):
+    a, b = pair
+    lease = await a.grant_lease(3)
+    a.save_hosts([Host("00:00:00:00:00:01", ("10.0.0.1",), 1, 1, 1.0)])  # not the leader: dropped
+    await asyncio.sleep(0.2)
+    assert not b.hosts
+    generation = await a.campaign("a", lease)
+    assert generation and await b.campaign("b", await b.grant_lease(3)) is None
+    a.fence = ("a", generation)
+    a.save_hosts([Host("00:00:00:00:00:01", ("10.0.0.1",), 1, 1, 1.0)])
+    a.save_links([Link(1, 2, 3, 4)])
+    await until(lambda: b.hosts and b.links)
+    assert b.links == [Link(1, 2, 3, 4)] and b.leader == ("a", generation)
+    await a.resign("a", generation)
+    await until(lambda: b.leader is None)
+    a.delete_hosts(["00:00:00:00:00:01"])  # the fence no longer holds: refused by etcd
+    await asyncio.sleep(0.3)
+    assert b.hosts
+
+
+async def test_writes_are_refused_while_etcd_is_down_and_the_copy_is_read_again_after(tmp_path):
+    etcd = EtcdCluster(1).start()
+    try:
+        a = EtcdStore(parse_endpoints(etcd.url), tmp_path / "a", timeout=1.0)
+        await a.open()
+        tap = await a.add_tap(spec("kept"))
+        name = etcd.members[0][0]
+        etcd.stop_member(name)
+        with pytest.raises(StoreUnavailable, match="etcd unreachable at 127.0.0.1:"):
+            await a.add_tap(spec("lost"))
+        assert a.load_taps() == [tap]  # reads go on from the copy
+        etcd.start_member(name)
+        await until(lambda: a.reachable, timeout=15)
+        assert (await a.add_tap(spec("after"))).id == tap.id + 1
+        await a.aclose()
+    finally:
+        etcd.stop()
