@@ -66,7 +66,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_lab(args: argparse.Namespace) -> int:
-    from vtap.lab.run import lab
+    from vtap.lab.run import lab, lab_cluster
+
+    if args.cluster is not None:
+        if args.cluster < 1 or args.etcd_members < 1:
+            print("vtap lab: --cluster and --etcd-members take a number of at least 1", file=sys.stderr)
+            return 2
+        return lab_cluster(args.topo, args.cluster, args.etcd_members, args.run, args.ready_timeout)
 
     api = args.api
     if api is None:
@@ -457,6 +463,10 @@ def parser() -> argparse.ArgumentParser:
     l.add_argument("--run", default=None, help="run this command (e.g. pingall) and exit with its status")
     l.add_argument("--of-tls", metavar="PKI_DIR", default=None,
                    help="OpenFlow over TLS with certificates from ovs-pki in PKI_DIR (made there if missing)")
+    l.add_argument("--cluster", type=int, default=None, metavar="N",
+                   help="start an etcd and N `vtap serve` instances on loopback too, every switch connected to all "
+                        "(ignores --controller/--api)")
+    l.add_argument("--etcd-members", type=int, default=1, help="with --cluster: etcd members to start (default 1)")
     l.set_defaults(func=cmd_lab)
 
     tp = sub.add_parser("tap", help="manage TAP policies")

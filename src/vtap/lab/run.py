@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import shlex
+import shutil
 import signal
 import sys
+import tempfile
+from pathlib import Path
 
 from mininet.cli import CLI
 from mininet.log import setLogLevel
@@ -12,6 +15,7 @@ from mininet.log import setLogLevel
 from vtap.lab.net import build_net, wait_ready
 from vtap.lab.ovs import PrivateOVS
 from vtap.lab.pki import make_pki
+from vtap.lab.session import LabSession
 from vtap.lab.topos import parse_topo
 
 
@@ -66,3 +70,28 @@ def lab(topo_spec: str, controller: str, run: str | None, api: str | None, ready
             net.stop()
         ovs.stop()
         ovs.restore_env()
+
+
+def lab_cluster(topo_spec: str, instances: int, etcd_members: int, run: str | None, ready_timeout: float) -> int:
+    """`vtap lab --cluster N`: etcd, N controllers sharing it, and the topology connected
+    to all of them, in a temporary directory; all stopped by PID on exit."""
+    topo = parse_topo(topo_spec)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    work = Path(tempfile.mkdtemp(prefix="vtap-cluster-"))
+    session = LabSession(topo, work, ready_timeout=ready_timeout, cluster=instances, etcd_members=etcd_members)
+    try:
+        session.start()
+        leader = session.leader()
+        print(f"vtap lab: {topo_spec}: {len(session.net.switches)} switches, {len(session.net.hosts)} hosts; "
+              f"etcd {session.etcd.url}; work dir {work}", file=sys.stderr)
+        for i, c in enumerate(session.ctls):
+            role = "leader" if c is leader else "follower"
+            print(f"  c{i}: API {c.api}, OpenFlow 127.0.0.1:{c.of_port}, {role}, log {c.log_path}", file=sys.stderr)
+        print(f"  admin token (valid at every instance): {session.ctl.state_dir / 'admin.token'}", file=sys.stderr)
+        if run:
+            return run_command(session.net, run)
+        CLI(session.net)
+        return 0
+    finally:
+        session.close()
+        shutil.rmtree(work, ignore_errors=True)
