@@ -78,6 +78,29 @@ def test_one_leader_and_a_policy_posted_to_a_follower_copies_every_packet(lab):
     assert [r["action"] for r in records] == ["tap.create", "tap.delete"]  # one trail, whoever took the write
 
 
+def test_the_ui_of_a_follower_says_who_answered_and_who_leads(lab):
+    from playwright.sync_api import sync_playwright
+
+    from tests.integration.test_ui import CHROMIUM_ARGS, sign_in
+
+    leader = lab.leader()
+    index, follower = next((i, c) for i, c in enumerate(lab.ctls) if c is not leader)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 860})
+        errors = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(follower.api + "/")
+        sign_in(page, lab.ctl.token)
+        page.wait_for_function("window.vtap && window.vtap.cy.nodes('.host').length === 16")
+        badge = page.locator("#cluster")
+        badge.wait_for(state="visible")
+        assert badge.inner_text() == f"answered by c{index} (follower) · leader: c{lab.ctls.index(leader)}"
+        page.screenshot(path=str(lab.workdir / "cluster-ui.png"))
+        browser.close()
+    assert not errors
+
+
 def test_leader_killed_under_a_tapped_stream_loses_and_duplicates_no_copy(lab):
     """kill -9 of the leader during a 200 pps tapped stream: a new leader within the
     lease TTL + 1 s; every packet reaches receiver and monitor once; a policy posted in

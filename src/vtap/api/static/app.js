@@ -516,7 +516,20 @@ async function onState(s) {
   if (s.view_version !== state.viewVersion) {
     state.viewVersion = s.view_version;
     await loadTopology();
+    await loadCluster();  // a new leader or member bumps the version too
   }
+}
+
+// In a cluster, which instance answered this page and which one leads.
+async function loadCluster() {
+  const c = await api("/api/v1/cluster");
+  const el = document.getElementById("cluster");
+  el.hidden = c.mode !== "cluster";
+  if (el.hidden) return;
+  el.textContent = `answered by ${c.member} (${c.role}) · leader: ${c.leader || "none"}`
+    + (c.store_reachable ? "" : " · store unreachable");
+  el.classList.toggle("warn", !c.leader || !c.store_reachable);
+  el.title = c.members.map((m) => `${m.id} ${m.role} ${m.api}`).join("\n");
 }
 
 async function start() {
@@ -536,6 +549,7 @@ async function start() {
   document.body.classList.toggle("read-only", me.role === "viewer");
   cy.resize();  // the graph's container was hidden until now
   await loadTopology();
+  await loadCluster();
   await refreshTaps();
   connect();
 }
