@@ -105,6 +105,7 @@ class Controller:
         self.cluster = cluster
         self.roles: dict[int, str] = {}  # dpid -> this instance's OpenFlow role there (cluster mode)
         self._published_status: dict = {}
+        self._status_due = asyncio.Event()  # the leader's policy states may have changed
         self.lldp_interval = lldp_interval
         self.settle = settle if settle is not None else 2.5 * lldp_interval
         self.debounce = debounce
@@ -241,10 +242,17 @@ class Controller:
 
     async def _status_loop(self) -> None:
         """The leader publishes the policies' states (with the revision of the version
-        they are about) whenever they change, for the followers' API."""
+        they are about) whenever they change, for the followers' API: looked at after
+        every compile, every switch confirmed in sync and every delivery check, and
+        once a second."""
         last: dict = {}
         while True:
-            await asyncio.sleep(0.25)
+            try:
+                await asyncio.wait_for(self._status_due.wait(), 1.0)
+            except asyncio.TimeoutError:
+                pass
+            await asyncio.sleep(0.002)  # switches confirming one compile together: one look
+            self._status_due.clear()
             if not self.leading:
                 last = {}
                 continue
@@ -357,6 +365,7 @@ class Controller:
             rec.set_desired(desired[dpid], self.core.generation)
         if self.leading:
             self._probe_due()
+        self._status_due.set()
         self._last_compile_end = time.perf_counter()
         self._last_compile_s = self._last_compile_end - started
 
@@ -433,7 +442,8 @@ class Controller:
         self.changed()
 
     def _start_reconciler(self, dp: Datapath, *, settle: bool) -> None:
-        rec = SwitchReconciler(dp, settle_until=time.monotonic() + self.settle if settle else 0.0, may_write=self.may_write)
+        rec = SwitchReconciler(dp, settle_until=time.monotonic() + self.settle if settle else 0.0, may_write=self.may_write,
+                               on_synced=self._status_due.set)
         self.reconcilers[dp.dpid] = rec
         rec.start()
         if self.core.remembered and self.core.remembered <= set(self.datapaths):
@@ -655,6 +665,7 @@ class Controller:
         if self.core.compilation is not comp:
             return  # recompiled meanwhile: the bucket layout read may not be the one compiled
         for tap_id in self.core.delivery_observe(time.time(), counters):
+            self._status_due.set()
             st = self.tap_status(tap_id)
             if st.state == PolicyState.DEGRADED:
                 log.warning("policy %d degraded: %s", tap_id, st.reason)

@@ -184,6 +184,7 @@ class SwitchReconciler:
     retry_delay: float = 1.0
     generation: int = 0  # of the desired rule set
     may_write: Callable[[], bool] = lambda: True  # a cluster's fence: False once leadership is in doubt
+    on_synced: Callable[[], None] = lambda: None  # told each time the switch is confirmed in sync
 
     def __post_init__(self) -> None:
         self._dirty = asyncio.Event()
@@ -258,6 +259,7 @@ class SwitchReconciler:
             before, after = meter_messages(changes)
             log.info("%r: sending %d changes%s", self.dp, len(msgs) + len(before) + len(after),
                      " (additive while settling)" if additive else "")
+            log.debug("%r: %s", self.dp, changes)
             await self.dp.send_batch(before, atomic=False)
             await self.dp.send_batch(msgs)
             await self.dp.send_batch(after, atomic=False)
@@ -273,3 +275,4 @@ class SwitchReconciler:
             self.status.last_sync = time.time()
             self.status.last_error = None
             self._synced.set()
+            self.on_synced()
