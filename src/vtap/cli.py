@@ -135,6 +135,25 @@ def cmd_topo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_cluster(args: argparse.Namespace) -> int:
+    c = _request("GET", args, "/api/v1/cluster")
+    if args.json:
+        print(json.dumps(c, indent=2))
+        return 0
+    if c["mode"] == "standalone":
+        print(f"standalone: one instance, store {c['store']}")
+        return 0
+    store = "reachable" if c["store_reachable"] else f"UNREACHABLE ({c['store_error']})"
+    print(f"this instance: {c['member']}, {c['role']} since {c['since']}; leader: {c['leader'] or 'none'} "
+          f"(generation {c['generation']}); store {c['store']} {store}; lease TTL {c['lease_ttl_s']} s")
+    print(table([[m["id"], m["role"], m["api"], m["since"]] for m in c["members"]], ["MEMBER", "ROLE", "API", "SINCE"]))
+    roles: dict[str, int] = {}
+    for s in c["switches"]:
+        roles[s["role"]] = roles.get(s["role"], 0) + 1
+    print("OpenFlow role of this instance: " + (", ".join(f"{n} {r}" for r, n in sorted(roles.items())) or "no switch connected"))
+    return 0
+
+
 SPEC_FIELDS = ["src_mac", "src_ip", "dst_mac", "dst_ip", "monitor_mac", "monitor_ip", "ip_proto", "vlan_id",
                "src_port", "dst_port", "direction", "transport", "description"]
 
@@ -564,6 +583,11 @@ def parser() -> argparse.ArgumentParser:
     fd.add_argument("--quick", action="store_true", help="a short smoke run: 100 and 1,000 rules, one run each")
     fd.add_argument("--out", default="bench/results", help="where JSON and Markdown go (default bench/results)")
     fd.set_defaults(func=cmd_bench_foundation)
+
+    cl = sub.add_parser("cluster", help="the cluster's members, its leader, and this instance's role at the switches")
+    _add_api_flags(cl)
+    cl.add_argument("--json", action="store_true", help="print GET /api/v1/cluster as JSON")
+    cl.set_defaults(func=cmd_cluster)
 
     t = sub.add_parser("topo", help="print devices, links and hosts")
     _add_api_flags(t)

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from datetime import datetime
@@ -76,6 +78,12 @@ def test_one_leader_and_a_policy_posted_to_a_follower_copies_every_packet(lab):
     wait_until(lambda: all(c.http.get(f"/api/v1/taps/{tap}").status_code == 404 for c in lab.ctls), 5)
     records = [r for r in lab.ctl.get("/api/v1/audit") if r["target"] == f"tap:{tap}"]
     assert [r["action"] for r in records] == ["tap.create", "tap.delete"]  # one trail, whoever took the write
+    shown = subprocess.run([sys.executable, "-m", "vtap", "cluster", "--api", follower.api, "--token", lab.ctl.token],
+                           capture_output=True, text=True, timeout=30)
+    assert shown.returncode == 0, shown.stderr
+    me, leads = f"c{lab.ctls.index(follower)}", f"c{lab.ctls.index(leader)}"
+    assert f"this instance: {me}, follower" in shown.stdout and f"leader: {leads}" in shown.stdout
+    assert "OpenFlow role of this instance: 20 slave" in shown.stdout, shown.stdout
 
 
 def test_the_ui_of_a_follower_says_who_answered_and_who_leads(lab):
