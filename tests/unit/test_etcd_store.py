@@ -156,3 +156,31 @@ async def test_writes_are_refused_while_etcd_is_down_and_the_copy_is_read_again_
         await a.aclose()
     finally:
         etcd.stop()
+
+
+async def test_election_one_leader_a_growing_generation_and_a_paused_leader_fenced(pair):
+    from vtap.control.cluster import Cluster
+
+    a, b = pair
+    roles = []
+    ca, cb = Cluster(a, "a", "http://a", ttl=2), Cluster(b, "b", "http://b", ttl=2)
+    ca.on_role = lambda leading, gen, why: roles.append(("a", leading, gen))
+    cb.on_role = lambda leading, gen, why: roles.append(("b", leading, gen))
+    a.listener = lambda change: change.kind == "leader" and ca.leader_changed(change.value)
+    b.listener = lambda change: change.kind == "leader" and cb.leader_changed(change.value)
+    await ca.start()
+    await cb.start()
+    assert ca.leading and not cb.leading and ca.may_write() and not cb.may_write()
+    first = ca.generation
+    await until(lambda: b.leader == ("a", first))
+    ca._task.cancel()  # a stops refreshing its lease, as a paused process would
+    await until(lambda: not ca.may_write(), timeout=3)  # fenced by time alone, before any news from etcd
+    await until(lambda: cb.leading, timeout=6)
+    assert cb.generation > first and cb.may_write()
+    ca.leader_changed(a.leader if a.leader else ("b", cb.generation))
+    assert not ca.leading and ("a", False, cb.generation) in roles
+    ca._task = asyncio.create_task(ca._keepalive())  # a resumes: its lease is gone, it joins again
+    await cb.stop()  # b resigns: the key is free
+    await until(lambda: ca.leading, timeout=6)
+    assert ca.generation > cb.generation
+    await ca.stop()

@@ -76,7 +76,7 @@ class Cluster:
             await asyncio.gather(self._task, return_exceptions=True)
         if self.leading:
             generation = self.generation
-            self._step_down("this instance is stopping")
+            self.step_down("this instance is stopping")
             try:
                 await self.store.resign(self.member_id, generation)
             except StoreUnavailable:
@@ -100,17 +100,17 @@ class Cluster:
                     left = await self.store.refresh_lease(self.lease_id)
             except StoreUnavailable as exc:
                 if self.leading and time.monotonic() >= self._confirmed_until:
-                    self._step_down(f"lease not confirmed for {self.ttl} s ({exc})")
+                    self.step_down(f"lease not confirmed for {self.ttl} s ({exc})")
                 continue
             if left <= 0:
                 self.lease_id = None
                 if self.leading:
-                    self._step_down("lease expired (this instance was paused or cut off)")
+                    self.step_down("lease expired (this instance was paused or cut off)")
                 continue
             self._confirmed_until = sent + left
             leader = self.store.leader
             if self.leading and time.monotonic() >= self._confirmed_until:
-                self._step_down("lease confirmed too late")
+                self.step_down("lease confirmed too late")
             elif not self.leading and leader is not None and leader[0] == self.member_id:
                 # The key outlived this instance's doubt (etcd was away and kept the
                 # lease): give it up, so that a fresh election makes a new generation.
@@ -145,13 +145,13 @@ class Cluster:
     def leader_changed(self, leader: tuple[str, int] | None) -> None:
         """The leader key changed (from the store's watch)."""
         if self.leading and leader != (self.member_id, self.generation):
-            self._step_down(f"the leader key names {leader[0] if leader else 'nobody'}")
+            self.step_down(f"the leader key names {leader[0] if leader else 'nobody'}")
         if leader is None and not self.leading:
             asyncio.ensure_future(self.campaign())
         elif not self.leading:
             self.on_role(False, leader[1], f"{leader[0]} leads")
 
-    def _step_down(self, why: str) -> None:
+    def step_down(self, why: str) -> None:
         if not self.leading:
             return
         self.leading, self.since = False, time.time()

@@ -198,7 +198,7 @@ class Controller:
             self.roles[dp.dpid] = "refused"
             log.error("%r refused role %s under generation %d: %s", dp, "master" if leading else "slave", generation, exc)
             if leading and exc.msg.type == ofp.OFPET_ROLE_REQUEST_FAILED and exc.msg.code == ofp.OFPRRFC_STALE:
-                cluster._step_down(f"{dp!r} knows a newer generation than {generation}")
+                cluster.step_down(f"{dp!r} knows a newer generation than {generation}")
             return
         except (ChannelClosed, asyncio.TimeoutError):
             return
@@ -209,6 +209,12 @@ class Controller:
             self._start_reconciler(dp, settle=False)
             self._send_lldp(dp)
             self.changed()
+
+    def _refused(self, why: str) -> None:
+        """A switch refused a write as from a slave: another instance leads (the switch
+        has seen its newer generation), so this one steps down at once."""
+        if self.cluster is not None and self.cluster.leading:
+            self.cluster.step_down(why)
 
     def store_changed(self, change: Change) -> None:
         """A key of the (etcd) store changed: another instance's write, or the leader's publication."""
@@ -443,7 +449,7 @@ class Controller:
 
     def _start_reconciler(self, dp: Datapath, *, settle: bool) -> None:
         rec = SwitchReconciler(dp, settle_until=time.monotonic() + self.settle if settle else 0.0, may_write=self.may_write,
-                               on_synced=self._status_due.set)
+                               on_synced=self._status_due.set, on_refused=self._refused)
         self.reconcilers[dp.dpid] = rec
         rec.start()
         if self.core.remembered and self.core.remembered <= set(self.datapaths):

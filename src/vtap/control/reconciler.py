@@ -20,6 +20,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
+from os_ken.ofproto import ofproto_v1_3 as ofp
+
 from vtap.compile.pipeline import VTAP_COOKIE, VTAP_COOKIE_MASK, is_vtap_group, is_vtap_meter
 from vtap.model.state import SyncState
 from vtap.model.rules import FlowRule, GroupAction, GroupRule, Meter, SwitchRules
@@ -185,6 +187,7 @@ class SwitchReconciler:
     generation: int = 0  # of the desired rule set
     may_write: Callable[[], bool] = lambda: True  # a cluster's fence: False once leadership is in doubt
     on_synced: Callable[[], None] = lambda: None  # told each time the switch is confirmed in sync
+    on_refused: Callable[[str], None] = lambda why: None  # told when the switch says we are not its master
 
     def __post_init__(self) -> None:
         self._dirty = asyncio.Event()
@@ -234,6 +237,8 @@ class SwitchReconciler:
             except (OpenFlowError, asyncio.TimeoutError) as exc:
                 self.status.state = SyncState.ERROR
                 self.status.last_error = str(exc) or type(exc).__name__
+                if isinstance(exc, OpenFlowError) and (exc.msg.type, exc.msg.code) == (ofp.OFPET_BAD_REQUEST, ofp.OFPBRC_IS_SLAVE):
+                    self.on_refused(f"{self.dp!r} refused a write: this instance is not its master")
                 log.warning("%r: reconcile failed (%s); re-reading the switch in %.0fs", self.dp, self.status.last_error, delay)
                 self.installed = None
                 await asyncio.sleep(delay)
