@@ -14,7 +14,9 @@ def test_vtap_lab_cluster_runs_a_command_on_a_working_cluster_and_cleans_up():
     assert "0% dropped (6/6 received)" in done.stderr  # Mininet reports on stderr
     roles = [line.split(", ")[2] for line in done.stderr.splitlines() if line.startswith("  c") and "API http" in line]
     assert sorted(roles) == ["follower", "follower", "leader"], done.stderr
-    left = subprocess.run(["pgrep", "-f", "etcd --name|vtap serve|ovs-vswitchd"], capture_output=True, text=True).stdout
+    # Every process it started (etcd, the instances, OVS) named its work dir on its command line.
+    work = next(line.split("work dir ")[1].strip() for line in done.stderr.splitlines() if "work dir " in line)
+    left = subprocess.run(["pgrep", "-af", work], capture_output=True, text=True).stdout
     assert left == "", left
 
 
