@@ -39,9 +39,18 @@ class LabSession:
                          for i in range(cluster)]
         else:
             self.ctls = [ControllerProcess(self.workdir / "state", self.workdir / "controller.log", args)]
-        self.ctl = self.ctls[0]
         self.net = None
         self.timings: dict[str, float] = {}
+
+    @property
+    def ctl(self) -> ControllerProcess:
+        """The controller (in a cluster, the first instance)."""
+        return self.ctls[0]
+
+    @ctl.setter
+    def ctl(self, replacement: ControllerProcess) -> None:
+        # A test may put another process in its place: it is then the one `close` stops.
+        self.ctls[0] = replacement
 
     def start(self) -> LabSession:
         """Start everything; on any failure, stop what was started and re-raise."""
