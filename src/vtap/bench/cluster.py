@@ -17,15 +17,14 @@ import json
 import os
 import signal
 import tempfile
-import threading
 import time
 from pathlib import Path
 
-from vtap.bench.controlplane import pct, policies
+from vtap.bench.controlplane import failover_policy, pct, policies, stream_frames, tapped_stream
 from vtap.lab.process import ControllerProcess
 from vtap.lab.session import LabSession
 from vtap.lab.topos import parse_topo
-from vtap.lab.traffic import Capture, Flow, marked, send_from
+from vtap.lab.traffic import marked
 
 
 def latency_through_follower(follower: ControllerProcess, bodies: list[dict]) -> dict:
@@ -56,15 +55,8 @@ def master_everywhere(c: ControllerProcess, switches: int) -> bool:
 def failover(lab: LabSession, rate_pps: int = 1000, seconds: float = 8.0) -> dict:
     leader = lab.leader()
     others = [c for c in lab.ctls if c is not leader]
-    tap = leader.http.post("/api/v1/taps", json={"name": "failover", "src_ip": "10.0.0.1", "dst_ip": "10.0.0.16",
-                                                 "ip_proto": "udp", "dst_port": 7000, "monitor_ip": "10.0.0.9"}).json()
-    while leader.http.get(f"/api/v1/taps/{tap['id']}").json()["status"] != "active":
-        time.sleep(0.05)
-    caps = {h: Capture(lab.net[h], lab.workdir / f"cluster-failover-{h}.pcap").start() for h in ("h9", "h16")}
-    count = int(rate_pps * seconds)
-    flow = Flow("00:00:00:00:00:01", "00:00:00:00:00:10", "10.0.0.1", "10.0.0.16", "udp", 6000, 7000)
-    sender = threading.Thread(target=send_from, args=(lab.net["h1"], flow, "cf", count), kwargs={"interval": 1 / rate_pps})
-    sender.start()
+    tap = failover_policy(leader.http)
+    caps, sender, count = tapped_stream(lab, "cf", rate_pps, seconds)
     time.sleep(seconds / 4)
     killed = time.monotonic()
     os.kill(leader.proc.pid, signal.SIGKILL)
@@ -77,8 +69,7 @@ def failover(lab: LabSession, rate_pps: int = 1000, seconds: float = 8.0) -> dic
         else:
             time.sleep(0.02)
     sender.join()
-    src = bytes.fromhex("000000000001")
-    got = {h: [f for _, f in cap.stop() if f[6:12] == src and (marked(f) or "").startswith("cf:")] for h, cap in caps.items()}
+    got = {h: [f for _, f in stream_frames(cap, "cf")] for h, cap in caps.items()}
     (new or others[0]).http.delete(f"/api/v1/taps/{tap['id']}")
     leader.start(token=lab.ctl.token)  # back, as a follower, for the next run
     marks = [marked(f) for f in got["h9"]]

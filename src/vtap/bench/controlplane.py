@@ -288,28 +288,46 @@ def markdown(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def copy_failover(lab: LabSession, client: httpx.Client, rate_pps: int = 1000, seconds: float = 4.0) -> dict:
-    """A paced stream h1 -> h16 tapped to h9; the first link of the copy path goes down mid-stream."""
+def failover_policy(client: httpx.Client) -> dict:
+    """The failover benches' policy, active: h1 -> h16, UDP port 7000, copied to h9."""
     tap = client.post("/api/v1/taps", json={"name": "failover", "src_ip": "10.0.0.1", "dst_ip": "10.0.0.16",
                                             "ip_proto": "udp", "dst_port": 7000, "monitor_ip": "10.0.0.9"}).json()
     while client.get(f"/api/v1/taps/{tap['id']}").json()["status"] != "active":
         time.sleep(0.05)
+    return tap
+
+
+def tapped_stream(lab: LabSession, tag: str, rate_pps: int, seconds: float) -> tuple[dict[str, Capture], threading.Thread, int]:
+    """tcpdump at the receiver h16 and the monitor h9, then a paced stream of `failover_policy`'s
+    traffic from h1, started: (captures, sender, packets it sends)."""
+    caps = {h: Capture(lab.net[h], lab.workdir / f"{tag}-{h}.pcap").start() for h in ("h9", "h16")}
+    count = int(rate_pps * seconds)
+    flow = Flow("00:00:00:00:00:01", "00:00:00:00:00:10", "10.0.0.1", "10.0.0.16", "udp", 6000, 7000)
+    sender = threading.Thread(target=send_from, args=(lab.net["h1"], flow, tag, count), kwargs={"interval": 1 / rate_pps})
+    sender.start()
+    return caps, sender, count
+
+
+def stream_frames(cap: Capture, tag: str) -> list[tuple[float, bytes]]:
+    """Stop a capture of `tapped_stream`: (time, frame) of the stream's own frames."""
+    src = bytes.fromhex("000000000001")
+    return [(t, f) for t, f in cap.stop() if f[6:12] == src and (marked(f) or "").startswith(tag + ":")]
+
+
+def copy_failover(lab: LabSession, client: httpx.Client, rate_pps: int = 1000, seconds: float = 4.0) -> dict:
+    """A paced stream h1 -> h16 tapped to h9; the first link of the copy path goes down mid-stream."""
+    tap = failover_policy(client)
     paths = client.get(f"/api/v1/taps/{tap['id']}/paths").json()
     a, b = (int(d, 16) for d in paths["copies"][0]["switches"][:2])
     by_dpid = {int(s.dpid, 16): s for s in lab.net.switches}
     sa, sb = by_dpid[a], by_dpid[b]
-    caps = {h: Capture(lab.net[h], lab.workdir / f"failover-{h}.pcap").start() for h in ("h9", "h16")}
-    count = int(rate_pps * seconds)
-    flow = Flow("00:00:00:00:00:01", "00:00:00:00:00:10", "10.0.0.1", "10.0.0.16", "udp", 6000, 7000)
-    sender = threading.Thread(target=send_from, args=(lab.net["h1"], flow, "fo", count), kwargs={"interval": 1 / rate_pps})
-    sender.start()
+    caps, sender, count = tapped_stream(lab, "fo", rate_pps, seconds)
     time.sleep(seconds / 3)
     t_down = time.time()
     lab.net.configLinkStatus(sa.name, sb.name, "down")
     sender.join()
-    src = bytes.fromhex("000000000001")
-    copies = sorted(t for t, f in caps["h9"].stop() if f[6:12] == src and (marked(f) or "").startswith("fo:"))
-    received = [t for t, f in caps["h16"].stop() if f[6:12] == src and (marked(f) or "").startswith("fo:")]
+    copies = sorted(t for t, _ in stream_frames(caps["h9"], "fo"))
+    received = stream_frames(caps["h16"], "fo")
     lab.net.configLinkStatus(sa.name, sb.name, "up")
     client.delete(f"/api/v1/taps/{tap['id']}")
     # The largest gap between consecutive copies in the second around the failure (the

@@ -104,7 +104,6 @@ class Controller:
         self.store = store
         self.cluster = cluster
         self.roles: dict[int, str] = {}  # dpid -> this instance's OpenFlow role there (cluster mode)
-        self._published_status: dict = {}
         self._status_due = asyncio.Event()  # the leader's policy states may have changed
         self.lldp_interval = lldp_interval
         self.settle = settle if settle is not None else 2.5 * lldp_interval
@@ -232,8 +231,6 @@ class Controller:
             self.view_version += 1
         elif change.kind == "member":
             self.view_version += 1
-        elif change.kind == "status":
-            self._published_status = change.value
         elif self.leading:
             return  # hosts and links: this instance published them
         elif change.kind == "host":
@@ -275,7 +272,7 @@ class Controller:
         switches = tuple(sorted(compiled.switches)) if compiled else ()
         if self.cluster.store.leader is None:
             return TapStatus(PolicyState.PENDING, "no leader: waiting for one to be elected", switches)
-        entry = self._published_status.get(str(tap_id))
+        entry = self.cluster.store.status.get(str(tap_id))
         if entry is None or entry[0] != self.store.tap_revision(tap_id):
             return TapStatus(PolicyState.PENDING, "waiting for the leader to apply this version", switches)
         return TapStatus(PolicyState(entry[1]), entry[2], switches)

@@ -54,7 +54,7 @@ TAPS_META, TOKENS_META, AUDIT_HEAD, LINKS, STATUS, LEADER = "taps-meta", "tokens
 @dataclass(frozen=True)
 class Change:
     """One key of the store changed: `kind` is its folder (tap, host, member, ...) or
-    its name (links, leader, status); `value` is parsed, None when deleted."""
+    its name (links, leader); `value` is parsed, None when deleted."""
 
     kind: str
     name: str
@@ -90,6 +90,14 @@ def _mod_is(key: bytes, revision: int) -> Any:
 
 def _create_is(key: bytes, revision: int) -> Any:
     return rpc.Compare(result=rpc.Compare.EQUAL, target=rpc.Compare.CREATE, key=key, create_revision=revision)
+
+
+def _keep(mapping: dict, key: str, value: Any) -> None:
+    """Hold `value` under `key`, or forget the key when the value is gone (None)."""
+    if value is None:
+        mapping.pop(key, None)
+    else:
+        mapping[key] = value
 
 
 def _dumps(value: Any) -> bytes:
@@ -192,9 +200,6 @@ class EtcdStore:
         await asyncio.gather(*self._tasks, *([self._watch_task] if self._watch_task else []), return_exceptions=True)
         for client in self._clients.values():
             await client.close()
-
-    def close(self) -> None:
-        """The SQLite store's close; the etcd store's is `aclose` (its clients are async)."""
 
     async def _resync(self) -> None:
         """Read every key again: the copy becomes what etcd holds now."""
@@ -299,26 +304,20 @@ class EtcdStore:
             return None
         if folder == "hosts":
             host = Host(rest, tuple(data["ips"]), data["dpid"], data["port"], data["last_seen"]) if data else None
-            if host is None:
-                self.hosts.pop(rest, None)
-            else:
-                self.hosts[rest] = host
+            _keep(self.hosts, rest, host)
             return Change("host", rest, host, revision)
         if folder == LINKS:
             self.links = [Link(*l) for l in data] if data else []
             return Change(LINKS, "", list(self.links), revision)
         if folder == "members":
-            if data is None:
-                self.members.pop(rest, None)
-            else:
-                self.members[rest] = data
+            _keep(self.members, rest, data)
             return Change("member", rest, data, revision)
         if folder == LEADER:
             self.leader = (value.decode(), self._kv[name][2]) if value is not None else None
             return Change(LEADER, "", self.leader, revision)
         if folder == STATUS:
             self.status = data or {}
-            return Change(STATUS, "", self.status, revision)
+            return None  # read by the API from `status`; nothing to tell the listener
         if folder == "secrets" and value is not None:
             self._secrets[rest] = bytes.fromhex(value.decode())
         return None
