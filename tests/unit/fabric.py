@@ -1,15 +1,22 @@
 """A fake OpenFlow fabric for unit tests: runs compiled rules on packets, hop by hop.
 
-Packets are dicts of OXM field values. Semantics follow OpenFlow 1.3 as vtap uses it:
-highest-priority match per table, apply-actions in order, goto-table, table-miss drops.
+Packets are dicts of OXM field values (and `size`, the frame's length in bytes).
+Semantics follow OpenFlow 1.3 as vtap uses it: highest-priority match per table,
+apply-actions in order, write-actions run when the pipeline ends, goto-table,
+table-miss drops; and Open vSwitch's extensions vtap uses: registers (zero at each
+switch), resubmit, multipath (a symmetric hash of its own: which flows it picks is not
+OVS's, that it is symmetric and per flow is), truncating output. Meters pass everything.
 Like Faucet's fakeoftable it is strict: what a real switch would reject, or what would
-make a lookup ambiguous, fails the test instead of passing silently.
+make a lookup ambiguous, fails the test instead of passing silently — including
+actions in a group bucket that OVS would silently leave out (a bucket is an action set
+there: no hashing, no truncation, no controller action; resubmit only last).
 """
 
 from __future__ import annotations
 
 import ipaddress
 import struct
+import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -19,7 +26,20 @@ from os_ken.ofproto import ofproto_v1_3_parser as parser
 
 from vtap.lab.topos import VtapTopo, host_params
 from vtap.model.network import OFPP_CONTROLLER, Device, Host, Link, Port
-from vtap.model.rules import FlowRule, GroupAction, GroupRule, Output, PopVlan, PushVlan, SetField, SwitchRules, ToController
+from vtap.model.rules import (
+    FlowRule,
+    GroupAction,
+    GroupRule,
+    Multipath,
+    Output,
+    OutputTrunc,
+    PopVlan,
+    PushVlan,
+    Resubmit,
+    SetField,
+    SwitchRules,
+    ToController,
+)
 from vtap.model.view import NetworkView
 from vtap.openflow import translate
 from vtap.openflow.translate import PROTOCOL
@@ -78,6 +98,9 @@ class Trace:
 def push_vlan(pkt: dict) -> dict:
     out = dict(pkt)
     out["vlans"] = [None] + list(pkt.get("vlans", []))
+    if "size" in out:
+        out["size"] += 4
+        out["pushed"] = out.get("pushed", 0) + 1
     return out
 
 
@@ -93,7 +116,40 @@ def set_field(pkt: dict, name: str, value) -> dict:
 def pop_vlan(pkt: dict) -> dict:
     out = dict(pkt)
     out["vlans"] = list(pkt.get("vlans", []))[1:]
+    if "size" in out:
+        out["size"] -= 4
+        out["pushed"] = out.get("pushed", 0) - 1
     return out
+
+
+def flow_hash(pkt: dict, basis: int) -> int:
+    """A symmetric hash of a packet's IP addresses, protocol and ports (as OVS's
+    `symmetric_l3l4+udp`: both directions of a flow hash alike)."""
+    ends = sorted([(str(pkt.get("ipv4_src", pkt.get("ipv6_src"))), _port(pkt, "src")),
+                   (str(pkt.get("ipv4_dst", pkt.get("ipv6_dst"))), _port(pkt, "dst"))])
+    return zlib.crc32(repr((basis, ends, pkt.get("ip_proto"))).encode())
+
+
+def _port(pkt: dict, end: str) -> int | None:
+    for proto in ("tcp", "udp", "sctp"):
+        if f"{proto}_{end}" in pkt:
+            return pkt[f"{proto}_{end}"]
+    return None
+
+
+def multipath(pkt: dict, mp: Multipath) -> dict:
+    h = flow_hash(pkt, mp.basis)
+    if mp.algorithm == "modulo_n":
+        link = h % mp.links
+    else:  # hrw: the link with the highest weight
+        link = max(range(mp.links), key=lambda i: (zlib.crc32(f"{h} {i}".encode()), i))
+    out = dict(pkt)
+    mask = ((1 << mp.nbits) - 1) << mp.ofs
+    out[mp.dst] = (out.get(mp.dst, 0) & ~mask) | (link << mp.ofs)
+    return out
+
+
+BUCKET_ACTIONS = (SetField, PushVlan, PopVlan, GroupAction, Output, Resubmit)
 
 
 def _fields(pkt: dict, in_port: int) -> dict:
@@ -161,7 +217,17 @@ class Fabric:
                 raise AssertionError(f"switch {d:016x} table {f.table}: goto must go to a later table: {f}")
             if by_key.setdefault(f.key, f) != f:
                 raise AssertionError(f"switch {d:016x} table {f.table}: two flows under one key: {by_key[f.key]} / {f}")
-        users = [(str(f), f.actions) for f in by_key.values()] + [(str(g), b.actions) for g in by_id.values() for b in g.buckets]
+        for g in by_id.values():
+            for b in g.buckets:
+                odd = [a for a in b.actions if not isinstance(a, BUCKET_ACTIONS)]
+                if odd:
+                    raise AssertionError(f"switch {d:016x}: OVS would leave {odd} out of a bucket of {g}")
+                if any(isinstance(a, Resubmit) for a in b.actions[:-1]) or (
+                        isinstance(b.actions[-1:] and b.actions[-1], Resubmit)
+                        and any(isinstance(a, (Output, GroupAction)) for a in b.actions)):
+                    raise AssertionError(f"switch {d:016x}: a bucket's resubmit must be its only and last move: {g}")
+        users = [(str(f), (*f.actions, *f.write)) for f in by_key.values()] + [
+            (str(g), b.actions) for g in by_id.values() for b in g.buckets]
         for user, actions in users:
             for a in actions:
                 if isinstance(a, GroupAction) and a.group_id not in by_id:
@@ -195,13 +261,17 @@ class Fabric:
             if trace.hops > max_hops:
                 raise AssertionError("packet loops")
             d, p, frame = queue.pop(0)
+            frame = {k: v for k, v in frame.items() if not k.startswith("reg")}  # registers start at zero
             table = 0
+            action_set: list = []
             while table is not None:
                 rule = self.lookup(d, table, _fields(frame, p))
                 if rule is None:
                     break
                 frame = self._apply(d, p, frame, rule.actions, trace, queue)
+                action_set.extend(rule.write)
                 table = rule.goto
+            self._apply(d, p, frame, action_set, trace, queue)
         return trace
 
     def _apply(self, d: int, in_port: int, frame: dict, actions, trace: Trace, queue: list) -> dict:
@@ -215,7 +285,8 @@ class Fabric:
                     queue.append((*self.peer[(d, action.port)], dict(frame)))
                 else:
                     trace.delivered.append((d, action.port))
-                    trace.frames.append((d, action.port, dict(frame)))
+                    trace.frames.append((d, action.port, {k: v for k, v in frame.items()
+                                                          if not k.startswith("reg") and k != "pushed"}))
             elif isinstance(action, GroupAction):
                 group = self.groups[d][action.group_id]
                 buckets = list(enumerate(group.buckets))
@@ -233,6 +304,20 @@ class Fabric:
                 frame = pop_vlan(frame)
             elif isinstance(action, SetField):
                 frame = set_field(frame, action.field, action.value)
+            elif isinstance(action, Multipath):
+                frame = multipath(frame, action)
+            elif isinstance(action, Resubmit):
+                rule = self.lookup(d, action.table, _fields(frame, in_port))
+                if rule is not None:
+                    frame = self._apply(d, in_port, frame, rule.actions, trace, queue)
+            elif isinstance(action, OutputTrunc):
+                cut = dict(frame)
+                if "size" in cut:  # OVS cuts the packet as it came in, then pushes tags
+                    tags = 4 * max(0, cut.get("pushed", 0))
+                    cut["size"] = min(cut["size"] - tags, action.max_len) + tags
+                self._apply(d, in_port, cut, (Output(action.port),), trace, queue)
+            else:
+                raise AssertionError(f"the fake switch does not model {action!r}")
         return frame
 
 

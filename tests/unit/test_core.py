@@ -102,7 +102,8 @@ def test_tap_counters_add_up_per_policy():
     core.set_tap(Tap(id=1, spec=TapSpec(name="a", src_ip="10.0.0.1", dst_ip="10.0.0.3", monitor_ip="10.0.0.2")))
     core.compile()
     (cookie,) = core.compilation.cookie_owners
-    assert core.tap_counters([(cookie, 7, 700), (cookie, 1, 100), (12345, 9, 9)]) == {1: {"packets": 8, "bytes": 800}}
+    assert core.tap_counters([(1, cookie, 7, 700), (1, cookie, 1, 100), (1, 12345, 9, 9)]) == {
+        1: {"packets": 8, "bytes": 800, "copies": 8, "dropped": 0}}
 
 
 def _garp(mac: str, ip: str) -> bytes:

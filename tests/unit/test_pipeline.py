@@ -20,6 +20,10 @@ def _taps() -> list[Tap]:
         dict(src_mac="00:00:00:00:00:04", src_ip="10.0.0.4", dst_mac="00:00:00:00:00:0d", dst_ip="10.0.0.13",
              ip_proto="tcp", dst_port=22, monitor_ip="10.0.0.6", transport="rewrite"),
         dict(src_ip="10.0.0.3", dst_ip="10.0.0.14", ip_proto="sctp", monitor_ip="10.0.0.11"),
+        # budgeted: cut, sampled and rate-limited to a remote monitor; a pool; cut to a local monitor
+        dict(src_ip="10.0.0.8", direction="both", monitor_ip="10.0.0.12", snaplen=128, sample=4, rate_limit_pps=500),
+        dict(dst_ip="10.0.0.10", monitor_pool=["10.0.0.1", "10.0.0.16", "10.0.0.2"], sample=2),
+        dict(src_ip="10.0.0.6", monitor_ip="10.0.0.5", snaplen=64),
     ]
     return [Tap(id=i + 1, spec=TapSpec(name=f"t{i + 1}", **s)) for i, s in enumerate(specs)]
 

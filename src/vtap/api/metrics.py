@@ -50,7 +50,8 @@ class _Snapshot:
             for s in PolicyState:
                 if s != PolicyState.COMPILED:
                     state.add_metric([str(tap.id), tap.spec.name, s.value], 1.0 if s == current else 0.0)
-            monitor = labels.get(ctl.core.compilation.monitors.get(tap.id, ""), tap.spec.monitor_ip or tap.spec.monitor_mac or "")
+            macs = ctl.core.compilation.monitors.get(tap.id, ())
+            monitor = ",".join(labels.get(m, m) for m in macs) or ",".join(tap.spec.monitors)
             c = self.counters.get(tap.id, {"packets": 0, "bytes": 0})
             packets.add_metric([str(tap.id), tap.spec.name, monitor], c["packets"])
             octets.add_metric([str(tap.id), tap.spec.name, monitor], c["bytes"])

@@ -100,15 +100,22 @@ class TapStatsOut(BaseModel):
     packets: int = Field(description="packets that hit the policy's tap rules (copied once per monitor)")
     bytes: int
     copies: int
-    delivery: DeliveryOut | None = Field(None, description="null while the policy is not compiled")
+    copies_dropped_by_rate_limit: int = Field(0, description="copies the policy's rate_limit_pps dropped at its tap points "
+                                                             "(since this controller began counting)")
+    delivery: DeliveryOut | None = Field(None, description="null while the policy is not compiled; a pool's: its first "
+                                                           "failing monitor, else its first")
+    deliveries: list[DeliveryOut] = Field([], description="each monitor's delivery (a pool's members seen)")
 
 
-def _delivery(ctl: Controller, tap_id: int) -> DeliveryOut | None:
-    d = ctl.core.monitor_delivery(tap_id)
-    mac = ctl.core.compilation.monitors.get(tap_id)
+def _delivery(ctl: Controller, tap_id: int, mac: str | None = None) -> DeliveryOut | None:
+    if mac is None:
+        d = ctl.core.monitor_delivery(tap_id)
+        mac = next((m for m, x in ctl.core.monitor_deliveries(tap_id).items() if x is d), None)
+    else:
+        d = ctl.core.monitor_deliveries(tap_id).get(mac)
     if d is None or mac is None:
         return None
-    sharing = sorted(i for i, m in ctl.core.compilation.monitors.items() if m == mac)
+    sharing = sorted(i for i, ms in ctl.core.compilation.monitors.items() if mac in ms)
     return DeliveryOut(monitor=ctl.core.monitor_labels().get(mac, mac), monitor_mac=mac, sent_packets=d.sent_packets,
                        sent_bytes=d.sent_bytes, delivered_packets=d.delivered_packets, delivered_bytes=d.delivered_bytes,
                        undelivered_packets=d.undelivered_packets, failing=d.failing, reason=d.reason, policies=sharing)
@@ -290,9 +297,11 @@ def router(ctl: Controller, tokens: Tokens) -> APIRouter:
     @r.get("/{tap_id}/stats", response_model=TapStatsOut, responses=NOT_FOUND)
     async def stats(tap_id: TapId):
         _get(ctl, tap_id)
-        counters = (await ctl.tap_counters()).get(tap_id, {"packets": 0, "bytes": 0})
-        return TapStatsOut(id=tap_id, packets=counters["packets"], bytes=counters["bytes"], copies=counters["packets"],
-                           delivery=_delivery(ctl, tap_id))
+        counters = (await ctl.tap_counters()).get(tap_id, {"packets": 0, "bytes": 0, "copies": 0, "dropped": 0})
+        macs = ctl.core.compilation.monitors.get(tap_id, ())
+        return TapStatsOut(id=tap_id, packets=counters["packets"], bytes=counters["bytes"], copies=counters["copies"],
+                           copies_dropped_by_rate_limit=counters["dropped"], delivery=_delivery(ctl, tap_id),
+                           deliveries=[d for d in (_delivery(ctl, tap_id, m) for m in macs) if d is not None])
 
     @r.get("/{tap_id}/paths", response_model=TapPathsOut, responses=NOT_FOUND)
     async def paths(tap_id: TapId):

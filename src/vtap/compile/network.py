@@ -21,5 +21,5 @@ def compile_network(view: NetworkView, taps: list[Tap], packet_in_rate: int = 0,
     desired = {}
     for dpid, base in forwarding.items():
         tap_rules = comp.rules.get(dpid, SwitchRules())
-        desired[dpid] = SwitchRules(base.flows | tap_rules.flows, base.groups | tap_rules.groups, meters)
+        desired[dpid] = SwitchRules(base.flows | tap_rules.flows, base.groups | tap_rules.groups, meters | tap_rules.meters)
     return desired, comp

@@ -9,6 +9,11 @@
 |       |          | destination); unicast by destination MAC; broadcast on a loop-free  |
 |       |          | tree                                                                |
 | 3     | copy     | carries copies to the monitor                                       |
+| 4     | shape    | a budgeted copy's flow hashes (sampling, monitor pool)              |
+| 5     | send     | a budgeted copy: sampled out, or to which monitor, through its meter |
+| 6     | truncate | a cut copy leaves its port (OVS truncates only from a flow's actions) |
+
+Tables 4-6 are reached only by `resubmit` from a tap group's bucket (see compile/budget.py).
 
 `PIPELINE` says, per table, which fields its rules may match, which tables they may go
 to and which part of vtap owns them; `violations` checks a rule against it, and a unit
@@ -74,6 +79,12 @@ VTAP_GROUP_MASK = 0xFF000000
 GROUP_ID_MASK = 0x003FFFFF
 DELIVERY_GROUP_BASE = 0x76400000
 FORWARD_GROUP_BASE = 0x76800000
+# Budgeted copies (compile/budget.py): a send group per (shape, monitor) at a tap switch
+# (its bucket counts the copies sent, as a tap group's does); a cut copy's groups (fast
+# failover toward a switch, or to a monitor's port) whose buckets hand it to table 6.
+SEND_GROUP_BASE = 0x76C00000
+BUDGET_ID_MASK = 0x001FFFFF  # send and cut groups share the last quarter of the range
+CUT_GROUP_BASE = 0x76E00000
 
 
 def is_vtap_group(group_id: int) -> bool:
@@ -94,8 +105,13 @@ CAPTURE_RATE_PPS = 2000
 CAPTURE_BURST = 500
 
 
+# A rate-limited policy's meters (one per tap switch and monitor): "u" (0x75) in the top byte.
+POLICY_METER_BASE = 0x75000000
+POLICY_METER_MASK = 0x00FFFFFF
+
+
 def is_vtap_meter(meter_id: int) -> bool:
-    return meter_id >> 16 == 0x7674
+    return meter_id >> 16 == 0x7674 or meter_id >> 24 == POLICY_METER_BASE >> 24
 
 
 ETH_TYPE_ARP = 0x0806
@@ -117,6 +133,16 @@ TABLE_CLASSIFY = 0
 TABLE_TAP = 1
 TABLE_FORWARD = 2
 TABLE_COPY = 3
+TABLE_SHAPE = 4
+TABLE_SEND = 5
+TABLE_TRUNCATE = 6
+
+# Registers of a budgeted copy (OVS's reg0-reg7, zero when a packet enters a switch).
+REG_SHAPE = "reg6"  # which shape (set by the tap group's bucket)
+REG_HASH = "reg7"  # bits 0-15: the sampling hash; 16-31: the pool member by highest random weight
+REG_SPARE = "reg5"  # bits 0-15: a live pool member, for flows of a member that is down
+REG_CUT = "reg4"  # the snap length
+REG_PORT = "reg3"  # the port a cut copy leaves by
 
 # Priorities, per table.
 PRIO_LLDP = 1000  # table 0
@@ -134,6 +160,7 @@ PRIO_HOST_DST = 100
 PRIO_FLOOD = 50
 PRIO_DEFAULT = 0
 PRIO_COPY = 100  # table 3
+PRIO_BUDGET = 100  # tables 4-6
 
 # The fields a TAP policy can match (its regions; the rewrite transport's recovery rules).
 POLICY_FIELDS = frozenset({
@@ -159,6 +186,9 @@ PIPELINE: tuple[Table, ...] = (
     Table(TABLE_TAP, "tap", POLICY_FIELDS, frozenset({TABLE_FORWARD}), frozenset({Owner.FORWARDING, Owner.TAP})),
     Table(TABLE_FORWARD, "forward", POLICY_FIELDS | {"icmpv6_type"}, frozenset(), frozenset({Owner.FORWARDING, Owner.TAP})),
     Table(TABLE_COPY, "copy", frozenset({"vlan_vid"}), frozenset(), frozenset({Owner.COPY})),
+    Table(TABLE_SHAPE, "shape", frozenset({REG_SHAPE}), frozenset(), frozenset({Owner.TAP})),
+    Table(TABLE_SEND, "send", frozenset({REG_SHAPE, REG_HASH, REG_SPARE}), frozenset(), frozenset({Owner.TAP})),
+    Table(TABLE_TRUNCATE, "truncate", frozenset({REG_PORT, REG_CUT}), frozenset(), frozenset({Owner.COPY})),
 )
 TABLES = {t.table_id: t for t in PIPELINE}
 

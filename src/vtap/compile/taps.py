@@ -42,7 +42,8 @@ import ipaddress
 import zlib
 from dataclasses import dataclass, field
 
-from vtap.compile.forwarding import forward_group_ids
+from vtap.compile.budget import BudgetPart, budget_part, cut_group_ids, member_live
+from vtap.compile.forwarding import forward_group_ids, forward_groups
 from vtap.compile.pipeline import (
     COPY_VID_FIRST,
     COPY_VID_LAST,
@@ -65,7 +66,7 @@ from vtap.compile.pipeline import (
 )
 from vtap.compile.regions import WIDTHS, Region, closure, owners, region, specificity
 from vtap.model.capture import CaptureTarget
-from vtap.model.network import Host
+from vtap.model.network import Host, is_mac
 from vtap.model.policy import MatchSpec, Tap, TapSpec, is_single_address
 from vtap.model.state import PolicyState
 from vtap.model.rules import (
@@ -78,6 +79,7 @@ from vtap.model.rules import (
     PopVlan,
     PushVlan,
     SetField,
+    Meter,
     SwitchRules,
     ToController,
 )
@@ -100,9 +102,12 @@ class TapCompilation:
     states: dict[int, TapState] = field(default_factory=dict)
     cookie_owners: dict[int, frozenset[int]] = field(default_factory=dict)  # tap rule cookie -> tap ids (capture jobs: -id)
     monitor_tags: dict[str, int] = field(default_factory=dict)  # monitor MAC -> copy VLAN id
-    monitors: dict[int, str] = field(default_factory=dict)  # tap id -> its monitor's MAC
+    monitors: dict[int, tuple[str, ...]] = field(default_factory=dict)  # tap id -> its monitors' MACs (a pool's: those seen)
     deliveries: dict[str, tuple[int, int]] = field(default_factory=dict)  # monitor MAC -> (dpid, delivery group id)
-    sent_buckets: dict[tuple[int, int], tuple[str, ...]] = field(default_factory=dict)  # (dpid, tap group) -> monitor MAC per bucket
+    cut_deliveries: dict[tuple[int, int], str] = field(default_factory=dict)  # (dpid, cut delivery group) -> monitor MAC
+    # (dpid, tap or send group) -> monitor MAC per bucket (None: a budgeted copy, counted by its send group)
+    sent_buckets: dict[tuple[int, int], tuple[str | None, ...]] = field(default_factory=dict)
+    meter_monitors: dict[tuple[int, int], tuple[int, str]] = field(default_factory=dict)  # (dpid, meter) -> (tap id, monitor MAC)
     capture_states: dict[int, TapState] = field(default_factory=dict)  # capture job id -> where its rules go, or why none
 
     def rules_of(self, tap_id: int) -> dict[int, SwitchRules]:
@@ -111,13 +116,11 @@ class TapCompilation:
         mine = {c for c, who in self.cookie_owners.items() if tap_id in who}
         for dpid, rules in self.rules.items():
             flows = {f for f in rules.flows if f.cookie in mine}
-            groups = {a.group_id for f in flows for a in f.actions if isinstance(a, GroupAction)}
-            tag = self.monitor_tags.get(self.monitors.get(tap_id, ""))
-            tags = {tag} if tag is not None else set()
+            groups = {a.group_id for f in flows for a in (*f.actions, *f.write) if isinstance(a, GroupAction)}
+            macs = self.monitors.get(tap_id, ())
+            tags = {self.monitor_tags[m] for m in macs if m in self.monitor_tags}
             flows |= {f for f in rules.flows if f.cookie == COOKIE_COPY and _tag_of(f) in tags}
-            delivery = self.deliveries.get(self.monitors.get(tap_id, ""))
-            if delivery is not None and delivery[0] == dpid:
-                groups.add(delivery[1])
+            groups |= {self.deliveries[m][1] for m in macs if m in self.deliveries and self.deliveries[m][0] == dpid}
             if flows:
                 out[dpid] = SwitchRules(frozenset(flows), frozenset(g for g in rules.groups if g.group_id in groups))
         return out
@@ -206,11 +209,16 @@ def _stable_id(text: str) -> int:
 
 @dataclass(frozen=True)
 class _Ready:
-    """A policy that can be compiled: its monitor and its tap points are known."""
+    """A policy that can be compiled: its monitor (or a pool member) and its tap points are
+    known. `monitors`: by pool position, None where not seen yet (one for a single monitor)."""
 
     tap: Tap
-    monitor: Host
+    monitors: tuple[Host | None, ...]
     points: list[tuple[int, _Directed]]
+
+    @property
+    def seen(self) -> list[Host]:
+        return [h for h in self.monitors if h is not None]
 
 
 class TapMemo:
@@ -279,11 +287,14 @@ def _compile(view: NetworkView, taps: list[Tap], captures: list[CaptureTarget], 
     _capture_points(view, captures, comp, per_switch, memo)
     groups = _delivery_groups(view, comp)
     forward = forward_group_ids(view)
+    meters: dict[int, set[Meter]] = {}
+    members = {r.tap.id: r.monitors for r in ready}
     flows = _regions_groups_recovery(view, per_switch, {r.tap.id: r.tap for r in ready}, comp, groups,
-                                     {c.id: c for c in captures}, forward, memo)
+                                     {c.id: c for c in captures}, forward, memo, members, meters)
     _copy_paths(view, comp, flows, forward)
-    for dpid in set(flows) | set(groups):
-        comp.rules[dpid] = SwitchRules(frozenset(flows.get(dpid, ())), frozenset(groups.get(dpid, ())))
+    for dpid in set(flows) | set(groups) | set(meters):
+        comp.rules[dpid] = SwitchRules(frozenset(flows.get(dpid, ())), frozenset(groups.get(dpid, ())),
+                                       frozenset(meters.get(dpid, ())))
     return comp
 
 
@@ -300,26 +311,32 @@ def _policy_states(view: NetworkView, taps: list[Tap], comp: TapCompilation, mem
     return ready
 
 
-def _policy_state(view: NetworkView, tap: Tap, memo: TapMemo) -> TapState | tuple[Host, list[tuple[int, _Directed]]]:
-    """One policy's phase 1: why it cannot be compiled, or its monitor and tap points."""
+def _policy_state(view: NetworkView, tap: Tap, memo: TapMemo) -> TapState | tuple[tuple[Host | None, ...], list[tuple[int, _Directed]]]:
+    """One policy's phase 1: why it cannot be compiled, or its monitors and tap points."""
     if not tap.spec.enabled:
         return TapState(PolicyState.DISABLED)
-    monitor = _resolve_monitor(view, tap.spec)
-    if monitor is None:
-        return TapState(PolicyState.PENDING, "monitor not yet seen on the network")
-    if tap.spec.transport == "rewrite":
-        problem = _rewrite_problem(tap.spec, monitor)
-        if problem:
-            return TapState(PolicyState.ERROR, problem)
+    if tap.spec.monitor_pool:
+        monitors = tuple(_resolve_member(view, m) for m in tap.spec.monitor_pool)
+        if not any(monitors):
+            return TapState(PolicyState.PENDING, "no monitor of the pool seen on the network yet")
+    else:
+        monitor = _resolve_monitor(view, tap.spec)
+        if monitor is None:
+            return TapState(PolicyState.PENDING, "monitor not yet seen on the network")
+        if tap.spec.transport == "rewrite":
+            problem = _rewrite_problem(tap.spec, monitor)
+            if problem:
+                return TapState(PolicyState.ERROR, problem)
+        monitors = (monitor,)
     points, state, reason = _tap_points(view, tap.id, tap.spec, memo)
     if reason:
         return TapState(state, reason)
-    return monitor, points
+    return monitors, points
 
 
 def _copy_vlan_ids(ready: list[_Ready]) -> dict[str, int]:
     """Phase 2: one copy VLAN id per monitor of a vlan-transport policy, by MAC order."""
-    macs = sorted({r.monitor.mac for r in ready if r.tap.spec.transport == "vlan"})
+    macs = sorted({h.mac for r in ready if r.tap.spec.transport == "vlan" for h in r.seen})
     return {mac: COPY_VID_FIRST + i for i, mac in enumerate(macs) if COPY_VID_FIRST + i <= COPY_VID_LAST}
 
 
@@ -329,11 +346,11 @@ def _tap_points_per_switch(view: NetworkView, ready: list[_Ready], comp: TapComp
     per_switch: dict[int, dict[Region, set[int]]] = {}
     token = memo.token(view)
     for r in ready:
-        tap, monitor = r.tap, r.monitor
-        if tap.spec.transport == "vlan" and monitor.mac not in comp.monitor_tags:
+        tap = r.tap
+        if tap.spec.transport == "vlan" and any(h.mac not in comp.monitor_tags for h in r.seen):
             comp.states[tap.id] = TapState(PolicyState.ERROR, "no copy VLAN id left: too many monitors")
             continue
-        comp.monitors[tap.id] = monitor.mac
+        comp.monitors[tap.id] = tuple(h.mac for h in r.seen)
         regions, state = memo.policy("points", token, tap.id, tap.spec, lambda r=r: _policy_points(view, r, memo))
         for dpid, reg in regions:
             per_switch.setdefault(dpid, {}).setdefault(reg, set()).add(tap.id)
@@ -343,8 +360,16 @@ def _tap_points_per_switch(view: NetworkView, ready: list[_Ready], comp: TapComp
 
 def _policy_points(view: NetworkView, r: _Ready, memo: TapMemo) -> tuple[list[tuple[int, Region]], TapState]:
     """One policy's phase 3: its regions per tap switch, and its state."""
-    tap, monitor = r.tap, r.monitor
-    unreachable = [d for d, _ in r.points if d != monitor.dpid and view.path(d, monitor.dpid) is None]
+    tap = r.tap
+    pooled = tap.spec.monitor_pool is not None
+
+    def reachable(d: int) -> list[Host]:
+        if pooled:
+            return [h for h in r.seen if member_live(view, d, h)]
+        h = r.monitors[0]
+        return [h] if d == h.dpid or view.path(d, h.dpid) is not None else []
+
+    unreachable = [d for d, _ in r.points if not reachable(d)]
     concerned: set[int] = set()
     regions = []
     for dpid, directed in r.points:
@@ -352,10 +377,17 @@ def _policy_points(view: NetworkView, r: _Ready, memo: TapMemo) -> tuple[list[tu
             continue
         regions.append((dpid, _region_at(view, directed, memo)))
         concerned.add(dpid)
-        concerned.update(view.path(dpid, monitor.dpid) or ())
-    contested = [view.conflicts[a] for a in _identities(tap.spec, monitor) if a in view.conflicts]
+        for h in reachable(dpid):
+            concerned.update(view.path(dpid, h.dpid) or ())
+    contested = [view.conflicts[a] for h in r.seen for a in _identities(tap.spec, h) if a in view.conflicts]
     if unreachable:
-        reason = "no path to the monitor from " + ", ".join(f"{d:016x}" for d in unreachable)
+        what = "no monitor of the pool reachable" if pooled else "no path to the monitor"
+        reason = what + " from " + ", ".join(f"{d:016x}" for d in unreachable)
+        return regions, TapState(PolicyState.DEGRADED, reason, frozenset(concerned))
+    down = [tap.spec.monitor_pool[i] for i, h in enumerate(r.monitors)
+            if pooled and not any(member_live(view, d, h) for d, _ in r.points)]
+    if down:
+        reason = "pool monitors down or not seen (their flows go to the others): " + ", ".join(down)
         return regions, TapState(PolicyState.DEGRADED, reason, frozenset(concerned))
     if contested:
         return regions, TapState(PolicyState.DEGRADED, "identity conflict: " + "; ".join(contested), frozenset(concerned))
@@ -392,7 +424,7 @@ def _delivery_groups(view: NetworkView, comp: TapCompilation) -> dict[int, set[G
     """Phase 4: one fast-failover group per monitor at its edge switch, its one bucket
     watching the monitor's port: copies reach the monitor only through it."""
     groups: dict[int, set[GroupRule]] = {}
-    for mac in sorted(set(comp.monitors.values())):
+    for mac in sorted({m for macs in comp.monitors.values() for m in macs}):
         monitor = view.hosts[mac]
         taken = {g.group_id for g in groups.get(monitor.dpid, ())}
         gid = DELIVERY_GROUP_BASE | (_stable_id("delivery " + mac) & GROUP_ID_MASK)
@@ -406,15 +438,20 @@ def _delivery_groups(view: NetworkView, comp: TapCompilation) -> dict[int, set[G
 def _regions_groups_recovery(
     view: NetworkView, per_switch: dict[int, dict[Region, set[int]]], taps_by_id: dict[int, Tap], comp: TapCompilation,
     groups: dict[int, set[GroupRule]], captures: dict[int, CaptureTarget], forward: dict[int, int], memo: TapMemo,
+    members: dict[int, tuple[Host | None, ...]], meters: dict[int, set[Meter]],
 ) -> dict[int, set[FlowRule]]:
     """Phase 5: per tap switch, the disjoint regions of its policies' matches, each a
-    table-1 rule applying a group with one bucket per monitor; the rewrite transport's
-    recovery rules at the monitors' edge switches."""
-    monitor_of = {tap_id: view.hosts[mac] for tap_id, mac in comp.monitors.items()}
+    table-1 rule applying a group with one bucket per monitor (or pool); budgeted
+    policies' rules (compile/budget.py); the rewrite transport's recovery rules at the
+    monitors' edge switches."""
+    monitor_of = {tap_id: members[tap_id] for tap_id in comp.monitors}
     token = memo.token(view)
     static = {i: memo.policy("static", token, i, taps_by_id[i].spec, lambda i=i: (
-        taps_by_id[i].spec.transport, taps_by_id[i].spec.ip_version, _monitor_ip(taps_by_id[i].spec, monitor_of[i])))
+        taps_by_id[i].spec.transport, taps_by_id[i].spec.ip_version,
+        None if taps_by_id[i].spec.monitor_pool else _monitor_ip(taps_by_id[i].spec, monitor_of[i][0])))
         for i in monitor_of if i in taps_by_id}
+    budget = _BudgetContext(view, forward, cut_group_ids(view, [m for macs in comp.monitors.values() for m in macs]),
+                            {i: len({d for d, _ in r}) for i, r in _points_of(per_switch).items()})
     flows: dict[int, set[FlowRule]] = {}
     recovery: dict[int, list[tuple[Region, frozenset[SetField], str, frozenset[int]]]] = {}
     for dpid, matches in sorted(per_switch.items()):
@@ -422,10 +459,9 @@ def _regions_groups_recovery(
         # its buckets depend on; the view through its token.
         owned = frozenset((r, frozenset(i)) for r, i in matches.items())
         ids = sorted({i for i_set in matches.values() for i in i_set})
-        inputs = tuple((i, static[i], comp.monitors[i], comp.monitor_tags.get(comp.monitors[i]),
-                        comp.deliveries.get(comp.monitors[i])) if i > 0 else (i, captures[-i].snaplen) for i in ids)
+        inputs = tuple(_owner_inputs(i, static, comp, taps_by_id, budget) if i > 0 else (i, captures[-i].snaplen) for i in ids)
         part = memo.get(("switch", token, dpid, owned, inputs), lambda dpid=dpid, matches=matches, owned=owned: _switch_part(
-            view, dpid, matches, owned, taps_by_id, monitor_of, static, comp, captures, forward, memo))
+            view, dpid, matches, owned, taps_by_id, monitor_of, static, comp, captures, forward, memo, budget))
         for i, state in part.errors.items():
             if i > 0:
                 comp.states[i] = state
@@ -435,13 +471,49 @@ def _regions_groups_recovery(
             flows.setdefault(dpid, set()).update(part.flows)
         if part.groups:
             groups.setdefault(dpid, set()).update(part.groups)
+        if part.meters:
+            meters.setdefault(dpid, set()).update(part.meters)
         comp.sent_buckets.update(part.sent_buckets)
+        comp.meter_monitors.update(part.meter_monitors)
         for c, owners_ in part.cookie_owners.items():
             comp.cookie_owners[c] = comp.cookie_owners.get(c, frozenset()) | owners_
         for monitor_dpid, entry in part.recovery:
             recovery.setdefault(monitor_dpid, []).append(entry)
+    for (kind, mac), gid in budget.cut_ids.items():
+        if kind == "deliver" and mac in comp.deliveries:
+            comp.cut_deliveries[(comp.deliveries[mac][0], gid)] = mac
     _recovery_rules(recovery, comp, flows)
     return flows
+
+
+@dataclass(frozen=True)
+class _BudgetContext:
+    """What budgeted policies' parts read besides their own inputs (compile/budget.py)."""
+
+    view: NetworkView
+    forward: dict[int, int]
+    cut_ids: dict[tuple[str, object], int]
+    tap_switches: dict[int, int]  # tap id -> how many switches tap it
+
+
+def _points_of(per_switch: dict[int, dict[Region, set[int]]]) -> dict[int, list[tuple[int, Region]]]:
+    out: dict[int, list[tuple[int, Region]]] = {}
+    for dpid, matches in per_switch.items():
+        for r, ids in matches.items():
+            for i in ids:
+                out.setdefault(i, []).append((dpid, r))
+    return out
+
+
+def _owner_inputs(i: int, static: dict, comp: TapCompilation, taps_by_id: dict[int, Tap], budget: _BudgetContext) -> tuple:
+    """A memo key of what one policy's buckets at a switch depend on (besides the view)."""
+    macs = comp.monitors[i]
+    base = (i, static[i], macs, tuple(comp.monitor_tags.get(m) for m in macs), tuple(comp.deliveries.get(m) for m in macs))
+    spec = taps_by_id[i].spec
+    if not spec.shaped:
+        return base
+    cuts = tuple(sorted(budget.cut_ids.items())) if spec.snaplen else ()
+    return (*base, spec, budget.tap_switches.get(i, 1), cuts)
 
 
 @dataclass(frozen=True)
@@ -454,11 +526,14 @@ class _SwitchPart:
     cookie_owners: dict = field(default_factory=dict)
     recovery: tuple = ()  # (monitor's switch, recovery entry)
     errors: dict = field(default_factory=dict)  # owner id -> TapState (a closure too large)
+    meters: frozenset[Meter] = frozenset()
+    meter_monitors: dict = field(default_factory=dict)
 
 
 def _switch_part(view: NetworkView, dpid: int, matches: dict[Region, set[int]], owned: frozenset, taps_by_id: dict[int, Tap],
-                 monitor_of: dict[int, Host], static: dict, comp: TapCompilation, captures: dict[int, CaptureTarget],
-                 forward: dict[int, int], memo: TapMemo) -> _SwitchPart:
+                 monitor_of: dict[int, tuple[Host | None, ...]], static: dict, comp: TapCompilation,
+                 captures: dict[int, CaptureTarget], forward: dict[int, int], memo: TapMemo,
+                 budget: _BudgetContext) -> _SwitchPart:
     try:
         regions = memo.get(("closure", frozenset(matches)), lambda: closure(matches))
     except OverflowError as exc:
@@ -470,13 +545,19 @@ def _switch_part(view: NetworkView, dpid: int, matches: dict[Region, set[int]], 
     cookie_owners: dict[int, frozenset[int]] = {}
     recovery: list = []
     group_ids: dict[tuple[Bucket, ...], int] = {}
+    parts: dict[int, BudgetPart] = {}  # budgeted policies' parts at this switch, made once each
     for r in sorted(regions):
         ids = owner_map[r]
         policy_ids = sorted(i for i in ids if i > 0)
-        inputs = tuple(_bucket_inputs(view, dpid, static[i], monitor_of[i], comp, forward) for i in policy_ids)
-        pairs, stable = memo.get(("buckets", dpid, tuple(policy_ids), inputs), lambda: _buckets_hashed(
-            view, dpid, policy_ids, taps_by_id, monitor_of, comp, forward))
+        if any(taps_by_id[i].spec.shaped for i in policy_ids):
+            pairs = _buckets(view, dpid, policy_ids, taps_by_id, monitor_of, comp, forward, budget, parts)
+            stable = _stable_id(repr(tuple(b for b, _ in pairs)))
+        else:  # the common case, looked up by what it reads
+            inputs = tuple(_bucket_inputs(view, dpid, static[i], monitor_of[i][0], comp, forward) for i in policy_ids)
+            pairs, stable = memo.get(("buckets", dpid, tuple(policy_ids), inputs), lambda: _buckets_hashed(
+                view, dpid, policy_ids, taps_by_id, monitor_of, comp, forward, budget, parts))
         actions: list[Action] = []
+        write: tuple[Action, ...] = ()
         if pairs:
             buckets = tuple(b for b, _ in pairs)
             gid = group_ids.get(buckets)
@@ -485,27 +566,53 @@ def _switch_part(view: NetworkView, dpid: int, matches: dict[Region, set[int]], 
                 group_ids[buckets] = gid
                 groups.add(GroupRule(gid, "all", buckets))
                 sent_buckets[(dpid, gid)] = tuple(mac for _, mac in pairs)
-            actions.append(GroupAction(gid))
+            if any(_metered(b, parts) for b in buckets):
+                # Copies that may meet a meter leave after the original: a meter drops
+                # the packet for every action after it, in OVS's datapath.
+                write = (GroupAction(gid),)
+            else:
+                actions.append(GroupAction(gid))
         jobs = [captures[-i] for i in ids if i < 0]
         if jobs:
             # In the flow, not in a bucket: OVS filters an OpenFlow 1.3 controller's
             # packet-ins from groups (reason "group" is OpenFlow 1.4's).
             actions.append(ToController(max(j.snaplen for j in jobs), METER_CAPTURE))
-        if not actions:
+        if not actions and not write:
             continue
         tap_cookie, priority, region_match = memo.get(("rule", r), lambda: (
             cookie(Owner.TAP, _stable_id(repr(r))), PRIO_TAP_BASE + specificity(r), _region_to_match(r)))
         cookie_owners[tap_cookie] = cookie_owners.get(tap_cookie, frozenset()) | ids
-        flows.add(FlowRule(TABLE_TAP, priority, region_match, tuple(actions), TABLE_FORWARD, tap_cookie))
+        flows.add(FlowRule(TABLE_TAP, priority, region_match, tuple(actions), TABLE_FORWARD, tap_cookie, write=write))
     for r in sorted(regions):
         ids = owner_map[r]
         for tap_id in sorted(i for i in ids if i > 0):
-            tap, monitor = taps_by_id[tap_id], monitor_of[tap_id]
-            if tap.spec.transport != "rewrite" or monitor.dpid == dpid or _bucket_owner(ids, monitor_of, monitor.mac) != tap_id:
+            tap, monitor = taps_by_id[tap_id], monitor_of[tap_id][0]
+            if (tap.spec.transport != "rewrite" or monitor.dpid == dpid
+                    or _bucket_owner(ids, monitor_of, _target(monitor_of[tap_id])) != tap_id):
                 continue
             rr, restore = _recovery(r, tap.spec, monitor)
             recovery.append((monitor.dpid, (rr, restore, monitor.mac, frozenset(ids))))
-    return _SwitchPart(frozenset(flows), frozenset(groups), sent_buckets, cookie_owners, tuple(recovery))
+    meters: set[Meter] = set()
+    meter_monitors: dict = {}
+    for tap_id, part in sorted(parts.items()):
+        clash = {g.group_id for g in part.groups} & {g.group_id for g in groups if g not in part.groups}
+        if clash:
+            return _SwitchPart(errors={tap_id: TapState(PolicyState.ERROR, "its budget's group ids are taken at switch "
+                                                        f"{dpid:016x}: re-create the policy for a new id")})
+        flows |= part.flows
+        groups |= part.groups
+        meters |= part.meters
+        sent_buckets.update(part.sent_buckets)
+        meter_monitors.update(part.meter_monitors)
+        for f in part.flows:
+            if f.cookie != COOKIE_COPY:
+                cookie_owners[f.cookie] = cookie_owners.get(f.cookie, frozenset()) | {tap_id}
+    return _SwitchPart(frozenset(flows), frozenset(groups), sent_buckets, cookie_owners, tuple(recovery),
+                       meters=frozenset(meters), meter_monitors=meter_monitors)
+
+
+def _metered(bucket: Bucket, parts: dict[int, BudgetPart]) -> bool:
+    return any(p.bucket == bucket and p.meters for p in parts.values())
 
 
 def _copy_paths(view: NetworkView, comp: TapCompilation, flows: dict[int, set[FlowRule]], forward: dict[int, int]) -> None:
@@ -546,6 +653,12 @@ def _resolve_monitor(view: NetworkView, spec: TapSpec) -> Host | None:
     return host
 
 
+def _resolve_member(view: NetworkView, address: str) -> Host | None:
+    """A pool member (MAC or IP) as seen on a connected switch, else None."""
+    host = view.hosts.get(address) if is_mac(address) else view.host_by_ip(address)
+    return host if host is not None and host.dpid in view.devices else None
+
+
 def _rewrite_problem(spec: TapSpec, monitor: Host) -> str | None:
     if spec.ip_version and _monitor_ip(spec, monitor) is None:
         return f"transport rewrite needs the monitor's IPv{spec.ip_version} address; none known"
@@ -578,22 +691,41 @@ def _tap_points(view: NetworkView, ident: int, spec: MatchSpec, memo: TapMemo) -
     return points, None, ""
 
 
-def _bucket_owner(ids, monitor_of: dict[int, Host], monitor_mac: str) -> int:
-    """Which policy's transport carries the one copy a monitor gets for a region: the oldest."""
-    return min(i for i in ids if i > 0 and monitor_of[i].mac == monitor_mac)
+def _target(monitors: tuple[Host | None, ...]) -> tuple[str | None, ...]:
+    """What a bucket copies to: one monitor, or a pool (by position; None: not seen)."""
+    return tuple(h.mac if h is not None else None for h in monitors)
 
 
-def _buckets(view: NetworkView, dpid: int, ids: list[int], taps_by_id: dict[int, Tap], monitor_of: dict[int, Host],
-             comp: TapCompilation, forward: dict[int, int]) -> tuple[tuple[Bucket, str], ...]:
-    """The tap group's buckets for a region owned by `ids`, each with the monitor it copies to."""
-    buckets: list[tuple[Bucket, str]] = []
-    seen: set[str] = set()
+def _bucket_owner(ids, monitor_of: dict[int, tuple[Host | None, ...]], target: tuple[str | None, ...]) -> int:
+    """Which policy carries the one copy a monitor (or pool) gets for a region: the oldest,
+    with its transport and budget."""
+    return min(i for i in ids if i > 0 and _target(monitor_of[i]) == target)
+
+
+def _buckets(view: NetworkView, dpid: int, ids: list[int], taps_by_id: dict[int, Tap],
+             monitor_of: dict[int, tuple[Host | None, ...]], comp: TapCompilation, forward: dict[int, int],
+             budget: _BudgetContext, parts: dict[int, BudgetPart]) -> tuple[tuple[Bucket, str | None], ...]:
+    """The tap group's buckets for a region owned by `ids`, each with the monitor it copies
+    to (None for a budgeted copy: its send group counts it); budgeted copies last, since
+    a meter on their way would drop whatever the datapath does after it."""
+    buckets: list[tuple[Bucket, str | None]] = []
+    seen: set[tuple[str | None, ...]] = set()
     for tap_id in ids:
-        monitor = monitor_of[tap_id]
-        if monitor.mac in seen:
-            continue  # one copy per monitor, however many policies name it
-        seen.add(monitor.mac)
-        owner = taps_by_id[_bucket_owner(ids, monitor_of, monitor.mac)]
+        target = _target(monitor_of[tap_id])
+        if target in seen:
+            continue  # one copy per monitor (or pool), however many policies name it
+        seen.add(target)
+        owner = taps_by_id[_bucket_owner(ids, monitor_of, target)]
+        if owner.spec.shaped:
+            if owner.id not in parts:
+                parts[owner.id] = budget_part(
+                    view, dpid, owner.id, owner.spec, monitor_of[owner.id], budget.tap_switches.get(owner.id, 1),
+                    comp.monitor_tags, comp.deliveries, forward, budget.cut_ids, forward_groups(view, dpid, forward),
+                    pooled=owner.spec.monitor_pool is not None)
+            if parts[owner.id].bucket is not None:
+                buckets.append((parts[owner.id].bucket, None))
+            continue
+        monitor = monitor_of[tap_id][0]
         if monitor.dpid == dpid:
             buckets.append((Bucket((GroupAction(comp.deliveries[monitor.mac][1]),)), monitor.mac))
             continue
@@ -609,7 +741,7 @@ def _buckets(view: NetworkView, dpid: int, ids: list[int], taps_by_id: dict[int,
             if owner.spec.ip_version and ip:
                 actions.append(SetField("ipv4_dst" if owner.spec.ip_version == 4 else "ipv6_dst", ip))
             buckets.append((Bucket((*actions, onward)), monitor.mac))
-    return tuple(sorted(buckets, key=lambda pair: repr(pair[0])))
+    return tuple(sorted(buckets, key=lambda pair: (pair[1] is None, repr(pair[0]))))
 
 
 def _recovery(r: Region, spec: TapSpec, monitor: Host) -> tuple[Region, frozenset[SetField]]:
@@ -669,16 +801,15 @@ def _recovery_rules(wanted: dict[int, list[tuple[Region, frozenset[SetField], st
 
 def _bucket_inputs(view: NetworkView, dpid: int, static: tuple, monitor: Host, comp: TapCompilation,
                    forward: dict[int, int]) -> tuple:
-    """Everything `_buckets` reads about one policy at one switch (`static`: its transport,
-    IP version and monitor IP): a memo key."""
+    """Everything `_buckets` reads about one unbudgeted policy at one switch (`static`: its
+    transport, IP version and monitor IP): a memo key."""
     reachable = monitor.dpid == dpid or view.tree_toward(monitor.dpid).get(dpid) is not None
     return (*static, monitor.mac, monitor.dpid, reachable, forward.get(monitor.dpid), comp.monitor_tags.get(monitor.mac),
             comp.deliveries.get(monitor.mac))
 
 
-def _buckets_hashed(view: NetworkView, dpid: int, ids: list[int], taps_by_id: dict[int, Tap], monitor_of: dict[int, Host],
-                    comp: TapCompilation, forward: dict[int, int]) -> tuple[tuple[tuple[Bucket, str], ...], int]:
-    pairs = _buckets(view, dpid, ids, taps_by_id, monitor_of, comp, forward)
+def _buckets_hashed(*args) -> tuple[tuple[tuple[Bucket, str | None], ...], int]:
+    pairs = _buckets(*args)
     return pairs, _stable_id(repr(tuple(b for b, _ in pairs)))
 
 

@@ -32,8 +32,10 @@ from vtap.compile.pipeline import (
     COOKIE_TAP,
     ETH_TYPE_LLDP,
     OWNER_MASK,
+    POLICY_METER_BASE,
     PRIO_KNOWN_HOST,
     TABLE_CLASSIFY,
+    TABLE_SEND,
     TABLE_TAP,
     Owner,
     cookie_owner,
@@ -318,20 +320,28 @@ class Controller:
         return self.core.compilation.rules_of(tap_id)
 
     async def tap_counters(self) -> dict[int, dict[str, int]]:
-        """Per policy: packets and bytes that hit its tap rules (each copied once to its monitor).
+        """Per policy: packets and bytes that hit its tap rules, the copies made of them
+        (each copied once to its monitor; a budgeted policy's after sampling and rate
+        limit) and the copies its rate limit dropped.
 
-        One flow-stats request per switch with tap rules, for vtap's tap rules only."""
-        stats = []
+        One flow-stats request per switch with tap rules, for vtap's tap rules only; one
+        meter-stats request per switch with a rate-limited policy's meters."""
+        stats: list[tuple[int, int, int, int]] = []
+        meters: dict[tuple[int, int], tuple[int, int]] = {}
+        metered = {d for d, _ in self.core.compilation.meter_monitors}
         for dpid in sorted(self.core.compilation.rules):
             dp = self.datapaths.get(dpid)
             if dp is None:
                 continue
             try:
                 replies = await dp.flow_stats(COOKIE_TAP, OWNER_MASK)
-            except (ChannelClosed, asyncio.TimeoutError):
+                if dpid in metered:
+                    meters.update(_meter_drops(dpid, await dp.meter_stats()))
+            except (ChannelClosed, asyncio.TimeoutError, OpenFlowError):
                 continue
-            stats += [(s.cookie, s.packet_count, s.byte_count) for s in replies if s.table_id == TABLE_TAP]
-        return self.core.tap_counters(stats)
+            stats += [(s.table_id, s.cookie, s.packet_count, s.byte_count) for s in replies
+                      if s.table_id in (TABLE_TAP, TABLE_SEND)]
+        return self.core.tap_counters(stats, meters)
 
     # ---- changes --------------------------------------------------------------------
 
@@ -654,7 +664,9 @@ class Controller:
         request each), and let the core judge whether copies reach their monitors."""
         comp = self.core.compilation
         dpids = {d for d, _ in comp.sent_buckets} | {d for d, _ in comp.deliveries.values()}
+        metered = {d for d, _ in comp.meter_monitors}
         counters: dict[int, list[GroupCounters]] = {}
+        meters: dict[tuple[int, int], tuple[int, int]] = {}
         for dpid in sorted(dpids):
             dp = self.datapaths.get(dpid)
             if dp is None:
@@ -665,9 +677,14 @@ class Controller:
                 continue
             counters[dpid] = [GroupCounters(s.group_id, tuple((b.packet_count, b.byte_count) for b in s.bucket_stats))
                               for s in replies if is_vtap_group(s.group_id)]
+            if dpid in metered:
+                try:
+                    meters.update(_meter_drops(dpid, await dp.meter_stats()))
+                except (ChannelClosed, asyncio.TimeoutError, OpenFlowError):
+                    del counters[dpid]  # its sends would count without their drops
         if self.core.compilation is not comp:
             return  # recompiled meanwhile: the bucket layout read may not be the one compiled
-        for tap_id in self.core.delivery_observe(time.time(), counters):
+        for tap_id in self.core.delivery_observe(time.time(), counters, meters):
             self._status_due.set()
             st = self.tap_status(tap_id)
             if st.state == PolicyState.DEGRADED:
@@ -729,3 +746,9 @@ class Controller:
             for job in self.captures.expired(now):
                 self.captures.finish(job, CaptureState.DONE, f"{job.spec.duration_s:g} s elapsed", now)
                 self._end_capture(job.id)
+
+
+def _meter_drops(dpid: int, replies: list[Any]) -> dict[tuple[int, int], tuple[int, int]]:
+    """(dpid, meter) -> (packets, bytes) its drop band dropped, for vtap's policy meters."""
+    return {(dpid, m.meter_id): (sum(b.packet_band_count for b in m.band_stats), sum(b.byte_band_count for b in m.band_stats))
+            for m in replies if m.meter_id >> 24 == POLICY_METER_BASE >> 24}

@@ -22,7 +22,7 @@ from vtap.control.delivery import DeliveryLedger, GroupCounters, MonitorDelivery
 from vtap.control.hosts import Claim, HostTable
 from vtap.control.probing import ProbeSchedule, named_addresses
 from vtap.model.capture import CaptureTarget
-from vtap.model.network import Device, Host, Link, Port, is_physical_port
+from vtap.model.network import Device, Host, Link, Port, is_mac, is_physical_port
 from vtap.model.policy import Tap, TapChanges, TapSpec, is_single_address, plan_changes
 from vtap.model.rules import SwitchRules
 from vtap.model.state import PolicyState, SyncState
@@ -159,7 +159,7 @@ class ControlCore:
         known = {ip for host in view.hosts.values() for ip in host.ips}
         self._unresolved = named_addresses(list(self.taps.values())) - known
         self._pinned_ips, self._pinned_macs = self.pins()
-        self.delivery.forget(set(self.compilation.monitors.values()))
+        self.delivery.forget({m for macs in self.compilation.monitors.values() for m in macs})
         self._monitor_labels = self._label_monitors(view)
         return desired
 
@@ -238,12 +238,16 @@ class ControlCore:
 
     # ---- delivery -----------------------------------------------------------------------
 
-    def delivery_observe(self, now: float, counters: dict[int, list[GroupCounters]]) -> list[int]:
-        """One poll of the switches' vtap group counters: the policies whose monitor's
+    def delivery_observe(self, now: float, counters: dict[int, list[GroupCounters]],
+                         meters: dict[tuple[int, int], tuple[int, int]] | None = None) -> list[int]:
+        """One poll of the switches' vtap group counters, and of the rate-limited policies'
+        meters ((dpid, meter) -> packets and bytes dropped): the policies whose monitor's
         delivery verdict changed."""
         comp = self.compilation
-        changed = set(self.delivery.observe(now, counters, comp.sent_buckets, comp.deliveries, self._monitor_labels))
-        return sorted(tap_id for tap_id, mac in comp.monitors.items() if mac in changed)
+        drops = {key: (*comp.meter_monitors[key], *value) for key, value in (meters or {}).items() if key in comp.meter_monitors}
+        changed = set(self.delivery.observe(now, counters, comp.sent_buckets, comp.deliveries, self._monitor_labels,
+                                            comp.cut_deliveries, drops))
+        return sorted(tap_id for tap_id, macs in comp.monitors.items() if changed.intersection(macs))
 
     def monitor_labels(self) -> dict[str, str]:
         """How reasons and metrics name each compiled policy's monitor (set by each compile:
@@ -253,27 +257,49 @@ class ControlCore:
     def _label_monitors(self, view: NetworkView) -> dict[str, str]:
         """The address the monitor's policies give, else its first IPv4, else its MAC."""
         labels: dict[str, str] = {}
-        for tap_id, mac in sorted(self.compilation.monitors.items()):
+        for tap_id, macs in sorted(self.compilation.monitors.items()):
             spec = self.taps[tap_id].spec if tap_id in self.taps else None
-            host = view.hosts.get(mac)
-            ips = sorted(host.ips, key=lambda a: (":" in a, a)) if host else []
-            labels.setdefault(mac, (spec.monitor_ip if spec and spec.monitor_ip else None) or (ips[0] if ips else mac))
+            for mac in macs:
+                host = view.hosts.get(mac)
+                ips = sorted(host.ips, key=lambda a: (":" in a, a)) if host else []
+                labels.setdefault(mac, (spec.monitor_ip if spec and spec.monitor_ip else None) or (ips[0] if ips else mac))
         return labels
 
     def monitor_delivery(self, tap_id: int) -> MonitorDelivery | None:
-        """The delivery of the policy's monitor, if it is compiled."""
-        mac = self.compilation.monitors.get(tap_id)
-        return self.delivery.monitors.get(mac) if mac else None
+        """The delivery of the policy's monitor (a pool's: the first failing member, else
+        the first), if it is compiled."""
+        found = [self.delivery.monitors[m] for m in self.compilation.monitors.get(tap_id, ()) if m in self.delivery.monitors]
+        return next((d for d in found if d.failing), found[0] if found else None)
 
-    def tap_counters(self, tap_rule_stats: list[tuple[int, int, int]]) -> dict[int, dict[str, int]]:
-        """Per policy, packets and bytes of its tap rules, from (cookie, packets, bytes) of
-        every table-1 rule read back; a region shared by overlapping policies counts for each."""
-        out = {tap_id: {"packets": 0, "bytes": 0} for tap_id in self.taps}
-        for cookie, packets, bytes_ in tap_rule_stats:
+    def monitor_deliveries(self, tap_id: int) -> dict[str, MonitorDelivery]:
+        """The delivery of each of the policy's monitors (one, or a pool's members seen)."""
+        return {m: self.delivery.monitors[m] for m in self.compilation.monitors.get(tap_id, ()) if m in self.delivery.monitors}
+
+    def tap_counters(self, rule_stats: list[tuple[int, int, int, int]],
+                     meters: dict[tuple[int, int], tuple[int, int]] | None = None) -> dict[int, dict[str, int]]:
+        """Per policy: `packets` and `bytes` of its tap rules, from (table, cookie, packets,
+        bytes) of every table-1 and table-5 rule read back (a region shared by overlapping
+        policies counts for each); `copies`: a budgeted policy's copies sent (its table-5
+        rules, less what its meters dropped), else one per packet; `dropped`: what its
+        meters dropped, from (dpid, meter) -> (packets, bytes)."""
+        out = {tap_id: {"packets": 0, "bytes": 0, "copies": 0, "dropped": 0} for tap_id in self.taps}
+        for table, cookie, packets, bytes_ in rule_stats:
             for tap_id in self.compilation.cookie_owners.get(cookie, ()):
                 if tap_id in out:
-                    out[tap_id]["packets"] += packets
-                    out[tap_id]["bytes"] += bytes_
+                    if table == TABLE_TAP:
+                        out[tap_id]["packets"] += packets
+                        out[tap_id]["bytes"] += bytes_
+                    else:
+                        out[tap_id]["copies"] += packets
+        for key, (packets, _) in (meters or {}).items():
+            tap_id = self.compilation.meter_monitors.get(key, (None,))[0]
+            if tap_id in out:
+                out[tap_id]["dropped"] += packets
+        for tap_id, c in out.items():
+            if tap_id in self.taps and not self.taps[tap_id].spec.shaped:
+                c["copies"] = c["packets"]
+            else:
+                c["copies"] = max(0, c["copies"] - c["dropped"])
         return out
 
     def tap_paths(self, tap_id: int) -> dict[str, Any]:
@@ -281,7 +307,7 @@ class ControlCore:
         copies' paths to the monitor (switch dpids and host MACs)."""
         view = self.view()
         spec = self.taps[tap_id].spec
-        monitor = view.hosts.get(self.compilation.monitors.get(tap_id, ""))
+        monitors = [view.hosts[m] for m in self.compilation.monitors.get(tap_id, ()) if m in view.hosts]
         tap_points = sorted(
             dpid for dpid, rules in self.compilation.rules_of(tap_id).items() if any(f.table == TABLE_TAP for f in rules.flows)
         )
@@ -290,9 +316,9 @@ class ControlCore:
             a, b = view.host_named(e.src_mac, e.src_ip), view.host_named(e.dst_mac, e.dst_ip)
             if a is not None and b is not None:
                 flows.append({"hosts": [a.mac, b.mac], "switches": view.path(a.dpid, b.dpid) or []})
-        copies = [{"switches": view.path(dpid, monitor.dpid) or [], "monitor": monitor.mac} for dpid in tap_points] if monitor else []
+        copies = [{"switches": view.path(dpid, m.dpid) or [], "monitor": m.mac} for dpid in tap_points for m in monitors]
         return {"id": tap_id, "flows": flows, "tap_points": tap_points, "copies": copies,
-                "monitor": monitor.mac if monitor else None}
+                "monitor": monitors[0].mac if monitors else None, "monitors": [m.mac for m in monitors]}
 
     # ---- switch events ------------------------------------------------------------------
 
@@ -479,12 +505,14 @@ class ControlCore:
         """(addresses, MACs) that policies name, enabled or not: their hosts are kept
         however silent (a monitor only ever receives) and their bindings are held
         against claims from elsewhere."""
-        macs = set(self.compilation.monitors.values())
+        macs = {m for ms in self.compilation.monitors.values() for m in ms}
         ips = set()
         for tap in self.taps.values():
             s = tap.spec
             macs.update(m for m in (s.src_mac, s.dst_mac, s.monitor_mac) if m)
             ips.update(ip for ip in (s.src_ip, s.dst_ip, s.monitor_ip) if ip and is_single_address(ip))
+            for member in s.monitor_pool or ():
+                (macs if is_mac(member) else ips).add(member)
         macs.update(h.mac for h in self.hosts.hosts.values() if ips.intersection(h.ips))
         return frozenset(ips), frozenset(macs)
 

@@ -6,6 +6,13 @@ group (fast failover, its one bucket watching the monitor's port) counts the cop
 *delivered*, handed to a live port at its edge switch. Copies lost on the way (a link
 down in the copy path, a monitor port down, a rule missing) show as the difference.
 
+Budgeted copies (compile/budget.py) are counted sent at their send group, one per
+policy, tap switch and monitor, after sampling and pool choice; a rate-limited one's
+meter drops copies after that count (a switch credits a datapath flow's packets to
+every rule and group it went through, dropped or not), so its meter's dropped packets
+are taken off; a cut copy for a monitor on the tap switch is delivered by its cut
+delivery group.
+
 Counting is per monitor, not per policy: once copied, a copy does not say which policy
 made it (a packet matched by two policies with one monitor is copied once), so the
 switch can only tell per monitor. A policy's stats show its own tap-point counters and
@@ -47,6 +54,7 @@ class MonitorDelivery:
     sent_bytes: int = 0
     delivered_packets: int = 0
     delivered_bytes: int = 0
+    dropped_packets: int = 0  # by rate limits, at the tap points (taken off sent_packets)
     failing: bool = False
     reason: str = ""
     samples: deque = field(default_factory=deque)  # (time, sent_packets, delivered_packets)
@@ -70,6 +78,7 @@ class DeliveryLedger:
                  fraction: float = FRACTION):
         self.window, self.recover, self.lag, self.tolerance, self.fraction = window, recover, lag, tolerance, fraction
         self.monitors: dict[str, MonitorDelivery] = {}
+        self.dropped_by_policy: dict[int, int] = {}  # copies a policy's rate limit dropped, since counting began
         self._last: dict[tuple, tuple[int, int]] = {}  # counter key -> last (packets, bytes) read
 
     def _delta(self, key: tuple, packets: int, bytes_: int) -> tuple[int, int]:
@@ -82,14 +91,19 @@ class DeliveryLedger:
         return packets - last[0], bytes_ - last[1]
 
     def observe(self, now: float, counters: dict[int, list[GroupCounters]],
-                sent_buckets: dict[tuple[int, int], tuple[str, ...]],
-                deliveries: dict[str, tuple[int, int]], labels: dict[str, str]) -> list[str]:
+                sent_buckets: dict[tuple[int, int], tuple[str | None, ...]],
+                deliveries: dict[str, tuple[int, int]], labels: dict[str, str],
+                cut_deliveries: dict[tuple[int, int], str] | None = None,
+                meter_drops: dict[tuple[int, int], tuple[int, str, int, int]] | None = None) -> list[str]:
         """Add one poll of every switch's group counters; the monitors whose verdict changed.
 
-        `sent_buckets`: (dpid, tap group) -> the monitor each bucket copies to;
-        `deliveries`: monitor -> (dpid, delivery group); `labels`: monitor -> how a reason
+        `sent_buckets`: (dpid, tap or send group) -> the monitor each bucket copies to
+        (None: not counted there); `deliveries`: monitor -> (dpid, delivery group);
+        `cut_deliveries`: (dpid, cut delivery group) -> monitor; `meter_drops`: (dpid,
+        meter) -> (policy, monitor, packets and bytes the meter dropped); `labels`: monitor -> how a reason
         names it (its IP where known)."""
         delivery_of = {(dpid, gid): mac for mac, (dpid, gid) in deliveries.items()}
+        delivery_of.update(cut_deliveries or {})
         for mac in deliveries:
             self.monitors.setdefault(mac, MonitorDelivery())
         for dpid, groups in counters.items():
@@ -97,6 +111,8 @@ class DeliveryLedger:
                 sent_to = sent_buckets.get((dpid, g.group_id))
                 if sent_to is not None:
                     for i, (packets, bytes_) in enumerate(g.buckets[: len(sent_to)]):
+                        if sent_to[i] is None:
+                            continue
                         dp, db = self._delta((dpid, g.group_id, i, sent_to[i]), packets, bytes_)
                         m = self.monitors.setdefault(sent_to[i], MonitorDelivery())
                         m.sent_packets += dp
@@ -104,9 +120,17 @@ class DeliveryLedger:
                 mac = delivery_of.get((dpid, g.group_id))
                 if mac is not None and g.buckets:
                     dp, db = self._delta((dpid, g.group_id, 0, mac), *g.buckets[0])
-                    m = self.monitors[mac]
+                    m = self.monitors.setdefault(mac, MonitorDelivery())
                     m.delivered_packets += dp
                     m.delivered_bytes += db
+        for (dpid, meter), (tap_id, mac, packets, bytes_) in (meter_drops or {}).items():
+            if dpid in counters:  # read in the same poll as the send groups' counters
+                dp, db = self._delta((dpid, "meter", meter, mac), packets, bytes_)
+                m = self.monitors.setdefault(mac, MonitorDelivery())
+                m.sent_packets -= dp
+                m.sent_bytes -= db
+                m.dropped_packets += dp
+                self.dropped_by_policy[tap_id] = self.dropped_by_policy.get(tap_id, 0) + dp
         changed = []
         for mac, m in self.monitors.items():
             m.samples.append((now, m.sent_packets, m.delivered_packets))

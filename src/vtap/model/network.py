@@ -17,6 +17,12 @@ OFPP_LOCAL = 0xFFFFFFFE
 _MAC_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
 
 
+def is_mac(value: str) -> bool:
+    """A MAC address as vtap writes it (lower case, colons): a normalised pool member is
+    either this or an IP address."""
+    return bool(_MAC_RE.match(value))
+
+
 def normalize_mac(mac: str) -> str:
     """Lower-case colon form; raises ValueError naming the value when it is not a MAC."""
     text = mac.strip().lower().replace("-", ":")

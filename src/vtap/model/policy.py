@@ -19,6 +19,7 @@ from vtap.model.network import normalize_mac
 
 IP_PROTOS = {"tcp": 6, "udp": 17, "icmp": 1, "icmpv6": 58, "sctp": 132}
 PORT_PROTOS = (6, 17)
+MAX_POOL = 16
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 Direction = Literal["forward", "reverse", "both"]
@@ -191,6 +192,14 @@ class TapSpec(MatchSpec):
     monitor_mac: str | None = Field(None, description="the monitor host's MAC")
     monitor_ip: str | None = Field(None, description="the monitor host's IP (resolved to its MAC)")
     transport: Transport = "vlan"
+    monitor_pool: tuple[str, ...] | None = Field(
+        None, min_length=1, max_length=MAX_POOL,
+        description="monitors (MACs or IPs) to spread flows over, instead of monitor_mac/monitor_ip: both directions "
+                    "of a flow reach the same one; a monitor whose port goes down hands its share to the others")
+    snaplen: int | None = Field(None, ge=64, le=9216, description="cut each copy to its first N bytes (64-9216)")
+    sample: int = Field(1, ge=1, le=65535, description="copy 1 in N flows, whole flows in both directions (1: all)")
+    rate_limit_pps: int | None = Field(None, ge=1, le=10_000_000,
+                                       description="copies per second beyond which this policy's copies are dropped")
 
     @field_validator("name")
     @classmethod
@@ -211,13 +220,51 @@ class TapSpec(MatchSpec):
             raise ValueError("must be a single IP address (the monitor host)")
         return normalize_ip(v)
 
+    @field_validator("monitor_pool", mode="before")
+    @classmethod
+    def _pool(cls, v: Any) -> Any:
+        if v is None or isinstance(v, str):
+            return v  # None, or a type error from pydantic
+        out = []
+        for i, item in enumerate(v):
+            if not isinstance(item, str) or _any(item):
+                raise ValueError(f"entry {i}: a monitor's MAC or IP address is needed")
+            if "/" in item:
+                raise ValueError(f"entry {i}: a single address, not a prefix: {item[:64]!r}")
+            try:
+                value = normalize_mac(item)
+            except ValueError:
+                try:
+                    value = normalize_ip(item)
+                except ValueError:
+                    raise ValueError(f"entry {i}: not a MAC or IP address: {item[:64]!r}") from None
+            if value in out:
+                raise ValueError(f"entry {i}: {value} is named twice")
+            out.append(value)
+        return tuple(out)
+
     @model_validator(mode="after")
     def _monitor(self) -> TapSpec:
-        if not (self.monitor_mac or self.monitor_ip):
-            raise ValueError("a monitor is needed: monitor_mac and/or monitor_ip")
+        if self.monitor_pool is not None and (self.monitor_mac or self.monitor_ip):
+            raise ValueError("monitor_pool replaces monitor_mac and monitor_ip: give one or the other")
+        if not (self.monitor_mac or self.monitor_ip or self.monitor_pool):
+            raise ValueError("a monitor is needed: monitor_mac and/or monitor_ip, or monitor_pool")
+        if self.transport == "rewrite" and self.shaped:
+            raise ValueError("snaplen, sample, rate_limit_pps and monitor_pool need transport vlan")
         if self.monitor_ip and self.transport == "rewrite" and self.ip_version and ip_version(self.monitor_ip) != self.ip_version:
             raise ValueError("with transport rewrite, monitor_ip must be of the tapped traffic's IP version")
         return self
+
+    @property
+    def shaped(self) -> bool:
+        """Whether copies are budgeted (cut, sampled, rate-limited or spread over a pool):
+        then they take the copy-budget tables of the pipeline (compile/budget.py)."""
+        return bool(self.monitor_pool or self.snaplen or self.sample > 1 or self.rate_limit_pps)
+
+    @property
+    def monitors(self) -> tuple[str, ...]:
+        """The monitors named: the pool's members, or the one monitor (its MAC, else IP)."""
+        return self.monitor_pool or ((self.monitor_mac or self.monitor_ip),)
 
 
 class Tap(BaseModel):

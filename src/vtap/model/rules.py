@@ -81,7 +81,51 @@ class ToController:
         return f"controller(max_len={self.max_len},meter_id={self.meter_id})"
 
 
-Action = Union[Output, GroupAction, SetField, PushVlan, PopVlan, ToController]
+@dataclass(frozen=True, order=True)
+class OutputTrunc:
+    """Output the packet's first `max_len` bytes to `port` (Open vSwitch's NXAST_OUTPUT_TRUNC,
+    `output(port=P,max_len=N)`): a copy cut to a snap length. OVS runs it from a flow's
+    actions only, not from a group bucket (buckets are action sets)."""
+
+    port: int
+    max_len: int
+
+    def __str__(self) -> str:
+        return f"output(port={self.port},max_len={self.max_len})"
+
+
+@dataclass(frozen=True, order=True)
+class Resubmit:
+    """Look the packet up in `table` and run that rule's actions here, then go on
+    (NXAST_RESUBMIT_TABLE, `resubmit(,T)`); allowed as a bucket's last action."""
+
+    table: int
+
+    def __str__(self) -> str:
+        return f"resubmit(,{self.table})"
+
+
+@dataclass(frozen=True, order=True)
+class Multipath:
+    """Write a hash of the flow, reduced to 0..`links`-1, into bits `ofs`..`ofs+nbits-1` of
+    register `dst` (NXAST_MULTIPATH). vtap hashes `symmetric_l3l4+udp`: IP addresses,
+    protocol and TCP/UDP/SCTP ports, symmetric, so both directions of a flow get one value;
+    `algorithm` is `modulo_n` (sampling) or `hrw` (highest random weight: a pool, where
+    links keep their flows when others come or go)."""
+
+    algorithm: str
+    basis: int
+    links: int
+    dst: str
+    ofs: int
+    nbits: int
+
+    def __str__(self) -> str:
+        return (f"multipath(symmetric_l3l4+udp,{self.basis},{self.algorithm},{self.links},0,"
+                f"{self.dst}[{self.ofs}..{self.ofs + self.nbits - 1}])")
+
+
+Action = Union[Output, GroupAction, SetField, PushVlan, PopVlan, ToController, OutputTrunc, Resubmit, Multipath]
 
 
 @dataclass(frozen=True, order=True)
@@ -99,6 +143,7 @@ class FlowRule:
     goto: int | None = None
     cookie: int = 0
     meter: int | None = None  # applied before the actions (rate-limits what they do)
+    write: tuple[Action, ...] = ()  # written to the action set: run when the pipeline ends, after `actions`
 
     @property
     def key(self) -> tuple[int, int, Match]:
@@ -108,6 +153,8 @@ class FlowRule:
         head = f"cookie=0x{self.cookie:x}, table={self.table}, "
         fields = [f"priority={self.priority}"] + [f"{name}={_fmt_value(value)}" for name, value in self.match]
         acts = ([f"meter:{self.meter}"] if self.meter is not None else []) + [str(a) for a in self.actions]
+        if self.write:
+            acts.append("write_actions(" + ",".join(str(a) for a in self.write) + ")")
         if self.goto is not None:
             acts.append(f"goto_table:{self.goto}")
         return head + ",".join(fields) + " actions=" + (",".join(acts) or "drop")

@@ -222,6 +222,11 @@ class Datapath:
         reply = (await self.request(parser.OFPRoleRequest(PROTOCOL, role, generation_id)))[0]
         return reply.role, reply.generation_id
 
+    async def meter_stats(self) -> list[Any]:
+        """Every meter's counters: per band, the packets and bytes it dropped."""
+        req = parser.OFPMeterStatsRequest(PROTOCOL, 0, ofp.OFPM_ALL)
+        return [s for reply in await self.request(req) for s in reply.body]
+
     async def meter_config(self) -> list[Any]:
         req = parser.OFPMeterConfigStatsRequest(PROTOCOL, 0, ofp.OFPM_ALL)
         return [s for reply in await self.request(req) for s in reply.body]

@@ -20,11 +20,14 @@ from os_ken.ofproto import ofproto_v1_3_parser as parser
 from vtap.model.rules import Match
 
 OFPXMC_OPENFLOW_BASIC = 0x8000
+OFPXMC_NXM_1 = 0x0001  # Open vSwitch's registers reg0..reg7 (the copy-budget tables match them)
 
-# name -> (field number, value size, kind)
-FIELDS: dict[str, tuple[int, int, str]] = {}
+# name -> (class, field number, value size, kind)
+FIELDS: dict[str, tuple[int, int, int, str]] = {}
 for _t in ofp.oxm_types:
-    if not isinstance(_t.num, int) or _t.num >> 7 != OFPXMC_OPENFLOW_BASIC:
+    if not isinstance(_t.num, int) or _t.num >> 7 not in (OFPXMC_OPENFLOW_BASIC, OFPXMC_NXM_1):
+        continue
+    if _t.num >> 7 == OFPXMC_NXM_1 and not _t.name.startswith("reg"):
         continue
     if _t.type is type_desc.MacAddr:
         _kind = "mac"
@@ -36,7 +39,7 @@ for _t in ofp.oxm_types:
         _kind = "int"
     else:
         continue
-    FIELDS[_t.name] = (_t.num & 0x7F, _t.type.size, _kind)
+    FIELDS[_t.name] = (_t.num >> 7, _t.num & 0x7F, _t.type.size, _kind)
 
 
 def _value(kind: str, size: int, v) -> bytes:
@@ -53,15 +56,15 @@ def _value(kind: str, size: int, v) -> bytes:
 def encode_match(match: Match) -> bytes:
     """The whole ofp_match (type OXM, length, TLVs, padding to 8 bytes)."""
     tlvs = []
-    for name, value in sorted(match, key=lambda nv: FIELDS[nv[0]][0]):
-        field, size, kind = FIELDS[name]
+    for name, value in sorted(match, key=lambda nv: FIELDS[nv[0]][:2]):
+        cls, field, size, kind = FIELDS[name]
         if isinstance(value, tuple):
             v, m = value
             vb, mb = _value(kind, size, v), _value(kind, size, m)
             body = bytes(a & b for a, b in zip(vb, mb)) + mb  # as os-ken and OVS: value & mask
-            tlvs.append(struct.pack("!HBB", OFPXMC_OPENFLOW_BASIC, field << 1 | 1, 2 * size) + body)
+            tlvs.append(struct.pack("!HBB", cls, field << 1 | 1, 2 * size) + body)
         else:
-            tlvs.append(struct.pack("!HBB", OFPXMC_OPENFLOW_BASIC, field << 1, size) + _value(kind, size, value))
+            tlvs.append(struct.pack("!HBB", cls, field << 1, size) + _value(kind, size, value))
     body = b"".join(tlvs)
     length = 4 + len(body)
     return struct.pack("!HH", ofp.OFPMT_OXM, length) + body + b"\0" * (-length % 8)

@@ -23,9 +23,12 @@ from vtap.model.rules import (
     GroupRule,
     Match,
     Meter,
+    Multipath,
     Output,
+    OutputTrunc,
     PopVlan,
     PushVlan,
+    Resubmit,
     SetField,
     ToController,
 )
@@ -35,6 +38,10 @@ PROTOCOL = ofproto_protocol.ProtocolDesc(ofp.OFP_VERSION)
 
 _GROUP_TYPES = {"all": ofp.OFPGT_ALL, "select": ofp.OFPGT_SELECT, "indirect": ofp.OFPGT_INDIRECT, "ff": ofp.OFPGT_FF}
 _GROUP_NAMES = {v: k for k, v in _GROUP_TYPES.items()}
+# Open vSwitch's multipath: hash fields `symmetric_l3l4+udp` (nx_hash_fields 3), algorithms.
+NX_HASH_FIELDS_SYMMETRIC_L3L4_UDP = 3
+_MP_ALGORITHMS = {"modulo_n": 0, "hrw": 2}
+_MP_NAMES = {v: k for k, v in _MP_ALGORITHMS.items()}
 
 
 NXAC2PT_METER_ID = 5  # Open vSwitch's controller2 property: the meter the controller action goes through
@@ -84,6 +91,13 @@ def _action_to_of(action: Action):
         return parser.OFPActionPopVlan()
     if isinstance(action, ToController):
         return parser.NXActionController2(max_len=action.max_len, meter_id=action.meter_id)
+    if isinstance(action, OutputTrunc):
+        return parser.NXActionOutputTrunc(action.port, action.max_len)
+    if isinstance(action, Resubmit):
+        return parser.NXActionResubmitTable(table_id=action.table)
+    if isinstance(action, Multipath):
+        return parser.NXActionMultipath(NX_HASH_FIELDS_SYMMETRIC_L3L4_UDP, action.basis, _MP_ALGORITHMS[action.algorithm],
+                                        action.links - 1, 0, action.ofs << 6 | (action.nbits - 1), action.dst)
     raise TypeError(f"unknown action {action!r}")
 
 
@@ -100,6 +114,14 @@ def _action_from_of(action) -> Action:
         return PopVlan()
     if isinstance(action, parser.NXActionController2) and hasattr(action, "meter_id"):
         return ToController(getattr(action, "max_len", 0xFFFF), action.meter_id)
+    if isinstance(action, parser.NXActionOutputTrunc):
+        return OutputTrunc(action.port, action.max_len)
+    if isinstance(action, parser.NXActionResubmitTable) and action.in_port == ofp.OFPP_IN_PORT:
+        return Resubmit(action.table_id)
+    if (isinstance(action, parser.NXActionMultipath) and action.fields == NX_HASH_FIELDS_SYMMETRIC_L3L4_UDP
+            and action.algorithm in _MP_NAMES and action.arg == 0):
+        return Multipath(_MP_NAMES[action.algorithm], action.basis, action.max_link + 1, action.dst,
+                         action.ofs_nbits >> 6, (action.ofs_nbits & 0x3F) + 1)
     raise TranslationError(f"unsupported action {type(action).__name__}")
 
 
@@ -128,6 +150,8 @@ def _instructions(rule: FlowRule) -> list:
         inst.append(parser.OFPInstructionMeter(rule.meter))
     if rule.actions:
         inst.append(parser.OFPInstructionActions(ofp.OFPIT_APPLY_ACTIONS, [_action_to_of(a) for a in rule.actions]))
+    if rule.write:
+        inst.append(parser.OFPInstructionActions(ofp.OFPIT_WRITE_ACTIONS, [_action_to_of(a) for a in rule.write]))
     if rule.goto is not None:
         inst.append(parser.OFPInstructionGotoTable(rule.goto))
     return inst
@@ -168,10 +192,13 @@ def flow_delete(rule: FlowRule) -> parser.OFPFlowMod:
 
 def flow_from_stats(stats) -> FlowRule:
     actions: list[Action] = []
+    write: list[Action] = []
     goto = meter = None
     for inst in stats.instructions:
         if isinstance(inst, parser.OFPInstructionActions) and inst.type == ofp.OFPIT_APPLY_ACTIONS:
             actions.extend(_action_from_of(a) for a in inst.actions)
+        elif isinstance(inst, parser.OFPInstructionActions) and inst.type == ofp.OFPIT_WRITE_ACTIONS:
+            write.extend(_action_from_of(a) for a in inst.actions)
         elif isinstance(inst, parser.OFPInstructionGotoTable):
             goto = inst.table_id
         elif isinstance(inst, parser.OFPInstructionMeter):
@@ -186,6 +213,7 @@ def flow_from_stats(stats) -> FlowRule:
         goto=goto,
         cookie=stats.cookie,
         meter=meter,
+        write=tuple(write),
     )
 
 
