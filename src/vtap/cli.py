@@ -156,6 +156,7 @@ def cmd_cluster(args: argparse.Namespace) -> int:
 
 SPEC_FIELDS = ["src_mac", "src_ip", "dst_mac", "dst_ip", "monitor_mac", "monitor_ip", "ip_proto", "vlan_id",
                "src_port", "dst_port", "direction", "transport", "description"]
+BUDGET_FIELDS = ["monitor_pool", "snaplen", "sample", "rate_limit_pps"]  # flags of their own (see _spec_from_args)
 
 
 def _request(method: str, args: argparse.Namespace, path: str, **kw):
@@ -195,6 +196,18 @@ def _spec_from_args(args: argparse.Namespace, base: dict | None = None) -> dict:
         value = getattr(args, f, None)
         if value is not None:
             spec[f] = value
+    for f in ("snaplen", "sample", "rate_limit_pps"):
+        value = getattr(args, f, None)
+        if value is not None:
+            spec[f] = None if value == "off" else value
+    pool = getattr(args, "monitor_pool", None)
+    if pool is not None:
+        spec["monitor_pool"] = [m.strip() for m in pool.split(",")] if pool not in ("", "off") else None
+        if spec["monitor_pool"] is not None:
+            spec.pop("monitor_mac", None)
+            spec.pop("monitor_ip", None)
+    elif getattr(args, "monitor_mac", None) or getattr(args, "monitor_ip", None):
+        spec.pop("monitor_pool", None)  # an update naming one monitor replaces a pool
     if getattr(args, "enabled", None) is not None:
         spec["enabled"] = args.enabled
     return spec
@@ -219,9 +232,22 @@ def _print_taps(taps: list[dict]) -> None:
             parts.append(f"dport {t['dst_port']}")
         return " ".join(parts) or "-"
 
-    print(table([[t["id"], t["name"], ident(t), filters(t), t["monitor_ip"] or t["monitor_mac"], t["transport"],
+    def budget(t):
+        parts = []
+        if t.get("snaplen"):
+            parts.append(f"snaplen {t['snaplen']}")
+        if t.get("sample", 1) > 1:
+            parts.append(f"1/{t['sample']} flows")
+        if t.get("rate_limit_pps"):
+            parts.append(f"<= {t['rate_limit_pps']} pps")
+        return ", ".join(parts) or "-"
+
+    def monitor(t):
+        return "pool " + ",".join(t["monitor_pool"]) if t.get("monitor_pool") else t["monitor_ip"] or t["monitor_mac"]
+
+    print(table([[t["id"], t["name"], ident(t), filters(t), monitor(t), t["transport"], budget(t),
                    t["status"] + (f" ({t['status_reason']})" if t["status_reason"] else "")] for t in taps],
-                 ["ID", "NAME", "FLOW", "FILTERS", "MONITOR", "TRANSPORT", "STATUS"]))
+                 ["ID", "NAME", "FLOW", "FILTERS", "MONITOR", "TRANSPORT", "BUDGET", "STATUS"]))
 
 
 def _emit(args: argparse.Namespace, out, render) -> int:
@@ -246,9 +272,9 @@ def _print_rules(out: dict) -> None:
 
 
 def _print_stats(out: dict) -> None:
-    print(table([[out["id"], out["packets"], out["bytes"], out["copies"]]], ["ID", "PACKETS", "BYTES", "COPIES"]))
-    d = out.get("delivery")
-    if d:
+    print(table([[out["id"], out["packets"], out["bytes"], out["copies"], out.get("copies_dropped_by_rate_limit", 0)]],
+                ["ID", "PACKETS", "BYTES", "COPIES", "DROPPED BY RATE LIMIT"]))
+    for d in out.get("deliveries") or ([out["delivery"]] if out.get("delivery") else []):
         shared = f" (shared by policies {', '.join(map(str, d['policies']))})" if len(d["policies"]) > 1 else ""
         print(f"\nmonitor {d['monitor']}{shared}: {d['sent_packets']} copies sent, {d['delivered_packets']} delivered, "
               f"{d['undelivered_packets']} not delivered" + (f"; FAILING: {d['reason']}" if d["failing"] else ""))
@@ -268,7 +294,7 @@ def cmd_tap(args: argparse.Namespace) -> int:
         return _emit(args, _request("GET", args, f"/api/v1/taps/{args.id}"), _print_show)
     if action == "update":
         current = _request("GET", args, f"/api/v1/taps/{args.id}")
-        base = {k: current[k] for k in ["name", "enabled", *SPEC_FIELDS]}
+        base = {k: current[k] for k in ["name", "enabled", *SPEC_FIELDS, *BUDGET_FIELDS]}
         out = _request("PUT", args, f"/api/v1/taps/{args.id}", json=_spec_from_args(args, base))
         return _emit(args, out, lambda t: _print_taps([t]))
     if action == "rm":
@@ -437,6 +463,11 @@ def _add_spec_flags(p: argparse.ArgumentParser, *, required_name: bool) -> None:
     p.add_argument("--dst-port", dest="dst_port", help="TCP/UDP destination port")
     p.add_argument("--direction", choices=["forward", "reverse", "both"])
     p.add_argument("--transport", choices=["vlan", "rewrite"])
+    p.add_argument("--monitor-pool", dest="monitor_pool", metavar="ADDR,ADDR,...",
+                   help="monitors (IPs or MACs) to spread flows over, instead of --monitor-ip/--monitor-mac ('off': none)")
+    p.add_argument("--snaplen", help="cut each copy to its first N bytes, 64-9216 ('off': whole copies)")
+    p.add_argument("--sample", help="copy 1 in N flows, whole and both ways (1: every flow)")
+    p.add_argument("--rate-limit-pps", dest="rate_limit_pps", help="drop this policy's copies beyond N per second ('off': no limit)")
     p.add_argument("--enable", dest="enabled", action="store_const", const=True, default=None)
     p.add_argument("--disable", dest="enabled", action="store_const", const=False)
 

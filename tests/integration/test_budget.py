@@ -3,6 +3,9 @@ receivers and monitors. Cut copies, whole flows sampled, a rate limit, a monitor
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import time
 from collections import Counter
 
@@ -161,3 +164,29 @@ def test_bad_budget_values_are_refused_naming_the_field(lab, field, value):
     assert resp.status_code == 422, resp.text
     assert field in resp.text
     assert lab.ctl.get("/api/v1/taps") == before
+
+
+def test_the_cli_sets_shows_and_clears_a_budget(lab):
+    def vtap(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "vtap", *args, "--api", lab.ctl.api, "--token", lab.ctl.token],
+                              capture_output=True, text=True, timeout=30)
+
+    made = vtap("tap", "add", "--name", "cli-budget", "--src-ip", ip(1), "--ip-proto", "udp",
+                "--monitor-pool", f"{ip(9)},{mac(10)}", "--snaplen", "96", "--sample", "8", "--rate-limit-pps", "300", "--json")
+    assert made.returncode == 0, made.stderr
+    tap = json.loads(made.stdout)
+    assert (tap["monitor_pool"], tap["snaplen"], tap["sample"], tap["rate_limit_pps"]) == ([ip(9), mac(10)], 96, 8, 300)
+    wait_tap(lab, tap["id"])
+    listing = vtap("tap", "list")
+    assert f"pool {ip(9)},{mac(10)}" in listing.stdout and "snaplen 96, 1/8 flows, <= 300 pps" in listing.stdout
+    stats = vtap("tap", "stats", str(tap["id"]))
+    assert stats.returncode == 0 and "DROPPED BY RATE LIMIT" in stats.stdout
+    bad = vtap("tap", "update", str(tap["id"]), "--snaplen", "10")
+    assert bad.returncode == 1 and "snaplen" in bad.stderr and "Traceback" not in bad.stderr
+    cleared = vtap("tap", "update", str(tap["id"]), "--snaplen", "off", "--rate-limit-pps", "off", "--monitor-ip", ip(9),
+                   "--json")
+    assert cleared.returncode == 0, cleared.stderr
+    after = json.loads(cleared.stdout)
+    assert (after["monitor_pool"], after["monitor_ip"], after["snaplen"], after["rate_limit_pps"], after["sample"]) == (
+        None, ip(9), None, None, 8)
+    delete_tap(lab, tap["id"])

@@ -152,3 +152,10 @@ def test_budgets_need_the_vlan_transport():
         TapSpec(name="t", src_ip=ip(1), monitor_ip=ip(9), transport="rewrite", snaplen=128)
     with pytest.raises(ValidationError, match="monitor_pool replaces"):
         TapSpec(name="t", src_ip=ip(1), monitor_ip=ip(9), monitor_pool=[ip(5)])
+
+
+def test_an_operators_scope_covers_every_pool_member():
+    from vtap.model.access import Scope, scope_violations
+    scope = Scope(sources=["10.0.0.0/29"], monitors=["10.0.0.9"])
+    spec = TapSpec(name="t", src_ip=ip(1), dst_ip=ip(2), monitor_pool=[ip(9), ip(10)])
+    assert scope_violations(spec, scope) == [("monitor_pool", "10.0.0.10 is outside your scope's monitors")]

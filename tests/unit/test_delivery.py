@@ -103,3 +103,27 @@ def test_every_copy_is_counted_sent_once_and_delivered_once(transport, monitor):
     trace = fab.inject(h.dpid, h.port, tcp(1, 16))
     assert account(fab, comp, trace) == {mac(monitor): (1, 0), mac(10): (1, 1)}
     assert (m.dpid, m.port) not in trace.delivered
+
+
+def test_copies_a_rate_limit_dropped_are_not_a_loss():
+    """A send group counts every budgeted copy it saw, also those its meter then dropped
+    (OVS credits a datapath flow's packets to every group it went through): the meter's
+    drops are taken off, so the monitor is not judged failing, and the policy's drops add up."""
+    ledger = DeliveryLedger(lag=0)
+    sent = {(1, 10): (None,), (1, 11): ("m",)}  # the tap group's budgeted bucket: counted at send group 11
+    for t in range(6):
+        counters = {1: [GroupCounters(10, ((1000 * t, 0),)), GroupCounters(11, ((1000 * t, 0),))],
+                    2: [GroupCounters(20, ((500 * t, 0),))]}
+        drops = {(1, 0x75000010): (3, "m", 500 * t, 0)}
+        assert ledger.observe(t, counters, sent, DELIVERY, {}, {}, drops) == []
+    m = ledger.monitors["m"]
+    assert (m.sent_packets, m.delivered_packets, m.dropped_packets) == (2500, 2500, 2500)
+    assert ledger.dropped_by_policy == {3: 2500}
+
+
+def test_cut_copies_to_a_local_monitor_are_delivered_by_its_cut_group():
+    ledger = DeliveryLedger(lag=0)
+    for t in range(3):
+        counters = {2: [GroupCounters(30, ((7 * t, 0),)), GroupCounters(31, ((7 * t, 0),))]}
+        ledger.observe(t, counters, {(2, 30): ("m",)}, DELIVERY, {}, {(2, 31): "m"})
+    assert (ledger.monitors["m"].sent_packets, ledger.monitors["m"].delivered_packets) == (14, 14)

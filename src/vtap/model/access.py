@@ -95,4 +95,7 @@ def scope_violations(spec: MatchSpec, scope: Scope) -> list[tuple[str, str]]:
         value = getattr(spec, name, None)  # a capture job's match has no monitor
         if value and not _inside(value, scope.monitors):
             out.append((name, f"{value} is outside your scope's monitors"))
+    for value in getattr(spec, "monitor_pool", None) or ():
+        if not _inside(value, scope.monitors):
+            out.append(("monitor_pool", f"{value} is outside your scope's monitors"))
     return out
