@@ -183,6 +183,36 @@ def test_capture_from_the_tap_panel_and_the_traffic_chart(page, lab, tmp_path):
     delete_tap(lab, tap["id"])
 
 
+def test_a_budgeted_tap_from_the_form_cuts_its_copies_and_shows_its_budget(page, lab):
+    from tests.integration.harness import traffic
+    from vtap.lab.traffic import Flow
+
+    _fill(page, name="ui-budget", src_ip="10.0.0.1", dst_ip="10.0.0.3", ip_proto="udp", monitor_pool="10.0.0.2",
+          snaplen="10")
+    page.click("#create")
+    page.wait_for_selector("[data-error-for=snaplen]:has-text('64')")
+    _fill(page, snaplen="100", rate_limit_pps="1000")
+    page.click("#create")
+    row = page.locator("#tap-list tr", has_text="ui-budget")
+    page.wait_for_selector("#tap-list tr:has-text('ui-budget') .status.active", timeout=15000)
+    tap = next(t for t in lab.ctl.get("/api/v1/taps") if t["name"] == "ui-budget")
+    assert (tap["monitor_pool"], tap["snaplen"], tap["rate_limit_pps"]) == (["10.0.0.2"], 100, 1000)
+
+    # On linear,3 the copies cross a switch: each is the original's first 100 bytes.
+    got = traffic(lab, "h1", Flow("00:00:00:00:00:01", "00:00:00:00:00:03", "10.0.0.1", "10.0.0.3", "udp", 5, 6), "uib",
+                  20, ["h3", "h2"], size=600)
+    assert len(got["h3"]) == 20 and got["h2"] == [f[:100] for f in got["h3"]]
+
+    row.click()
+    page.wait_for_selector("#budget:has-text('cut to 100 bytes')")
+    assert "spread over 10.0.0.2" in page.inner_text("#budget") and "at most 1000 copies/s" in page.inner_text("#budget")
+    page.wait_for_function("window.vtap.cy.elements('node.monitor').length > 0")
+    assert _ids(page, "node.monitor") == {"h:00:00:00:00:00:02"}
+    page.once("dialog", lambda d: d.accept())
+    row.locator(".delete").click()
+    row.wait_for(state="detached")
+
+
 def test_an_operator_signs_in_creates_within_scope_is_refused_outside_and_signs_out(page, lab):
     token = lab.ctl.http.post("/api/v1/tokens", json={"name": "op-ui", "role": "operator",
                                                        "scope": {"sources": ["10.0.0.1", "10.0.0.3"], "monitors": ["10.0.0.2"]}})
@@ -214,3 +244,4 @@ def test_a_viewer_sees_but_is_not_offered_changes(page, lab):
     assert page.inner_text("#who-role") == "viewer"
     assert page.locator("#tap-form").is_hidden()
     page.wait_for_function("window.vtap.cy.nodes('.host').length === 3")
+

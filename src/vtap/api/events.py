@@ -37,9 +37,14 @@ def router(ctl: Controller, tokens: Tokens, interval: float = 1.0) -> APIRouter:
                     st = ctl.tap_status(tap.id)
                     c = counters.get(tap.id, {"packets": 0, "bytes": 0})
                     d = ctl.core.monitor_delivery(tap.id)
-                    taps.append({"id": tap.id, "name": tap.spec.name, "enabled": tap.spec.enabled, "status": st.state,
+                    ds = ctl.core.monitor_deliveries(tap.id).values()
+                    s = tap.spec
+                    taps.append({"id": tap.id, "name": s.name, "enabled": s.enabled, "status": st.state,
                                  "status_reason": st.reason, "packets": c["packets"], "bytes": c["bytes"],
-                                 "sent": d.sent_packets if d else None, "delivered": d.delivered_packets if d else None})
+                                 "sent": sum(x.sent_packets for x in ds) if d else None,
+                                 "delivered": sum(x.delivered_packets for x in ds) if d else None,
+                                 "copies": c.get("copies"), "dropped": c.get("dropped"), "pool": s.monitor_pool,
+                                 "snaplen": s.snaplen, "sample": s.sample, "rate_limit_pps": s.rate_limit_pps})
                 data = json.dumps({"view_version": ctl.view_version, "taps": taps})
                 yield f"event: state\ndata: {data}\n\n"
                 await asyncio.sleep(interval)

@@ -3,7 +3,8 @@
 "use strict";
 
 const FIELDS = ["name", "src_mac", "src_ip", "dst_mac", "dst_ip", "monitor_mac", "monitor_ip", "ip_proto",
-  "vlan_id", "src_port", "dst_port", "direction", "transport", "description"];
+  "vlan_id", "src_port", "dst_port", "direction", "transport", "description", "monitor_pool", "snaplen", "sample",
+  "rate_limit_pps"];
 
 const state = { taps: new Map(), selected: null, viewVersion: null, topology: null, stream: null, role: null,
   series: new Map(), capture: null };
@@ -334,9 +335,20 @@ function showDetail() {
   drawChart(id);
   const d = document.getElementById("delivery");
   d.textContent = t && t.sent !== null && t.sent !== undefined
-    ? `copies sent toward its monitor: ${t.sent}, delivered: ${t.delivered}` + (t.status === "degraded" ? ` — ${t.status_reason}` : "")
+    ? `copies sent toward its monitor${t.pool ? "s" : ""}: ${t.sent}, delivered: ${t.delivered}` + (t.status === "degraded" ? ` — ${t.status_reason}` : "")
     : "not compiled: no delivery to show";
+  document.getElementById("budget").textContent = t ? budgetText(t) : "";
   if (!state.capture || state.capture.tap_id !== id) document.getElementById("capture-status").textContent = "";
+}
+
+// What a policy's copies are held to (from the state event), in words.
+function budgetText(t) {
+  const parts = [];
+  if (t.pool) parts.push(`spread over ${t.pool.join(", ")}`);
+  if (t.snaplen) parts.push(`cut to ${t.snaplen} bytes`);
+  if (t.sample > 1) parts.push(`1 in ${t.sample} flows`);
+  if (t.rate_limit_pps) parts.push(`at most ${t.rate_limit_pps} copies/s (${t.dropped ?? 0} dropped)`);
+  return parts.length ? `copy budget: ${parts.join(" · ")}; ${t.copies ?? 0} copies made` : "";
 }
 
 function showCapture(job) {
@@ -440,7 +452,7 @@ form.addEventListener("submit", async (e) => {
   const body = {};
   for (const f of FIELDS) {
     const v = form.elements[f].value.trim();
-    if (v !== "") body[f] = v;
+    if (v !== "") body[f] = f === "monitor_pool" ? v.split(",").map((m) => m.trim()) : v;
   }
   try {
     const tap = await api("/api/v1/taps", { method: "POST", body: JSON.stringify(body) });
