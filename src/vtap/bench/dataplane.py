@@ -3,8 +3,9 @@
 Sender, receiver and monitor hosts are network namespaces on veths attached to one
 userspace Open vSwitch bridge, run by the real vtap controller (`vtap serve`). For each
 frame size and configuration — no TAP; OVS's native port mirroring (an OVSDB Mirror
-row); a vtap policy (group table, installed through the REST API) — trafgen (netsniff-ng)
-sends UDP from the sender at full speed, and counters are read over a fixed window:
+row); a vtap policy (group table, installed through the REST API); the same policy with a
+copy budget, `snaplen 128` and `sample 8` — trafgen (netsniff-ng) sends UDP from the
+sender at full speed, 1,000 flows (source ports 1000-1999, in turn), and counters are read over a fixed window:
 generator tx, packets entering OVS, receiver and monitor pps and Mbps, drops and where.
 Configurations are interleaved (A B C A B C ...), repeated, and reported as medians
 with min-max. Frame sizes include the 4-byte FCS, as in the seed's tables.
@@ -32,7 +33,10 @@ from vtap.lab.ovs import PrivateOVS
 from vtap.lab.process import ControllerProcess
 
 SIZES = [64, 128, 256, 512, 1024, 1280, 1518]
-CONFIGS = ["notap", "mirror", "vtap"]
+CONFIGS = ["notap", "mirror", "vtap", "vtap-snaplen128", "vtap-sample8"]
+SWEEP_CONFIGS = ["notap", "mirror", "vtap"]  # the offered-load sweep: without budgets
+BUDGETS = {"vtap": {}, "vtap-snaplen128": {"snaplen": 128}, "vtap-sample8": {"sample": 8}}
+FLOWS = 1000  # source ports 1000-1999: sampling picks flows, so there must be many
 BRIDGE = "tb0"
 UDP_DPORT = 5001
 
@@ -97,7 +101,7 @@ def counters(host: Host) -> dict[str, int]:
     return {
         "tx_packets": int((base / "rx_packets").read_text()),
         "rx_packets": int((base / "tx_packets").read_text()),
-        "rx_bytes": int((base / "tx_bytes").read_text()),
+        "rx_bytes": int((base / "tx_bytes").read_text()),  # frames without their FCS
     }
 
 
@@ -258,13 +262,13 @@ class Testbed:
                      "select-src-port=" + ",".join(f"@s{i}" for i in range(len(senders))), "output-port=@m",
                      "--", "set", "bridge", BRIDGE, "mirrors=@mir"]
             self.ovs.vsctl(*args)
-        elif config == "vtap":
+        elif config in BUDGETS:
             mon = self.host("mon")
             for i in range(self.pairs):
                 snd, rcv = self.host(f"snd{i + 1}"), self.host(f"rcv{i + 1}")
                 resp = self.ctl.http.post("/api/v1/taps", json={
                     "name": f"bench{i + 1}", "src_ip": snd.ip, "dst_ip": rcv.sink_ip, "ip_proto": "udp", "dst_port": UDP_DPORT,
-                    "monitor_ip": mon.ip})
+                    "monitor_ip": mon.ip, **BUDGETS[config]})
                 resp.raise_for_status()
             self._wait_taps("active")
 
@@ -275,7 +279,7 @@ class Testbed:
     def _unconfigure(self, config: str) -> None:
         if config == "mirror":
             self.ovs.vsctl("clear", "bridge", BRIDGE, "mirrors")
-        elif config == "vtap":
+        elif config in BUDGETS:
             for tap in self.ctl.http.get("/api/v1/taps").json():
                 self.ctl.http.delete(f"/api/v1/taps/{tap['id']}")
             deadline = time.monotonic() + 20
@@ -297,8 +301,8 @@ class Testbed:
         payload = max(0, size - 4 - 42)
         path = self.workdir / f"{snd.name}-{size}.cfg"
         path.write_text(
-            "{ eth(da=%s, sa=%s), ipv4(saddr=%s, daddr=%s, ttl=64), udp(sp=4000, dp=%d), fill(0x41, %d) }\n"
-            % (rcv.mac, snd.mac, snd.ip, rcv.sink_ip, UDP_DPORT, payload)
+            "{ eth(da=%s, sa=%s), ipv4(saddr=%s, daddr=%s, ttl=64), udp(sp=dinc(1000, %d), dp=%d), fill(0x41, %d) }\n"
+            % (rcv.mac, snd.mac, snd.ip, rcv.sink_ip, 1000 + FLOWS - 1, UDP_DPORT, payload)
         )
         return path
 
@@ -366,6 +370,8 @@ class Testbed:
         out["mon_tx_dropped_ovs"] = d("mon", "ovs", "tx_drop")
         for key in [k for k in out if k.endswith("_pps") or k[:-1].endswith("_pps")]:
             out[key.replace("pps", "mbps")] = out[key] * size * 8 / 1e6
+        # From the bytes it got (cut copies are shorter than `size`), with the FCS as above.
+        out["mon_mbps"] = (d("mon", "ns", "rx_bytes") + 4 * d("mon", "ns", "rx_packets")) * 8 / dt / 1e6
         return out
 
     def cpu_busy(self, seconds: float = 1.0) -> dict[str, float]:
@@ -453,12 +459,12 @@ def run(*, ports: str, sizes: list[int], reps: int, window: float, warmup: float
         # Offered-load sweep at one size, relative to the no-TAP capacity just measured.
         capacity = result["testbed1"]["notap"][str(sweep_size)]["rcv_pps"]["median"] if str(sweep_size) in result["testbed1"]["notap"] else None
         if capacity:
-            total = len(sweep_loads) * reps * len(CONFIGS)
+            total = len(sweep_loads) * reps * len(SWEEP_CONFIGS)
             step = 0
-            raw_sweep: dict = {c: {str(l): [] for l in sweep_loads} for c in CONFIGS}
+            raw_sweep: dict = {c: {str(l): [] for l in sweep_loads} for c in SWEEP_CONFIGS}
             for load in sweep_loads:
                 for rep in range(reps):
-                    for config in CONFIGS:
+                    for config in SWEEP_CONFIGS:
                         _progress(step, total, f"sweep: {config} at {int(load * 100)}% of {int(capacity)} pps")
                         tb.configure(config)
                         try:
@@ -469,7 +475,7 @@ def run(*, ports: str, sizes: list[int], reps: int, window: float, warmup: float
                         step += 1
             _progress(total, total, "sweep done")
             result["sweep"] = {"size": sweep_size, "capacity_pps": capacity,
-                               "data": {c: {l: _summary(v) for l, v in raw_sweep[c].items()} for c in CONFIGS}}
+                               "data": {c: {l: _summary(v) for l, v in raw_sweep[c].items()} for c in SWEEP_CONFIGS}}
     finally:
         tb.close()
 

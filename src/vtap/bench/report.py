@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-LABELS = {"notap": "no TAP", "mirror": "OVS port mirror", "vtap": "vtap (group table)"}
+LABELS = {"notap": "no TAP", "mirror": "OVS port mirror", "vtap": "vtap (group table)",
+          "vtap-snaplen128": "vtap, snaplen 128", "vtap-sample8": "vtap, sample 8"}
 COLORS = {"notap": "tab:blue", "mirror": "tab:orange", "vtap": "tab:green"}
 
 
@@ -33,7 +34,7 @@ def dataplane_markdown(r: dict) -> str:
     lines += ["| size (B) | config | generator tx pps | datapath processed pps | dropped at OVS's port sockets pps | receiver pps | receiver Mbps | monitor pps | monitor Mbps |",
               "|---|---|---|---|---|---|---|---|---|"]
     for s in sizes:
-        for c in ("notap", "mirror", "vtap"):
+        for c in [c for c in LABELS if c in tb1]:
             cell = tb1[c][s]
             mon = _cell(cell, "mon_pps") if c != "notap" else "–"
             mon_mbps = _cell(cell, "mon_mbps", "{:,.1f}") if c != "notap" else "–"
@@ -47,6 +48,18 @@ def dataplane_markdown(r: dict) -> str:
         lines.append(f"| {s} | {_ratio(_m(v, 'rcv_pps'), _m(n, 'rcv_pps'))} | {_ratio(_m(m, 'rcv_pps'), _m(n, 'rcv_pps'))} | "
                      f"{_ratio(_m(v, 'mon_pps'), _m(v, 'rcv_pps'))} | {_ratio(_m(m, 'mon_pps'), _m(m, 'rcv_pps'))} | "
                      f"{_ratio(_m(v, 'rcv_pps'), _m(m, 'rcv_pps'))} | {_ratio(_m(v, 'mon_pps'), _m(m, 'mon_pps'))} |")
+    if "vtap-snaplen128" in tb1 and "vtap-sample8" in tb1:
+        lines += ["", "### Copy budgets (medians; goals: snaplen 128 monitor Mbps at 1518 B ≤ 10% of plain vtap's; "
+                  "sample 8 receiver ≥ 0.95 × no TAP at saturation)", "",
+                  "| size (B) | rcv ÷ no TAP: vtap | rcv ÷ no TAP: snaplen 128 | rcv ÷ no TAP: sample 8 | monitor Mbps: vtap | "
+                  "monitor Mbps: snaplen 128 (÷ vtap) | monitor Mbps: sample 8 (÷ vtap) |",
+                  "|---|---|---|---|---|---|---|"]
+        for s in sizes:
+            n, v, c, p = (tb1[k][s] for k in ("notap", "vtap", "vtap-snaplen128", "vtap-sample8"))
+            lines.append(f"| {s} | {_ratio(_m(v, 'rcv_pps'), _m(n, 'rcv_pps'))} | {_ratio(_m(c, 'rcv_pps'), _m(n, 'rcv_pps'))} | "
+                         f"{_ratio(_m(p, 'rcv_pps'), _m(n, 'rcv_pps'))} | {_m(v, 'mon_mbps'):,.1f} | "
+                         f"{_m(c, 'mon_mbps'):,.1f} ({_ratio(_m(c, 'mon_mbps'), _m(v, 'mon_mbps'))}) | "
+                         f"{_m(p, 'mon_mbps'):,.1f} ({_ratio(_m(p, 'mon_mbps'), _m(v, 'mon_mbps'))}) |")
     busy = r.get("threads_busy_pct")
     if busy:
         lines += ["", "Busy ovs-vswitchd threads at full load (smallest size), % of one core: " + "; ".join(
