@@ -1,6 +1,7 @@
 """Incremental compile: a compile that reuses its memo gives exactly what a fresh one gives.
 
-Random sequences of policy adds, updates and deletes, capture jobs, and changes of the
+Random sequences of policy adds, updates and deletes (with and without copy budgets),
+capture jobs, and changes of the
 network itself (a link down, a host moving), on a fat-tree: after every step the
 compile with the memo kept from the steps before (and, as in the controller, the same
 view object while only policies change) equals a whole compile on a fresh view."""
@@ -26,14 +27,19 @@ def _ip(i: int) -> str:
     return f"10.0.0.{i}"
 
 
+BUDGETS = [{}, {"snaplen": 128}, {"sample": 4, "rate_limit_pps": 500}, {"pool": True, "sample": 2}]
+
 specs = st.builds(
-    lambda src, dst, port, mon, transport, direction, proto, wide: TapSpec(
+    lambda src, dst, port, mon, transport, direction, proto, wide, budget: TapSpec(
         name="x", src_ip=("10.0.0.0/28" if wide else _ip(src)), dst_ip=_ip(dst), ip_proto=proto,
-        dst_port=port if proto in ("tcp", "udp") else None, monitor_ip=_ip(mon), transport=transport, direction=direction,
-        src_mac=None if wide else f"00:00:00:00:00:{src:02x}", dst_mac=f"00:00:00:00:00:{dst:02x}"),
+        dst_port=port if proto in ("tcp", "udp") else None, direction=direction,
+        src_mac=None if wide else f"00:00:00:00:00:{src:02x}", dst_mac=f"00:00:00:00:00:{dst:02x}",
+        **({"transport": transport, "monitor_ip": _ip(mon)} if not budget else
+           {"monitor_pool": [_ip(mon), _ip(mon % 16 + 1)]} if budget.get("pool") else {"monitor_ip": _ip(mon)}),
+        **{k: v for k, v in budget.items() if k != "pool"}),
     st.integers(1, 16), st.integers(1, 16), st.sampled_from([80, 443]), st.integers(1, 16),
     st.sampled_from(["vlan", "rewrite"]), st.sampled_from(["forward", "both"]), st.sampled_from(["tcp", "udp", None]),
-    st.booleans(),
+    st.booleans(), st.sampled_from(BUDGETS),
 )
 steps = st.lists(st.one_of(
     st.tuples(st.just("set"), st.integers(1, 12), specs),
