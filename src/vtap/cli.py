@@ -196,10 +196,10 @@ def _spec_from_args(args: argparse.Namespace, base: dict | None = None) -> dict:
         value = getattr(args, f, None)
         if value is not None:
             spec[f] = value
-    for f in ("snaplen", "sample", "rate_limit_pps"):
+    for f, off in (("snaplen", None), ("sample", 1), ("rate_limit_pps", None)):
         value = getattr(args, f, None)
         if value is not None:
-            spec[f] = None if value == "off" else value
+            spec[f] = off if value == "off" else value
     pool = getattr(args, "monitor_pool", None)
     if pool is not None:
         spec["monitor_pool"] = [m.strip() for m in pool.split(",")] if pool not in ("", "off") else None

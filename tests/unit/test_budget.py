@@ -159,3 +159,24 @@ def test_an_operators_scope_covers_every_pool_member():
     scope = Scope(sources=["10.0.0.0/29"], monitors=["10.0.0.9"])
     spec = TapSpec(name="t", src_ip=ip(1), dst_ip=ip(2), monitor_pool=[ip(9), ip(10)])
     assert scope_violations(spec, scope) == [("monitor_pool", "10.0.0.10 is outside your scope's monitors")]
+
+
+def test_a_policy_whose_budget_ids_are_taken_gets_an_error_and_leaves_the_others_alone():
+    old = tap(1, src_ip=ip(1), monitor_ip=ip(9), snaplen=128)
+    young = tap(1 + (1 << 17), src_ip=ip(1), dst_ip=ip(16), monitor_ip=ip(12), snaplen=64)  # same send-group id
+    fab, comp, _ = build([old, young])
+    assert comp.states[1].state == PolicyState.COMPILED
+    assert comp.states[young.id].state == PolicyState.ERROR and "re-create" in comp.states[young.id].reason
+    trace = send(fab, 1, udp(1, 16, 4000))
+    assert [f["size"] for f in at(fab, 9, trace)] == [128] and at(fab, 12, trace) == []
+
+
+def test_a_budgeted_policys_rules_include_its_send_and_cut_groups_and_truncation():
+    fab, comp, _ = build([tap(1, src_ip=ip(1), monitor_ip=ip(9), snaplen=128, rate_limit_pps=100)])
+    mine = comp.rules_of(1)
+    d = fab.view.hosts[mac(1)].dpid
+    tables = {f.table for f in mine[d].flows}
+    assert {TABLE_TAP, 4, TABLE_SEND, 6} <= tables
+    ids = {g.group_id for g in mine[d].groups}
+    for base, size in ((0x76000000, 0x400000), (0x76C00000, 0x200000), (0x76E00000, 0x200000)):  # tap, send, cut
+        assert any(base <= i < base + size for i in ids), hex(base)

@@ -117,8 +117,16 @@ def test_copies_a_rate_limit_dropped_are_not_a_loss():
         drops = {(1, 0x75000010): (3, "m", 500 * t, 0)}
         assert ledger.observe(t, counters, sent, DELIVERY, {}, {}, drops) == []
     m = ledger.monitors["m"]
-    assert (m.sent_packets, m.delivered_packets, m.dropped_packets) == (2500, 2500, 2500)
-    assert ledger.dropped_by_policy == {3: 2500}
+    assert (m.sent_packets, m.delivered_packets) == (2500, 2500)
+
+
+def test_a_local_monitors_delivery_counted_the_dropped_copies_too():
+    ledger = DeliveryLedger(lag=0)
+    local = {"m": (1, 20)}  # the monitor hangs off the tap switch
+    for t in range(4):  # 1000 copies a second reach the send group and the delivery group; the meter drops 600
+        counters = {1: [GroupCounters(11, ((1000 * t, 0),)), GroupCounters(20, ((1000 * t, 0),))]}
+        assert ledger.observe(t, counters, {(1, 11): ("m",)}, local, {}, {}, {(1, 0x75000010): (3, "m", 600 * t, 0)}) == []
+    assert (ledger.monitors["m"].sent_packets, ledger.monitors["m"].delivered_packets) == (1200, 1200)
 
 
 def test_cut_copies_to_a_local_monitor_are_delivered_by_its_cut_group():

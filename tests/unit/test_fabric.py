@@ -94,6 +94,9 @@ def _policies(n: int) -> list[Tap]:
         dict(src_ip=_ip(1), monitor_ip=_ip(n - 1)),
         dict(dst_ip=_ip(n), monitor_ip=_ip(2), transport="rewrite"),
         dict(src_ip=_ip(2), dst_ip=_ip(n), dst_mac=_mac(n), ip_proto="tcp", monitor_ip=_ip(1), transport="rewrite"),
+        # copy budgets: registers, resubmit, multipath, truncation, meters, write-actions
+        dict(src_ip=_ip(3), direction="both", monitor_pool=[_ip(1), _ip(n)], sample=2, snaplen=96, rate_limit_pps=900),
+        dict(src_ip=_ip(1), dst_ip=_ip(3), monitor_ip=_ip(2), snaplen=64),
     ]
     return [Tap(id=i, spec=TapSpec(name=f"t{i}", **s)) for i, s in enumerate(specs, 1)]
 
@@ -105,6 +108,9 @@ def test_compiled_rules_run_clean_and_the_same_through_openflow_messages(spec):
     fab = Fabric(view, desired)
     # What the reconciler sends a switch that holds nothing yet.
     wire = Fabric.from_messages(view, {d: reconciler.messages(reconciler.diff(r, SwitchRules())) for d, r in desired.items()})
+    for d, rules in desired.items():  # every rule reads back as it was written: the reconciler sees no difference
+        assert {f for t in wire.tables[d].values() for f in t} == set(rules.flows), d
+        assert set(wire.groups[d].values()) == set(rules.groups), d
     hosts = {int(h.mac[-2:], 16): h for h in view.hosts.values()}
     for a, b in itertools.permutations(hosts, 2):
         src, dst = hosts[a], hosts[b]

@@ -69,6 +69,7 @@ from vtap.model.rules import (
     PushVlan,
     Resubmit,
     SetField,
+    match,
 )
 from vtap.model.view import NetworkView
 
@@ -139,12 +140,12 @@ def budget_part(view: NetworkView, dpid: int, tap_id: int, spec: TapSpec, member
     if not live:
         return BudgetPart(None)
     tap_cookie = cookie(Owner.TAP, tap_id)
-    pooled = len(members) > 1  # a pool of one needs no hash
+    hashed = len(members) > 1  # a pool of one needs no hash to choose
     dead = [i for i in range(len(members)) if i not in live]
     hashes: list[Action] = []
     if spec.sample > 1:
         hashes.append(Multipath("modulo_n", BASIS_SAMPLE, spec.sample, REG_HASH, 0, 16))
-    if pooled:
+    if hashed:
         hashes.append(Multipath("hrw", BASIS_POOL, len(members), REG_HASH, 16, 16))
     if dead and len(live) > 1:
         hashes.append(Multipath("hrw", BASIS_SPARE, len(live), REG_SPARE, 0, 16))
@@ -173,18 +174,18 @@ def budget_part(view: NetworkView, dpid: int, tap_id: int, spec: TapSpec, member
             value = mask = 0
             if spec.sample > 1:
                 mask |= 0xFFFF
-            if pooled:
+            if hashed:
                 value, mask = value | pool_value << 16, mask | 0xFFFF0000
-            if mask:
-                m.append((REG_HASH, (value, mask)))
+            if mask:  # a switch reports an all-ones mask as an exact match
+                m.append((REG_HASH, value if mask == 0xFFFFFFFF else (value, mask)))
             if spare is not None and len(live) > 1:
                 m.append((REG_SPARE, (spare, 0xFFFF)))
             flows.add(FlowRule(TABLE_SEND, PRIO_BUDGET, tuple(sorted(m)), (GroupAction(gid),), None, tap_cookie, meter))
     for cut_key in {k for k in cut_ids if _uses(k, dpid, members, live, spec)}:
         groups.add(_cut_group(cut_ids[cut_key], cut_key, members, forward_groups))
     for port, cut in sorted(cut_ports):
-        flows.add(FlowRule(TABLE_TRUNCATE, PRIO_BUDGET, ((REG_CUT, cut), (REG_PORT, port)), (OutputTrunc(port, cut),), None,
-                           COOKIE_COPY))
+        flows.add(FlowRule(TABLE_TRUNCATE, PRIO_BUDGET, match(**{REG_CUT: cut, REG_PORT: port}), (OutputTrunc(port, cut),),
+                           None, COOKIE_COPY))
     bucket = Bucket((SetField(REG_SHAPE, tap_id), Resubmit(TABLE_SHAPE)))
     return BudgetPart(bucket, frozenset(flows), frozenset(groups), frozenset(meters), sent, metered)
 

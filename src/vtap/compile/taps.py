@@ -49,6 +49,9 @@ from vtap.compile.pipeline import (
     COPY_VID_LAST,
     METER_CAPTURE,
     COOKIE_COPY,
+    REG_PORT,
+    TABLE_TRUNCATE,
+    is_forward_group,
     DELIVERY_GROUP_BASE,
     GROUP_ID_MASK,
     OFPVID_PRESENT,
@@ -121,6 +124,20 @@ class TapCompilation:
             tags = {self.monitor_tags[m] for m in macs if m in self.monitor_tags}
             flows |= {f for f in rules.flows if f.cookie == COOKIE_COPY and _tag_of(f) in tags}
             groups |= {self.deliveries[m][1] for m in macs if m in self.deliveries and self.deliveries[m][0] == dpid}
+            # Budgeted copies: send groups lead to cut groups, whose ports table 6 serves.
+            by_id = {g.group_id: g for g in rules.groups}
+            todo = list(groups)
+            while todo:
+                group = by_id.get(todo.pop())
+                for b in group.buckets if group else ():
+                    for a in b.actions:
+                        if isinstance(a, GroupAction) and not is_forward_group(a.group_id) and a.group_id not in groups:
+                            groups.add(a.group_id)
+                            todo.append(a.group_id)
+            cut_ports = {a.value for g in groups if g in by_id for b in by_id[g].buckets for a in b.actions
+                         if isinstance(a, SetField) and a.field == REG_PORT}
+            flows |= {f for f in rules.flows if f.table == TABLE_TRUNCATE and dict(f.match).get(REG_PORT) in cut_ports}
+
             if flows:
                 out[dpid] = SwitchRules(frozenset(flows), frozenset(g for g in rules.groups if g.group_id in groups))
         return out
@@ -450,7 +467,7 @@ def _regions_groups_recovery(
         taps_by_id[i].spec.transport, taps_by_id[i].spec.ip_version,
         None if taps_by_id[i].spec.monitor_pool else _monitor_ip(taps_by_id[i].spec, monitor_of[i][0])))
         for i in monitor_of if i in taps_by_id}
-    budget = _BudgetContext(view, forward, cut_group_ids(view, [m for macs in comp.monitors.values() for m in macs]),
+    budget = _BudgetContext(cut_group_ids(view, [m for macs in comp.monitors.values() for m in macs]),
                             {i: len({d for d, _ in r}) for i, r in _points_of(per_switch).items()})
     flows: dict[int, set[FlowRule]] = {}
     recovery: dict[int, list[tuple[Region, frozenset[SetField], str, frozenset[int]]]] = {}
@@ -488,10 +505,8 @@ def _regions_groups_recovery(
 
 @dataclass(frozen=True)
 class _BudgetContext:
-    """What budgeted policies' parts read besides their own inputs (compile/budget.py)."""
+    """What budgeted policies' parts read besides the view and their own inputs (compile/budget.py)."""
 
-    view: NetworkView
-    forward: dict[int, int]
     cut_ids: dict[tuple[str, object], int]
     tap_switches: dict[int, int]  # tap id -> how many switches tap it
 
@@ -594,11 +609,17 @@ def _switch_part(view: NetworkView, dpid: int, matches: dict[Region, set[int]], 
             recovery.append((monitor.dpid, (rr, restore, monitor.mac, frozenset(ids))))
     meters: set[Meter] = set()
     meter_monitors: dict = {}
+    errors: dict[int, TapState] = {}
     for tap_id, part in sorted(parts.items()):
-        clash = {g.group_id for g in part.groups} & {g.group_id for g in groups if g not in part.groups}
+        # Ids derive from the policy id (send groups from its low 17 bits, meters 20): two
+        # policies far apart in age may meet. The younger one gets none of its rules (its
+        # bucket then resubmits to no rule: no copy) and an error.
+        clash = ({g.group_id for g in part.groups} & {g.group_id for g in groups if g not in part.groups}
+                 or {m.meter_id for m in part.meters} & {m.meter_id for m in meters})
         if clash:
-            return _SwitchPart(errors={tap_id: TapState(PolicyState.ERROR, "its budget's group ids are taken at switch "
-                                                        f"{dpid:016x}: re-create the policy for a new id")})
+            errors[tap_id] = TapState(PolicyState.ERROR, f"its budget's group or meter ids are taken at switch {dpid:016x} "
+                                                         "by an older policy: re-create it for a new id")
+            continue
         flows |= part.flows
         groups |= part.groups
         meters |= part.meters
@@ -607,8 +628,8 @@ def _switch_part(view: NetworkView, dpid: int, matches: dict[Region, set[int]], 
         for f in part.flows:
             if f.cookie != COOKIE_COPY:
                 cookie_owners[f.cookie] = cookie_owners.get(f.cookie, frozenset()) | {tap_id}
-    return _SwitchPart(frozenset(flows), frozenset(groups), sent_buckets, cookie_owners, tuple(recovery),
-                       meters=frozenset(meters), meter_monitors=meter_monitors)
+    return _SwitchPart(frozenset(flows), frozenset(groups), sent_buckets, cookie_owners, tuple(recovery), errors,
+                       frozenset(meters), meter_monitors)
 
 
 def _metered(bucket: Bucket, parts: dict[int, BudgetPart]) -> bool:
@@ -741,7 +762,8 @@ def _buckets(view: NetworkView, dpid: int, ids: list[int], taps_by_id: dict[int,
             if owner.spec.ip_version and ip:
                 actions.append(SetField("ipv4_dst" if owner.spec.ip_version == 4 else "ipv6_dst", ip))
             buckets.append((Bucket((*actions, onward)), monitor.mac))
-    return tuple(sorted(buckets, key=lambda pair: (pair[1] is None, repr(pair[0]))))
+    # Metered copies last of all: an OVS meter drops the packet for what follows it.
+    return tuple(sorted(buckets, key=lambda pair: (pair[1] is None, _metered(pair[0], parts), repr(pair[0]))))
 
 
 def _recovery(r: Region, spec: TapSpec, monitor: Host) -> tuple[Region, frozenset[SetField]]:

@@ -10,8 +10,9 @@ Budgeted copies (compile/budget.py) are counted sent at their send group, one pe
 policy, tap switch and monitor, after sampling and pool choice; a rate-limited one's
 meter drops copies after that count (a switch credits a datapath flow's packets to
 every rule and group it went through, dropped or not), so its meter's dropped packets
-are taken off; a cut copy for a monitor on the tap switch is delivered by its cut
-delivery group.
+are taken off (and off what a monitor on the tap switch was delivered, its delivery group
+being in the same datapath flow); a cut copy for a monitor on the tap switch is delivered
+by its cut delivery group.
 
 Counting is per monitor, not per policy: once copied, a copy does not say which policy
 made it (a packet matched by two policies with one monitor is copied once), so the
@@ -54,7 +55,6 @@ class MonitorDelivery:
     sent_bytes: int = 0
     delivered_packets: int = 0
     delivered_bytes: int = 0
-    dropped_packets: int = 0  # by rate limits, at the tap points (taken off sent_packets)
     failing: bool = False
     reason: str = ""
     samples: deque = field(default_factory=deque)  # (time, sent_packets, delivered_packets)
@@ -78,7 +78,6 @@ class DeliveryLedger:
                  fraction: float = FRACTION):
         self.window, self.recover, self.lag, self.tolerance, self.fraction = window, recover, lag, tolerance, fraction
         self.monitors: dict[str, MonitorDelivery] = {}
-        self.dropped_by_policy: dict[int, int] = {}  # copies a policy's rate limit dropped, since counting began
         self._last: dict[tuple, tuple[int, int]] = {}  # counter key -> last (packets, bytes) read
 
     def _delta(self, key: tuple, packets: int, bytes_: int) -> tuple[int, int]:
@@ -123,14 +122,15 @@ class DeliveryLedger:
                     m = self.monitors.setdefault(mac, MonitorDelivery())
                     m.delivered_packets += dp
                     m.delivered_bytes += db
-        for (dpid, meter), (tap_id, mac, packets, bytes_) in (meter_drops or {}).items():
+        for (dpid, meter), (_, mac, packets, bytes_) in (meter_drops or {}).items():
             if dpid in counters:  # read in the same poll as the send groups' counters
                 dp, db = self._delta((dpid, "meter", meter, mac), packets, bytes_)
                 m = self.monitors.setdefault(mac, MonitorDelivery())
                 m.sent_packets -= dp
                 m.sent_bytes -= db
-                m.dropped_packets += dp
-                self.dropped_by_policy[tap_id] = self.dropped_by_policy.get(tap_id, 0) + dp
+                if deliveries.get(mac, (None,))[0] == dpid:  # a monitor on the tap switch: its delivery
+                    m.delivered_packets -= dp  # group was in the dropped copies' datapath flow too
+                    m.delivered_bytes -= db
         changed = []
         for mac, m in self.monitors.items():
             m.samples.append((now, m.sent_packets, m.delivered_packets))

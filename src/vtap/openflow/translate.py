@@ -42,6 +42,7 @@ _GROUP_NAMES = {v: k for k, v in _GROUP_TYPES.items()}
 NX_HASH_FIELDS_SYMMETRIC_L3L4_UDP = 3
 _MP_ALGORITHMS = {"modulo_n": 0, "hrw": 2}
 _MP_NAMES = {v: k for k, v in _MP_ALGORITHMS.items()}
+NX_IN_PORT = 0xFFF8  # resubmit's 16-bit port: "the packet's own in_port" (OpenFlow 1.0's OFPP_IN_PORT)
 
 
 NXAC2PT_METER_ID = 5  # Open vSwitch's controller2 property: the meter the controller action goes through
@@ -94,7 +95,7 @@ def _action_to_of(action: Action):
     if isinstance(action, OutputTrunc):
         return parser.NXActionOutputTrunc(action.port, action.max_len)
     if isinstance(action, Resubmit):
-        return parser.NXActionResubmitTable(table_id=action.table)
+        return parser.NXActionResubmitTable(in_port=NX_IN_PORT, table_id=action.table)
     if isinstance(action, Multipath):
         return parser.NXActionMultipath(NX_HASH_FIELDS_SYMMETRIC_L3L4_UDP, action.basis, _MP_ALGORITHMS[action.algorithm],
                                         action.links - 1, 0, action.ofs << 6 | (action.nbits - 1), action.dst)
@@ -116,7 +117,7 @@ def _action_from_of(action) -> Action:
         return ToController(getattr(action, "max_len", 0xFFFF), action.meter_id)
     if isinstance(action, parser.NXActionOutputTrunc):
         return OutputTrunc(action.port, action.max_len)
-    if isinstance(action, parser.NXActionResubmitTable) and action.in_port == ofp.OFPP_IN_PORT:
+    if isinstance(action, parser.NXActionResubmitTable) and action.in_port == NX_IN_PORT:
         return Resubmit(action.table_id)
     if (isinstance(action, parser.NXActionMultipath) and action.fields == NX_HASH_FIELDS_SYMMETRIC_L3L4_UDP
             and action.algorithm in _MP_NAMES and action.arg == 0):
