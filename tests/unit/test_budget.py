@@ -180,3 +180,10 @@ def test_a_budgeted_policys_rules_include_its_send_and_cut_groups_and_truncation
     ids = {g.group_id for g in mine[d].groups}
     for base, size in ((0x76000000, 0x400000), (0x76C00000, 0x200000), (0x76E00000, 0x200000)):  # tap, send, cut
         assert any(base <= i < base + size for i in ids), hex(base)
+
+
+@pytest.mark.parametrize("value", [False, 3, "10.0.0.9", {"a": 1}])
+def test_a_pool_that_is_not_a_list_is_a_type_error_naming_it(value):
+    with pytest.raises(ValidationError) as exc:
+        TapSpec(name="t", src_ip=ip(1), monitor_pool=value)
+    assert exc.value.errors()[0]["loc"][0] == "monitor_pool"

@@ -223,8 +223,8 @@ class TapSpec(MatchSpec):
     @field_validator("monitor_pool", mode="before")
     @classmethod
     def _pool(cls, v: Any) -> Any:
-        if v is None or isinstance(v, str):
-            return v  # None, or a type error from pydantic
+        if not isinstance(v, (list, tuple)):
+            return v  # None, or pydantic's own type error ("Input should be a valid tuple")
         out = []
         for i, item in enumerate(v):
             if not isinstance(item, str) or _any(item):
