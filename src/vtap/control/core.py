@@ -22,7 +22,7 @@ from vtap.control.delivery import DeliveryLedger, GroupCounters, MonitorDelivery
 from vtap.control.hosts import Claim, HostTable
 from vtap.control.probing import ProbeSchedule, named_addresses
 from vtap.model.capture import CaptureTarget
-from vtap.model.network import Device, Host, Link, Port, is_mac, is_physical_port
+from vtap.model.network import Device, Host, Link, Port, is_mac
 from vtap.model.policy import Tap, TapChanges, TapSpec, is_single_address, plan_changes
 from vtap.model.rules import SwitchRules
 from vtap.model.state import PolicyState, SyncState
@@ -368,7 +368,8 @@ class ControlCore:
         if device is None:
             return []
         hosts_at = {h.port for h in self.hosts.hosts.values() if h.dpid == dpid}
-        return [p for p in device.ports if p.up and is_physical_port(p.port_no) and p.port_no not in hosts_at]
+        up = set(device.up_ports())
+        return [p for p in device.ports if p.port_no in up and p.port_no not in hosts_at]
 
     def lldp_in(self, dpid: int, in_port: int, claim: LldpClaim, now: float) -> tuple[bool, list[str], str | None]:
         """An LLDP frame in vtap's format arrived: (a new link, hosts mislearned on its
