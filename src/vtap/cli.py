@@ -57,6 +57,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 store_url=args.store,
                 member_id=args.member_id,
                 advertise_url=args.advertise_url,
+                tunnels=args.tunnels,
+                tunnel_sources=args.tunnel_sources,
             )
         )
     except StartupError as exc:
@@ -506,6 +508,12 @@ def parser() -> argparse.ArgumentParser:
                    help="cap on frames per second each switch sends up for hosts (ARP, unknown); 0: no cap (default 1000)")
     s.add_argument("--max-hosts-per-port", type=int, default=32,
                    help="MACs learned per edge port at most; more are refused and counted (default 32; 0: no cap)")
+    s.add_argument("--tunnels", choices=["off", "local"], default="off",
+                   help="local: give the switches of this machine's OVS the tunnel ports, source addresses, routes and "
+                        "neighbours that tunnel transports (gre, erspan, vxlan, geneve) need (default off)")
+    s.add_argument("--tunnel-sources", default="10.0.0.0/8",
+                   help="the network the switches' tunnel source addresses come from, taken from its top; collectors "
+                        "or their gateways must be on it (default 10.0.0.0/8)")
     s.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     s.set_defaults(func=cmd_serve)
 

@@ -19,11 +19,14 @@ it from LOCAL straight to forwarding (a copy is never copied again).
 from __future__ import annotations
 
 import ipaddress
+import zlib
+from dataclasses import dataclass
 
 from vtap.compile.pipeline import COOKIE_COPY, PRIO_TUNNEL_OUT, TABLE_CLASSIFY, TABLE_FORWARD
 from vtap.model.network import OFPP_LOCAL, Device
 from vtap.model.policy import TUNNEL_KEY_MAX, Tap, TapSpec
 from vtap.model.rules import Bucket, FlowRule, Output, SetField, match
+from vtap.model.view import NetworkView
 
 
 def tunnel_kind(spec: TapSpec) -> str:
@@ -63,3 +66,43 @@ def endpoint_rule(device: Device) -> FlowRule | None:
         return None
     return FlowRule(TABLE_CLASSIFY, PRIO_TUNNEL_OUT, match(in_port=OFPP_LOCAL, eth_src=local.hw_addr), (), TABLE_FORWARD,
                     COOKIE_COPY)
+
+
+@dataclass(frozen=True)
+class SwitchTunnels:
+    """What one switch's userspace datapath needs to start vtap's tunnels: its tunnel
+    ports (named after its bridge), a source address on its bridge (LOCAL) device, and
+    per collector a route out of its own bridge (chosen by its packet mark) and the MAC
+    of the next hop (the collector, or the gateway the policy names)."""
+
+    bridge: str
+    source: str  # address/prefix
+    mark: int
+    neighbours: frozenset[tuple[str, str]]  # (collector IP, next-hop MAC)
+
+
+def source_address(dpid: int, source_net: ipaddress.IPv4Network) -> str:
+    """A switch's tunnel source address, with `source_net`'s prefix (the collectors, or
+    their gateways, are on it): from its upper half, by a hash of the dpid (one address
+    per switch, whatever else joins), away from the hosts numbered from the bottom."""
+    offset = 1 + zlib.crc32(dpid.to_bytes(8, "big")) % max(1, source_net.num_addresses // 2 - 2)
+    return f"{source_net.broadcast_address - offset}/{source_net.prefixlen}"
+
+
+def tunnel_plan(view: NetworkView, taps: list[Tap], source_net: ipaddress.IPv4Network) -> dict[int, SwitchTunnels]:
+    """Every connected switch's tunnel set-up: ports always (a tap point may be anywhere),
+    a neighbour entry per collector of an enabled tunnel policy whose next hop is known."""
+    neighbours = set()
+    for tap in taps:
+        s = tap.spec
+        if not (s.enabled and s.tunnel):
+            continue
+        hop = view.hosts.get(s.monitor_mac) if s.monitor_mac else view.host_by_ip(s.monitor_ip)
+        if hop is not None:
+            neighbours.add((s.monitor_ip, hop.mac))
+    plan = {}
+    for dpid, device in view.devices.items():
+        local = device.bridge
+        if local is not None:
+            plan[dpid] = SwitchTunnels(local.name, source_address(dpid, source_net), route_mark(dpid), frozenset(neighbours))
+    return plan

@@ -18,6 +18,7 @@ difference — nothing, when the old leader had finished.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import math
 import secrets
@@ -42,10 +43,12 @@ from vtap.compile.pipeline import (
     is_vtap_group,
 )
 from vtap.compile.taps import TapCompilation, TapState
+from vtap.compile.tunnels import tunnel_plan
 from vtap.control import relay
 from vtap.control.capture import CaptureBook, CaptureJob
 from vtap.control.core import ControlCore, SwitchSync, TapStatus
 from vtap.control.delivery import GroupCounters
+from vtap.control.tunnels import TunnelAgent
 from vtap.control.discovery import NONCE_BYTES, parse_lldp
 from vtap.control.reconciler import SwitchReconciler
 from vtap.model.capture import CaptureSpec, CaptureState, CaptureTarget
@@ -102,7 +105,11 @@ class Controller:
         max_hosts_per_port: int = 32,
         delivery_interval: float = 1.0,
         cluster: Cluster | None = None,
+        tunnels: TunnelAgent | None = None,
+        tunnel_sources: ipaddress.IPv4Network = ipaddress.IPv4Network("10.0.0.0/8"),
     ):
+        self.tunnels = tunnels
+        self.tunnel_sources = tunnel_sources
         self.store = store
         self.cluster = cluster
         self.roles: dict[int, str] = {}  # dpid -> this instance's OpenFlow role there (cluster mode)
@@ -148,6 +155,8 @@ class Controller:
         if self.delivery_interval > 0:
             self._tasks.append(asyncio.create_task(self._delivery_loop(), name="delivery"))
         self._tasks.append(asyncio.create_task(self._capture_loop(), name="captures"))
+        if self.tunnels is not None:
+            self.tunnels.start()
         if self.cluster is not None:
             self.cluster.on_role = self.role_changed
             self._tasks.append(asyncio.create_task(self._status_loop(), name="status"))
@@ -157,6 +166,8 @@ class Controller:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self.captures.close(time.time())
+        if self.tunnels is not None:
+            await self.tunnels.stop()
         for rec in list(self.reconcilers.values()):
             await rec.stop()
 
@@ -376,6 +387,8 @@ class Controller:
         desired = self.core.compile()
         for dpid, rec in self.reconcilers.items():
             rec.set_desired(desired[dpid], self.core.generation)
+        if self.tunnels is not None and self.leading:
+            self.tunnels.want(tunnel_plan(self.core.view(), list(self.core.taps.values()), self.tunnel_sources))
         if self.leading:
             self._probe_due()
         self._status_due.set()
