@@ -91,7 +91,8 @@ class Capture:
 
     def start(self) -> Capture:
         self.proc = self.host.popen(
-            ["tcpdump", "-i", self.intf, "-w", str(self.path), "-U", "-n", "-s", "0", "--immediate-mode", "not", "ether", "proto", "0x88cc"],
+            ["tcpdump", "-i", self.intf, "-w", str(self.path), "-U", "-n", "-s", "0", "-B", "8192", "--immediate-mode",
+             "not", "ether", "proto", "0x88cc"],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
         )
         # tcpdump says "listening on" once it captures.
