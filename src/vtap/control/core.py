@@ -308,6 +308,9 @@ class ControlCore:
         view = self.view()
         spec = self.taps[tap_id].spec
         monitors = [view.hosts[m] for m in self.compilation.monitors.get(tap_id, ()) if m in view.hosts]
+        if spec.tunnel:  # the outer packets' path: to the collector, or the gateway toward it
+            hop = view.hosts.get(spec.monitor_mac) if spec.monitor_mac else view.host_by_ip(spec.monitor_ip)
+            monitors = [hop] if hop is not None else []
         tap_points = sorted(
             dpid for dpid, rules in self.compilation.rules_of(tap_id).items() if any(f.table == TABLE_TAP for f in rules.flows)
         )

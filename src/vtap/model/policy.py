@@ -197,7 +197,7 @@ class TapSpec(MatchSpec):
     tunnel_key: int | None = Field(None, ge=0, le=0xFFFFFFFF,
                                    description="GRE key, ERSPAN session id (0-1023) or VNI (24 bits) of a tunnel "
                                                "transport; default: the policy's id")
-    erspan_version: Literal[1, 2] | None = Field(None, description="ERSPAN type II (1, default) or III (2)")
+    erspan_version: int | None = Field(None, ge=1, le=2, description="ERSPAN type II (1, default) or III (2)")
     monitor_pool: tuple[str, ...] | None = Field(
         None, min_length=1, max_length=MAX_POOL,
         description="monitors (MACs or IPs) to spread flows over, instead of monitor_mac/monitor_ip: both directions "
