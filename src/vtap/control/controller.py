@@ -221,6 +221,10 @@ class Controller:
             self._start_reconciler(dp, settle=False)
             self._send_lldp(dp)
             self.changed()
+        elif leading:
+            # Its reconciler may be backing off after refusals while this instance did not
+            # lead (up to 30 s): master now, it re-reads the switch at once.
+            self.reconcilers[dp.dpid].kick()
 
     def _refused(self, why: str) -> None:
         """A switch refused a write as from a slave: another instance leads (the switch

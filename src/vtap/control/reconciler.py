@@ -191,6 +191,7 @@ class SwitchReconciler:
 
     def __post_init__(self) -> None:
         self._dirty = asyncio.Event()
+        self._kicked = asyncio.Event()  # ends a back-off wait early
         self._synced = asyncio.Event()
         self._task: asyncio.Task | None = None
 
@@ -200,6 +201,11 @@ class SwitchReconciler:
         delay = self.settle_until - time.monotonic()
         if delay > 0:
             asyncio.get_running_loop().call_later(delay, self._dirty.set)
+
+    def kick(self) -> None:
+        """Retry now rather than at the end of a back-off (and from the short delay again)."""
+        self._kicked.set()
+        self._dirty.set()
 
     def end_settling(self) -> None:
         """The view is whole: correct everything from the next pass on."""
@@ -241,8 +247,12 @@ class SwitchReconciler:
                     self.on_refused(f"{self.dp!r} refused a write: this instance is not its master")
                 log.warning("%r: reconcile failed (%s); re-reading the switch in %.0fs", self.dp, self.status.last_error, delay)
                 self.installed = None
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 30.0)
+                self._kicked.clear()
+                try:
+                    await asyncio.wait_for(self._kicked.wait(), delay)
+                    delay = self.retry_delay  # kicked: what failed may have changed (a new role)
+                except asyncio.TimeoutError:
+                    delay = min(delay * 2, 30.0)
                 self._dirty.set()
             except ChannelClosed:
                 return
