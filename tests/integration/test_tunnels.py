@@ -134,8 +134,7 @@ def test_bad_tunnel_input_is_refused_naming_the_field(lab, body, field):
 
 
 def test_every_switch_got_its_tunnel_ports_and_nothing_else_took_them_for_hosts(lab):
-    ports = lab.ovs.vsctl("--columns=name", "find", "interface", "options:remote_ip=flow")
-    names = {line.split('"')[1] for line in ports.splitlines() if '"' in line}
+    names = set(lab.ovs.vsctl("--bare", "--columns=name", "find", "interface", "options:remote_ip=flow").split())
     assert names == {f"{s.name}-{k}" for s in lab.net.switches for k in ("gre", "erspan1", "erspan2", "vxlan", "geneve")}
     hosts = lab.ctl.get("/api/v1/hosts")
     assert {h["mac"] for h in hosts} <= {h.MAC() for h in lab.net.hosts}  # no bridge (LOCAL) MAC taken for a host

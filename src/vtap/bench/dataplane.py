@@ -33,9 +33,10 @@ from vtap.lab.ovs import PrivateOVS
 from vtap.lab.process import ControllerProcess
 
 SIZES = [64, 128, 256, 512, 1024, 1280, 1518]
-CONFIGS = ["notap", "mirror", "vtap", "vtap-snaplen128", "vtap-sample8"]
+CONFIGS = ["notap", "mirror", "vtap", "vtap-snaplen128", "vtap-sample8", "vtap-vxlan"]
 SWEEP_CONFIGS = ["notap", "mirror", "vtap"]  # the offered-load sweep: without budgets
-BUDGETS = {"vtap": {}, "vtap-snaplen128": {"snaplen": 128}, "vtap-sample8": {"sample": 8}}
+BUDGETS = {"vtap": {}, "vtap-snaplen128": {"snaplen": 128}, "vtap-sample8": {"sample": 8},
+           "vtap-vxlan": {"transport": "vxlan"}}  # the monitor is then a VXLAN collector
 FLOWS = 1000  # source ports 1000-1999: sampling picks flows, so there must be many
 BRIDGE = "tb0"
 UDP_DPORT = 5001
@@ -118,7 +119,8 @@ class Testbed:
 
     def __post_init__(self) -> None:
         self.ovs = PrivateOVS(self.workdir / "ovs")
-        self.ctl = ControllerProcess(self.workdir / "state", self.workdir / "controller.log")
+        self.ctl = ControllerProcess(self.workdir / "state", self.workdir / "controller.log",
+                                     ("--tunnels", "local", "--tunnel-sources", "10.1.0.0/24"))
         names = []
         for i in range(self.pairs):
             names += [f"snd{i + 1}", f"rcv{i + 1}"]
