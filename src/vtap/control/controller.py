@@ -156,6 +156,7 @@ class Controller:
             self._tasks.append(asyncio.create_task(self._delivery_loop(), name="delivery"))
         self._tasks.append(asyncio.create_task(self._capture_loop(), name="captures"))
         if self.tunnels is not None:
+            self.tunnels.on_applied = self._status_due.set
             self.tunnels.start()
         if self.cluster is not None:
             self.cluster.on_role = self.role_changed
@@ -320,7 +321,14 @@ class Controller:
         """The core's judgement; on a follower, the leader's as published."""
         if not self.leading:
             return self._follower_status(tap_id)
-        return self.core.tap_status(tap_id, self._switch_syncs())
+        st = self.core.tap_status(tap_id, self._switch_syncs())
+        spec = self.core.taps[tap_id].spec if tap_id in self.core.taps else None
+        if st.state == PolicyState.ACTIVE and spec is not None and spec.tunnel and self.tunnels is not None:
+            waiting = self.tunnels.waiting(st.switches, spec.monitor_ip)
+            if waiting:  # its rules are in, but not yet the route to its collector
+                return TapStatus(PolicyState.PENDING, f"setting up the tunnel to {spec.monitor_ip} on switch {waiting[0]:016x}",
+                                 st.switches)
+        return st
 
     def tap_paths(self, tap_id: int) -> dict[str, Any]:
         return self.core.tap_paths(tap_id)

@@ -24,6 +24,7 @@ import asyncio
 import logging
 import subprocess
 import zlib
+from typing import Callable
 
 from vtap.compile.tunnels import SwitchTunnels
 
@@ -51,6 +52,7 @@ class TunnelAgent:
         self._due = asyncio.Event()
         self._task: asyncio.Task | None = None
         self.errors = 0
+        self.on_applied: Callable[[], None] = lambda: None  # told after each plan is applied (policy states may change)
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._loop(), name="tunnel-agent")
@@ -62,6 +64,11 @@ class TunnelAgent:
                 await self._task
             except asyncio.CancelledError:
                 pass
+
+    def waiting(self, switches, collector: str) -> list[int]:
+        """The switches among `switches` without a route to `collector` applied yet."""
+        return [d for d in switches
+                if d in self._plan and not any(ip == collector for ip, _ in self.applied.get(d, _NONE).neighbours)]
 
     def want(self, plan: dict[int, SwitchTunnels]) -> None:
         """The latest plan (from every compile); applied in the background, differences only."""
@@ -80,6 +87,7 @@ class TunnelAgent:
                     except (OSError, subprocess.SubprocessError) as exc:
                         self.errors += 1
                         log.error("switch %016x: tunnel set-up failed (retried with the next change): %s", dpid, exc)
+            self.on_applied()
 
     @staticmethod
     def _run(*args: str) -> str:
@@ -124,6 +132,9 @@ class TunnelAgent:
                 return
             self._run("ovs-vsctl", "--if-exists", "del-port", br, name)
         raise subprocess.SubprocessError(f"{name}: OVS refused the tunnel port (see ovs-vswitchd's log)")
+
+
+_NONE = SwitchTunnels("", "", 0, frozenset())
 
 
 def _host_prefix(ip: str) -> str:
