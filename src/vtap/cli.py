@@ -57,6 +57,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 store_url=args.store,
                 member_id=args.member_id,
                 advertise_url=args.advertise_url,
+                tunnels=args.tunnels,
+                tunnel_sources=args.tunnel_sources,
             )
         )
     except StartupError as exc:
@@ -156,7 +158,7 @@ def cmd_cluster(args: argparse.Namespace) -> int:
 
 SPEC_FIELDS = ["src_mac", "src_ip", "dst_mac", "dst_ip", "monitor_mac", "monitor_ip", "ip_proto", "vlan_id",
                "src_port", "dst_port", "direction", "transport", "description"]
-BUDGET_FIELDS = ["monitor_pool", "snaplen", "sample", "rate_limit_pps"]  # flags of their own (see _spec_from_args)
+BUDGET_FIELDS = ["monitor_pool", "snaplen", "sample", "rate_limit_pps", "tunnel_key", "erspan_version"]  # flags of their own (see _spec_from_args)
 
 
 def _request(method: str, args: argparse.Namespace, path: str, **kw):
@@ -196,7 +198,7 @@ def _spec_from_args(args: argparse.Namespace, base: dict | None = None) -> dict:
         value = getattr(args, f, None)
         if value is not None:
             spec[f] = value
-    for f, off in (("snaplen", None), ("sample", 1), ("rate_limit_pps", None)):
+    for f, off in (("snaplen", None), ("sample", 1), ("rate_limit_pps", None), ("tunnel_key", None), ("erspan_version", None)):
         value = getattr(args, f, None)
         if value is not None:
             spec[f] = off if value == "off" else value
@@ -243,7 +245,12 @@ def _print_taps(taps: list[dict]) -> None:
         return ", ".join(parts) or "-"
 
     def monitor(t):
-        return "pool " + ",".join(t["monitor_pool"]) if t.get("monitor_pool") else t["monitor_ip"] or t["monitor_mac"]
+        if t.get("monitor_pool"):
+            return "pool " + ",".join(t["monitor_pool"])
+        if t["transport"] in ("gre", "erspan", "vxlan", "geneve"):
+            key = t["tunnel_key"] if t.get("tunnel_key") is not None else t["id"]
+            return f"collector {t['monitor_ip']} key {key}"
+        return t["monitor_ip"] or t["monitor_mac"]
 
     print(table([[t["id"], t["name"], ident(t), filters(t), monitor(t), t["transport"], budget(t),
                    t["status"] + (f" ({t['status_reason']})" if t["status_reason"] else "")] for t in taps],
@@ -462,7 +469,10 @@ def _add_spec_flags(p: argparse.ArgumentParser, *, required_name: bool) -> None:
     p.add_argument("--src-port", dest="src_port", help="TCP/UDP source port")
     p.add_argument("--dst-port", dest="dst_port", help="TCP/UDP destination port")
     p.add_argument("--direction", choices=["forward", "reverse", "both"])
-    p.add_argument("--transport", choices=["vlan", "rewrite"])
+    p.add_argument("--transport", choices=["vlan", "rewrite", "gre", "erspan", "vxlan", "geneve"],
+                   help="vlan (default), rewrite, or a tunnel to the collector in --monitor-ip")
+    p.add_argument("--tunnel-key", dest="tunnel_key", help="tunnels: GRE key, ERSPAN session id or VNI (default: the policy's id)")
+    p.add_argument("--erspan-version", dest="erspan_version", choices=["1", "2"], help="ERSPAN type II (1) or III (2)")
     p.add_argument("--monitor-pool", dest="monitor_pool", metavar="ADDR,ADDR,...",
                    help="monitors (IPs or MACs) to spread flows over, instead of --monitor-ip/--monitor-mac ('off': none)")
     p.add_argument("--snaplen", help="cut each copy to its first N bytes, 64-9216 ('off': whole copies)")
@@ -506,6 +516,12 @@ def parser() -> argparse.ArgumentParser:
                    help="cap on frames per second each switch sends up for hosts (ARP, unknown); 0: no cap (default 1000)")
     s.add_argument("--max-hosts-per-port", type=int, default=32,
                    help="MACs learned per edge port at most; more are refused and counted (default 32; 0: no cap)")
+    s.add_argument("--tunnels", choices=["off", "local"], default="off",
+                   help="local: give the switches of this machine's OVS the tunnel ports, source addresses, routes and "
+                        "neighbours that tunnel transports (gre, erspan, vxlan, geneve) need (default off)")
+    s.add_argument("--tunnel-sources", default="10.0.0.0/8",
+                   help="the network the switches' tunnel source addresses come from, taken from its top; collectors "
+                        "or their gateways must be on it (default 10.0.0.0/8)")
     s.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     s.set_defaults(func=cmd_serve)
 

@@ -4,7 +4,9 @@ Starts a private OVS and `vtap serve`, builds `fattree,4` (20 switches, 16 hosts
 Mininet, waits until the controller has discovered every link, pings every host from
 every other, then creates the seed's two example TAPs through the REST API, sends
 matching and non-matching traffic, and prints per TAP what was sent, received and
-copied, and what the monitors captured. Cleans everything up.
+copied, and what the monitors captured; then TAP 1 once more to a remote collector, in a
+VXLAN tunnel to h9 (another pod), decapsulated by a Linux VXLAN device there. Cleans
+everything up.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from mininet.log import setLogLevel
 from vtap.cli import main as vtap_main
 from vtap.console import table
 from vtap.lab.net import expected_links
+from vtap.lab.collector import add_collector
 from vtap.lab.process import ControllerProcess
 from vtap.lab.session import LabSession
 from vtap.lab.topos import parse_topo
@@ -34,6 +37,9 @@ SEED_TAPS = [
      "src_mac": "00:00:00:00:00:01", "src_ip": "10.0.0.1",
      "monitor_mac": "00:00:00:00:00:04", "monitor_ip": "10.0.0.4", "ip_proto": "udp", "vlan_id": 100},
 ]
+REMOTE_TAP = {"name": "tap1-remote", "description": "seed TAP 1, copied in a VXLAN tunnel (VNI 1001) to collector h9",
+              "src_ip": "10.0.0.1", "dst_ip": "10.0.0.2", "ip_proto": "tcp", "dst_port": 80, "monitor_ip": "10.0.0.9",
+              "transport": "vxlan", "tunnel_key": 1001}
 
 # (tap name, receiver, monitor, matching flow, non-matching flow)
 H1, H2, H16 = ("00:00:00:00:00:01", "10.0.0.1"), ("00:00:00:00:00:02", "10.0.0.2"), ("00:00:00:00:00:10", "10.0.0.16")
@@ -87,6 +93,30 @@ def show_taps(ctl: ControllerProcess, net, work: Path) -> bool:
     print(table(rows, ["TAP", "SENT", "RECEIVED", "COPIED", "COPIES = RECEIVED", "NON-MATCHING SENT/RECEIVED/COPIED", "TAP COUNTER"]))
     for tap_id in ids.values():
         http.delete(f"/api/v1/taps/{tap_id}")
+    return ok and show_remote(ctl, net, work)
+
+
+def show_remote(ctl: ControllerProcess, net, work: Path) -> bool:
+    """TAP 1 to a remote collector: a VXLAN tunnel from h1's switch to h9, whose kernel
+    decapsulates; the inner frames are compared with what h2 received."""
+    http = ctl.http
+    tap = http.post("/api/v1/taps", json=REMOTE_TAP)
+    tap.raise_for_status()
+    tap_id = tap.json()["id"]
+    print(f"\n== POST /api/v1/taps tap1-remote: id {tap_id} ({REMOTE_TAP['description']})")
+    deadline = time.monotonic() + 20
+    while http.get(f"/api/v1/taps/{tap_id}").json()["status"] != "active" and time.monotonic() < deadline:
+        time.sleep(0.2)
+    dev = add_collector(net["h9"], "vxlan", REMOTE_TAP["tunnel_key"])
+    caps = {"h2": Capture(net["h2"], work / "remote-h2.pcap").start(),
+            "h9": Capture(net["h9"], work / "remote-h9.pcap", intf=dev).start()}
+    send_from(net["h1"], TRAFFIC[0][3], "remote", MATCHING, interval=0.002)
+    got = {h: [f for _, f in c.stop() if (marked(f) or "").startswith("remote:")] for h, c in caps.items()}
+    rx = [f for f in got["h2"] if f[6:12] == bytes.fromhex("000000000001")]
+    ok = len(rx) == MATCHING and got["h9"] == rx
+    print(f"== collector h9 ({dev}, VXLAN VNI {REMOTE_TAP['tunnel_key']}) decapsulated {len(got['h9'])} copies of "
+          f"{len(rx)} packets h2 received: {'identical' if got['h9'] == rx else 'DIFFERENT'}")
+    http.delete(f"/api/v1/taps/{tap_id}")
     return ok
 
 
@@ -112,7 +142,7 @@ def _summary(frames: list[bytes]) -> list[str]:
 def run(topo_spec: str = "fattree,4") -> int:
     work = Path(tempfile.mkdtemp(prefix="vtap-demo-"))
     print(f"== vtap demo: {topo_spec} on a private userspace Open vSwitch (work dir {work})")
-    with LabSession(parse_topo(topo_spec), work) as lab:
+    with LabSession(parse_topo(topo_spec), work, serve_args=("--tunnels", "local")) as lab:
         ctl, net = lab.ctl, lab.net
         print(f"== controller: OpenFlow 1.3 on 127.0.0.1:{ctl.of_port}, REST API on {ctl.api} (OpenAPI at {ctl.api}/docs)")
         t = lab.timings

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import contextlib
 import logging
 import signal
@@ -19,6 +20,7 @@ from vtap.api.auth import FAILURES_ALLOWED, Tokens
 from vtap.api.guard import Guard
 from vtap.control.cluster import Cluster
 from vtap.control.controller import Controller
+from vtap.control.tunnels import TunnelAgent
 from vtap.openflow.channel import OpenFlowServer
 from vtap.store.errors import StoreUnavailable
 from vtap.store.etcd import EtcdStore, parse_endpoints
@@ -91,7 +93,13 @@ async def serve(
     store_url: str | None = None,
     member_id: str | None = None,
     advertise_url: str | None = None,
+    tunnels: str = "off",
+    tunnel_sources: str = "10.0.0.0/8",
 ) -> None:
+    try:
+        sources = ipaddress.IPv4Network(tunnel_sources, strict=True)
+    except ValueError as exc:
+        raise StartupError(f"--tunnel-sources {tunnel_sources}: {exc}") from None
     if Path(state_dir).exists() and not Path(state_dir).is_dir():
         raise StartupError(f"--state-dir {state_dir}: exists and is not a directory")
     cluster = None
@@ -123,7 +131,8 @@ async def serve(
     of_sock = _listen(of_host, of_port, "--of-port")
     api_sock = _listen(api_host, api_port, "--api-port")
     ctl = Controller(store, lldp_interval=lldp_interval, host_timeout=host_timeout, packet_in_rate=packet_in_rate,
-                     max_hosts_per_port=max_hosts_per_port, cluster=cluster)
+                     max_hosts_per_port=max_hosts_per_port, cluster=cluster,
+                     tunnels=TunnelAgent() if tunnels == "local" else None, tunnel_sources=sources)
     of_server = OpenFlowServer(ctl, of_host, of_port, sock=of_sock, ssl=of_ssl)
     tokens = Tokens(store, auth_failure_limit)
     made = await tokens.ensure_admin_token(state_dir)

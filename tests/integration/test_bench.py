@@ -20,7 +20,7 @@ def test_dataplane_quick_produces_every_row(tmp_path):
     res = _run("dataplane", "--quick", "--out", str(tmp_path), timeout=300)
     r = json.loads((tmp_path / "dataplane-afpacket-quick.json").read_text())
     assert r["sizes"] == [64, 1518]
-    for config in ("notap", "mirror", "vtap", "vtap-snaplen128", "vtap-sample8"):
+    for config in ("notap", "mirror", "vtap", "vtap-snaplen128", "vtap-sample8", "vtap-vxlan"):
         for size in ("64", "1518"):
             cell = r["testbed1"][config][size]
             assert cell["tx_pps"]["median"] > 0 and cell["rcv_pps"]["median"] > 0, (config, size)
@@ -29,7 +29,7 @@ def test_dataplane_quick_produces_every_row(tmp_path):
     assert r["testbed1"]["notap"]["64"]["mon_pps"]["median"] < 10  # nothing copied without a TAP
     cut, plain = r["testbed1"]["vtap-snaplen128"]["1518"], r["testbed1"]["vtap"]["1518"]
     assert cut["mon_mbps"]["median"] < 0.2 * plain["mon_mbps"]["median"]  # 128 of 1518 bytes per copy
-    assert "Copy budgets" in res.stdout
+    assert "Copy budgets" in res.stdout and "Remote collector" in res.stdout
     assert set(r["sweep"]["data"]["vtap"]) == {"0.1", "1.0"}
     assert r["testbed2"] and all(set(v) == {"64", "1518"} for v in r["testbed2"].values())
     for suffix in ("pps.png", "mbps.png", "md"):

@@ -213,6 +213,24 @@ def test_a_budgeted_tap_from_the_form_cuts_its_copies_and_shows_its_budget(page,
     row.wait_for(state="detached")
 
 
+
+def test_a_tunnel_tap_says_its_tunnel_in_the_panel(page, lab):
+    from tests.integration.harness import create_tap
+
+    # This lab runs without --tunnels: the policy is degraded (no tunnel port), and says why.
+    tap = create_tap(lab, name="ui-tunnel", src_ip="10.0.0.1", dst_ip="10.0.0.3", monitor_ip="10.0.0.2",
+                     transport="erspan", erspan_version=2, tunnel_key=77)
+    row = page.locator(f"#tap-list tr[data-tap-id='{tap['id']}']")
+    row.wait_for()
+    row.click()
+    page.wait_for_selector("#budget:has-text('ERSPAN III (v2) tunnels, session 77, to collector 10.0.0.2')")
+    page.wait_for_selector(f"#tap-list tr[data-tap-id='{tap['id']}'] .status.degraded", timeout=10000)
+    assert "no erspan2 tunnel port" in row.locator(".status").get_attribute("title")
+    page.once("dialog", lambda d: d.accept())
+    row.locator(".delete").click()
+    row.wait_for(state="detached")
+
+
 def test_an_operator_signs_in_creates_within_scope_is_refused_outside_and_signs_out(page, lab):
     token = lab.ctl.http.post("/api/v1/tokens", json={"name": "op-ui", "role": "operator",
                                                        "scope": {"sources": ["10.0.0.1", "10.0.0.3"], "monitors": ["10.0.0.2"]}})

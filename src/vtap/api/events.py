@@ -44,7 +44,10 @@ def router(ctl: Controller, tokens: Tokens, interval: float = 1.0) -> APIRouter:
                                  "sent": sum(x.sent_packets for x in ds) if d else None,
                                  "delivered": sum(x.delivered_packets for x in ds) if d else None,
                                  "copies": c.get("copies"), "dropped": c.get("dropped"), "pool": s.monitor_pool,
-                                 "snaplen": s.snaplen, "sample": s.sample, "rate_limit_pps": s.rate_limit_pps})
+                                 "snaplen": s.snaplen, "sample": s.sample, "rate_limit_pps": s.rate_limit_pps,
+                                 "transport": s.transport, "collector": s.monitor_ip if s.tunnel else None,
+                                 "tunnel_key": (s.tunnel_key if s.tunnel_key is not None else tap.id) if s.tunnel else None,
+                                 "erspan_version": s.erspan_version})
                 data = json.dumps({"view_version": ctl.view_version, "taps": taps})
                 yield f"event: state\ndata: {data}\n\n"
                 await asyncio.sleep(interval)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 LABELS = {"notap": "no TAP", "mirror": "OVS port mirror", "vtap": "vtap (group table)",
-          "vtap-snaplen128": "vtap, snaplen 128", "vtap-sample8": "vtap, sample 8"}
+          "vtap-snaplen128": "vtap, snaplen 128", "vtap-sample8": "vtap, sample 8", "vtap-vxlan": "vtap (vxlan)"}
 COLORS = {"notap": "tab:blue", "mirror": "tab:orange", "vtap": "tab:green"}
 
 
@@ -60,6 +60,16 @@ def dataplane_markdown(r: dict) -> str:
                          f"{_ratio(_m(p, 'rcv_pps'), _m(n, 'rcv_pps'))} | {_m(v, 'mon_mbps'):,.1f} | "
                          f"{_m(c, 'mon_mbps'):,.1f} ({_ratio(_m(c, 'mon_mbps'), _m(v, 'mon_mbps'))}) | "
                          f"{_m(p, 'mon_mbps'):,.1f} ({_ratio(_m(p, 'mon_mbps'), _m(v, 'mon_mbps'))}) |")
+    if "vtap-vxlan" in tb1:
+        lines += ["", "### Remote collector: vtap (vxlan) beside the VLAN transport (medians)", "",
+                  "| size (B) | rcv ÷ no TAP: vtap (vlan) | rcv ÷ no TAP: vtap (vxlan) | monitor pps (vlan) | collector pps (vxlan) | "
+                  "collector ÷ receiver (vxlan) | collector Mbps (outer packets) |",
+                  "|---|---|---|---|---|---|---|"]
+        for s in sizes:
+            n, v, x = tb1["notap"][s], tb1["vtap"][s], tb1["vtap-vxlan"][s]
+            lines.append(f"| {s} | {_ratio(_m(v, 'rcv_pps'), _m(n, 'rcv_pps'))} | {_ratio(_m(x, 'rcv_pps'), _m(n, 'rcv_pps'))} | "
+                         f"{_m(v, 'mon_pps'):,.0f} | {_m(x, 'mon_pps'):,.0f} | {_ratio(_m(x, 'mon_pps'), _m(x, 'rcv_pps'))} | "
+                         f"{_m(x, 'mon_mbps'):,.1f} |")
     busy = r.get("threads_busy_pct")
     if busy:
         lines += ["", "Busy ovs-vswitchd threads at full load (smallest size), % of one core: " + "; ".join(

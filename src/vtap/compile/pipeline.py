@@ -147,6 +147,7 @@ REG_PORT = "reg3"  # the port a cut copy leaves by
 # Priorities, per table.
 PRIO_LLDP = 1000  # table 0
 PRIO_COPY_IN = 900  # a copy VLAN id on an authenticated inter-switch port
+PRIO_TUNNEL_OUT = 880  # a tunnelled copy, back in on LOCAL from the bridge's own MAC
 PRIO_RESERVED_VID = 850  # a copy VLAN id anywhere else: dropped
 PRIO_TRANSIT = 500
 PRIO_KNOWN_HOST = 400

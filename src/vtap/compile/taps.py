@@ -44,6 +44,7 @@ from dataclasses import dataclass, field
 
 from vtap.compile.budget import BudgetPart, budget_part, cut_group_ids, member_live
 from vtap.compile.forwarding import forward_group_ids, forward_groups
+from vtap.compile.tunnels import endpoint_rule, key_problem, tunnel_bucket, tunnel_key, tunnel_kind
 from vtap.compile.pipeline import (
     COPY_VID_FIRST,
     COPY_VID_LAST,
@@ -336,6 +337,15 @@ def _policy_state(view: NetworkView, tap: Tap, memo: TapMemo) -> TapState | tupl
         monitors = tuple(_resolve_member(view, m) for m in tap.spec.monitor_pool)
         if not any(monitors):
             return TapState(PolicyState.PENDING, "no monitor of the pool seen on the network yet")
+    elif tap.spec.tunnel:
+        problem = key_problem(tap)
+        if problem:
+            return TapState(PolicyState.ERROR, problem)
+        hop = _resolve_member(view, tap.spec.monitor_mac or tap.spec.monitor_ip)  # the collector, or its gateway
+        if hop is None:
+            what = f"gateway {tap.spec.monitor_mac}" if tap.spec.monitor_mac else f"collector {tap.spec.monitor_ip}"
+            return TapState(PolicyState.PENDING, f"{what} not yet seen on the network")
+        monitors = (hop,)
     else:
         monitor = _resolve_monitor(view, tap.spec)
         if monitor is None:
@@ -367,7 +377,7 @@ def _tap_points_per_switch(view: NetworkView, ready: list[_Ready], comp: TapComp
         if tap.spec.transport == "vlan" and any(h.mac not in comp.monitor_tags for h in r.seen):
             comp.states[tap.id] = TapState(PolicyState.ERROR, "no copy VLAN id left: too many monitors")
             continue
-        comp.monitors[tap.id] = tuple(h.mac for h in r.seen)
+        comp.monitors[tap.id] = () if tap.spec.tunnel else tuple(h.mac for h in r.seen)  # a tunnel has no delivery group
         regions, state = memo.policy("points", token, tap.id, tap.spec, lambda r=r: _policy_points(view, r, memo))
         for dpid, reg in regions:
             per_switch.setdefault(dpid, {}).setdefault(reg, set()).add(tap.id)
@@ -386,6 +396,13 @@ def _policy_points(view: NetworkView, r: _Ready, memo: TapMemo) -> tuple[list[tu
         h = r.monitors[0]
         return [h] if d == h.dpid or view.path(d, h.dpid) is not None else []
 
+    if tap.spec.tunnel:  # a tunnel starts at a tunnel port of the tap switch
+        kind = tunnel_kind(tap.spec)
+        portless = sorted({d for d, _ in r.points if kind not in view.devices[d].tunnel_ports()})
+        if portless:
+            reason = (f"no {kind} tunnel port on switch " + ", ".join(f"{d:016x}" for d in portless)
+                      + " (vtap serve --tunnels local makes them)")
+            return [], TapState(PolicyState.DEGRADED, reason, frozenset())
     unreachable = [d for d, _ in r.points if not reachable(d)]
     concerned: set[int] = set()
     regions = []
@@ -463,11 +480,9 @@ def _regions_groups_recovery(
     monitors' edge switches."""
     monitor_of = {tap_id: members[tap_id] for tap_id in comp.monitors}
     token = memo.token(view)
-    static = {i: memo.policy("static", token, i, taps_by_id[i].spec, lambda i=i: (
-        taps_by_id[i].spec.transport, taps_by_id[i].spec.ip_version,
-        None if taps_by_id[i].spec.monitor_pool else _monitor_ip(taps_by_id[i].spec, monitor_of[i][0])))
-        for i in monitor_of if i in taps_by_id}
-    budget = _BudgetContext(cut_group_ids(view, [m for macs in comp.monitors.values() for m in macs]),
+    static = {i: memo.policy("static", token, i, taps_by_id[i].spec, lambda i=i: _static(taps_by_id[i], monitor_of[i]))
+              for i in monitor_of if i in taps_by_id}
+    budget = _Shared({i: _target(static[i], monitor_of[i]) for i in static}, cut_group_ids(view, [m for macs in comp.monitors.values() for m in macs]),
                             {i: len({d for d, _ in r}) for i, r in _points_of(per_switch).items()})
     flows: dict[int, set[FlowRule]] = {}
     recovery: dict[int, list[tuple[Region, frozenset[SetField], str, frozenset[int]]]] = {}
@@ -504,9 +519,11 @@ def _regions_groups_recovery(
 
 
 @dataclass(frozen=True)
-class _BudgetContext:
-    """What budgeted policies' parts read besides the view and their own inputs (compile/budget.py)."""
+class _Shared:
+    """What every switch's part reads besides the view and its owners' inputs: the cut
+    groups' ids and tap switch counts (compile/budget.py), each policy's copy target."""
 
+    targets: dict[int, tuple]
     cut_ids: dict[tuple[str, object], int]
     tap_switches: dict[int, int]  # tap id -> how many switches tap it
 
@@ -520,7 +537,7 @@ def _points_of(per_switch: dict[int, dict[Region, set[int]]]) -> dict[int, list[
     return out
 
 
-def _owner_inputs(i: int, static: dict, comp: TapCompilation, taps_by_id: dict[int, Tap], budget: _BudgetContext) -> tuple:
+def _owner_inputs(i: int, static: dict, comp: TapCompilation, taps_by_id: dict[int, Tap], budget: _Shared) -> tuple:
     """A memo key of what one policy's buckets at a switch depend on (besides the view)."""
     macs = comp.monitors[i]
     base = (i, static[i], macs, tuple(comp.monitor_tags.get(m) for m in macs), tuple(comp.deliveries.get(m) for m in macs))
@@ -548,7 +565,7 @@ class _SwitchPart:
 def _switch_part(view: NetworkView, dpid: int, matches: dict[Region, set[int]], owned: frozenset, taps_by_id: dict[int, Tap],
                  monitor_of: dict[int, tuple[Host | None, ...]], static: dict, comp: TapCompilation,
                  captures: dict[int, CaptureTarget], forward: dict[int, int], memo: TapMemo,
-                 budget: _BudgetContext) -> _SwitchPart:
+                 budget: _Shared) -> _SwitchPart:
     try:
         regions = memo.get(("closure", frozenset(matches)), lambda: closure(matches))
     except OverflowError as exc:
@@ -603,10 +620,14 @@ def _switch_part(view: NetworkView, dpid: int, matches: dict[Region, set[int]], 
         for tap_id in sorted(i for i in ids if i > 0):
             tap, monitor = taps_by_id[tap_id], monitor_of[tap_id][0]
             if (tap.spec.transport != "rewrite" or monitor.dpid == dpid
-                    or _bucket_owner(ids, monitor_of, _target(monitor_of[tap_id])) != tap_id):
+                    or _bucket_owner(ids, budget.targets, budget.targets[tap_id]) != tap_id):
                 continue
             rr, restore = _recovery(r, tap.spec, monitor)
             recovery.append((monitor.dpid, (rr, restore, monitor.mac, frozenset(ids))))
+    if any(len(static[i]) > 3 for ids in owner_map.values() for i in ids if i > 0):
+        rule = endpoint_rule(view.devices[dpid])  # tunnelled copies come back in on LOCAL
+        if rule is not None:
+            flows.add(rule)
     meters: set[Meter] = set()
     meter_monitors: dict = {}
     errors: dict[int, TapState] = {}
@@ -712,31 +733,43 @@ def _tap_points(view: NetworkView, ident: int, spec: MatchSpec, memo: TapMemo) -
     return points, None, ""
 
 
-def _target(monitors: tuple[Host | None, ...]) -> tuple[str | None, ...]:
-    """What a bucket copies to: one monitor, or a pool (by position; None: not seen)."""
+def _static(tap: Tap, monitors: tuple[Host | None, ...]) -> tuple:
+    """What a policy's buckets read from its spec: transport, IP version and monitor IP;
+    for a tunnel also its port kind and key."""
+    s = tap.spec
+    if s.tunnel:
+        return (s.transport, s.ip_version, s.monitor_ip, tunnel_kind(s), tunnel_key(tap))
+    return (s.transport, s.ip_version, None if s.monitor_pool else _monitor_ip(s, monitors[0]))
+
+
+def _target(static: tuple, monitors: tuple[Host | None, ...]) -> tuple:
+    """What a bucket copies to: one monitor, a pool (by position; None: not seen), or a
+    tunnel (its kind, collector and key: two keys to one collector are two copies)."""
+    if len(static) > 3:
+        return ("tunnel", *static[2:])
     return tuple(h.mac if h is not None else None for h in monitors)
 
 
-def _bucket_owner(ids, monitor_of: dict[int, tuple[Host | None, ...]], target: tuple[str | None, ...]) -> int:
-    """Which policy carries the one copy a monitor (or pool) gets for a region: the oldest,
-    with its transport and budget."""
-    return min(i for i in ids if i > 0 and _target(monitor_of[i]) == target)
+def _bucket_owner(ids, targets: dict[int, tuple], target: tuple) -> int:
+    """Which policy carries the one copy a monitor (or pool, or tunnel) gets for a region:
+    the oldest, with its transport and budget."""
+    return min(i for i in ids if i > 0 and targets[i] == target)
 
 
 def _buckets(view: NetworkView, dpid: int, ids: list[int], taps_by_id: dict[int, Tap],
              monitor_of: dict[int, tuple[Host | None, ...]], comp: TapCompilation, forward: dict[int, int],
-             budget: _BudgetContext, parts: dict[int, BudgetPart]) -> tuple[tuple[Bucket, str | None], ...]:
+             budget: _Shared, parts: dict[int, BudgetPart]) -> tuple[tuple[Bucket, str | None], ...]:
     """The tap group's buckets for a region owned by `ids`, each with the monitor it copies
     to (None for a budgeted copy: its send group counts it); budgeted copies last, since
     a meter on their way would drop whatever the datapath does after it."""
     buckets: list[tuple[Bucket, str | None]] = []
     seen: set[tuple[str | None, ...]] = set()
     for tap_id in ids:
-        target = _target(monitor_of[tap_id])
+        target = budget.targets[tap_id]
         if target in seen:
             continue  # one copy per monitor (or pool), however many policies name it
         seen.add(target)
-        owner = taps_by_id[_bucket_owner(ids, monitor_of, target)]
+        owner = taps_by_id[_bucket_owner(ids, budget.targets, target)]
         if owner.spec.shaped:
             if owner.id not in parts:
                 parts[owner.id] = budget_part(
@@ -745,6 +778,12 @@ def _buckets(view: NetworkView, dpid: int, ids: list[int], taps_by_id: dict[int,
                     pooled=owner.spec.monitor_pool is not None)
             if parts[owner.id].bucket is not None:
                 buckets.append((parts[owner.id].bucket, None))
+            continue
+        if owner.spec.tunnel:  # not counted by delivery accounting: the outer packet is plain traffic
+            port = view.devices[dpid].tunnel_ports().get(tunnel_kind(owner.spec))
+            hop = monitor_of[owner.id][0]
+            if port is not None and (hop.dpid == dpid or view.tree_toward(hop.dpid).get(dpid) is not None):
+                buckets.append((tunnel_bucket(owner.spec, tunnel_key(owner), port, dpid), None))
             continue
         monitor = monitor_of[tap_id][0]
         if monitor.dpid == dpid:
@@ -826,8 +865,9 @@ def _bucket_inputs(view: NetworkView, dpid: int, static: tuple, monitor: Host, c
     """Everything `_buckets` reads about one unbudgeted policy at one switch (`static`: its
     transport, IP version and monitor IP): a memo key."""
     reachable = monitor.dpid == dpid or view.tree_toward(monitor.dpid).get(dpid) is not None
+    tunnel_port = view.devices[dpid].tunnel_ports().get(static[3]) if len(static) > 3 else None
     return (*static, monitor.mac, monitor.dpid, reachable, forward.get(monitor.dpid), comp.monitor_tags.get(monitor.mac),
-            comp.deliveries.get(monitor.mac))
+            comp.deliveries.get(monitor.mac), tunnel_port)
 
 
 def _buckets_hashed(*args) -> tuple[tuple[tuple[Bucket, str | None], ...], int]:

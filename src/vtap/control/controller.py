@@ -18,6 +18,7 @@ difference — nothing, when the old leader had finished.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import math
 import secrets
@@ -42,10 +43,12 @@ from vtap.compile.pipeline import (
     is_vtap_group,
 )
 from vtap.compile.taps import TapCompilation, TapState
+from vtap.compile.tunnels import tunnel_plan
 from vtap.control import relay
 from vtap.control.capture import CaptureBook, CaptureJob
 from vtap.control.core import ControlCore, SwitchSync, TapStatus
 from vtap.control.delivery import GroupCounters
+from vtap.control.tunnels import TunnelAgent
 from vtap.control.discovery import NONCE_BYTES, parse_lldp
 from vtap.control.reconciler import SwitchReconciler
 from vtap.model.capture import CaptureSpec, CaptureState, CaptureTarget
@@ -102,7 +105,11 @@ class Controller:
         max_hosts_per_port: int = 32,
         delivery_interval: float = 1.0,
         cluster: Cluster | None = None,
+        tunnels: TunnelAgent | None = None,
+        tunnel_sources: ipaddress.IPv4Network = ipaddress.IPv4Network("10.0.0.0/8"),
     ):
+        self.tunnels = tunnels
+        self.tunnel_sources = tunnel_sources
         self.store = store
         self.cluster = cluster
         self.roles: dict[int, str] = {}  # dpid -> this instance's OpenFlow role there (cluster mode)
@@ -148,6 +155,9 @@ class Controller:
         if self.delivery_interval > 0:
             self._tasks.append(asyncio.create_task(self._delivery_loop(), name="delivery"))
         self._tasks.append(asyncio.create_task(self._capture_loop(), name="captures"))
+        if self.tunnels is not None:
+            self.tunnels.on_applied = self._status_due.set
+            self.tunnels.start()
         if self.cluster is not None:
             self.cluster.on_role = self.role_changed
             self._tasks.append(asyncio.create_task(self._status_loop(), name="status"))
@@ -157,6 +167,8 @@ class Controller:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self.captures.close(time.time())
+        if self.tunnels is not None:
+            await self.tunnels.stop()
         for rec in list(self.reconcilers.values()):
             await rec.stop()
 
@@ -309,7 +321,14 @@ class Controller:
         """The core's judgement; on a follower, the leader's as published."""
         if not self.leading:
             return self._follower_status(tap_id)
-        return self.core.tap_status(tap_id, self._switch_syncs())
+        st = self.core.tap_status(tap_id, self._switch_syncs())
+        spec = self.core.taps[tap_id].spec if tap_id in self.core.taps else None
+        if st.state == PolicyState.ACTIVE and spec is not None and spec.tunnel and self.tunnels is not None:
+            waiting = self.tunnels.waiting(st.switches, spec.monitor_ip)
+            if waiting:  # its rules are in, but not yet the route to its collector
+                return TapStatus(PolicyState.PENDING, f"setting up the tunnel to {spec.monitor_ip} on switch {waiting[0]:016x}",
+                                 st.switches)
+        return st
 
     def tap_paths(self, tap_id: int) -> dict[str, Any]:
         return self.core.tap_paths(tap_id)
@@ -380,6 +399,8 @@ class Controller:
         desired = self.core.compile()
         for dpid, rec in self.reconcilers.items():
             rec.set_desired(desired[dpid], self.core.generation)
+        if self.tunnels is not None and self.leading:
+            self.tunnels.want(tunnel_plan(self.core.view(), list(self.core.taps.values()), self.tunnel_sources))
         if self.leading:
             self._probe_due()
         self._status_due.set()

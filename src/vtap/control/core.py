@@ -22,7 +22,7 @@ from vtap.control.delivery import DeliveryLedger, GroupCounters, MonitorDelivery
 from vtap.control.hosts import Claim, HostTable
 from vtap.control.probing import ProbeSchedule, named_addresses
 from vtap.model.capture import CaptureTarget
-from vtap.model.network import Device, Host, Link, Port, is_mac, is_physical_port
+from vtap.model.network import Device, Host, Link, Port, is_mac
 from vtap.model.policy import Tap, TapChanges, TapSpec, is_single_address, plan_changes
 from vtap.model.rules import SwitchRules
 from vtap.model.state import PolicyState, SyncState
@@ -308,6 +308,9 @@ class ControlCore:
         view = self.view()
         spec = self.taps[tap_id].spec
         monitors = [view.hosts[m] for m in self.compilation.monitors.get(tap_id, ()) if m in view.hosts]
+        if spec.tunnel:  # the outer packets' path: to the collector, or the gateway toward it
+            hop = view.hosts.get(spec.monitor_mac) if spec.monitor_mac else view.host_by_ip(spec.monitor_ip)
+            monitors = [hop] if hop is not None else []
         tap_points = sorted(
             dpid for dpid, rules in self.compilation.rules_of(tap_id).items() if any(f.table == TABLE_TAP for f in rules.flows)
         )
@@ -368,7 +371,8 @@ class ControlCore:
         if device is None:
             return []
         hosts_at = {h.port for h in self.hosts.hosts.values() if h.dpid == dpid}
-        return [p for p in device.ports if p.up and is_physical_port(p.port_no) and p.port_no not in hosts_at]
+        up = set(device.up_ports())
+        return [p for p in device.ports if p.port_no in up and p.port_no not in hosts_at]
 
     def lldp_in(self, dpid: int, in_port: int, claim: LldpClaim, now: float) -> tuple[bool, list[str], str | None]:
         """An LLDP frame in vtap's format arrived: (a new link, hosts mislearned on its

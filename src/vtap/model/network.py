@@ -16,6 +16,10 @@ OFPP_LOCAL = 0xFFFFFFFE
 
 _MAC_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
 
+# The flow-based tunnel ports vtap gives a switch for remote collectors, named
+# "<bridge>-<kind>" (control/tunnels.py makes them): one per encapsulation.
+TUNNEL_KINDS = ("gre", "erspan1", "erspan2", "vxlan", "geneve")
+
 
 def is_mac(value: str) -> bool:
     """A MAC address as vtap writes it (lower case, colons): a normalised pool member is
@@ -70,7 +74,23 @@ class Device:
         return None
 
     def up_ports(self) -> list[int]:
-        return [p.port_no for p in self.ports if p.up and is_physical_port(p.port_no)]
+        """Up ports that can face a host or a switch (not LOCAL, not a tunnel port)."""
+        tunnels = set(self.tunnel_ports().values())
+        return [p.port_no for p in self.ports if p.up and is_physical_port(p.port_no) and p.port_no not in tunnels]
+
+    @property
+    def bridge(self) -> Port | None:
+        """The switch's own (LOCAL) port: its name is the bridge's, its MAC the bridge's."""
+        return self.port(OFPP_LOCAL)
+
+    def tunnel_ports(self) -> dict[str, int]:
+        """{kind: port number} of vtap's tunnel ports on this switch (see TUNNEL_KINDS)."""
+        local = self.bridge
+        if local is None:
+            return {}
+        prefix = local.name + "-"
+        return {p.name[len(prefix):]: p.port_no for p in self.ports
+                if p.name.startswith(prefix) and p.name[len(prefix):] in TUNNEL_KINDS}
 
 
 @dataclass(frozen=True, order=True)

@@ -23,7 +23,9 @@ MAX_POOL = 16
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 Direction = Literal["forward", "reverse", "both"]
-Transport = Literal["vlan", "rewrite"]
+Transport = Literal["vlan", "rewrite", "gre", "erspan", "vxlan", "geneve"]
+# Tunnel transports: the largest key each header carries (GRE key, ERSPAN session id, VNI).
+TUNNEL_KEY_MAX = {"gre": 0xFFFFFFFF, "erspan": 0x3FF, "vxlan": 0xFFFFFF, "geneve": 0xFFFFFF}
 
 
 def _any(value: Any) -> bool:
@@ -192,6 +194,10 @@ class TapSpec(MatchSpec):
     monitor_mac: str | None = Field(None, description="the monitor host's MAC")
     monitor_ip: str | None = Field(None, description="the monitor host's IP (resolved to its MAC)")
     transport: Transport = "vlan"
+    tunnel_key: int | None = Field(None, ge=0, le=0xFFFFFFFF,
+                                   description="GRE key, ERSPAN session id (0-1023) or VNI (24 bits) of a tunnel "
+                                               "transport; default: the policy's id")
+    erspan_version: int | None = Field(None, ge=1, le=2, description="ERSPAN type II (1, default) or III (2)")
     monitor_pool: tuple[str, ...] | None = Field(
         None, min_length=1, max_length=MAX_POOL,
         description="monitors (MACs or IPs) to spread flows over, instead of monitor_mac/monitor_ip: both directions "
@@ -243,6 +249,21 @@ class TapSpec(MatchSpec):
             out.append(value)
         return tuple(out)
 
+    @field_validator("tunnel_key")
+    @classmethod
+    def _tunnel_key(cls, v: int | None, info: ValidationInfo) -> int | None:
+        transport = info.data.get("transport")
+        if v is not None and transport in TUNNEL_KEY_MAX and v > TUNNEL_KEY_MAX[transport]:
+            raise ValueError(f"{v} is out of range for {transport} (0-{TUNNEL_KEY_MAX[transport]})")
+        return v
+
+    @field_validator("erspan_version")
+    @classmethod
+    def _erspan_version(cls, v: int | None, info: ValidationInfo) -> int | None:
+        if v is not None and info.data.get("transport") != "erspan":
+            raise ValueError("goes with transport erspan")
+        return v
+
     @model_validator(mode="after")
     def _monitor(self) -> TapSpec:
         if self.monitor_pool is not None and (self.monitor_mac or self.monitor_ip):
@@ -251,9 +272,25 @@ class TapSpec(MatchSpec):
             raise ValueError("a monitor is needed: monitor_mac and/or monitor_ip, or monitor_pool")
         if self.transport == "rewrite" and self.shaped:
             raise ValueError("snaplen, sample, rate_limit_pps and monitor_pool need transport vlan")
+        if self.transport in TUNNEL_KEY_MAX:
+            self._check_tunnel()
+        elif self.tunnel_key is not None:
+            raise ValueError("tunnel_key goes with a tunnel transport: gre, erspan, vxlan or geneve")
         if self.monitor_ip and self.transport == "rewrite" and self.ip_version and ip_version(self.monitor_ip) != self.ip_version:
             raise ValueError("with transport rewrite, monitor_ip must be of the tapped traffic's IP version")
         return self
+
+    def _check_tunnel(self) -> None:
+        """A tunnel's collector is an IP address (monitor_mac, if given, is the next hop's
+        MAC: a gateway); its key must fit the header."""
+        if not self.monitor_ip:
+            raise ValueError(f"monitor_ip: transport {self.transport} needs the collector's address in monitor_ip")
+        if self.monitor_pool or self.shaped:
+            raise ValueError(f"transport {self.transport}: copy budgets and monitor_pool need transport vlan")
+
+    @property
+    def tunnel(self) -> bool:
+        return self.transport in TUNNEL_KEY_MAX
 
     @property
     def shaped(self) -> bool:

@@ -4,7 +4,7 @@
 
 const FIELDS = ["name", "src_mac", "src_ip", "dst_mac", "dst_ip", "monitor_mac", "monitor_ip", "ip_proto",
   "vlan_id", "src_port", "dst_port", "direction", "transport", "description", "monitor_pool", "snaplen", "sample",
-  "rate_limit_pps"];
+  "rate_limit_pps", "tunnel_key", "erspan_version"];
 
 const state = { taps: new Map(), selected: null, viewVersion: null, topology: null, stream: null, role: null,
   series: new Map(), capture: null };
@@ -337,8 +337,16 @@ function showDetail() {
   d.textContent = t && t.sent !== null && t.sent !== undefined
     ? `copies sent toward its monitor${t.pool ? "s" : ""}: ${t.sent}, delivered: ${t.delivered}` + (t.status === "degraded" ? ` — ${t.status_reason}` : "")
     : "not compiled: no delivery to show";
-  document.getElementById("budget").textContent = t ? budgetText(t) : "";
+  document.getElementById("budget").textContent = t ? [budgetText(t), tunnelText(t)].filter(Boolean).join("; ") : "";
   if (!state.capture || state.capture.tap_id !== id) document.getElementById("capture-status").textContent = "";
+}
+
+// Where a tunnel transport sends the copies (from the state event), in words.
+function tunnelText(t) {
+  if (!t.collector) return "";
+  const kind = t.transport === "erspan" ? `ERSPAN ${t.erspan_version === 2 ? "III (v2)" : "II (v1)"}` : t.transport.toUpperCase();
+  const key = { gre: "key", erspan: "session", vxlan: "VNI", geneve: "VNI" }[t.transport];
+  return `copies in ${kind} tunnels, ${key} ${t.tunnel_key}, to collector ${t.collector}; ${t.copies ?? 0} sent into the tunnel`;
 }
 
 // What a policy's copies are held to (from the state event), in words.
