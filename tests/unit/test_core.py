@@ -71,6 +71,14 @@ def test_a_frame_teaches_its_sender_and_is_delivered():
     assert not again.changed and again.learned is None
 
 
+def test_frames_from_the_switch_itself_teach_no_host():
+    """The LOCAL port is a tunnel endpoint's (OVS asks there for a tunnel's next hop):
+    its frames are delivered as any, but never make a host."""
+    core = core_for(hosts_known=False)
+    outcome = core.frame_arrived(1, 0xFFFFFFFE, _arp_reply("8e:c4:83:16:de:48", "10.218.15.183"), now=5.0)
+    assert outcome.learned is None and core.view().host_by_ip("10.218.15.183") is None
+
+
 def test_lldp_on_a_port_forgets_the_hosts_mislearned_there_and_a_port_down_drops_its_links():
     core = core_for()
     new, forgotten = core.lldp_arrived(Link(1, 2, 3, 1), 1.0)  # h3's port turns out to face s1

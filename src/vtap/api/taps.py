@@ -68,6 +68,7 @@ class TapPathsOut(BaseModel):
     tap_points: list[str]
     copies: list[CopyPathOut]
     monitor: str | None
+    monitors: list[str] = Field([], description="every monitor the copies go to (a pool's members; a tunnel's next hop)")
 
 
 class ApplyOut(BaseModel):
@@ -314,6 +315,7 @@ def router(ctl: Controller, tokens: Tokens) -> APIRouter:
             tap_points=[dpid_str(d) for d in p["tap_points"]],
             copies=[CopyPathOut(switches=[dpid_str(d) for d in c["switches"]], monitor=c["monitor"]) for c in p["copies"]],
             monitor=p["monitor"],
+            monitors=p["monitors"],
         )
 
     return r

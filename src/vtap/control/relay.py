@@ -97,7 +97,9 @@ def decide(view: NetworkView, dpid: int, in_port: int, data: bytes) -> Decision:
     if eth is None:
         return Decision(None, (), ())
     here = (dpid, in_port)
-    if in_port in view.link_ports.get(dpid, ()):
+    if in_port in view.link_ports.get(dpid, ()) or in_port not in view.edge_ports(dpid):
+        # From another switch, or from the switch itself (its LOCAL port: the tunnel
+        # endpoint's own frames, e.g. OVS asking for a tunnel's next hop): never a host.
         return Decision(None, (), () if is_multicast_mac(eth.dst) else _deliver(view, here, eth.dst, data))
     a = pkt.get_protocol(arp.arp)
     if a is not None:

@@ -232,7 +232,7 @@ async function highlight(tapId) {
     for (const f of paths.flows) markPath(f.hosts, f.switches, "flow");
     for (const c of paths.copies) markPath([null, c.monitor], c.switches, "copy");
     for (const d of paths.tap_points) cy.getElementById(swId(d)).addClass("tap-point");
-    if (paths.monitor) cy.getElementById(hostId(paths.monitor)).addClass("monitor");
+    for (const m of paths.monitors || []) cy.getElementById(hostId(m)).addClass("monitor");  // a pool's: each
   });
 }
 
