@@ -42,24 +42,41 @@ class ControllerProcess:
         """Start `vtap serve` and wait for its API (over HTTPS, verified against `ca`).
         `token`: sign in with it (a cluster member that did not make the admin token)."""
         verify = ssl.create_default_context(cafile=str(ca)) if ca else True
-        log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "vtap", "serve", "--of-host", "127.0.0.1", "--of-port", str(self.of_port),
-             "--api-port", str(self.api_port), "--state-dir", str(self.state_dir), *self.extra_args],
-            stdout=log, stderr=log,
-        )
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
+        for attempt in range(3):
+            log = open(self.log_path, "ab")
+            start = log.tell()
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "vtap", "serve", "--of-host", "127.0.0.1", "--of-port", str(self.of_port),
+                 "--api-port", str(self.api_port), "--state-dir", str(self.state_dir), *self.extra_args],
+                stdout=log, stderr=log,
+            )
+            if self._wait_api(verify, token):
+                return self
+            said = Path(self.log_path).read_bytes()[start:].decode(errors="replace")
+            if self.proc.poll() is not None and "-port" in said and attempt < 2:
+                # A port free_port() found was taken before `vtap serve` bound it: other ones.
+                self.of_port, self.api_port = free_port(), free_port()
+                continue
+            if self.proc.poll() is None:
+                self.proc.kill()  # hung: leave nothing running
+                self.proc.wait()
+            raise RuntimeError(f"controller did not start; see {self.log_path}: {said.strip()[-500:]}")
+        return self  # not reached: the last attempt returns or raises
+
+    def _wait_api(self, verify, token: str | None) -> bool:
+        """Whether the API answered within 30 s (False as soon as the process ended)."""
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and self.proc.poll() is None:
             try:
                 if httpx.get(f"{self.api}/api/v1/health", timeout=1, verify=verify).status_code == 200:
                     # The admin token `vtap serve` wrote on its first start.
                     self.token = token or (Path(self.state_dir) / "admin.token").read_text().strip()
                     self.http = httpx.Client(base_url=self.api, headers={"authorization": f"Bearer {self.token}"}, timeout=30,
                                              verify=verify)
-                    return self
+                    return True
             except httpx.HTTPError:
                 time.sleep(0.1)
-        raise RuntimeError(f"controller did not start; see {self.log_path}")
+        return False
 
     def stop(self) -> int:
         assert self.proc is not None
