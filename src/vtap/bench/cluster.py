@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from vtap.bench.controlplane import failover_policy, pct, policies, stream_frames, tapped_stream
+from vtap.bench.controlplane import failover_policy, pct, policies, stream_frames, tapped_stream, wait_flowing
 from vtap.lab.process import ControllerProcess
 from vtap.lab.session import LabSession
 from vtap.lab.topos import parse_topo
@@ -57,6 +57,7 @@ def failover(lab: LabSession, rate_pps: int = 1000, seconds: float = 8.0) -> dic
     others = [c for c in lab.ctls if c is not leader]
     tap = failover_policy(leader.http)
     caps, sender, count = tapped_stream(lab, "cf", rate_pps, seconds)
+    wait_flowing(caps["h9"], "cf")  # kill the leader mid-stream, not before it began
     time.sleep(seconds / 4)
     killed = time.monotonic()
     os.kill(leader.proc.pid, signal.SIGKILL)

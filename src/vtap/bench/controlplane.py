@@ -31,7 +31,7 @@ import httpx
 from vtap.lab.ovs import PrivateOVS
 from vtap.lab.session import LabSession
 from vtap.lab.topos import parse_topo
-from vtap.lab.traffic import Capture, Flow, marked, send_from
+from vtap.lab.traffic import Capture, Flow, marked, read_pcap, send_from
 
 
 def policies(start: int, count: int, port_base: int, sources: range = range(1, 17)) -> list[dict]:
@@ -314,6 +314,15 @@ def stream_frames(cap: Capture, tag: str) -> list[tuple[float, bytes]]:
     return [(t, f) for t, f in cap.stop() if f[6:12] == src and (marked(f) or "").startswith(tag + ":")]
 
 
+def wait_flowing(cap: Capture, tag: str, timeout: float = 20.0) -> None:
+    """Until a frame of the stream `tag` is in the capture's file (tcpdump writes it unbuffered)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if any((marked(f) or "").startswith(tag + ":") for _, f in read_pcap(cap.path)):
+            return
+        time.sleep(0.1)
+
+
 def copy_failover(lab: LabSession, client: httpx.Client, rate_pps: int = 1000, seconds: float = 4.0) -> dict:
     """A paced stream h1 -> h16 tapped to h9; the first link of the copy path goes down mid-stream."""
     tap = failover_policy(client)
@@ -322,6 +331,7 @@ def copy_failover(lab: LabSession, client: httpx.Client, rate_pps: int = 1000, s
     by_dpid = {int(s.dpid, 16): s for s in lab.net.switches}
     sa, sb = by_dpid[a], by_dpid[b]
     caps, sender, count = tapped_stream(lab, "fo", rate_pps, seconds)
+    wait_flowing(caps["h9"], "fo")  # the sender takes a while to build its frames: fail the link mid-stream
     time.sleep(seconds / 3)
     t_down = time.time()
     lab.net.configLinkStatus(sa.name, sb.name, "down")
