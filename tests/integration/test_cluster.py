@@ -196,7 +196,9 @@ def test_etcd_unreachable_refuses_writes_and_the_data_plane_keeps_copying(lab):
         assert len(got["h16"]) == 50 and got["h9"] == got["h16"]
     finally:
         lab.etcd.start_member(name)
-    new = lab.leader(timeout=20)
+    # Re-election after etcd returns waits for the old leader key's lease to end: on a
+    # loaded machine (CI) it took 18 s once (etcd renews leases when it restarts).
+    new = lab.leader(timeout=40)
     later = wait_until(lambda: (r := new.http.post("/api/v1/taps", json={"name": "after", **POLICY, "dst_port": 7002})).status_code == 201 and r,
                        15).json()["id"]
     wait_status(new, later)
