@@ -62,7 +62,13 @@ def specificity(r: Region) -> int:
 def _project(r: Region, fields: dict[str, int]) -> tuple[int, ...]:
     """Values of the given fields, truncated to the given prefix lengths."""
     d = {f: v for f, v, _ in r}
-    return tuple(d[f] >> (WIDTHS[f] - p) if p else 0 for f, p in fields.items())
+    return tuple([d[f] >> (WIDTHS[f] - p) for f, p in fields.items()])  # values are masked: p = 0 gives 0
+
+
+def _projector(s: Shape, fields: dict[str, int]) -> list[tuple[int, int]]:
+    """`_project` for every region of shape `s` at once: (position in the region, shift)."""
+    at = {f: i for i, (f, _) in enumerate(s)}
+    return [(at[f], WIDTHS[f] - p) for f, p in fields.items()]
 
 
 def intersect(a: Region, b: Region) -> Region:
@@ -94,10 +100,12 @@ def closure(matches: Iterable[Region], limit: int = 200_000) -> set[Region]:
             for sb, others in list(by_shape.items()):
                 common = _common(sa, sb)
                 index: dict[tuple[int, ...], list[Region]] = defaultdict(list)
+                plan = _projector(sb, common)
                 for b in others:
-                    index[_project(b, common)].append(b)
+                    index[tuple([b[i][1] >> shift for i, shift in plan])].append(b)
+                plan = _projector(sa, common)
                 for a in group:
-                    for b in index.get(_project(a, common), ()):
+                    for b in index.get(tuple([a[i][1] >> shift for i, shift in plan]), ()):
                         if a == b:
                             continue
                         c = intersect(a, b)
@@ -117,13 +125,112 @@ def owners(regions: Iterable[Region], matches: dict[Region, set]) -> dict[Region
     by_shape: dict[Shape, dict[tuple[int, ...], set]] = defaultdict(dict)
     for m, who in matches.items():
         s = shape(m)
-        by_shape[s].setdefault(_project(m, dict(s)), set()).update(who)
-    out: dict[Region, frozenset] = {}
+        by_shape[s].setdefault(tuple([v >> (WIDTHS[f] - p) for f, v, p in m]), set()).update(who)
+    regions_by_shape: dict[Shape, list[Region]] = defaultdict(list)
     for r in regions:
-        fields = {f: p for f, _, p in r}
-        acc: set = set()
-        for s, index in by_shape.items():
-            if all(f in fields and fields[f] >= p for f, p in s):
-                acc.update(index.get(_project(r, dict(s)), ()))
-        out[r] = frozenset(acc)
+        regions_by_shape[shape(r)].append(r)
+    out: dict[Region, frozenset] = {}
+    for sr, group in regions_by_shape.items():
+        fields = dict(sr)
+        # the match shapes that can contain regions of this shape, and where to look
+        plans = [(index, _projector(sr, dict(s))) for s, index in by_shape.items()
+                 if all(f in fields and fields[f] >= p for f, p in s)]
+        for r in group:
+            acc: set = set()
+            for index, plan in plans:
+                acc.update(index.get(tuple([r[i][1] >> shift for i, shift in plan]), ()))
+            out[r] = frozenset(acc)
     return out
+
+
+class RegionIndex:
+    """A set of regions that answers "which of you overlap this one?" without a scan:
+    regions by shape, and per pair of shapes a projection index (values truncated to
+    their common prefixes), built when first asked and kept up to date after.
+    Copies share nothing mutable, so a copy may change while the original stays."""
+
+    def __init__(self, regions: Iterable[Region] = ()) -> None:
+        self._by_shape: dict[Shape, frozenset[Region]] = {}
+        self._proj: dict[tuple[Shape, tuple[tuple[str, int], ...]], dict[tuple[int, ...], frozenset[Region]]] = {}
+        grouped: dict[Shape, set[Region]] = defaultdict(set)
+        for r in regions:
+            grouped[shape(r)].add(r)
+        self._by_shape = {s: frozenset(rs) for s, rs in grouped.items()}
+
+    def copy(self) -> RegionIndex:
+        other = RegionIndex()
+        other._by_shape = dict(self._by_shape)
+        other._proj = {k: dict(v) for k, v in self._proj.items()}
+        return other
+
+    def add(self, r: Region) -> None:
+        s = shape(r)
+        self._by_shape[s] = self._by_shape.get(s, frozenset()) | {r}
+        for (sb, common), index in self._proj.items():
+            if sb == s:
+                key = _project(r, dict(common))
+                index[key] = index.get(key, frozenset()) | {r}
+
+    def remove(self, r: Region) -> None:
+        s = shape(r)
+        left = self._by_shape[s] - {r}
+        if left:
+            self._by_shape[s] = left
+        else:
+            del self._by_shape[s]
+        for (sb, common), index in list(self._proj.items()):
+            if sb == s:
+                if not left:
+                    del self._proj[(sb, common)]
+                    continue
+                key = _project(r, dict(common))
+                rest = index[key] - {r}
+                if rest:
+                    index[key] = rest
+                else:
+                    del index[key]
+
+    def overlapping(self, m: Region) -> set[Region]:
+        sm = shape(m)
+        out: set[Region] = set()
+        for sb, members in self._by_shape.items():
+            common = _common(sm, sb)
+            key = (sb, tuple(common.items()))
+            index = self._proj.get(key)
+            if index is None:
+                grouped: dict[tuple[int, ...], set[Region]] = defaultdict(set)
+                plan = _projector(sb, common)
+                for b in members:
+                    grouped[tuple([b[i][1] >> shift for i, shift in plan])].add(b)
+                index = self._proj[key] = {k: frozenset(v) for k, v in grouped.items()}
+            out.update(index.get(_project(m, common), ()))
+        return out
+
+
+def overlaps(a: Region, b: Region) -> bool:
+    """Some packet matches both."""
+    d = {f: (v, p) for f, v, p in a}
+    for f, v, p in b:
+        if f in d:
+            w, q = d[f]
+            n = min(p, q)
+            if n and (v ^ w) >> (WIDTHS[f] - n):
+                return False
+    return True
+
+
+def reclose(old_regions: RegionIndex, new_matches: dict[Region, frozenset], match_index: RegionIndex,
+            changed: Iterable[Region], limit: int = 200_000) -> tuple[set[Region], dict[Region, frozenset]]:
+    """The closure after some matches were added, removed or changed owners (`changed`;
+    `match_index` and `new_matches` already as they are now): (regions that go, regions
+    that come or change owners, with their owners).
+
+    Only regions overlapping a changed match can change: a region is the intersection of
+    the matches containing it, and a match containing a region overlaps whatever the
+    region overlaps. So the regions overlapping the change are those of the closure of
+    the matches overlapping it, and every other region stays, with its owners."""
+    changed = list(changed)
+    near = set().union(*(match_index.overlapping(m) for m in changed))
+    local = {r for r in closure(near, limit) if any(overlaps(r, m) for m in changed)}
+    gone = set().union(*(old_regions.overlapping(m) for m in changed))
+    return gone, owners(local, {n: new_matches[n] for n in near})

@@ -38,8 +38,10 @@ toward the monitor, and the difference is what did not arrive (see control/deliv
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import zlib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from vtap.compile.budget import BudgetPart, budget_part, cut_group_ids, member_live
@@ -68,7 +70,7 @@ from vtap.compile.pipeline import (
     Owner,
     cookie,
 )
-from vtap.compile.regions import WIDTHS, Region, closure, owners, region, specificity
+from vtap.compile.regions import WIDTHS, Region, RegionIndex, closure, owners, reclose, region, specificity
 from vtap.model.capture import CaptureTarget
 from vtap.model.network import Host, is_mac
 from vtap.model.policy import MatchSpec, Tap, TapSpec, is_single_address
@@ -158,6 +160,7 @@ def _int_mac(value: int) -> str:
     return ":".join(h[i : i + 2] for i in range(0, 12, 2))
 
 
+@functools.lru_cache(maxsize=65536)  # policies name the same few addresses over and over
 def _ip_constraint(text: str) -> tuple[str, tuple[int, int]]:
     net = ipaddress.ip_network(text, strict=False)
     fam = "ipv4" if net.version == 4 else "ipv6"
@@ -212,13 +215,29 @@ def _region_to_match(r: Region) -> tuple:
         if f in ("eth_src", "eth_dst"):
             val = _int_mac(v) if p == width else (_int_mac(v), _int_mac(((1 << p) - 1) << (width - p)))
         elif f.startswith("ipv4") or f.startswith("ipv6"):
-            cls = ipaddress.IPv4Address if f.startswith("ipv4") else ipaddress.IPv6Address
-            val = str(cls(v)) if p == width else (str(cls(v)), str(cls(((1 << p) - 1) << (width - p))))
+            version = 4 if f.startswith("ipv4") else 6
+            val = _ip_text(version, v) if p == width else (_ip_text(version, v), _ip_text(version, ((1 << p) - 1) << (width - p)))
         else:
             val = v
         name = f.replace("l4", l4)
         out.append((name, val))
     return tuple(sorted(out))
+
+
+@functools.lru_cache(maxsize=65536)
+def _ip_text(version: int, value: int) -> str:
+    return str(ipaddress.IPv4Address(value) if version == 4 else ipaddress.IPv6Address(value))
+
+
+@functools.lru_cache(maxsize=16384)
+def _buckets_id(buckets: tuple[Bucket, ...]) -> int:
+    """The stable hash a tap group's id comes from (regions share a few bucket sets)."""
+    return _stable_id(repr(buckets))
+
+
+@functools.lru_cache(maxsize=16384)
+def _bucket_text(bucket: Bucket) -> str:
+    return repr(bucket)
 
 
 def _stable_id(text: str) -> int:
@@ -255,6 +274,9 @@ class TapMemo:
         self._token = 0
         self._policies_old: dict = {}
         self._policies_new: dict = {}
+        self.last: _Last | None = None  # the latest compile, for the next one to change in place
+        self.in_place = 0  # compiles that changed the last one in place
+        self.desired: dict = {}  # dpid -> (base, TAP rules, meters, their union): compile_network's last
 
     def token(self, view: NetworkView) -> int:
         """A number for this view object, new whenever the view is another one: parts that
@@ -285,14 +307,36 @@ class TapMemo:
         self._old, self._new = self._new, {}
         self._policies_old, self._policies_new = self._policies_new, {}
 
+    def keep(self) -> None:
+        """After a compile that changed the last one in place: what it did not touch is
+        still in use, so nothing is dropped (but the parts of removed policies)."""
+        self._old.update(self._new)
+        self._new = {}
+        self._policies_old.update(self._policies_new)
+        self._policies_new = {}
 
-def compile_taps(view: NetworkView, taps: list[Tap], captures: list[CaptureTarget] = (),
-                 memo: TapMemo | None = None) -> TapCompilation:
+    def forget_policy(self, ident: int) -> None:
+        for kind in ("state", "points", "static"):
+            self._policies_old.pop((kind, ident), None)
+            self._policies_new.pop((kind, ident), None)
+
+
+def compile_taps(view: NetworkView, taps: list[Tap] | Mapping[int, Tap], captures: list[CaptureTarget] = (),
+                 memo: TapMemo | None = None, changed: set[int] | None = None) -> TapCompilation:
     """All TAP (and capture) rules for the network (pure, deterministic), in six phases.
-    With `memo` (kept by the caller between compiles), unchanged parts are reused."""
+    With `memo` (kept by the caller between compiles), unchanged parts are reused, and a
+    few changed policies change the last compilation in place; `changed` (the ids that
+    may have changed since the last compile with this memo) spares looking for them."""
+    by_id = dict(taps) if isinstance(taps, Mapping) else {t.id: t for t in taps}
     memo = memo or TapMemo()
+    comp = _compile_delta(view, by_id, captures, memo, changed)
+    if comp is not None:
+        memo.keep()
+        memo.in_place += 1
+        return comp
+    memo.last = None
     try:
-        return _compile(view, taps, captures, memo)
+        return _compile(view, list(by_id.values()), captures, memo)
     finally:
         memo.done()
 
@@ -301,19 +345,40 @@ def _compile(view: NetworkView, taps: list[Tap], captures: list[CaptureTarget], 
     comp = TapCompilation()
     ready = _policy_states(view, taps, comp, memo)
     comp.monitor_tags = _copy_vlan_ids(ready)
-    per_switch = _tap_points_per_switch(view, ready, comp, memo)
+    points: dict[int, tuple[tuple[int, Region], ...]] = {}
+    per_switch = _tap_points_per_switch(view, ready, comp, memo, points)
     _capture_points(view, captures, comp, per_switch, memo)
     groups = _delivery_groups(view, comp)
     forward = forward_group_ids(view)
     meters: dict[int, set[Meter]] = {}
     members = {r.tap.id: r.monitors for r in ready}
-    flows = _regions_groups_recovery(view, per_switch, {r.tap.id: r.tap for r in ready}, comp, groups,
-                                     {c.id: c for c in captures}, forward, memo, members, meters)
+    flows, parts, ctx, recovered = _regions_groups_recovery(view, per_switch, {r.tap.id: r.tap for r in ready}, comp, groups,
+                                                            {c.id: c for c in captures}, forward, memo, members, meters)
     _copy_paths(view, comp, flows, forward)
     for dpid in set(flows) | set(groups) | set(meters):
         comp.rules[dpid] = SwitchRules(frozenset(flows.get(dpid, ())), frozenset(groups.get(dpid, ())),
                                        frozenset(meters.get(dpid, ())))
+    seen = {r.tap.id: tuple(h.mac for h in r.seen) for r in ready if r.tap.spec.transport == "vlan"}
+    vlan_use = _use(seen.values())
+    cookie_dpids: dict[int, set[int]] = {}
+    for dpid, part in parts.items():
+        for c in _part_of(part).cookie_owners:
+            cookie_dpids.setdefault(c, set()).add(dpid)
+    # Changed in place next time only where that is exactly what a whole compile gives:
+    # no recovery rules (global per monitor), every monitor with a copy VLAN id.
+    eligible = not recovered and bool(comp.monitor_tags) and len(vlan_use) == len(comp.monitor_tags)
+    memo.last = _Last(memo.token(view), {t.id: t for t in taps}, tuple(captures), comp, points, seen, vlan_use,
+                      _use(comp.monitors.values()), ctx, parts, {c: frozenset(d) for c, d in cookie_dpids.items()}, eligible)
     return comp
+
+
+def _use(mac_lists) -> dict[str, int]:
+    """How many policies name each monitor."""
+    out: dict[str, int] = {}
+    for macs in mac_lists:
+        for m in macs:
+            out[m] = out.get(m, 0) + 1
+    return out
 
 
 def _policy_states(view: NetworkView, taps: list[Tap], comp: TapCompilation, memo: TapMemo) -> list[_Ready]:
@@ -367,7 +432,8 @@ def _copy_vlan_ids(ready: list[_Ready]) -> dict[str, int]:
     return {mac: COPY_VID_FIRST + i for i, mac in enumerate(macs) if COPY_VID_FIRST + i <= COPY_VID_LAST}
 
 
-def _tap_points_per_switch(view: NetworkView, ready: list[_Ready], comp: TapCompilation, memo: TapMemo) -> dict[int, dict[Region, set[int]]]:
+def _tap_points_per_switch(view: NetworkView, ready: list[_Ready], comp: TapCompilation, memo: TapMemo,
+                           points: dict[int, tuple[tuple[int, Region], ...]]) -> dict[int, dict[Region, set[int]]]:
     """Phase 3: the directed matches each switch taps, {dpid: {region with in_port: tap ids}};
     the policies' states (compiled, or degraded where the monitor is unreachable)."""
     per_switch: dict[int, dict[Region, set[int]]] = {}
@@ -379,6 +445,7 @@ def _tap_points_per_switch(view: NetworkView, ready: list[_Ready], comp: TapComp
             continue
         comp.monitors[tap.id] = () if tap.spec.tunnel else tuple(h.mac for h in r.seen)  # a tunnel has no delivery group
         regions, state = memo.policy("points", token, tap.id, tap.spec, lambda r=r: _policy_points(view, r, memo))
+        points[tap.id] = tuple(dict.fromkeys(regions))
         for dpid, reg in regions:
             per_switch.setdefault(dpid, {}).setdefault(reg, set()).add(tap.id)
         comp.states[tap.id] = state
@@ -473,18 +540,21 @@ def _regions_groups_recovery(
     view: NetworkView, per_switch: dict[int, dict[Region, set[int]]], taps_by_id: dict[int, Tap], comp: TapCompilation,
     groups: dict[int, set[GroupRule]], captures: dict[int, CaptureTarget], forward: dict[int, int], memo: TapMemo,
     members: dict[int, tuple[Host | None, ...]], meters: dict[int, set[Meter]],
-) -> dict[int, set[FlowRule]]:
+) -> tuple[dict[int, set[FlowRule]], dict[int, _SwitchPart | _PlainSwitch], _Ctx, bool]:
     """Phase 5: per tap switch, the disjoint regions of its policies' matches, each a
     table-1 rule applying a group with one bucket per monitor (or pool); budgeted
     policies' rules (compile/budget.py); the rewrite transport's recovery rules at the
-    monitors' edge switches."""
+    monitors' edge switches. Returns the flows, each switch's part, what the parts read,
+    and whether there are recovery rules."""
     monitor_of = {tap_id: members[tap_id] for tap_id in comp.monitors}
     token = memo.token(view)
     static = {i: memo.policy("static", token, i, taps_by_id[i].spec, lambda i=i: _static(taps_by_id[i], monitor_of[i]))
               for i in monitor_of if i in taps_by_id}
     budget = _Shared({i: _target(static[i], monitor_of[i]) for i in static}, cut_group_ids(view, [m for macs in comp.monitors.values() for m in macs]),
                             {i: len({d for d, _ in r}) for i, r in _points_of(per_switch).items()})
+    ctx = _Ctx(view, taps_by_id, monitor_of, static, comp, forward, memo, budget)
     flows: dict[int, set[FlowRule]] = {}
+    parts: dict[int, _SwitchPart | _PlainSwitch] = {}
     recovery: dict[int, list[tuple[Region, frozenset[SetField], str, frozenset[int]]]] = {}
     for dpid, matches in sorted(per_switch.items()):
         # Everything this switch's part reads: its matches and owners, and per owner what
@@ -492,8 +562,10 @@ def _regions_groups_recovery(
         owned = frozenset((r, frozenset(i)) for r, i in matches.items())
         ids = sorted({i for i_set in matches.values() for i in i_set})
         inputs = tuple(_owner_inputs(i, static, comp, taps_by_id, budget) if i > 0 else (i, captures[-i].snaplen) for i in ids)
-        part = memo.get(("switch", token, dpid, owned, inputs), lambda dpid=dpid, matches=matches, owned=owned: _switch_part(
-            view, dpid, matches, owned, taps_by_id, monitor_of, static, comp, captures, forward, memo, budget))
+        parts[dpid] = memo.get(("switch", token, dpid, owned, inputs), lambda dpid=dpid, matches=matches, owned=owned, ids=ids: (
+            _PlainSwitch.build(ctx, dpid, dict(owned)) if all(i > 0 and _plain(taps_by_id[i].spec) for i in ids) else None)
+            or _switch_part(ctx, dpid, matches, owned, captures))
+        part = _part_of(parts[dpid])
         for i, state in part.errors.items():
             if i > 0:
                 comp.states[i] = state
@@ -515,7 +587,7 @@ def _regions_groups_recovery(
         if kind == "deliver" and mac in comp.deliveries:
             comp.cut_deliveries[(comp.deliveries[mac][0], gid)] = mac
     _recovery_rules(recovery, comp, flows)
-    return flows
+    return flows, parts, ctx, bool(recovery)
 
 
 @dataclass(frozen=True)
@@ -562,10 +634,12 @@ class _SwitchPart:
     meter_monitors: dict = field(default_factory=dict)
 
 
-def _switch_part(view: NetworkView, dpid: int, matches: dict[Region, set[int]], owned: frozenset, taps_by_id: dict[int, Tap],
-                 monitor_of: dict[int, tuple[Host | None, ...]], static: dict, comp: TapCompilation,
-                 captures: dict[int, CaptureTarget], forward: dict[int, int], memo: TapMemo,
-                 budget: _Shared) -> _SwitchPart:
+def _switch_part(ctx: _Ctx, dpid: int, matches: dict[Region, set[int]], owned: frozenset,
+                 captures: dict[int, CaptureTarget]) -> _SwitchPart:
+    """One tap switch's share of phase 5, whatever its owners (see `_PlainSwitch` for the
+    common case, kept region by region)."""
+    view, taps_by_id, monitor_of, static, comp = ctx.view, ctx.taps_by_id, ctx.monitor_of, ctx.static, ctx.comp
+    forward, memo, budget = ctx.forward, ctx.memo, ctx.budget
     try:
         regions = memo.get(("closure", frozenset(matches)), lambda: closure(matches))
     except OverflowError as exc:
@@ -583,11 +657,9 @@ def _switch_part(view: NetworkView, dpid: int, matches: dict[Region, set[int]], 
         policy_ids = sorted(i for i in ids if i > 0)
         if any(taps_by_id[i].spec.shaped for i in policy_ids):
             pairs = _buckets(view, dpid, policy_ids, taps_by_id, monitor_of, comp, forward, budget, parts)
-            stable = _stable_id(repr(tuple(b for b, _ in pairs)))
+            stable = _buckets_id(tuple(b for b, _ in pairs))
         else:  # the common case, looked up by what it reads
-            inputs = tuple(_bucket_inputs(view, dpid, static[i], monitor_of[i][0], comp, forward) for i in policy_ids)
-            pairs, stable = memo.get(("buckets", dpid, tuple(policy_ids), inputs), lambda: _buckets_hashed(
-                view, dpid, policy_ids, taps_by_id, monitor_of, comp, forward, budget, parts))
+            pairs, stable = _unshaped_pairs(ctx, dpid, policy_ids)
         actions: list[Action] = []
         write: tuple[Action, ...] = ()
         if pairs:
@@ -611,8 +683,7 @@ def _switch_part(view: NetworkView, dpid: int, matches: dict[Region, set[int]], 
             actions.append(ToController(max(j.snaplen for j in jobs), METER_CAPTURE))
         if not actions and not write:
             continue
-        tap_cookie, priority, region_match = memo.get(("rule", r), lambda: (
-            cookie(Owner.TAP, _stable_id(repr(r))), PRIO_TAP_BASE + specificity(r), _region_to_match(r)))
+        tap_cookie, priority, region_match = _rule_of(memo, r)
         cookie_owners[tap_cookie] = cookie_owners.get(tap_cookie, frozenset()) | ids
         flows.add(FlowRule(TABLE_TAP, priority, region_match, tuple(actions), TABLE_FORWARD, tap_cookie, write=write))
     for r in sorted(regions):
@@ -802,7 +873,7 @@ def _buckets(view: NetworkView, dpid: int, ids: list[int], taps_by_id: dict[int,
                 actions.append(SetField("ipv4_dst" if owner.spec.ip_version == 4 else "ipv6_dst", ip))
             buckets.append((Bucket((*actions, onward)), monitor.mac))
     # Metered copies last of all: an OVS meter drops the packet for what follows it.
-    return tuple(sorted(buckets, key=lambda pair: (pair[1] is None, _metered(pair[0], parts), repr(pair[0]))))
+    return tuple(sorted(buckets, key=lambda pair: (pair[1] is None, _metered(pair[0], parts), _bucket_text(pair[0]))))
 
 
 def _recovery(r: Region, spec: TapSpec, monitor: Host) -> tuple[Region, frozenset[SetField]]:
@@ -872,7 +943,7 @@ def _bucket_inputs(view: NetworkView, dpid: int, static: tuple, monitor: Host, c
 
 def _buckets_hashed(*args) -> tuple[tuple[tuple[Bucket, str | None], ...], int]:
     pairs = _buckets(*args)
-    return pairs, _stable_id(repr(tuple(b for b, _ in pairs)))
+    return pairs, _buckets_id(tuple(b for b, _ in pairs))
 
 
 def _allocate_group(stable: int, taken: set[int]) -> int:
@@ -881,3 +952,271 @@ def _allocate_group(stable: int, taken: set[int]) -> int:
     while gid in taken:
         gid = VTAP_GROUP_BASE | ((gid + 1) & GROUP_ID_MASK)
     return gid
+
+
+# ---- changing the last compile in place ---------------------------------------------------
+#
+# A policy change touches the regions its matches overlap at its tap switches, nothing
+# else: when the view is the same object and the set of monitors stays, the last
+# compilation is copied (dict copies: cheap) and only those regions are redone.
+# `tests/unit/test_incremental.py` checks the result against whole compiles.
+
+DELTA_MAX = 64  # more changed policies than this at once: a whole compile (bulk applies)
+
+
+@dataclass(frozen=True)
+class _Ctx:
+    """What phase 5 reads, besides a switch's matches."""
+
+    view: NetworkView
+    taps_by_id: dict[int, Tap]
+    monitor_of: dict[int, tuple[Host | None, ...]]
+    static: dict[int, tuple]
+    comp: TapCompilation
+    forward: dict[int, int]
+    memo: TapMemo
+    budget: _Shared
+
+
+@dataclass(frozen=True)
+class _Last:
+    """A compile as the next one may change it."""
+
+    token: int
+    taps: dict[int, Tap]
+    captures: tuple
+    comp: TapCompilation
+    points: dict[int, tuple[tuple[int, Region], ...]]  # compiled policy -> its (tap switch, region)s
+    seen: dict[int, tuple[str, ...]]  # ready vlan-transport policy -> its monitors seen
+    vlan_use: dict[str, int]  # monitor -> policies copying to it over VLAN (those have ids)
+    monitor_use: dict[str, int]  # monitor -> compiled policies naming it (those have delivery groups)
+    ctx: _Ctx
+    parts: dict[int, _SwitchPart | _PlainSwitch]
+    cookie_dpids: dict[int, frozenset[int]]  # tap rule cookie -> switches whose part has it
+    eligible: bool
+
+
+def _part_of(part: _SwitchPart | _PlainSwitch) -> _SwitchPart:
+    return part.part if isinstance(part, _PlainSwitch) else part
+
+
+def _plain(spec: TapSpec) -> bool:
+    """Copies over the VLAN transport, unbudgeted: a region's rule depends on its owners alone."""
+    return spec.transport == "vlan" and not spec.shaped
+
+
+def _rule_of(memo: TapMemo, r: Region) -> tuple[int, int, tuple]:
+    """A tap region's cookie, priority and match."""
+    return memo.get(("rule", r), lambda: (cookie(Owner.TAP, _stable_id(repr(r))), PRIO_TAP_BASE + specificity(r),
+                                          _region_to_match(r)))
+
+
+def _unshaped_pairs(ctx: _Ctx, dpid: int, policy_ids: list[int]) -> tuple[tuple[tuple[Bucket, str | None], ...], int]:
+    """An unbudgeted region's buckets (with their monitors) and their stable hash, looked
+    up by what they read."""
+    inputs = tuple(_bucket_inputs(ctx.view, dpid, ctx.static[i], ctx.monitor_of[i][0], ctx.comp, ctx.forward)
+                   for i in policy_ids)
+    return ctx.memo.get(("buckets", dpid, tuple(policy_ids), inputs), lambda: _buckets_hashed(
+        ctx.view, dpid, policy_ids, ctx.taps_by_id, ctx.monitor_of, ctx.comp, ctx.forward, ctx.budget, {}))
+
+
+@dataclass
+class _PlainSwitch:
+    """A tap switch whose owners are all plain policies, kept region by region: what
+    `_switch_part` makes of the same matches, and changed by redoing only the regions a
+    change overlaps (`regions.reclose`). Tap groups are shared by regions with the same
+    buckets; while every group has the id its buckets hash to, no id depends on the
+    order regions come in, so adding one in place gives what a whole compile gives."""
+
+    dpid: int
+    matches: dict[Region, frozenset[int]]
+    match_index: RegionIndex
+    region_index: RegionIndex
+    owners: dict[Region, frozenset[int]]
+    rules: dict[Region, tuple[FlowRule, tuple[Bucket, ...]]]  # regions with a rule, and its group's buckets
+    groups: dict[tuple[Bucket, ...], tuple[GroupRule, int, tuple[str | None, ...]]]  # -> (group, regions, monitors)
+    natural: bool = True
+    part: _SwitchPart = field(default_factory=_SwitchPart)
+
+    @classmethod
+    def build(cls, ctx: _Ctx, dpid: int, matches: dict[Region, frozenset[int]]) -> _PlainSwitch | None:
+        """From scratch; None when the regions are too many (the generic part says so)."""
+        try:
+            regions = ctx.memo.get(("closure", frozenset(matches)), lambda: closure(matches))
+        except OverflowError:
+            return None
+        owner_map = ctx.memo.get(("owners", frozenset(matches.items())), lambda: owners(regions, matches))
+        sw = cls(dpid, dict(matches), RegionIndex(matches), RegionIndex(regions), dict(owner_map), {}, {})
+        for r in sorted(regions):  # the order `_switch_part` allots group ids in
+            sw._add_rule(ctx, r)
+        sw._finish()
+        return sw
+
+    def update(self, ctx: _Ctx, changes: dict[Region, frozenset[int]]) -> _PlainSwitch | None:
+        """A copy with the matches in `changes` given new owners (empty: gone); None
+        when that cannot be done in place (a group id taken, too many regions)."""
+        if not self.natural:
+            return None
+        sw = _PlainSwitch(self.dpid, dict(self.matches), self.match_index.copy(), self.region_index.copy(),
+                          dict(self.owners), dict(self.rules), dict(self.groups))
+        for r, ids in changes.items():
+            if ids:
+                if r not in sw.matches:
+                    sw.match_index.add(r)
+                sw.matches[r] = ids
+            elif r in sw.matches:
+                del sw.matches[r]
+                sw.match_index.remove(r)
+        try:
+            # The copy's region index is the old one until the loop below: asked first, it
+            # keeps the projections it builds for the next change.
+            gone, fresh = reclose(sw.region_index, sw.matches, sw.match_index, changes)
+        except OverflowError:
+            return None
+        for r in gone:
+            del sw.owners[r]
+            sw.region_index.remove(r)
+            if r in sw.rules:
+                sw._drop_rule(r)
+        for r, ids in fresh.items():
+            sw.owners[r] = ids
+            sw.region_index.add(r)
+        if len(sw.owners) > 200_000:
+            return None
+        for r in sorted(fresh):
+            if not sw._add_rule(ctx, r):
+                return None
+        sw._finish()
+        return sw
+
+    def _add_rule(self, ctx: _Ctx, r: Region) -> bool:
+        pairs, stable = _unshaped_pairs(ctx, self.dpid, sorted(self.owners[r]))
+        if not pairs:
+            return True
+        buckets = tuple(b for b, _ in pairs)
+        entry = self.groups.get(buckets)
+        if entry is None:
+            gid = _allocate_group(stable, {g.group_id for g, _, _ in self.groups.values()})
+            if gid != VTAP_GROUP_BASE | (stable & GROUP_ID_MASK):
+                self.natural = False
+                if self.rules:  # in place: the id would depend on the order of changes
+                    return False
+            entry = (GroupRule(gid, "all", buckets), 0, tuple(mac for _, mac in pairs))
+        self.groups[buckets] = (entry[0], entry[1] + 1, entry[2])
+        tap_cookie, priority, match = _rule_of(ctx.memo, r)
+        self.rules[r] = (FlowRule(TABLE_TAP, priority, match, (GroupAction(entry[0].group_id),), TABLE_FORWARD, tap_cookie),
+                         buckets)
+        return True
+
+    def _drop_rule(self, r: Region) -> None:
+        _, buckets = self.rules.pop(r)
+        group, n, macs = self.groups[buckets]
+        if n == 1:
+            del self.groups[buckets]
+        else:
+            self.groups[buckets] = (group, n - 1, macs)
+
+    def _finish(self) -> None:
+        cookie_owners: dict[int, frozenset[int]] = {}
+        for r, (flow, _) in self.rules.items():
+            ids = self.owners[r]
+            cookie_owners[flow.cookie] = cookie_owners[flow.cookie] | ids if flow.cookie in cookie_owners else ids
+        self.part = _SwitchPart(frozenset(f for f, _ in self.rules.values()), frozenset(g for g, _, _ in self.groups.values()),
+                                {(self.dpid, g.group_id): macs for g, _, macs in self.groups.values()}, cookie_owners)
+
+
+def _compile_delta(view: NetworkView, by_id: dict[int, Tap], captures: list[CaptureTarget], memo: TapMemo,
+                   hint: set[int] | None) -> TapCompilation | None:
+    """The last compilation changed in place for the policies that changed since, or
+    None when only a whole compile can say: another view, other capture jobs, too many
+    changes, a changed policy that is not plain, a monitor set that grows or shrinks
+    (copy VLAN ids and delivery groups are per monitor), a switch part that cannot."""
+    last = memo.last
+    if last is None or not last.eligible or memo.token(view) != last.token or tuple(captures) != last.captures:
+        return None
+    if hint is None:
+        changed = [i for i, t in by_id.items() if last.taps.get(i) is not t] + [i for i in last.taps if i not in by_id]
+    else:
+        changed = [i for i in hint if last.taps.get(i) is not by_id.get(i)]
+    if len(changed) > DELTA_MAX or any(t is not None and not _plain(t.spec) for i in changed
+                                       for t in (last.taps.get(i), by_id.get(i))):
+        return None
+    old, token = last.comp, last.token
+    comp = TapCompilation(dict(old.rules), dict(old.states), dict(old.cookie_owners), old.monitor_tags, dict(old.monitors),
+                          old.deliveries, old.cut_deliveries, dict(old.sent_buckets), old.meter_monitors, old.capture_states)
+    points, seen = dict(last.points), dict(last.seen)
+    vlan_use, monitor_use = dict(last.vlan_use), dict(last.monitor_use)
+    ctx = last.ctx
+    static, monitor_of, targets = dict(ctx.static), dict(ctx.monitor_of), dict(ctx.budget.targets)
+    edits: dict[int, dict[Region, tuple[set[int], set[int]]]] = {}  # dpid -> region -> (ids out, ids in)
+
+    def count(use: dict[str, int], macs, n: int) -> None:
+        for m in macs:
+            use[m] = use.get(m, 0) + n
+            if not use[m]:
+                del use[m]
+
+    for i in changed:
+        for d, r in points.pop(i, ()):
+            edits.setdefault(d, {}).setdefault(r, (set(), set()))[0].add(i)
+        count(vlan_use, seen.pop(i, ()), -1)
+        count(monitor_use, comp.monitors.pop(i, ()), -1)
+        for d in (comp.states, static, monitor_of, targets):
+            d.pop(i, None)
+        tap = by_id.get(i)
+        if tap is None:
+            memo.forget_policy(i)
+            continue
+        outcome = memo.policy("state", token, i, tap.spec, lambda tap=tap: _policy_state(view, tap, memo))
+        if isinstance(outcome, TapState):
+            comp.states[i] = outcome
+            continue
+        r = _Ready(tap, *outcome)
+        macs = seen[i] = tuple(h.mac for h in r.seen)
+        count(vlan_use, macs, 1)
+        comp.monitors[i] = macs
+        count(monitor_use, macs, 1)
+        regions, comp.states[i] = memo.policy("points", token, i, tap.spec, lambda r=r: _policy_points(view, r, memo))
+        points[i] = tuple(dict.fromkeys(regions))
+        for d, reg in points[i]:
+            edits.setdefault(d, {}).setdefault(reg, (set(), set()))[1].add(i)
+        static[i] = memo.policy("static", token, i, tap.spec, lambda tap=tap, r=r: _static(tap, r.monitors))
+        monitor_of[i], targets[i] = r.monitors, _target(static[i], r.monitors)
+    if vlan_use.keys() != last.vlan_use.keys() or monitor_use.keys() != last.monitor_use.keys():
+        return None
+    ctx = _Ctx(view, by_id, monitor_of, static, comp, ctx.forward, memo, _Shared(targets, ctx.budget.cut_ids, ctx.budget.tap_switches))
+    parts, cookie_dpids = dict(last.parts), dict(last.cookie_dpids)
+    touched: set[int] = set()
+    for d, regs in sorted(edits.items()):
+        before = parts.get(d) or _PlainSwitch(d, {}, RegionIndex(), RegionIndex(), {}, {}, {})
+        if not isinstance(before, _PlainSwitch) or d not in old.rules:
+            return None
+        changes = {}
+        for r, (out, into) in regs.items():
+            had = before.matches.get(r, frozenset())
+            now = (had - out) | into
+            if now != had or out & into:  # same owners, but one of them copies elsewhere now
+                changes[r] = frozenset(now)
+        after = before.update(ctx, changes) if changes else before
+        if after is None:
+            return None
+        was, new = before.part, after.part
+        rules = comp.rules[d]
+        comp.rules[d] = SwitchRules((rules.flows - was.flows) | new.flows, (rules.groups - was.groups) | new.groups, rules.meters)
+        for key in was.sent_buckets:
+            del comp.sent_buckets[key]
+        comp.sent_buckets.update(new.sent_buckets)
+        for c in was.cookie_owners.keys() - new.cookie_owners.keys():
+            cookie_dpids[c] = cookie_dpids[c] - {d}
+        for c in new.cookie_owners.keys() - was.cookie_owners.keys():
+            cookie_dpids[c] = cookie_dpids.get(c, frozenset()) | {d}
+        touched.update(c for c, _ in was.cookie_owners.items() ^ new.cookie_owners.items())
+        parts[d] = after
+    for c in touched:
+        if cookie_dpids.get(c):
+            comp.cookie_owners[c] = frozenset().union(*(_part_of(parts[d]).cookie_owners[c] for d in cookie_dpids[c]))
+        else:
+            cookie_dpids.pop(c, None)
+            comp.cookie_owners.pop(c, None)
+    memo.last = _Last(token, by_id, last.captures, comp, points, seen, vlan_use, monitor_use, ctx, parts, cookie_dpids, True)
+    return comp

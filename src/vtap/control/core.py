@@ -71,6 +71,37 @@ class Conflict:
         return f"{what} at {c.dpid:016x} port {c.port}; held at {c.owner} (confirm with POST /api/v1/hosts/{c.mac}/confirm-move)"
 
 
+class NamedAddresses:
+    """The addresses policies name, counted, so that a policy's change is one update
+    rather than a walk over every policy (asked at every compile)."""
+
+    def __init__(self) -> None:
+        self.probe: dict[str, int] = {}  # single IPs enabled policies name: looked for when no host holds them
+        self.ips: dict[str, int] = {}  # single IPs any policy names: pinned
+        self.macs: dict[str, int] = {}  # MACs any policy names: pinned
+        self._of: dict[int, tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]] = {}
+
+    def set(self, tap: Tap) -> None:
+        self.remove(tap.id)
+        s = tap.spec
+        macs = [m for m in (s.src_mac, s.dst_mac, s.monitor_mac) if m]
+        ips = [ip for ip in (s.src_ip, s.dst_ip, s.monitor_ip) if ip and is_single_address(ip)]
+        for member in s.monitor_pool or ():
+            (macs if is_mac(member) else ips).append(member)
+        entry = (tuple(named_addresses([tap])), tuple(ips), tuple(macs))
+        self._of[tap.id] = entry
+        for counts, names in zip((self.probe, self.ips, self.macs), entry):
+            for name in names:
+                counts[name] = counts.get(name, 0) + 1
+
+    def remove(self, tap_id: int) -> None:
+        for counts, names in zip((self.probe, self.ips, self.macs), self._of.pop(tap_id, ((), (), ())), strict=True):
+            for name in names:
+                counts[name] -= 1
+                if not counts[name]:
+                    del counts[name]
+
+
 CLAIM_GRACE_S = 3.0  # a claimed address whose owner is silent this long after probes moves
 CLAIM_FORGET_S = 30.0  # a held claim not repeated this long is forgotten
 REFUSAL_LOG_S = 60.0  # refused MACs are logged once a minute per port
@@ -109,6 +140,9 @@ class ControlCore:
         self._host_packets: dict[tuple[int, str], int] = {}
         self._watched_since: dict[int, float] = {}  # dpid -> first host-counter read this connection
         self._view: NetworkView | None = None
+        self.named = NamedAddresses()
+        self._changed_taps: set[int] | None = None  # policies set or removed since the last compile (None: not known)
+        self._labels_of: TapCompilation | None = None  # the compilation _monitor_labels is of
 
     # ---- the view -----------------------------------------------------------------
 
@@ -135,16 +169,24 @@ class ControlCore:
             self.hosts.hosts[host.mac] = host
         for tap in taps:
             self.taps[tap.id] = tap
+            self.named.set(tap)
             self._tap_generation[tap.id] = 1
+        self._changed_taps = None
         self.invalidate()
 
     def set_tap(self, tap: Tap) -> None:
         self.taps[tap.id] = tap
+        self.named.set(tap)
         self._tap_generation[tap.id] = -1  # set by the next compile
+        if self._changed_taps is not None:
+            self._changed_taps.add(tap.id)
 
     def remove_tap(self, tap_id: int) -> None:
         self.taps.pop(tap_id, None)
+        self.named.remove(tap_id)
         self._tap_generation.pop(tap_id, None)
+        if self._changed_taps is not None:
+            self._changed_taps.add(tap_id)
 
     def compile(self) -> dict[int, SwitchRules]:
         """A new generation of desired rules for every switch, from the current view."""
@@ -154,13 +196,13 @@ class ControlCore:
             for ident, gen in gens.items():
                 if gen < 0:
                     gens[ident] = self.generation
-        desired, self.compilation = compile_network(view, list(self.taps.values()), self.packet_in_rate,
-                                                    list(self.captures.values()), self._memo)
+        desired, self.compilation = compile_network(view, self.taps, self.packet_in_rate, list(self.captures.values()),
+                                                    self._memo, self._changed_taps)
+        self._changed_taps = set()
         known = {ip for host in view.hosts.values() for ip in host.ips}
-        self._unresolved = named_addresses(list(self.taps.values())) - known
+        self._unresolved = self.named.probe.keys() - known
         self._pinned_ips, self._pinned_macs = self.pins()
-        self.delivery.forget({m for macs in self.compilation.monitors.values() for m in macs})
-        self._monitor_labels = self._label_monitors(view)
+        self.delivery.forget(set(self.compilation.deliveries))  # every compiled policy's monitors
         return desired
 
     def dry_run(self, spec: TapSpec) -> tuple[Tap, TapCompilation]:
@@ -245,13 +287,16 @@ class ControlCore:
         delivery verdict changed."""
         comp = self.compilation
         drops = {key: (*comp.meter_monitors[key], *value) for key, value in (meters or {}).items() if key in comp.meter_monitors}
-        changed = set(self.delivery.observe(now, counters, comp.sent_buckets, comp.deliveries, self._monitor_labels,
+        changed = set(self.delivery.observe(now, counters, comp.sent_buckets, comp.deliveries, self.monitor_labels(),
                                             comp.cut_deliveries, drops))
         return sorted(tap_id for tap_id, macs in comp.monitors.items() if changed.intersection(macs))
 
     def monitor_labels(self) -> dict[str, str]:
-        """How reasons and metrics name each compiled policy's monitor (set by each compile:
-        asked every second, and by every stats request and scrape)."""
+        """How reasons and metrics name each compiled policy's monitor (made once per
+        compile, when first asked: every second, and by stats requests and scrapes)."""
+        if self._labels_of is not self.compilation:
+            self._monitor_labels = self._label_monitors(self.view())
+            self._labels_of = self.compilation
         return self._monitor_labels
 
     def _label_monitors(self, view: NetworkView) -> dict[str, str]:
@@ -509,15 +554,9 @@ class ControlCore:
         """(addresses, MACs) that policies name, enabled or not: their hosts are kept
         however silent (a monitor only ever receives) and their bindings are held
         against claims from elsewhere."""
-        macs = {m for ms in self.compilation.monitors.values() for m in ms}
-        ips = set()
-        for tap in self.taps.values():
-            s = tap.spec
-            macs.update(m for m in (s.src_mac, s.dst_mac, s.monitor_mac) if m)
-            ips.update(ip for ip in (s.src_ip, s.dst_ip, s.monitor_ip) if ip and is_single_address(ip))
-            for member in s.monitor_pool or ():
-                (macs if is_mac(member) else ips).add(member)
-        macs.update(h.mac for h in self.hosts.hosts.values() if ips.intersection(h.ips))
+        macs = set(self.compilation.deliveries) | self.named.macs.keys()  # monitors, and MACs named
+        ips = self.named.ips.keys()
+        macs.update(h.mac for h in self.hosts.hosts.values() if not ips.isdisjoint(h.ips))
         return frozenset(ips), frozenset(macs)
 
     def pinned_hosts(self) -> frozenset[str]:

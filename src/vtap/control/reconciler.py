@@ -83,9 +83,11 @@ def diff(desired: SwitchRules, installed: SwitchRules, *, additive: bool = False
     packets never miss a rule. Groups and meters are keyed by id. With `additive`,
     nothing is deleted or modified.
     """
-    flows = _split(desired.flows, installed.flows, _flow_key, _flow_order)
-    groups = _split(desired.groups, installed.groups, _group_key, _group_key)
-    meters = _split(desired.meters, installed.meters, _meter_key, _meter_key)
+    # Only what is in one set and not the other can differ (rules are values, and a
+    # switch holds one rule per key): a few changes among thousands of rules cost little.
+    flows = _split(desired.flows - installed.flows, installed.flows - desired.flows, _flow_key, _flow_order)
+    groups = _split(desired.groups - installed.groups, installed.groups - desired.groups, _group_key, _group_key)
+    meters = _split(desired.meters - installed.meters, installed.meters - desired.meters, _meter_key, _meter_key)
     if additive:
         return Changes(add_flows=flows[0], add_groups=groups[0], add_meters=meters[0])
     return Changes(*flows, *groups, *meters)
@@ -119,13 +121,11 @@ def messages(changes: Changes) -> list:
     return msgs
 
 
-def _applied(installed, add, modify, delete, key) -> frozenset:
-    items = {key(x): x for x in installed}
-    for x in delete:
-        items.pop(key(x), None)
-    for x in add + modify:
-        items[key(x)] = x
-    return frozenset(items.values())
+def _applied(installed: frozenset, add, modify, delete, key) -> frozenset:
+    if not modify and not delete:
+        return installed | frozenset(add)
+    gone = {key(x) for x in modify + delete}
+    return frozenset(x for x in installed if key(x) not in gone) | frozenset(add + modify)
 
 
 def apply(installed: SwitchRules, changes: Changes) -> SwitchRules:
@@ -220,7 +220,7 @@ class SwitchReconciler:
 
     def set_desired(self, desired: SwitchRules, generation: int = 0) -> None:
         self.generation = generation
-        if desired != self.desired:
+        if desired is not self.desired and desired != self.desired:
             self.desired = desired
             self._synced.clear()
             self.status.state = SyncState.SYNCING
@@ -283,7 +283,7 @@ class SwitchReconciler:
             self.status.rules_sent += len(msgs) + len(before) + len(after)
         else:
             await self.dp.barrier()
-        if not additive and desired == self.desired and not self._dirty.is_set():
+        if not additive and desired is self.desired and not self._dirty.is_set():
             self.status.state = SyncState.IN_SYNC
             # What was synced is the current desired set, whatever generation named it.
             self.status.synced_generation = self.generation

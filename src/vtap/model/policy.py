@@ -8,6 +8,7 @@ left out or given as "*" means "any".  Every error names its field.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from dataclasses import dataclass
@@ -58,6 +59,7 @@ def check_name(value: str) -> str:
     return value
 
 
+@functools.lru_cache(maxsize=65536)  # asked for every policy at every compile; few distinct addresses
 def ip_version(value: str) -> int:
     return ipaddress.ip_network(value, strict=False).version
 

@@ -149,6 +149,18 @@ class FlowRule:
     def key(self) -> tuple[int, int, Match]:
         return (self.table, self.priority, self.match)
 
+    def __hash__(self) -> int:
+        # Kept once made: rule sets of thousands are hashed on every compile and diff,
+        # and hashing re-walks every nested tuple (a dataclass keeps __hash__ defined here).
+        h = self.__dict__.get("_hash")
+        if h is None:
+            h = hash((self.table, self.priority, self.match, self.actions, self.goto, self.cookie, self.meter, self.write))
+            object.__setattr__(self, "_hash", h)
+        return h
+
+    def __getstate__(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k != "_hash"}  # string hashes differ per process
+
     def __str__(self) -> str:
         head = f"cookie=0x{self.cookie:x}, table={self.table}, "
         fields = [f"priority={self.priority}"] + [f"{name}={_fmt_value(value)}" for name, value in self.match]
@@ -181,6 +193,16 @@ class GroupRule:
         buckets = ",".join("bucket=" + (f"watch_port:{b.watch_port}," if b.watch_port is not None else "")
                            + "actions=" + ",".join(str(a) for a in b.actions) for b in self.buckets)
         return f"group_id={self.group_id},type={self.type},{buckets}"
+
+    def __hash__(self) -> int:
+        h = self.__dict__.get("_hash")  # kept once made, as FlowRule's
+        if h is None:
+            h = hash((self.group_id, self.type, self.buckets))
+            object.__setattr__(self, "_hash", h)
+        return h
+
+    def __getstate__(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k != "_hash"}  # string hashes differ per process
 
 
 @dataclass(frozen=True, order=True)
