@@ -153,9 +153,14 @@ class RegionIndex:
         self._by_shape: dict[Shape, frozenset[Region]] = {}
         self._proj: dict[tuple[Shape, tuple[tuple[str, int], ...]], dict[tuple[int, ...], frozenset[Region]]] = {}
         grouped: dict[Shape, set[Region]] = defaultdict(set)
+        own: dict[Shape, dict[tuple[int, ...], set[Region]]] = defaultdict(lambda: defaultdict(set))
         for r in regions:
-            grouped[shape(r)].add(r)
+            s = shape(r)
+            grouped[s].add(r)
+            # the projection a region of the same shape asks for, made now (the usual question)
+            own[s][tuple([v >> (WIDTHS[f] - p) for f, v, p in r])].add(r)
         self._by_shape = {s: frozenset(rs) for s, rs in grouped.items()}
+        self._proj = {(s, s): {k: frozenset(v) for k, v in index.items()} for s, index in own.items()}
 
     def copy(self) -> RegionIndex:
         other = RegionIndex()

@@ -327,7 +327,7 @@ def compile_taps(view: NetworkView, taps: list[Tap] | Mapping[int, Tap], capture
     With `memo` (kept by the caller between compiles), unchanged parts are reused, and a
     few changed policies change the last compilation in place; `changed` (the ids that
     may have changed since the last compile with this memo) spares looking for them."""
-    by_id = dict(taps) if isinstance(taps, Mapping) else {t.id: t for t in taps}
+    by_id = taps if isinstance(taps, Mapping) else {t.id: t for t in taps}
     memo = memo or TapMemo()
     comp = _compile_delta(view, by_id, captures, memo, changed)
     if comp is not None:
@@ -1037,6 +1037,10 @@ class _PlainSwitch:
     groups: dict[tuple[Bucket, ...], tuple[GroupRule, int, tuple[str | None, ...]]]  # -> (group, regions, monitors)
     natural: bool = True
     part: _SwitchPart = field(default_factory=_SwitchPart)
+    cookies: dict[int, frozenset[Region]] = field(default_factory=dict)  # tap rule cookie -> its regions (one, but for a clash)
+    _added: list[FlowRule] = field(default_factory=list)  # since the last part was made
+    _dropped: list[FlowRule] = field(default_factory=list)
+    _touched: set[int] = field(default_factory=set)  # cookies
 
     @classmethod
     def build(cls, ctx: _Ctx, dpid: int, matches: dict[Region, frozenset[int]]) -> _PlainSwitch | None:
@@ -1058,7 +1062,7 @@ class _PlainSwitch:
         if not self.natural:
             return None
         sw = _PlainSwitch(self.dpid, dict(self.matches), self.match_index.copy(), self.region_index.copy(),
-                          dict(self.owners), dict(self.rules), dict(self.groups))
+                          dict(self.owners), dict(self.rules), dict(self.groups), part=self.part, cookies=dict(self.cookies))
         for r, ids in changes.items():
             if ids:
                 if r not in sw.matches:
@@ -1104,33 +1108,54 @@ class _PlainSwitch:
             entry = (GroupRule(gid, "all", buckets), 0, tuple(mac for _, mac in pairs))
         self.groups[buckets] = (entry[0], entry[1] + 1, entry[2])
         tap_cookie, priority, match = _rule_of(ctx.memo, r)
-        self.rules[r] = (FlowRule(TABLE_TAP, priority, match, (GroupAction(entry[0].group_id),), TABLE_FORWARD, tap_cookie),
-                         buckets)
+        flow = FlowRule(TABLE_TAP, priority, match, (GroupAction(entry[0].group_id),), TABLE_FORWARD, tap_cookie)
+        self.rules[r] = (flow, buckets)
+        self.cookies[tap_cookie] = self.cookies.get(tap_cookie, frozenset()) | {r}
+        self._added.append(flow)
+        self._touched.add(tap_cookie)
         return True
 
     def _drop_rule(self, r: Region) -> None:
-        _, buckets = self.rules.pop(r)
+        flow, buckets = self.rules.pop(r)
         group, n, macs = self.groups[buckets]
         if n == 1:
             del self.groups[buckets]
         else:
             self.groups[buckets] = (group, n - 1, macs)
+        left = self.cookies[flow.cookie] - {r}
+        if left:
+            self.cookies[flow.cookie] = left
+        else:
+            del self.cookies[flow.cookie]
+        self._dropped.append(flow)
+        self._touched.add(flow.cookie)
 
     def _finish(self) -> None:
-        cookie_owners: dict[int, frozenset[int]] = {}
-        for r, (flow, _) in self.rules.items():
-            ids = self.owners[r]
-            cookie_owners[flow.cookie] = cookie_owners[flow.cookie] | ids if flow.cookie in cookie_owners else ids
-        self.part = _SwitchPart(frozenset(f for f, _ in self.rules.values()), frozenset(g for g, _, _ in self.groups.values()),
+        """The part, from the last one and what changed since."""
+        cookie_owners = dict(self.part.cookie_owners)
+        for c in self._touched:
+            if c in self.cookies:
+                cookie_owners[c] = frozenset().union(*(self.owners[r] for r in self.cookies[c]))
+            else:
+                cookie_owners.pop(c, None)
+        self.part = _SwitchPart((self.part.flows - frozenset(self._dropped)) | frozenset(self._added),
+                                frozenset(g for g, _, _ in self.groups.values()),
                                 {(self.dpid, g.group_id): macs for g, _, macs in self.groups.values()}, cookie_owners)
+        self._added, self._dropped, self._touched = [], [], set()
 
 
-def _compile_delta(view: NetworkView, by_id: dict[int, Tap], captures: list[CaptureTarget], memo: TapMemo,
+def _compile_delta(view: NetworkView, by_id: Mapping[int, Tap], captures: list[CaptureTarget], memo: TapMemo,
                    hint: set[int] | None) -> TapCompilation | None:
     """The last compilation changed in place for the policies that changed since, or
     None when only a whole compile can say: another view, other capture jobs, too many
     changes, a changed policy that is not plain, a monitor set that grows or shrinks
-    (copy VLAN ids and delivery groups are per monitor), a switch part that cannot."""
+    (copy VLAN ids and delivery groups are per monitor), a switch part that cannot.
+
+    In place means the last compile's dicts are changed, not copied (copies of
+    10,000-entry dicts at every change keep the garbage collector busy): the result is
+    a new TapCompilation object around them, so that whoever holds the last one and
+    checks `is` sees a new compile, and a None part-way leaves `memo.last` to be thrown
+    away (the whole compile that follows makes it again)."""
     last = memo.last
     if last is None or not last.eligible or memo.token(view) != last.token or tuple(captures) != last.captures:
         return None
@@ -1141,13 +1166,13 @@ def _compile_delta(view: NetworkView, by_id: dict[int, Tap], captures: list[Capt
     if len(changed) > DELTA_MAX or any(t is not None and not _plain(t.spec) for i in changed
                                        for t in (last.taps.get(i), by_id.get(i))):
         return None
-    old, token = last.comp, last.token
-    comp = TapCompilation(dict(old.rules), dict(old.states), dict(old.cookie_owners), old.monitor_tags, dict(old.monitors),
-                          old.deliveries, old.cut_deliveries, dict(old.sent_buckets), old.meter_monitors, old.capture_states)
-    points, seen = dict(last.points), dict(last.seen)
-    vlan_use, monitor_use = dict(last.vlan_use), dict(last.monitor_use)
-    ctx = last.ctx
-    static, monitor_of, targets = dict(ctx.static), dict(ctx.monitor_of), dict(ctx.budget.targets)
+    old, token, ctx = last.comp, last.token, last.ctx
+    comp = TapCompilation(old.rules, old.states, old.cookie_owners, old.monitor_tags, old.monitors, old.deliveries,
+                          old.cut_deliveries, old.sent_buckets, old.meter_monitors, old.capture_states)
+    points, seen, vlan_use, monitor_use = last.points, last.seen, last.vlan_use, last.monitor_use
+    vlan_before, monitors_before = set(vlan_use), set(monitor_use)
+    static, monitor_of, targets = ctx.static, ctx.monitor_of, ctx.budget.targets
+    memo.last = None  # until it is whole again
     edits: dict[int, dict[Region, tuple[set[int], set[int]]]] = {}  # dpid -> region -> (ids out, ids in)
 
     def count(use: dict[str, int], macs, n: int) -> None:
@@ -1165,8 +1190,10 @@ def _compile_delta(view: NetworkView, by_id: dict[int, Tap], captures: list[Capt
             d.pop(i, None)
         tap = by_id.get(i)
         if tap is None:
+            del last.taps[i]
             memo.forget_policy(i)
             continue
+        last.taps[i] = tap
         outcome = memo.policy("state", token, i, tap.spec, lambda tap=tap: _policy_state(view, tap, memo))
         if isinstance(outcome, TapState):
             comp.states[i] = outcome
@@ -1182,10 +1209,10 @@ def _compile_delta(view: NetworkView, by_id: dict[int, Tap], captures: list[Capt
             edits.setdefault(d, {}).setdefault(reg, (set(), set()))[1].add(i)
         static[i] = memo.policy("static", token, i, tap.spec, lambda tap=tap, r=r: _static(tap, r.monitors))
         monitor_of[i], targets[i] = r.monitors, _target(static[i], r.monitors)
-    if vlan_use.keys() != last.vlan_use.keys() or monitor_use.keys() != last.monitor_use.keys():
+    if vlan_use.keys() != vlan_before or monitor_use.keys() != monitors_before:
         return None
-    ctx = _Ctx(view, by_id, monitor_of, static, comp, ctx.forward, memo, _Shared(targets, ctx.budget.cut_ids, ctx.budget.tap_switches))
-    parts, cookie_dpids = dict(last.parts), dict(last.cookie_dpids)
+    ctx = _Ctx(view, by_id, monitor_of, static, comp, ctx.forward, memo, ctx.budget)
+    parts, cookie_dpids = last.parts, last.cookie_dpids
     touched: set[int] = set()
     for d, regs in sorted(edits.items()):
         before = parts.get(d) or _PlainSwitch(d, {}, RegionIndex(), RegionIndex(), {}, {}, {})
@@ -1218,5 +1245,5 @@ def _compile_delta(view: NetworkView, by_id: dict[int, Tap], captures: list[Capt
         else:
             cookie_dpids.pop(c, None)
             comp.cookie_owners.pop(c, None)
-    memo.last = _Last(token, by_id, last.captures, comp, points, seen, vlan_use, monitor_use, ctx, parts, cookie_dpids, True)
+    memo.last = _Last(token, last.taps, last.captures, comp, points, seen, vlan_use, monitor_use, ctx, parts, cookie_dpids, True)
     return comp

@@ -278,11 +278,15 @@ class SwitchReconciler:
             await self.dp.send_batch(before, atomic=False)
             await self.dp.send_batch(msgs)
             await self.dp.send_batch(after, atomic=False)
-            self.installed = apply(self.installed, changes)
+            # What the switch holds now is the desired set itself (when nothing was held
+            # back): keeping that very object makes the next diff compare by identity.
+            self.installed = desired if not additive else apply(self.installed, changes)
             self.status.batches += 1
             self.status.rules_sent += len(msgs) + len(before) + len(after)
         else:
             await self.dp.barrier()
+            if not additive:
+                self.installed = desired  # equal: the same object from now on
         if not additive and desired is self.desired and not self._dirty.is_set():
             self.status.state = SyncState.IN_SYNC
             # What was synced is the current desired set, whatever generation named it.
