@@ -103,6 +103,7 @@ class HealthOut(BaseModel):
     links: int
     hosts: int
     taps: int
+    taps_by_status: dict[str, int] = Field(description="how many policies are in each state (active, pending, ...)")
     packet_ins: int
     lldp_refused: dict[str, int]
     refused_connections: int
@@ -111,6 +112,17 @@ class HealthOut(BaseModel):
 
 STATIC = Path(__file__).parent / "static"
 MAC_PATTERN = r"^[0-9A-Fa-f]{2}([:-][0-9A-Fa-f]{2}){5}$"
+
+
+def _count_states(ctl: Controller) -> dict[str, int]:
+    """Policies per state: what a script waiting for thousands of them to apply asks,
+    without listing them all."""
+    syncs = ctl.switch_syncs()
+    counts: dict[str, int] = {}
+    for tap_id in ctl.taps:
+        state = ctl.tap_status(tap_id, syncs).state.value
+        counts[state] = counts.get(state, 0) + 1
+    return counts
 
 
 def _iso(ts: float) -> str:
@@ -203,6 +215,7 @@ def create_app(ctl: Controller, tokens: Tokens) -> FastAPI:
             links=len(view.links),
             hosts=len(view.hosts),
             taps=len(ctl.taps),
+            taps_by_status=_count_states(ctl),
             packet_ins=ctl.packet_ins,
             lldp_refused=dict(ctl.core.lldp_refused),
             refused_connections=ctl.refused_connections,

@@ -33,8 +33,9 @@ def router(ctl: Controller, tokens: Tokens, interval: float = 1.0) -> APIRouter:
             while not await request.is_disconnected() and creds is not None and tokens.principal(creds.credentials):
                 counters = await ctl.tap_counters()
                 taps = []
+                syncs = ctl.switch_syncs()
                 for tap in sorted(ctl.taps.values(), key=lambda t: t.id):
-                    st = ctl.tap_status(tap.id)
+                    st = ctl.tap_status(tap.id, syncs)
                     c = counters.get(tap.id, {"packets": 0, "bytes": 0})
                     d = ctl.core.monitor_delivery(tap.id)
                     ds = ctl.core.monitor_deliveries(tap.id).values()

@@ -130,10 +130,10 @@ class Guard:
             "before": state.get("audit_before"),
             "after": state.get("audit_after"),
         }] + [{"time": time.time(), **common, **each} for each in state.get("audit_each", ())]
-        for record in records:
-            try:
-                await self.store.append_audit(record)
-            except StoreUnavailable as exc:
+        try:
+            await self.store.append_audits(records)  # a bulk change's records in one go
+        except StoreUnavailable as exc:
+            for record in records:
                 log.error("audit record not written (%s): %s", exc, json.dumps(record)[:2000])
 
 

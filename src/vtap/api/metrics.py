@@ -45,8 +45,9 @@ class _Snapshot:
                                       labels=["id", "name", "monitor"])
         octets = CounterMetricFamily("vtap_tap_copied_bytes", "bytes matched by a policy's tap rules", labels=["id", "name", "monitor"])
         labels = ctl.core.monitor_labels()
+        syncs = ctl.switch_syncs()
         for tap in sorted(ctl.taps.values(), key=lambda t: t.id):
-            current = ctl.tap_status(tap.id).state
+            current = ctl.tap_status(tap.id, syncs).state
             for s in PolicyState:
                 if s != PolicyState.COMPILED:
                     state.add_metric([str(tap.id), tap.spec.name, s.value], 1.0 if s == current else 0.0)

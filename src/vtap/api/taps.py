@@ -122,8 +122,8 @@ def _delivery(ctl: Controller, tap_id: int, mac: str | None = None) -> DeliveryO
                        undelivered_packets=d.undelivered_packets, failing=d.failing, reason=d.reason, policies=sharing)
 
 
-def _out(ctl: Controller, tap: Tap) -> TapOut:
-    st = ctl.tap_status(tap.id)
+def _out(ctl: Controller, tap: Tap, syncs: dict | None = None) -> TapOut:
+    st = ctl.tap_status(tap.id, syncs)
     return TapOut(**tap.spec.model_dump(), id=tap.id, status=st.state, status_reason=st.reason,
                   switches=[dpid_str(d) for d in st.switches])
 
@@ -259,7 +259,8 @@ def router(ctl: Controller, tokens: Tokens) -> APIRouter:
 
     @r.get("", response_model=list[TapOut])
     async def list_taps():
-        return [_out(ctl, t) for t in sorted(ctl.taps.values(), key=lambda t: t.id)]
+        syncs = ctl.switch_syncs()
+        return [_out(ctl, t, syncs) for t in sorted(ctl.taps.values(), key=lambda t: t.id)]
 
     @r.get("/{tap_id}", response_model=TapOut, responses=NOT_FOUND)
     async def show(tap_id: TapId):

@@ -45,7 +45,8 @@ def region(constraints: dict[str, tuple[int, int]]) -> Region:
     out = []
     for name, (value, plen) in sorted(constraints.items()):
         width = WIDTHS[name]
-        value &= ((1 << plen) - 1) << (width - plen) if plen else 0
+        if plen != width:
+            value &= ((1 << plen) - 1) << (width - plen) if plen else 0
         out.append((name, value, plen))
     return tuple(out)
 

@@ -206,22 +206,22 @@ def _directed(ident: int, s: MatchSpec) -> list[_Directed]:
 
 def _region_to_match(r: Region) -> tuple:
     """OXM fields for a region (l4 ports named after the protocol)."""
-    d = {f: (v, p) for f, v, p in r}
-    proto = d.get("ip_proto", (None, 0))[0]
+    proto = next((v for f, v, _ in r if f == "ip_proto"), None)
     l4 = {6: "tcp", 17: "udp", 132: "sctp"}.get(proto, "tcp")
-    out = []
-    for f, (v, p) in d.items():
-        width = WIDTHS[f]
-        if f in ("eth_src", "eth_dst"):
-            val = _int_mac(v) if p == width else (_int_mac(v), _int_mac(((1 << p) - 1) << (width - p)))
-        elif f.startswith("ipv4") or f.startswith("ipv6"):
-            version = 4 if f.startswith("ipv4") else 6
-            val = _ip_text(version, v) if p == width else (_ip_text(version, v), _ip_text(version, ((1 << p) - 1) << (width - p)))
-        else:
-            val = v
-        name = f.replace("l4", l4)
-        out.append((name, val))
-    return tuple(sorted(out))
+    return tuple(sorted(_oxm_field(f, v, p, l4) for f, v, p in r))
+
+
+@functools.lru_cache(maxsize=65536)  # policies name the same few addresses, ports and protocols
+def _oxm_field(f: str, v: int, p: int, l4: str) -> tuple[str, object]:
+    width = WIDTHS[f]
+    if f in ("eth_src", "eth_dst"):
+        val = _int_mac(v) if p == width else (_int_mac(v), _int_mac(((1 << p) - 1) << (width - p)))
+    elif f.startswith("ipv4") or f.startswith("ipv6"):
+        version = 4 if f.startswith("ipv4") else 6
+        val = _ip_text(version, v) if p == width else (_ip_text(version, v), _ip_text(version, ((1 << p) - 1) << (width - p)))
+    else:
+        val = v
+    return f.replace("l4", l4), val
 
 
 @functools.lru_cache(maxsize=65536)
@@ -1014,9 +1014,12 @@ def _rule_of(memo: TapMemo, r: Region) -> tuple[int, int, tuple]:
 def _unshaped_pairs(ctx: _Ctx, dpid: int, policy_ids: list[int]) -> tuple[tuple[tuple[Bucket, str | None], ...], int]:
     """An unbudgeted region's buckets (with their monitors) and their stable hash, looked
     up by what they read."""
+    # Keyed by the owners' inputs in id order, not their ids: which owner carries a shared
+    # copy is the first of them, and the rest the buckets read is in the inputs; so the
+    # many regions whose owners copy alike share one entry.
     inputs = tuple(_bucket_inputs(ctx.view, dpid, ctx.static[i], ctx.monitor_of[i][0], ctx.comp, ctx.forward)
                    for i in policy_ids)
-    return ctx.memo.get(("buckets", dpid, tuple(policy_ids), inputs), lambda: _buckets_hashed(
+    return ctx.memo.get(("buckets", dpid, inputs), lambda: _buckets_hashed(
         ctx.view, dpid, policy_ids, ctx.taps_by_id, ctx.monitor_of, ctx.comp, ctx.forward, ctx.budget, {}))
 
 

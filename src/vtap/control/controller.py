@@ -69,6 +69,7 @@ log = logging.getLogger(__name__)
 
 ECHO_CONTEST_S = 2.0  # how long a connected switch has to answer when another claims its dpid
 LINK_GRACE_S = 10.0  # how long stored links stand in for LLDP after a restart
+GATHER_S = 3.0  # how long a restart waits for the stored topology's switches before its first compile
 
 
 def packet_in_reason(eth: Any, data: bytes) -> str:
@@ -145,10 +146,17 @@ class Controller:
         self.view_version = 0  # bumped on every change; the UI refetches the topology on it
         self._recompile_handle: asyncio.TimerHandle | None = None
         self._tasks: list[asyncio.Task] = []
+        self._gather_until = 0.0  # until then, a restart waits for the stored topology's switches before compiling
 
     # ---- lifecycle ----------------------------------------------------------------
 
     async def start(self) -> None:
+        if self.core.remembered:
+            # Each switch that connects changes the view, and a compile of every policy
+            # takes a second at 10,000: compiling once, when they are all back, is what
+            # makes a restart fast. A switch that does not come back holds it GATHER_S.
+            self._gather_until = time.monotonic() + GATHER_S
+            asyncio.get_running_loop().call_later(GATHER_S, self._gathered)
         self._tasks.append(asyncio.create_task(self._discovery_loop(), name="lldp"))
         self._tasks.append(asyncio.create_task(self._probe_loop(), name="probe"))
         if self.core.host_timeout > 0:
@@ -314,15 +322,16 @@ class Controller:
         rec = self.reconcilers.get(dpid)
         return (rec.status.batches, rec.status.rules_sent) if rec else (0, 0)
 
-    def _switch_syncs(self) -> dict[int, SwitchSync]:
+    def switch_syncs(self) -> dict[int, SwitchSync]:
+        """Each switch's sync as the core judges policies by (made once per listing)."""
         return {dpid: SwitchSync(r.status.state, r.status.synced_generation, r.status.last_error)
                 for dpid, r in self.reconcilers.items()}
 
-    def tap_status(self, tap_id: int) -> TapStatus:
+    def tap_status(self, tap_id: int, syncs: dict[int, SwitchSync] | None = None) -> TapStatus:
         """The core's judgement; on a follower, the leader's as published."""
         if not self.leading:
             return self._follower_status(tap_id)
-        st = self.core.tap_status(tap_id, self._switch_syncs())
+        st = self.core.tap_status(tap_id, self.switch_syncs() if syncs is None else syncs)
         spec = self.core.taps[tap_id].spec if tap_id in self.core.taps else None
         if st.state == PolicyState.ACTIVE and spec is not None and spec.tunnel and self.tunnels is not None:
             waiting = self.tunnels.waiting(st.switches, spec.monitor_ip)
@@ -387,6 +396,8 @@ class Controller:
             self.core.invalidate()
         self.view_version += 1
         self._pending_changes += 1
+        if self._gather_until:
+            return  # compiled when the stored topology's switches are back (see start)
         if self._recompile_handle is None:
             quiet = time.perf_counter() - self._last_compile_end > self._last_compile_s
             lone = quiet or self._last_batch <= 1
@@ -397,10 +408,12 @@ class Controller:
         started = time.perf_counter()
         self._recompile_handle = None
         self._last_batch, self._pending_changes = self._pending_changes, 0
-        desired = self.core.compile()
-        # What a compile leaves is long-lived and never cyclic garbage: millions of
+        # What the controller holds is long-lived and not cyclic garbage: millions of
         # objects with 10,000 policies, which every full collection would walk (pauses
-        # of up to a second). Frozen, the collector looks only at what is newer.
+        # of up to a second, several during a whole compile). Frozen before and after a
+        # compile, the collector looks only at what is newer.
+        gc.freeze()
+        desired = self.core.compile()
         gc.freeze()
         for dpid, rec in self.reconcilers.items():
             rec.set_desired(desired[dpid], self.core.generation)
@@ -411,6 +424,9 @@ class Controller:
         self._status_due.set()
         self._last_compile_end = time.perf_counter()
         self._last_compile_s = self._last_compile_end - started
+        if self._last_compile_s > 0.1:
+            log.info("compiled %d policies for %d switches in %.2f s (%d changes)", len(self.core.taps), len(desired),
+                     self._last_compile_s, self._last_batch)
 
     async def add_tap(self, spec: TapSpec) -> Tap:
         """Store, then apply (the store raises NameTaken and nothing changes)."""
@@ -495,6 +511,13 @@ class Controller:
             self.core.remembered = set()
             for r in self.reconcilers.values():
                 r.end_settling()
+            self._gathered()
+
+    def _gathered(self) -> None:
+        """The stored topology's switches are back, or the wait for them is over: compile."""
+        if self._gather_until:
+            self._gather_until = 0.0
+            self.changed(view=False)
 
     def switch_disconnected(self, dp: Datapath) -> None:
         if self.datapaths.get(dp.dpid) is dp:
@@ -739,7 +762,7 @@ class Controller:
     def capture_status(self, job: CaptureJob) -> tuple[CaptureState, str]:
         if job.finished:
             return job.state, job.reason
-        st = self.core.capture_status(job.id, self._switch_syncs())
+        st = self.core.capture_status(job.id, self.switch_syncs())
         if st.state == PolicyState.ACTIVE:
             return CaptureState.RUNNING, ""
         compiled = self.core.compilation.capture_states.get(job.id)

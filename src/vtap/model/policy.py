@@ -39,17 +39,21 @@ def normalize_ip(value: str) -> str:
     Host bits in a prefix are an error rather than silently dropped: '10.0.0.1/24'
     is more likely a typo than a wish for the whole /24.
     """
-    text = value.strip()
     try:
-        if "/" in text:
-            net = ipaddress.ip_network(text, strict=True)
-            if net.prefixlen == net.max_prefixlen:
-                return str(net.network_address)
-            return str(net)
-        return str(ipaddress.ip_address(text))
+        return _normalized_ip(value.strip())
     except ValueError as exc:
         shown = repr(value) if len(value) <= 64 else repr(value[:61]) + "..."
         raise ValueError(f"not an IP address or CIDR prefix: {shown} ({str(exc)[:120]})") from None
+
+
+@functools.lru_cache(maxsize=65536)  # a bulk apply names the same few addresses thousands of times (errors are not kept)
+def _normalized_ip(text: str) -> str:
+    if "/" in text:
+        net = ipaddress.ip_network(text, strict=True)
+        if net.prefixlen == net.max_prefixlen:
+            return str(net.network_address)
+        return str(net)
+    return str(ipaddress.ip_address(text))
 
 
 def check_name(value: str) -> str:

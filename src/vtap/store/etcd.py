@@ -46,6 +46,7 @@ log = logging.getLogger(__name__)
 PREFIX = "/vtap/"
 TIMEOUT_S = 2.0  # one etcd call; beyond it the store counts as unreachable
 WRITE_ATTEMPTS = 20  # optimistic writes re-planned after a conflicting write
+AUDIT_BATCH = 100  # audit records per transaction (etcd's default limit: 128 operations)
 PUBLISH_OPS = 100  # per published transaction: under etcd's default --max-txn-ops (128)
 PROBE_S = 1.0  # how often the store checks that etcd answers (and restarts its watch)
 TAPS_META, TOKENS_META, AUDIT_HEAD, LINKS, STATUS, LEADER = "taps-meta", "tokens-meta", "audit-head", "links", "status", "leader"
@@ -473,19 +474,35 @@ class EtcdStore:
     # ---- audit ---------------------------------------------------------------------------------
 
     async def append_audit(self, record: dict) -> dict:
-        """Append one record to the chain: sequence and hash from the head, compared on its revision."""
+        """Append one record to the chain."""
+        return (await self.append_audits([record]))[0]
+
+    async def append_audits(self, records: list[dict]) -> list[dict]:
+        """Append records to the chain in order, up to AUDIT_BATCH per transaction (etcd
+        limits a transaction's operations): sequence and hash from the head, compared on
+        its revision. Another writer may append between two batches; each batch is whole."""
+        out: list[dict] = []
+        for start in range(0, len(records), AUDIT_BATCH):
+            out += await self._append_batch(records[start:start + AUDIT_BATCH])
+        return out
+
+    async def _append_batch(self, records: list[dict]) -> list[dict]:
         for _ in range(WRITE_ATTEMPTS):
             got = self._kv.get(AUDIT_HEAD)
             revision = got[1] if got else 0
             head = json.loads(got[0]) if got else {"seq": 0, "hash": audit.GENESIS}
-            rec = {**record, "seq": head["seq"] + 1, "prev_hash": head["hash"]}
-            rec["hash"] = audit.record_hash(rec, head["hash"])
-            ops = [_put(self._key(f"audit/{rec['seq']:012d}"), _dumps(rec)),
-                   _put(self._key(AUDIT_HEAD), _dumps({"seq": rec["seq"], "hash": rec["hash"]}))]
-            committed = await self._txn("an audit record", [_mod_is(self._key(AUDIT_HEAD), revision)], ops)
+            seq, prev, recs = head["seq"], head["hash"], []
+            for record in records:
+                rec = {**record, "seq": seq + 1, "prev_hash": prev}
+                rec["hash"] = audit.record_hash(rec, prev)
+                recs.append(rec)
+                seq, prev = rec["seq"], rec["hash"]
+            ops = [_put(self._key(f"audit/{r['seq']:012d}"), _dumps(r)) for r in recs]
+            ops.append(_put(self._key(AUDIT_HEAD), _dumps({"seq": seq, "hash": prev})))
+            committed = await self._txn("audit records", [_mod_is(self._key(AUDIT_HEAD), revision)], ops)
             if committed is not None:
                 self._applied(committed, ops)
-                return rec
+                return recs
             got = await self._call("a read", lambda c: c.get(self._key(AUDIT_HEAD)))
             if got:
                 self._apply(AUDIT_HEAD, got.value, got.mod_revision, got.create_revision)

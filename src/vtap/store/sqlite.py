@@ -165,19 +165,28 @@ class Store:
 
     async def append_audit(self, record: dict) -> dict:
         """Append one record to the chain (sequence and hashes assigned in one transaction)."""
+        return (await self.append_audits([record]))[0]
+
+    async def append_audits(self, records: list[dict]) -> list[dict]:
+        """Append records to the chain in order, in one transaction (a bulk change's
+        per-policy records: one commit, not thousands)."""
+        out = []
         with self.db:
             self.db.execute("BEGIN IMMEDIATE")
             last = self.db.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
             seq, prev = (last[0] + 1, last[1]) if last else (1, audit.GENESIS)
-            rec = {**record, "seq": seq, "prev_hash": prev}
-            rec["hash"] = audit.record_hash(rec, prev)
-            self.db.execute(
+            for record in records:
+                rec = {**record, "seq": seq, "prev_hash": prev}
+                rec["hash"] = audit.record_hash(rec, prev)
+                out.append(rec)
+                seq, prev = seq + 1, rec["hash"]
+            self.db.executemany(
                 "INSERT INTO audit (seq, time, actor, remote, action, target, before, after, result, prev_hash, hash) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (seq, rec["time"], rec["actor"], rec["remote"], rec["action"], rec["target"],
-                 json.dumps(rec.get("before")), json.dumps(rec.get("after")), rec["result"], prev, rec["hash"]),
+                [(r["seq"], r["time"], r["actor"], r["remote"], r["action"], r["target"], json.dumps(r.get("before")),
+                  json.dumps(r.get("after")), r["result"], r["prev_hash"], r["hash"]) for r in out],
             )
-        return rec
+        return out
 
     async def audit_records(self, *, since: int = 0, actor: str | None = None, target: str | None = None, limit: int | None = None) -> list[dict]:
         sql = "SELECT seq, time, actor, remote, action, target, before, after, result, prev_hash, hash FROM audit WHERE seq > ?"
