@@ -23,7 +23,6 @@ from vtap.control.controller import Controller
 from vtap.control.tunnels import TunnelAgent
 from vtap.openflow.channel import OpenFlowServer
 from vtap.store.errors import StoreUnavailable
-from vtap.store.etcd import EtcdStore, parse_endpoints
 from vtap.store.sqlite import Store
 
 log = logging.getLogger(__name__)
@@ -104,6 +103,8 @@ async def serve(
         raise StartupError(f"--state-dir {state_dir}: exists and is not a directory")
     cluster = None
     if store_url:
+        from vtap.store.etcd import EtcdStore, parse_endpoints  # only here: grpc costs 15 MiB
+
         try:
             store = EtcdStore(parse_endpoints(store_url), state_dir)
             await store.open()
@@ -170,7 +171,7 @@ async def serve(
     await ctl.stop()
     await asyncio.gather(api_task, return_exceptions=True)
     stopper.cancel()
-    if isinstance(store, EtcdStore):
+    if cluster is not None:
         await store.aclose()
     else:
         store.close()

@@ -21,10 +21,12 @@ import asyncio
 import logging
 import time
 from collections import deque
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from vtap.store.errors import StoreUnavailable
-from vtap.store.etcd import EtcdStore
+
+if TYPE_CHECKING:  # etcd's client (grpc) is imported only by a cluster member: 15 MiB otherwise
+    from vtap.store.etcd import EtcdStore
 
 log = logging.getLogger(__name__)
 
