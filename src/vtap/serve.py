@@ -142,7 +142,9 @@ async def serve(
     allowed = api_allowed_hosts or [api_host, "localhost", "127.0.0.1", "::1"]
     app = Guard(create_app(ctl, tokens), store, tokens, allowed)
     try:
-        api = _ApiServer(uvicorn.Config(app, log_level="warning", lifespan="off", ssl_certfile=tls_cert, ssl_keyfile=tls_key))
+        # A client holding a connection (an event stream) may delay the stop 3 s at most.
+        api = _ApiServer(uvicorn.Config(app, log_level="warning", lifespan="off", ssl_certfile=tls_cert, ssl_keyfile=tls_key,
+                                        timeout_graceful_shutdown=3))
         api.config.load()
     except (OSError, ssl.SSLError) as exc:
         raise StartupError(f"--tls-cert/--tls-key: {exc}") from None
@@ -167,8 +169,8 @@ async def serve(
     api.should_exit = True
     if cluster is not None:
         await cluster.stop()  # a leader resigns: another takes over at once
+    await ctl.stop()  # first: closing the switches' connections must not make it recompile
     await of_server.stop()
-    await ctl.stop()
     await asyncio.gather(api_task, return_exceptions=True)
     stopper.cancel()
     if cluster is not None:

@@ -147,6 +147,7 @@ class Controller:
         self._recompile_handle: asyncio.TimerHandle | None = None
         self._tasks: list[asyncio.Task] = []
         self._gather_until = 0.0  # until then, a restart waits for the stored topology's switches before compiling
+        self._stopping = False
 
     # ---- lifecycle ----------------------------------------------------------------
 
@@ -172,6 +173,13 @@ class Controller:
             self._tasks.append(asyncio.create_task(self._status_loop(), name="status"))
 
     async def stop(self) -> None:
+        # From now on a switch that goes is not routed around: a controller that stops
+        # must leave the switches' rules as they are (it used to recompile as its own
+        # connections closed, and took paths out of the switches still connected).
+        self._stopping = True
+        if self._recompile_handle is not None:
+            self._recompile_handle.cancel()
+            self._recompile_handle = None
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -396,6 +404,8 @@ class Controller:
             self.core.invalidate()
         self.view_version += 1
         self._pending_changes += 1
+        if self._stopping:
+            return
         if self._gather_until:
             return  # compiled when the stored topology's switches are back (see start)
         if self._recompile_handle is None:

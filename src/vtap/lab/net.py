@@ -54,6 +54,12 @@ def build_net(topo: VtapTopo, controller_host: str, controller_port: int | list[
             if intf != "lo":
                 sw.cmd(f"sysctl -qw net.ipv6.conf.{intf}.disable_ipv6=1")
     net.start()
+    # A switch that lost its controller retries every second, not after up to 8 s (OVS's
+    # default backoff): what a restart or a cluster failover waits for (README, Deploying).
+    uuids = subprocess.run(["ovs-vsctl", "--bare", "--columns=_uuid", "list", "Controller"], check=True,
+                           capture_output=True, text=True).stdout.split()
+    if uuids:
+        subprocess.run(["ovs-vsctl"] + [a for u in uuids for a in ("--", "set", "Controller", u, "max_backoff=1000")], check=True)
     return net
 
 
