@@ -12,7 +12,6 @@ from collections import deque
 from dataclasses import dataclass, field
 from functools import cached_property
 
-import networkx as nx
 
 from vtap.model.network import Device, Host, Link
 from vtap.model.policy import is_single_address
@@ -49,18 +48,18 @@ class NetworkView:
         return frozenset(out)
 
     @cached_property
-    def graph(self) -> nx.Graph:
-        """Switch graph; edge attribute `ports` maps each end's dpid to its port."""
-        g = nx.Graph()
-        g.add_nodes_from(sorted(self.devices))
+    def graph(self) -> dict[int, dict[int, dict[int, int]]]:
+        """Switch graph as adjacency: {dpid: {neighbour: {dpid: its port, neighbour: its port}}}."""
+        g: dict[int, dict[int, dict[int, int]]] = {d: {} for d in sorted(self.devices)}
         for link in sorted(self.usable_links):
             if link.src_dpid < link.dst_dpid or (
                 link.src_dpid == link.dst_dpid and link.src_port < link.dst_port
             ):
                 ports = {link.src_dpid: link.src_port, link.dst_dpid: link.dst_port}
                 # Parallel links: keep the lowest-numbered pair, deterministically.
-                if not g.has_edge(link.src_dpid, link.dst_dpid):
-                    g.add_edge(link.src_dpid, link.dst_dpid, ports=ports)
+                if link.dst_dpid not in g[link.src_dpid]:
+                    g[link.src_dpid][link.dst_dpid] = ports
+                    g[link.dst_dpid][link.src_dpid] = ports
         return g
 
     @cached_property
@@ -84,7 +83,7 @@ class NetworkView:
         return [p for p in device.up_ports() if p not in links]
 
     def port_toward(self, dpid: int, neighbour: int) -> int:
-        return self.graph.edges[dpid, neighbour]["ports"][dpid]
+        return self.graph[dpid][neighbour][dpid]
 
     @cached_property
     def _trees(self) -> dict[int, dict[int, tuple[int, int]]]:
@@ -107,7 +106,7 @@ class NetworkView:
                 queue = deque([dst_dpid])
                 while queue:
                     node = queue.popleft()
-                    for nb in sorted(g.neighbors(node)):
+                    for nb in sorted(g[node]):
                         if nb not in seen:
                             seen.add(nb)
                             tree[nb] = (self.port_toward(nb, node), node)
@@ -149,7 +148,7 @@ class NetworkView:
         tree = self.tree_toward(dst_dpid)
         out: dict[int, tuple[int, int]] = {}
         for node, (_, primary) in tree.items():
-            for nb in sorted(self.graph.neighbors(node)):
+            for nb in sorted(self.graph[node]):
                 if nb == primary:
                     continue
                 path = self.path(nb, dst_dpid)
@@ -166,8 +165,14 @@ class NetworkView:
         (fat-tree) do not melt. One tree per connected component, rooted at its lowest dpid.
         """
         ports: set[tuple[int, int]] = set()
-        for component in nx.connected_components(self.graph):
-            for node, (port, parent) in self.tree_toward(min(component)).items():
+        placed: set[int] = set()
+        for root in self.graph:  # in dpid order: each component's lowest dpid comes first
+            if root in placed:
+                continue
+            tree = self.tree_toward(root)
+            placed.add(root)
+            placed.update(tree)
+            for node, (port, parent) in tree.items():
                 ports.add((node, port))
                 ports.add((parent, self.port_toward(parent, node)))
         return frozenset(ports)
