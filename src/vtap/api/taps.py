@@ -225,12 +225,8 @@ def router(ctl: Controller, tokens: Tokens) -> APIRouter:
             check_scope(me, tap.spec)
         switches = []
         if dry_run:
-            rules: dict[int, SwitchRules] = {}
-            for tap in plan.added + [after for _, after in plan.changed]:
-                for dpid, r in comp.rules_of(tap.id).items():
-                    old = rules.get(dpid, SwitchRules())
-                    rules[dpid] = SwitchRules(old.flows | r.flows, old.groups | r.groups)
-            switches = _rules(rules)
+            rules = comp.rules_of_many({t.id for t in plan.added} | {after.id for _, after in plan.changed})
+            switches = _rules({dpid: SwitchRules(r.flows, r.groups) for dpid, r in rules.items()})
         else:
             plan = await ctl.apply_taps(specs, prune=prune)
             request.state.audit_each = (
