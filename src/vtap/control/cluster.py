@@ -138,6 +138,18 @@ class Cluster:
         finally:
             self._campaigning = False
         if generation is not None and not self.leading:
+            # The lease may not have been confirmed for a while (etcd was away and kept it):
+            # confirm it now, so that this instance may write to the switches at once
+            # rather than after the next keep-alive (the reconcilers also retry).
+            sent = time.monotonic()
+            try:
+                left = await self.store.refresh_lease(self.lease_id)
+                if left > 0:
+                    self._confirmed_until = max(self._confirmed_until, sent + left)
+            except StoreUnavailable:
+                pass
+            if self.leading:
+                return
             self.leading, self.generation, self.since = True, generation, time.time()
             self.store.fence = (self.member_id, generation)
             self._record("leader", f"elected with generation {generation}")

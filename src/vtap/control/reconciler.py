@@ -268,6 +268,9 @@ class SwitchReconciler:
         if changes and not self.may_write():
             log.error("%r: %d changes not sent: this instance may no longer lead", self.dp, len(changes))
             self.installed = None  # whoever leads now may change the switch: read it again
+            # Try again: an instance that has just been elected may wait a moment for its
+            # lease to be confirmed (one that stepped down stops its reconcilers instead).
+            asyncio.get_running_loop().call_later(self.retry_delay, self._dirty.set)
             return
         if changes:
             msgs = messages(changes)
