@@ -137,7 +137,6 @@ class ControlCore:
         self._capture_generation: dict[int, int] = {}
         self._unresolved: set[str] = set()  # addresses policies name that no host holds
         self._tap_generation: dict[int, int] = {}  # tap id -> generation of its current version (-1: not compiled yet)
-        self._uncompiled: set[int] = set()  # tap ids at -1
         self._host_packets: dict[tuple[int, str], int] = {}
         self._watched_since: dict[int, float] = {}  # dpid -> first host-counter read this connection
         self._view: NetworkView | None = None
@@ -179,7 +178,6 @@ class ControlCore:
         self.taps[tap.id] = tap
         self.named.set(tap)
         self._tap_generation[tap.id] = -1  # set by the next compile
-        self._uncompiled.add(tap.id)
         if self._changed_taps is not None:
             self._changed_taps.add(tap.id)
 
@@ -194,10 +192,11 @@ class ControlCore:
         """A new generation of desired rules for every switch, from the current view."""
         view = self.view()
         self.generation += 1
-        for ident in self._uncompiled:
-            if ident in self._tap_generation:
+        # Policies set since the last compile (all of them, when that is not known)
+        # are at -1 and take this generation.
+        for ident in self._tap_generation if self._changed_taps is None else self._changed_taps:
+            if self._tap_generation.get(ident, 0) < 0:
                 self._tap_generation[ident] = self.generation
-        self._uncompiled = set()
         for ident, gen in self._capture_generation.items():
             if gen < 0:
                 self._capture_generation[ident] = self.generation
