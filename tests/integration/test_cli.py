@@ -45,8 +45,8 @@ def test_serve_with_a_state_dir_that_is_a_file(tmp_path):
 
 
 def test_lab_with_an_unknown_topology():
-    res = _vtap("lab", "--topo", "ring,3")
-    assert res.returncode == 2 and "unknown topology 'ring'" in res.stderr
+    res = _vtap("lab", "--topo", "torus,3")
+    assert res.returncode == 2 and "unknown topology 'torus'" in res.stderr
 
 
 def test_tap_commands_without_a_controller():

@@ -17,11 +17,24 @@ def core_for(spec: str = "linear,3", *, hosts_known: bool = True) -> ControlCore
     view = view_from_topo(parse_topo(spec), hosts_known=hosts_known)
     core = ControlCore(link_lifetime=3.5, host_timeout=30.0)
     for device in view.devices.values():
-        core.switch_up(device)
+        core.switch_up(device, 0.0)
     for link in view.links:
         core.lldp_arrived(link, 0.0)
     core.load(list(view.hosts.values()), [])
+    settle_roles(core)
     return core
+
+
+def settle_roles(core: ControlCore, now: float = 0.0) -> None:
+    """Every switch's rules in, two LLDP rounds sent, and time enough: every port not
+    proven a link turns edge (control/roles.py)."""
+    for dpid, device in core.devices.items():
+        core.switch_synced(dpid, now)
+    for _ in range(2):
+        for dpid in core.devices:
+            for port in core.lldp_ports(dpid):
+                core.roles.lldp_sent((dpid, port.port_no))
+    core.decide_roles(now + core.edge_after)
 
 
 def in_sync(core: ControlCore, gen: int | None = None) -> dict[int, SwitchSync]:
@@ -84,7 +97,7 @@ def test_lldp_on_a_port_forgets_the_hosts_mislearned_there_and_a_port_down_drops
     new, forgotten = core.lldp_arrived(Link(1, 2, 3, 1), 1.0)  # h3's port turns out to face s1
     assert new and forgotten == ["00:00:00:00:00:03"]
     assert core.lldp_arrived(Link(99, 1, 3, 1), 1.0) == (False, [])  # not from a switch of ours
-    gone = core.port_changed(3, Port(1, "s3-eth1", "02:00:00:00:03:01", up=False))
+    gone = core.port_changed(3, Port(1, "s3-eth1", "02:00:00:00:03:01", up=False), 2.0)
     assert Link(1, 2, 3, 1) in gone and 1 not in core.view().link_ports.get(3, ())
 
 
@@ -196,7 +209,7 @@ def test_a_restart_starts_from_the_stored_links_until_lldp_has_had_its_chance():
     core.load(list(view.hosts.values()), [], sorted(view.links), now=100.0, link_grace=10.0)
     assert core.remembered == {1, 2, 3}
     for device in view.devices.values():
-        core.switch_up(device)
+        core.switch_up(device, 100.0)
     assert core.view().path(1, 3) == [1, 2, 3]  # no LLDP yet
     assert all((d, p) in core.view().switch_ports for link in view.links for d, p in
                ((link.src_dpid, link.src_port), (link.dst_dpid, link.dst_port)))  # never taken for hosts

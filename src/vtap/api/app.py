@@ -44,7 +44,9 @@ class PortOut(BaseModel):
     name: str
     hw_addr: str
     up: bool
-    role: str = Field(description="`link`: an inter-switch port proven by authenticated LLDP; `edge`: faces hosts; `down`")
+    role: str = Field(description="`link`: an inter-switch port proven by authenticated LLDP; `edge`: faces hosts "
+                                  "(discovery had its chance and found no switch); `unknown`: not yet known (nothing "
+                                  "is flooded out of it or forwarded from it); `down`")
     refused_macs: int = Field(description="MACs refused on this port beyond --max-hosts-per-port")
 
 
@@ -101,6 +103,7 @@ class HealthOut(BaseModel):
     switches: int
     switches_in_sync: int
     links: int
+    ports_unknown: int = Field(description="up ports whose role (link or edge) is not known yet: 0 once discovery converged")
     hosts: int
     taps: int
     taps_by_status: dict[str, int] = Field(description="how many policies are in each state (active, pending, ...)")
@@ -132,7 +135,9 @@ def _iso(ts: float) -> str:
 def _role(view: NetworkView, dpid: int, port: Port) -> str:
     if not port.up:
         return "down"
-    return "link" if port.port_no in view.link_ports.get(dpid, ()) else "edge"
+    if port.port_no in view.link_ports.get(dpid, ()):
+        return "link"
+    return "unknown" if (dpid, port.port_no) in view.unknown_ports else "edge"
 
 
 def devices_out(view: NetworkView, ctl: Controller) -> list[DeviceOut]:
@@ -213,6 +218,7 @@ def create_app(ctl: Controller, tokens: Tokens) -> FastAPI:
             switches=len(view.devices),
             switches_in_sync=sum(ctl.sync_state(d) == "in_sync" for d in view.devices),
             links=len(view.links),
+            ports_unknown=len(view.unknown_ports),
             hosts=len(view.hosts),
             taps=len(ctl.taps),
             taps_by_status=_count_states(ctl),

@@ -11,9 +11,14 @@ Proactive and loop-free on any topology:
   controller whatever their destination, so that it learns every address a host
   uses whatever the host sent first; it answers them from its host table or relays
   them to edge ports itself, so they never cross inter-switch links as a broadcast;
-- other broadcast and multicast is flooded on one spanning tree;
+- other broadcast and multicast leaves only where it cannot loop: out of edge ports, and
+  along one spanning tree of proven links; never out of a port whose role is not known
+  yet (see control/roles.py);
+- frames to the bridge group addresses of 802.1D (01:80:c2:00:00:00-0f: STP, LACP,
+  pause; LLDP apart) are dropped where they enter: a bridge never forwards them;
 - a frame from an unknown source on an edge port goes to the controller, which learns
-  the host (or its move) from it;
+  the host (or its move) from it; every frame from a port whose role is not known yet
+  goes to the controller too, and only there (it notes the sender, forwards nothing);
 - unicast that no rule knows yet goes to the controller, which delivers it, so the
   first packets after a host appears are not lost while its rules go in.
 """
@@ -23,6 +28,7 @@ from __future__ import annotations
 import zlib
 
 from vtap.compile.pipeline import (
+    BRIDGE_GROUP,
     COOKIE_FORWARDING,
     COPY_VID_MASK,
     ETH_TYPE_ARP,
@@ -35,6 +41,7 @@ from vtap.compile.pipeline import (
     IPPROTO_ICMPV6,
     METER_PACKET_IN,
     MULTICAST_BIT,
+    PRIO_BRIDGE_GROUP,
     PRIO_NEIGHBOUR,
     PRIO_RESERVED_VID,
     PRIO_DEFAULT,
@@ -107,6 +114,7 @@ def compile_switch(view: NetworkView, dpid: int, packet_in_rate: int = 0,
         # (TAP compilation adds those rules above this one): from anywhere else such a
         # frame is a forgery and goes nowhere, whatever the controller believes about the port.
         _flow(TABLE_CLASSIFY, PRIO_RESERVED_VID, match(vlan_vid=COPY_VID_MASK)),
+        _flow(TABLE_CLASSIFY, PRIO_BRIDGE_GROUP, match(eth_dst=BRIDGE_GROUP)),
         _flow(TABLE_TAP, PRIO_DEFAULT, match(), goto=TABLE_FORWARD),
         _flow(TABLE_FORWARD, PRIO_NEIGHBOUR, match(eth_type=ETH_TYPE_ARP), TO_CONTROLLER, meter=meter),
         *(
@@ -123,7 +131,9 @@ def compile_switch(view: NetworkView, dpid: int, packet_in_rate: int = 0,
     for port in sorted(link_ports):
         # Traffic in transit was tapped where it entered the fabric: never again.
         flows.append(_flow(TABLE_CLASSIFY, PRIO_TRANSIT, match(in_port=port), goto=TABLE_FORWARD))
-    for port in edge_ports:
+    # Edge ports: a source without its known-host rule is new (or moved). Ports not known
+    # yet: everything, for the controller to note; the pipeline never forwards it.
+    for port in sorted(set(edge_ports) | set(view.unknown_ports_of(dpid))):
         flows.append(_flow(TABLE_CLASSIFY, PRIO_UNKNOWN_SOURCE, match(in_port=port), TO_CONTROLLER, meter=meter))
 
     for host in view.hosts.values():

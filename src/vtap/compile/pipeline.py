@@ -121,6 +121,8 @@ IPPROTO_ICMPV6 = 58
 ICMPV6_NEIGHBOR_SOLICIT = 135
 ICMPV6_NEIGHBOR_ADVERT = 136
 MULTICAST_BIT = ("01:00:00:00:00:00", "01:00:00:00:00:00")
+# 802.1D's reserved group addresses (STP, pause, LACP, 802.1X, LLDP ...): never forwarded by a bridge.
+BRIDGE_GROUP = ("01:80:c2:00:00:00", "ff:ff:ff:ff:ff:f0")
 
 # Copies in transit carry one of these VLAN ids (outer tag), one per monitor; hosts'
 # frames with them are dropped at the edge, so a copy cannot be confused with traffic.
@@ -149,6 +151,7 @@ PRIO_LLDP = 1000  # table 0
 PRIO_COPY_IN = 900  # a copy VLAN id on an authenticated inter-switch port
 PRIO_TUNNEL_OUT = 880  # a tunnelled copy, back in on LOCAL from the bridge's own MAC
 PRIO_RESERVED_VID = 850  # a copy VLAN id anywhere else: dropped
+PRIO_BRIDGE_GROUP = 800  # 802.1D group addresses (LLDP apart, above): dropped
 PRIO_TRANSIT = 500
 PRIO_KNOWN_HOST = 400
 PRIO_UNKNOWN_SOURCE = 300
@@ -182,7 +185,7 @@ class Table:
 
 
 PIPELINE: tuple[Table, ...] = (
-    Table(TABLE_CLASSIFY, "classify", frozenset({"in_port", "eth_type", "eth_src", "vlan_vid"}),
+    Table(TABLE_CLASSIFY, "classify", frozenset({"in_port", "eth_type", "eth_src", "eth_dst", "vlan_vid"}),
           frozenset({TABLE_TAP, TABLE_FORWARD, TABLE_COPY}), frozenset({Owner.FORWARDING, Owner.COPY})),
     Table(TABLE_TAP, "tap", POLICY_FIELDS, frozenset({TABLE_FORWARD}), frozenset({Owner.FORWARDING, Owner.TAP})),
     Table(TABLE_FORWARD, "forward", POLICY_FIELDS | {"icmpv6_type"}, frozenset(), frozenset({Owner.FORWARDING, Owner.TAP})),

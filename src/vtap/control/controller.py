@@ -71,6 +71,7 @@ ECHO_CONTEST_S = 2.0  # how long a connected switch has to answer when another c
 LINK_GRACE_S = 10.0  # how long stored links stand in for LLDP after a restart
 THAW_S = 600.0  # how often frozen objects are collected after all
 GATHER_S = 3.0  # how long a restart waits for the stored topology's switches before its first compile
+LLDP_BURST_S = 0.05  # an extra LLDP round this long after a switch's rules are first in (syncs close together: one round)
 
 
 def packet_in_reason(eth: Any, data: bytes) -> str:
@@ -123,7 +124,7 @@ class Controller:
         self.delivery_interval = delivery_interval
         self.captures = CaptureBook(store.state_dir / "captures")
         self.core = ControlCore(link_lifetime=link_lifetime or 3.5 * lldp_interval, lldp_key=store.secret("lldp"),
-                                host_timeout=host_timeout, packet_in_rate=packet_in_rate,
+                                edge_after=lldp_interval, host_timeout=host_timeout, packet_in_rate=packet_in_rate,
                                 max_hosts_per_port=max_hosts_per_port)
         self.core.new_lldp_round(secrets.token_bytes(NONCE_BYTES))
         # Links a previous run proved are taken as seen for a while, so that a restart
@@ -149,6 +150,7 @@ class Controller:
         self._tasks: list[asyncio.Task] = []
         self._gather_until = 0.0  # until then, a restart waits for the stored topology's switches before compiling
         self._stopping = False
+        self._lldp_burst: asyncio.TimerHandle | None = None  # an extra LLDP round, soon
 
     # ---- lifecycle ----------------------------------------------------------------
 
@@ -182,6 +184,9 @@ class Controller:
         if self._recompile_handle is not None:
             self._recompile_handle.cancel()
             self._recompile_handle = None
+        if self._lldp_burst is not None:
+            self._lldp_burst.cancel()
+            self._lldp_burst = None
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -274,7 +279,7 @@ class Controller:
             if change.value is None:
                 self.core.hosts.hosts.pop(change.name, None)
             else:
-                self.core.hosts.hosts[change.name] = change.value
+                self.core.host_published(change.value)
             self.changed()
         elif change.kind == "links":
             self.core.links.replace(change.value, math.inf)
@@ -504,7 +509,7 @@ class Controller:
 
     def _adopt(self, dp: Datapath) -> None:
         self.datapaths[dp.dpid] = dp
-        self.core.switch_up(device_of(dp))
+        self.core.switch_up(device_of(dp), time.monotonic())
         if self.cluster is not None:
             asyncio.ensure_future(self._take_role(dp))  # the reconciler starts once MASTER
         else:
@@ -514,7 +519,7 @@ class Controller:
 
     def _start_reconciler(self, dp: Datapath, *, settle: bool) -> None:
         rec = SwitchReconciler(dp, settle_until=time.monotonic() + self.settle if settle else 0.0, may_write=self.may_write,
-                               on_synced=self._status_due.set, on_refused=self._refused)
+                               on_synced=lambda: self._synced(dp.dpid), on_refused=self._refused)
         self.reconcilers[dp.dpid] = rec
         rec.start()
         if self.core.remembered and self.core.remembered <= set(self.datapaths):
@@ -524,6 +529,23 @@ class Controller:
             for r in self.reconcilers.values():
                 r.end_settling()
             self._gathered()
+
+    def _synced(self, dpid: int) -> None:
+        """A switch confirmed its rules. The first time since it connected, its LLDP rule
+        is in: an extra LLDP round soon lets its neighbours' frames reach it now, not a
+        round later (links proven both ways, and its unknown ports' chance counted)."""
+        self._status_due.set()
+        if dpid in self.core.roles.synced or dpid not in self.datapaths:
+            return
+        self.core.switch_synced(dpid, time.monotonic())
+        if self._lldp_burst is None and not self._stopping:
+            self._lldp_burst = asyncio.get_running_loop().call_later(LLDP_BURST_S, self._burst)
+
+    def _burst(self) -> None:
+        self._lldp_burst = None
+        if self.leading:
+            for dp in list(self.datapaths.values()):
+                self._send_lldp(dp)
 
     def _gathered(self) -> None:
         """The stored topology's switches are back, or the wait for them is over: compile."""
@@ -550,7 +572,10 @@ class Controller:
             return  # a connection not (or no longer) adopted says nothing
         port_no = msg.desc.port_no
         port = dp.ports.get(port_no)
-        gone = self.core.port_changed(dp.dpid, port) if port is not None else self.core.port_deleted(dp.dpid, port_no)
+        if port is not None:
+            gone = self.core.port_changed(dp.dpid, port, time.monotonic())
+        else:
+            gone = self.core.port_deleted(dp.dpid, port_no)
         if gone:
             log.info("%r port %d down: links removed %s", dp, port_no, gone)
             self._save_links()
@@ -657,7 +682,19 @@ class Controller:
         while True:
             await asyncio.sleep(0.1)
             if self.leading:
+                self._decide_roles()
                 self._probe_due()
+
+    def _decide_roles(self) -> None:
+        """Unknown ports whose discovery chance is over turn edge (control/roles.py)."""
+        turned, learned = self.core.decide_roles(time.monotonic())
+        for host in learned:
+            log.info("host %s (%s) at %016x port %d (seen while its port was not known yet)", host.mac,
+                     ", ".join(host.ips), host.dpid, host.port)
+            if self.core.is_pinned(host.mac) or self.cluster is not None:
+                self.store.save_hosts([host])
+        if turned or learned:
+            self.changed()
 
     def _probe_due(self) -> None:
         moved, changed = self.core.conflicts_due(time.time())

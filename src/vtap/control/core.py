@@ -21,6 +21,7 @@ from vtap.control.discovery import LinkTable, LldpClaim, LldpRounds, lldp_frame
 from vtap.control.delivery import DeliveryLedger, GroupCounters, MonitorDelivery
 from vtap.control.hosts import Claim, HostTable
 from vtap.control.probing import ProbeSchedule, named_addresses
+from vtap.control.roles import PortRole, PortRoles
 from vtap.model.capture import CaptureTarget
 from vtap.model.network import Device, Host, Link, Port, is_mac
 from vtap.model.policy import Tap, TapChanges, TapSpec, is_single_address, plan_changes
@@ -111,6 +112,7 @@ REFUSAL_LOG_S = 60.0  # refused MACs are logged once a minute per port
 class ControlCore:
     link_lifetime: float
     lldp_key: bytes = b""
+    edge_after: float = 1.0  # see control/roles.py: how long discovery has to prove a new port a link
     host_timeout: float = 3600.0
     packet_in_rate: int = 0
     max_hosts_per_port: int = 32
@@ -121,6 +123,7 @@ class ControlCore:
 
     def __post_init__(self) -> None:
         self.links = LinkTable(lifetime=self.link_lifetime)
+        self.roles = PortRoles(edge_after=self.edge_after)
         self.lldp = LldpRounds(self.lldp_key)
         self.lldp_refused: dict[str, int] = {"forged": 0, "replayed": 0, "host port": 0, "loop": 0}
         self.hosts = HostTable(max_per_port=self.max_hosts_per_port)
@@ -150,7 +153,8 @@ class ControlCore:
         if self._view is None:
             self._view = NetworkView(devices=dict(self.devices), links=self.links.links(), hosts=dict(self.hosts.hosts),
                                      switch_ports=frozenset(self.links.switch_ports),
-                                     conflicts={a: c.reason() for a, c in self.conflicts.items()})
+                                     conflicts={a: c.reason() for a, c in self.conflicts.items()},
+                                     unknown_ports=self.roles.unknown())
         return self._view
 
     def invalidate(self) -> None:
@@ -167,6 +171,8 @@ class ControlCore:
         self.remembered = {d for link in links for d in (link.src_dpid, link.dst_dpid)}
         for host in hosts:
             self.hosts.hosts[host.mac] = host
+            if (host.dpid, host.port) not in self.links.switch_ports:
+                self.roles.mark_edge((host.dpid, host.port))
         for tap in taps:
             self.taps[tap.id] = tap
             self.named.set(tap)
@@ -374,17 +380,30 @@ class ControlCore:
 
     # ---- switch events ------------------------------------------------------------------
 
-    def switch_up(self, device: Device) -> None:
+    def switch_up(self, device: Device, now: float) -> None:
         self.devices[device.dpid] = device
+        for port_no in device.up_ports():
+            self._port_up(device.dpid, port_no, now)
         self.invalidate()
 
     def switch_down(self, dpid: int) -> None:
         self.devices.pop(dpid, None)
         self._watched_since.pop(dpid, None)
         self.links.drop_switch(dpid)
+        self.roles.switch_gone(dpid)
         self.invalidate()
 
-    def port_changed(self, dpid: int, port: Port) -> list[Link]:
+    def switch_synced(self, dpid: int, now: float) -> None:
+        """The switch confirmed its rules (its LLDP rule among them): from now on, LLDP
+        out of its unknown ports counts toward their chance (see control/roles.py)."""
+        self.roles.switch_synced(dpid, now)
+
+    def _port_up(self, dpid: int, port_no: int, now: float) -> None:
+        key = (dpid, port_no)
+        hosted = any((h.dpid, h.port) == key for h in self.hosts.hosts.values())
+        self.roles.port_up(key, now, link=key in self.links.switch_ports, hosted=hosted)
+
+    def port_changed(self, dpid: int, port: Port, now: float) -> list[Link]:
         """A port came, went, or changed state: the links gone with it."""
         device = self.devices.get(dpid)
         if device is not None:
@@ -393,11 +412,14 @@ class ControlCore:
             self.devices[dpid] = replace(device, ports=tuple(sorted(ports.values(), key=lambda p: p.port_no)))
         self.invalidate()
         if port.up:
+            if device is not None and port.port_no in self.devices[dpid].up_ports():
+                self._port_up(dpid, port.port_no, now)
             return []
         # Who was behind a port that went down is not known any more (unless a policy
-        # names it): the port gets LLDP again when it comes back.
+        # names it): the port is unknown again when it comes back.
         for mac in [m for m, h in self.hosts.hosts.items() if (h.dpid, h.port) == (dpid, port.port_no) and m not in self._pinned_macs]:
             del self.hosts.hosts[mac]
+        self.roles.port_down((dpid, port.port_no))
         return self.links.drop_port(dpid, port.port_no)
 
     def port_deleted(self, dpid: int, port_no: int) -> list[Link]:
@@ -405,23 +427,59 @@ class ControlCore:
         if device is not None:
             self.devices[dpid] = replace(device, ports=tuple(p for p in device.ports if p.port_no != port_no))
         self.invalidate()
+        self.roles.port_down((dpid, port_no))
         return self.links.drop_port(dpid, port_no)
+
+    def port_role(self, dpid: int, port_no: int) -> PortRole:
+        return self.roles.role((dpid, port_no), self.links.switch_ports)
+
+    def decide_roles(self, now: float) -> tuple[list[tuple[int, int]], list[Host]]:
+        """Unknown ports whose discovery chance is over turn edge, and the senders noted
+        there are learned (not one known at another edge port: a frame that reached an
+        unknown port proves nothing against a sighting at an edge port): (the ports that
+        turned, the hosts learned)."""
+        turned = self.roles.decide(now)
+        learned = []
+        for (dpid, port), senders in turned:
+            for t in senders:
+                known = self.hosts.hosts.get(t.mac)
+                if known is not None and (known.dpid, known.port) != (dpid, port):
+                    continue
+                seen = self.hosts.learn(t.mac, dpid, port, t.ips, t.seen, pinned_ips=self._pinned_ips,
+                                        pinned_macs=self._pinned_macs)
+                if seen.changed:
+                    learned.append(self.hosts.hosts[t.mac])
+        if turned:
+            self.invalidate()
+        return [key for key, _ in turned], learned
+
+    def host_published(self, host: Host) -> None:
+        """A cluster's leader published a host: its port faces hosts."""
+        self.hosts.hosts[host.mac] = host
+        if (host.dpid, host.port) not in self.links.switch_ports:
+            self.roles.mark_edge((host.dpid, host.port))
+        self.invalidate()
 
     def new_lldp_round(self, nonce: bytes) -> None:
         self.lldp.new_round(nonce)
 
     def lldp_frame(self, dpid: int, port: Port) -> bytes:
+        """The frame to send out of the port now (counted toward the port's chance)."""
+        self.roles.lldp_sent((dpid, port.port_no))
         return lldp_frame(dpid, port.port_no, port.hw_addr, self.lldp.key, self.lldp.nonce)
 
     def lldp_ports(self, dpid: int) -> list[Port]:
-        """Where to send LLDP: up ports with no known host behind them. A host is never
-        handed a fresh proof it could relay to make a link (a wormhole)."""
+        """Where to send LLDP: every up port but those of hosts a policy pins. Withholding
+        LLDP from a port must never make a real link unprovable (a port wrongly taken
+        for a host's would stay an edge port in a loop), so only the port of a host a
+        policy names is kept from a fresh proof it could relay to make a link (a
+        wormhole toward the monitor or a tapped host)."""
         device = self.devices.get(dpid)
         if device is None:
             return []
-        hosts_at = {h.port for h in self.hosts.hosts.values() if h.dpid == dpid}
+        pinned_at = {h.port for h in self.hosts.hosts.values() if h.dpid == dpid and h.mac in self._pinned_macs}
         up = set(device.up_ports())
-        return [p for p in device.ports if p.port_no in up and p.port_no not in hosts_at]
+        return [p for p in device.ports if p.port_no in up and p.port_no not in pinned_at]
 
     def lldp_in(self, dpid: int, in_port: int, claim: LldpClaim, now: float) -> tuple[bool, list[str], str | None]:
         """An LLDP frame in vtap's format arrived: (a new link, hosts mislearned on its
@@ -446,6 +504,7 @@ class ControlCore:
         forgotten = []
         for end in ((link.src_dpid, link.src_port), (link.dst_dpid, link.dst_port)):
             forgotten += self.hosts.forget_port(*end)
+            self.roles.proven_link(end)
         self.invalidate()
         return True, forgotten
 
@@ -459,7 +518,16 @@ class ControlCore:
         """A host's frame sent up by a switch: learn its sender, say what to send where.
 
         A frame whose claim is held (an address or MAC a policy pins, from elsewhere) is
-        not delivered either: its lie must not reach other hosts' caches."""
+        not delivered either: its lie must not reach other hosts' caches.
+
+        A frame from a port whose role is not known yet only notes its sender (learned
+        if the port turns edge) and goes nowhere: it may have been flooded there by a
+        switch whose rules are not in, or sent by the switch port on the other side."""
+        if (dpid, in_port) in self.roles.probation:
+            sender = relay.sender(data)
+            if sender is not None:
+                self.roles.note((dpid, in_port), sender[0], sender[1], now)
+            return FrameOutcome()
         decision = relay.decide(self.view(), dpid, in_port, data)
         if not decision.sender_mac:
             return FrameOutcome(decision.outs)

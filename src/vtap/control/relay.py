@@ -108,8 +108,35 @@ def decide(view: NetworkView, dpid: int, in_port: int, data: bytes) -> Decision:
     nd = pkt.get_protocol(icmpv6.icmpv6)
     if ip6 is not None and nd is not None and nd.type_ in (icmpv6.ND_NEIGHBOR_SOLICIT, icmpv6.ND_NEIGHBOR_ADVERT):
         return _decide_nd(view, here, eth, ip6, nd, data)
+    return Decision(*_sender(pkt, eth), _deliver(view, here, eth.dst, data))
+
+
+def sender(data: bytes) -> tuple[str, tuple[str, ...]] | None:
+    """Who sent a frame (its MAC) and the addresses the frame shows it uses, as `decide`
+    learns them; None for a frame that names no sender."""
+    try:
+        pkt = packet.Packet(data)
+    except Exception:
+        return None
+    eth = pkt.get_protocol(ethernet.ethernet)
+    if eth is None:
+        return None
+    who = _sender(pkt, eth)
+    return None if is_multicast_mac(who[0]) else who
+
+
+def _sender(pkt: packet.Packet, eth: ethernet.ethernet) -> tuple[str, tuple[str, ...]]:
+    """ARP: its sender fields; a Neighbour Advertisement: its source and target; any other
+    IP packet: its source address."""
+    a = pkt.get_protocol(arp.arp)
+    if a is not None:
+        return a.src_mac, _addresses(a.src_ip)
+    ip6 = pkt.get_protocol(ipv6.ipv6)
+    nd = pkt.get_protocol(icmpv6.icmpv6)
+    if ip6 is not None and nd is not None and nd.type_ == icmpv6.ND_NEIGHBOR_ADVERT and isinstance(nd.data, icmpv6.nd_neighbor):
+        return eth.src, _addresses(ip6.src, nd.data.dst)
     ip = pkt.get_protocol(ipv4.ipv4) or ip6
-    return Decision(eth.src, _addresses(ip.src if ip is not None else None), _deliver(view, here, eth.dst, data))
+    return eth.src, _addresses(ip.src if ip is not None else None)
 
 
 def _addresses(*ips: str | None) -> tuple[str, ...]:

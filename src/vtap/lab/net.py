@@ -7,6 +7,7 @@ controller).
 
 from __future__ import annotations
 
+import random
 import subprocess
 import time
 from functools import partial
@@ -16,6 +17,7 @@ from mininet.log import setLogLevel
 from mininet.net import Mininet
 from mininet.node import OVSSwitch, RemoteController
 
+from vtap.lab.chatter import start_chatter, stop_chatter
 from vtap.lab.pki import Pki
 from vtap.lab.topos import VtapTopo
 
@@ -26,41 +28,101 @@ def ipv6_of(host_name: str) -> str:
 
 
 def build_net(topo: VtapTopo, controller_host: str, controller_port: int | list[int], *, ipv6: bool = False,
-              pki: Pki | None = None) -> Mininet:
-    """With `ipv6`, hosts keep IPv6 on and get fc00::i/64 besides 10.0.0.i/8. With `pki`,
-    the switches speak OpenFlow over TLS (`ssl:` targets) with the PKI's switch certificate.
-    Several ports: every switch connects to every one of them (a cluster's instances)."""
+              pki: Pki | None = None, quiet: bool = False, chatter: bool = False, join: str | None = None) -> Mininet:
+    """Hosts and switch ports keep Linux's defaults: IPv6 on, with link-local addresses,
+    duplicate address detection, router solicitations and MLD. With `ipv6`, hosts also get
+    fc00::i/64 besides 10.0.0.i/8. With `pki`, the switches speak OpenFlow over TLS (`ssl:`
+    targets) with the PKI's switch certificate. Several ports: every switch connects to
+    every one of them (a cluster's instances).
+
+    `quiet` turns IPv6 off on switch ports and (unless `ipv6`) on hosts; its only use is
+    tests that count frames exactly, which the kernel's own IPv6 frames would upset.
+    `chatter` starts `vtap.lab.chatter` in every host before any switch has a controller
+    (stopped by the caller: `stop_chatter(net.chatter)` before `net.stop()`).
+    `join="random:SEED"` gives the switches their controllers one by one, in an order and
+    with gaps (0.1-0.8 s) that the seed decides, as switches of a real network come up;
+    by default all at once. Either way `net.join_order` lists the switches in join order.
+    """
     setLogLevel("warning")
+    rng = _join_rng(join)
     switch = partial(OVSSwitch, datapath="user", protocols="OpenFlow13", failMode="secure")
     net = Mininet(topo=topo, switch=switch, controller=None, autoSetMacs=False, build=False, waitConnected=False)
     if pki is not None:
         subprocess.run(["ovs-vsctl", "set-ssl", str(pki.switch_key), str(pki.switch_cert), str(pki.controller_ca)], check=True)
     ports = controller_port if isinstance(controller_port, list) else [controller_port]
+    protocol = "ssl" if pki else "tcp"
     for i, port in enumerate(ports):
-        net.addController(RemoteController(f"c{i}", ip=controller_host, port=port, protocol="ssl" if pki else "tcp"))
+        net.addController(RemoteController(f"c{i}", ip=controller_host, port=port, protocol=protocol))
     net.build()
-    for host in net.hosts:
-        if ipv6:
-            # No duplicate address detection: the address is usable at once.
-            host.cmd(f"ip -6 addr add {ipv6_of(host.name)}/64 dev {host.defaultIntf()} nodad")
+    net.chatter = []
+    try:
+        for host in net.hosts:
+            if ipv6:
+                # No duplicate address detection: the address is usable at once.
+                host.cmd(f"ip -6 addr add {ipv6_of(host.name)}/64 dev {host.defaultIntf()} nodad")
+            elif quiet:
+                host.cmd("sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1")
+            # The userspace datapath does not complete checksums offloaded by veth.
+            host.cmd(f"ethtool -K {host.defaultIntf()} tx off rx off >/dev/null 2>&1")
+        if quiet:
+            for sw in net.switches:
+                for intf in sw.intfNames():
+                    if intf != "lo":
+                        sw.cmd(f"sysctl -qw net.ipv6.conf.{intf}.disable_ipv6=1")
+        if chatter:
+            for i, host in enumerate(net.hosts):
+                peers = [other.IP() for other in net.hosts if other is not host]
+                net.chatter.append(start_chatter(host, peers, seed=i))
+        if rng is None:
+            net.start()
+            _fast_reconnect()
+            net.join_order = [sw.name for sw in net.switches]
         else:
-            # Keep the lab to IPv4 unless asked: IPv6 autoconfiguration chatter makes
-            # packet counts in tests noisy.
-            host.cmd("sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1")
-        # The userspace datapath does not complete checksums offloaded by veth.
-        host.cmd(f"ethtool -K {host.defaultIntf()} tx off rx off >/dev/null 2>&1")
-    for sw in net.switches:
-        for intf in sw.intfNames():
-            if intf != "lo":
-                sw.cmd(f"sysctl -qw net.ipv6.conf.{intf}.disable_ipv6=1")
-    net.start()
-    # A switch that lost its controller retries every second, not after up to 8 s (OVS's
-    # default backoff): what a restart or a cluster failover waits for (README, Deploying).
+            controllers, net.controllers = net.controllers, []
+            try:
+                net.start()
+            finally:
+                net.controllers = controllers
+            targets = [f"{protocol}:{controller_host}:{port}" for port in ports]
+            net.join_order = _join_one_by_one(net.switches, targets, rng)
+    except BaseException:
+        stop_chatter(net.chatter)
+        net.stop()
+        raise
+    return net
+
+
+def _join_rng(join: str | None) -> random.Random | None:
+    if join is None:
+        return None
+    kind, _, seed = join.partition(":")
+    if kind != "random" or not seed.lstrip("-").isdigit():
+        raise ValueError(f"join {join!r}: use random:SEED (SEED an integer) or None")
+    return random.Random(int(seed))
+
+
+def _fast_reconnect() -> None:
+    """A switch that lost its controller retries every second, not after up to 8 s (OVS's
+    default backoff): what a restart or a cluster failover waits for (README, Deploying)."""
     uuids = subprocess.run(["ovs-vsctl", "--bare", "--columns=_uuid", "list", "Controller"], check=True,
                            capture_output=True, text=True).stdout.split()
     if uuids:
         subprocess.run(["ovs-vsctl"] + [a for u in uuids for a in ("--", "set", "Controller", u, "max_backoff=1000")], check=True)
-    return net
+
+
+def _join_one_by_one(switches: list[OVSSwitch], targets: list[str], rng: random.Random) -> list[str]:
+    """Give each switch its controllers (with the 1 s backoff of `_fast_reconnect`), in a
+    random order with random gaps; the switches' names in that order."""
+    order = rng.sample(switches, len(switches))
+    for n, sw in enumerate(order):
+        if n:
+            time.sleep(rng.uniform(0.1, 0.8))
+        create = [a for i, target in enumerate(targets)
+                  for a in ("--", f"--id=@c{i}", "create", "Controller", f'target="{target}"', "max_backoff=1000")]
+        ids = ",".join(f"@c{i}" for i in range(len(targets)))
+        subprocess.run(["ovs-vsctl", *create, "--", "set", "bridge", sw.name, f"controller=[{ids}]"], check=True,
+                       stdout=subprocess.DEVNULL)  # not the new rows' UUIDs
+    return [sw.name for sw in order]
 
 
 def expected_links(net: Mininet) -> set[tuple[int, int, int, int]]:
@@ -78,7 +140,8 @@ def expected_links(net: Mininet) -> set[tuple[int, int, int, int]]:
 
 def wait_ready(net: Mininet, api: str | None, timeout: float = 60.0) -> bool:
     """Wait until every switch is connected and, if the controller's API is reachable,
-    until it has discovered every inter-switch link and brought every switch in sync."""
+    until it has discovered every inter-switch link, knows every port's role and brought
+    every switch in sync."""
     deadline = time.monotonic() + timeout
     while not all(s.connected() for s in net.switches):
         if time.monotonic() > deadline:
@@ -91,7 +154,7 @@ def wait_ready(net: Mininet, api: str | None, timeout: float = 60.0) -> bool:
     while time.monotonic() < deadline:
         try:
             health = httpx.get(f"{api}/api/v1/health", timeout=2).json()
-            if health["links"] >= want and health["switches_in_sync"] >= n_switches:
+            if health["links"] >= want and health["switches_in_sync"] >= n_switches and not health["ports_unknown"]:
                 return True
         except (httpx.HTTPError, ValueError, KeyError):
             pass

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import httpx
 
+from vtap.lab.chatter import stop_chatter
 from vtap.lab.etcd import EtcdCluster
 from vtap.lab.net import build_net, wait_ready
 from vtap.lab.ovs import PrivateOVS
@@ -24,9 +25,14 @@ from vtap.lab.topos import VtapTopo
 
 class LabSession:
     def __init__(self, topo: VtapTopo, workdir: Path, *, ready_timeout: float = 90.0, ipv6: bool = False,
-                 of_tls: bool = False, serve_args: tuple[str, ...] = (), cluster: int = 0, etcd_members: int = 1):
+                 of_tls: bool = False, serve_args: tuple[str, ...] = (), cluster: int = 0, etcd_members: int = 1,
+                 quiet: bool = False, chatter: bool = False, join: str | None = None):
+        """`ipv6`, `quiet`, `chatter` and `join`: as in `build_net`."""
         self.topo = topo
         self.ipv6 = ipv6
+        self.quiet = quiet
+        self.chatter = chatter
+        self.join = join
         self.workdir = Path(workdir)
         self.ready_timeout = ready_timeout
         self.ovs = PrivateOVS(self.workdir / "ovs")
@@ -63,7 +69,8 @@ class LabSession:
             for other in self.ctls[1:]:
                 other.start(token=self.ctl.token)
             t0 = time.monotonic()
-            self.net = build_net(self.topo, "127.0.0.1", [c.of_port for c in self.ctls], ipv6=self.ipv6, pki=self.pki)
+            self.net = build_net(self.topo, "127.0.0.1", [c.of_port for c in self.ctls], ipv6=self.ipv6, pki=self.pki,
+                                 quiet=self.quiet, chatter=self.chatter, join=self.join)
             t_built = time.monotonic()
             if not wait_ready(self.net, None, timeout=self.ready_timeout):
                 raise RuntimeError("switches did not connect to the controller")
@@ -102,8 +109,11 @@ class LabSession:
     def close(self) -> None:
         try:
             if self.net is not None:
-                self.net.stop()
-                self.net = None
+                try:
+                    stop_chatter(self.net.chatter)
+                finally:
+                    self.net.stop()
+                    self.net = None
         finally:
             try:
                 for c in self.ctls:

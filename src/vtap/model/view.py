@@ -27,6 +27,9 @@ class NetworkView:
     # Addresses (IPs, MACs) that policies pin and that another host claims: the claim is
     # held, the binding kept; address -> why, for the policies that name it.
     conflicts: dict[str, str] = field(default_factory=dict)
+    # Up ports whose role is not known yet (see control/roles.py): neither edge nor
+    # link; nothing is flooded out of them or forwarded from them.
+    unknown_ports: frozenset[tuple[int, int]] = frozenset()
 
     @cached_property
     def usable_links(self) -> frozenset[Link]:
@@ -75,12 +78,21 @@ class NetworkView:
         return {d: frozenset(p) for d, p in out.items()}
 
     def edge_ports(self, dpid: int) -> list[int]:
-        """Up ports of a switch that face hosts: no switch was ever seen behind them."""
+        """Up ports of a switch that face hosts: no switch was ever seen behind them, and
+        discovery has had its chance to find one (not `unknown_ports`)."""
         device = self.devices.get(dpid)
         if device is None:
             return []
         links = self.link_ports.get(dpid, frozenset())
-        return [p for p in device.up_ports() if p not in links]
+        return [p for p in device.up_ports() if p not in links and (dpid, p) not in self.unknown_ports]
+
+    def unknown_ports_of(self, dpid: int) -> list[int]:
+        """Up ports of a switch whose role is not known yet."""
+        device = self.devices.get(dpid)
+        if device is None:
+            return []
+        links = self.link_ports.get(dpid, frozenset())
+        return [p for p in device.up_ports() if p not in links and (dpid, p) in self.unknown_ports]
 
     def port_toward(self, dpid: int, neighbour: int) -> int:
         return self.graph[dpid][neighbour][dpid]
