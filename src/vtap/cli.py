@@ -80,7 +80,8 @@ def cmd_lab(args: argparse.Namespace) -> int:
     if api is None:
         host = args.controller.rpartition(":")[0] or "127.0.0.1"
         api = f"http://{host}:8080"
-    return lab(args.topo, args.controller, args.run, None if args.no_wait else api, args.ready_timeout, args.of_tls)
+    return lab(args.topo, args.controller, args.run, None if args.no_wait else api, args.ready_timeout, args.of_tls,
+               args.chatter, args.join)
 
 
 def _token(args: argparse.Namespace) -> str | None:
@@ -526,7 +527,12 @@ def parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_serve)
 
     l = sub.add_parser("lab", help="build a Mininet topology on a private userspace OVS")
-    l.add_argument("--topo", required=True, help="single,N | linear,N | tree,DEPTH,FANOUT | fattree,K")
+    l.add_argument("--topo", required=True,
+                   help="single,N | linear,N | tree,DEPTH,FANOUT | fattree,K | ring,N (with chords) | random,N,SEED (3-regular)")
+    l.add_argument("--chatter", action="store_true",
+                   help="every host sends ARP, IPv6 ND, mDNS and LLDP from the first second (before any switch connects)")
+    l.add_argument("--join", default=None, metavar="random:SEED",
+                   help="switches get their controller one by one, in a seeded random order with gaps (default: all at once)")
     l.add_argument("--controller", default="127.0.0.1:6653", help="controller HOST:PORT (default 127.0.0.1:6653)")
     l.add_argument("--api", default=None, help="controller REST API to wait on (default http://HOST:8080)")
     l.add_argument("--no-wait", action="store_true", help="do not wait for the controller to see the topology")
@@ -624,7 +630,8 @@ def parser() -> argparse.ArgumentParser:
     cp.add_argument("--out", default="bench/results", help="where JSON and Markdown go (default bench/results)")
     cp.set_defaults(func=cmd_bench_controlplane)
 
-    fd = bsub.add_parser("foundation", help="fattree,4 bring-up and controller RSS; flow-mods per second vs ovs-ofctl")
+    fd = bsub.add_parser("foundation", help="fat-tree convergence on a chatty network, controller RSS; flow-mods per second vs ovs-ofctl")
+    fd.add_argument("--fattrees", default="4,6,8", help="fat-tree sizes k to bring up with chatter (default 4,6,8; --quick: 4)")
     fd.add_argument("--sizes", default="1000,10000", help="rules per flow-mod run (default 1000,10000)")
     fd.add_argument("--repeat", type=int, default=3, help="runs per size and mode; the median is reported (default 3)")
     fd.add_argument("--quick", action="store_true", help="a short smoke run: 100 and 1,000 rules, one run each")

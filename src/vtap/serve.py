@@ -63,6 +63,9 @@ def _of_tls_context(cert: str | None, key: str | None, ca: str | None) -> ssl.SS
     return ctx
 
 
+STOP_S = 2.0  # SIGTERM -> stopped, under any load (systemd's TimeoutStopSec is 5 s)
+
+
 class _ApiServer(uvicorn.Server):
     """uvicorn without its own signal handling: `serve` owns SIGTERM/SIGINT."""
 
@@ -142,9 +145,9 @@ async def serve(
     allowed = api_allowed_hosts or [api_host, "localhost", "127.0.0.1", "::1"]
     app = Guard(create_app(ctl, tokens), store, tokens, allowed)
     try:
-        # A client holding a connection (an event stream) may delay the stop 3 s at most.
+        # A client holding a connection (an event stream) may delay the stop 1 s at most.
         api = _ApiServer(uvicorn.Config(app, log_level="warning", lifespan="off", ssl_certfile=tls_cert, ssl_keyfile=tls_key,
-                                        timeout_graceful_shutdown=3))
+                                        timeout_graceful_shutdown=1))
         api.config.load()
     except (OSError, ssl.SSLError) as exc:
         raise StartupError(f"--tls-cert/--tls-key: {exc}") from None
@@ -166,12 +169,20 @@ async def serve(
     stopper = asyncio.create_task(stop.wait())
     done, _ = await asyncio.wait({api_task, stopper}, return_when=asyncio.FIRST_COMPLETED)
     log.info("stopping")
+    of_server.pause()  # first: no packet-in storm may hold up the stop
     api.should_exit = True
-    if cluster is not None:
-        await cluster.stop()  # a leader resigns: another takes over at once
-    await ctl.stop()  # first: closing the switches' connections must not make it recompile
-    await of_server.stop()
-    await asyncio.gather(api_task, return_exceptions=True)
+
+    async def shut_down() -> None:
+        if cluster is not None:
+            await cluster.stop()  # a leader resigns: another takes over at once
+        await ctl.stop()  # before the connections close: closing them must not make it recompile
+        await of_server.stop()
+        await asyncio.gather(api_task, return_exceptions=True)
+
+    try:
+        await asyncio.wait_for(shut_down(), STOP_S)
+    except asyncio.TimeoutError:
+        log.warning("stopping took over %.1f s: leaving the rest (the switches keep their rules)", STOP_S)
     stopper.cancel()
     if cluster is not None:
         await store.aclose()

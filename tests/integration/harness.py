@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 
 import httpx
@@ -16,6 +17,13 @@ from vtap.lab.traffic import Capture, Flow, marked, send_from
 def mac(i: int) -> str:
     """Lab host i's MAC (topologies number hosts h1..hN)."""
     return f"00:00:00:00:00:{i:02x}"
+
+
+def link_local(mac_: str) -> str:
+    """The IPv6 link-local address Linux gives an interface with this MAC (EUI-64)."""
+    b = bytes.fromhex(mac_.replace(":", ""))
+    eui = bytes([b[0] ^ 2]) + b[1:3] + b"\xff\xfe" + b[3:]
+    return str(ipaddress.IPv6Address(b"\xfe\x80" + b"\x00" * 6 + eui))
 
 
 def ip(i: int) -> str:

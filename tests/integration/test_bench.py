@@ -57,15 +57,17 @@ def test_controlplane_quick_produces_every_row(tmp_path):
 def test_foundation_quick_produces_every_row(tmp_path):
     res = _run("foundation", "--quick", "--out", str(tmp_path), timeout=300)
     r = json.loads((tmp_path / "foundation-quick.json").read_text())
-    f = r["fattree4"]
-    assert (f["switches"], f["hosts"], f["links"]) == (20, 16, 64)
+    (f,) = r["fattrees"]
+    assert (f["k"], f["switches"], f["hosts"], f["links"]) == (4, 20, 16, 64)
     assert f["pingall_loss_pct"] == 0 and f["controller_rss_mib"] > 0
-    assert f["ready_to_ping_s"] > 0
+    assert 0 < f["converged_after_last_connect_s"] <= f["converged_after_first_connect_s"]
+    assert f["packet_ins_per_s_during"] > 0 and f["packet_ins_per_switch_s_after"] > 0  # LLDP at least
     assert r["repeat"] == 1 and [row["rules"] for row in r["flowmods"]] == [100, 1000]
     for row in r["flowmods"]:
         for mode in ("vtap_bundle", "vtap_one_by_one", "ofctl", "ofctl_bundle"):
             assert row[f"{mode}_per_s"] > 0, (row["rules"], mode)
         assert "vtap_bundle_vs_ofctl_bundle" in row
     md = (tmp_path / "foundation-quick.md").read_text()
-    assert md.startswith("### fattree,4 bring-up") and "### Flow-mods per second" in md
+    assert md.startswith("### Coming up on a network that talks") and "| 4 | 20 | 16 | 64 |" in md
+    assert "### Flow-mods per second" in md
     assert "| 100 |" in md and "| 1,000 |" in md and md in res.stdout

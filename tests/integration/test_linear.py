@@ -11,9 +11,10 @@ import sys
 import threading
 import time
 
+import httpx
 import pytest
 
-from tests.integration.harness import Lab, create_tap, delete_tap, ping, traffic, vtap_rules, wait_tap
+from tests.integration.harness import Lab, create_tap, delete_tap, link_local, ping, traffic, vtap_rules, wait_tap
 from tests.waiting import wait_until
 from vtap.lab.traffic import Flow
 from vtap.lab.topos import parse_topo
@@ -42,7 +43,8 @@ def test_every_host_at_its_true_switch_and_port(lab):
     for node in lab.net.hosts:
         h = hosts[node.MAC()]
         assert (int(h["dpid"], 16), h["port"]) == lab.attachment(node.name)
-        assert h["ips"] == [node.IP()]
+        # Its IPv4, and (IPv6 being on, as Linux has it) maybe its link-local address: nothing else.
+        assert node.IP() in h["ips"] and set(h["ips"]) <= {node.IP(), link_local(node.MAC())}, h
 
 
 def test_rest_shapes(lab):
@@ -355,6 +357,19 @@ def test_a_capture_job_saves_the_next_packets_of_a_policy_to_pcapng(lab, tmp_pat
     assert any("dl_dst" in l or "nw_dst" in l for l in vtap_rules(lab)) and wait_tap(lab, tap["id"])
     trail = http.get("/api/v1/audit").json()
     assert {"capture.start", "capture.download"} <= {r["action"] for r in trail}
+    # An operator whose scope does not hold the job's match (h1 -> h3): not its to see,
+    # download or stop, whoever started the job (here: the admin).
+    narrow = http.post("/api/v1/tokens", json={"name": "narrow", "role": "operator",
+                                               "scope": {"sources": ["10.0.0.2"], "monitors": ["10.0.0.2"]}}).json()
+    with httpx.Client(base_url=lab.ctl.api, headers={"authorization": f"Bearer {narrow['token']}"}, timeout=10) as op:
+        for method, path in (("get", f"/api/v1/captures/{job['id']}"), ("get", done["download"]),
+                             ("delete", f"/api/v1/captures/{job['id']}")):
+            resp = op.request(method.upper(), path)
+            assert resp.status_code == 403 and "outside your scope" in resp.text, (method, path, resp.status_code, resp.text)
+        assert op.get("/api/v1/captures").json() == []
+    assert http.get(f"/api/v1/captures/{job['id']}").json()["packets"] == 50  # still there, whole
+    refused = [r for r in http.get("/api/v1/audit").json() if r["actor"] == "narrow"]
+    assert {(r["action"], r["result"]) for r in refused} >= {("capture.download", "403"), ("capture.delete", "403")}
     assert http.delete(f"/api/v1/captures/{job['id']}").status_code == 204
     assert http.get(f"/api/v1/captures/{job['id']}").status_code == 404
     # The same from the command line: `vtap capture --tap NAME -c N -w FILE` waits for the

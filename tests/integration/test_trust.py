@@ -17,6 +17,8 @@ import time
 
 import pytest
 from os_ken.lib.packet import arp, ethernet, lldp, packet
+from scapy.layers.inet import IP, UDP
+from scapy.layers.l2 import Ether
 
 from tests.integration.harness import Lab, create_tap, delete_tap, ip, mac, traffic, wait_tap
 from tests.waiting import wait_until
@@ -269,9 +271,63 @@ def test_claims_on_a_monitors_and_a_sources_address_are_held(lab):
     assert mac(10) in out, out
     hosts = {h["mac"]: h for h in lab.ctl.get("/api/v1/hosts")}
     assert ip(10) in hosts[mac(10)]["ips"] and ip(10) not in hosts[mac(7)]["ips"]
-    # The owner answers the controller's probes: after the grace period the claim is still held.
+    # Bound by place: seconds later the claim is still held, whatever the owner sends.
     time.sleep(4)
     assert lab.ctl.get(f"/api/v1/taps/{tap['id']}")["status"] == "degraded"
     assert ip(10) in {h["mac"]: h for h in lab.ctl.get("/api/v1/hosts")}[mac(10)]["ips"]
     assert lab.ctl.http.post(f"/api/v1/hosts/{mac(8)}/confirm-move").status_code == 404
     delete_tap(lab, tap["id"])
+
+
+def test_a_silent_monitor_keeps_its_copies_against_claims_until_an_operator_confirms(lab):
+    """Real monitors (IDS sensors) never send a frame and do not answer ARP. h11 (by IP)
+    and h12 (by MAC) are known, then silenced: ARP off and IPv6 off (a sensor's capture
+    interface has no addresses; with IPv6 on, the kernel itself would send MLD reports).
+    For 30 s h7 claims h11's address (gratuitous ARP) and sends frames with h12's MAC, 20
+    a second. The real monitors keep every copy, h7 gets none, both policies stay
+    `degraded` with the conflict; after confirm-move (admin) the copies go where the
+    operator said, and each policy's history has the move."""
+    for name in ("h11", "h12"):
+        host = lab.net[name]
+        assert "rc=0" in host.cmd(f"ping -c1 -W1 {ip(1)} >/dev/null; echo rc=$?")
+        host.cmd(f"ip link set dev {host.defaultIntf()} arp off; sysctl -qw net.ipv6.conf.all.disable_ipv6=1")
+    by_ip = active_tap(lab, "silent-ip", 5, 16, 11)
+    by_mac = create_tap(lab, name="silent-mac", src_ip=ip(6), dst_ip=ip(16), ip_proto="udp", monitor_mac=mac(12))
+    wait_tap(lab, by_mac["id"])
+    claims = [arp_frame(mac(7), ip(11), "ff:ff:ff:ff:ff:ff", ip(11), arp.ARP_REQUEST),
+              bytes(Ether(src=mac(12), dst="ff:ff:ff:ff:ff:ff") / IP(src=ip(12), dst="255.255.255.255") / UDP(dport=9))]
+    proc = send_frames(lab.net["h7"], claims * 300, lab.workdir / "silent.bin", interval=0.05, wait=False)
+    try:
+        time.sleep(1)
+        for round_ in range(5):  # 30 s of claims, checked every ~6 s
+            for tap, src, monitor in ((by_ip, 5, "h11"), (by_mac, 6, "h12")):
+                st = lab.ctl.get(f"/api/v1/taps/{tap['id']}")
+                assert st["status"] == "degraded" and "identity conflict" in st["status_reason"], st
+                got = traffic(lab, f"h{src}", Flow(mac(src), mac(16), ip(src), ip(16), "udp"), f"s{round_}{src}", 20,
+                              ["h16", monitor, "h7"])
+                assert len(got["h16"]) == 20 and got[monitor] == got["h16"] and got["h7"] == [], (round_, monitor)
+            time.sleep(4)
+    finally:
+        proc.wait(timeout=30)
+    # The claims keep coming: the operator confirms both moves.
+    proc = send_frames(lab.net["h7"], claims * 100, lab.workdir / "silent2.bin", interval=0.05, wait=False)
+    try:
+        time.sleep(0.5)
+        assert lab.ctl.http.post(f"/api/v1/hosts/{mac(7)}/confirm-move").json()["applied"] == 1  # h11's address
+        assert lab.ctl.http.post(f"/api/v1/hosts/{mac(12)}/confirm-move").json()["applied"] == 1  # h12's MAC
+        for tap, src, monitor in ((by_ip, 5, "h11"), (by_mac, 6, "h12")):
+            wait_until(lambda: lab.ctl.get(f"/api/v1/taps/{tap['id']}")["status"] == "active", 10)
+            got = traffic(lab, f"h{src}", Flow(mac(src), mac(16), ip(src), ip(16), "udp"), f"moved{src}", 20,
+                          ["h16", monitor, "h7"])
+            assert len(got["h16"]) == 20 and got["h7"] == got["h16"] and got[monitor] == []
+    finally:
+        proc.wait(timeout=30)
+    for tap in (by_ip, by_mac):
+        history = lab.ctl.http.get("/api/v1/audit", params={"target": f"tap:{tap['id']}"}).json()
+        moves = [r for r in history if r["action"] == "tap.identity-move"]
+        assert len(moves) == 1 and moves[0]["actor"] == "admin" and moves[0]["after"]["port"] == lab.attachment("h7")[1]
+    for name in ("h11", "h12"):
+        host = lab.net[name]
+        host.cmd(f"ip link set dev {host.defaultIntf()} arp on; sysctl -qw net.ipv6.conf.all.disable_ipv6=0")
+    delete_tap(lab, by_ip["id"])
+    delete_tap(lab, by_mac["id"])

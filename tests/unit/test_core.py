@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from os_ken.lib.packet import arp, ethernet, packet
 
 from tests.unit.fabric import view_from_topo
@@ -155,31 +157,47 @@ def test_only_this_controllers_lldp_of_a_live_round_makes_a_link():
     assert 1 not in [p.port_no for p in core.lldp_ports(1)] and 2 in [p.port_no for p in core.lldp_ports(1)]
 
 
-def test_a_claim_on_a_monitors_address_is_held_reported_and_moves_only_when_the_owner_is_gone():
+def test_a_claim_on_a_monitors_address_is_held_reported_and_moves_only_when_the_owner_has_left():
     core = core_for("linear,3")
     core.set_tap(Tap(id=1, spec=TapSpec(name="t", src_ip="10.0.0.1", dst_ip="10.0.0.3", monitor_ip="10.0.0.2")))
     core.compile()
     monitor = core.hosts.hosts["00:00:00:00:00:02"]
-    core.hosts.hosts[monitor.mac] = type(monitor)(monitor.mac, monitor.ips, monitor.dpid, monitor.port, 10.0)
     outcome = core.frame_arrived(3, 1, _garp("00:00:00:00:00:03", "10.0.0.2"), now=11.0)  # h3 claims the monitor's IP
     assert outcome.outs == () and "10.0.0.2 claimed by 00:00:00:00:00:03" in outcome.log
     core.compile()
     status = core.tap_status(1, in_sync(core))
     assert status.state == PolicyState.DEGRADED and "identity conflict" in status.reason
     assert core.view().host_by_ip("10.0.0.2").mac == monitor.mac  # proxy ARP still answers with the monitor's MAC
-    assert "10.0.0.2" in core.probes_due(100.0)  # the owner is asked
-    # The owner answers (its probe reply is learned): the claim stays held.
-    core.frame_arrived(2, 1, _garp(monitor.mac, "10.0.0.2"), now=12.0)
-    assert core.conflicts_due(20.0) == ([], False) and "10.0.0.2" in core.conflicts
+    assert core.taps_concerned(core.conflicts["10.0.0.2"]) == [1]
+    # The monitor never sends a frame, never answers: silence hands nothing over.
+    for t in range(12, 29):
+        core.frame_arrived(3, 1, _garp("00:00:00:00:00:03", "10.0.0.2"), now=float(t))
+        assert core.conflicts_due(t + 0.5) == ([], False) and core.view().host_by_ip("10.0.0.2").mac == monitor.mac
     # Claims stop: forgotten after a while, and the policy is active again.
-    moved, changed = core.conflicts_due(11.0 + 31.0)
+    moved, changed = core.conflicts_due(28.0 + 31.0)
     assert moved == [] and changed and core.conflicts == {}
     core.compile()
     assert core.tap_status(1, in_sync(core)).state == PolicyState.ACTIVE
-    # A claim whose owner stays silent moves after the grace period.
-    core.frame_arrived(3, 1, _garp("00:00:00:00:00:03", "10.0.0.2"), now=50.0)
-    moved, changed = core.conflicts_due(54.0)
+    # The monitor's port goes down: a claim made before that, or within 2 s of it, moves nothing.
+    core.frame_arrived(3, 1, _garp("00:00:00:00:00:03", "10.0.0.2"), now=60.0)
+    core.port_changed(2, Port(monitor.port, "s2-eth1", "02:00:00:00:02:01", up=False), 61.0)
+    assert core.conflicts_due(61.0)[0] == [] and core.conflicts_due(64.0)[0] == []  # not claimed again since
+    core.frame_arrived(3, 1, _garp("00:00:00:00:00:03", "10.0.0.2"), now=64.5)
+    moved, changed = core.conflicts_due(65.0)  # down 4 s, claimed again since: the owner has left
     assert [c.claim.address for c in moved] == ["10.0.0.2"] and core.view().host_by_ip("10.0.0.2").mac == "00:00:00:00:00:03"
+
+
+def test_a_link_flap_does_not_hand_a_monitor_over():
+    core = core_for("linear,3")
+    core.set_tap(Tap(id=1, spec=TapSpec(name="t", src_ip="10.0.0.1", monitor_mac="00:00:00:00:00:02")))
+    core.compile()
+    port = core.hosts.hosts["00:00:00:00:00:02"].port
+    core.port_changed(2, Port(port, "s2-eth1", "02:00:00:00:02:01", up=False), 10.0)
+    core.frame_arrived(3, 1, _garp("00:00:00:00:00:02", "10.0.0.2"), now=10.1)  # its MAC seen elsewhere meanwhile
+    assert core.conflicts_due(10.2) == ([], False)
+    core.port_changed(2, Port(port, "s2-eth1", "02:00:00:00:02:01", up=True), 11.0)  # back within 2 s
+    core.frame_arrived(3, 1, _garp("00:00:00:00:00:02", "10.0.0.2"), now=12.5)
+    assert core.conflicts_due(13.0)[0] == [] and core.hosts.hosts["00:00:00:00:00:02"].dpid == 2
 
 
 def test_the_operator_can_confirm_a_held_move():
@@ -219,3 +237,20 @@ def test_a_restart_starts_from_the_stored_links_until_lldp_has_had_its_chance():
     gone = core.expire_links(114.0)  # 10 s of grace + 3.5 s of lifetime: the unproven go
     assert set(gone) == set(view.links) - set(proven)
     assert core.view().path(1, 2) == [1, 2] and core.view().path(1, 3) is None
+
+
+def test_a_host_ports_flap_changes_its_own_switchs_rules_only():
+    """fattree,4: h1's link goes down and up again; every other switch's rules stay the
+    very same set, and the host stays where it was seen."""
+    core = core_for("fattree,4")
+    before = core.compile()
+    h1 = core.hosts.hosts["00:00:00:00:00:01"]
+    port = core.devices[h1.dpid].port(h1.port)
+    core.port_changed(h1.dpid, replace(port, up=False), 10.0)
+    down = core.compile()
+    assert {d for d in before if down[d] != before[d]} == {h1.dpid}
+    core.port_changed(h1.dpid, port, 11.0)
+    up = core.compile()
+    assert {d for d in before if up[d] != before[d]} <= {h1.dpid}
+    settle_roles(core, 11.0)
+    assert core.compile() == before and core.hosts.hosts[h1.mac] == h1

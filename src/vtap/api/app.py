@@ -106,11 +106,17 @@ class HealthOut(BaseModel):
     ports_unknown: int = Field(description="up ports whose role (link or edge) is not known yet: 0 once discovery converged")
     hosts: int
     taps: int
-    taps_by_status: dict[str, int] = Field(description="how many policies are in each state (active, pending, ...)")
+    taps_by_status: dict[str, int] | None = Field(
+        None, description="how many policies are in each state (active, pending, ...); only for a caller with a valid "
+                          "token (counting takes time in proportion to the policies; without a token health is O(1))")
     packet_ins: int
     lldp_refused: dict[str, int]
     refused_connections: int
     conflicts: int
+    loop_lag_ms: float = Field(description="the event loop's worst lateness over the last 10 s: how long anything "
+                                           "(a request, a packet-in storm) held up OpenFlow, LLDP and the reconcilers")
+    loop_lag_max_ms: float = Field(description="the same, since the controller started")
+    lldp_rounds_held: int = Field(description="discovery rounds that kept the last nonce because they came late")
 
 
 STATIC = Path(__file__).parent / "static"
@@ -209,7 +215,11 @@ def create_app(ctl: Controller, tokens: Tokens) -> FastAPI:
                                        "instance's last copy of the store"}, status_code=503, headers={"Retry-After": "1"})
 
     @app.get("/api/v1/health", response_model=HealthOut)
-    async def health() -> HealthOut:
+    async def health(request: Request) -> HealthOut:
+        """Liveness and the view's size: no token needed, so nothing here grows with the
+        number of policies unless the caller shows a valid token (`taps_by_status`)."""
+        scheme, _, secret = request.headers.get("authorization", "").partition(" ")
+        known = scheme.lower() == "bearer" and tokens.principal(secret.strip()) is not None
         view = ctl.view()
         return HealthOut(
             status="ok",
@@ -221,11 +231,14 @@ def create_app(ctl: Controller, tokens: Tokens) -> FastAPI:
             ports_unknown=len(view.unknown_ports),
             hosts=len(view.hosts),
             taps=len(ctl.taps),
-            taps_by_status=_count_states(ctl),
+            taps_by_status=_count_states(ctl) if known else None,
             packet_ins=ctl.packet_ins,
             lldp_refused=dict(ctl.core.lldp_refused),
             refused_connections=ctl.refused_connections,
             conflicts=len(ctl.core.conflicts),
+            loop_lag_ms=round(ctl.loop_lag.worst() * 1000, 1),
+            loop_lag_max_ms=round(ctl.loop_lag.worst_ever * 1000, 1),
+            lldp_rounds_held=ctl.lldp_rounds_held,
         )
 
     @app.get("/api/v1/devices", response_model=list[DeviceOut], dependencies=viewer)
@@ -257,7 +270,7 @@ def create_app(ctl: Controller, tokens: Tokens) -> FastAPI:
         mac = normalize_mac(mac)
         request.state.audit_action, request.state.audit_target = "host.confirm-move", f"host:{mac}"
         request.state.audit_before = [c.reason() for c in ctl.core.conflicts.values() if c.claim.mac == mac]
-        applied = ctl.confirm_move(mac)
+        applied = ctl.confirm_move(mac, request.state.actor)
         if not applied:
             raise HTTPException(404, f"no held claim of {mac}")
         return ConfirmOut(mac=mac, applied=applied)

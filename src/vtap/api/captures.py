@@ -3,7 +3,9 @@
 Captured packets are other people's traffic, payload included: starting, downloading
 and deleting need an operator token (whose scope must hold the match, as for a
 policy), and each of them is audited, the download too. Listing and watching jobs is
-a viewer's.
+a viewer's; an operator sees, reads and deletes only the jobs whose match its scope
+holds, whoever started them (a job an admin started on other hosts' traffic is not
+an operator's to download or to stop).
 """
 
 from __future__ import annotations
@@ -19,11 +21,12 @@ from vtap.api.auth import Principal, Tokens, require
 from vtap.api.taps import check_scope
 from vtap.control.capture import CaptureJob, CaptureLimit
 from vtap.control.controller import Controller
-from vtap.model.access import Role
+from vtap.model.access import Role, Scope, scope_violations
 from vtap.model.capture import CaptureSpec, CaptureState
 from vtap.model.policy import MatchSpec
 
 NOT_FOUND = {404: {"description": "no capture job with this id"}}
+OUT_OF_SCOPE = {403: {"description": "an operator whose scope does not hold the job's match"}}
 JobId = Annotated[int, PathParam(ge=1, le=2**63 - 1, description="the job's id")]
 
 
@@ -56,19 +59,33 @@ def _out(ctl: Controller, job: CaptureJob) -> CaptureOut:
                       download=f"/api/v1/captures/{job.id}/pcapng")
 
 
+def _outside(me: Principal, job: CaptureJob) -> list[tuple[str, str]]:
+    """(field, why) of the job's match outside an operator's scope; none for viewers and
+    admins (a viewer never gets the packets: downloading is an operator's)."""
+    if me.role != Role.OPERATOR:
+        return []
+    return scope_violations(job.match, me.scope or Scope())
+
+
 def _audit(request: Request, action: str, target: str, after: dict | None = None) -> None:
     request.state.audit_action, request.state.audit_target = action, target
     request.state.audit_after = after
 
 
 def router(ctl: Controller, tokens: Tokens) -> APIRouter:
-    r = APIRouter(prefix="/api/v1/captures", tags=["captures"], dependencies=[Depends(require(tokens, Role.VIEWER))])
+    viewer = require(tokens, Role.VIEWER)
+    r = APIRouter(prefix="/api/v1/captures", tags=["captures"], dependencies=[Depends(viewer)])
     operator = require(tokens, Role.OPERATOR)
 
-    def _job(job_id: int) -> CaptureJob:
+    def _job(job_id: int, me: Principal) -> CaptureJob:
+        """The job, if it exists and the caller's scope holds its match (else 404, 403)."""
         job = ctl.captures.jobs.get(job_id)
         if job is None:
             raise HTTPException(404, f"no capture job {job_id}")
+        bad = _outside(me, job)
+        if bad:
+            raise HTTPException(403, [{"loc": ["path", "job_id"], "msg": f"capture job {job_id} captures {field} outside "
+                                       f"your scope: {msg}", "type": "scope"} for field, msg in bad])
         return job
 
     @r.post("", status_code=201, response_model=CaptureOut,
@@ -93,24 +110,27 @@ def router(ctl: Controller, tokens: Tokens) -> APIRouter:
         return _out(ctl, job)
 
     @r.get("", response_model=list[CaptureOut])
-    async def list_jobs():
-        return [_out(ctl, j) for j in sorted(ctl.captures.jobs.values(), key=lambda j: j.id)]
+    async def list_jobs(me: Principal = Depends(viewer)):
+        """Every job (an operator's: those its scope holds)."""
+        return [_out(ctl, j) for j in sorted(ctl.captures.jobs.values(), key=lambda j: j.id) if not _outside(me, j)]
 
-    @r.get("/{job_id}", response_model=CaptureOut, responses=NOT_FOUND)
-    async def show(job_id: JobId):
-        return _out(ctl, _job(job_id))
+    @r.get("/{job_id}", response_model=CaptureOut, responses={**NOT_FOUND, **OUT_OF_SCOPE})
+    async def show(job_id: JobId, me: Principal = Depends(viewer)):
+        return _out(ctl, _job(job_id, me))
 
-    @r.get("/{job_id}/pcapng", response_class=FileResponse, responses={**NOT_FOUND, 200: {"content": {"application/x-pcapng": {}}}})
+    @r.get("/{job_id}/pcapng", response_class=FileResponse,
+           responses={**NOT_FOUND, **OUT_OF_SCOPE, 200: {"content": {"application/x-pcapng": {}}}})
     async def download(job_id: JobId, request: Request, me: Principal = Depends(operator)):
         """The packets so far, as pcapng (Wireshark, tshark): one section, an interface per switch."""
         _audit(request, "capture.download", f"capture:{job_id}")
-        job = _job(job_id)
+        job = _job(job_id, me)
         return FileResponse(job.path, media_type="application/x-pcapng", filename=f"vtap-capture-{job.id}.pcapng")
 
-    @r.delete("/{job_id}", status_code=204, responses=NOT_FOUND)
+    @r.delete("/{job_id}", status_code=204, responses={**NOT_FOUND, **OUT_OF_SCOPE})
     async def delete(job_id: JobId, request: Request, me: Principal = Depends(operator)):
         """Stop the job if it runs, remove its rules and its file."""
         _audit(request, "capture.delete", f"capture:{job_id}")
+        _job(job_id, me)
         if not ctl.delete_capture(job_id):
             raise HTTPException(404, f"no capture job {job_id}")
 

@@ -1,7 +1,8 @@
 """What every HTTP request passes before and after the API sees it.
 
-Before: the `Host` header must name this server (a browser page elsewhere cannot reach
-the API by rebinding a DNS name to 127.0.0.1), and a body over 1 MiB is refused with
+Before: requests without a token are rate-limited per client address, the `Host`
+header must name this server (a browser page elsewhere cannot reach the API by
+rebinding a DNS name to 127.0.0.1), and a body over 1 MiB is refused with
 413 before it is read whole, so one client cannot stall the event loop that also runs
 the switches. After: every request that could change something — every method but
 GET, HEAD and OPTIONS — is written to the audit trail with its outcome, refusals
@@ -27,6 +28,29 @@ MAX_BODY = 1 << 20
 BULK = {("PUT", "/api/v1/taps"), ("POST", "/api/v1/taps:batch")}
 MAX_BULK_BODY = 32 << 20
 READS = ("GET", "HEAD", "OPTIONS")
+# Requests without a token (health probes, the UI's page and assets) per client address:
+# a steady rate and a burst. Beyond it, 429 at once, before any work: whoever can reach
+# the port cannot make the loop that also runs the switches do work at will.
+UNAUTHENTICATED_PER_S = 50.0
+UNAUTHENTICATED_BURST = 100.0
+ADDRESSES_TRACKED = 4096  # the oldest address is forgotten beyond this (its bucket starts full again)
+
+
+class AddressRate:
+    """A token bucket per client address, bounded in the addresses it keeps."""
+
+    def __init__(self, rate: float = UNAUTHENTICATED_PER_S, burst: float = UNAUTHENTICATED_BURST):
+        self.rate, self.burst = rate, burst
+        self.buckets: dict[str, tuple[float, float]] = {}  # address -> (tokens, when)
+
+    def allow(self, address: str, now: float) -> bool:
+        tokens, when = self.buckets.pop(address, (self.burst, now))
+        tokens = min(self.burst, tokens + (now - when) * self.rate)
+        allowed = tokens >= 1.0
+        self.buckets[address] = (tokens - 1.0 if allowed else tokens, now)  # re-inserted: most recent last
+        if len(self.buckets) > ADDRESSES_TRACKED:
+            del self.buckets[next(iter(self.buckets))]
+        return allowed
 
 
 async def _reply(send, status: int, detail: str) -> None:
@@ -44,6 +68,7 @@ class Guard:
         self.tokens = tokens
         self.allowed_hosts = {h.lower() for h in allowed_hosts}
         self.max_body = max_body
+        self.unauthenticated = AddressRate()
 
     def _host_allowed(self, host: str) -> bool:
         name = host.strip().lower()
@@ -59,6 +84,11 @@ class Guard:
             return
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         status: dict[str, Any] = {}
+        if "authorization" not in headers:
+            remote = scope["client"][0] if scope.get("client") else "unknown"
+            if not self.unauthenticated.allow(remote, time.monotonic()):
+                await _reply(send, 429, "too many requests without a token from this address; try again later")
+                return
 
         async def audit_once(code: int) -> None:
             # A throttled refusal (429) is not written down: that would let anyone grow

@@ -1,10 +1,12 @@
 """`vtap bench foundation`: fat-tree bring-up, flow-mod throughput, controller memory.
 
-    vtap bench foundation [--sizes 1000,10000] [--repeat 3] [--quick] [--out bench/results]
+    vtap bench foundation [--fattrees 4,6,8] [--sizes 1000,10000] [--repeat 3] [--quick] [--out bench/results]
 
-1. `fattree,4` with the real controller (`vtap serve` as its own process): time from
-   the switches being started to all of them connected, to every link discovered and
-   every switch in sync, and then to a `pingall` with 0% loss; the controller's RSS then.
+1. `fattree,k` (k = 4, 6, 8 by default) with the real controller (`vtap serve` as its
+   own process) on a network that talks (IPv6 on everywhere, every host chattering from
+   the first second): time from the last switch connecting to every link proven, every
+   port's role known and every switch in sync; packet-ins per second during that and
+   after it; a `pingall` (k <= 6); the controller's RSS then.
 2. Flow-mods per second the controller pushes into one OVS bridge through its
    reconciler (diff, os-ken encoding, ONF bundle, barrier), one by one and in a bundle,
    against `ovs-ofctl add-flows` (plain and `--bundle`) of the same rules as the ceiling.
@@ -30,6 +32,7 @@ from typing import Any
 from vtap.bench.controlplane import rss_mib
 from vtap.compile.pipeline import COOKIE_FORWARDING, TABLE_FORWARD
 from vtap.control.reconciler import SwitchReconciler
+from vtap.lab.convergence import measure
 from vtap.lab.net import expected_links
 from vtap.lab.ovs import PrivateOVS
 from vtap.lab.session import LabSession
@@ -46,23 +49,27 @@ MODES = ("vtap_bundle", "vtap_one_by_one", "ofctl", "ofctl_bundle")
 QUICK_SIZES = [100, 1000]
 
 
-def bench_fattree(work: Path) -> dict[str, Any]:
-    """Bring up fattree,4 under `vtap serve`, pingall once, and read the controller's RSS."""
-    with LabSession(parse_topo("fattree,4"), work) as lab:
+def bench_fattree(k: int, work: Path, *, ping: bool) -> dict[str, Any]:
+    """Bring up fattree,k under `vtap serve` on a network that talks (Linux defaults, every
+    host chattering from the first second): convergence after the last switch connected,
+    packet-ins during and after it; then pingall once (with `ping`) and the controller's RSS."""
+    with LabSession(parse_topo(f"fattree,{k}"), work, chatter=True, ready_timeout=240) as lab:
+        conv = measure(lab)
         t_ready = time.monotonic()
-        loss = lab.net.pingAll(timeout="1")
+        loss = lab.net.pingAll(timeout="1") if ping else None
         t_ping = time.monotonic() - t_ready
         t = lab.timings
         return {
+            "k": k,
             "switches": len(lab.net.switches),
             "hosts": len(lab.net.hosts),
             "links": len(expected_links(lab.net)),
             "build_s": round(t["build_s"], 2),
             "connected_s": round(t["connected_s"], 2),
             "discovered_in_sync_s": round(t["discovered_in_sync_s"], 2),
-            "pingall_s": round(t_ping, 2),
+            **conv.as_dict(),
+            "pingall_s": round(t_ping, 2) if ping else None,
             "pingall_loss_pct": loss,
-            "ready_to_ping_s": round(t["discovered_in_sync_s"] + t_ping, 2),
             "controller_rss_mib": rss_mib(lab.ctl.proc.pid),
         }
 
@@ -162,7 +169,8 @@ def main(args: argparse.Namespace) -> int:
     sizes = QUICK_SIZES if args.quick else [int(s) for s in args.sizes.split(",")]
     repeat = 1 if args.quick else args.repeat
     work = Path(tempfile.mkdtemp(prefix="vtap-bench-fd-"))
-    fattree = bench_fattree(work / "fattree")
+    ks = [4] if args.quick else [int(k) for k in args.fattrees.split(",")]
+    fattrees = [bench_fattree(k, work / f"fattree{k}", ping=k <= 6) for k in ks]
     # A bridge of its own on a fresh OVS, after the lab's is gone: only one userspace
     # OVS can run at a time.
     ovs = PrivateOVS(work / "flowmods").start()
@@ -172,7 +180,7 @@ def main(args: argparse.Namespace) -> int:
     finally:
         ovs.stop()
         ovs.restore_env()
-    result = {"machine": machine(), "fattree4": fattree, "flowmods": flowmods, "repeat": repeat, "quick": args.quick}
+    result = {"machine": machine(), "fattrees": fattrees, "flowmods": flowmods, "repeat": repeat, "quick": args.quick}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     name = "foundation" + ("-quick" if args.quick else "")
@@ -185,16 +193,19 @@ def main(args: argparse.Namespace) -> int:
 
 def markdown(result: dict[str, Any]) -> str:
     """The two tables the README quotes, from the JSON alone (so they can be rebuilt)."""
-    f = result["fattree4"]
     lines = [
-        f"### fattree,4 bring-up ({f['switches']} switches, {f['hosts']} hosts, {f['links']} link directions)\n",
-        "| step | seconds |\n|---|---|",
-        f"| Mininet builds the topology | {f['build_s']} |",
-        f"| all switches connected | {f['connected_s']} |",
-        f"| every link discovered, every switch in sync | {f['discovered_in_sync_s']} |",
-        f"| pingall ({f['pingall_loss_pct']:.0f}% loss) took | {f['pingall_s']} |",
-        f"| switches started -> pingall done | {f['ready_to_ping_s']} |",
-        f"\nController RSS with the fat-tree connected and all hosts known: {f['controller_rss_mib']} MiB\n",
+        "### Coming up on a network that talks (fattree,k; IPv6 on everywhere, every host chattering)\n",
+        "| k | switches | hosts | link directions | last switch connected -> converged, s | first connected -> converged, s "
+        "| packet-ins/s during | packet-ins/s per switch after | pingall | RSS, MiB |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for f in result["fattrees"]:
+        ping = f"{f['pingall_loss_pct']:.0f}% loss, {f['pingall_s']} s" if f["pingall_loss_pct"] is not None else "not run"
+        lines.append(f"| {f['k']} | {f['switches']} | {f['hosts']} | {f['links']} | {f['converged_after_last_connect_s']} | "
+                     f"{f['converged_after_first_connect_s']} | {f['packet_ins_per_s_during']} | "
+                     f"{f['packet_ins_per_switch_s_after']} | {ping} | {f['controller_rss_mib']} |")
+    lines += [
+        "\nConverged: every link proven both ways, every port's role known, every switch in sync.\n",
         f"### Flow-mods per second into one bridge (median of {result['repeat']} runs)\n",
         "| rules | vtap, bundle | vtap, one by one | ovs-ofctl add-flows | ovs-ofctl --bundle add-flows | vtap bundle / ofctl bundle |",
         "|---|---|---|---|---|---|",

@@ -39,6 +39,7 @@ from vtap.compile.pipeline import (
     ICMPV6_NEIGHBOR_ADVERT,
     ICMPV6_NEIGHBOR_SOLICIT,
     IPPROTO_ICMPV6,
+    METER_LLDP,
     METER_PACKET_IN,
     MULTICAST_BIT,
     PRIO_BRIDGE_GROUP,
@@ -49,6 +50,7 @@ from vtap.compile.pipeline import (
     PRIO_HOST_DST,
     PRIO_KNOWN_HOST,
     PRIO_LLDP,
+    PRIO_LLDP_LINK,
     PRIO_TRANSIT,
     PRIO_UNKNOWN_SOURCE,
     TABLE_CLASSIFY,
@@ -109,7 +111,7 @@ def compile_switch(view: NetworkView, dpid: int, packet_in_rate: int = 0,
     groups = forward_groups(view, dpid, ids)
     meter = METER_PACKET_IN if packet_in_rate > 0 else None
     flows: list[FlowRule] = [
-        _flow(TABLE_CLASSIFY, PRIO_LLDP, match(eth_type=ETH_TYPE_LLDP), TO_CONTROLLER),
+        _flow(TABLE_CLASSIFY, PRIO_LLDP, match(eth_type=ETH_TYPE_LLDP), TO_CONTROLLER, meter=METER_LLDP),
         # Copies travel with a reserved VLAN id, accepted only from inter-switch ports
         # (TAP compilation adds those rules above this one): from anywhere else such a
         # frame is a forgery and goes nowhere, whatever the controller believes about the port.
@@ -131,6 +133,9 @@ def compile_switch(view: NetworkView, dpid: int, packet_in_rate: int = 0,
     for port in sorted(link_ports):
         # Traffic in transit was tapped where it entered the fabric: never again.
         flows.append(_flow(TABLE_CLASSIFY, PRIO_TRANSIT, match(in_port=port), goto=TABLE_FORWARD))
+        # A proven link's LLDP keeps it alive: never dropped by the meter that holds a
+        # host spraying LLDP on an edge port.
+        flows.append(_flow(TABLE_CLASSIFY, PRIO_LLDP_LINK, match(in_port=port, eth_type=ETH_TYPE_LLDP), TO_CONTROLLER))
     # Edge ports: a source without its known-host rule is new (or moved). Ports not known
     # yet: everything, for the controller to note; the pipeline never forwards it.
     for port in sorted(set(edge_ports) | set(view.unknown_ports_of(dpid))):
@@ -155,9 +160,15 @@ def compile_switch(view: NetworkView, dpid: int, packet_in_rate: int = 0,
 
 def _toward_host(view: NetworkView, dpid: int, host, groups: dict[int, GroupRule]) -> Output | GroupAction | None:
     """What sends frames to `host` from `dpid`: its own port at its edge switch, else the
-    forwarding group of that switch; None when the host is unreachable from here."""
+    forwarding group of that switch; None when the host is unreachable from here.
+
+    A host whose port is down, or back up and not yet known again, keeps its rules (its
+    edge switch drops what it cannot deliver): a host's link flapping then changes its
+    own switch's rules only, not every switch's. Only a port that faces a switch never
+    gets a host's frames (unicast out of a port not yet known cannot loop: a switch
+    behind it sends what arrives on a port it does not know yet to the controller)."""
     edge = view.devices.get(host.dpid)
-    if edge is None or host.port not in view.edge_ports(host.dpid):
+    if edge is None or edge.port(host.port) is None or host.port in view.link_ports.get(host.dpid, ()):
         return None
     if dpid == host.dpid:
         return Output(host.port)

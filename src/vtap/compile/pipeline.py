@@ -103,6 +103,14 @@ METER_PACKET_IN = 0x76740001
 METER_CAPTURE = 0x76740002
 CAPTURE_RATE_PPS = 2000
 CAPTURE_BURST = 500
+# LLDP from ports not proven to face a switch (edge and not yet known ports) reaches the
+# controller through this meter; from proven link ports it is not metered. A host
+# spraying LLDP then costs the controller at most this much, while a switch that joins
+# late (one frame per port and round, more in the extra rounds as switches come up) is
+# well within it.
+METER_LLDP = 0x76740003
+LLDP_RATE_PPS = 500
+LLDP_BURST = 100
 
 
 # A rate-limited policy's meters (one per tap switch and monitor): "u" (0x75) in the top byte.
@@ -147,7 +155,8 @@ REG_CUT = "reg4"  # the snap length
 REG_PORT = "reg3"  # the port a cut copy leaves by
 
 # Priorities, per table.
-PRIO_LLDP = 1000  # table 0
+PRIO_LLDP_LINK = 1010  # table 0: LLDP on a proven link port, unmetered
+PRIO_LLDP = 1000  # LLDP anywhere else, through the LLDP meter
 PRIO_COPY_IN = 900  # a copy VLAN id on an authenticated inter-switch port
 PRIO_TUNNEL_OUT = 880  # a tunnelled copy, back in on LOCAL from the bridge's own MAC
 PRIO_RESERVED_VID = 850  # a copy VLAN id anywhere else: dropped

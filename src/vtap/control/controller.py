@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+from collections import deque
 import ipaddress
 import logging
 import math
@@ -47,7 +48,7 @@ from vtap.compile.taps import TapCompilation, TapState
 from vtap.compile.tunnels import tunnel_plan
 from vtap.control import relay
 from vtap.control.capture import CaptureBook, CaptureJob
-from vtap.control.core import ControlCore, SwitchSync, TapStatus
+from vtap.control.core import OWNER_GONE_S, ControlCore, SwitchSync, TapStatus
 from vtap.control.delivery import GroupCounters
 from vtap.control.tunnels import TunnelAgent
 from vtap.control.discovery import NONCE_BYTES, parse_lldp
@@ -59,6 +60,7 @@ from vtap.model.rules import SwitchRules
 from vtap.model.state import PolicyState, SyncState
 from vtap.model.view import NetworkView
 from vtap.openflow.channel import ChannelClosed, Datapath, OpenFlowError, echo_request
+from vtap.store.errors import StoreUnavailable
 from vtap.store.sqlite import Store
 
 if TYPE_CHECKING:
@@ -72,6 +74,33 @@ LINK_GRACE_S = 10.0  # how long stored links stand in for LLDP after a restart
 THAW_S = 600.0  # how often frozen objects are collected after all
 GATHER_S = 3.0  # how long a restart waits for the stored topology's switches before its first compile
 LLDP_BURST_S = 0.05  # an extra LLDP round this long after a switch's rules are first in (syncs close together: one round)
+
+
+class LoopLag:
+    """How late the event loop runs a timer: what any request or packet-in storm costs
+    the switches' connections, LLDP and reconcilers, which share the loop. The worst
+    lateness of the last `window` seconds, and of all time."""
+
+    TICK_S = 0.05
+
+    def __init__(self, window: float = 10.0):
+        self.window = window
+        self.samples: deque[tuple[float, float]] = deque()  # (when, lateness), the window's
+        self.worst_ever = 0.0
+
+    async def run(self) -> None:
+        while True:
+            due = time.monotonic() + self.TICK_S
+            await asyncio.sleep(self.TICK_S)
+            now = time.monotonic()
+            late = max(0.0, now - due)
+            self.worst_ever = max(self.worst_ever, late)
+            self.samples.append((now, late))
+            while self.samples and now - self.samples[0][0] > self.window:
+                self.samples.popleft()
+
+    def worst(self) -> float:
+        return max((late for _, late in self.samples), default=0.0)
 
 
 def packet_in_reason(eth: Any, data: bytes) -> str:
@@ -136,9 +165,11 @@ class Controller:
         self.packet_ins = 0
         self.packet_ins_by_reason: dict[str, int] = {}
         self.probes_sent = 0
+        self.lldp_rounds_held = 0  # rounds that kept the last nonce because they came late
+        self.loop_lag = LoopLag()
         self.datapaths: dict[int, Datapath] = {}
         self.refused_connections = 0
-        self._contests: set[asyncio.Future] = set()  # kept referenced until done
+        self._background: set[asyncio.Future] = set()  # dpid contests, audit writes: kept referenced until done
         self.reconcilers: dict[int, SwitchReconciler] = {}
         self.started_at = time.time()
         self._last_compile_s = 0.0
@@ -162,6 +193,7 @@ class Controller:
             self._gather_until = time.monotonic() + GATHER_S
             asyncio.get_running_loop().call_later(GATHER_S, self._gathered)
         self._tasks.append(asyncio.create_task(self._discovery_loop(), name="lldp"))
+        self._tasks.append(asyncio.create_task(self.loop_lag.run(), name="loop-lag"))
         self._tasks.append(asyncio.create_task(self._probe_loop(), name="probe"))
         if self.core.host_timeout > 0:
             self._tasks.append(asyncio.create_task(self._host_liveness_loop(), name="host-liveness"))
@@ -487,8 +519,8 @@ class Controller:
         if old is not None and old is not dp:
             # A second connection claiming a datapath id: the live one stays, whoever asks.
             task = asyncio.ensure_future(self._contest(old, dp))
-            self._contests.add(task)
-            task.add_done_callback(self._contests.discard)
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
             return
         self._adopt(dp)
 
@@ -655,11 +687,25 @@ class Controller:
                 return
 
     async def _discovery_loop(self) -> None:
+        """A round every `lldp_interval`: a new nonce, LLDP out of every switch's ports.
+
+        A frame is believed with the nonce of the current round or the one before, and
+        rounds are counted as the controller sends them, not by the clock: a round that
+        comes late (the loop was busy, so frames of the last round may still wait in the
+        switches' connections unread) keeps the last nonce instead of turning it, so a
+        lagging controller never refuses its own frames as replayed."""
+        due = time.monotonic() + self.lldp_interval
         while True:
-            await asyncio.sleep(self.lldp_interval)
+            await asyncio.sleep(max(0.0, due - time.monotonic()))
+            late = time.monotonic() - due
+            due = time.monotonic() + self.lldp_interval
             if not self.leading:
                 continue
-            self.core.new_lldp_round(secrets.token_bytes(NONCE_BYTES))
+            if late < self.lldp_interval / 2:
+                self.core.new_lldp_round(secrets.token_bytes(NONCE_BYTES))
+            else:
+                self.lldp_rounds_held += 1
+                log.warning("discovery round %.2f s late (the loop was busy): the last round's nonce stays", late)
             for dp in list(self.datapaths.values()):
                 self._send_lldp(dp)
             gone = self.core.expire_links(time.monotonic())
@@ -698,21 +744,49 @@ class Controller:
 
     def _probe_due(self) -> None:
         moved, changed = self.core.conflicts_due(time.time())
-        for conflict in moved:
-            log.warning("claim applied, its owner no longer answers: %s", conflict.reason())
+        if moved:
+            for conflict in moved:
+                log.warning("claim applied, its owner's port has been down %.0f s: %s", OWNER_GONE_S, conflict.reason())
+            self._audit_moves(moved, "controller", f"the owner's port was down {OWNER_GONE_S:g} s and the address "
+                                                   "appeared elsewhere")
         if changed:
             self.changed()
         for ip in self.core.probes_due(time.monotonic()):
             self.probe(ip)
 
-    def confirm_move(self, mac: str) -> int:
+    def confirm_move(self, mac: str, actor: str) -> int:
         """The operator confirms that the held claims of `mac` are right: apply them."""
         applied = self.core.confirm_move(mac, time.time())
         for conflict in applied:
             log.warning("claim applied by the operator: %s", conflict.reason())
         if applied:
+            self._audit_moves(applied, actor, "confirmed by an operator")
             self.changed()
         return len(applied)
+
+    def _audit_moves(self, moves: list, actor: str, why: str) -> None:
+        """Every applied move is an audit record: one for the host, and one in the history
+        of each policy it concerns (its monitor, source or destination moved)."""
+        now = time.time()
+        records = []
+        for conflict in moves:
+            c = conflict.claim
+            before = {"address": c.address, "mac": c.owner}
+            after = {"address": c.address, "mac": c.mac, "dpid": f"{c.dpid:016x}", "port": c.port, "why": why}
+            common = {"time": now, "actor": actor, "remote": "controller", "result": "applied", "before": before, "after": after}
+            records.append({**common, "action": "host.move", "target": f"host:{c.mac}"})
+            records += [{**common, "action": "tap.identity-move", "target": f"tap:{tap_id}"}
+                        for tap_id in self.core.taps_concerned(conflict)]
+        task = asyncio.ensure_future(self._append_audits(records))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _append_audits(self, records: list[dict]) -> None:
+        try:
+            await self.store.append_audits(records)
+        except StoreUnavailable as exc:
+            for record in records:
+                log.error("audit record not written (%s): %s", exc, record)
 
     def probe(self, ip: str) -> None:
         """Ask every edge port of the fabric who holds `ip`; the answer comes back

@@ -60,11 +60,13 @@ class FrameOutcome:
 
 @dataclass
 class Conflict:
-    """A claim on an address a policy pins, held: since when, and the last time it was made."""
+    """A claim on an address a policy pins, held: since when, the last time it was made,
+    and since when the owner's port has been down (None: up, as far as is known)."""
 
     claim: Claim
     since: float
     last: float
+    owner_down_since: float | None = None
 
     def reason(self) -> str:
         c = self.claim
@@ -102,8 +104,13 @@ class NamedAddresses:
                 if not counts[name]:
                     del counts[name]
 
+    def naming(self, *addresses: str) -> set[int]:
+        """The policies that name any of these addresses or MACs."""
+        wanted = set(addresses)
+        return {tap_id for tap_id, (_, ips, macs) in self._of.items() if wanted.intersection(ips) or wanted.intersection(macs)}
 
-CLAIM_GRACE_S = 3.0  # a claimed address whose owner is silent this long after probes moves
+
+OWNER_GONE_S = 2.0  # a pinned owner's port down this long, and the claim made again since: the owner has left
 CLAIM_FORGET_S = 30.0  # a held claim not repeated this long is forgotten
 REFUSAL_LOG_S = 60.0  # refused MACs are logged once a minute per port
 
@@ -383,7 +390,7 @@ class ControlCore:
     def switch_up(self, device: Device, now: float) -> None:
         self.devices[device.dpid] = device
         for port_no in device.up_ports():
-            self._port_up(device.dpid, port_no, now)
+            self._port_up(device.dpid, port_no, now, any_host=True)
         self.invalidate()
 
     def switch_down(self, dpid: int) -> None:
@@ -398,9 +405,12 @@ class ControlCore:
         out of its unknown ports counts toward their chance (see control/roles.py)."""
         self.roles.switch_synced(dpid, now)
 
-    def _port_up(self, dpid: int, port_no: int, now: float) -> None:
+    def _port_up(self, dpid: int, port_no: int, now: float, *, any_host: bool) -> None:
+        """A port is up: edge at once if it holds a host a policy names (or, with
+        `any_host`, any known host: a switch that connects again, or after a restart),
+        else unknown until discovery has had its chance."""
         key = (dpid, port_no)
-        hosted = any((h.dpid, h.port) == key for h in self.hosts.hosts.values())
+        hosted = any((h.dpid, h.port) == key for h in self.hosts.hosts.values() if any_host or h.mac in self._pinned_macs)
         self.roles.port_up(key, now, link=key in self.links.switch_ports, hosted=hosted)
 
     def port_changed(self, dpid: int, port: Port, now: float) -> list[Link]:
@@ -413,12 +423,12 @@ class ControlCore:
         self.invalidate()
         if port.up:
             if device is not None and port.port_no in self.devices[dpid].up_ports():
-                self._port_up(dpid, port.port_no, now)
+                self._port_up(dpid, port.port_no, now, any_host=False)
             return []
-        # Who was behind a port that went down is not known any more (unless a policy
-        # names it): the port is unknown again when it comes back.
-        for mac in [m for m, h in self.hosts.hosts.items() if (h.dpid, h.port) == (dpid, port.port_no) and m not in self._pinned_macs]:
-            del self.hosts.hosts[mac]
+        # What is behind a port that went down is not known any more: the port is unknown
+        # again when it comes back (unless a host a policy names is there). Its hosts stay
+        # where they were seen, so that a flapping link changes its own switch's rules
+        # only; they move when seen elsewhere, and expire when silent.
         self.roles.port_down((dpid, port.port_no))
         return self.links.drop_port(dpid, port.port_no)
 
@@ -560,15 +570,29 @@ class ControlCore:
     # ---- held claims --------------------------------------------------------------------
 
     def conflicts_due(self, now: float) -> tuple[list[Conflict], bool]:
-        """(claims applied because their owner is gone, anything changed).
+        """(claims applied because their owner has left, anything changed).
 
-        While a claim is held its address is probed (`probes_due`); an owner that answers
-        keeps it. An owner silent for `CLAIM_GRACE_S` after the claim loses it to the
-        claimant; a claim not repeated for `CLAIM_FORGET_S` is forgotten."""
+        An address a policy pins (source, destination, monitor) is bound by place, not by
+        chatter: a monitor never sends, and a silent source or destination must not lose
+        its binding by being quiet, so no timer hands it over while its owner's port is
+        up, whatever the owner sends or does not send. A held claim is applied only when
+        the owner's port has been down for `OWNER_GONE_S` and the claim was made again
+        since (the owner left, and the address appeared elsewhere: a move), or by an
+        operator (`confirm_move`). Two seconds ride out a link flap or a vNIC reset,
+        which must not hand a monitor to whoever claims it meanwhile, while a host that
+        really moved is followed soon after. A claim not repeated for `CLAIM_FORGET_S`
+        is forgotten."""
         moved, changed = [], False
         for address, conflict in list(self.conflicts.items()):
             owner = self.hosts.hosts.get(conflict.claim.owner)
-            if owner is None or (owner.last_seen < conflict.since and now - conflict.since > CLAIM_GRACE_S):
+            down = owner is not None and self._port_down(owner.dpid, owner.port)
+            if not down:
+                conflict.owner_down_since = None
+            elif conflict.owner_down_since is None:
+                conflict.owner_down_since = now
+            gone = conflict.owner_down_since is not None and now - conflict.owner_down_since >= OWNER_GONE_S \
+                and conflict.last >= conflict.owner_down_since
+            if owner is None or gone:
                 self.hosts.move(conflict.claim, now)
                 moved.append(conflict)
                 del self.conflicts[address]
@@ -579,6 +603,23 @@ class ControlCore:
         if changed:
             self.invalidate()
         return moved, changed
+
+    def _port_down(self, dpid: int, port_no: int) -> bool:
+        """The port is known down or gone (not: its switch is disconnected, which says
+        nothing of the host behind it)."""
+        device = self.devices.get(dpid)
+        if device is None:
+            return False
+        port = device.port(port_no)
+        return port is None or not port.up
+
+    def taps_concerned(self, conflict: Conflict) -> list[int]:
+        """The policies a claim concerns: those naming the address or the owner's MAC, and
+        those whose monitor the owner is."""
+        c = conflict.claim
+        out = self.named.naming(c.address, c.owner)
+        out.update(tap_id for tap_id, macs in self.compilation.monitors.items() if c.owner in macs)
+        return sorted(out)
 
     def confirm_move(self, mac: str, now: float) -> list[Conflict]:
         """The operator says the claims of `mac` are right: apply them now."""
@@ -593,14 +634,8 @@ class ControlCore:
     # ---- probing ----------------------------------------------------------------------
 
     def probes_due(self, now: float) -> list[str]:
-        """Addresses to ask for now: those policies name that no host holds, and those
-        held against a claim whose owner has not answered since."""
-        contested = set()
-        for address, conflict in self.conflicts.items():
-            owner = self.hosts.hosts.get(conflict.claim.owner)
-            if owner is not None and owner.last_seen < conflict.since:
-                contested.update(owner.ips if address == owner.mac else (address,))
-        return self.probes.due(self._unresolved | contested, now)
+        """Addresses to ask for now: those policies name that no host holds."""
+        return self.probes.due(self._unresolved, now)
 
     # ---- host liveness ----------------------------------------------------------------
 

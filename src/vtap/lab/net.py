@@ -15,7 +15,7 @@ from functools import partial
 import httpx
 from mininet.log import setLogLevel
 from mininet.net import Mininet
-from mininet.node import OVSSwitch, RemoteController
+from mininet.node import OVSSwitch
 
 from vtap.lab.chatter import start_chatter, stop_chatter
 from vtap.lab.pki import Pki
@@ -28,7 +28,8 @@ def ipv6_of(host_name: str) -> str:
 
 
 def build_net(topo: VtapTopo, controller_host: str, controller_port: int | list[int], *, ipv6: bool = False,
-              pki: Pki | None = None, quiet: bool = False, chatter: bool = False, join: str | None = None) -> Mininet:
+              pki: Pki | None = None, quiet: bool = False, chatter: bool = False, join: str | None = None,
+              seed: int = 0) -> Mininet:
     """Hosts and switch ports keep Linux's defaults: IPv6 on, with link-local addresses,
     duplicate address detection, router solicitations and MLD. With `ipv6`, hosts also get
     fc00::i/64 besides 10.0.0.i/8. With `pki`, the switches speak OpenFlow over TLS (`ssl:`
@@ -37,7 +38,7 @@ def build_net(topo: VtapTopo, controller_host: str, controller_port: int | list[
 
     `quiet` turns IPv6 off on switch ports and (unless `ipv6`) on hosts; its only use is
     tests that count frames exactly, which the kernel's own IPv6 frames would upset.
-    `chatter` starts `vtap.lab.chatter` in every host before any switch has a controller
+    `chatter` starts `vtap.lab.chatter` in every host (its timing seeded by `seed`) before any switch has a controller
     (stopped by the caller: `stop_chatter(net.chatter)` before `net.stop()`).
     `join="random:SEED"` gives the switches their controllers one by one, in an order and
     with gaps (0.1-0.8 s) that the seed decides, as switches of a real network come up;
@@ -50,9 +51,7 @@ def build_net(topo: VtapTopo, controller_host: str, controller_port: int | list[
     if pki is not None:
         subprocess.run(["ovs-vsctl", "set-ssl", str(pki.switch_key), str(pki.switch_cert), str(pki.controller_ca)], check=True)
     ports = controller_port if isinstance(controller_port, list) else [controller_port]
-    protocol = "ssl" if pki else "tcp"
-    for i, port in enumerate(ports):
-        net.addController(RemoteController(f"c{i}", ip=controller_host, port=port, protocol=protocol))
+    targets = [f"{'ssl' if pki else 'tcp'}:{controller_host}:{port}" for port in ports]
     net.build()
     net.chatter = []
     try:
@@ -72,19 +71,13 @@ def build_net(topo: VtapTopo, controller_host: str, controller_port: int | list[
         if chatter:
             for i, host in enumerate(net.hosts):
                 peers = [other.IP() for other in net.hosts if other is not host]
-                net.chatter.append(start_chatter(host, peers, seed=i))
-        if rng is None:
-            net.start()
-            _fast_reconnect()
-            net.join_order = [sw.name for sw in net.switches]
-        else:
-            controllers, net.controllers = net.controllers, []
-            try:
-                net.start()
-            finally:
-                net.controllers = controllers
-            targets = [f"{protocol}:{controller_host}:{port}" for port in ports]
-            net.join_order = _join_one_by_one(net.switches, targets, rng)
+                net.chatter.append(start_chatter(host, peers, seed=seed * 1000 + i))
+        # The bridges start without a controller (fail-secure: they forward nothing), and
+        # get their targets through ovs-vsctl: no Mininet controller node, whose shell
+        # only held an address and a port.
+        net.start()
+        order = rng.sample(net.switches, len(net.switches)) if rng is not None else net.switches
+        net.join_order = _attach(order, targets, rng)
     except BaseException:
         stop_chatter(net.chatter)
         net.stop()
@@ -101,28 +94,25 @@ def _join_rng(join: str | None) -> random.Random | None:
     return random.Random(int(seed))
 
 
-def _fast_reconnect() -> None:
-    """A switch that lost its controller retries every second, not after up to 8 s (OVS's
+def _attach(switches: list[OVSSwitch], targets: list[str], rng: random.Random | None) -> list[str]:
+    """Give each switch its controllers, all in one transaction, or (with `rng`) one
+    switch at a time with random gaps; the switches' names in that order. A switch that
+    lost its controller retries every second (`max_backoff`), not after up to 8 s (OVS's
     default backoff): what a restart or a cluster failover waits for (README, Deploying)."""
-    uuids = subprocess.run(["ovs-vsctl", "--bare", "--columns=_uuid", "list", "Controller"], check=True,
-                           capture_output=True, text=True).stdout.split()
-    if uuids:
-        subprocess.run(["ovs-vsctl"] + [a for u in uuids for a in ("--", "set", "Controller", u, "max_backoff=1000")], check=True)
+    def args(sw: OVSSwitch) -> list[str]:
+        create = [a for i, target in enumerate(targets) for a in
+                  ("--", f"--id=@{sw.name}c{i}", "create", "Controller", f'target="{target}"', "max_backoff=1000")]
+        ids = ",".join(f"@{sw.name}c{i}" for i in range(len(targets)))
+        return [*create, "--", "set", "bridge", sw.name, f"controller=[{ids}]"]
 
-
-def _join_one_by_one(switches: list[OVSSwitch], targets: list[str], rng: random.Random) -> list[str]:
-    """Give each switch its controllers (with the 1 s backoff of `_fast_reconnect`), in a
-    random order with random gaps; the switches' names in that order."""
-    order = rng.sample(switches, len(switches))
-    for n, sw in enumerate(order):
+    if rng is None:
+        subprocess.run(["ovs-vsctl", *(a for sw in switches for a in args(sw))], check=True, stdout=subprocess.DEVNULL)
+        return [sw.name for sw in switches]
+    for n, sw in enumerate(switches):
         if n:
             time.sleep(rng.uniform(0.1, 0.8))
-        create = [a for i, target in enumerate(targets)
-                  for a in ("--", f"--id=@c{i}", "create", "Controller", f'target="{target}"', "max_backoff=1000")]
-        ids = ",".join(f"@c{i}" for i in range(len(targets)))
-        subprocess.run(["ovs-vsctl", *create, "--", "set", "bridge", sw.name, f"controller=[{ids}]"], check=True,
-                       stdout=subprocess.DEVNULL)  # not the new rows' UUIDs
-    return [sw.name for sw in order]
+        subprocess.run(["ovs-vsctl", *args(sw)], check=True, stdout=subprocess.DEVNULL)  # not the new rows' UUIDs
+    return [sw.name for sw in switches]
 
 
 def expected_links(net: Mininet) -> set[tuple[int, int, int, int]]:
@@ -158,5 +148,5 @@ def wait_ready(net: Mininet, api: str | None, timeout: float = 60.0) -> bool:
                 return True
         except (httpx.HTTPError, ValueError, KeyError):
             pass
-        time.sleep(0.3)
+        time.sleep(0.1)
     return False

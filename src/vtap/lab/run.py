@@ -12,6 +12,7 @@ from pathlib import Path
 from mininet.cli import CLI
 from mininet.log import setLogLevel
 
+from vtap.lab.chatter import stop_chatter
 from vtap.lab.net import build_net, wait_ready
 from vtap.lab.ovs import PrivateOVS
 from vtap.lab.pki import make_pki
@@ -41,7 +42,7 @@ def run_command(net, command: str) -> int:
 
 
 def lab(topo_spec: str, controller: str, run: str | None, api: str | None, ready_timeout: float,
-        of_tls: str | None = None) -> int:
+        of_tls: str | None = None, chatter: bool = False, join: str | None = None) -> int:
     topo = parse_topo(topo_spec)
     host, _, port = controller.rpartition(":")
     if not host or not port.isdigit():
@@ -55,7 +56,7 @@ def lab(topo_spec: str, controller: str, run: str | None, api: str | None, ready
         pki = make_pki(of_tls) if of_tls else None
         if pki:
             print(f"vtap lab: OpenFlow over TLS; start the controller with {' '.join(pki.serve_args())}", file=sys.stderr)
-        net = build_net(topo, host, int(port), pki=pki)
+        net = build_net(topo, host, int(port), pki=pki, chatter=chatter, join=join)
         print(f"vtap lab: {topo_spec}: {len(net.switches)} switches, {len(net.hosts)} hosts, OVS in {ovs.dir}", file=sys.stderr)
         if not wait_ready(net, api, ready_timeout):
             print("vtap lab: the controller did not report the whole topology in time", file=sys.stderr)
@@ -67,6 +68,7 @@ def lab(topo_spec: str, controller: str, run: str | None, api: str | None, ready
         return 0
     finally:
         if net is not None:
+            stop_chatter(net.chatter)
             net.stop()
         ovs.stop()
         ovs.restore_env()

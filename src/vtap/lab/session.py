@@ -26,12 +26,13 @@ from vtap.lab.topos import VtapTopo
 class LabSession:
     def __init__(self, topo: VtapTopo, workdir: Path, *, ready_timeout: float = 90.0, ipv6: bool = False,
                  of_tls: bool = False, serve_args: tuple[str, ...] = (), cluster: int = 0, etcd_members: int = 1,
-                 quiet: bool = False, chatter: bool = False, join: str | None = None):
-        """`ipv6`, `quiet`, `chatter` and `join`: as in `build_net`."""
+                 quiet: bool = False, chatter: bool = False, join: str | None = None, seed: int = 0):
+        """`ipv6`, `quiet`, `chatter`, `join` and `seed`: as in `build_net`."""
         self.topo = topo
         self.ipv6 = ipv6
         self.quiet = quiet
         self.chatter = chatter
+        self.seed = seed
         self.join = join
         self.workdir = Path(workdir)
         self.ready_timeout = ready_timeout
@@ -70,7 +71,7 @@ class LabSession:
                 other.start(token=self.ctl.token)
             t0 = time.monotonic()
             self.net = build_net(self.topo, "127.0.0.1", [c.of_port for c in self.ctls], ipv6=self.ipv6, pki=self.pki,
-                                 quiet=self.quiet, chatter=self.chatter, join=self.join)
+                                 quiet=self.quiet, chatter=self.chatter, join=self.join, seed=self.seed)
             t_built = time.monotonic()
             if not wait_ready(self.net, None, timeout=self.ready_timeout):
                 raise RuntimeError("switches did not connect to the controller")

@@ -425,6 +425,7 @@ class OpenFlowServer:
         self.dp_options = dp_options
         self._server: asyncio.AbstractServer | None = None
         self._tasks: set[asyncio.Task] = set()
+        self._writers: set[asyncio.StreamWriter] = set()
 
     async def start(self) -> None:
         tls = {"ssl": self.ssl, "ssl_handshake_timeout": 5.0} if self.ssl else {}
@@ -439,10 +440,22 @@ class OpenFlowServer:
         dp = Datapath(reader, writer, self.handler, **self.dp_options)
         task = asyncio.current_task()
         self._tasks.add(task)
+        self._writers.add(writer)
         try:
             await dp.run()
         finally:
             self._tasks.discard(task)
+            self._writers.discard(writer)
+
+    def pause(self) -> None:
+        """Accept no switch and read nothing more from any (a stopping controller): a
+        packet-in storm then cannot hold up the stop. The switches keep forwarding on
+        their rules (fail-secure)."""
+        if self._server:
+            self._server.close()
+        for writer in self._writers:
+            if not writer.transport.is_closing():
+                writer.transport.pause_reading()
 
     async def stop(self) -> None:
         if self._server:
