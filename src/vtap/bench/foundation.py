@@ -65,7 +65,6 @@ def bench_fattree(k: int, work: Path, *, ping: bool) -> dict[str, Any]:
             "hosts": len(lab.net.hosts),
             "links": len(expected_links(lab.net)),
             "build_s": round(t["build_s"], 2),
-            "connected_s": round(t["connected_s"], 2),
             "discovered_in_sync_s": round(t["discovered_in_sync_s"], 2),
             **conv.as_dict(),
             "pingall_s": round(t_ping, 2) if ping else None,

@@ -182,6 +182,7 @@ class Controller:
         self._gather_until = 0.0  # until then, a restart waits for the stored topology's switches before compiling
         self._stopping = False
         self._lldp_burst: asyncio.TimerHandle | None = None  # an extra LLDP round, soon
+        self._saved_pins: frozenset[str] = frozenset()  # the hosts policies named at the last compile, written down
 
     # ---- lifecycle ----------------------------------------------------------------
 
@@ -464,11 +465,17 @@ class Controller:
         gc.freeze()
         desired = self.core.compile()
         gc.freeze()
+        view = self.core.view()
         for dpid, rec in self.reconcilers.items():
             rec.set_desired(desired[dpid], self.core.generation)
+            if rec.settling and not self._gather_until and not view.unknown_ports_of(dpid):
+                # Every port of the switch has its role: discovery has had its chance
+                # there, so what is not desired now is stale, not yet to be found.
+                rec.end_settling()
         if self.tunnels is not None and self.leading:
             self.tunnels.want(tunnel_plan(self.core.view(), list(self.core.taps.values()), self.tunnel_sources))
         if self.leading:
+            self._save_pinned()
             self._probe_due()
         self._status_due.set()
         self._last_compile_end = time.perf_counter()
@@ -476,6 +483,18 @@ class Controller:
         if self._last_compile_s > 0.1:
             log.info("compiled %d policies for %d switches in %.2f s (%d changes)", len(self.core.taps), len(desired),
                      self._last_compile_s, self._last_batch)
+
+    def _save_pinned(self) -> None:
+        """A host a policy has just come to name is written down at once (a restart then
+        knows where it is and forwards to it without waiting to hear from it again),
+        not only once its counters show it active."""
+        pinned = self.core.pinned_macs
+        if pinned is self._saved_pins:
+            return
+        new = [self.core.hosts.hosts[m] for m in pinned - self._saved_pins if m in self.core.hosts.hosts]
+        if new:
+            self.store.save_hosts(new)
+        self._saved_pins = pinned
 
     async def add_tap(self, spec: TapSpec) -> Tap:
         """Store, then apply (the store raises NameTaken and nothing changes)."""
@@ -551,7 +570,8 @@ class Controller:
 
     def _start_reconciler(self, dp: Datapath, *, settle: bool) -> None:
         rec = SwitchReconciler(dp, settle_until=time.monotonic() + self.settle if settle else 0.0, may_write=self.may_write,
-                               on_synced=lambda: self._synced(dp.dpid), on_refused=self._refused)
+                               on_synced=self._status_due.set, on_applied=lambda: self._rules_in(dp.dpid),
+                               on_refused=self._refused)
         self.reconcilers[dp.dpid] = rec
         rec.start()
         if self.core.remembered and self.core.remembered <= set(self.datapaths):
@@ -562,11 +582,11 @@ class Controller:
                 r.end_settling()
             self._gathered()
 
-    def _synced(self, dpid: int) -> None:
-        """A switch confirmed its rules. The first time since it connected, its LLDP rule
-        is in: an extra LLDP round soon lets its neighbours' frames reach it now, not a
-        round later (links proven both ways, and its unknown ports' chance counted)."""
-        self._status_due.set()
+    def _rules_in(self, dpid: int) -> None:
+        """A switch confirmed a batch of its rules (settling or not). The first time since
+        it connected, its LLDP rule is in: an extra LLDP round soon lets its neighbours'
+        frames reach it now, not a round later (links proven both ways, and its unknown
+        ports' chance counted)."""
         if dpid in self.core.roles.synced or dpid not in self.datapaths:
             return
         self.core.switch_synced(dpid, time.monotonic())

@@ -657,6 +657,11 @@ class ControlCore:
         """A policy names this host (as of the last compile)."""
         return mac in self._pinned_macs
 
+    @property
+    def pinned_macs(self) -> frozenset[str]:
+        """The hosts policies name, as of the last compile."""
+        return self._pinned_macs
+
     def pins(self) -> tuple[frozenset[str], frozenset[str]]:
         """(addresses, MACs) that policies name, enabled or not: their hosts are kept
         however silent (a monitor only ever receives) and their bindings are held

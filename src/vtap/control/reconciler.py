@@ -187,6 +187,7 @@ class SwitchReconciler:
     generation: int = 0  # of the desired rule set
     may_write: Callable[[], bool] = lambda: True  # a cluster's fence: False once leadership is in doubt
     on_synced: Callable[[], None] = lambda: None  # told each time the switch is confirmed in sync
+    on_applied: Callable[[], None] = lambda: None  # told after each batch the switch confirmed (settling or not)
     on_refused: Callable[[str], None] = lambda why: None  # told when the switch says we are not its master
 
     def __post_init__(self) -> None:
@@ -206,6 +207,10 @@ class SwitchReconciler:
         """Retry now rather than at the end of a back-off (and from the short delay again)."""
         self._kicked.set()
         self._dirty.set()
+
+    @property
+    def settling(self) -> bool:
+        return self.settle_until > time.monotonic()
 
     def end_settling(self) -> None:
         """The view is whole: correct everything from the next pass on."""
@@ -290,6 +295,7 @@ class SwitchReconciler:
             await self.dp.barrier()
             if not additive:
                 self.installed = desired  # equal: the same object from now on
+        self.on_applied()
         if not additive and desired is self.desired and not self._dirty.is_set():
             self.status.state = SyncState.IN_SYNC
             # What was synced is the current desired set, whatever generation named it.

@@ -129,22 +129,24 @@ def expected_links(net: Mininet) -> set[tuple[int, int, int, int]]:
 
 
 def wait_ready(net: Mininet, api: str | None, timeout: float = 60.0) -> bool:
-    """Wait until every switch is connected and, if the controller's API is reachable,
-    until it has discovered every inter-switch link, knows every port's role and brought
-    every switch in sync."""
+    """Without an API: wait until every switch says it is connected (OVSDB reports that
+    every few seconds only). With the controller's API: until it has every switch
+    connected, every inter-switch link discovered, every port's role known and every
+    switch in sync (polled every 0.1 s: when this returns, the lab has just converged)."""
     deadline = time.monotonic() + timeout
-    while not all(s.connected() for s in net.switches):
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.2)
     if api is None:
+        while not all(s.connected() for s in net.switches):
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.2)
         return True
     want = len(expected_links(net))
     n_switches = len(net.switches)
     while time.monotonic() < deadline:
         try:
             health = httpx.get(f"{api}/api/v1/health", timeout=2).json()
-            if health["links"] >= want and health["switches_in_sync"] >= n_switches and not health["ports_unknown"]:
+            if (health["switches"] >= n_switches and health["links"] >= want and health["switches_in_sync"] >= n_switches
+                    and not health["ports_unknown"]):
                 return True
         except (httpx.HTTPError, ValueError, KeyError):
             pass
