@@ -48,7 +48,7 @@ def test_comes_up_on_a_chatty_network(tmp_path, shape, seed, join):
     lab = Lab(topo, tmp_path, chatter=True, seed=seed, join=f"random:{seed}" if join == "random order" else None,
               ready_timeout=60)
     try:
-        conv = measure(lab)
+        conv = measure(lab, after_s=3.0)
         print(f"{shape.format(seed=seed)} seed {seed} {join}: {conv.as_dict()}")
         assert conv.converged_after_last_connect_s <= CONVERGED_S, conv
         assert conv.packet_ins_per_switch_s_after <= PACKET_INS_PER_SWITCH_S, conv

@@ -1,0 +1,145 @@
+"""Held against clients (issue 24): no request starves the loop that runs the switches.
+
+`linear,3` with 5,000 policies installed (h1 -> h3, one UDP port each, copied to h2) and
+one more tapped stream at 500 packets a second. While 50 clients call the health route
+without a token as fast as they can, OpenFlow echo round trips (measured by a client of
+the controller's OpenFlow port) stay under `ECHO_BOUND_S`, no link expires, no original
+and no copy is lost, and a legitimate policy posted meanwhile turns active within 0.2 s.
+Then SIGTERM under a packet-in flood: stopped within 3 s.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from tests.integration.echo_probe import EchoProbe
+from tests.integration.harness import Lab, create_tap, ip, mac, wait_tap
+from tests.waiting import wait_until
+from vtap.lab.topos import parse_topo
+from vtap.lab.traffic import Capture, Flow, marked, send_frames, send_from
+
+# 50 clients on one asyncio loop, each calling GET /api/v1/health without a token as fast
+# as it can for the given seconds; prints the count of each status code (0: a failure).
+HAMMER = """
+import asyncio, json, sys, time
+import httpx
+
+async def client(api, until, codes):
+    async with httpx.AsyncClient(base_url=api, timeout=10) as c:
+        while time.monotonic() < until:
+            try:
+                code = (await c.get("/api/v1/health")).status_code
+            except httpx.HTTPError:
+                code = 0
+            codes[code] = codes.get(code, 0) + 1
+
+async def main(api, n, seconds):
+    codes, until = {}, time.monotonic() + seconds
+    await asyncio.gather(*(client(api, until, codes) for _ in range(n)))
+    print(json.dumps(codes))
+
+asyncio.run(main(sys.argv[1], int(sys.argv[2]), float(sys.argv[3])))
+"""
+POLICIES = 5000
+ECHO_BOUND_S = 0.25  # the worst OpenFlow echo round trip allowed under the load below (README: the bound)
+RATE_PPS = 500
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    lab = Lab(parse_topo("linear,3"), tmp_path_factory.mktemp("load"))
+    specs = [{"name": f"load{i}", "src_ip": ip(1), "dst_ip": ip(3), "ip_proto": "udp", "dst_port": 20000 + i,
+              "monitor_ip": ip(2)} for i in range(POLICIES)]
+    resp = lab.ctl.http.put("/api/v1/taps", json=specs, timeout=120)
+    assert resp.status_code == 200, resp.text[:500]
+    wait_until(lambda: lab.ctl.get("/api/v1/health")["taps_by_status"].get("active") == POLICIES, 120, interval=0.5)
+    yield lab
+    lab.close()
+
+
+def tapped_stream(lab: Lab, seconds: float, during) -> tuple[dict[str, list[bytes]], object]:
+    """h1 -> h3 at 500 packets a second for `seconds`, tapped to h2, while `during()` runs;
+    the frames each got, and what `during` returned."""
+    caps = {n: Capture(lab.net[n], lab.workdir / f"load-{n}-{time.monotonic_ns()}.pcap").start() for n in ("h3", "h2")}
+    count = int(seconds * RATE_PPS)
+    flow = Flow(mac(1), mac(3), ip(1), ip(3), "udp", 5, 9999)
+    sender = threading.Thread(target=send_from, args=(lab.net["h1"], flow, "ld", count), kwargs={"interval": 1 / RATE_PPS})
+    sender.start()
+    try:
+        result = during()
+    finally:
+        sender.join()
+    src = bytes.fromhex(mac(1).replace(":", ""))
+    got = {n: [f for _, f in c.stop() if f[6:12] == src and (marked(f) or "").startswith("ld:")] for n, c in caps.items()}
+    return got, result
+
+
+def test_health_hammered_without_a_token_starves_nothing(lab):
+    stream = create_tap(lab, name="stream", src_ip=ip(1), dst_ip=ip(3), ip_proto="udp", dst_port=9999, monitor_ip=ip(2))
+    wait_tap(lab, stream["id"])
+    before = lab.ctl.get("/api/v1/health")
+    # The 50 clients run in a process of their own (one asyncio loop), so that they do not
+    # take the interpreter lock from the echo probe measuring the controller here.
+    hammer = subprocess.Popen([sys.executable, "-c", HAMMER, lab.ctl.api, "50", "20"], stdout=subprocess.PIPE, text=True)
+
+    def during() -> dict:
+        probe = EchoProbe(lab.ctl.of_port).start()
+        links, latencies = [], []
+        try:
+            for k in range(4):  # 20 s: a legitimate policy each 5 s, the links watched meanwhile
+                t0 = time.perf_counter()
+                tap = create_tap(lab, name=f"legit{k}", src_ip=ip(3), dst_ip=ip(1), ip_proto="udp", dst_port=30000 + k,
+                                 monitor_ip=ip(2))
+                while lab.ctl.get(f"/api/v1/taps/{tap['id']}")["status"] != "active" and time.perf_counter() - t0 < 10:
+                    time.sleep(0.005)
+                latencies.append(time.perf_counter() - t0)
+                end = time.monotonic() + 5 - (time.perf_counter() - t0)
+                while time.monotonic() < end:
+                    links.append(lab.ctl.get("/api/v1/health")["links"])
+                    time.sleep(0.5)
+        finally:
+            probe.stop()
+        return {"links": links, "latencies": latencies, "probe": probe}
+
+    got, r = tapped_stream(lab, 21, during)
+    codes = {int(k): v for k, v in json.loads(hammer.communicate(timeout=60)[0]).items()}
+    after = lab.ctl.get("/api/v1/health")
+    probe = r["probe"]
+    print(f"health calls by status {codes}; echo p50 {probe.percentile(50) * 1000:.1f} ms, p99 "
+          f"{probe.percentile(99) * 1000:.1f} ms, worst {probe.worst() * 1000:.1f} ms over {len(probe.rtts)}; "
+          f"POST -> active {[round(x * 1000) for x in r['latencies']]} ms; loop lag {after['loop_lag_max_ms']} ms")
+    assert codes.get(429, 0) > 0 and sum(codes.values()) > 1000  # hammered, and held back
+    assert len(probe.rtts) > 200 and probe.lost <= 1 and probe.worst() < ECHO_BOUND_S
+    assert set(r["links"]) == {4}
+    assert after["lldp_refused"]["replayed"] == before["lldp_refused"]["replayed"]
+    assert max(r["latencies"]) < 0.2, r["latencies"]
+    assert len(got["h3"]) == 21 * RATE_PPS and got["h2"] == got["h3"]
+
+
+def test_sigterm_under_a_packet_in_flood_stops_within_3_s(lab):
+    """h1 sends frames from 5,000 random source MACs as fast as it can (each one a
+    packet-in while the per-port host cap lasts, then metered), and LLDP in vtap's
+    format (unmetered before; now metered off link ports): the controller stops on
+    SIGTERM within 3 s, and comes back."""
+    from scapy.layers.l2 import Ether
+
+    frames = [bytes(Ether(src=f"02:aa:{i >> 16 & 255:02x}:{i >> 8 & 255:02x}:{i & 255:02x}:01", dst="ff:ff:ff:ff:ff:ff",
+                          type=0x88B5) / (b"x" * 46)) for i in range(5000)]
+    flood = send_frames(lab.net["h1"], frames * 4, lab.workdir / "flood.bin", interval=0.0, wait=False)
+    try:
+        time.sleep(2)
+        t0 = time.monotonic()
+        assert lab.ctl.stop() == 0
+        stopped = time.monotonic() - t0
+    finally:
+        flood.wait(timeout=60)
+    print(f"SIGTERM -> stopped in {stopped:.2f} s under the flood")
+    assert stopped <= 3.0
+    lab.ctl.start()
+    lab.wait_health(switches=3, links=4, timeout=30)
