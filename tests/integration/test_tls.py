@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import socket
 import ssl
+import struct
 import subprocess
 
 import pytest
 
 from tests.integration.harness import Lab
+from tests.waiting import wait_until
 from vtap.lab.topos import parse_topo
 
 
@@ -62,3 +64,59 @@ def test_a_client_without_a_valid_certificate_cannot_complete_a_handshake(lab, t
     ctx.load_cert_chain(lab.pki.switch_cert, lab.pki.switch_key)
     with socket.create_connection(("127.0.0.1", lab.ctl.of_port), timeout=6) as raw, ctx.wrap_socket(raw) as s:
         assert _hello_answered(s)
+
+
+def _fake_switch(lab, cert, key, dpid: int) -> bool:
+    """A TLS client with `cert` that completes the OpenFlow handshake claiming `dpid`;
+    True when the controller then closes the connection (refused) within 10 s."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    ctx.load_cert_chain(cert, key)
+    with socket.create_connection(("127.0.0.1", lab.ctl.of_port), timeout=10) as raw, ctx.wrap_socket(raw) as s:
+        s.sendall(struct.pack("!BBHI", 4, 0, 8, 1))  # HELLO
+        buf = b""
+        while True:
+            try:
+                data = s.recv(65536)
+            except (socket.timeout, ssl.SSLError, OSError):
+                return False
+            if not data:
+                return True  # closed by the controller
+            buf += data
+            while len(buf) >= 8:
+                _, kind, length, xid = struct.unpack_from("!BBHI", buf)
+                if len(buf) < length:
+                    break
+                buf = buf[length:]
+                if kind == 5:  # FEATURES_REQUEST -> FEATURES_REPLY claiming the dpid
+                    s.sendall(struct.pack("!BBHIQIBB2xII", 4, 6, 32, xid, dpid, 0, 254, 0, 0, 0))
+                elif kind == 18:  # MULTIPART_REQUEST (port description) -> an empty reply
+                    s.sendall(struct.pack("!BBHIHH4x", 4, 19, 16, xid, 13, 0))
+
+
+def test_a_second_certificate_claiming_a_known_dpid_is_refused_after_the_real_switch_drops(lab):
+    """The lab's switches share one certificate (one ovs-vswitchd holds one TLS setting);
+    each dpid is pinned to the certificate it first connected with. Another certificate
+    of the same CA claiming dpid 2 is refused while s2 is away, and s2 comes back."""
+    devices = {d["dpid"]: d for d in lab.ctl.get("/api/v1/devices")}
+    pinned = devices["0000000000000002"]["certificate"]
+    assert pinned and len(pinned) == 64
+    subprocess.run(["ovs-pki", "-d", str(lab.pki.dir / "pki"), "-l", str(lab.pki.dir / "ovs-pki.log"), "-u", "req+sign",
+                    "sw2", "switch"], cwd=lab.workdir, check=True, capture_output=True)
+    target = lab.ovs.vsctl("get-controller", "s2").strip()
+    refused = lab.ctl.get("/api/v1/health")["refused_connections"]
+    lab.ovs.vsctl("del-controller", "s2")
+    try:
+        wait_until(lambda: lab.ctl.get("/api/v1/health")["switches"] == 1, 10)
+        assert _fake_switch(lab, lab.workdir / "sw2-cert.pem", lab.workdir / "sw2-privkey.pem", 2)
+        assert lab.ctl.get("/api/v1/health")["refused_connections"] == refused + 1
+        assert lab.ctl.get("/api/v1/health")["switches"] == 1  # not adopted
+    finally:
+        lab.ovs.vsctl("set-controller", "s2", target)
+    lab.wait_health(switches=2, links=2, timeout=20)
+    assert lab.net.pingAll(timeout="1") == 0
+    # Only an admin unpins (a switch whose certificate really changed); audited.
+    assert lab.ctl.http.delete("/api/v1/devices/0000000000000002/certificate").status_code == 204
+    assert lab.ctl.http.delete("/api/v1/devices/0000000000000002/certificate").status_code == 404
+    assert any(r["action"] == "device.unpin" for r in lab.ctl.http.get("/api/v1/audit").json())

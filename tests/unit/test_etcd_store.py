@@ -119,7 +119,7 @@ async def test_tokens_secrets_and_revocation_are_shared(pair):
     await until(lambda: a.token_by_hash("h1") is None)
 
 
-async def test_only_the_leader_publishes_hosts_and_links(pair):
+async def test_only_the_leader_publishes_hosts_links_and_pins(pair):
     a, b = pair
     lease = await a.grant_lease(3)
     a.save_hosts([Host("00:00:00:00:00:01", ("10.0.0.1",), 1, 1, 1.0)])  # not the leader: dropped
@@ -130,8 +130,11 @@ async def test_only_the_leader_publishes_hosts_and_links(pair):
     a.fence = ("a", generation)
     a.save_hosts([Host("00:00:00:00:00:01", ("10.0.0.1",), 1, 1, 1.0)])
     a.save_links([Link(1, 2, 3, 4)])
-    await until(lambda: b.hosts and b.links)
-    assert b.links == [Link(1, 2, 3, 4)] and b.leader == ("a", generation)
+    a.save_pin(2, "ab" * 32)
+    await until(lambda: b.hosts and b.links and b.pin_of(2))
+    assert b.links == [Link(1, 2, 3, 4)] and b.leader == ("a", generation) and b.pin_of(2) == "ab" * 32
+    await b.delete_pin(2)  # an admin's unpin, through any instance
+    await until(lambda: a.pin_of(2) is None)
     await a.resign("a", generation)
     await until(lambda: b.leader is None)
     a.delete_hosts(["00:00:00:00:00:01"])  # the fence no longer holds: refused by etcd

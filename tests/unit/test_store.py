@@ -6,6 +6,7 @@ import pytest
 
 from vtap.model import audit
 from vtap.model.policy import TapSpec
+from vtap.store.errors import NotFound
 from vtap.store.sqlite import Store
 
 
@@ -54,3 +55,14 @@ def test_links_are_replaced_whole_and_survive_a_reopen(tmp_path):
     store.save_links([Link(1, 2, 3, 4)])
     store.close()
     assert Store(tmp_path).load_links() == [Link(1, 2, 3, 4)]
+
+
+async def test_a_switch_certificate_pin_is_kept_until_deleted(tmp_path):
+    store = Store(tmp_path)
+    assert store.pin_of(2) is None
+    store.save_pin(2, "ab" * 32)
+    assert Store(tmp_path).pin_of(2) == "ab" * 32  # kept across restarts
+    await store.delete_pin(2)
+    assert store.pin_of(2) is None
+    with pytest.raises(NotFound):
+        await store.delete_pin(2)

@@ -18,7 +18,7 @@ from fastapi import Path as PathParam
 from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CollectorRegistry
 from pydantic import BaseModel, Field
@@ -36,7 +36,7 @@ from vtap.control.controller import Controller
 from vtap.model.access import Role
 from vtap.model.network import Port, dpid_str, normalize_mac
 from vtap.model.view import NetworkView
-from vtap.store.errors import StoreUnavailable
+from vtap.store.errors import NotFound, StoreUnavailable
 
 
 class PortOut(BaseModel):
@@ -56,6 +56,8 @@ class DeviceOut(BaseModel):
     connected_since: str
     n_tables: int
     sync: str
+    certificate: str | None = Field(description="over TLS: sha256 fingerprint of the certificate pinned for this "
+                                                "datapath id (another one claiming it is refused)")
     batches: int = Field(description="rule batches (bundles) sent to this switch since it connected")
     rules_sent: int = Field(description="flow, group and meter changes sent since it connected")
 
@@ -121,6 +123,7 @@ class HealthOut(BaseModel):
 
 STATIC = Path(__file__).parent / "static"
 MAC_PATTERN = r"^[0-9A-Fa-f]{2}([:-][0-9A-Fa-f]{2}){5}$"
+DPID_PATTERN = r"^[0-9A-Fa-f]{16}$"
 
 
 def _count_states(ctl: Controller) -> dict[str, int]:
@@ -156,6 +159,7 @@ def devices_out(view: NetworkView, ctl: Controller) -> list[DeviceOut]:
             connected_since=_iso(d.connected_since),
             n_tables=d.n_tables,
             sync=ctl.sync_state(d.dpid),
+            certificate=ctl.store.pin_of(d.dpid),
             batches=ctl.sync_counters(d.dpid)[0],
             rules_sent=ctl.sync_counters(d.dpid)[1],
         )
@@ -262,6 +266,19 @@ def create_app(ctl: Controller, tokens: Tokens) -> FastAPI:
                         since=_iso(c.since), reason=c.reason())
             for a, c in sorted(ctl.core.conflicts.items())
         ]
+
+    @app.delete("/api/v1/devices/{dpid}/certificate", status_code=204, dependencies=admin,
+                responses={404: {"description": "no certificate is pinned for this datapath id"}})
+    async def unpin(request: Request, dpid: str = PathParam(pattern=DPID_PATTERN, description="16 hex digits")) -> Response:
+        """Forget the certificate pinned for a datapath id (admin): its next TLS connection
+        pins anew. For a switch whose certificate really changed."""
+        request.state.audit_action, request.state.audit_target = "device.unpin", f"device:{dpid.lower()}"
+        request.state.audit_before = ctl.store.pin_of(int(dpid, 16))
+        try:
+            await ctl.store.delete_pin(int(dpid, 16))
+        except NotFound:
+            raise HTTPException(404, f"no certificate is pinned for datapath {dpid.lower()}") from None
+        return Response(status_code=204)
 
     @app.post("/api/v1/hosts/{mac}/confirm-move", response_model=ConfirmOut, dependencies=admin,
               responses={404: {"description": "no held claim of this MAC"}})

@@ -11,9 +11,11 @@ they run on the controller's event loop, never beside it in a thread.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
+from fastapi.responses import StreamingResponse
 from fastapi import Path as PathParam
 from pydantic import BaseModel, Field
 
@@ -184,6 +186,7 @@ def _each(action: str, tap: Tap, before: TapSpec | None, after: TapSpec | None) 
 
 
 NOT_FOUND = {404: {"description": "no TAP policy with this id"}}
+LIST_SLICE = 500  # policies a listing writes out before it lets the loop serve the switches again
 # Ids are SQLite rowids: a path beyond them is a 422, never an overflow deep in the store.
 TapId = Annotated[int, PathParam(ge=1, le=2**63 - 1, description="the policy's id")]
 
@@ -255,8 +258,27 @@ def router(ctl: Controller, tokens: Tokens) -> APIRouter:
 
     @r.get("", response_model=list[TapOut])
     async def list_taps():
+        """Every policy with its status, written out `LIST_SLICE` at a time: between
+        slices the loop serves the switches, so a listing of 100,000 policies holds
+        OpenFlow, LLDP and the reconcilers up for one slice at most, not for all of it.
+        A policy deleted while the listing runs is left out."""
         syncs = ctl.switch_syncs()
-        return [_out(ctl, t, syncs) for t in sorted(ctl.taps.values(), key=lambda t: t.id)]
+        ids = sorted(ctl.taps)
+
+        async def body():
+            yield b"["
+            first = True
+            for start in range(0, len(ids), LIST_SLICE):
+                if start:
+                    await asyncio.sleep(0)
+                rows = [_out(ctl, ctl.taps[i], syncs).model_dump_json().encode() for i in ids[start:start + LIST_SLICE]
+                        if i in ctl.taps]
+                if rows:
+                    yield (b"" if first else b",") + b",".join(rows)
+                    first = False
+            yield b"]"
+
+        return StreamingResponse(body(), media_type="application/json")
 
     @r.get("/{tap_id}", response_model=TapOut, responses=NOT_FOUND)
     async def show(tap_id: TapId):

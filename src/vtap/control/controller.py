@@ -534,6 +534,8 @@ class Controller:
     # ---- switch events (SwitchHandler) ---------------------------------------------
 
     def switch_connected(self, dp: Datapath) -> None:
+        if not self._certificate_holds(dp):
+            return
         old = self.datapaths.get(dp.dpid)
         if old is not None and old is not dp:
             # A second connection claiming a datapath id: the live one stays, whoever asks.
@@ -542,6 +544,32 @@ class Controller:
             task.add_done_callback(self._background.discard)
             return
         self._adopt(dp)
+
+    def _certificate_holds(self, dp: Datapath) -> bool:
+        """Over TLS, a datapath id is bound to the certificate it first connected with.
+
+        One ovs-vswitchd holds one TLS configuration for all its bridges (`ovs-vsctl
+        set-ssl`), so a certificate cannot name each bridge's dpid: instead the first
+        certificate a dpid connects with is pinned (trust on first use, kept in the
+        store), and a connection claiming that dpid with any other certificate is
+        refused, even while the real switch is away. Only an admin unpins it
+        (`DELETE /api/v1/devices/{dpid}/certificate`)."""
+        if dp.certificate is None:
+            return True
+        pinned = self.store.pin_of(dp.dpid)
+        if pinned is None:
+            if self.leading:  # a cluster's leader pins for all (followers read the pins it publishes)
+                self.store.save_pin(dp.dpid, dp.certificate)
+                log.info("%r: certificate sha256:%s pinned", dp, dp.certificate)
+            return True
+        if pinned == dp.certificate:
+            return True
+        self.refused_connections += 1
+        log.warning("refused %r from %s: its certificate sha256:%s is not the one pinned for this datapath id "
+                    "(sha256:%s); if the switch really changed, an admin unpins it: DELETE /api/v1/devices/%016x/certificate",
+                    dp, dp.peer, dp.certificate, pinned, dp.dpid)
+        dp.writer.close()
+        return False
 
     async def _contest(self, old: Datapath, new: Datapath) -> None:
         """Refuse `new` while `old` answers an echo; replace `old` only when it is dead."""

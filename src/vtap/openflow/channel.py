@@ -10,6 +10,7 @@ log line; nothing it does reaches another connection.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import collections
 import itertools
 import logging
@@ -151,6 +152,11 @@ class Datapath:
         self.message_timeout = message_timeout
         self.request_timeout = request_timeout
         self.peer = writer.get_extra_info("peername")
+        # Over TLS: the SHA-256 fingerprint of the switch's certificate (pinned per dpid by
+        # the controller); None over plain TCP.
+        tls = writer.get_extra_info("ssl_object")
+        der = tls.getpeercert(binary_form=True) if tls is not None else None
+        self.certificate: str | None = hashlib.sha256(der).hexdigest() if der else None
         self.dpid: int | None = None
         self.n_tables = 0
         self.ports: dict[int, Port] = {}

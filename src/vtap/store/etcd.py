@@ -16,7 +16,7 @@ are queued, coalesced and written in the background, each write fenced by the le
 key (it commits only while this instance holds the leadership it was given).
 
 Key layout under the prefix (default `/vtap/`): `taps/<id>`, `taps-meta`, `tokens/<id>`,
-`tokens-meta`, `audit/<seq>`, `audit-head`, `hosts/<mac>`, `links`, `secrets/<name>`,
+`tokens-meta`, `audit/<seq>`, `audit-head`, `hosts/<mac>`, `links`, `pins/<dpid>`, `secrets/<name>`,
 `members/<id>` and `leader` (both under the instance's lease), `status`.
 """
 
@@ -124,6 +124,7 @@ class EtcdStore:
         self._token_by_hash: dict[str, int] = {}
         self.hosts: dict[str, Host] = {}
         self.links: list[Link] = []
+        self.pins: dict[int, str] = {}  # dpid -> the certificate fingerprint pinned for it
         self.members: dict[str, dict] = {}
         self.leader: tuple[str, int] | None = None  # (member id, generation = create revision of the key)
         self.status: dict = {}
@@ -307,6 +308,9 @@ class EtcdStore:
             host = Host(rest, tuple(data["ips"]), data["dpid"], data["port"], data["last_seen"]) if data else None
             _keep(self.hosts, rest, host)
             return Change("host", rest, host, revision)
+        if folder == "pins":
+            _keep(self.pins, int(rest, 16), data["fingerprint"] if data else None)
+            return None  # read when a switch connects
         if folder == LINKS:
             self.links = [Link(*l) for l in data] if data else []
             return Change(LINKS, "", list(self.links), revision)
@@ -373,6 +377,19 @@ class EtcdStore:
     def delete_hosts(self, macs: list[str]) -> None:
         for mac in macs:
             self._queue(f"hosts/{mac}", None)
+
+    def pin_of(self, dpid: int) -> str | None:
+        return self.pins.get(dpid)
+
+    def save_pin(self, dpid: int, fingerprint: str) -> None:
+        """Published by the leader, as hosts and links are."""
+        self._queue(f"pins/{dpid:016x}", _dumps({"fingerprint": fingerprint, "pinned": time.time()}))
+
+    async def delete_pin(self, dpid: int) -> None:
+        if dpid not in self.pins:
+            raise NotFound(dpid)
+        ops = [_delete(self._key(f"pins/{dpid:016x}"))]
+        self._applied(await self._txn("a pin's removal", [], ops), ops)
 
     def save_links(self, links) -> None:
         self._queue(LINKS, _dumps(sorted([l.src_dpid, l.src_port, l.dst_dpid, l.dst_port] for l in links)))

@@ -39,6 +39,11 @@ CREATE TABLE IF NOT EXISTS links (
     dst_port INTEGER NOT NULL,
     PRIMARY KEY (src_dpid, src_port, dst_dpid, dst_port)
 );
+CREATE TABLE IF NOT EXISTS switch_pins (
+    dpid INTEGER PRIMARY KEY,
+    fingerprint TEXT NOT NULL,
+    pinned REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS secrets (
     name TEXT PRIMARY KEY,
     value BLOB NOT NULL
@@ -110,6 +115,23 @@ class Store:
                 "INSERT OR REPLACE INTO hosts (mac, ips, dpid, port, last_seen) VALUES (?, ?, ?, ?, ?)",
                 [(h.mac, json.dumps(list(h.ips)), h.dpid, h.port, h.last_seen) for h in hosts],
             )
+
+    def pin_of(self, dpid: int) -> str | None:
+        """The certificate fingerprint pinned for a datapath id (see Controller.switch_connected)."""
+        row = self.db.execute("SELECT fingerprint FROM switch_pins WHERE dpid = ?", (dpid,)).fetchone()
+        return row[0] if row else None
+
+    def save_pin(self, dpid: int, fingerprint: str) -> None:
+        with self.db:
+            self.db.execute("INSERT OR REPLACE INTO switch_pins (dpid, fingerprint, pinned) VALUES (?, ?, ?)",
+                            (dpid, fingerprint, time.time()))
+
+    async def delete_pin(self, dpid: int) -> None:
+        """Forget a switch's pinned certificate (NotFound if none): its next connection pins anew."""
+        with self.db:
+            cur = self.db.execute("DELETE FROM switch_pins WHERE dpid = ?", (dpid,))
+        if cur.rowcount == 0:
+            raise NotFound(dpid)
 
     def load_links(self) -> list[Link]:
         """The inter-switch links last proven by LLDP: a restarted controller starts from them."""
