@@ -295,12 +295,19 @@ def test_a_port_turns_edge_only_after_two_lldp_frames_and_the_wait_since_its_swi
     assert roles.role((1, 1), set()) == PortRole.EDGE
 
 
-def test_lldp_turns_an_edge_port_into_a_link_and_forgets_its_hosts():
+def switch_1_alone() -> Network:
+    """The line of two switches, switch 1 connected with its rules in for a round and
+    a second; switch 2 not connected yet."""
     net = Network(_line())
     net.connect(1)
     net.sync(1)
     net.lldp_round(b"1" * 8)
     net.tick(1.0)
+    return net
+
+
+def test_lldp_turns_an_edge_port_into_a_link_and_forgets_its_hosts():
+    net = switch_1_alone()
     assert net.core.port_role(1, 1) == PortRole.EDGE  # switch 2 is not connected: nothing came back
     net.host_talks(1)  # h1 is behind switch 1 port 2; its broadcast floods out of port 1 too
     assert net.core.hosts.hosts[host_mac(1)].port == 2
@@ -325,11 +332,7 @@ def test_a_frame_at_an_unknown_port_is_noted_and_goes_nowhere():
 
 
 def test_only_a_pinned_hosts_port_is_kept_from_lldp():
-    net = Network(_line())
-    net.connect(1)
-    net.sync(1)
-    net.lldp_round(b"1" * 8)
-    net.tick(1.0)
+    net = switch_1_alone()
     net.host_talks(1)
     assert [p.port_no for p in net.core.lldp_ports(1)] == [1, 2]  # a host's port gets LLDP: it might be a link
     net.core.set_tap(Tap(id=1, spec=TapSpec(name="t", src_ip="10.0.0.2", monitor_mac=host_mac(1))))

@@ -143,6 +143,7 @@ function layeredPositions(topo) {
     layers.get(l).push(d);
   }
   const width = 1000, rowH = 110, pos = {};
+  if (crossesItsRow(adj, level)) return circlePositions(adj, hostsAt);
   for (const [l, ds] of layers) {
     ds.sort();
     ds.forEach((d, i) => { pos[swId(d)] = { x: (i + 0.5) * width / ds.length, y: (maxLevel - l + 1) * rowH }; });
@@ -153,6 +154,41 @@ function layeredPositions(topo) {
     (hostsAt.get(d) || []).sort((a, b) => a.port - b.port).forEach((h) => hostOrder.push(h));
   }
   hostOrder.forEach((h, i) => { pos[hostId(h.mac)] = { x: (i + 0.5) * width / hostOrder.length, y: (maxLevel + 1) * rowH }; });
+  return pos;
+}
+
+// A link between two switches of one layer that are not next to each other would be drawn
+// over the switches between them (a ring's chords, a random graph): such a network is
+// drawn on a circle instead. A chain (linear) keeps its row.
+function crossesItsRow(adj, level) {
+  const row = new Map();
+  for (const [d, l] of level) {
+    if (!row.has(l)) row.set(l, []);
+    row.get(l).push(d);
+  }
+  for (const ds of row.values()) ds.sort();
+  for (const [d, ns] of adj) {
+    const ds = row.get(level.get(d));
+    for (const n of ns) {
+      if (level.get(n) === level.get(d) && Math.abs(ds.indexOf(n) - ds.indexOf(d)) > 1) return true;
+    }
+  }
+  return false;
+}
+
+// Switches on a circle in dpid order, each switch's hosts just outside it.
+function circlePositions(adj, hostsAt) {
+  const ds = [...adj.keys()].sort(), pos = {};
+  const cx = 500, cy0 = 330, r = 250;
+  ds.forEach((d, i) => {
+    const a = (2 * Math.PI * i) / ds.length - Math.PI / 2;
+    pos[swId(d)] = { x: cx + r * Math.cos(a), y: cy0 + r * Math.sin(a) };
+    const hs = (hostsAt.get(d) || []).sort((x, y) => x.port - y.port);
+    hs.forEach((h, j) => {
+      const b = a + (j - (hs.length - 1) / 2) * 0.12;
+      pos[hostId(h.mac)] = { x: cx + (r + 90) * Math.cos(b), y: cy0 + (r + 90) * Math.sin(b) };
+    });
+  });
   return pos;
 }
 
