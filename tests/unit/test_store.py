@@ -66,3 +66,5 @@ async def test_a_switch_certificate_pin_is_kept_until_deleted(tmp_path):
     assert store.pin_of(2) is None
     with pytest.raises(NotFound):
         await store.delete_pin(2)
+    store.save_pin(0xFFFF_0000_0000_0001, "cd" * 32)  # 64 bits unsigned: beyond SQLite's INTEGER
+    assert store.pin_of(0xFFFF_0000_0000_0001) == "cd" * 32

@@ -40,7 +40,7 @@ CREATE TABLE IF NOT EXISTS links (
     PRIMARY KEY (src_dpid, src_port, dst_dpid, dst_port)
 );
 CREATE TABLE IF NOT EXISTS switch_pins (
-    dpid INTEGER PRIMARY KEY,
+    dpid TEXT PRIMARY KEY,  -- 16 hex digits: a datapath id is 64 bits unsigned, beyond SQLite's INTEGER
     fingerprint TEXT NOT NULL,
     pinned REAL NOT NULL
 );
@@ -118,18 +118,18 @@ class Store:
 
     def pin_of(self, dpid: int) -> str | None:
         """The certificate fingerprint pinned for a datapath id (see Controller.switch_connected)."""
-        row = self.db.execute("SELECT fingerprint FROM switch_pins WHERE dpid = ?", (dpid,)).fetchone()
+        row = self.db.execute("SELECT fingerprint FROM switch_pins WHERE dpid = ?", (f"{dpid:016x}",)).fetchone()
         return row[0] if row else None
 
     def save_pin(self, dpid: int, fingerprint: str) -> None:
         with self.db:
             self.db.execute("INSERT OR REPLACE INTO switch_pins (dpid, fingerprint, pinned) VALUES (?, ?, ?)",
-                            (dpid, fingerprint, time.time()))
+                            (f"{dpid:016x}", fingerprint, time.time()))
 
     async def delete_pin(self, dpid: int) -> None:
         """Forget a switch's pinned certificate (NotFound if none): its next connection pins anew."""
         with self.db:
-            cur = self.db.execute("DELETE FROM switch_pins WHERE dpid = ?", (dpid,))
+            cur = self.db.execute("DELETE FROM switch_pins WHERE dpid = ?", (f"{dpid:016x}",))
         if cur.rowcount == 0:
             raise NotFound(dpid)
 
