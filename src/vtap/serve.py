@@ -185,7 +185,10 @@ async def serve(
         log.warning("stopping took over %.1f s: leaving the rest (the switches keep their rules)", STOP_S)
     stopper.cancel()
     if cluster is not None:
-        await store.aclose()
+        try:
+            await asyncio.wait_for(store.aclose(), 1.0)
+        except asyncio.TimeoutError:
+            log.warning("etcd did not close in 1 s: leaving it")
     else:
         store.close()
     if api_task in done and api_task.exception():

@@ -254,3 +254,34 @@ def test_a_host_ports_flap_changes_its_own_switchs_rules_only():
     assert {d for d in before if up[d] != before[d]} <= {h1.dpid}
     settle_roles(core, 11.0)
     assert core.compile() == before and core.hosts.hosts[h1.mac] == h1
+
+
+def test_hosts_at_a_port_down_long_enough_are_forgotten_but_not_a_policys():
+    """A flap keeps a host (and its rules elsewhere); a port down 2 s forgets its hosts,
+    so whoever plugs in there next gets nothing of theirs, except a host a policy names."""
+    core = core_for("linear,3")
+    core.set_tap(Tap(id=1, spec=TapSpec(name="t", src_ip="10.0.0.1", monitor_ip="10.0.0.3")))
+    core.compile()
+    for mac in ("00:00:00:00:00:01", "00:00:00:00:00:02"):
+        h = core.hosts.hosts[mac]
+        core.port_changed(h.dpid, replace(core.devices[h.dpid].port(h.port), up=False), 10.0)
+    assert core.decide_roles(11.0)[2] == []  # a flap so far
+    assert core.decide_roles(12.0)[2] == ["00:00:00:00:00:02"]
+    assert "00:00:00:00:00:01" in core.hosts.hosts  # named by the policy: kept by place
+
+
+def test_a_port_holding_a_pinned_host_is_edge_even_without_lldp():
+    """A policy comes to name a host whose port came back up and is not known yet: its
+    port gets no LLDP (wormhole defence), so it is taken as edge rather than left
+    waiting for chances that never come."""
+    core = core_for("linear,3")
+    h1 = core.hosts.hosts["00:00:00:00:00:01"]
+    port = core.devices[h1.dpid].port(h1.port)
+    core.port_changed(h1.dpid, replace(port, up=False), 10.0)
+    core.port_changed(h1.dpid, port, 10.5)
+    assert core.port_role(h1.dpid, h1.port).value == "unknown"
+    core.set_tap(Tap(id=1, spec=TapSpec(name="t", src_ip="10.0.0.1", monitor_ip="10.0.0.3")))
+    core.compile()
+    assert port not in core.lldp_ports(h1.dpid)
+    turned, _, _ = core.decide_roles(10.6)
+    assert (h1.dpid, h1.port) in turned and core.port_role(h1.dpid, h1.port).value == "edge"

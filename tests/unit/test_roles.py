@@ -287,11 +287,11 @@ def test_a_port_turns_edge_only_after_two_lldp_frames_and_the_wait_since_its_swi
     roles.lldp_sent((1, 1))  # before the switch's rules are in: does not count
     roles.switch_synced(1, 0.5)
     roles.lldp_sent((1, 1))
-    assert roles.decide(5.0) == []  # one chance only
+    assert roles.decide(5.0, set()) == []  # one chance only
     roles.lldp_sent((1, 1))
-    assert roles.decide(1.4) == []  # not long enough since the rules went in
+    assert roles.decide(1.4, set()) == []  # not long enough since the rules went in
     roles.note((1, 1), "00:00:00:00:00:01", ("10.0.0.1",), 1.0)
-    assert roles.decide(1.5) == [((1, 1), [Tentative("00:00:00:00:00:01", ("10.0.0.1",), 1.0)])]
+    assert roles.decide(1.5, set()) == [((1, 1), [Tentative("00:00:00:00:00:01", ("10.0.0.1",), 1.0)])]
     assert roles.role((1, 1), set()) == PortRole.EDGE
 
 

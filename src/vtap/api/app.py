@@ -25,7 +25,7 @@ from pydantic import BaseModel, Field
 
 from vtap import __version__
 from vtap.api.access import router as access_router
-from vtap.api.auth import ERRORS, Tokens, require
+from vtap.api.auth import ERRORS, Tokens, require, remote_of
 from vtap.api.captures import router as captures_router
 from vtap.api.cluster import router as cluster_router
 from vtap.api.events import router as events_router
@@ -222,8 +222,15 @@ def create_app(ctl: Controller, tokens: Tokens) -> FastAPI:
     async def health(request: Request) -> HealthOut:
         """Liveness and the view's size: no token needed, so nothing here grows with the
         number of policies unless the caller shows a valid token (`taps_by_status`)."""
-        scheme, _, secret = request.headers.get("authorization", "").partition(" ")
-        known = scheme.lower() == "bearer" and tokens.principal(secret.strip()) is not None
+        known = False
+        if "authorization" in request.headers:
+            # A token shown here is checked, and a wrong one counted toward the address's
+            # throttle, as on every other route.
+            remote = remote_of(request)
+            scheme, _, secret = request.headers["authorization"].partition(" ")
+            known = scheme.lower() == "bearer" and tokens.principal(secret.strip()) is not None
+            if not known:
+                tokens.failed(remote)
         view = ctl.view()
         return HealthOut(
             status="ok",

@@ -84,7 +84,9 @@ class Guard:
             return
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         status: dict[str, Any] = {}
-        if "authorization" not in headers:
+        scheme, _, secret = headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or self.tokens.principal(secret.strip()) is None:
+            # No valid token (none, or any made-up header): the per-address limit.
             remote = scope["client"][0] if scope.get("client") else "unknown"
             if not self.unauthenticated.allow(remote, time.monotonic()):
                 await _reply(send, 429, "too many requests without a token from this address; try again later")

@@ -40,6 +40,7 @@ from vtap.compile.pipeline import (
     ICMPV6_NEIGHBOR_SOLICIT,
     IPPROTO_ICMPV6,
     METER_LLDP,
+    METER_LLDP_UNKNOWN,
     METER_PACKET_IN,
     MULTICAST_BIT,
     PRIO_BRIDGE_GROUP,
@@ -140,6 +141,9 @@ def compile_switch(view: NetworkView, dpid: int, packet_in_rate: int = 0,
     # yet: everything, for the controller to note; the pipeline never forwards it.
     for port in sorted(set(edge_ports) | set(view.unknown_ports_of(dpid))):
         flows.append(_flow(TABLE_CLASSIFY, PRIO_UNKNOWN_SOURCE, match(in_port=port), TO_CONTROLLER, meter=meter))
+    for port in view.unknown_ports_of(dpid):
+        flows.append(_flow(TABLE_CLASSIFY, PRIO_LLDP_LINK, match(in_port=port, eth_type=ETH_TYPE_LLDP), TO_CONTROLLER,
+                           meter=METER_LLDP_UNKNOWN))
 
     for host in view.hosts.values():
         if host.dpid == dpid and host.port in edge_ports:

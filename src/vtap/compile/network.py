@@ -5,7 +5,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from vtap.compile.forwarding import compile_forwarding, packet_in_meter
-from vtap.compile.pipeline import CAPTURE_BURST, CAPTURE_RATE_PPS, LLDP_BURST, LLDP_RATE_PPS, METER_CAPTURE, METER_LLDP
+from vtap.compile.pipeline import (
+    CAPTURE_BURST,
+    CAPTURE_RATE_PPS,
+    LLDP_BURST,
+    LLDP_RATE_PPS,
+    METER_CAPTURE,
+    METER_LLDP,
+    METER_LLDP_UNKNOWN,
+)
 from vtap.compile.taps import TapCompilation, TapMemo, compile_taps
 from vtap.model.capture import CaptureTarget
 from vtap.model.policy import Tap
@@ -20,7 +28,8 @@ def compile_network(view: NetworkView, taps: list[Tap] | Mapping[int, Tap], pack
     forwarding = memo.get(("forwarding", memo.token(view), packet_in_rate), lambda: compile_forwarding(view, packet_in_rate))
     meter = packet_in_meter(packet_in_rate)
     meters = frozenset([meter] if meter else []) | {Meter(METER_CAPTURE, CAPTURE_RATE_PPS, CAPTURE_BURST),
-                                                    Meter(METER_LLDP, LLDP_RATE_PPS, LLDP_BURST)}
+                                                    Meter(METER_LLDP, LLDP_RATE_PPS, LLDP_BURST),
+                                                    Meter(METER_LLDP_UNKNOWN, LLDP_RATE_PPS, LLDP_BURST)}
     comp = compile_taps(view, taps, captures, memo, changed)
     desired = {}
     last = memo.desired

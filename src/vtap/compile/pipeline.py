@@ -109,6 +109,9 @@ CAPTURE_BURST = 500
 # late (one frame per port and round, more in the extra rounds as switches come up) is
 # well within it.
 METER_LLDP = 0x76740003
+# Ports whose role is not known yet have a meter of their own: a host spraying LLDP on an
+# edge port cannot keep a new link from being proven on another port of its switch.
+METER_LLDP_UNKNOWN = 0x76740004
 LLDP_RATE_PPS = 500
 LLDP_BURST = 100
 
@@ -155,7 +158,7 @@ REG_CUT = "reg4"  # the snap length
 REG_PORT = "reg3"  # the port a cut copy leaves by
 
 # Priorities, per table.
-PRIO_LLDP_LINK = 1010  # table 0: LLDP on a proven link port, unmetered
+PRIO_LLDP_LINK = 1010  # table 0: LLDP on a proven link port (unmetered) or a port not known yet (its own meter)
 PRIO_LLDP = 1000  # LLDP anywhere else, through the LLDP meter
 PRIO_COPY_IN = 900  # a copy VLAN id on an authenticated inter-switch port
 PRIO_TUNNEL_OUT = 880  # a tunnelled copy, back in on LOCAL from the bridge's own MAC

@@ -48,7 +48,7 @@ from vtap.compile.taps import TapCompilation, TapState
 from vtap.compile.tunnels import tunnel_plan
 from vtap.control import relay
 from vtap.control.capture import CaptureBook, CaptureJob
-from vtap.control.core import OWNER_GONE_S, ControlCore, SwitchSync, TapStatus
+from vtap.control.core import HOST_GONE_S, OWNER_GONE_S, ControlCore, SwitchSync, TapStatus
 from vtap.control.delivery import GroupCounters
 from vtap.control.tunnels import TunnelAgent
 from vtap.control.discovery import NONCE_BYTES, parse_lldp
@@ -243,7 +243,7 @@ class Controller:
         """The cluster elected this instance, or another (`generation` is the leader's)."""
         if leading:
             # The published links are the view until LLDP proves them again.
-            self.core.links.replace(self.core.links.links(), time.monotonic() + LINK_GRACE_S)
+            self.core.links_published(self.core.links.links(), time.monotonic() + LINK_GRACE_S)
             self.changed()
         else:
             for rec in self.reconcilers.values():
@@ -315,7 +315,7 @@ class Controller:
                 self.core.host_published(change.value)
             self.changed()
         elif change.kind == "links":
-            self.core.links.replace(change.value, math.inf)
+            self.core.links_published(change.value, math.inf)
             self.changed()
 
     async def _status_loop(self) -> None:
@@ -781,13 +781,16 @@ class Controller:
 
     def _decide_roles(self) -> None:
         """Unknown ports whose discovery chance is over turn edge (control/roles.py)."""
-        turned, learned = self.core.decide_roles(time.monotonic())
+        turned, learned, departed = self.core.decide_roles(time.monotonic())
+        if departed:
+            log.info("hosts forgotten, their port down %.0f s: %s", HOST_GONE_S, ", ".join(departed))
+            self.store.delete_hosts(departed)
         for host in learned:
             log.info("host %s (%s) at %016x port %d (seen while its port was not known yet)", host.mac,
                      ", ".join(host.ips), host.dpid, host.port)
             if self.core.is_pinned(host.mac) or self.cluster is not None:
                 self.store.save_hosts([host])
-        if turned or learned:
+        if turned or learned or departed:
             self.changed()
 
     def _probe_due(self) -> None:

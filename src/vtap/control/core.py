@@ -110,6 +110,7 @@ class NamedAddresses:
         return {tap_id for tap_id, (_, ips, macs) in self._of.items() if wanted.intersection(ips) or wanted.intersection(macs)}
 
 
+HOST_GONE_S = 2.0  # hosts at a port down this long are forgotten (a shorter flap keeps them, and its rules local)
 OWNER_GONE_S = 2.0  # a pinned owner's port down this long, and the claim made again since: the owner has left
 CLAIM_FORGET_S = 30.0  # a held claim not repeated this long is forgotten
 REFUSAL_LOG_S = 60.0  # refused MACs are logged once a minute per port
@@ -149,6 +150,7 @@ class ControlCore:
         self._tap_generation: dict[int, int] = {}  # tap id -> generation of its current version (-1: not compiled yet)
         self._host_packets: dict[tuple[int, str], int] = {}
         self._watched_since: dict[int, float] = {}  # dpid -> first host-counter read this connection
+        self._down_since: dict[tuple[int, int], float] = {}  # ports down (monotonic time): their hosts go after HOST_GONE_S
         self._view: NetworkView | None = None
         self.named = NamedAddresses()
         self._changed_taps: set[int] | None = None  # policies set or removed since the last compile (None: not known)
@@ -161,7 +163,7 @@ class ControlCore:
             self._view = NetworkView(devices=dict(self.devices), links=self.links.links(), hosts=dict(self.hosts.hosts),
                                      switch_ports=frozenset(self.links.switch_ports),
                                      conflicts={a: c.reason() for a, c in self.conflicts.items()},
-                                     unknown_ports=self.roles.unknown())
+                                     unknown_ports=self.roles.unknown(self.links.switch_ports))
         return self._view
 
     def invalidate(self) -> None:
@@ -410,6 +412,7 @@ class ControlCore:
         `any_host`, any known host: a switch that connects again, or after a restart),
         else unknown until discovery has had its chance."""
         key = (dpid, port_no)
+        self._down_since.pop(key, None)
         hosted = any((h.dpid, h.port) == key for h in self.hosts.hosts.values() if any_host or h.mac in self._pinned_macs)
         self.roles.port_up(key, now, link=key in self.links.switch_ports, hosted=hosted)
 
@@ -427,10 +430,24 @@ class ControlCore:
             return []
         # What is behind a port that went down is not known any more: the port is unknown
         # again when it comes back (unless a host a policy names is there). Its hosts stay
-        # where they were seen, so that a flapping link changes its own switch's rules
-        # only; they move when seen elsewhere, and expire when silent.
+        # where they were seen for HOST_GONE_S (a flapping link then changes its own
+        # switch's rules only), then are forgotten (unless a policy names them): whoever
+        # plugs in there next does not get their traffic.
         self.roles.port_down((dpid, port.port_no))
+        self._down_since.setdefault((dpid, port.port_no), now)
         return self.links.drop_port(dpid, port.port_no)
+
+    def _forget_departed(self, now: float) -> list[str]:
+        """Hosts at a port down for `HOST_GONE_S` are forgotten (not those a policy names)."""
+        gone = {key for key, since in self._down_since.items() if now - since >= HOST_GONE_S}
+        for key in gone:
+            del self._down_since[key]
+        macs = [m for m, h in self.hosts.hosts.items() if (h.dpid, h.port) in gone and m not in self._pinned_macs]
+        for mac in macs:
+            del self.hosts.hosts[mac]
+        if macs:
+            self.invalidate()
+        return macs
 
     def port_deleted(self, dpid: int, port_no: int) -> list[Link]:
         device = self.devices.get(dpid)
@@ -443,12 +460,21 @@ class ControlCore:
     def port_role(self, dpid: int, port_no: int) -> PortRole:
         return self.roles.role((dpid, port_no), self.links.switch_ports)
 
-    def decide_roles(self, now: float) -> tuple[list[tuple[int, int]], list[Host]]:
+    def decide_roles(self, now: float) -> tuple[list[tuple[int, int]], list[Host], list[str]]:
         """Unknown ports whose discovery chance is over turn edge, and the senders noted
-        there are learned (not one known at another edge port: a frame that reached an
-        unknown port proves nothing against a sighting at an edge port): (the ports that
-        turned, the hosts learned)."""
-        turned = self.roles.decide(now)
+        there are learned (not one known at another port: a frame that reached an
+        unknown port proves nothing against a sighting elsewhere); hosts at a port down
+        for `HOST_GONE_S` are forgotten: (the ports that turned, the hosts learned, the
+        hosts forgotten)."""
+        departed = self._forget_departed(now)
+        marked = []
+        for host in self.hosts.hosts.values():
+            # A host a policy names gets no LLDP on its port (the wormhole defence), so its
+            # port's chance would never come: such a port faces a host.
+            if host.mac in self._pinned_macs and (host.dpid, host.port) in self.roles.probation:
+                self.roles.mark_edge((host.dpid, host.port))
+                marked.append((host.dpid, host.port))
+        turned = self.roles.decide(now, self.links.switch_ports)
         learned = []
         for (dpid, port), senders in turned:
             for t in senders:
@@ -459,9 +485,17 @@ class ControlCore:
                                         pinned_macs=self._pinned_macs)
                 if seen.changed:
                     learned.append(self.hosts.hosts[t.mac])
-        if turned:
+        if turned or marked:
             self.invalidate()
-        return [key for key, _ in turned], learned
+        return marked + [key for key, _ in turned], learned, departed
+
+    def links_published(self, links, until: float) -> None:
+        """Links another instance proved (a cluster's leader), as the whole set: their
+        ports are links."""
+        self.links.replace(links, until)
+        for end in self.links.switch_ports:
+            self.roles.proven_link(end)
+        self.invalidate()
 
     def host_published(self, host: Host) -> None:
         """A cluster's leader published a host: its port faces hosts."""
@@ -533,7 +567,7 @@ class ControlCore:
         A frame from a port whose role is not known yet only notes its sender (learned
         if the port turns edge) and goes nowhere: it may have been flooded there by a
         switch whose rules are not in, or sent by the switch port on the other side."""
-        if (dpid, in_port) in self.roles.probation:
+        if self.port_role(dpid, in_port) == PortRole.UNKNOWN and (dpid, in_port) in self.roles.probation:
             sender = relay.sender(data)
             if sender is not None:
                 self.roles.note((dpid, in_port), sender[0], sender[1], now)

@@ -295,7 +295,8 @@ class SwitchReconciler:
             await self.dp.barrier()
             if not additive:
                 self.installed = desired  # equal: the same object from now on
-        self.on_applied()
+        if self.generation > 0:  # a compiled set (not the empty one a restart holds before its first compile)
+            self.on_applied()
         if not additive and desired is self.desired and not self._dirty.is_set():
             self.status.state = SyncState.IN_SYNC
             # What was synced is the current desired set, whatever generation named it.

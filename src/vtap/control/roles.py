@@ -23,8 +23,8 @@ is state here, changed by events:
   leader) is `edge` from the start: the host was learned at an edge port, and a restart
   must not wait for discovery to forward to it.
 
-Pure: the time is an argument. `LinkTable.switch_ports` holds the `link` ports; this
-holds the rest.
+Pure: the time is an argument. `LinkTable.switch_ports` holds the `link` ports (a
+port there is a link whatever this holds); this holds the rest.
 """
 
 from __future__ import annotations
@@ -74,8 +74,9 @@ class PortRoles:
             return PortRole.LINK
         return PortRole.EDGE if key in self.edge else PortRole.UNKNOWN
 
-    def unknown(self) -> frozenset[PortKey]:
-        return frozenset(self.probation)
+    def unknown(self, link_ports: set[PortKey] | frozenset[PortKey]) -> frozenset[PortKey]:
+        """Ports whose role is not known (a port proven a link meanwhile is a link)."""
+        return frozenset(k for k in self.probation if k not in link_ports)
 
     # ---- events ---------------------------------------------------------------------
 
@@ -135,10 +136,15 @@ class PortRoles:
         merged = tuple(sorted(set(old.ips) | set(ips))) if old is not None else tuple(sorted(set(ips)))
         seen[mac] = Tentative(mac, merged, now)
 
-    def decide(self, now: float) -> list[tuple[PortKey, list[Tentative]]]:
-        """Unknown ports whose chance is over turn edge: each with the senders noted there."""
+    def decide(self, now: float, link_ports: set[PortKey] | frozenset[PortKey]) -> list[tuple[PortKey, list[Tentative]]]:
+        """Unknown ports whose chance is over turn edge: each with the senders noted there.
+        A port proven a link by other means (links a cluster's leader published) leaves
+        probation as a link."""
         turned = []
         for key, probation in list(self.probation.items()):
+            if key in link_ports:
+                self.proven_link(key)
+                continue
             synced = self.synced.get(key[0])
             if synced is None or probation.lldp_sent < LLDP_CHANCES:
                 continue
