@@ -244,6 +244,11 @@ class Controller:
         if leading:
             # The published links are the view until LLDP proves them again.
             self.core.links_published(self.core.links.links(), time.monotonic() + LINK_GRACE_S)
+            # Switches that connected while another instance led, or before any did, and
+            # have no pin yet: pinned now, with the certificate they connected with.
+            for dp in self.datapaths.values():
+                if dp.certificate is not None and self.store.pin_of(dp.dpid) is None:
+                    self.store.save_pin(dp.dpid, dp.certificate)
             self.changed()
         else:
             for rec in self.reconcilers.values():
