@@ -97,3 +97,28 @@ def test_a_link_down_under_a_tapped_stream_fails_over_in_the_switch(lab):
     assert lab.discovered_links() == links_before
     delete_tap(lab, tap["id"])
     assert lab.net.pingAll(timeout="1") == 0
+
+
+def test_a_host_flapping_its_link_touches_its_own_switch_only(lab):
+    """h6 takes its link down and up about 7 times a second for 3 s: its own edge switch's
+    rules change (its port's flood and classify rules), no other switch gets a batch,
+    and h6 keeps its place."""
+    h6 = lab.net["h6"]
+    dpid, _ = lab.attachment("h6")
+    lab.wait_health(switches=20, links=64, timeout=15)
+    before = {d["dpid"]: d["batches"] for d in lab.ctl.get("/api/v1/devices")}
+    intf = h6.defaultIntf()
+    for _ in range(20):
+        h6.cmd(f"ip link set {intf} down")
+        time.sleep(0.07)
+        h6.cmd(f"ip link set {intf} up")
+        time.sleep(0.07)
+    lab.wait_health(switches=20, links=64, timeout=15)
+    wait_until(lambda: lab.ctl.get("/api/v1/health")["ports_unknown"] == 0, 10)
+    after = {d["dpid"]: d["batches"] for d in lab.ctl.get("/api/v1/devices")}
+    changed = {d for d in after if after[d] != before[d]}
+    print(f"batches per switch over 20 flaps: {({d: after[d] - before[d] for d in changed})}")
+    assert changed <= {f"{dpid:016x}"}, changed
+    hosts = {h["mac"]: (int(h["dpid"], 16), h["port"]) for h in lab.ctl.get("/api/v1/hosts")}
+    assert hosts[h6.MAC()] == lab.attachment("h6")
+    assert ping(h6, "10.0.0.1")
