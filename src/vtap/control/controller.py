@@ -54,7 +54,7 @@ from vtap.control.tunnels import TunnelAgent
 from vtap.control.discovery import NONCE_BYTES, parse_lldp
 from vtap.control.reconciler import SwitchReconciler
 from vtap.model.capture import CaptureSpec, CaptureState, CaptureTarget
-from vtap.model.network import Device, Host
+from vtap.model.network import Device
 from vtap.model.policy import MatchSpec, Tap, TapChanges, TapSpec
 from vtap.model.rules import SwitchRules
 from vtap.model.state import PolicyState, SyncState
@@ -693,22 +693,18 @@ class Controller:
         if outcome.log:
             log.warning("%s", outcome.log)
         if outcome.learned is not None:
-            self._learned(outcome.learned, "")
+            host = outcome.learned
+            log.info("host %s (%s) at %016x port %d", host.mac, ", ".join(host.ips), dp.dpid, in_port)
+            # Only hosts that turn out active (their rules count packets) or that a policy
+            # names are written down: a MAC flood must not fill the store. A cluster's
+            # followers compile from what the leader publishes, so there every host the
+            # per-port bound admitted is published.
+            if self.core.is_pinned(host.mac) or self.cluster is not None:
+                self.store.save_hosts([host])
         if outcome.changed:
             self.changed()
         for out in outcome.outs:
             self._packet_out(out.dpid, out.port, out.data)
-
-    def _learned(self, host: Host, how: str) -> None:
-        """A host learned or changed: logged, and written down if it must be.
-
-        Only hosts that turn out active (their rules count packets) or that a policy
-        names are written down: a MAC flood must not fill the store. A cluster's
-        followers compile from what the leader publishes, so there every host the
-        per-port bound admitted is published."""
-        log.info("host %s (%s) at %016x port %d%s", host.mac, ", ".join(host.ips), host.dpid, host.port, how)
-        if self.core.is_pinned(host.mac) or self.cluster is not None:
-            self.store.save_hosts([host])
 
     def _packet_out(self, dpid: int, port: int, data: bytes) -> None:
         target = self.datapaths.get(dpid)
@@ -795,7 +791,10 @@ class Controller:
             log.info("hosts forgotten, their port down %.0f s: %s", HOST_GONE_S, ", ".join(departed))
             self.store.delete_hosts(departed)
         for host in learned:
-            self._learned(host, " (seen while its port was not known yet)")
+            log.info("host %s (%s) at %016x port %d (seen while its port was not known yet)", host.mac,
+                     ", ".join(host.ips), host.dpid, host.port)
+            if self.core.is_pinned(host.mac) or self.cluster is not None:
+                self.store.save_hosts([host])
         if turned or learned or departed:
             self.changed()
 

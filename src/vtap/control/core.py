@@ -391,9 +391,8 @@ class ControlCore:
 
     def switch_up(self, device: Device, now: float) -> None:
         self.devices[device.dpid] = device
-        hosted = {(h.dpid, h.port) for h in self.hosts.hosts.values() if h.dpid == device.dpid}
         for port_no in device.up_ports():
-            self._port_up(device.dpid, port_no, now, hosted=(device.dpid, port_no) in hosted)
+            self._port_up(device.dpid, port_no, now, any_host=True)
         self.invalidate()
 
     def switch_down(self, dpid: int) -> None:
@@ -408,16 +407,14 @@ class ControlCore:
         out of its unknown ports counts toward their chance (see control/roles.py)."""
         self.roles.switch_synced(dpid, now)
 
-    def _port_up(self, dpid: int, port_no: int, now: float, *, hosted: bool) -> None:
-        """A port is up: edge at once if `hosted` (it holds a host a policy names; after a
-        (re)connect, any known host), else unknown until discovery has had its chance."""
+    def _port_up(self, dpid: int, port_no: int, now: float, *, any_host: bool) -> None:
+        """A port is up: edge at once if it holds a host a policy names (or, with
+        `any_host`, any known host: a switch that connects again, or after a restart),
+        else unknown until discovery has had its chance."""
         key = (dpid, port_no)
         self._down_since.pop(key, None)
+        hosted = any((h.dpid, h.port) == key for h in self.hosts.hosts.values() if any_host or h.mac in self._pinned_macs)
         self.roles.port_up(key, now, link=key in self.links.switch_ports, hosted=hosted)
-
-    def _pinned_at(self) -> set[tuple[int, int]]:
-        """The ports of the hosts policies name."""
-        return {(h.dpid, h.port) for m in self._pinned_macs if (h := self.hosts.hosts.get(m)) is not None}
 
     def port_changed(self, dpid: int, port: Port, now: float) -> list[Link]:
         """A port came, went, or changed state: the links gone with it."""
@@ -429,7 +426,7 @@ class ControlCore:
         self.invalidate()
         if port.up:
             if device is not None and port.port_no in self.devices[dpid].up_ports():
-                self._port_up(dpid, port.port_no, now, hosted=(dpid, port.port_no) in self._pinned_at())
+                self._port_up(dpid, port.port_no, now, any_host=False)
             return []
         # What is behind a port that went down is not known any more: the port is unknown
         # again when it comes back (unless a host a policy names is there). Its hosts stay
@@ -470,11 +467,13 @@ class ControlCore:
         for `HOST_GONE_S` are forgotten: (the ports that turned, the hosts learned, the
         hosts forgotten)."""
         departed = self._forget_departed(now)
-        # A host a policy names gets no LLDP on its port (the wormhole defence), so its
-        # port's chance would never come: such a port faces a host.
-        marked = sorted(self._pinned_at() & self.roles.probation.keys())
-        for key in marked:
-            self.roles.mark_edge(key)
+        marked = []
+        for host in self.hosts.hosts.values():
+            # A host a policy names gets no LLDP on its port (the wormhole defence), so its
+            # port's chance would never come: such a port faces a host.
+            if host.mac in self._pinned_macs and (host.dpid, host.port) in self.roles.probation:
+                self.roles.mark_edge((host.dpid, host.port))
+                marked.append((host.dpid, host.port))
         turned = self.roles.decide(now, self.links.switch_ports)
         learned = []
         for (dpid, port), senders in turned:
@@ -522,7 +521,7 @@ class ControlCore:
         device = self.devices.get(dpid)
         if device is None:
             return []
-        pinned_at = {port for d, port in self._pinned_at() if d == dpid}
+        pinned_at = {h.port for h in self.hosts.hosts.values() if h.dpid == dpid and h.mac in self._pinned_macs}
         up = set(device.up_ports())
         return [p for p in device.ports if p.port_no in up and p.port_no not in pinned_at]
 
@@ -568,7 +567,7 @@ class ControlCore:
         A frame from a port whose role is not known yet only notes its sender (learned
         if the port turns edge) and goes nowhere: it may have been flooded there by a
         switch whose rules are not in, or sent by the switch port on the other side."""
-        if (dpid, in_port) in self.view().unknown_ports:
+        if self.port_role(dpid, in_port) == PortRole.UNKNOWN and (dpid, in_port) in self.roles.probation:
             sender = relay.sender(data)
             if sender is not None:
                 self.roles.note((dpid, in_port), sender[0], sender[1], now)
