@@ -119,6 +119,12 @@ def cmd_bench_foundation(args: argparse.Namespace) -> int:
     return foundation(args)
 
 
+def cmd_bench_relay(args: argparse.Namespace) -> int:
+    from vtap.bench.relay import main as relay
+
+    return relay(args)
+
+
 def cmd_topo(args: argparse.Namespace) -> int:
     topo = _request("GET", args, "/api/v1/topology")
     if args.json:
@@ -637,6 +643,11 @@ def parser() -> argparse.ArgumentParser:
     fd.add_argument("--quick", action="store_true", help="a short smoke run: 100 and 1,000 rules, one run each")
     fd.add_argument("--out", default="bench/results", help="where JSON and Markdown go (default bench/results)")
     fd.set_defaults(func=cmd_bench_foundation)
+
+    rl = bsub.add_parser("relay", help="LLDP transit of real links against a live relay between two hosts, idle and loaded")
+    rl.add_argument("--seconds", type=float, default=20.0, help="sampling time per phase (default 20)")
+    rl.add_argument("--out", default="bench/results", help="where JSON and Markdown go (default bench/results)")
+    rl.set_defaults(func=cmd_bench_relay)
 
     cl = sub.add_parser("cluster", help="the cluster's members, its leader, and this instance's role at the switches")
     _add_api_flags(cl)

@@ -1,6 +1,6 @@
-"""Smoke runs of `vtap bench dataplane --quick`, `vtap bench controlplane --quick` and
-`vtap bench foundation --quick`, so the benchmark code cannot rot. They check that every
-row was produced, not any speed."""
+"""Smoke runs of `vtap bench dataplane --quick`, `vtap bench controlplane --quick`,
+`vtap bench foundation --quick` and a short `vtap bench relay`, so the benchmark code
+cannot rot. They check that every row was produced, not any speed."""
 
 from __future__ import annotations
 
@@ -71,3 +71,17 @@ def test_foundation_quick_produces_every_row(tmp_path):
     assert md.startswith("### Coming up on a network that talks") and "| 4 | 20 | 16 | 64 |" in md
     assert "### Flow-mods per second" in md
     assert "| 100 |" in md and "| 1,000 |" in md and md in res.stdout
+
+
+def test_relay_times_real_and_relayed_links(tmp_path):
+    """The open limit of the threat model, measured: a live relay between h1 and h3 makes
+    a link both ways, and both kinds of link get LLDP transit times."""
+    res = _run("relay", "--seconds", "4", "--out", str(tmp_path), timeout=300)
+    r = json.loads((tmp_path / "relay.json").read_text())
+    assert r["relayed_links"] == 2 and r["relayed_link_made_in_s"] < 30
+    phases = r["phases"]
+    assert phases["idle, no relay"]["real"]["samples"] >= 4 and phases["idle, no relay"]["relayed"]["samples"] == 0
+    for phase in ("idle, relay on", "both cores busy, relay on"):
+        assert phases[phase]["real"]["samples"] > 0 and phases[phase]["relayed"]["samples"] > 0
+        assert 0 < phases[phase]["relayed"]["min_ms"] <= phases[phase]["relayed"]["max_ms"]
+    assert "relay adds" in res.stdout

@@ -20,11 +20,25 @@ from vtap.lab.traffic import Flow
 from vtap.lab.topos import parse_topo
 
 
+def _ifindex(name: str) -> int:
+    return int(open(f"/sys/class/net/{name}/ifindex").read())
+
+
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
+    # What a lab killed before it could stop leaves behind (CI machines are reused): the
+    # link between s1 and s2, both ends in the root namespace. The lab must build anyway.
+    subprocess.run(["ip", "link", "add", "s1-eth2", "type", "veth", "peer", "name", "s2-eth2"], check=True)
+    stale = _ifindex("s1-eth2")
     lab = Lab(parse_topo("linear,3"), tmp_path_factory.mktemp("linear3"))
+    lab.stale_ifindex = stale
     yield lab
     lab.close()
+
+
+def test_a_lab_builds_over_the_switch_links_a_killed_lab_left(lab):
+    assert _ifindex("s1-eth2") != lab.stale_ifindex
+    assert lab.attachment("h1")[0] == 1 and lab.discovered_links() == lab.expected_links()
 
 
 def test_pingall_has_no_loss(lab):
@@ -55,7 +69,8 @@ def test_rest_shapes(lab):
     assert {"port_no", "name", "hw_addr", "up"} <= set(d["ports"][0])
     assert "connected_since" in d
     link = lab.ctl.get("/api/v1/links")[0]
-    assert set(link) == {"src_dpid", "src_port", "dst_dpid", "dst_port"}
+    assert set(link) == {"src_dpid", "src_port", "dst_dpid", "dst_port", "transit_ms", "transit_min_ms"}
+    assert 0 < link["transit_min_ms"] <= link["transit_ms"] < 10_000  # timed LLDP, packet-out to packet-in
     topo = lab.ctl.get("/api/v1/topology")
     assert set(topo) == {"devices", "links", "hosts"}
     health = lab.ctl.get("/api/v1/health")

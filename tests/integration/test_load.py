@@ -46,6 +46,57 @@ async def main(api, n, seconds):
 
 asyncio.run(main(sys.argv[1], int(sys.argv[2]), float(sys.argv[3])))
 """
+# Bulk clients at once, for the given seconds, in one process: one re-declares the whole
+# set (`PUT /api/v1/taps`) with one block of 50 policies' ports toggled each time (a
+# GitOps loop: each apply changes 50 policies); one creates 50 new policies at a time
+# (`POST /api/v1/taps:batch`); two send a 25 MiB set (200,000 policies) whose last one
+# is invalid, parsed and validated whole before its 422; one scrapes /metrics each
+# second. Prints the count of each status code (0: a failure; "metrics -1": a scrape
+# missing policies).
+BULK = """
+import asyncio, json, sys, time
+import httpx
+
+async def client(api, token, kind, bodies, until, codes):
+    async with httpx.AsyncClient(base_url=api, timeout=60, headers={"authorization": "Bearer " + token,
+                                                                    "content-type": "application/json"}) as c:
+        n = 0
+        while time.monotonic() < until:
+            try:
+                if kind == "metrics":  # a Prometheus scraping every second
+                    await asyncio.sleep(1)
+                    r = await c.get("/metrics")
+                    code = r.status_code if r.text.count("vtap_tap_copied_packets_total{") >= 5000 else -1
+                elif kind == "batch":
+                    code = (await c.post("/api/v1/taps:batch", content=bodies(n))).status_code
+                else:
+                    code = (await c.put("/api/v1/taps", content=bodies[n % len(bodies)])).status_code
+            except httpx.HTTPError:
+                code = 0
+            key = f"{kind} {code}"
+            codes[key] = codes.get(key, 0) + 1
+            n += 1
+
+async def main(api, token, n, seconds):
+    base = [{"name": f"load{i}", "src_ip": "10.0.0.1", "dst_ip": "10.0.0.3", "ip_proto": "udp", "dst_port": 20000 + i,
+             "monitor_ip": "10.0.0.2"} for i in range(n)]
+    declared, toggled = [], set()
+    for step in range(40):  # block (step mod 20) toggled: each set differs from the one before by 50 policies
+        toggled ^= {step % 20}
+        specs = [dict(s, dst_port=s["dst_port"] + 10000) if i // 50 in toggled else s for i, s in enumerate(base)]
+        declared.append(json.dumps(specs).encode())
+    batch = lambda k: json.dumps([dict(base[0], name=f"batch{k}-{i}", dst_port=40000 + 50 * k + i) for i in range(50)]).encode()
+    big = [dict(base[0], name=f"big{i}", dst_port=1 + i % 60000) for i in range(200000)]
+    big[-1]["dst_port"] = 70000
+    bad = [json.dumps(big).encode()]
+    codes, until = {}, time.monotonic() + seconds
+    await asyncio.gather(client(api, token, "apply", declared, until, codes), client(api, token, "batch", batch, until, codes),
+                         client(api, token, "apply", bad, until, codes), client(api, token, "apply", bad, until, codes),
+                         client(api, token, "metrics", None, until, codes))
+    print(json.dumps(codes))
+
+asyncio.run(main(sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])))
+"""
 POLICIES = 5000
 ECHO_BOUND_S = 0.25  # the worst OpenFlow echo round trip allowed under the load below (README: the bound)
 RATE_PPS = 500
@@ -80,6 +131,36 @@ def tapped_stream(lab: Lab, seconds: float, during) -> tuple[dict[str, list[byte
     return got, result
 
 
+def rss_mib(pid: int) -> float:
+    return int(open(f"/proc/{pid}/statm").read().split()[1]) * 4096 / (1 << 20)
+
+
+def watched(lab: Lab, name: str, port: int):
+    """What runs during the stream: an OpenFlow echo probe; a legitimate policy posted each
+    5 s (4 in all), timed until active; the links and the controller's RSS every 0.5 s."""
+    def during() -> dict:
+        probe = EchoProbe(lab.ctl.of_port).start()
+        links, latencies, rss = [], [], []
+        try:
+            for k in range(4):
+                t0 = time.perf_counter()
+                tap = create_tap(lab, name=f"{name}{k}", src_ip=ip(3), dst_ip=ip(1), ip_proto="udp", dst_port=port + k,
+                                 monitor_ip=ip(2))
+                while lab.ctl.get(f"/api/v1/taps/{tap['id']}")["status"] != "active" and time.perf_counter() - t0 < 10:
+                    time.sleep(0.005)
+                latencies.append(time.perf_counter() - t0)
+                end = time.monotonic() + 5 - (time.perf_counter() - t0)
+                while time.monotonic() < end:
+                    links.append(lab.ctl.get("/api/v1/health")["links"])
+                    rss.append(rss_mib(lab.ctl.proc.pid))
+                    time.sleep(0.5)
+        finally:
+            probe.stop()
+        return {"links": links, "latencies": latencies, "probe": probe, "rss": rss}
+
+    return during
+
+
 def test_health_hammered_without_a_token_starves_nothing(lab):
     stream = create_tap(lab, name="stream", src_ip=ip(1), dst_ip=ip(3), ip_proto="udp", dst_port=9999, monitor_ip=ip(2))
     wait_tap(lab, stream["id"])
@@ -88,26 +169,7 @@ def test_health_hammered_without_a_token_starves_nothing(lab):
     # take the interpreter lock from the echo probe measuring the controller here.
     hammer = subprocess.Popen([sys.executable, "-c", HAMMER, lab.ctl.api, "50", "20"], stdout=subprocess.PIPE, text=True)
 
-    def during() -> dict:
-        probe = EchoProbe(lab.ctl.of_port).start()
-        links, latencies = [], []
-        try:
-            for k in range(4):  # 20 s: a legitimate policy each 5 s, the links watched meanwhile
-                t0 = time.perf_counter()
-                tap = create_tap(lab, name=f"legit{k}", src_ip=ip(3), dst_ip=ip(1), ip_proto="udp", dst_port=30000 + k,
-                                 monitor_ip=ip(2))
-                while lab.ctl.get(f"/api/v1/taps/{tap['id']}")["status"] != "active" and time.perf_counter() - t0 < 10:
-                    time.sleep(0.005)
-                latencies.append(time.perf_counter() - t0)
-                end = time.monotonic() + 5 - (time.perf_counter() - t0)
-                while time.monotonic() < end:
-                    links.append(lab.ctl.get("/api/v1/health")["links"])
-                    time.sleep(0.5)
-        finally:
-            probe.stop()
-        return {"links": links, "latencies": latencies, "probe": probe}
-
-    got, r = tapped_stream(lab, 21, during)
+    got, r = tapped_stream(lab, 21, watched(lab, "legit", 30000))
     codes = {int(k): v for k, v in json.loads(hammer.communicate(timeout=60)[0]).items()}
     after = lab.ctl.get("/api/v1/health")
     probe = r["probe"]
@@ -120,6 +182,34 @@ def test_health_hammered_without_a_token_starves_nothing(lab):
     assert after["lldp_refused"]["replayed"] == before["lldp_refused"]["replayed"]
     assert max(r["latencies"]) < 0.2, r["latencies"]
     assert len(got["h3"]) == 21 * RATE_PPS and got["h2"] == got["h3"]
+
+
+def test_concurrent_bulk_puts_starve_nothing(lab):
+    """Four bulk clients at once for 20 s (the whole set re-declared, batches created, two
+    25 MiB bodies refused after their last policy) and a Prometheus scraping, under the
+    tapped stream: the same properties as under the health hammer."""
+    before, rss_before = lab.ctl.get("/api/v1/health"), rss_mib(lab.ctl.proc.pid)
+    bulk = subprocess.Popen([sys.executable, "-c", BULK, lab.ctl.api, lab.ctl.token, str(POLICIES), "20"],
+                            stdout=subprocess.PIPE, text=True)
+    time.sleep(1)  # the clients have built their bodies
+
+    got, r = tapped_stream(lab, 21, watched(lab, "bulk-legit", 31000))
+    codes = json.loads(bulk.communicate(timeout=120)[0])
+    after = lab.ctl.get("/api/v1/health")
+    probe = r["probe"]
+    print(f"bulk PUTs and scrapes by status {codes}; echo p50 {probe.percentile(50) * 1000:.1f} ms, p99 "
+          f"{probe.percentile(99) * 1000:.1f} ms, worst {probe.worst() * 1000:.1f} ms over {len(probe.rtts)}; "
+          f"POST -> active {[round(x * 1000) for x in r['latencies']]} ms; loop lag {after['loop_lag_max_ms']} ms; "
+          f"RSS {rss_before:.0f} -> max {max(r['rss']):.0f} MiB")
+    assert set(codes) == {"apply 200", "apply 422", "batch 201", "metrics 200"}, codes
+    assert codes["apply 200"] >= 4 and codes["apply 422"] >= 2 and codes["batch 201"] >= 4, codes
+    assert len(probe.rtts) > 200 and probe.lost <= 1 and probe.worst() < ECHO_BOUND_S
+    assert set(r["links"]) == {4}
+    assert after["lldp_refused"]["replayed"] == before["lldp_refused"]["replayed"]
+    assert max(r["latencies"]) < 0.2, r["latencies"]
+    assert len(got["h3"]) == 21 * RATE_PPS and got["h2"] == got["h3"]
+    # None of the 200,000 policies of a refused body was stored.
+    assert not any(t["name"].startswith("big") for t in lab.ctl.get("/api/v1/taps"))
 
 
 def test_sigterm_under_a_packet_in_flood_stops_within_3_s(lab):

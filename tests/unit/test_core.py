@@ -145,7 +145,7 @@ def test_only_this_controllers_lldp_of_a_live_round_makes_a_link():
     s1 = core.devices[1]
     forged = parse_lldp(lldp_frame(1, 1, "02:00:00:00:00:01", b"x" * 32, b"1" * 8))  # h1's port, claimed by a host
     assert core.lldp_in(3, 1, forged, 1.0) == (False, [], "forged")
-    real = parse_lldp(core.lldp_frame(1, s1.ports[0]))
+    real = parse_lldp(core.lldp_frame(1, s1.ports[0], 0.0))
     assert core.lldp_in(1, s1.ports[0].port_no, real, 1.0) == (False, [], "loop")  # reflected into its own port
     assert core.lldp_in(2, 1, real, 1.0) == (False, [], "host port")  # onto h2's port: h2 is the monitor
     core.new_lldp_round(b"2" * 8)

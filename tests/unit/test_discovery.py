@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
 from os_ken.lib.packet import arp, ethernet, lldp, packet
 
 from tests.unit.fabric import view_from_topo
 from tests.unit.frames import arp_request
 from vtap.control import relay
-from vtap.control.discovery import LinkTable, LldpRounds, lldp_frame, parse_lldp
+from vtap.control.discovery import LinkTable, LinkTransit, LldpRounds, lldp_frame, parse_lldp
 from vtap.control.hosts import HostTable
 from vtap.lab.topos import parse_topo
 from vtap.model.network import Link
@@ -259,3 +260,23 @@ def test_a_port_learns_at_most_its_cap_of_macs():
     assert t.count_at(1, 1) == 3 and t.refused == {(1, 1): 7}
     assert t.learn("00:00:00:00:01:00", 1, 1, ("10.0.0.1",), 1.0).changed  # known MACs still update
     assert t.learn("00:00:00:00:02:00", 1, 2, (), 1.0).changed  # other ports have their own cap
+
+
+def test_a_links_transit_is_timed_from_the_send_of_the_same_round_and_forgotten_with_the_link():
+    transit = LinkTransit()
+    link, other = Link(1, 2, 3, 4), Link(3, 4, 1, 2)
+    assert transit.of(link) is None
+    transit.sending(1, 2, b"round-1", 10.0)
+    transit.arrived(link, b"round-1", 10.004)
+    transit.sending(1, 2, b"round-2", 11.0)
+    transit.arrived(link, b"round-1", 11.5)  # a frame of the round before: not timed against this send
+    transit.arrived(link, b"round-2", 11.002)
+    last, least = transit.of(link)
+    assert last == pytest.approx(0.002) and least == pytest.approx(0.002)
+    transit.sending(1, 2, b"round-3", 12.0)
+    transit.arrived(link, b"round-3", 12.009)
+    assert transit.of(link) == (pytest.approx(0.009), pytest.approx(0.002))
+    transit.arrived(other, b"round-3", 12.0)  # nothing was sent out of 3:4
+    assert transit.of(other) is None
+    transit.keep(frozenset({other}))
+    assert transit.of(link) is None

@@ -132,7 +132,7 @@ class Network:
     def send_lldp(self, switches) -> None:
         for d in switches:
             for port in self.core.lldp_ports(d):
-                frame = self.core.lldp_frame(d, port)
+                frame = self.core.lldp_frame(d, port, self.now)
                 there = self.w.peer.get((d, port.port_no))
                 if there is not None and there[0] in self.synced and there not in self.down:
                     self.core.lldp_in(there[0], there[1], parse_lldp(frame), self.now)

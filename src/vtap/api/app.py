@@ -30,6 +30,7 @@ from vtap.api.captures import router as captures_router
 from vtap.api.cluster import router as cluster_router
 from vtap.api.events import router as events_router
 from vtap.api.metrics import instrument
+from vtap.api.pacing import HeavyWork
 from vtap.api.metrics import router as metrics_router
 from vtap.api.taps import router as taps_router
 from vtap.control.controller import Controller
@@ -67,6 +68,8 @@ class LinkOut(BaseModel):
     src_port: int
     dst_dpid: str
     dst_port: int
+    transit_ms: float | None = Field(None, description="the last LLDP frame's time from packet-out to packet-in over the link")
+    transit_min_ms: float | None = Field(None, description="the least of the last 32 such times")
 
 
 class HostOut(BaseModel):
@@ -126,14 +129,22 @@ MAC_PATTERN = r"^[0-9A-Fa-f]{2}([:-][0-9A-Fa-f]{2}){5}$"
 DPID_PATTERN = r"^[0-9A-Fa-f]{16}$"
 
 
-def _count_states(ctl: Controller) -> dict[str, int]:
+COUNT_SLICE = 1000  # policies whose state one slice of heavy work judges
+
+
+async def _count_states(ctl: Controller, heavy: HeavyWork) -> dict[str, int]:
     """Policies per state: what a script waiting for thousands of them to apply asks,
-    without listing them all."""
-    syncs = ctl.switch_syncs()
+    without listing them all; judged `COUNT_SLICE` at a time, as heavy work (8 ms a
+    slice: 100,000 policies would otherwise hold the loop for most of a second)."""
+    ids = list(ctl.taps)
     counts: dict[str, int] = {}
-    for tap_id in ctl.taps:
-        state = ctl.tap_status(tap_id, syncs).state.value
-        counts[state] = counts.get(state, 0) + 1
+    for start in range(0, len(ids), COUNT_SLICE):
+        async with heavy.slice():
+            syncs = ctl.switch_syncs()
+            for tap_id in ids[start:start + COUNT_SLICE]:
+                if tap_id in ctl.taps:
+                    state = ctl.tap_status(tap_id, syncs).state.value
+                    counts[state] = counts.get(state, 0) + 1
     return counts
 
 
@@ -167,11 +178,14 @@ def devices_out(view: NetworkView, ctl: Controller) -> list[DeviceOut]:
     ]
 
 
-def links_out(view: NetworkView) -> list[LinkOut]:
-    return [
-        LinkOut(src_dpid=dpid_str(l.src_dpid), src_port=l.src_port, dst_dpid=dpid_str(l.dst_dpid), dst_port=l.dst_port)
-        for l in sorted(view.links)
-    ]
+def links_out(view: NetworkView, ctl: Controller) -> list[LinkOut]:
+    out = []
+    for l in sorted(view.links):
+        transit = ctl.core.transit.of(l)
+        out.append(LinkOut(src_dpid=dpid_str(l.src_dpid), src_port=l.src_port, dst_dpid=dpid_str(l.dst_dpid), dst_port=l.dst_port,
+                           **({"transit_ms": round(transit[0] * 1000, 3), "transit_min_ms": round(transit[1] * 1000, 3)}
+                              if transit else {})))
+    return out
 
 
 def hosts_out(view: NetworkView) -> list[HostOut]:
@@ -194,6 +208,8 @@ def create_app(ctl: Controller, tokens: Tokens) -> FastAPI:
                   responses=ERRORS)
     viewer = [Depends(require(tokens, Role.VIEWER))]
     admin = [Depends(require(tokens, Role.ADMIN))]
+
+    heavy = HeavyWork()  # bulk bodies, listings, scrapes and counts of every policy: half the loop at most
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -231,6 +247,7 @@ def create_app(ctl: Controller, tokens: Tokens) -> FastAPI:
             known = scheme.lower() == "bearer" and tokens.principal(secret.strip()) is not None
             if not known:
                 tokens.failed(remote)
+        by_status = await _count_states(ctl, heavy) if known else None
         view = ctl.view()
         return HealthOut(
             status="ok",
@@ -242,7 +259,7 @@ def create_app(ctl: Controller, tokens: Tokens) -> FastAPI:
             ports_unknown=len(view.unknown_ports),
             hosts=len(view.hosts),
             taps=len(ctl.taps),
-            taps_by_status=_count_states(ctl) if known else None,
+            taps_by_status=by_status,
             packet_ins=ctl.packet_ins,
             lldp_refused=dict(ctl.core.lldp_refused),
             refused_connections=ctl.refused_connections,
@@ -258,7 +275,7 @@ def create_app(ctl: Controller, tokens: Tokens) -> FastAPI:
 
     @app.get("/api/v1/links", response_model=list[LinkOut], dependencies=viewer)
     async def links() -> list[LinkOut]:
-        return links_out(ctl.view())
+        return links_out(ctl.view(), ctl)
 
     @app.get("/api/v1/hosts", response_model=list[HostOut], dependencies=viewer)
     async def hosts() -> list[HostOut]:
@@ -302,12 +319,12 @@ def create_app(ctl: Controller, tokens: Tokens) -> FastAPI:
     @app.get("/api/v1/topology", response_model=TopologyOut, dependencies=viewer)
     async def topology() -> TopologyOut:
         view = ctl.view()
-        return TopologyOut(devices=devices_out(view, ctl), links=links_out(view), hosts=hosts_out(view))
+        return TopologyOut(devices=devices_out(view, ctl), links=links_out(view, ctl), hosts=hosts_out(view))
 
     registry = CollectorRegistry()
     instrument(app, registry)
-    app.include_router(metrics_router(ctl, tokens, registry))
-    app.include_router(taps_router(ctl, tokens))
+    app.include_router(metrics_router(ctl, tokens, registry, heavy))
+    app.include_router(taps_router(ctl, tokens, heavy))
     app.include_router(captures_router(ctl, tokens))
     app.include_router(access_router(ctl.store, tokens))
     app.include_router(events_router(ctl, tokens))

@@ -13,22 +13,26 @@ from __future__ import annotations
 import time
 
 from fastapi import APIRouter, Depends, FastAPI, Request, Response
+from fastapi.responses import StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from vtap.api.auth import Tokens, require
+from vtap.api.pacing import HeavyWork
 from vtap.control.controller import Controller
 from vtap.model.access import Role
 from vtap.model.network import dpid_str
 from vtap.model.state import PolicyState, SyncState
 
+SLICE = 250  # policies one slice of heavy work writes (1,250 lines of state)
+
 
 class _Snapshot:
-    """A collector over one moment of the controller, with the tap counters already read."""
+    """A collector over one moment of the controller: every family but the per-policy
+    ones (`_per_policy`), whose size is the controller's, not the policies'."""
 
-    def __init__(self, ctl: Controller, counters: dict[int, dict[str, int]]):
+    def __init__(self, ctl: Controller):
         self.ctl = ctl
-        self.counters = counters
 
     def collect(self):
         ctl = self.ctl
@@ -40,32 +44,13 @@ class _Snapshot:
         yield _gauge("vtap_hosts", "hosts known", len(view.hosts))
         yield _gauge("vtap_identity_conflicts", "claims on addresses that policies pin, held", len(ctl.core.conflicts))
 
-        state = GaugeMetricFamily("vtap_tap_state", "1 for the state each TAP policy is in", labels=["id", "name", "state"])
-        packets = CounterMetricFamily("vtap_tap_copied_packets", "packets matched by a policy's tap rules (copied once per monitor)",
-                                      labels=["id", "name", "monitor"])
-        octets = CounterMetricFamily("vtap_tap_copied_bytes", "bytes matched by a policy's tap rules", labels=["id", "name", "monitor"])
-        labels = ctl.core.monitor_labels()
-        syncs = ctl.switch_syncs()
-        for tap in sorted(ctl.taps.values(), key=lambda t: t.id):
-            current = ctl.tap_status(tap.id, syncs).state
-            for s in PolicyState:
-                if s != PolicyState.COMPILED:
-                    state.add_metric([str(tap.id), tap.spec.name, s.value], 1.0 if s == current else 0.0)
-            macs = ctl.core.compilation.monitors.get(tap.id, ())
-            monitor = ",".join(labels.get(m, m) for m in macs) or ",".join(tap.spec.monitors)
-            c = self.counters.get(tap.id, {"packets": 0, "bytes": 0})
-            packets.add_metric([str(tap.id), tap.spec.name, monitor], c["packets"])
-            octets.add_metric([str(tap.id), tap.spec.name, monitor], c["bytes"])
-        yield state
-        yield packets
-        yield octets
-
         names = [("sent", "packets", "copies sent toward a monitor at tap points"),
                  ("sent", "bytes", "bytes of copies sent toward a monitor at tap points"),
                  ("delivered", "packets", "copies handed to a monitor's live port at its edge switch"),
                  ("delivered", "bytes", "bytes of copies handed to a monitor's live port")]
         families = {(w, u): CounterMetricFamily(f"vtap_monitor_copies_{w}_{u}", doc, labels=["monitor", "mac"]) for w, u, doc in names}
         failing = GaugeMetricFamily("vtap_monitor_delivery_failing", "1 while copies stop reaching the monitor", labels=["monitor", "mac"])
+        labels = ctl.core.monitor_labels()
         for mac, d in sorted(ctl.core.delivery.monitors.items()):
             key = [labels.get(mac, mac), mac]
             families[("sent", "packets")].add_metric(key, d.sent_packets)
@@ -102,6 +87,54 @@ class _Snapshot:
         yield CounterMetricFamily("vtap_probes_sent", "address probes (ARP, neighbour solicitation) sent", value=ctl.probes_sent)
 
 
+async def _per_policy(ctl: Controller, counters: dict[int, dict[str, int]], heavy: HeavyWork):
+    """The three per-policy families, `SLICE` policies at a time, each slice heavy work
+    (`api/pacing.py`): 100,000 policies make some 700,000 lines. A family's
+    lines stay together, as the text format wants; each slice reads the policy's state
+    as it is then (a scrape is not one instant, as with any exporter)."""
+    taps = sorted(ctl.taps.values(), key=lambda t: t.id)
+    families = [
+        (GaugeMetricFamily, "vtap_tap_state", "1 for the state each TAP policy is in", ["id", "name", "state"]),
+        (CounterMetricFamily, "vtap_tap_copied_packets", "packets matched by a policy's tap rules (copied once per monitor)",
+         ["id", "name", "monitor"]),
+        (CounterMetricFamily, "vtap_tap_copied_bytes", "bytes matched by a policy's tap rules", ["id", "name", "monitor"]),
+    ]
+    for kind, name, doc, labelnames in families:
+        for start in range(0, max(len(taps), 1), SLICE):
+            async with heavy.slice():
+                family = kind(name, doc, labels=labelnames)
+                syncs, labels = ctl.switch_syncs(), ctl.core.monitor_labels()
+                for tap in taps[start:start + SLICE]:
+                    ident = [str(tap.id), tap.spec.name]
+                    if name == "vtap_tap_state":
+                        current = ctl.tap_status(tap.id, syncs).state
+                        for s in PolicyState:
+                            if s != PolicyState.COMPILED:
+                                family.add_metric([*ident, s.value], 1.0 if s == current else 0.0)
+                        continue
+                    macs = ctl.core.compilation.monitors.get(tap.id, ())
+                    monitor = ",".join(labels.get(m, m) for m in macs) or ",".join(tap.spec.monitors)
+                    c = counters.get(tap.id, {"packets": 0, "bytes": 0})
+                    family.add_metric([*ident, monitor], c["packets" if name.endswith("packets") else "bytes"])
+                text = _text(family)
+            yield text if start == 0 else text.split(b"\n", 2)[2]  # HELP and TYPE once per family
+
+
+def _text(family) -> bytes:
+    """One family in the text format, written by prometheus-client itself."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Fixed(family))
+    return generate_latest(registry)
+
+
+class _Fixed:
+    def __init__(self, family):
+        self.family = family
+
+    def collect(self):
+        yield self.family
+
+
 def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
     return GaugeMetricFamily(name, doc, value=value)
 
@@ -122,15 +155,22 @@ def instrument(app: FastAPI, registry: CollectorRegistry) -> None:
         return response
 
 
-def router(ctl: Controller, tokens: Tokens, registry: CollectorRegistry) -> APIRouter:
+def router(ctl: Controller, tokens: Tokens, registry: CollectorRegistry, heavy: HeavyWork) -> APIRouter:
     r = APIRouter(tags=["metrics"])
 
     @r.get("/metrics", dependencies=[Depends(require(tokens, Role.VIEWER))], response_class=Response,
            responses={200: {"content": {CONTENT_TYPE_LATEST: {}}, "description": "Prometheus text format"}})
     async def metrics() -> Response:
-        """Prometheus metrics (viewer token)."""
+        """Prometheus metrics (viewer token); the per-policy families written in slices."""
+        counters = await ctl.tap_counters()
         snapshot = CollectorRegistry()
-        snapshot.register(_Snapshot(ctl, await ctl.tap_counters()))
-        return Response(generate_latest(registry) + generate_latest(snapshot), media_type=CONTENT_TYPE_LATEST)
+        snapshot.register(_Snapshot(ctl))
+
+        async def body():
+            yield generate_latest(registry) + generate_latest(snapshot)
+            async for chunk in _per_policy(ctl, counters, heavy):
+                yield chunk
+
+        return StreamingResponse(body(), media_type=CONTENT_TYPE_LATEST)
 
     return r

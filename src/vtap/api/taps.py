@@ -6,7 +6,8 @@ token; changing, an operator's, whose scope must hold every identifier and monit
 policy names (403 naming the field otherwise), or an admin's. Every change and refusal
 is audited; a single-policy change with the policy before and after, a bulk one with a
 summary and then one record per policy it added, changed or removed. Handlers are async:
-they run on the controller's event loop, never beside it in a thread.
+they run on the controller's event loop, never beside it in a thread; a bulk body is
+read in slices (`api/bulk.py`), so the loop keeps answering the switches meanwhile.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from fastapi import Path as PathParam
 from pydantic import BaseModel, Field
 
 from vtap.api.auth import Principal, Tokens, require
+from vtap.api.bulk import BAD_BODY, SPECS_BODY, read_specs
+from vtap.api.pacing import HeavyWork
 from vtap.control.controller import Controller
 from vtap.model.access import Role, Scope, scope_violations
 from vtap.model.network import dpid_str
@@ -191,9 +194,10 @@ LIST_SLICE = 500  # policies a listing writes out before it lets the loop serve 
 TapId = Annotated[int, PathParam(ge=1, le=2**63 - 1, description="the policy's id")]
 
 
-def router(ctl: Controller, tokens: Tokens) -> APIRouter:
+def router(ctl: Controller, tokens: Tokens, heavy: HeavyWork) -> APIRouter:
     r = APIRouter(prefix="/api/v1/taps", tags=["taps"], dependencies=[Depends(require(tokens, Role.VIEWER))])
     operator = require(tokens, Role.OPERATOR)
+    bulk_turn = asyncio.Lock()  # one bulk body parsed and applied at a time (api/bulk.py)
 
     @r.post("", status_code=201, response_model=TapOut | DryRunOut,
             responses={200: {"description": "dry run: what it would install", "model": DryRunOut},
@@ -213,14 +217,19 @@ def router(ctl: Controller, tokens: Tokens) -> APIRouter:
         request.state.audit_target = f"tap:{tap.id}"
         return _out(ctl, tap)
 
-    @r.put("", response_model=ApplyOut, responses={409: {"description": "a name is declared twice"}})
-    async def apply(specs: list[TapSpec], request: Request, me: Principal = Depends(operator),
+    @r.put("", response_model=ApplyOut, responses={409: {"description": "a name is declared twice"}, 422: BAD_BODY},
+           openapi_extra=SPECS_BODY)
+    async def apply(request: Request, me: Principal = Depends(operator),
                     prune: bool = Query(False, description="delete stored policies the set leaves out"),
                     dry_run: bool = Query(False, description="say what would change and the rules; change nothing")):
         """Declarative: make the stored policies equal to this set, by name, in one
         transaction and one recompile (one bundle per switch). The set is validated whole
         first: one bad policy is a 422 naming its index and field, and nothing changes."""
         request.state.audit_action, request.state.audit_target = "tap.apply" + (" (dry run)" if dry_run else ""), "taps"
+        async with bulk_turn:
+            return await _apply(await read_specs(request, heavy), request, me, prune, dry_run)
+
+    async def _apply(specs: list[TapSpec], request: Request, me: Principal, prune: bool, dry_run: bool) -> ApplyOut:
         _check_names(specs)
         _check_scope_each(me, specs)
         plan, comp = ctl.plan_apply(specs, prune=prune, compile_=dry_run)
@@ -241,10 +250,15 @@ def router(ctl: Controller, tokens: Tokens) -> APIRouter:
         request.state.audit_after = out.model_dump(mode="json", exclude={"switches"})
         return out
 
-    @r.post(":batch", status_code=201, response_model=list[TapOut], responses={409: {"description": "a name is taken or declared twice"}})
-    async def create_many(specs: list[TapSpec], request: Request, me: Principal = Depends(operator)):
+    @r.post(":batch", status_code=201, response_model=list[TapOut], openapi_extra=SPECS_BODY,
+            responses={409: {"description": "a name is taken or declared twice"}, 422: BAD_BODY})
+    async def create_many(request: Request, me: Principal = Depends(operator)):
         """Create many policies at once: all or none, one transaction, one recompile."""
         request.state.audit_action, request.state.audit_target = "tap.create-batch", "taps"
+        async with bulk_turn:
+            return await _create_many(await read_specs(request, heavy), request, me)
+
+    async def _create_many(specs: list[TapSpec], request: Request, me: Principal) -> list[TapOut]:
         _check_names(specs)
         _check_scope_each(me, specs)
         plan, _ = ctl.plan_apply(specs, prune=False, compile_=False)
@@ -258,10 +272,10 @@ def router(ctl: Controller, tokens: Tokens) -> APIRouter:
 
     @r.get("", response_model=list[TapOut])
     async def list_taps():
-        """Every policy with its status, written out `LIST_SLICE` at a time: between
-        slices the loop serves the switches, so a listing of 100,000 policies holds
-        OpenFlow, LLDP and the reconcilers up for one slice at most, not for all of it.
-        A policy deleted while the listing runs is left out."""
+        """Every policy with its status, written out `LIST_SLICE` at a time, each slice
+        heavy work (`api/pacing.py`): a listing of 100,000 policies holds OpenFlow, LLDP
+        and the reconcilers up for one slice at most, not for all of it. A policy deleted
+        while the listing runs is left out."""
         syncs = ctl.switch_syncs()
         ids = sorted(ctl.taps)
 
@@ -269,10 +283,9 @@ def router(ctl: Controller, tokens: Tokens) -> APIRouter:
             yield b"["
             first = True
             for start in range(0, len(ids), LIST_SLICE):
-                if start:
-                    await asyncio.sleep(0)
-                rows = [_out(ctl, ctl.taps[i], syncs).model_dump_json().encode() for i in ids[start:start + LIST_SLICE]
-                        if i in ctl.taps]
+                async with heavy.slice():
+                    rows = [_out(ctl, ctl.taps[i], syncs).model_dump_json().encode() for i in ids[start:start + LIST_SLICE]
+                            if i in ctl.taps]
                 if rows:
                     yield (b"" if first else b",") + b",".join(rows)
                     first = False

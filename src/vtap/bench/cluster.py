@@ -13,13 +13,13 @@ Prints Markdown; writes bench/results/controlplane-cluster.json and .md.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import tempfile
 import time
 from pathlib import Path
 
+from vtap.bench.report import write_results
 from vtap.bench.controlplane import failover_policy, pct, policies, stream_frames, tapped_stream, wait_flowing
 from vtap.lab.process import ControllerProcess
 from vtap.lab.session import LabSession
@@ -89,13 +89,7 @@ def main(args) -> int:
         follower = next(c for c in lab.ctls if c is not lab.leader())
         result["latency_via_follower_ms"] = latency_through_follower(follower, policies(0, 20 if args.quick else args.latency, 60000))
         result["failover"] = [failover(lab) for _ in range(1 if args.quick else 3)]
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "controlplane-cluster.json").write_text(json.dumps(result, indent=2) + "\n")
-    md = markdown(result)
-    (out / "controlplane-cluster.md").write_text(md)
-    print(md)
-    return 0
+    return write_results(result, markdown(result), args.out, "controlplane-cluster")
 
 
 def markdown(r: dict) -> str:

@@ -20,7 +20,6 @@ bench/results/controlplane.json and .md (controlplane-one-bridge with --one-brid
 
 from __future__ import annotations
 
-import json
 import threading
 import tempfile
 import time
@@ -28,6 +27,7 @@ from pathlib import Path
 
 import httpx
 
+from vtap.bench.report import write_results
 from vtap.lab.ovs import PrivateOVS
 from vtap.lab.session import LabSession
 from vtap.lab.topos import parse_topo
@@ -244,14 +244,8 @@ def main(args) -> int:
 
     result["one_bridge"] = args.one_bridge
     result["quick"] = args.quick
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     name = "controlplane" + ("-one-bridge" if args.one_bridge else "") + ("-quick" if args.quick else "")
-    (out / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
-    md = markdown(result)
-    (out / f"{name}.md").write_text(md)
-    print(md)
-    return 0
+    return write_results(result, markdown(result), args.out, name)
 
 
 def markdown(result: dict) -> str:

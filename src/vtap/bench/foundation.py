@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import platform
 import statistics
@@ -29,6 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from vtap.bench.report import write_results
 from vtap.bench.controlplane import rss_mib
 from vtap.compile.pipeline import COOKIE_FORWARDING, TABLE_FORWARD
 from vtap.control.reconciler import SwitchReconciler
@@ -180,14 +180,7 @@ def main(args: argparse.Namespace) -> int:
         ovs.stop()
         ovs.restore_env()
     result = {"machine": machine(), "fattrees": fattrees, "flowmods": flowmods, "repeat": repeat, "quick": args.quick}
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    name = "foundation" + ("-quick" if args.quick else "")
-    (out / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
-    md = markdown(result)
-    (out / f"{name}.md").write_text(md)
-    print(md)
-    return 0
+    return write_results(result, markdown(result), args.out, "foundation" + ("-quick" if args.quick else ""))
 
 
 def markdown(result: dict[str, Any]) -> str:

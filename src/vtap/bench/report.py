@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 LABELS = {"notap": "no TAP", "mirror": "OVS port mirror", "vtap": "vtap (group table)",
           "vtap-snaplen128": "vtap, snaplen 128", "vtap-sample8": "vtap, sample 8", "vtap-vxlan": "vtap (vxlan)"}
 COLORS = {"notap": "tab:blue", "mirror": "tab:orange", "vtap": "tab:green"}
+
+
+def write_results(result: dict, markdown: str, out: str | Path, name: str) -> int:
+    """A bench's result as `out/name.json` and its tables as `out/name.md`, the tables
+    printed too; the exit status (0)."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
+    (out / f"{name}.md").write_text(markdown)
+    print(markdown)
+    return 0
 
 
 def _m(cell: dict, key: str) -> float:

@@ -14,7 +14,7 @@ from vtap.compile.pipeline import (
     METER_LLDP,
     METER_LLDP_UNKNOWN,
 )
-from vtap.compile.taps import TapCompilation, TapMemo, compile_taps
+from vtap.compile.taps import TapCompilation, TapMemo, compile_taps, in_place_candidate
 from vtap.model.capture import CaptureTarget
 from vtap.model.policy import Tap
 from vtap.model.rules import Meter, SwitchRules
@@ -23,14 +23,22 @@ from vtap.model.view import NetworkView
 
 def compile_network(view: NetworkView, taps: list[Tap] | Mapping[int, Tap], packet_in_rate: int = 0,
                     captures: list[CaptureTarget] = (), memo: TapMemo | None = None,
-                    changed: set[int] | None = None) -> tuple[dict[int, SwitchRules], TapCompilation]:
+                    changed: set[int] | None = None, *,
+                    whole: bool = True) -> tuple[dict[int, SwitchRules], TapCompilation] | None:
+    """Every switch's desired rules and the policies' compilation. With `whole=False`,
+    only if the last compile (in `memo`) can be changed in place, else None: the caller
+    runs the whole compile where it will (the controller: off its event loop)."""
     memo = memo or TapMemo()
+    if not whole and not in_place_candidate(view, captures, memo):
+        return None
     forwarding = memo.get(("forwarding", memo.token(view), packet_in_rate), lambda: compile_forwarding(view, packet_in_rate))
     meter = packet_in_meter(packet_in_rate)
     meters = frozenset([meter] if meter else []) | {Meter(METER_CAPTURE, CAPTURE_RATE_PPS, CAPTURE_BURST),
                                                     Meter(METER_LLDP, LLDP_RATE_PPS, LLDP_BURST),
                                                     Meter(METER_LLDP_UNKNOWN, LLDP_RATE_PPS, LLDP_BURST)}
-    comp = compile_taps(view, taps, captures, memo, changed)
+    comp = compile_taps(view, taps, captures, memo, changed, whole=whole)
+    if comp is None:
+        return None
     desired = {}
     last = memo.desired
     memo.desired = {}

@@ -10,14 +10,16 @@ Faucet's Valve, every decision can then be tested without a switch.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import Any
 
 from vtap.compile.network import compile_network
 from vtap.compile.pipeline import TABLE_TAP
 from vtap.compile.taps import TapCompilation, TapMemo, TapState, compile_taps
 from vtap.control import relay
-from vtap.control.discovery import LinkTable, LldpClaim, LldpRounds, lldp_frame
+from vtap.control.discovery import LinkTable, LinkTransit, LldpClaim, LldpRounds, lldp_frame
 from vtap.control.delivery import DeliveryLedger, GroupCounters, MonitorDelivery
 from vtap.control.hosts import Claim, HostTable
 from vtap.control.probing import ProbeSchedule, named_addresses
@@ -56,6 +58,19 @@ class FrameOutcome:
     learned: Host | None = None  # new or changed
     changed: bool = False
     log: str | None = None  # something an operator should read (refused MACs, held claims)
+
+
+@dataclass
+class CompileJob:
+    """One compile under way (see `ControlCore.compile_start`)."""
+
+    view: NetworkView
+    make: Callable[..., tuple[dict[int, SwitchRules], TapCompilation] | None]
+    result: tuple[dict[int, SwitchRules], TapCompilation] | None = None
+
+    def run(self) -> tuple[dict[int, SwitchRules], TapCompilation]:
+        """The whole compile: pure, over the snapshot taken at the start."""
+        return self.make(whole=True)
 
 
 @dataclass
@@ -133,6 +148,7 @@ class ControlCore:
         self.links = LinkTable(lifetime=self.link_lifetime)
         self.roles = PortRoles(edge_after=self.edge_after)
         self.lldp = LldpRounds(self.lldp_key)
+        self.transit = LinkTransit()
         self.lldp_refused: dict[str, int] = {"forged": 0, "replayed": 0, "host port": 0, "loop": 0}
         self.hosts = HostTable(max_per_port=self.max_hosts_per_port)
         self.conflicts: dict[str, Conflict] = {}
@@ -160,6 +176,7 @@ class ControlCore:
 
     def view(self) -> NetworkView:
         if self._view is None:
+            self.transit.keep(self.links.links())
             self._view = NetworkView(devices=dict(self.devices), links=self.links.links(), hosts=dict(self.hosts.hosts),
                                      switch_ports=frozenset(self.links.switch_ports),
                                      conflicts={a: c.reason() for a, c in self.conflicts.items()},
@@ -204,7 +221,17 @@ class ControlCore:
             self._changed_taps.add(tap_id)
 
     def compile(self) -> dict[int, SwitchRules]:
-        """A new generation of desired rules for every switch, from the current view."""
+        """A new generation of desired rules for every switch, from the current view
+        (in place when it can, else whole, here and now)."""
+        job = self.compile_start()
+        return self.compile_end(job, job.result or job.run())
+
+    def compile_start(self) -> CompileJob:
+        """A new generation begins: the policies set since the last compile take it, and
+        the last compilation is changed in place if it can be (`job.result`). If not,
+        `job.run()` makes the whole compile from a snapshot (the view, the policies, the
+        capture jobs as they are now), safe to run in another thread while this core goes
+        on taking events; nothing else may compile until `compile_end`."""
         view = self.view()
         self.generation += 1
         # Policies set since the last compile (all of them, when that is not known)
@@ -215,14 +242,25 @@ class ControlCore:
         for ident, gen in self._capture_generation.items():
             if gen < 0:
                 self._capture_generation[ident] = self.generation
-        desired, self.compilation = compile_network(view, self.taps, self.packet_in_rate, list(self.captures.values()),
-                                                    self._memo, self._changed_taps)
-        self._changed_taps = set()
-        known = {ip for host in view.hosts.values() for ip in host.ips}
+        taps, captures, changed = dict(self.taps), list(self.captures.values()), self._changed_taps
+        self._changed_taps = set()  # what changes from here on is the next compile's
+        job = CompileJob(view, partial(compile_network, view, taps, self.packet_in_rate, captures, self._memo, changed))
+        job.result = job.make(whole=False)
+        return job
+
+    def compile_end(self, job: CompileJob, result: tuple[dict[int, SwitchRules], TapCompilation]) -> dict[int, SwitchRules]:
+        desired, self.compilation = result
+        known = {ip for host in job.view.hosts.values() for ip in host.ips}
         self._unresolved = self.named.probe.keys() - known
         self._pinned_ips, self._pinned_macs = self.pins()
         self.delivery.forget(set(self.compilation.deliveries))  # every compiled policy's monitors
         return desired
+
+    def compile_failed(self) -> None:
+        """A whole compile raised: the next one starts from nothing (no in-place change
+        of a compilation that may be half made), with every policy in it."""
+        self._memo = TapMemo()
+        self._changed_taps = None
 
     def dry_run(self, spec: TapSpec) -> tuple[Tap, TapCompilation]:
         """What the policy would compile to now, with the others as they are."""
@@ -507,9 +545,11 @@ class ControlCore:
     def new_lldp_round(self, nonce: bytes) -> None:
         self.lldp.new_round(nonce)
 
-    def lldp_frame(self, dpid: int, port: Port) -> bytes:
-        """The frame to send out of the port now (counted toward the port's chance)."""
+    def lldp_frame(self, dpid: int, port: Port, now: float) -> bytes:
+        """The frame to send out of the port now (counted toward the port's chance; its
+        time kept, to time its arrival)."""
         self.roles.lldp_sent((dpid, port.port_no))
+        self.transit.sending(dpid, port.port_no, self.lldp.nonce, now)
         return lldp_frame(dpid, port.port_no, port.hw_addr, self.lldp.key, self.lldp.nonce)
 
     def lldp_ports(self, dpid: int) -> list[Port]:
@@ -538,7 +578,9 @@ class ControlCore:
         if refusal is not None:
             self.lldp_refused[refusal] += 1
             return False, [], refusal
-        new, forgotten = self.lldp_arrived(Link(claim.dpid, claim.port, dpid, in_port), now)
+        link = Link(claim.dpid, claim.port, dpid, in_port)
+        self.transit.arrived(link, claim.nonce, now)
+        new, forgotten = self.lldp_arrived(link, now)
         return new, forgotten, None
 
     def lldp_arrived(self, link: Link, now: float) -> tuple[bool, list[str]]:

@@ -30,6 +30,7 @@ PROOF_SUBTYPE = 1
 NONCE_BYTES = 8
 TAG_BYTES = 16
 ROUNDS_REMEMBERED = 32  # older rounds' nonces, to tell a replay from a forgery
+TRANSIT_SAMPLES = 32  # a link's last transit times kept (its least is reported)
 
 
 def _tag(key: bytes, chassis: bytes, port_id: bytes, nonce: bytes) -> bytes:
@@ -179,3 +180,36 @@ class LinkTable:
 
     def links(self) -> frozenset[Link]:
         return frozenset(self.last_seen)
+
+
+@dataclass
+class LinkTransit:
+    """How long vtap's LLDP frames take over each link: from the packet-out at one end
+    to the packet-in at the other (two OpenFlow messages, two datapath passes and the
+    wire between), the last time and the least of the last `TRANSIT_SAMPLES`.
+
+    A slow or congested path shows here. It is also what a relay between two hosts
+    would add to (README, threat model, for what it can and cannot tell). A frame is
+    timed against the last one sent out of its port in the same round; a frame of an
+    earlier send arriving after a later one reads short, which the least keeps."""
+
+    sent: dict[tuple[int, int], tuple[bytes, float]] = field(default_factory=dict)
+    samples: dict[Link, deque] = field(default_factory=dict)
+
+    def sending(self, dpid: int, port: int, nonce: bytes, now: float) -> None:
+        self.sent[(dpid, port)] = (nonce, now)
+
+    def arrived(self, link: Link, nonce: bytes, now: float) -> None:
+        sent = self.sent.get((link.src_dpid, link.src_port))
+        if sent is not None and sent[0] == nonce:
+            self.samples.setdefault(link, deque(maxlen=TRANSIT_SAMPLES)).append(now - sent[1])
+
+    def of(self, link: Link) -> tuple[float, float] | None:
+        """(last, least) in seconds, or None before the first sample."""
+        times = self.samples.get(link)
+        return (times[-1], min(times)) if times else None
+
+    def keep(self, links: frozenset[Link]) -> None:
+        """Forget the samples of links that are gone."""
+        for link in self.samples.keys() - links:
+            del self.samples[link]

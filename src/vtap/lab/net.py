@@ -7,6 +7,8 @@ controller).
 
 from __future__ import annotations
 
+import logging
+import os
 import random
 import subprocess
 import time
@@ -20,6 +22,8 @@ from mininet.node import OVSSwitch
 from vtap.lab.chatter import start_chatter, stop_chatter
 from vtap.lab.pki import Pki
 from vtap.lab.topos import VtapTopo
+
+log = logging.getLogger(__name__)
 
 
 def ipv6_of(host_name: str) -> str:
@@ -48,6 +52,7 @@ def build_net(topo: VtapTopo, controller_host: str, controller_port: int | list[
     rng = _join_rng(join)
     switch = partial(OVSSwitch, datapath="user", protocols="OpenFlow13", failMode="secure")
     net = Mininet(topo=topo, switch=switch, controller=None, autoSetMacs=False, build=False, waitConnected=False)
+    _clear_stale_interfaces(topo)
     if pki is not None:
         subprocess.run(["ovs-vsctl", "set-ssl", str(pki.switch_key), str(pki.switch_cert), str(pki.controller_ca)], check=True)
     ports = controller_port if isinstance(controller_port, list) else [controller_port]
@@ -83,6 +88,20 @@ def build_net(topo: VtapTopo, controller_host: str, controller_port: int | list[
         net.stop()
         raise
     return net
+
+
+def _clear_stale_interfaces(topo: VtapTopo) -> None:
+    """Delete switch interfaces left by a lab whose process was killed before it could stop
+    its network. A host's veth dies with the host's namespace, but a link between two
+    switches has both ends in the root namespace and outlives its lab; Mininet, building
+    fast, does not delete before it creates, and would fail on "File exists"."""
+    present = set(os.listdir("/sys/class/net"))
+    stale = sorted(name for sw in topo.switches() for port in topo.ports.get(sw, {})
+                   if (name := f"{sw}-eth{port}") in present)
+    for name in stale:
+        subprocess.run(["ip", "link", "del", name], capture_output=True)
+    if stale:
+        log.warning("deleted %d interfaces left by an earlier lab: %s", len(stale), " ".join(stale))
 
 
 def _join_rng(join: str | None) -> random.Random | None:

@@ -394,6 +394,11 @@ class Datapath:
             self.handler.switch_connected(self)
             while True:
                 self._dispatch(await self._read_msg())
+                # Reading from a full buffer does not yield: a switch's long multipart
+                # reply (flow stats of 15,000 rules: some 30 messages of 64 KiB, each
+                # parsed in ~15 ms) would hold the loop for half a second. One message,
+                # then the others' turn.
+                await asyncio.sleep(0)
         except asyncio.IncompleteReadError:
             log.info("%r: connection closed by peer", self)
         except (asyncio.TimeoutError, TimeoutError):
