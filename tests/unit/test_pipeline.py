@@ -6,7 +6,8 @@ import pytest
 
 from tests.unit.fabric import view_from_topo
 from vtap.compile.network import compile_network
-from vtap.compile.pipeline import PIPELINE, TABLES, FlowRule, Owner, cookie, is_vtap_group, violations
+from vtap.compile.pipeline import (PIPELINE, TABLES, FlowRule, Owner, allocate_id, cookie, is_vtap_group, stable_hash,
+                                   violations)
 from vtap.lab.topos import parse_topo
 from vtap.model.policy import Tap, TapSpec
 
@@ -56,3 +57,14 @@ def test_violations_name_what_is_wrong():
     assert any("holds no rules of cookie" in v for v in found)
     assert violations(FlowRule(9, 1, ())) == ["table 9 is not in the pipeline"]
     assert violations(FlowRule(2, 1, (), (), None, 0x1234)) == ["table forward holds no rules of cookie 0x1234 (owner None)"]
+
+
+def test_one_allocator_gives_every_group_the_same_id_each_time_and_probes_within_its_range():
+    base, mask = 0x76400000, 0x003FFFFF
+    first = allocate_id(base, mask, stable_hash("delivery 00:00:00:00:00:03"), set())
+    assert first == allocate_id(base, mask, stable_hash("delivery 00:00:00:00:00:03"), {1, 2})  # same inputs, same id
+    assert first & ~mask == base
+    assert allocate_id(base, mask, stable_hash("delivery 00:00:00:00:00:03"), {first}) == first + 1
+    top = base | mask
+    assert allocate_id(base, mask, mask, {top}) == base  # the probe wraps within the range, never past it
+    assert allocate_id(base, mask, mask, {top, base, base + 1}) == base + 2

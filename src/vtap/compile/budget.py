@@ -1,6 +1,6 @@
 """Copy budgets: a policy's copies cut to a snap length, sampled by flow, rate-limited, or
 spread over a pool of monitors (TapSpec's `snaplen`, `sample`, `rate_limit_pps`,
-`monitor_pool`). Pure: the compiler (compile/taps.py) calls it per tap switch and policy.
+`monitor_pool`). Pure: the compiler (compile/taps/buckets.py) calls it per tap switch and policy.
 
 A budgeted policy's bucket in a tap group does not carry the copy itself: it writes the
 policy's id into a register and resubmits to table 4 (a group bucket is an action set in
@@ -32,7 +32,6 @@ total may stay below it.
 from __future__ import annotations
 
 import math
-import zlib
 from dataclasses import dataclass, field
 
 from vtap.compile.pipeline import (
@@ -40,6 +39,7 @@ from vtap.compile.pipeline import (
     COOKIE_COPY,
     CUT_GROUP_BASE,
     OFPVID_PRESENT,
+    Owner,
     POLICY_METER_BASE,
     POLICY_METER_MASK,
     PRIO_BUDGET,
@@ -52,8 +52,9 @@ from vtap.compile.pipeline import (
     TABLE_SEND,
     TABLE_SHAPE,
     TABLE_TRUNCATE,
-    Owner,
+    allocate_id,
     cookie,
+    stable_hash,
 )
 from vtap.model.network import Host
 from vtap.model.policy import TapSpec
@@ -107,11 +108,8 @@ def cut_group_ids(view: NetworkView, monitors: list[str]) -> dict[tuple[str, obj
     ids: dict[tuple[str, object], int] = {}
     taken: set[int] = set()
     for key in keys:
-        gid = CUT_GROUP_BASE | (zlib.crc32(repr(key).encode()) & BUDGET_ID_MASK)
-        while gid in taken:
-            gid = CUT_GROUP_BASE | ((gid + 1) & BUDGET_ID_MASK)
-        taken.add(gid)
-        ids[key] = gid
+        ids[key] = allocate_id(CUT_GROUP_BASE, BUDGET_ID_MASK, stable_hash(repr(key)), taken)
+        taken.add(ids[key])
     return ids
 
 
@@ -170,17 +168,8 @@ def budget_part(view: NetworkView, dpid: int, tap_id: int, spec: TapSpec, member
             metered[(dpid, meter)] = (tap_id, host.mac)
         # This member's own flows, and (when some are down) its share of theirs.
         for pool_value, spare in [(i, None)] + [(j, live.index(i)) for j in dead]:
-            m = [(REG_SHAPE, tap_id)]
-            value = mask = 0
-            if spec.sample > 1:
-                mask |= 0xFFFF
-            if hashed:
-                value, mask = value | pool_value << 16, mask | 0xFFFF0000
-            if mask:  # a switch reports an all-ones mask as an exact match
-                m.append((REG_HASH, value if mask == 0xFFFFFFFF else (value, mask)))
-            if spare is not None and len(live) > 1:
-                m.append((REG_SPARE, (spare, 0xFFFF)))
-            flows.add(FlowRule(TABLE_SEND, PRIO_BUDGET, tuple(sorted(m)), (GroupAction(gid),), None, tap_cookie, meter))
+            m = _send_match(tap_id, spec, hashed, pool_value, spare if len(live) > 1 else None)
+            flows.add(FlowRule(TABLE_SEND, PRIO_BUDGET, m, (GroupAction(gid),), None, tap_cookie, meter))
     for cut_key in {k for k in cut_ids if _uses(k, dpid, members, live, spec)}:
         groups.add(_cut_group(cut_ids[cut_key], cut_key, members, forward_groups))
     for port, cut in sorted(cut_ports):
@@ -188,6 +177,23 @@ def budget_part(view: NetworkView, dpid: int, tap_id: int, spec: TapSpec, member
                            None, COOKIE_COPY))
     bucket = Bucket((SetField(REG_SHAPE, tap_id), Resubmit(TABLE_SHAPE)))
     return BudgetPart(bucket, frozenset(flows), frozenset(groups), frozenset(meters), sent, metered)
+
+
+def _send_match(tap_id: int, spec: TapSpec, hashed: bool, pool_value: int, spare: int | None) -> tuple:
+    """Table 5's match for the flows pool member `pool_value` takes: the policy's shape,
+    the sampling hash's zero, the member's position; and, for the flows of a member that
+    is down, the spare hash's choice of this member (`spare`: its place among the live)."""
+    m = [(REG_SHAPE, tap_id)]
+    value = mask = 0
+    if spec.sample > 1:
+        mask |= 0xFFFF
+    if hashed:
+        value, mask = value | pool_value << 16, mask | 0xFFFF0000
+    if mask:  # a switch reports an all-ones mask as an exact match
+        m.append((REG_HASH, value if mask == 0xFFFFFFFF else (value, mask)))
+    if spare is not None:
+        m.append((REG_SPARE, (spare, 0xFFFF)))
+    return tuple(sorted(m))
 
 
 def _uses(key: tuple[str, object], dpid: int, members, live: list[int], spec: TapSpec) -> bool:

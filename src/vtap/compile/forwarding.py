@@ -25,7 +25,6 @@ Proactive and loop-free on any topology:
 
 from __future__ import annotations
 
-import zlib
 
 from vtap.compile.pipeline import (
     BRIDGE_GROUP,
@@ -44,19 +43,21 @@ from vtap.compile.pipeline import (
     METER_PACKET_IN,
     MULTICAST_BIT,
     PRIO_BRIDGE_GROUP,
-    PRIO_NEIGHBOUR,
-    PRIO_RESERVED_VID,
     PRIO_DEFAULT,
     PRIO_FLOOD,
     PRIO_HOST_DST,
     PRIO_KNOWN_HOST,
     PRIO_LLDP,
     PRIO_LLDP_LINK,
+    PRIO_NEIGHBOUR,
+    PRIO_RESERVED_VID,
     PRIO_TRANSIT,
     PRIO_UNKNOWN_SOURCE,
     TABLE_CLASSIFY,
     TABLE_FORWARD,
     TABLE_TAP,
+    allocate_id,
+    stable_hash,
 )
 from vtap.model.network import OFPP_CONTROLLER
 from vtap.model.rules import Bucket, FlowRule, GroupAction, GroupRule, Meter, Output, SwitchRules, match
@@ -81,11 +82,8 @@ def forward_group_ids(view: NetworkView) -> dict[int, int]:
     ids: dict[int, int] = {}
     taken: set[int] = set()
     for dst in sorted(view.devices):
-        gid = FORWARD_GROUP_BASE | (zlib.crc32(f"forward {dst:016x}".encode()) & GROUP_ID_MASK)
-        while gid in taken:
-            gid = FORWARD_GROUP_BASE | ((gid + 1) & GROUP_ID_MASK)
-        taken.add(gid)
-        ids[dst] = gid
+        ids[dst] = allocate_id(FORWARD_GROUP_BASE, GROUP_ID_MASK, stable_hash(f"forward {dst:016x}"), taken)
+        taken.add(ids[dst])
     return ids
 
 

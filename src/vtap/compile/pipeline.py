@@ -24,6 +24,8 @@ corrects only vtap's own rules and leaves foreign ones alone.
 
 from __future__ import annotations
 
+import zlib
+from collections.abc import Collection
 from dataclasses import dataclass
 from enum import IntEnum
 
@@ -85,6 +87,22 @@ FORWARD_GROUP_BASE = 0x76800000
 SEND_GROUP_BASE = 0x76C00000
 BUDGET_ID_MASK = 0x001FFFFF  # send and cut groups share the last quarter of the range
 CUT_GROUP_BASE = 0x76E00000
+
+
+def allocate_id(base: int, mask: int, stable: int, taken: Collection[int]) -> int:
+    """A group's id in the range `base | mask`, from a `stable_hash` of what the group is
+    (its buckets, its monitor, its destination), probing upward within the range past
+    ids already taken. The same inputs give the same id on every compile and every
+    switch, so an unchanged group keeps its id and is never rewritten."""
+    gid = base | (stable & mask)
+    while gid in taken:
+        gid = base | ((gid + 1) & mask)
+    return gid
+
+
+def stable_hash(text: str) -> int:
+    """A hash that is the same in every process (Python's own `hash` of a str is not)."""
+    return zlib.crc32(text.encode())
 
 
 def is_vtap_group(group_id: int) -> bool:

@@ -1,7 +1,7 @@
 """Capture jobs' bookkeeping: their states, their packets, their pcapng files.
 
 The rules that bring a job's packets to the controller are compiled with the TAP rules
-(compile/taps.py); this book keeps what happens to the packets once they arrive. Each
+(compile/taps/); this book keeps what happens to the packets once they arrive. Each
 job writes its own pcapng file in the capture directory as packets come (nothing held
 in memory), up to `count` packets; the file stays until the job is deleted, or until it
 is the oldest of more than `keep` finished jobs.

@@ -1,6 +1,6 @@
 """Delivery accounting: do the copies sent toward a monitor reach it?
 
-Two kinds of group counters tell (compile/taps.py): each tap group's bucket toward a
+Two kinds of group counters tell (compile/taps/): each tap group's bucket toward a
 monitor counts the copies *sent* toward it at a tap point, and the monitor's delivery
 group (fast failover, its one bucket watching the monitor's port) counts the copies
 *delivered*, handed to a live port at its edge switch. Copies lost on the way (a link
