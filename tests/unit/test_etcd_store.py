@@ -8,6 +8,7 @@ import itertools
 
 import pytest
 
+from tests.unit.test_store_interface import exercise
 from vtap.lab.etcd import EtcdCluster
 from vtap.model import audit
 from vtap.model.network import Host, Link
@@ -159,6 +160,16 @@ async def test_writes_are_refused_while_etcd_is_down_and_the_copy_is_read_again_
         await a.aclose()
     finally:
         etcd.stop()
+
+
+async def test_every_method_of_the_store_interface(etcd, pair):
+    a, b = pair
+    a.fence = ("a", await a.campaign("a", await a.grant_lease(30)))  # the leader: it publishes what it learns
+    assert repr(a) == etcd.url
+    status = await exercise(a, until)
+    await until(lambda: a.status == b.status == status)  # the followers show the leader's states
+    await until(lambda: (b.load_taps(), b.load_hosts(), b.list_tokens()) == (a.load_taps(), a.load_hosts(), a.list_tokens()))
+    assert {t: b.tap_revision(int(t)) for t in status} == {t: rev for t, (rev, _, _) in status.items()}
 
 
 async def test_election_one_leader_a_growing_generation_and_a_paused_leader_fenced(pair):

@@ -12,8 +12,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from vtap.api.auth import Principal, Tokens, require
 from vtap.model.access import Role, Scope
 from vtap.model.policy import NAME_RE, check_name
+from vtap.store.base import PolicyStore
 from vtap.store.errors import NotFound
-from vtap.store.sqlite import Store
 
 
 class TokenIn(BaseModel):
@@ -74,7 +74,7 @@ def _token_out(record: dict) -> TokenOut:
                     created=_iso(record["created"]), expires_at=_iso(record["expires_at"]))
 
 
-def router(store: Store, tokens: Tokens) -> APIRouter:
+def router(store: PolicyStore, tokens: Tokens) -> APIRouter:
     r = APIRouter(prefix="/api/v1", tags=["access"])
     admin = [Depends(require(tokens, Role.ADMIN))]
 

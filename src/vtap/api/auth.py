@@ -21,7 +21,7 @@ from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from vtap.model.access import Role, Scope
-from vtap.store.sqlite import Store
+from vtap.store.base import PolicyStore
 
 TOKEN_PREFIX = "vtap_"
 ADMIN_TOKEN_FILE = "admin.token"
@@ -56,7 +56,7 @@ class Principal:
 class Tokens:
     """Tokens in the store, and the throttle on failed attempts."""
 
-    def __init__(self, store: Store, failures_allowed: int = FAILURES_ALLOWED):
+    def __init__(self, store: PolicyStore, failures_allowed: int = FAILURES_ALLOWED):
         self.store = store
         self.failures_allowed = failures_allowed  # 0: no throttle
         self._failures: dict[str, deque[float]] = {}

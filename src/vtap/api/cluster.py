@@ -62,7 +62,7 @@ def router(ctl: Controller, tokens: Tokens) -> APIRouter:
         c = ctl.cluster
         if c is None:
             return ClusterOut(mode="standalone", member=None, role="leader", since=_iso(ctl.started_at), leader=None,
-                              generation=0, store=str(ctl.store.path), store_reachable=True, store_error=None,
+                              generation=0, store=repr(ctl.store), store_reachable=True, store_error=None,
                               lease_ttl_s=None, members=[],
                               switches=[SwitchRoleOut(dpid=dpid_str(d), role="equal") for d in dpids], history=[])
         d = c.describe()

@@ -17,8 +17,8 @@ import time
 from typing import Any
 
 from vtap.api.auth import Tokens
+from vtap.store.base import PolicyStore
 from vtap.store.errors import StoreUnavailable
-from vtap.store.sqlite import Store
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ async def _reply(send, status: int, detail: str) -> None:
 
 
 class Guard:
-    def __init__(self, app, store: Store, tokens: Tokens, allowed_hosts: list[str], max_body: int = MAX_BODY):
+    def __init__(self, app, store: PolicyStore, tokens: Tokens, allowed_hosts: list[str], max_body: int = MAX_BODY):
         self.app = app
         self.store = store
         self.tokens = tokens

@@ -1,1 +1,2 @@
-"""Durable state: SQLite under --state-dir by default, or etcd v3 for a cluster (--store etcd://)."""
+"""Durable state: SQLite under --state-dir by default, or etcd v3 for a cluster (--store etcd://);
+both keep one interface, `vtap.store.base.PolicyStore`."""

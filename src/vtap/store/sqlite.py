@@ -1,8 +1,9 @@
 """SQLite persistence of what the controller must not forget across restarts: the
 embedded default store (`--state-dir`, nothing else to install).
 
-Writes that the API waits for are coroutines, as in the etcd store (`vtap.store.etcd`),
-so that the two are interchangeable; here they complete at once.
+It keeps the interface of `vtap.store.base.PolicyStore`, as the etcd store
+(`vtap.store.etcd`) does, so that the two are interchangeable: writes that the API waits
+for are coroutines, here completing at once.
 
 TAP policies are the operator's declarations: each change is one transaction, and a
 name collision or any failure leaves the stored set as it was. Learned hosts are kept so that a restarted controller compiles the same rules at
@@ -100,17 +101,20 @@ class Store:
             known = self._parsed[ident] = (text, Tap(id=ident, spec=TapSpec.model_validate_json(text)))
         return known[1]
 
+    def __repr__(self) -> str:
+        return str(self.path)
+
     def close(self) -> None:
         self.db.close()
 
-    def secret(self, name: str, size: int = 32) -> bytes:
+    def secret(self, name: str) -> bytes:
         """A random secret made once and kept (the LLDP key): the same after a restart."""
         with self.db:
             self.db.execute("BEGIN IMMEDIATE")
             row = self.db.execute("SELECT value FROM secrets WHERE name = ?", (name,)).fetchone()
             if row is not None:
                 return bytes(row[0])
-            value = secrets.token_bytes(size)
+            value = secrets.token_bytes(32)
             self.db.execute("INSERT INTO secrets (name, value) VALUES (?, ?)", (name, value))
             return value
 
@@ -300,3 +304,13 @@ class Store:
             cur = self.db.execute("DELETE FROM taps WHERE id = ?", (tap_id,))
         if cur.rowcount == 0:
             raise NotFound(tap_id)
+
+    def tap_revision(self, tap_id: int) -> int:
+        """When the policy's row was last written, in microseconds (0: no such policy): it
+        changes with every write of the policy, as etcd's revision of its key does."""
+        row = self.db.execute("SELECT updated FROM taps WHERE id = ?", (tap_id,)).fetchone()
+        return round(row[0] * 1_000_000) if row else 0
+
+    def publish_status(self, status: dict) -> None:
+        """Nothing to do: a standalone controller has no followers to show the policies'
+        states to (the etcd store publishes them for a cluster's followers)."""
