@@ -24,9 +24,14 @@ def router(ctl: Controller, tokens: Tokens, interval: float = 1.0) -> APIRouter:
 
     @r.get("/events")
     async def events(request: Request, creds: HTTPAuthorizationCredentials | None = Depends(BEARER)):
-        """`text/event-stream` of `state` events: {"view_version", "taps": [{"id", "name", "enabled",
-        "status", "status_reason", "packets", "bytes", "sent", "delivered"}]} (`sent`, `delivered`:
-        the copies sent toward and delivered to the policy's monitor, null until compiled)."""
+        """`text/event-stream` of `state` events: {"view_version", "taps": [{"id", "name",
+        "enabled", "status", "status_reason", "packets", "bytes", "sent", "delivered",
+        "copies", "dropped", "pool", "snaplen", "sample", "rate_limit_pps", "transport",
+        "collector", "tunnel_key", "erspan_version"}]}: `packets`/`bytes` what the tap rules
+        matched; `sent`, `delivered` the copies sent toward and delivered to the policy's
+        monitors (null until compiled); `copies`, `dropped` a budgeted policy's copies and
+        those its rate limit dropped; `pool` its monitor pool; `collector`, `tunnel_key`,
+        `erspan_version` a tunnelled policy's (null otherwise)."""
 
         async def stream():
             # The token is checked again before every event: a revoked or expired one ends the stream.

@@ -190,7 +190,8 @@ def _each(action: str, tap: Tap, before: TapSpec | None, after: TapSpec | None) 
 
 NOT_FOUND = {404: {"description": "no TAP policy with this id"}}
 LIST_SLICE = 500  # policies a listing writes out before it lets the loop serve the switches again
-# Ids are SQLite rowids: a path beyond them is a 422, never an overflow deep in the store.
+# Ids (SQLite rowids, or the etcd store's counter) count from 1 within 63 bits: a path beyond them is a
+# 422, never an overflow deep in the store.
 TapId = Annotated[int, PathParam(ge=1, le=2**63 - 1, description="the policy's id")]
 
 

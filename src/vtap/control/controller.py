@@ -63,8 +63,8 @@ from vtap.model.rules import SwitchRules
 from vtap.model.state import PolicyState, SyncState
 from vtap.model.view import NetworkView
 from vtap.openflow.channel import ChannelClosed, Datapath, OpenFlowError, echo_request
+from vtap.store.base import PolicyStore
 from vtap.store.errors import StoreUnavailable
-from vtap.store.sqlite import Store
 
 if TYPE_CHECKING:
     from vtap.control.cluster import Cluster
@@ -131,7 +131,7 @@ def device_of(dp: Datapath) -> Device:
 class Controller:
     def __init__(
         self,
-        store: Store,
+        store: PolicyStore,
         *,
         lldp_interval: float = 1.0,
         link_lifetime: float | None = None,
@@ -625,18 +625,29 @@ class Controller:
         return False
 
     async def _contest(self, old: Datapath, new: Datapath) -> None:
-        """Refuse `new` while `old` answers an echo; replace `old` only when it is dead."""
+        """Refuse `new` while `old` answers an echo (an error reply is an answer too);
+        replace `old` only when it is dead. If `old` ended while the echo was out, the
+        datapath id is free: `new`, if still open, takes it."""
         try:
             await old.request(echo_request(), timeout=ECHO_CONTEST_S)
-        except (ChannelClosed, OpenFlowError, asyncio.TimeoutError):
-            if self.datapaths.get(old.dpid) is old and not new.closed.is_set():
+            alive = True
+        except OpenFlowError:
+            alive = True
+        except (ChannelClosed, asyncio.TimeoutError):
+            alive = False
+        holder = self.datapaths.get(old.dpid)
+        if not new.closed.is_set() and (holder is None or (holder is old and not alive)):
+            if holder is old:
                 log.warning("%r connected again from %s; its previous connection is dead, replacing it", new, new.peer)
                 old.writer.close()
                 self._forget_switch(old)
-                self._adopt(new)
-                return
+            else:
+                log.warning("%r connected again from %s; its previous connection ended meanwhile", new, new.peer)
+            self._adopt(new)
+            return
         self.refused_connections += 1
-        log.warning("refused a second connection claiming %r from %s: the connected switch answers", new, new.peer)
+        log.warning("refused a second connection claiming %r from %s: %s", new, new.peer,
+                    "it closed" if new.closed.is_set() else "the connected switch answers")
         new.writer.close()
 
     def _adopt(self, dp: Datapath) -> None:

@@ -3,8 +3,10 @@
 The reconciler holds, per switch, the desired rule set (compiled) and what it
 believes is installed. Installed state is read back from the switch (flow stats with
 vtap's cookie, group descriptions in vtap's range) whenever it is unknown: on connect,
-on reconnect, after an error. The difference goes out as one atomic batch closed by a
-barrier; only then is the switch "in sync".
+on reconnect, after an error. The difference goes out as one atomic bundle of flows and
+groups closed by a barrier, with the meters outside it (OVS takes no meter changes in a
+bundle): new and changed meters before the bundle, deleted ones after it, so no rule
+ever points at a meter that is not there. Only then is the switch "in sync".
 
 Right after a switch (re)connects, the controller's view may still lack links it will
 discover within a few LLDP rounds. Until `settle_until`, the reconciler only adds

@@ -109,7 +109,7 @@ def _join_rng(join: str | None) -> random.Random | None:
         return None
     kind, _, seed = join.partition(":")
     if kind != "random" or not seed.lstrip("-").isdigit():
-        raise ValueError(f"join {join!r}: use random:SEED (SEED an integer) or None")
+        raise ValueError(f"join {join!r}: use random:SEED (SEED an integer)")
     return random.Random(int(seed))
 
 
