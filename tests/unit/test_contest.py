@@ -11,7 +11,8 @@ import pytest
 from os_ken.ofproto import ofproto_v1_3 as ofp
 
 from tests.unit.datapath import FakeDatapath, error, until
-from vtap.control.controller import ECHO_CONTEST_S, Controller
+from vtap.control.claims import ECHO_CONTEST_S
+from vtap.control.controller import Controller
 from vtap.control.reconciler import SwitchReconciler
 from vtap.openflow.channel import ChannelClosed
 from vtap.store.sqlite import Store

@@ -67,3 +67,20 @@ def test_the_pure_layers_use_no_clock_socket_or_file():
             text = path.read_text()
             for word in ("import time", "import socket", "import asyncio", "open(", "datetime"):
                 assert word not in text, f"{path.relative_to(root)} uses {word!r}"
+
+
+def test_the_api_asks_the_controller_only():
+    """`api` reads everything it shows through `Controller` (control/reads.py): no api
+    module imports the core or the compiler. Besides the controller, it may import the
+    capture book's records (`CaptureJob` and the `CaptureLimit` it raises)."""
+    root = Path(vtap.__file__).parent / "api"
+    bad = []
+    for path in sorted(root.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [node.module] if isinstance(node, ast.ImportFrom) and node.module else \
+                [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            bad += [f"{path.name} -> {n}" for n in names
+                    if n.startswith(("vtap.control", "vtap.compile")) and n not in ("vtap.control.controller", "vtap.control.capture")]
+    assert bad == []
+    source = "\n".join(p.read_text() for p in root.rglob("*.py"))
+    assert ".core." not in source and "ctl.core" not in source

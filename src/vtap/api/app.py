@@ -161,7 +161,7 @@ def _role(view: NetworkView, dpid: int, port: Port) -> str:
 
 
 def devices_out(view: NetworkView, ctl: Controller) -> list[DeviceOut]:
-    refused = ctl.core.hosts.refused
+    refused = ctl.refused_macs()
     return [
         DeviceOut(
             dpid=dpid_str(d.dpid),
@@ -181,7 +181,7 @@ def devices_out(view: NetworkView, ctl: Controller) -> list[DeviceOut]:
 def links_out(view: NetworkView, ctl: Controller) -> list[LinkOut]:
     out = []
     for l in sorted(view.links):
-        transit = ctl.core.transit.of(l)
+        transit = ctl.link_transit(l)
         out.append(LinkOut(src_dpid=dpid_str(l.src_dpid), src_port=l.src_port, dst_dpid=dpid_str(l.dst_dpid), dst_port=l.dst_port,
                            **({"transit_ms": round(transit[0] * 1000, 3), "transit_min_ms": round(transit[1] * 1000, 3)}
                               if transit else {})))
@@ -261,9 +261,9 @@ def create_app(ctl: Controller, tokens: Tokens) -> FastAPI:
             taps=len(ctl.taps),
             taps_by_status=by_status,
             packet_ins=ctl.packet_ins,
-            lldp_refused=dict(ctl.core.lldp_refused),
+            lldp_refused=ctl.lldp_refused(),
             refused_connections=ctl.refused_connections,
-            conflicts=len(ctl.core.conflicts),
+            conflicts=len(ctl.conflicts()),
             loop_lag_ms=round(ctl.loop_lag.worst() * 1000, 1),
             loop_lag_max_ms=round(ctl.loop_lag.worst_ever * 1000, 1),
             lldp_rounds_held=ctl.lldp_rounds_held,
@@ -288,7 +288,7 @@ def create_app(ctl: Controller, tokens: Tokens) -> FastAPI:
         return [
             ConflictOut(address=a, owner=c.claim.owner, claimant=c.claim.mac, dpid=dpid_str(c.claim.dpid), port=c.claim.port,
                         since=_iso(c.since), reason=c.reason())
-            for a, c in sorted(ctl.core.conflicts.items())
+            for a, c in sorted(ctl.conflicts().items())
         ]
 
     @app.delete("/api/v1/devices/{dpid}/certificate", status_code=204, dependencies=admin,
@@ -310,7 +310,7 @@ def create_app(ctl: Controller, tokens: Tokens) -> FastAPI:
         """Apply the held claims of `mac` (its move, or the addresses it claims) now (admin)."""
         mac = normalize_mac(mac)
         request.state.audit_action, request.state.audit_target = "host.confirm-move", f"host:{mac}"
-        request.state.audit_before = [c.reason() for c in ctl.core.conflicts.values() if c.claim.mac == mac]
+        request.state.audit_before = [c.reason() for c in ctl.conflicts().values() if c.claim.mac == mac]
         applied = ctl.confirm_move(mac, request.state.actor)
         if not applied:
             raise HTTPException(404, f"no held claim of {mac}")

@@ -42,8 +42,8 @@ def router(ctl: Controller, tokens: Tokens, interval: float = 1.0) -> APIRouter:
                 for tap in sorted(ctl.taps.values(), key=lambda t: t.id):
                     st = ctl.tap_status(tap.id, syncs)
                     c = counters.get(tap.id, {"packets": 0, "bytes": 0})
-                    d = ctl.core.monitor_delivery(tap.id)
-                    ds = ctl.core.monitor_deliveries(tap.id).values()
+                    d = ctl.monitor_delivery(tap.id)
+                    ds = ctl.monitor_deliveries(tap.id).values()
                     s = tap.spec
                     taps.append({"id": tap.id, "name": s.name, "enabled": s.enabled, "status": st.state,
                                  "status_reason": st.reason, "packets": c["packets"], "bytes": c["bytes"],

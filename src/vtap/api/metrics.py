@@ -42,7 +42,7 @@ class _Snapshot:
                      sum(ctl.sync_state(d) == SyncState.IN_SYNC for d in view.devices))
         yield _gauge("vtap_links", "inter-switch links, one per direction, proven by authenticated LLDP", len(view.links))
         yield _gauge("vtap_hosts", "hosts known", len(view.hosts))
-        yield _gauge("vtap_identity_conflicts", "claims on addresses that policies pin, held", len(ctl.core.conflicts))
+        yield _gauge("vtap_identity_conflicts", "claims on addresses that policies pin, held", len(ctl.conflicts()))
 
         names = [("sent", "packets", "copies sent toward a monitor at tap points"),
                  ("sent", "bytes", "bytes of copies sent toward a monitor at tap points"),
@@ -50,8 +50,8 @@ class _Snapshot:
                  ("delivered", "bytes", "bytes of copies handed to a monitor's live port")]
         families = {(w, u): CounterMetricFamily(f"vtap_monitor_copies_{w}_{u}", doc, labels=["monitor", "mac"]) for w, u, doc in names}
         failing = GaugeMetricFamily("vtap_monitor_delivery_failing", "1 while copies stop reaching the monitor", labels=["monitor", "mac"])
-        labels = ctl.core.monitor_labels()
-        for mac, d in sorted(ctl.core.delivery.monitors.items()):
+        labels = ctl.monitor_labels()
+        for mac, d in sorted(ctl.deliveries().items()):
             key = [labels.get(mac, mac), mac]
             families[("sent", "packets")].add_metric(key, d.sent_packets)
             families[("sent", "bytes")].add_metric(key, d.sent_bytes)
@@ -77,11 +77,11 @@ class _Snapshot:
             ins.add_metric([reason], n)
         yield ins
         lldp = CounterMetricFamily("vtap_lldp_refused", "LLDP frames refused, by why", labels=["reason"])
-        for reason, n in sorted(ctl.core.lldp_refused.items()):
+        for reason, n in sorted(ctl.lldp_refused().items()):
             lldp.add_metric([reason], n)
         yield lldp
         refused = CounterMetricFamily("vtap_refused_macs", "MACs refused on a port beyond --max-hosts-per-port", labels=["dpid", "port"])
-        for (dpid, port), n in sorted(ctl.core.hosts.refused.items()):
+        for (dpid, port), n in sorted(ctl.refused_macs().items()):
             refused.add_metric([dpid_str(dpid), str(port)], n)
         yield refused
         yield CounterMetricFamily("vtap_probes_sent", "address probes (ARP, neighbour solicitation) sent", value=ctl.probes_sent)
@@ -103,7 +103,7 @@ async def _per_policy(ctl: Controller, counters: dict[int, dict[str, int]], heav
         for start in range(0, max(len(taps), 1), SLICE):
             async with heavy.slice():
                 family = kind(name, doc, labels=labelnames)
-                syncs, labels = ctl.switch_syncs(), ctl.core.monitor_labels()
+                syncs, labels = ctl.switch_syncs(), ctl.monitor_labels()
                 for tap in taps[start:start + SLICE]:
                     ident = [str(tap.id), tap.spec.name]
                     if name == "vtap_tap_state":
@@ -112,7 +112,7 @@ async def _per_policy(ctl: Controller, counters: dict[int, dict[str, int]], heav
                             if s != PolicyState.COMPILED:
                                 family.add_metric([*ident, s.value], 1.0 if s == current else 0.0)
                         continue
-                    macs = ctl.core.compilation.monitors.get(tap.id, ())
+                    macs = ctl.monitors_of(tap.id)
                     monitor = ",".join(labels.get(m, m) for m in macs) or ",".join(tap.spec.monitors)
                     c = counters.get(tap.id, {"packets": 0, "bytes": 0})
                     family.add_metric([*ident, monitor], c["packets" if name.endswith("packets") else "bytes"])

@@ -115,14 +115,14 @@ class TapStatsOut(BaseModel):
 
 def _delivery(ctl: Controller, tap_id: int, mac: str | None = None) -> DeliveryOut | None:
     if mac is None:
-        d = ctl.core.monitor_delivery(tap_id)
-        mac = next((m for m, x in ctl.core.monitor_deliveries(tap_id).items() if x is d), None)
+        d = ctl.monitor_delivery(tap_id)
+        mac = next((m for m, x in ctl.monitor_deliveries(tap_id).items() if x is d), None)
     else:
-        d = ctl.core.monitor_deliveries(tap_id).get(mac)
+        d = ctl.monitor_deliveries(tap_id).get(mac)
     if d is None or mac is None:
         return None
-    sharing = sorted(i for i, ms in ctl.core.compilation.monitors.items() if mac in ms)
-    return DeliveryOut(monitor=ctl.core.monitor_labels().get(mac, mac), monitor_mac=mac, sent_packets=d.sent_packets,
+    sharing = ctl.policies_of_monitor(mac)
+    return DeliveryOut(monitor=ctl.monitor_labels().get(mac, mac), monitor_mac=mac, sent_packets=d.sent_packets,
                        sent_bytes=d.sent_bytes, delivered_packets=d.delivered_packets, delivered_bytes=d.delivered_bytes,
                        undelivered_packets=d.undelivered_packets, failing=d.failing, reason=d.reason, policies=sharing)
 
@@ -233,12 +233,11 @@ def router(ctl: Controller, tokens: Tokens, heavy: HeavyWork) -> APIRouter:
     async def _apply(specs: list[TapSpec], request: Request, me: Principal, prune: bool, dry_run: bool) -> ApplyOut:
         _check_names(specs)
         _check_scope_each(me, specs)
-        plan, comp = ctl.plan_apply(specs, prune=prune, compile_=dry_run)
+        plan, rules = ctl.plan_apply(specs, prune=prune, dry_run=dry_run)
         for tap in plan.removed + [before for before, _ in plan.changed]:
             check_scope(me, tap.spec)
         switches = []
         if dry_run:
-            rules = comp.rules_of_many({t.id for t in plan.added} | {after.id for _, after in plan.changed})
             switches = _rules({dpid: SwitchRules(r.flows, r.groups) for dpid, r in rules.items()})
         else:
             plan = await ctl.apply_taps(specs, prune=prune)
@@ -262,7 +261,7 @@ def router(ctl: Controller, tokens: Tokens, heavy: HeavyWork) -> APIRouter:
     async def _create_many(specs: list[TapSpec], request: Request, me: Principal) -> list[TapOut]:
         _check_names(specs)
         _check_scope_each(me, specs)
-        plan, _ = ctl.plan_apply(specs, prune=False, compile_=False)
+        plan, _ = ctl.plan_apply(specs, prune=False, dry_run=False)
         taken = [before.spec.name for before, _ in plan.changed] + [t.spec.name for t in plan.unchanged]
         if taken:
             raise HTTPException(409, f"name: already taken: {', '.join(taken)}")
@@ -332,7 +331,7 @@ def router(ctl: Controller, tokens: Tokens, heavy: HeavyWork) -> APIRouter:
     async def stats(tap_id: TapId):
         _get(ctl, tap_id)
         counters = (await ctl.tap_counters()).get(tap_id, {"packets": 0, "bytes": 0, "copies": 0, "dropped": 0})
-        macs = ctl.core.compilation.monitors.get(tap_id, ())
+        macs = ctl.monitors_of(tap_id)
         return TapStatsOut(id=tap_id, packets=counters["packets"], bytes=counters["bytes"], copies=counters["copies"],
                            copies_dropped_by_rate_limit=counters["dropped"], delivery=_delivery(ctl, tap_id),
                            deliveries=[d for d in (_delivery(ctl, tap_id, m) for m in macs) if d is not None])

@@ -1,0 +1,151 @@
+"""What the API reads: every figure it shows, asked of the controller.
+
+Part of `Controller` (a mixin of its methods, on its state). The API imports nothing
+from the core or the compiler (`tests/unit/test_layers.py`): what it shows comes from
+here, as values or the core's own read-only records."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from vtap.compile.pipeline import (
+    COOKIE_TAP,
+    OWNER_MASK,
+    TABLE_SEND,
+    TABLE_TAP,
+)
+from vtap.compile.taps import TapState
+from vtap.control.core import Conflict, SwitchSync, TapStatus
+from vtap.control.delivery import MonitorDelivery
+from vtap.control.polling import meter_drops
+from vtap.model.network import Link
+from vtap.model.policy import Tap, TapChanges, TapSpec
+from vtap.model.rules import SwitchRules
+from vtap.model.state import PolicyState, SyncState
+from vtap.model.view import NetworkView
+from vtap.openflow.channel import ChannelClosed, OpenFlowError
+
+
+
+class Reads:
+    """The controller's answers to the API (see the module docstring)."""
+
+    @property
+    def taps(self) -> dict[int, Tap]:
+        return self.core.taps
+
+    def view(self) -> NetworkView:
+        return self.core.view()
+
+    def sync_state(self, dpid: int) -> SyncState:
+        rec = self.reconcilers.get(dpid)
+        return rec.status.state if rec else SyncState.DISCONNECTED
+
+    def sync_counters(self, dpid: int) -> tuple[int, int]:
+        """(batches, rules) the reconciler has sent this switch since it connected."""
+        rec = self.reconcilers.get(dpid)
+        return (rec.status.batches, rec.status.rules_sent) if rec else (0, 0)
+
+    def switch_syncs(self) -> dict[int, SwitchSync]:
+        """Each switch's sync as the core judges policies by (made once per listing)."""
+        return {dpid: SwitchSync(r.status.state, r.status.synced_generation, r.status.last_error)
+                for dpid, r in self.reconcilers.items()}
+
+    def tap_status(self, tap_id: int, syncs: dict[int, SwitchSync] | None = None) -> TapStatus:
+        """The core's judgement; on a follower, the leader's as published."""
+        if not self.leading:
+            return self._follower_status(tap_id)
+        st = self.core.tap_status(tap_id, self.switch_syncs() if syncs is None else syncs)
+        spec = self.core.taps[tap_id].spec if tap_id in self.core.taps else None
+        if st.state == PolicyState.ACTIVE and spec is not None and spec.tunnel and self.tunnels is not None:
+            waiting = self.tunnels.waiting(st.switches, spec.monitor_ip)
+            if waiting:  # its rules are in, but not yet the route to its collector
+                return TapStatus(PolicyState.PENDING, f"setting up the tunnel to {spec.monitor_ip} on switch {waiting[0]:016x}",
+                                 st.switches)
+        return st
+
+    def tap_paths(self, tap_id: int) -> dict[str, Any]:
+        return self.core.tap_paths(tap_id)
+
+    def dry_run(self, spec: TapSpec) -> tuple[TapState, dict[int, SwitchRules]]:
+        """What the policy would install now, without storing or installing anything."""
+        tap, comp = self.core.dry_run(spec)
+        return comp.states[tap.id], comp.rules_of(tap.id)
+
+    def tap_rules(self, tap_id: int) -> dict[int, SwitchRules]:
+        """The flows and groups a policy takes part in, per switch, as compiled."""
+        return self.core.compilation.rules_of(tap_id)
+
+    async def tap_counters(self) -> dict[int, dict[str, int]]:
+        """Per policy: packets and bytes that hit its tap rules, the copies made of them
+        (each copied once to its monitor; a budgeted policy's after sampling and rate
+        limit) and the copies its rate limit dropped.
+
+        One flow-stats request per switch with tap rules, for vtap's tap rules only; one
+        meter-stats request per switch with a rate-limited policy's meters."""
+        stats: list[tuple[int, int, int, int]] = []
+        meters: dict[tuple[int, int], tuple[int, int]] = {}
+        metered = {d for d, _ in self.core.compilation.meter_monitors}
+        for dpid in sorted(self.core.compilation.rules):
+            dp = self.datapaths.get(dpid)
+            if dp is None:
+                continue
+            try:
+                replies = await dp.flow_stats(COOKIE_TAP, OWNER_MASK)
+                if dpid in metered:
+                    meters.update(meter_drops(dpid, await dp.meter_stats()))
+            except (ChannelClosed, asyncio.TimeoutError, OpenFlowError):
+                continue
+            stats += [(s.table_id, s.cookie, s.packet_count, s.byte_count) for s in replies
+                      if s.table_id in (TABLE_TAP, TABLE_SEND)]
+        return self.core.tap_counters(stats, meters)
+
+    def plan_apply(self, specs: list[TapSpec], *, prune: bool, dry_run: bool) -> tuple[TapChanges, dict[int, SwitchRules]]:
+        """What making the policies equal to `specs` would change, and (with `dry_run`)
+        the rules the added and changed policies would take part in, per switch, from a
+        whole compile of the resulting set; nothing stored or installed."""
+        plan, comp = self.core.plan_apply(specs, prune=prune, compile_=dry_run)
+        if comp is None:
+            return plan, {}
+        return plan, comp.rules_of_many({t.id for t in plan.added} | {after.id for _, after in plan.changed})
+
+    def monitor_labels(self) -> dict[str, str]:
+        """Each monitor's MAC -> how reasons and metrics name it (its IP where known)."""
+        return self.core.monitor_labels()
+
+    def monitors_of(self, tap_id: int) -> tuple[str, ...]:
+        """The MACs a compiled policy's copies go to (none while it is not compiled)."""
+        return tuple(self.core.compilation.monitors.get(tap_id, ()))
+
+    def policies_of_monitor(self, mac: str) -> list[int]:
+        """The compiled policies whose copies go to this monitor."""
+        return sorted(i for i, macs in self.core.compilation.monitors.items() if mac in macs)
+
+    def monitor_delivery(self, tap_id: int) -> MonitorDelivery | None:
+        """The delivery that speaks for a policy (a pool's: its first failing member, else its first)."""
+        return self.core.monitor_delivery(tap_id)
+
+    def monitor_deliveries(self, tap_id: int) -> dict[str, MonitorDelivery]:
+        """Each of a policy's monitors' delivery, by MAC."""
+        return self.core.monitor_deliveries(tap_id)
+
+    def deliveries(self) -> dict[str, MonitorDelivery]:
+        """Every monitor's delivery ledger, by MAC."""
+        return self.core.delivery.monitors
+
+    def conflicts(self) -> dict[str, Conflict]:
+        """Claims on addresses that policies pin, held: address -> the conflict."""
+        return self.core.conflicts
+
+    def lldp_refused(self) -> dict[str, int]:
+        """LLDP frames refused, by why."""
+        return dict(self.core.lldp_refused)
+
+    def refused_macs(self) -> dict[tuple[int, int], int]:
+        """MACs refused beyond the per-port bound, by (dpid, port)."""
+        return self.core.hosts.refused
+
+    def link_transit(self, link: Link) -> tuple[float, float] | None:
+        """(last, least) LLDP transit time of a link in seconds, None before the first."""
+        return self.core.transit.of(link)
