@@ -206,20 +206,21 @@ class Datapath:
     async def barrier(self) -> None:
         await self.request(parser.OFPBarrierRequest(PROTOCOL))
 
-    async def flow_stats(self, cookie: int = 0, cookie_mask: int = 0) -> list[Any]:
-        req = parser.OFPFlowStatsRequest(
-            PROTOCOL, 0, ofp.OFPTT_ALL, ofp.OFPP_ANY, ofp.OFPG_ANY, cookie, cookie_mask, parser.OFPMatch()
-        )
+    async def multipart(self, req: Any) -> list[Any]:
+        """A multipart request's entries, from every part of the reply (the one shape of
+        every stats read: a switch splits a long reply into messages of 64 KiB)."""
         return [s for reply in await self.request(req) for s in reply.body]
 
+    async def flow_stats(self, cookie: int = 0, cookie_mask: int = 0) -> list[Any]:
+        return await self.multipart(parser.OFPFlowStatsRequest(
+            PROTOCOL, 0, ofp.OFPTT_ALL, ofp.OFPP_ANY, ofp.OFPG_ANY, cookie, cookie_mask, parser.OFPMatch()))
+
     async def group_desc(self) -> list[Any]:
-        req = parser.OFPGroupDescStatsRequest(PROTOCOL, 0)
-        return [s for reply in await self.request(req) for s in reply.body]
+        return await self.multipart(parser.OFPGroupDescStatsRequest(PROTOCOL, 0))
 
     async def group_stats(self) -> list[Any]:
         """Every group's counters, per bucket (OFPMP_GROUP for all groups)."""
-        req = parser.OFPGroupStatsRequest(PROTOCOL, 0, ofp.OFPG_ALL)
-        return [s for reply in await self.request(req) for s in reply.body]
+        return await self.multipart(parser.OFPGroupStatsRequest(PROTOCOL, 0, ofp.OFPG_ALL))
 
     async def role_request(self, role: int, generation_id: int) -> tuple[int, int]:
         """Ask for a controller role (OFPCR_ROLE_MASTER / _SLAVE) under `generation_id`;
@@ -230,12 +231,10 @@ class Datapath:
 
     async def meter_stats(self) -> list[Any]:
         """Every meter's counters: per band, the packets and bytes it dropped."""
-        req = parser.OFPMeterStatsRequest(PROTOCOL, 0, ofp.OFPM_ALL)
-        return [s for reply in await self.request(req) for s in reply.body]
+        return await self.multipart(parser.OFPMeterStatsRequest(PROTOCOL, 0, ofp.OFPM_ALL))
 
     async def meter_config(self) -> list[Any]:
-        req = parser.OFPMeterConfigStatsRequest(PROTOCOL, 0, ofp.OFPM_ALL)
-        return [s for reply in await self.request(req) for s in reply.body]
+        return await self.multipart(parser.OFPMeterConfigStatsRequest(PROTOCOL, 0, ofp.OFPM_ALL))
 
     async def send_batch(self, msgs: list[Any], *, atomic: bool = True) -> None:
         """Apply flow/group mods, then wait for a barrier.
