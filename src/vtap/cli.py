@@ -28,7 +28,7 @@ DEFAULT_TOKEN_FILE = "/var/lib/vtap/admin.token"
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from vtap.serve import StartupError, serve
+    from vtap.serve import ServeConfig, StartupError, serve
 
     logging.basicConfig(
         level=getattr(logging, args.log_level.upper()),
@@ -40,7 +40,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         hosts = [h.strip() for h in hosts.split(",") if h.strip()]
     try:
         asyncio.run(
-            serve(
+            serve(ServeConfig(
                 of_host=args.of_host,
                 of_port=args.of_port,
                 api_host=args.api_host,
@@ -59,7 +59,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 advertise_url=args.advertise_url,
                 tunnels=args.tunnels,
                 tunnel_sources=args.tunnel_sources,
-            )
+            ))
         )
     except StartupError as exc:
         print(f"vtap serve: {exc}", file=sys.stderr)

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import contextlib
+import ipaddress
 import logging
 import signal
 import socket
-import ssl
-from pathlib import Path
-
 import sqlite3
+import ssl
+from dataclasses import dataclass
+from pathlib import Path
 
 import uvicorn
 
@@ -22,6 +22,7 @@ from vtap.control.cluster import Cluster
 from vtap.control.controller import Controller
 from vtap.control.tunnels import TunnelAgent
 from vtap.openflow.channel import OpenFlowServer
+from vtap.store.base import PolicyStore
 from vtap.store.errors import StoreUnavailable
 from vtap.store.sqlite import Store
 
@@ -77,80 +78,51 @@ class _ApiServer(uvicorn.Server):
         pass
 
 
-async def serve(
-    *,
-    of_host: str,
-    of_port: int,
-    api_host: str,
-    api_port: int,
-    state_dir: str,
-    lldp_interval: float = 1.0,
-    host_timeout: float = 3600.0,
-    packet_in_rate: int = 1000,
-    max_hosts_per_port: int = 32,
-    of_tls: tuple[str | None, str | None, str | None] = (None, None, None),
-    tls: tuple[str | None, str | None] = (None, None),
-    api_allowed_hosts: list[str] | None = None,
-    auth_failure_limit: int = FAILURES_ALLOWED,
-    store_url: str | None = None,
-    member_id: str | None = None,
-    advertise_url: str | None = None,
-    tunnels: str = "off",
-    tunnel_sources: str = "10.0.0.0/8",
-) -> None:
-    try:
-        sources = ipaddress.IPv4Network(tunnel_sources, strict=True)
-    except ValueError as exc:
-        raise StartupError(f"--tunnel-sources {tunnel_sources}: {exc}") from None
-    if Path(state_dir).exists() and not Path(state_dir).is_dir():
-        raise StartupError(f"--state-dir {state_dir}: exists and is not a directory")
-    cluster = None
-    if store_url:
-        from vtap.store.etcd import EtcdStore, parse_endpoints  # only here: grpc costs 15 MiB
+@dataclass(frozen=True)
+class ServeConfig:
+    """Everything `vtap serve` is told, from its flags or its `--config` TOML file (whose
+    keys are the flags' names): one value, so that the composition below reads it, not
+    eighteen keyword arguments."""
 
-        try:
-            store = EtcdStore(parse_endpoints(store_url), state_dir)
-            await store.open()
-        except ValueError as exc:
-            raise StartupError(f"--store {exc}") from None
-        except OSError as exc:
-            raise StartupError(f"--state-dir {state_dir}: {exc}") from None
-        except StoreUnavailable as exc:
-            raise StartupError(f"--store: {exc}") from None
-        scheme = "https" if tls[0] else "http"
-        cluster = Cluster(store, member_id or f"{socket.gethostname()}:{api_port}",
-                          advertise_url or f"{scheme}://{api_host}:{api_port}")
-    else:
-        try:
-            store = Store(state_dir)
-        except (OSError, sqlite3.Error) as exc:
-            raise StartupError(f"--state-dir {state_dir}: {exc}") from None
-    of_ssl = _of_tls_context(*of_tls)
-    tls_cert, tls_key = tls
-    if bool(tls_cert) != bool(tls_key):
-        raise StartupError("REST over TLS needs both --tls-cert and --tls-key")
-    for flag, path in (("--tls-cert", tls_cert), ("--tls-key", tls_key)):
-        if path and not Path(path).is_file():
-            raise StartupError(f"{flag} {path}: no such file")
-    of_sock = _listen(of_host, of_port, "--of-port")
-    api_sock = _listen(api_host, api_port, "--api-port")
-    ctl = Controller(store, lldp_interval=lldp_interval, host_timeout=host_timeout, packet_in_rate=packet_in_rate,
-                     max_hosts_per_port=max_hosts_per_port, cluster=cluster,
-                     tunnels=TunnelAgent() if tunnels == "local" else None, tunnel_sources=sources)
-    of_server = OpenFlowServer(ctl, of_host, of_port, sock=of_sock, ssl=of_ssl)
-    tokens = Tokens(store, auth_failure_limit)
-    made = await tokens.ensure_admin_token(state_dir)
+    of_host: str
+    of_port: int
+    api_host: str
+    api_port: int
+    state_dir: str
+    lldp_interval: float = 1.0
+    host_timeout: float = 3600.0
+    packet_in_rate: int = 1000
+    max_hosts_per_port: int = 32
+    of_tls: tuple[str | None, str | None, str | None] = (None, None, None)  # cert, key, CA
+    tls: tuple[str | None, str | None] = (None, None)  # REST: cert, key
+    api_allowed_hosts: list[str] | None = None
+    auth_failure_limit: int = FAILURES_ALLOWED
+    store_url: str | None = None
+    member_id: str | None = None
+    advertise_url: str | None = None
+    tunnels: str = "off"
+    tunnel_sources: str = "10.0.0.0/8"
+
+
+async def serve(config: ServeConfig) -> None:
+    """Run until SIGTERM or SIGINT, then stop within `STOP_S`."""
+    sources = _tunnel_sources(config.tunnel_sources)
+    _check_state_dir(config.state_dir)
+    store, cluster = await _open_store(config)
+    of_ssl = _of_tls_context(*config.of_tls)
+    tls_cert, tls_key = _rest_tls(config.tls)
+    of_sock = _listen(config.of_host, config.of_port, "--of-port")
+    api_sock = _listen(config.api_host, config.api_port, "--api-port")
+    ctl = Controller(store, lldp_interval=config.lldp_interval, host_timeout=config.host_timeout,
+                     packet_in_rate=config.packet_in_rate, max_hosts_per_port=config.max_hosts_per_port, cluster=cluster,
+                     tunnels=TunnelAgent() if config.tunnels == "local" else None, tunnel_sources=sources)
+    of_server = OpenFlowServer(ctl, config.of_host, config.of_port, sock=of_sock, ssl=of_ssl)
+    tokens = Tokens(store, config.auth_failure_limit)
+    made = await tokens.ensure_admin_token(config.state_dir)
     if made:
         log.info("first start: an admin token is in %s (mode 0600); `vtap token add` makes others", made)
-    allowed = api_allowed_hosts or [api_host, "localhost", "127.0.0.1", "::1"]
-    app = Guard(create_app(ctl, tokens), store, tokens, allowed)
-    try:
-        # A client holding a connection (an event stream) may delay the stop 1 s at most.
-        api = _ApiServer(uvicorn.Config(app, log_level="warning", lifespan="off", ssl_certfile=tls_cert, ssl_keyfile=tls_key,
-                                        timeout_graceful_shutdown=1))
-        api.config.load()
-    except (OSError, ssl.SSLError) as exc:
-        raise StartupError(f"--tls-cert/--tls-key: {exc}") from None
+    allowed = config.api_allowed_hosts or [config.api_host, "localhost", "127.0.0.1", "::1"]
+    api = _api_server(Guard(create_app(ctl, tokens), store, tokens, allowed), tls_cert, tls_key)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -165,11 +137,78 @@ async def serve(
         log.info("cluster member %s on %r", cluster.member_id, store)
     await of_server.start()
     api_task = asyncio.create_task(api.serve(sockets=[api_sock]))
-    log.info("REST API on %s://%s:%d (OpenAPI at /docs)", "https" if tls_cert else "http", api_host, api_port)
+    log.info("REST API on %s://%s:%d (OpenAPI at /docs)", "https" if tls_cert else "http", config.api_host, config.api_port)
     stopper = asyncio.create_task(stop.wait())
     done, _ = await asyncio.wait({api_task, stopper}, return_when=asyncio.FIRST_COMPLETED)
     log.info("stopping")
-    of_server.pause()  # first: no packet-in storm may hold up the stop
+    await _stop(of_server, api, api_task, ctl, cluster, store)
+    stopper.cancel()
+    if api_task in done and api_task.exception():
+        raise api_task.exception()
+
+
+def _tunnel_sources(text: str) -> ipaddress.IPv4Network:
+    try:
+        return ipaddress.IPv4Network(text, strict=True)
+    except ValueError as exc:
+        raise StartupError(f"--tunnel-sources {text}: {exc}") from None
+
+
+def _check_state_dir(state_dir: str) -> None:
+    if Path(state_dir).exists() and not Path(state_dir).is_dir():
+        raise StartupError(f"--state-dir {state_dir}: exists and is not a directory")
+
+
+async def _open_store(config: ServeConfig) -> tuple[PolicyStore, Cluster | None]:
+    """SQLite under the state dir, or etcd (`--store`) and this instance's cluster membership."""
+    if not config.store_url:
+        try:
+            return Store(config.state_dir), None
+        except (OSError, sqlite3.Error) as exc:
+            raise StartupError(f"--state-dir {config.state_dir}: {exc}") from None
+    from vtap.store.etcd import EtcdStore, parse_endpoints  # only here: grpc costs 15 MiB
+
+    try:
+        store = EtcdStore(parse_endpoints(config.store_url), config.state_dir)
+        await store.open()
+    except ValueError as exc:
+        raise StartupError(f"--store {exc}") from None
+    except OSError as exc:
+        raise StartupError(f"--state-dir {config.state_dir}: {exc}") from None
+    except StoreUnavailable as exc:
+        raise StartupError(f"--store: {exc}") from None
+    scheme = "https" if config.tls[0] else "http"
+    cluster = Cluster(store, config.member_id or f"{socket.gethostname()}:{config.api_port}",
+                      config.advertise_url or f"{scheme}://{config.api_host}:{config.api_port}")
+    return store, cluster
+
+
+def _rest_tls(tls: tuple[str | None, str | None]) -> tuple[str | None, str | None]:
+    tls_cert, tls_key = tls
+    if bool(tls_cert) != bool(tls_key):
+        raise StartupError("REST over TLS needs both --tls-cert and --tls-key")
+    for flag, path in (("--tls-cert", tls_cert), ("--tls-key", tls_key)):
+        if path and not Path(path).is_file():
+            raise StartupError(f"{flag} {path}: no such file")
+    return tls_cert, tls_key
+
+
+def _api_server(app, tls_cert: str | None, tls_key: str | None) -> _ApiServer:
+    try:
+        # A client holding a connection (an event stream) may delay the stop 1 s at most.
+        api = _ApiServer(uvicorn.Config(app, log_level="warning", lifespan="off", ssl_certfile=tls_cert, ssl_keyfile=tls_key,
+                                        timeout_graceful_shutdown=1))
+        api.config.load()
+    except (OSError, ssl.SSLError) as exc:
+        raise StartupError(f"--tls-cert/--tls-key: {exc}") from None
+    return api
+
+
+async def _stop(of_server: OpenFlowServer, api: _ApiServer, api_task: asyncio.Task, ctl: Controller,
+                cluster: Cluster | None, store: PolicyStore) -> None:
+    """Stop within `STOP_S` whatever the load: first stop reading from the switches (no
+    packet-in storm may hold the stop up), then the rest; the switches keep their rules."""
+    of_server.pause()
     api.should_exit = True
 
     async def shut_down() -> None:
@@ -183,7 +222,6 @@ async def serve(
         await asyncio.wait_for(shut_down(), STOP_S)
     except asyncio.TimeoutError:
         log.warning("stopping took over %.1f s: leaving the rest (the switches keep their rules)", STOP_S)
-    stopper.cancel()
     if cluster is not None:
         try:
             await asyncio.wait_for(store.aclose(), 1.0)
@@ -191,5 +229,3 @@ async def serve(
             log.warning("etcd did not close in 1 s: leaving it")
     else:
         store.close()
-    if api_task in done and api_task.exception():
-        raise api_task.exception()
