@@ -185,3 +185,17 @@ async def test_a_closed_channel_ends_the_reconciler_without_an_error(dp, started
     await asyncio.sleep(0.05)
     assert dp.count("flow_stats") == 1 and dp.held() == LEFT_OVER
     assert (rec.status.state, rec.status.last_error) == (SyncState.SYNCING, None)
+
+
+async def test_before_its_first_compile_a_reconciler_deletes_nothing(dp, started):
+    """A restart ends settling as its last stored switch comes back, and compiles then (in
+    a thread, for a large set): until that compile's rules are given, the empty desired
+    set held meanwhile must not delete the switch's rules, which carry the traffic."""
+    rec = started(SwitchReconciler(dp, settle_until=time.monotonic() + 60))
+    await until(lambda: dp.count("barrier"))
+    rec.end_settling()
+    await until(lambda: dp.count("barrier") >= 2)
+    assert dp.held() == LEFT_OVER and rec.status.state != SyncState.IN_SYNC
+    rec.set_desired(DESIRED, 1)
+    await until(lambda: rec.status.state == SyncState.IN_SYNC)
+    assert dp.held() == DESIRED

@@ -110,7 +110,7 @@ async def load_once(mode: str, dp: Datapath, ovs: PrivateOVS, flows: list[FlowRu
     t = time.perf_counter()
     if mode == "vtap_bundle":
         # The real path: read back, diff, encode, bundle, barrier.
-        rec = SwitchReconciler(dp, desired=SwitchRules(frozenset(flows)))
+        rec = SwitchReconciler(dp, desired=SwitchRules(frozenset(flows)), generation=1)
         rec.start()
         await rec.wait_synced(120)
         await rec.stop()

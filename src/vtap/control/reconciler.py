@@ -270,7 +270,10 @@ class SwitchReconciler:
         if self.installed is None:
             self.installed = await read_installed(self.dp)
         desired = self.desired
-        additive = time.monotonic() < self.settle_until
+        # Before its first compile (generation 0: a restart gathering its switches, or a
+        # compile still running in its thread) the empty desired set is no reason to
+        # delete anything: such a pass only adds, whether or not settling has ended.
+        additive = time.monotonic() < self.settle_until or self.generation == 0
         changes = diff(desired, self.installed, additive=additive)
         if changes and not self.may_write():
             log.error("%r: %d changes not sent: this instance may no longer lead", self.dp, len(changes))
