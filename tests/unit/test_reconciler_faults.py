@@ -148,6 +148,23 @@ async def test_a_kick_ends_the_back_off_at_once(dp, started):
     assert dp.count("flow_stats") == 2 and dp.held() == DESIRED
 
 
+async def test_a_kick_during_the_failing_pass_is_not_lost(dp, started):
+    """A kick that comes while the pass is still out (a role granted just as a read times
+    out) counts: the back-off it would have cut short does not begin."""
+    rec = SwitchReconciler(dp, desired=DESIRED, generation=1, retry_delay=60.0)
+    read = dp.flow_stats
+
+    async def kicked_then_timed_out(*args, **kwargs):
+        dp.flow_stats = read  # once
+        rec.kick()
+        raise asyncio.TimeoutError()
+
+    dp.flow_stats = kicked_then_timed_out
+    started(rec)
+    await rec.wait_synced(5)  # far less than the 60 s back-off
+    assert dp.held() == DESIRED
+
+
 async def test_no_write_while_the_lease_is_in_doubt(dp, started):
     """The fence: while `may_write` says no, nothing is sent and the switch is read again
     at each retry (whoever leads may change it); once it says yes, the changes go."""

@@ -243,6 +243,8 @@ class SwitchReconciler:
         while True:
             await self._dirty.wait()
             self._dirty.clear()
+            # A kick from here on (even during a pass that fails) cuts the back-off short.
+            self._kicked.clear()
             started = time.perf_counter()
             try:
                 await self._pass()
@@ -254,7 +256,6 @@ class SwitchReconciler:
                     self.on_refused(f"{self.dp!r} refused a write: this instance is not its master")
                 log.warning("%r: reconcile failed (%s); re-reading the switch in %.0fs", self.dp, self.status.last_error, delay)
                 self.installed = None
-                self._kicked.clear()
                 try:
                     await asyncio.wait_for(self._kicked.wait(), delay)
                     delay = self.retry_delay  # kicked: what failed may have changed (a new role)
