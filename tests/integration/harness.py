@@ -9,7 +9,7 @@ import httpx
 
 from tests.waiting import wait_until
 from vtap.compile.pipeline import is_forward_group
-from vtap.lab.net import expected_links
+from vtap.lab.net import attachment, expected_links
 from vtap.lab.session import LabSession
 from vtap.lab.traffic import Capture, Flow, marked, send_from
 
@@ -46,10 +46,7 @@ class Lab(LabSession):
 
     def attachment(self, host_name: str) -> tuple[int, int]:
         """The true (dpid, port) a host is wired to."""
-        intf = self.net[host_name].defaultIntf()
-        link = intf.link
-        peer = link.intf2 if link.intf1 is intf else link.intf1
-        return int(peer.node.dpid, 16), peer.node.ports[peer]
+        return attachment(self.net[host_name])
 
     def tables(self) -> dict[str, tuple[list[str], list[str]]]:
         """Every switch's flows and groups, without counters, sorted: comparable across time."""

@@ -21,6 +21,7 @@ import pytest
 from tests.integration.echo_probe import EchoProbe
 from tests.integration.harness import Lab, create_tap, ip, mac, wait_tap
 from tests.waiting import wait_until
+from vtap.bench.controlplane import rss_mib
 from vtap.lab.topos import parse_topo
 from vtap.lab.traffic import Capture, Flow, marked, send_frames, send_from
 
@@ -129,10 +130,6 @@ def tapped_stream(lab: Lab, seconds: float, during) -> tuple[dict[str, list[byte
     src = bytes.fromhex(mac(1).replace(":", ""))
     got = {n: [f for _, f in c.stop() if f[6:12] == src and (marked(f) or "").startswith("ld:")] for n, c in caps.items()}
     return got, result
-
-
-def rss_mib(pid: int) -> float:
-    return int(open(f"/proc/{pid}/statm").read().split()[1]) * 4096 / (1 << 20)
 
 
 def watched(lab: Lab, name: str, port: int):

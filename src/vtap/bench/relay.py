@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from vtap.bench.report import write_results
+from vtap.lab.net import attachment
 from vtap.lab.session import LabSession
 from vtap.lab.topos import parse_topo
 
@@ -45,13 +46,6 @@ def sample(lab: LabSession, seconds: float) -> dict[tuple, list[float]]:
                 last[key] = t
         time.sleep(0.2)
     return seen
-
-
-def attachment(host) -> tuple[int, int]:
-    """The (dpid, port) of the switch port a host is wired to."""
-    link = host.defaultIntf().link
-    peer = link.intf2 if link.intf1.node is host else link.intf1
-    return int(peer.node.dpid, 16), peer.node.ports[peer]
 
 
 def summary(times: list[float]) -> dict[str, float]:

@@ -134,6 +134,13 @@ def _attach(switches: list[OVSSwitch], targets: list[str], rng: random.Random | 
     return [sw.name for sw in switches]
 
 
+def attachment(host) -> tuple[int, int]:
+    """The true (dpid, port) of the switch port a Mininet host is wired to."""
+    link = host.defaultIntf().link
+    peer = link.intf2 if link.intf1.node is host else link.intf1
+    return int(peer.node.dpid, 16), peer.node.ports[peer]
+
+
 def expected_links(net: Mininet) -> set[tuple[int, int, int, int]]:
     """Inter-switch links of the built network, one per direction, as (dpid, port, dpid, port)."""
     out = set()
