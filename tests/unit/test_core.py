@@ -8,11 +8,11 @@ from os_ken.lib.packet import arp, ethernet, packet
 
 from tests.unit.fabric import view_from_topo
 from tests.unit.frames import arp_request
-from vtap.control.core import ControlCore, SwitchSync
+from vtap.control.core import ControlCore
 from vtap.lab.topos import parse_topo
 from vtap.model.network import Link, Port
 from vtap.model.policy import Tap, TapSpec
-from vtap.model.state import PolicyState, SyncState
+from vtap.model.state import PolicyState, SwitchSync, SyncState
 
 
 def core_for(spec: str = "linear,3", *, hosts_known: bool = True) -> ControlCore:

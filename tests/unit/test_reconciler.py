@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from vtap.control.reconciler import Changes, apply, diff, messages
+from vtap.control.reconciler import RuleDiff, apply, diff, messages
 from vtap.model.rules import Bucket, FlowRule, GroupAction, GroupRule, Output, SwitchRules, match
 from os_ken.ofproto import ofproto_v1_3 as ofp
 from os_ken.ofproto import ofproto_v1_3_parser as parser
@@ -32,7 +32,7 @@ def test_additive_only_adds():
     installed = SwitchRules(frozenset({A, B}))
     desired = SwitchRules(frozenset({A2, C}))
     ch = diff(desired, installed, additive=True)
-    assert ch == Changes(add_flows=(C,))
+    assert ch == RuleDiff(add_flows=(C,))
 
 
 def test_groups_come_before_flows_that_use_them_and_go_after():

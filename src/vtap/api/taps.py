@@ -130,7 +130,7 @@ def _delivery(ctl: Controller, tap_id: int, mac: str | None = None) -> DeliveryO
 def _out(ctl: Controller, tap: Tap, syncs: dict | None = None) -> TapOut:
     st = ctl.tap_status(tap.id, syncs)
     return TapOut(**tap.spec.model_dump(), id=tap.id, status=st.state, status_reason=st.reason,
-                  switches=[dpid_str(d) for d in st.switches])
+                  switches=[dpid_str(d) for d in sorted(st.switches)])
 
 
 def _rules(rules: dict[int, SwitchRules]) -> list[SwitchRulesOut]:

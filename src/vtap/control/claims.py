@@ -17,13 +17,13 @@ from typing import TYPE_CHECKING
 
 from os_ken.ofproto import ofproto_v1_3 as ofp
 
-from vtap.control.core import TapStatus
+
 from vtap.model.capture import CaptureState
-from vtap.model.state import PolicyState
+from vtap.model.state import PolicyState, PolicyStatus
 from vtap.openflow.channel import ChannelClosed, Datapath, OpenFlowError, echo_request
 
 if TYPE_CHECKING:
-    from vtap.store.etcd import Change
+    from vtap.store.etcd import KeyChange
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +98,7 @@ class Claims:
         if self.cluster is not None and self.cluster.leading:
             self.cluster.step_down(why)
 
-    def store_changed(self, change: Change) -> None:
+    def store_changed(self, change: KeyChange) -> None:
         """A key of the (etcd) store changed: another instance's write, or the leader's publication."""
         if change.kind == "tap":
             tap_id = int(change.name)
@@ -150,15 +150,15 @@ class Claims:
                 self.store.publish_status(status)
                 last = status
 
-    def _follower_status(self, tap_id: int) -> TapStatus:
+    def _follower_status(self, tap_id: int) -> PolicyStatus:
         compiled = self.core.compilation.states.get(tap_id)
-        switches = tuple(sorted(compiled.switches)) if compiled else ()
+        switches = compiled.switches if compiled else frozenset()
         if self.cluster.store.leader is None:
-            return TapStatus(PolicyState.PENDING, "no leader: waiting for one to be elected", switches)
+            return PolicyStatus(PolicyState.PENDING, "no leader: waiting for one to be elected", switches)
         entry = self.cluster.store.status.get(str(tap_id))
         if entry is None or entry[0] != self.store.tap_revision(tap_id):
-            return TapStatus(PolicyState.PENDING, "waiting for the leader to apply this version", switches)
-        return TapStatus(PolicyState(entry[1]), entry[2], switches)
+            return PolicyStatus(PolicyState.PENDING, "waiting for the leader to apply this version", switches)
+        return PolicyStatus(PolicyState(entry[1]), entry[2], switches)
 
 
     def _certificate_holds(self, dp: Datapath) -> bool:

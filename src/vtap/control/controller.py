@@ -57,7 +57,7 @@ from vtap.control.reads import Reads
 from vtap.control.reconciler import SwitchReconciler
 from vtap.control.tunnels import TunnelAgent
 from vtap.model.network import Device
-from vtap.model.policy import Tap, TapChanges, TapSpec
+from vtap.model.policy import Tap, PolicyPlan, TapSpec
 from vtap.openflow.channel import ChannelClosed, Datapath
 from vtap.store.base import PolicyStore
 
@@ -347,7 +347,7 @@ class Controller(Reads, Claims, Discovering, Polling, CaptureJobs):
         self.core.remove_tap(tap_id)
         self.changed(view=False)
 
-    async def apply_taps(self, specs: list[TapSpec], *, prune: bool) -> TapChanges:
+    async def apply_taps(self, specs: list[TapSpec], *, prune: bool) -> PolicyPlan:
         """Make the policies equal to `specs` in one store transaction and one recompile:
         every switch then gets one bundle for the whole set."""
         changes = await self.store.replace_taps(specs, prune=prune)

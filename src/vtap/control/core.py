@@ -17,7 +17,7 @@ from typing import Any
 
 from vtap.compile.network import compile_network
 from vtap.compile.pipeline import TABLE_TAP
-from vtap.compile.taps import TapCompilation, TapMemo, TapState, compile_taps
+from vtap.compile.taps import TapCompilation, TapMemo, compile_taps
 from vtap.control import relay
 from vtap.control.discovery import LinkTable, LinkTransit, LldpClaim, LldpRounds, lldp_frame
 from vtap.control.delivery import DeliveryLedger, GroupCounters, MonitorDelivery
@@ -26,28 +26,10 @@ from vtap.control.probing import ProbeSchedule, named_addresses
 from vtap.control.roles import PortRole, PortRoles
 from vtap.model.capture import CaptureTarget
 from vtap.model.network import Device, Host, Link, Port, is_mac
-from vtap.model.policy import Tap, TapChanges, TapSpec, is_single_address, plan_changes
+from vtap.model.policy import Tap, PolicyPlan, TapSpec, is_single_address, plan_changes
 from vtap.model.rules import SwitchRules
-from vtap.model.state import PolicyState, SyncState
+from vtap.model.state import PolicyState, PolicyStatus, SwitchSync, SyncState
 from vtap.model.view import NetworkView
-
-
-@dataclass(frozen=True)
-class TapStatus:
-    """A policy's state as the API shows it: the compiler's, made `active` by barriers."""
-
-    state: PolicyState
-    reason: str
-    switches: tuple[int, ...]
-
-
-@dataclass(frozen=True)
-class SwitchSync:
-    """What the core needs to know of one switch's reconciler."""
-
-    state: SyncState
-    synced_generation: int
-    last_error: str | None = None
 
 
 @dataclass(frozen=True)
@@ -268,7 +250,7 @@ class ControlCore:
         others = [t for t in self.taps.values() if t.spec.name != spec.name]
         return tap, compile_taps(self.view(), others + [tap])
 
-    def plan_apply(self, specs: list[TapSpec], *, prune: bool, compile_: bool) -> tuple[TapChanges, TapCompilation | None]:
+    def plan_apply(self, specs: list[TapSpec], *, prune: bool, compile_: bool) -> tuple[PolicyPlan, TapCompilation | None]:
         """What making the policies equal to `specs` would change, and (with `compile_`,
         a whole compile: for dry runs only) the compilation of the resulting set; new
         policies get the ids they would be given, in order."""
@@ -280,38 +262,38 @@ class ControlCore:
         result = [changed.get(t.id, t) for t in self.taps.values() if t.id not in removed]
         next_id = max(self.taps, default=0) + 1
         added = [Tap(id=next_id + i, spec=t.spec) for i, t in enumerate(plan.added)]
-        return TapChanges(added, plan.changed, plan.removed, plan.unchanged), compile_taps(self.view(), result + added)
+        return PolicyPlan(added, plan.changed, plan.removed, plan.unchanged), compile_taps(self.view(), result + added)
 
-    def tap_status(self, tap_id: int, switches: dict[int, SwitchSync]) -> TapStatus:
+    def tap_status(self, tap_id: int, switches: dict[int, SwitchSync]) -> PolicyStatus:
         """`active` once every switch the policy concerns confirmed its generation."""
         gen = self._tap_generation.get(tap_id, -1)
         compiled = self.compilation.states.get(tap_id)
         if gen < 0 or compiled is None:
-            return TapStatus(PolicyState.PENDING, "being compiled", ())
+            return PolicyStatus(PolicyState.PENDING, "being compiled")
         installed = self._installed(gen, compiled, switches)
         if installed.state != PolicyState.ACTIVE:
             return installed
         concerned = installed.switches
         delivery = self.monitor_delivery(tap_id)
         if delivery is not None and delivery.failing:
-            return TapStatus(PolicyState.DEGRADED, delivery.reason, concerned)
-        return TapStatus(PolicyState.ACTIVE, "", concerned)
+            return PolicyStatus(PolicyState.DEGRADED, delivery.reason, concerned)
+        return PolicyStatus(PolicyState.ACTIVE, "", concerned)
 
     @staticmethod
-    def _installed(gen: int, compiled: TapState, switches: dict[int, SwitchSync]) -> TapStatus:
+    def _installed(gen: int, compiled: PolicyStatus, switches: dict[int, SwitchSync]) -> PolicyStatus:
         """`active` once every switch concerned confirmed generation `gen` of the rules."""
-        concerned = tuple(sorted(compiled.switches))
+        concerned = compiled.switches
         if compiled.state != PolicyState.COMPILED:
-            return TapStatus(compiled.state, compiled.reason, concerned)
-        for dpid in concerned:
+            return PolicyStatus(compiled.state, compiled.reason, concerned)
+        for dpid in sorted(concerned):
             sync = switches.get(dpid)
             if sync is None:
-                return TapStatus(PolicyState.DEGRADED, f"switch {dpid:016x} is not connected", concerned)
+                return PolicyStatus(PolicyState.DEGRADED, f"switch {dpid:016x} is not connected", concerned)
             if sync.state == SyncState.ERROR:
-                return TapStatus(PolicyState.ERROR, f"switch {dpid:016x}: {sync.last_error}", concerned)
+                return PolicyStatus(PolicyState.ERROR, f"switch {dpid:016x}: {sync.last_error}", concerned)
             if sync.synced_generation < gen:
-                return TapStatus(PolicyState.PENDING, f"installing on switch {dpid:016x}", concerned)
-        return TapStatus(PolicyState.ACTIVE, "", concerned)
+                return PolicyStatus(PolicyState.PENDING, f"installing on switch {dpid:016x}", concerned)
+        return PolicyStatus(PolicyState.ACTIVE, "", concerned)
 
     # ---- capture jobs -------------------------------------------------------------------
 
@@ -323,12 +305,12 @@ class ControlCore:
         self.captures.pop(job_id, None)
         self._capture_generation.pop(job_id, None)
 
-    def capture_status(self, job_id: int, switches: dict[int, SwitchSync]) -> TapStatus:
+    def capture_status(self, job_id: int, switches: dict[int, SwitchSync]) -> PolicyStatus:
         """`active` once the job's rules are in every switch it taps at."""
         gen = self._capture_generation.get(job_id, -1)
         compiled = self.compilation.capture_states.get(job_id)
         if gen < 0 or compiled is None:
-            return TapStatus(PolicyState.PENDING, "being compiled", ())
+            return PolicyStatus(PolicyState.PENDING, "being compiled")
         return self._installed(gen, compiled, switches)
 
     def capture_jobs(self, cookie: int) -> list[int]:

@@ -15,17 +15,16 @@ from vtap.compile.pipeline import (
     TABLE_SEND,
     TABLE_TAP,
 )
-from vtap.compile.taps import TapState
-from vtap.control.core import Conflict, SwitchSync, TapStatus
+
+from vtap.control.core import Conflict
 from vtap.control.delivery import MonitorDelivery
 from vtap.control.polling import meter_drops
 from vtap.model.network import Link
-from vtap.model.policy import Tap, TapChanges, TapSpec
+from vtap.model.policy import Tap, PolicyPlan, TapSpec
 from vtap.model.rules import SwitchRules
-from vtap.model.state import PolicyState, SyncState
+from vtap.model.state import PolicyState, PolicyStatus, SwitchSync, SyncState
 from vtap.model.view import NetworkView
 from vtap.openflow.channel import ChannelClosed, OpenFlowError
-
 
 
 class Reads:
@@ -48,27 +47,26 @@ class Reads:
         return (rec.status.batches, rec.status.rules_sent) if rec else (0, 0)
 
     def switch_syncs(self) -> dict[int, SwitchSync]:
-        """Each switch's sync as the core judges policies by (made once per listing)."""
-        return {dpid: SwitchSync(r.status.state, r.status.synced_generation, r.status.last_error)
-                for dpid, r in self.reconcilers.items()}
+        """Each switch's sync, as the core judges policies by."""
+        return {dpid: r.status for dpid, r in self.reconcilers.items()}
 
-    def tap_status(self, tap_id: int, syncs: dict[int, SwitchSync] | None = None) -> TapStatus:
+    def tap_status(self, tap_id: int, syncs: dict[int, SwitchSync] | None = None) -> PolicyStatus:
         """The core's judgement; on a follower, the leader's as published."""
         if not self.leading:
             return self._follower_status(tap_id)
         st = self.core.tap_status(tap_id, self.switch_syncs() if syncs is None else syncs)
         spec = self.core.taps[tap_id].spec if tap_id in self.core.taps else None
         if st.state == PolicyState.ACTIVE and spec is not None and spec.tunnel and self.tunnels is not None:
-            waiting = self.tunnels.waiting(st.switches, spec.monitor_ip)
+            waiting = self.tunnels.waiting(sorted(st.switches), spec.monitor_ip)
             if waiting:  # its rules are in, but not yet the route to its collector
-                return TapStatus(PolicyState.PENDING, f"setting up the tunnel to {spec.monitor_ip} on switch {waiting[0]:016x}",
+                return PolicyStatus(PolicyState.PENDING, f"setting up the tunnel to {spec.monitor_ip} on switch {waiting[0]:016x}",
                                  st.switches)
         return st
 
     def tap_paths(self, tap_id: int) -> dict[str, Any]:
         return self.core.tap_paths(tap_id)
 
-    def dry_run(self, spec: TapSpec) -> tuple[TapState, dict[int, SwitchRules]]:
+    def dry_run(self, spec: TapSpec) -> tuple[PolicyStatus, dict[int, SwitchRules]]:
         """What the policy would install now, without storing or installing anything."""
         tap, comp = self.core.dry_run(spec)
         return comp.states[tap.id], comp.rules_of(tap.id)
@@ -101,7 +99,7 @@ class Reads:
                       if s.table_id in (TABLE_TAP, TABLE_SEND)]
         return self.core.tap_counters(stats, meters)
 
-    def plan_apply(self, specs: list[TapSpec], *, prune: bool, dry_run: bool) -> tuple[TapChanges, dict[int, SwitchRules]]:
+    def plan_apply(self, specs: list[TapSpec], *, prune: bool, dry_run: bool) -> tuple[PolicyPlan, dict[int, SwitchRules]]:
         """What making the policies equal to `specs` would change, and (with `dry_run`)
         the rules the added and changed policies would take part in, per switch, from a
         whole compile of the resulting set; nothing stored or installed."""

@@ -25,7 +25,7 @@ from typing import Callable
 from os_ken.ofproto import ofproto_v1_3 as ofp
 
 from vtap.compile.pipeline import VTAP_COOKIE, VTAP_COOKIE_MASK, is_vtap_group, is_vtap_meter
-from vtap.model.state import SyncState
+from vtap.model.state import SwitchSync, SyncState
 from vtap.model.rules import FlowRule, GroupAction, GroupRule, Meter, SwitchRules
 from vtap.openflow import translate
 from vtap.openflow.channel import ChannelClosed, Datapath, OpenFlowError
@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class Changes:
+class RuleDiff:
     add_flows: tuple[FlowRule, ...] = ()
     modify_flows: tuple[FlowRule, ...] = ()
     delete_flows: tuple[FlowRule, ...] = ()
@@ -77,7 +77,7 @@ def _split(want_items, have_items, key, order) -> tuple[tuple, tuple, tuple]:
     return tuple(add), tuple(modify), tuple(delete)
 
 
-def diff(desired: SwitchRules, installed: SwitchRules, *, additive: bool = False) -> Changes:
+def diff(desired: SwitchRules, installed: SwitchRules, *, additive: bool = False) -> RuleDiff:
     """The minimal set of changes from `installed` to `desired` (pure, deterministic).
 
     Flows are keyed by (table, priority, match): a flow with the same key but other
@@ -91,11 +91,11 @@ def diff(desired: SwitchRules, installed: SwitchRules, *, additive: bool = False
     groups = _split(desired.groups - installed.groups, installed.groups - desired.groups, _group_key, _group_key)
     meters = _split(desired.meters - installed.meters, installed.meters - desired.meters, _meter_key, _meter_key)
     if additive:
-        return Changes(add_flows=flows[0], add_groups=groups[0], add_meters=meters[0])
-    return Changes(*flows, *groups, *meters)
+        return RuleDiff(add_flows=flows[0], add_groups=groups[0], add_meters=meters[0])
+    return RuleDiff(*flows, *groups, *meters)
 
 
-def meter_messages(changes: Changes) -> tuple[list, list]:
+def meter_messages(changes: RuleDiff) -> tuple[list, list]:
     """Meter mods to send before the flow batch (adds, modifies) and after it (deletes).
 
     OVS does not take meter mods inside a bundle, so they go on their own, ordered so
@@ -111,7 +111,7 @@ def _chained_last(groups: tuple[GroupRule, ...]) -> list[GroupRule]:
     return sorted(groups, key=lambda g: any(isinstance(a, GroupAction) for b in g.buckets for a in b.actions))
 
 
-def messages(changes: Changes) -> list:
+def messages(changes: RuleDiff) -> list:
     """OpenFlow messages in a safe order: groups exist before flows or other groups
     point at them, and stop being pointed at before they go."""
     msgs: list = [translate.group_add(g) for g in _chained_last(changes.add_groups)]
@@ -130,7 +130,7 @@ def _applied(installed: frozenset, add, modify, delete, key) -> frozenset:
     return frozenset(x for x in installed if key(x) not in gone) | frozenset(add + modify)
 
 
-def apply(installed: SwitchRules, changes: Changes) -> SwitchRules:
+def apply(installed: SwitchRules, changes: RuleDiff) -> SwitchRules:
     """What the switch holds after `changes` went in."""
     c = changes
     return SwitchRules(
@@ -168,23 +168,12 @@ async def read_installed(dp: Datapath) -> SwitchRules:
 
 
 @dataclass
-class SyncStatus:
-    state: SyncState = SyncState.SYNCING
-    last_sync: float | None = None
-    last_error: str | None = None
-    batches: int = 0
-    rules_sent: int = 0
-    seconds: float = 0.0  # spent in reconcile passes (read-back, diff, send, barrier)
-    synced_generation: int = -1  # the compile generation last confirmed by barrier
-
-
-@dataclass
 class SwitchReconciler:
     dp: Datapath
     settle_until: float = 0.0
     desired: SwitchRules = field(default_factory=SwitchRules)
     installed: SwitchRules | None = None
-    status: SyncStatus = field(default_factory=SyncStatus)
+    status: SwitchSync = field(default_factory=SwitchSync)
     retry_delay: float = 1.0
     generation: int = 0  # of the desired rule set
     may_write: Callable[[], bool] = lambda: True  # a cluster's fence: False once leadership is in doubt

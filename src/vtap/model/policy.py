@@ -320,7 +320,7 @@ class Tap(BaseModel):
 
 
 @dataclass(frozen=True)
-class TapChanges:
+class PolicyPlan:
     """What making the stored policies equal to a declared set does, by policy name."""
 
     added: list[Tap]
@@ -329,7 +329,7 @@ class TapChanges:
     unchanged: list[Tap]
 
 
-def plan_changes(stored: list[Tap], declared: list[TapSpec], *, prune: bool) -> TapChanges:
+def plan_changes(stored: list[Tap], declared: list[TapSpec], *, prune: bool) -> PolicyPlan:
     """Match declared policies to stored ones by name: new names are added (id 0 until
     stored), others changed when their fields differ, and with `prune` stored names the
     declaration leaves out are removed. A name declared twice is an error naming it."""
@@ -349,4 +349,4 @@ def plan_changes(stored: list[Tap], declared: list[TapSpec], *, prune: bool) -> 
         else:
             unchanged.append(old)
     removed = [t for t in stored if prune and t.spec.name not in seen]
-    return TapChanges(added, changed, removed, unchanged)
+    return PolicyPlan(added, changed, removed, unchanged)

@@ -6,6 +6,7 @@ REST API has always shown.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from enum import StrEnum
 
 
@@ -34,3 +35,35 @@ class SyncState(StrEnum):
     IN_SYNC = "in_sync"
     ERROR = "error"
     DISCONNECTED = "disconnected"
+
+
+@dataclass(frozen=True)
+class PolicyStatus:
+    """Where one policy stands, and the switches it concerns.
+
+    The compiler makes one per policy (`compiled`, `pending`, `degraded`, `error`,
+    `disabled`); the controller's core makes another from it for the API, `active` once
+    every switch concerned has confirmed the rules by barrier. One record for both, so
+    that the API shows exactly what the compiler decided until the switches speak.
+    """
+
+    state: PolicyState
+    reason: str = ""
+    switches: frozenset[int] = frozenset()
+
+
+@dataclass
+class SwitchSync:
+    """One switch's reconciler, as it goes: where its rules stand, and its counters.
+
+    The reconciler keeps it up to date; the core reads `state`, `synced_generation` and
+    `last_error` to decide whether a policy is `active` on that switch.
+    """
+
+    state: SyncState = SyncState.SYNCING
+    synced_generation: int = -1  # the compile generation last confirmed by barrier
+    last_error: str | None = None
+    last_sync: float | None = None
+    batches: int = 0
+    rules_sent: int = 0
+    seconds: float = 0.0  # spent in reconcile passes (read-back, diff, send, barrier)

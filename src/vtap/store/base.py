@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Protocol
 
 from vtap.model.network import Host, Link
-from vtap.model.policy import Tap, TapChanges, TapSpec
+from vtap.model.policy import Tap, PolicyPlan, TapSpec
 
 
 class PolicyStore(Protocol):
@@ -72,7 +72,7 @@ class PolicyStore(Protocol):
     async def delete_tap(self, tap_id: int) -> None:
         """Async: remove a policy; NotFound, StoreUnavailable."""
 
-    async def replace_taps(self, specs: list[TapSpec], *, prune: bool) -> TapChanges:
+    async def replace_taps(self, specs: list[TapSpec], *, prune: bool) -> PolicyPlan:
         """Async: make the stored set equal to `specs` by name in one transaction, or nothing; ValueError, StoreUnavailable."""
 
     def tap_revision(self, tap_id: int) -> int:

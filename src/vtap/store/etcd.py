@@ -38,7 +38,7 @@ from aetcd import rpc
 
 from vtap.model import audit
 from vtap.model.network import Host, Link
-from vtap.model.policy import Tap, TapChanges, TapSpec, plan_changes
+from vtap.model.policy import Tap, PolicyPlan, TapSpec, plan_changes
 from vtap.store.errors import NameTaken, NotFound, StoreUnavailable
 
 log = logging.getLogger(__name__)
@@ -53,7 +53,7 @@ TAPS_META, TOKENS_META, AUDIT_HEAD, LINKS, STATUS, LEADER = "taps-meta", "tokens
 
 
 @dataclass(frozen=True)
-class Change:
+class KeyChange:
     """One key of the store changed: `kind` is its folder (tap, host, member, ...) or
     its name (links, leader); `value` is parsed, None when deleted."""
 
@@ -113,7 +113,7 @@ class EtcdStore:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.prefix = prefix
         self.timeout = timeout
-        self.listener: Callable[[Change], None] | None = None
+        self.listener: Callable[[KeyChange], None] | None = None
         self.fence: tuple[str, int] | None = None  # (member id, generation) while this instance leads
         self.reachable = False
         self.last_error = ""
@@ -286,16 +286,16 @@ class EtcdStore:
             except Exception:
                 log.exception("store listener failed on %s", change)
 
-    def _parse(self, name: str, value: bytes | None, revision: int) -> Change | None:
+    def _parse(self, name: str, value: bytes | None, revision: int) -> KeyChange | None:
         folder, _, rest = name.partition("/")
         data = json.loads(value) if value is not None and folder != "secrets" and folder != LEADER else None
         if folder == "taps":
             tap_id = int(rest)
             if value is None:
                 self.taps.pop(tap_id, None)
-                return Change("tap", rest, None, revision)
+                return KeyChange("tap", rest, None, revision)
             tap = self.taps[tap_id] = Tap(id=tap_id, spec=TapSpec.model_validate(data))
-            return Change("tap", rest, tap, revision)
+            return KeyChange("tap", rest, tap, revision)
         if folder == "tokens":
             old = self._tokens.pop(int(rest), None)
             if old is not None:
@@ -307,19 +307,19 @@ class EtcdStore:
         if folder == "hosts":
             host = Host(rest, tuple(data["ips"]), data["dpid"], data["port"], data["last_seen"]) if data else None
             _keep(self.hosts, rest, host)
-            return Change("host", rest, host, revision)
+            return KeyChange("host", rest, host, revision)
         if folder == "pins":
             _keep(self.pins, int(rest, 16), data["fingerprint"] if data else None)
             return None  # read when a switch connects
         if folder == LINKS:
             self.links = [Link(*l) for l in data] if data else []
-            return Change(LINKS, "", list(self.links), revision)
+            return KeyChange(LINKS, "", list(self.links), revision)
         if folder == "members":
             _keep(self.members, rest, data)
-            return Change("member", rest, data, revision)
+            return KeyChange("member", rest, data, revision)
         if folder == LEADER:
             self.leader = (value.decode(), self._kv[name][2]) if value is not None else None
-            return Change(LEADER, "", self.leader, revision)
+            return KeyChange(LEADER, "", self.leader, revision)
         if folder == STATUS:
             self.status = data or {}
             return None  # read by the API from `status`; nothing to tell the listener
@@ -569,7 +569,7 @@ class EtcdStore:
             return [_delete(self._key(f"taps/{tap_id}"))], next_id, None
         await self._write(TAPS_META, "a policy's removal", plan)
 
-    async def replace_taps(self, specs: list[TapSpec], *, prune: bool) -> TapChanges:
+    async def replace_taps(self, specs: list[TapSpec], *, prune: bool) -> PolicyPlan:
         """Make the stored set equal to `specs` by name, in one transaction (etcd's
         --max-txn-ops and --max-request-bytes bound how many policies one apply holds)."""
         def plan(next_id: int):
@@ -577,7 +577,7 @@ class EtcdStore:
             added = [Tap(id=next_id + i, spec=t.spec) for i, t in enumerate(p.added)]
             ops = [self._spec_op(t.id, t.spec) for t in added] + [self._spec_op(a.id, a.spec) for _, a in p.changed]
             ops += [_delete(self._key(f"taps/{t.id}")) for t in p.removed]
-            return ops, next_id + len(added), TapChanges(added, p.changed, p.removed, p.unchanged)
+            return ops, next_id + len(added), PolicyPlan(added, p.changed, p.removed, p.unchanged)
         return await self._write(TAPS_META, "an apply", plan)
 
     # ---- membership and leadership (driven by vtap.control.cluster) -------------------------------

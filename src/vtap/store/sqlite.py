@@ -22,7 +22,7 @@ import time
 
 from vtap.model import audit
 from vtap.model.network import Host, Link
-from vtap.model.policy import Tap, TapChanges, TapSpec, plan_changes
+from vtap.model.policy import Tap, PolicyPlan, TapSpec, plan_changes
 from vtap.store.errors import NameTaken, NotFound
 
 SCHEMA = """
@@ -278,7 +278,7 @@ class Store:
             raise NotFound(tap_id)
         return Tap(id=tap_id, spec=spec)
 
-    async def replace_taps(self, specs: list[TapSpec], *, prune: bool) -> TapChanges:
+    async def replace_taps(self, specs: list[TapSpec], *, prune: bool) -> PolicyPlan:
         """Make the stored set equal to `specs` by name, in one transaction (see
         `plan_changes`); changed policies keep their ids. Nothing changes when anything fails."""
         now = time.time()
@@ -296,7 +296,7 @@ class Store:
                 self.db.execute("UPDATE taps SET spec = ?, updated = ? WHERE id = ?", (after.spec.model_dump_json(), now, after.id))
             for tap in plan.removed:
                 self.db.execute("DELETE FROM taps WHERE id = ?", (tap.id,))
-        return TapChanges(added, plan.changed, plan.removed, plan.unchanged)
+        return PolicyPlan(added, plan.changed, plan.removed, plan.unchanged)
 
     async def delete_tap(self, tap_id: int) -> None:
         with self.db:

@@ -63,14 +63,15 @@ from vtap.compile.regions import Region
 from vtap.compile.taps.buckets import copy_paths
 from vtap.compile.taps.inplace import compile_delta, in_place_candidate
 from vtap.compile.taps.points import capture_points, copy_vlan_ids, delivery_groups, policy_states, tap_points_per_switch
-from vtap.compile.taps.state import Last, TapCompilation, TapMemo, TapState
+from vtap.compile.taps.state import Last, TapCompilation, TapMemo
 from vtap.compile.taps.switch import part_of, regions_groups_recovery
 from vtap.model.capture import CaptureTarget
 from vtap.model.policy import Tap
 from vtap.model.rules import Meter, SwitchRules
 from vtap.model.view import NetworkView
+from vtap.model.state import PolicyStatus
 
-__all__ = ["TapCompilation", "TapMemo", "TapState", "compile_taps", "in_place_candidate"]
+__all__ = ["TapCompilation", "TapMemo", "PolicyStatus", "compile_taps", "in_place_candidate"]
 
 
 def compile_taps(view: NetworkView, taps: list[Tap] | Mapping[int, Tap], captures: list[CaptureTarget] = (),

@@ -33,12 +33,12 @@ from vtap.compile.pipeline import (
 from vtap.compile.regions import WIDTHS, Region, closure, owners, region, specificity
 from vtap.compile.taps.matches import int_mac, mac_int, region_to_match
 from vtap.compile.taps.points import monitor_ip
-from vtap.compile.taps.state import Ctx, Shared, TapCompilation, TapState
+from vtap.compile.taps.state import Ctx, Shared, TapCompilation
 from vtap.compile.tunnels import tunnel_bucket, tunnel_key, tunnel_kind
 from vtap.model.network import Host
 from vtap.model.policy import Tap, TapSpec
 from vtap.model.rules import Action, Bucket, FlowRule, GroupAction, PopVlan, PushVlan, SetField
-from vtap.model.state import PolicyState
+from vtap.model.state import PolicyState, PolicyStatus
 from vtap.model.view import NetworkView
 
 _Pairs = tuple[tuple[Bucket, str | None], ...]  # a region's buckets, each with the monitor it counts for
@@ -241,7 +241,7 @@ def recovery_rules(wanted: dict[int, list[tuple[Region, frozenset[SetField], str
         except OverflowError as exc:
             for _, _, _, ids in entries:
                 for tap_id in ids:
-                    comp.states[tap_id] = TapState(PolicyState.ERROR, str(exc))
+                    comp.states[tap_id] = PolicyStatus(PolicyState.ERROR, str(exc))
             continue
         for r, idx in owners(regions, matches).items():
             restore = frozenset.intersection(*(entries[i][1] for i in idx))

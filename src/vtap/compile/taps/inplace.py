@@ -18,12 +18,13 @@ from collections.abc import Mapping
 from vtap.compile.regions import Region, RegionIndex
 from vtap.compile.taps.buckets import Static
 from vtap.compile.taps.points import policy_points, policy_state
-from vtap.compile.taps.state import Ctx, Last, Ready, TapCompilation, TapMemo, TapState
+from vtap.compile.taps.state import Ctx, Last, Ready, TapCompilation, TapMemo
 from vtap.compile.taps.switch import PlainSwitch, part_of, plain
 from vtap.model.capture import CaptureTarget
 from vtap.model.policy import Tap
 from vtap.model.rules import SwitchRules
 from vtap.model.view import NetworkView
+from vtap.model.state import PolicyStatus
 
 # More changed policies than this at once: a whole compile (bulk applies). An in-place
 # change costs ~0.7 ms a policy and grows faster than the count (the controller runs it
@@ -118,7 +119,7 @@ def _redo_policy(view: NetworkView, memo: TapMemo, last: Last, comp: TapCompilat
         return
     last.taps[i] = tap
     outcome = memo.policy("state", last.token, i, tap.spec, lambda: policy_state(view, tap, memo))
-    if isinstance(outcome, TapState):
+    if isinstance(outcome, PolicyStatus):
         comp.states[i] = outcome
         return
     r = Ready(tap, *outcome)

@@ -15,13 +15,13 @@ from vtap.compile.budget import member_live
 from vtap.compile.pipeline import COPY_VID_FIRST, COPY_VID_LAST, DELIVERY_GROUP_BASE, GROUP_ID_MASK, allocate_id, stable_hash
 from vtap.compile.regions import Region, region
 from vtap.compile.taps.matches import Directed, directed
-from vtap.compile.taps.state import Ready, TapCompilation, TapMemo, TapState
+from vtap.compile.taps.state import Ready, TapCompilation, TapMemo
 from vtap.compile.tunnels import key_problem, tunnel_kind
 from vtap.model.capture import CaptureTarget
 from vtap.model.network import Host, is_mac
 from vtap.model.policy import MatchSpec, Tap, TapSpec
 from vtap.model.rules import Bucket, GroupRule, Output
-from vtap.model.state import PolicyState
+from vtap.model.state import PolicyState, PolicyStatus
 from vtap.model.view import NetworkView
 
 
@@ -31,42 +31,42 @@ def policy_states(view: NetworkView, taps: list[Tap], comp: TapCompilation, memo
     token = memo.token(view)
     for tap in sorted(taps, key=lambda t: t.id):
         outcome = memo.policy("state", token, tap.id, tap.spec, lambda tap=tap: policy_state(view, tap, memo))
-        if isinstance(outcome, TapState):
+        if isinstance(outcome, PolicyStatus):
             comp.states[tap.id] = outcome
         else:
             ready.append(Ready(tap, *outcome))
     return ready
 
 
-def policy_state(view: NetworkView, tap: Tap, memo: TapMemo) -> TapState | tuple[tuple[Host | None, ...], list[tuple[int, Directed]]]:
+def policy_state(view: NetworkView, tap: Tap, memo: TapMemo) -> PolicyStatus | tuple[tuple[Host | None, ...], list[tuple[int, Directed]]]:
     """One policy's phase 1: why it cannot be compiled, or its monitors and tap points."""
     if not tap.spec.enabled:
-        return TapState(PolicyState.DISABLED)
+        return PolicyStatus(PolicyState.DISABLED)
     if tap.spec.monitor_pool:
         monitors = tuple(_resolve_member(view, m) for m in tap.spec.monitor_pool)
         if not any(monitors):
-            return TapState(PolicyState.PENDING, "no monitor of the pool seen on the network yet")
+            return PolicyStatus(PolicyState.PENDING, "no monitor of the pool seen on the network yet")
     elif tap.spec.tunnel:
         problem = key_problem(tap)
         if problem:
-            return TapState(PolicyState.ERROR, problem)
+            return PolicyStatus(PolicyState.ERROR, problem)
         hop = _resolve_member(view, tap.spec.monitor_mac or tap.spec.monitor_ip)  # the collector, or its gateway
         if hop is None:
             what = f"gateway {tap.spec.monitor_mac}" if tap.spec.monitor_mac else f"collector {tap.spec.monitor_ip}"
-            return TapState(PolicyState.PENDING, f"{what} not yet seen on the network")
+            return PolicyStatus(PolicyState.PENDING, f"{what} not yet seen on the network")
         monitors = (hop,)
     else:
         monitor = _resolve_monitor(view, tap.spec)
         if monitor is None:
-            return TapState(PolicyState.PENDING, "monitor not yet seen on the network")
+            return PolicyStatus(PolicyState.PENDING, "monitor not yet seen on the network")
         if tap.spec.transport == "rewrite":
             problem = _rewrite_problem(tap.spec, monitor)
             if problem:
-                return TapState(PolicyState.ERROR, problem)
+                return PolicyStatus(PolicyState.ERROR, problem)
         monitors = (monitor,)
     points, state, reason = _tap_points(view, tap.id, tap.spec, memo)
     if reason:
-        return TapState(state, reason)
+        return PolicyStatus(state, reason)
     return monitors, points
 
 
@@ -85,7 +85,7 @@ def tap_points_per_switch(view: NetworkView, ready: list[Ready], comp: TapCompil
     for r in ready:
         tap = r.tap
         if tap.spec.transport == "vlan" and any(h.mac not in comp.monitor_tags for h in r.seen):
-            comp.states[tap.id] = TapState(PolicyState.ERROR, "no copy VLAN id left: too many monitors")
+            comp.states[tap.id] = PolicyStatus(PolicyState.ERROR, "no copy VLAN id left: too many monitors")
             continue
         comp.monitors[tap.id] = () if tap.spec.tunnel else tuple(h.mac for h in r.seen)  # a tunnel has no delivery group
         regions, state = memo.policy("points", token, tap.id, tap.spec, lambda r=r: policy_points(view, r, memo))
@@ -96,7 +96,7 @@ def tap_points_per_switch(view: NetworkView, ready: list[Ready], comp: TapCompil
     return per_switch
 
 
-def policy_points(view: NetworkView, r: Ready, memo: TapMemo) -> tuple[list[tuple[int, Region]], TapState]:
+def policy_points(view: NetworkView, r: Ready, memo: TapMemo) -> tuple[list[tuple[int, Region]], PolicyStatus]:
     """One policy's phase 3: its regions per tap switch, and its state."""
     tap = r.tap
     pooled = tap.spec.monitor_pool is not None
@@ -113,7 +113,7 @@ def policy_points(view: NetworkView, r: Ready, memo: TapMemo) -> tuple[list[tupl
         if portless:
             reason = (f"no {kind} tunnel port on switch " + ", ".join(f"{d:016x}" for d in portless)
                       + " (vtap serve --tunnels local makes them)")
-            return [], TapState(PolicyState.DEGRADED, reason, frozenset())
+            return [], PolicyStatus(PolicyState.DEGRADED, reason, frozenset())
     unreachable = [d for d, _ in r.points if not reachable(d)]
     concerned: set[int] = set()
     regions = []
@@ -128,15 +128,15 @@ def policy_points(view: NetworkView, r: Ready, memo: TapMemo) -> tuple[list[tupl
     if unreachable:
         what = "no monitor of the pool reachable" if pooled else "no path to the monitor"
         reason = what + " from " + ", ".join(f"{d:016x}" for d in unreachable)
-        return regions, TapState(PolicyState.DEGRADED, reason, frozenset(concerned))
+        return regions, PolicyStatus(PolicyState.DEGRADED, reason, frozenset(concerned))
     down = [tap.spec.monitor_pool[i] for i, h in enumerate(r.monitors)
             if pooled and not any(member_live(view, d, h) for d, _ in r.points)]
     if down:
         reason = "pool monitors down or not seen (their flows go to the others): " + ", ".join(down)
-        return regions, TapState(PolicyState.DEGRADED, reason, frozenset(concerned))
+        return regions, PolicyStatus(PolicyState.DEGRADED, reason, frozenset(concerned))
     if contested:
-        return regions, TapState(PolicyState.DEGRADED, "identity conflict: " + "; ".join(contested), frozenset(concerned))
-    return regions, TapState(PolicyState.COMPILED, "", frozenset(concerned))
+        return regions, PolicyStatus(PolicyState.DEGRADED, "identity conflict: " + "; ".join(contested), frozenset(concerned))
+    return regions, PolicyStatus(PolicyState.COMPILED, "", frozenset(concerned))
 
 
 def _region_at(view: NetworkView, way: Directed, memo: TapMemo) -> Region:
@@ -158,11 +158,11 @@ def capture_points(view: NetworkView, captures: list[CaptureTarget], comp: TapCo
     for c in sorted(captures, key=lambda c: c.id):
         points, state, reason = _tap_points(view, -c.id, c.match, memo)
         if reason:
-            comp.capture_states[c.id] = TapState(state, reason)
+            comp.capture_states[c.id] = PolicyStatus(state, reason)
             continue
         for dpid, way in points:
             per_switch.setdefault(dpid, {}).setdefault(_region_at(view, way, memo), set()).add(-c.id)
-        comp.capture_states[c.id] = TapState(PolicyState.COMPILED, "", frozenset(d for d, _ in points))
+        comp.capture_states[c.id] = PolicyStatus(PolicyState.COMPILED, "", frozenset(d for d, _ in points))
 
 
 def delivery_groups(view: NetworkView, comp: TapCompilation) -> dict[int, set[GroupRule]]:

@@ -1,4 +1,4 @@
-"""Not a phase: the compilation's state. What the compiler makes (`TapState` per
+"""Not a phase: the compilation's state. What the compiler makes (`PolicyStatus` per
 policy, the `TapCompilation`), what it keeps between compiles (`TapMemo`, the last
 compile as `Last`), and the records the phases hand each other (`Ready`, `Shared`,
 `Ctx`).
@@ -17,7 +17,7 @@ from vtap.compile.regions import Region
 from vtap.model.network import Host
 from vtap.model.policy import Tap
 from vtap.model.rules import FlowRule, GroupAction, SetField, SwitchRules
-from vtap.model.state import PolicyState
+from vtap.model.state import PolicyStatus
 from vtap.model.view import NetworkView
 
 if TYPE_CHECKING:
@@ -26,21 +26,12 @@ if TYPE_CHECKING:
     from vtap.compile.taps.switch import PlainSwitch, SwitchPart
 
 
-@dataclass(frozen=True)
-class TapState:
-    """What the compiler made of one policy, and the switches it concerns."""
-
-    state: PolicyState
-    reason: str = ""
-    switches: frozenset[int] = frozenset()
-
-
 @dataclass
 class TapCompilation:
     """Everything the TAP layer wants in the switches, and what became of each policy."""
 
     rules: dict[int, SwitchRules] = field(default_factory=dict)
-    states: dict[int, TapState] = field(default_factory=dict)
+    states: dict[int, PolicyStatus] = field(default_factory=dict)
     cookie_owners: dict[int, frozenset[int]] = field(default_factory=dict)  # tap rule cookie -> tap ids (capture jobs: -id)
     monitor_tags: dict[str, int] = field(default_factory=dict)  # monitor MAC -> copy VLAN id
     monitors: dict[int, tuple[str, ...]] = field(default_factory=dict)  # tap id -> its monitors' MACs (a pool's: those seen)
@@ -49,7 +40,7 @@ class TapCompilation:
     # (dpid, tap or send group) -> monitor MAC per bucket (None: a budgeted copy, counted by its send group)
     sent_buckets: dict[tuple[int, int], tuple[str | None, ...]] = field(default_factory=dict)
     meter_monitors: dict[tuple[int, int], tuple[int, str]] = field(default_factory=dict)  # (dpid, meter) -> (tap id, monitor MAC)
-    capture_states: dict[int, TapState] = field(default_factory=dict)  # capture job id -> where its rules go, or why none
+    capture_states: dict[int, PolicyStatus] = field(default_factory=dict)  # capture job id -> where its rules go, or why none
 
     def rules_of(self, tap_id: int) -> dict[int, SwitchRules]:
         """The flows and groups a policy takes part in, per switch."""

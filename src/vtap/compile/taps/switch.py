@@ -31,13 +31,13 @@ from vtap.compile.pipeline import (
 from vtap.compile.regions import Region, RegionIndex, closure, owners, reclose, specificity
 from vtap.compile.taps.buckets import Static, metered, recovery_entries, recovery_rules, shaped_pairs, unshaped_pairs
 from vtap.compile.taps.matches import region_to_match
-from vtap.compile.taps.state import Ctx, Shared, TapCompilation, TapMemo, TapState
+from vtap.compile.taps.state import Ctx, Shared, TapCompilation, TapMemo
 from vtap.compile.tunnels import endpoint_rule
 from vtap.model.capture import CaptureTarget
 from vtap.model.network import Host
 from vtap.model.policy import Tap, TapSpec
 from vtap.model.rules import Action, Bucket, FlowRule, GroupAction, GroupRule, Meter, SetField, ToController
-from vtap.model.state import PolicyState
+from vtap.model.state import PolicyState, PolicyStatus
 from vtap.model.view import NetworkView
 
 
@@ -125,7 +125,7 @@ class SwitchPart:
     sent_buckets: dict = field(default_factory=dict)
     cookie_owners: dict = field(default_factory=dict)
     recovery: tuple = ()  # (monitor's switch, recovery entry)
-    errors: dict = field(default_factory=dict)  # owner id -> TapState (a closure too large, budget ids taken)
+    errors: dict = field(default_factory=dict)  # owner id -> PolicyStatus (a closure too large, budget ids taken)
     meters: frozenset[Meter] = frozenset()
     meter_monitors: dict = field(default_factory=dict)
 
@@ -150,7 +150,7 @@ def _switch_part(ctx: Ctx, dpid: int, matches: dict[Region, set[int]], owned: fr
     try:
         regions = ctx.memo.get(("closure", frozenset(matches)), lambda: closure(matches))
     except OverflowError as exc:
-        return SwitchPart(errors={i: TapState(PolicyState.ERROR, str(exc)) for ids in matches.values() for i in ids})
+        return SwitchPart(errors={i: PolicyStatus(PolicyState.ERROR, str(exc)) for ids in matches.values() for i in ids})
     owner_map = ctx.memo.get(("owners", owned), lambda: owners(regions, matches))
     out = _Making()
     parts: dict[int, BudgetPart] = {}  # budgeted policies' parts at this switch, made once each
@@ -203,10 +203,10 @@ def _tap_rule(ctx: Ctx, dpid: int, r: Region, ids: frozenset[int], captures: dic
     out.flows.add(FlowRule(TABLE_TAP, priority, region_match, tuple(actions), TABLE_FORWARD, tap_cookie, write=write))
 
 
-def _add_budgets(dpid: int, parts: dict[int, BudgetPart], out: _Making) -> dict[int, TapState]:
+def _add_budgets(dpid: int, parts: dict[int, BudgetPart], out: _Making) -> dict[int, PolicyStatus]:
     """The budgeted policies' rules, groups and meters at this switch, added to `out`;
     returns the errors of those whose ids are taken."""
-    errors: dict[int, TapState] = {}
+    errors: dict[int, PolicyStatus] = {}
     for tap_id, part in sorted(parts.items()):
         # Ids derive from the policy id (send groups from its low 17 bits, meters 20): two
         # policies far apart in age may meet. The younger one gets none of its rules (its
@@ -214,7 +214,7 @@ def _add_budgets(dpid: int, parts: dict[int, BudgetPart], out: _Making) -> dict[
         clash = ({g.group_id for g in part.groups} & {g.group_id for g in out.groups if g not in part.groups}
                  or {m.meter_id for m in part.meters} & {m.meter_id for m in out.meters})
         if clash:
-            errors[tap_id] = TapState(PolicyState.ERROR, f"its budget's group or meter ids are taken at switch {dpid:016x} "
+            errors[tap_id] = PolicyStatus(PolicyState.ERROR, f"its budget's group or meter ids are taken at switch {dpid:016x} "
                                                          "by an older policy: re-create it for a new id")
             continue
         out.flows |= part.flows
