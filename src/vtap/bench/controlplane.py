@@ -179,6 +179,46 @@ def ceiling(ovs: PrivateOVS, net, work: Path) -> dict:
     return {"rules": total_rules, "seconds": round(total_s, 2), "rules_per_s": round(total_rules / total_s)}
 
 
+def bulk_apply(lab: LabSession, client: httpx.Client, sizes: list[int], sources: range) -> list[dict]:
+    """Policies posted back to back up to each cumulative size, until all are active: the
+    time that took, the rules it added to the switches and the controller's RSS."""
+    applied = []
+    done = 0
+    base_flows, base_groups = switch_rule_count(lab.ovs, lab.net)
+    for size in sizes:
+        batch = policies(done, size - done, 1000, sources)
+        t0 = time.monotonic()
+        for body in batch:
+            resp = client.post("/api/v1/taps", json=body)
+            if resp.status_code != 201:
+                raise RuntimeError(resp.text)
+        t_posted = time.monotonic()
+        t_active = wait_all_active(client, size, 600)
+        flows, groups = switch_rule_count(lab.ovs, lab.net)
+        added = (flows - base_flows) + (groups - base_groups)
+        applied.append({
+            "policies": size, "posted_s": round(t_posted - t0, 2), "all_active_s": round(t_active - t0, 2),
+            "active_after_last_post_s": round(t_active - t_posted, 2),
+            "switch_flows": flows, "switch_groups": groups, "rules_added": added,
+            "rules_per_s": round(added / (t_active - t0)), "controller_rss_mib": rss_mib(lab.ctl.proc.pid),
+        })
+        base_flows, base_groups = flows, groups
+        done = size
+    return applied
+
+
+def loaded_latency(client: httpx.Client, installed: int, sources: range, count: int) -> dict:
+    """`post_latency` of `count` more policies with `installed` in place; those are then
+    removed again, and the `installed` ones left active."""
+    extra = [{**b, "name": f"late{i}"} for i, b in enumerate(policies(0, count, 61000, sources))]
+    latency = {**post_latency(client, extra), "installed": installed}
+    for tap in client.get("/api/v1/taps").json():
+        if tap["name"].startswith("late"):
+            client.delete(f"/api/v1/taps/{tap['id']}")
+    wait_all_active(client, installed, 600)
+    return latency
+
+
 def main(args) -> int:
     sizes = [int(s) for s in args.sizes.split(",")]
     if args.quick:
@@ -202,35 +242,9 @@ def main(args) -> int:
         time.sleep(1)
 
         # 2. Bulk apply.
-        result["apply"] = []
-        done = 0
-        base_flows, base_groups = switch_rule_count(ovs, net)
-        for size in sizes:
-            batch = policies(done, size - done, 1000, sources)
-            t0 = time.monotonic()
-            for body in batch:
-                resp = client.post("/api/v1/taps", json=body)
-                if resp.status_code != 201:
-                    raise RuntimeError(resp.text)
-            t_posted = time.monotonic()
-            t_active = wait_all_active(client, size, 600)
-            flows, groups = switch_rule_count(ovs, net)
-            added = (flows - base_flows) + (groups - base_groups)
-            result["apply"].append({
-                "policies": size, "posted_s": round(t_posted - t0, 2), "all_active_s": round(t_active - t0, 2),
-                "active_after_last_post_s": round(t_active - t_posted, 2),
-                "switch_flows": flows, "switch_groups": groups, "rules_added": added,
-                "rules_per_s": round(added / (t_active - t0)), "controller_rss_mib": rss_mib(ctl.proc.pid),
-            })
-            base_flows, base_groups = flows, groups
-            done = size
+        result["apply"] = bulk_apply(lab, client, sizes, sources)
         # The same latency with every policy of the last size installed (then removed again).
-        extra = [{**b, "name": f"late{i}"} for i, b in enumerate(policies(0, 10 if args.quick else 50, 61000, sources))]
-        result["latency_loaded_ms"] = {**post_latency(client, extra), "installed": sizes[-1]}
-        for tap in client.get("/api/v1/taps").json():
-            if tap["name"].startswith("late"):
-                client.delete(f"/api/v1/taps/{tap['id']}")
-        wait_all_active(client, sizes[-1], 600)
+        result["latency_loaded_ms"] = loaded_latency(client, sizes[-1], sources, 10 if args.quick else 50)
         result["event_stream"] = rss_with_event_stream(ctl, 3.0 if args.quick else 10.0)
         # 3. Controller restart with every policy in place.
         t = time.monotonic()

@@ -25,6 +25,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -435,6 +437,16 @@ def _summary(samples: list[dict]) -> dict:
     return out
 
 
+@contextmanager
+def _configured(tb: Testbed, config: str) -> Iterator[None]:
+    """`config` in place on the testbed for the block, taken down after (also on failure)."""
+    tb.configure(config)
+    try:
+        yield
+    finally:
+        tb.unconfigure(config)
+
+
 def run(*, ports: str, sizes: list[int], reps: int, window: float, warmup: float, sweep_size: int,
         sweep_loads: list[float], pmd_masks: list[str], workdir: Path) -> dict:
     """Testbed #1 (sizes x configs, then an offered-load sweep) and Testbed #2 (per PMD mask)."""
@@ -445,74 +457,83 @@ def run(*, ports: str, sizes: list[int], reps: int, window: float, warmup: float
         if tb.afxdp_error:
             result["notes"].append(tb.afxdp_error)
             result["ports"] = "afpacket"
-        total = len(sizes) * reps * len(CONFIGS)
-        step = 0
-        raw: dict = {c: {s: [] for s in sizes} for c in CONFIGS}
-        busy: dict = {}
-        for size in sizes:
-            for rep in range(reps):
-                for config in CONFIGS:  # interleaved: A B C A B C ...
-                    _progress(step, total, f"testbed 1: {config} {size} B, run {rep + 1}/{reps}")
-                    tb.configure(config)
-                    try:
-                        raw[config][size].append(tb.measure(size, window, warmup))
-                        if rep == 0 and size == sizes[0]:
-                            busy[config] = _busy_during(tb, size, warmup)
-                    finally:
-                        tb.unconfigure(config)
-                    step += 1
-        _progress(total, total, "testbed 1 done")
-        result["testbed1"] = {c: {str(s): _summary(raw[c][s]) for s in sizes} for c in CONFIGS}
-        result["threads_busy_pct"] = busy
+        result["testbed1"], result["threads_busy_pct"] = _testbed1(tb, sizes, reps, window, warmup)
 
         # Offered-load sweep at one size, relative to the no-TAP capacity just measured.
         capacity = result["testbed1"]["notap"][str(sweep_size)]["rcv_pps"]["median"] if str(sweep_size) in result["testbed1"]["notap"] else None
         if capacity:
-            total = len(sweep_loads) * reps * len(SWEEP_CONFIGS)
-            step = 0
-            raw_sweep: dict = {c: {str(l): [] for l in sweep_loads} for c in SWEEP_CONFIGS}
-            for load in sweep_loads:
-                for rep in range(reps):
-                    for config in SWEEP_CONFIGS:
-                        _progress(step, total, f"sweep: {config} at {int(load * 100)}% of {int(capacity)} pps")
-                        tb.configure(config)
-                        try:
-                            rate = None if load >= 1.0 else int(capacity * load)
-                            raw_sweep[config][str(load)].append(tb.measure(sweep_size, window, warmup, rate))
-                        finally:
-                            tb.unconfigure(config)
-                        step += 1
-            _progress(total, total, "sweep done")
             result["sweep"] = {"size": sweep_size, "capacity_pps": capacity,
-                               "data": {c: {l: _summary(v) for l, v in raw_sweep[c].items()} for c in SWEEP_CONFIGS}}
+                               "data": _sweep(tb, sweep_size, sweep_loads, capacity, reps, window, warmup)}
     finally:
         tb.close()
 
     # Testbed #2: two pairs, one monitor; vtap only (plus no TAP), per PMD mask.
     for mask in pmd_masks:
-        tb2 = Testbed(workdir / f"tb2-{mask}", pairs=2, ports=ports, pmd_mask=mask).start()
-        try:
-            key = f"pmd={mask}" if tb2.ports == "afxdp" and not tb2.afxdp_error else "afpacket"
-            sizes2 = sizes
-            total = len(sizes2) * reps
-            raw2: dict = {str(s): [] for s in sizes2}
-            step = 0
-            for size in sizes2:
-                for rep in range(reps):
-                    _progress(step, total, f"testbed 2 ({key}): vtap {size} B, run {rep + 1}/{reps}")
-                    tb2.configure("vtap")
-                    try:
-                        raw2[str(size)].append(tb2.measure(size, window, warmup))
-                    finally:
-                        tb2.unconfigure("vtap")
-                    step += 1
-            _progress(total, total, f"testbed 2 ({key}) done")
-            result["testbed2"][key] = {s: _summary(v) for s, v in raw2.items()}
-        finally:
-            tb2.close()
+        key, summaries = _testbed2(workdir, mask, ports, sizes, reps, window, warmup)
+        result["testbed2"][key] = summaries
         if key == "afpacket":
             break  # PMD masks mean nothing without PMD ports
     return result
+
+
+def _testbed1(tb: Testbed, sizes: list[int], reps: int, window: float, warmup: float) -> tuple[dict, dict]:
+    """Every configuration at every size, interleaved: (the summaries by configuration and
+    size, the busy vswitchd threads of each configuration at the first size)."""
+    total = len(sizes) * reps * len(CONFIGS)
+    step = 0
+    raw: dict = {c: {s: [] for s in sizes} for c in CONFIGS}
+    busy: dict = {}
+    for size in sizes:
+        for rep in range(reps):
+            for config in CONFIGS:  # interleaved: A B C A B C ...
+                _progress(step, total, f"testbed 1: {config} {size} B, run {rep + 1}/{reps}")
+                with _configured(tb, config):
+                    raw[config][size].append(tb.measure(size, window, warmup))
+                    if rep == 0 and size == sizes[0]:
+                        busy[config] = _busy_during(tb, size, warmup)
+                step += 1
+    _progress(total, total, "testbed 1 done")
+    return {c: {str(s): _summary(raw[c][s]) for s in sizes} for c in CONFIGS}, busy
+
+
+def _sweep(tb: Testbed, size: int, loads: list[float], capacity: float, reps: int, window: float,
+           warmup: float) -> dict:
+    """The configurations without budgets at shares of `capacity` (1.0: unthrottled):
+    summaries by configuration and load."""
+    total = len(loads) * reps * len(SWEEP_CONFIGS)
+    step = 0
+    raw_sweep: dict = {c: {str(l): [] for l in loads} for c in SWEEP_CONFIGS}
+    for load in loads:
+        for rep in range(reps):
+            for config in SWEEP_CONFIGS:
+                _progress(step, total, f"sweep: {config} at {int(load * 100)}% of {int(capacity)} pps")
+                with _configured(tb, config):
+                    rate = None if load >= 1.0 else int(capacity * load)
+                    raw_sweep[config][str(load)].append(tb.measure(size, window, warmup, rate))
+                step += 1
+    _progress(total, total, "sweep done")
+    return {c: {l: _summary(v) for l, v in raw_sweep[c].items()} for c in SWEEP_CONFIGS}
+
+
+def _testbed2(workdir: Path, mask: str, ports: str, sizes: list[int], reps: int, window: float,
+              warmup: float) -> tuple[str, dict]:
+    """Testbed #2 with one PMD mask, vtap at every size: (its key, the summaries by size)."""
+    tb2 = Testbed(workdir / f"tb2-{mask}", pairs=2, ports=ports, pmd_mask=mask).start()
+    try:
+        key = f"pmd={mask}" if tb2.ports == "afxdp" and not tb2.afxdp_error else "afpacket"
+        total = len(sizes) * reps
+        raw2: dict = {str(s): [] for s in sizes}
+        step = 0
+        for size in sizes:
+            for rep in range(reps):
+                _progress(step, total, f"testbed 2 ({key}): vtap {size} B, run {rep + 1}/{reps}")
+                with _configured(tb2, "vtap"):
+                    raw2[str(size)].append(tb2.measure(size, window, warmup))
+                step += 1
+        _progress(total, total, f"testbed 2 ({key}) done")
+        return key, {s: _summary(v) for s, v in raw2.items()}
+    finally:
+        tb2.close()
 
 
 def _busy_during(tb: Testbed, size: int, warmup: float) -> dict[str, float]:

@@ -117,7 +117,6 @@ class Controller(Reads, Claims, Discovering, Polling, CaptureJobs):
         self._status_due = asyncio.Event()  # the leader's policy states may have changed
         self.lldp_interval = lldp_interval
         self.settle = settle if settle is not None else 2.5 * lldp_interval
-        self.debounce = debounce
         self.delivery_interval = delivery_interval
         self.captures = CaptureBook(store.state_dir / "captures")
         self.core = ControlCore(link_lifetime=link_lifetime or 3.5 * lldp_interval, lldp_key=store.secret("lldp"),
@@ -140,20 +139,7 @@ class Controller(Reads, Claims, Discovering, Polling, CaptureJobs):
         self._background: set[asyncio.Future] = set()  # dpid contests, audit writes: kept referenced until done
         self.reconcilers: dict[int, SwitchReconciler] = {}
         self.started_at = time.time()
-        self._last_compile_s = 0.0
-        self._last_compile_end = 0.0  # perf_counter time
-        self._pending_changes = 0  # changes since the last compile began
-        self._last_batch = 0  # changes the last compile took in
-        self.view_version = 0  # bumped on every change; the UI refetches the topology on it
-        self._recompile_handle: asyncio.TimerHandle | None = None
-        # Whole compiles run here, one at a time, off the loop that serves the switches.
-        # The loop releases the interpreter lock at every system call and must win it back
-        # from that thread each time: at Python's default switch interval (5 ms) a loop
-        # busy with many sockets waited up to 250 ms for an echo; at 0.5 ms, under 100 ms.
-        self._compiler = ThreadPoolExecutor(max_workers=1, thread_name_prefix="compile")
-        sys.setswitchinterval(COMPILE_SWITCH_S)
-        self._compiling = False  # a whole compile is running in `_compiler`
-        self._compile_again = False  # and changes came meanwhile
+        self._init_changes(debounce)
         self._tasks: list[asyncio.Task] = []
         self._gather_until = 0.0  # until then, a restart waits for the stored topology's switches before compiling
         self._stopping = False
@@ -223,6 +209,26 @@ class Controller(Reads, Claims, Discovering, Polling, CaptureJobs):
         self._compiler.shutdown(wait=False, cancel_futures=True)
 
     # ---- changes --------------------------------------------------------------------
+
+    def _init_changes(self, debounce: float) -> None:
+        """The state of the changes and their compiles (the methods below): how soon a
+        change is compiled, the view's version, what the last compile took in and how
+        long it took, and the thread whole compiles run in."""
+        self.debounce = debounce
+        self._last_compile_s = 0.0
+        self._last_compile_end = 0.0  # perf_counter time
+        self._pending_changes = 0  # changes since the last compile began
+        self._last_batch = 0  # changes the last compile took in
+        self.view_version = 0  # bumped on every change; the UI refetches the topology on it
+        self._recompile_handle: asyncio.TimerHandle | None = None
+        # Whole compiles run here, one at a time, off the loop that serves the switches.
+        # The loop releases the interpreter lock at every system call and must win it back
+        # from that thread each time: at Python's default switch interval (5 ms) a loop
+        # busy with many sockets waited up to 250 ms for an echo; at 0.5 ms, under 100 ms.
+        self._compiler = ThreadPoolExecutor(max_workers=1, thread_name_prefix="compile")
+        sys.setswitchinterval(COMPILE_SWITCH_S)
+        self._compiling = False  # a whole compile is running in `_compiler`
+        self._compile_again = False  # and changes came meanwhile
 
     def changed(self, view: bool = True) -> None:
         """Something changed: recompile soon (bursts are coalesced). Policies and capture

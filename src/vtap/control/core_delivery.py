@@ -1,0 +1,108 @@
+"""The core's reading of what policies' copies do: whether they reach their monitors
+(the delivery groups' counters, the meters' drops), how much each policy tapped and
+copied, and where its copies go.
+
+Part of `ControlCore` (a mixin of its methods, on its state: see `control/core.py`),
+kept apart from the policies' compiles: it changes nothing a compile reads, and reads
+the last compilation against the counters the controller polls and the view. The
+verdicts themselves are kept by `delivery.py`'s ledger."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from vtap.compile.pipeline import TABLE_TAP
+from vtap.control.delivery import GroupCounters, MonitorDelivery
+from vtap.model.view import NetworkView
+
+
+class DeliveryDecisions:
+    """The core's delivery, counters and paths (see the module docstring)."""
+
+    def delivery_observe(self, now: float, counters: dict[int, list[GroupCounters]],
+                         meters: dict[tuple[int, int], tuple[int, int]] | None = None) -> list[int]:
+        """One poll of the switches' vtap group counters, and of the rate-limited policies'
+        meters ((dpid, meter) -> packets and bytes dropped): the policies whose monitor's
+        delivery verdict changed."""
+        comp = self.compilation
+        drops = {key: (*comp.meter_monitors[key], *value) for key, value in (meters or {}).items() if key in comp.meter_monitors}
+        changed = set(self.delivery.observe(now, counters, comp.sent_buckets, comp.deliveries, self.monitor_labels(),
+                                            comp.cut_deliveries, drops))
+        return sorted(tap_id for tap_id, macs in comp.monitors.items() if changed.intersection(macs))
+
+    def monitor_labels(self) -> dict[str, str]:
+        """How reasons and metrics name each compiled policy's monitor (made once per
+        compile, when first asked: every second, and by stats requests and scrapes)."""
+        if self._labels_of is not self.compilation:
+            self._monitor_labels = self._label_monitors(self.view())
+            self._labels_of = self.compilation
+        return self._monitor_labels
+
+    def _label_monitors(self, view: NetworkView) -> dict[str, str]:
+        """The address the monitor's policies give, else its first IPv4, else its MAC."""
+        labels: dict[str, str] = {}
+        for tap_id, macs in sorted(self.compilation.monitors.items()):
+            spec = self.taps[tap_id].spec if tap_id in self.taps else None
+            for mac in macs:
+                host = view.hosts.get(mac)
+                ips = sorted(host.ips, key=lambda a: (":" in a, a)) if host else []
+                labels.setdefault(mac, (spec.monitor_ip if spec and spec.monitor_ip else None) or (ips[0] if ips else mac))
+        return labels
+
+    def monitor_delivery(self, tap_id: int) -> MonitorDelivery | None:
+        """The delivery of the policy's monitor (a pool's: the first failing member, else
+        the first), if it is compiled."""
+        found = [self.delivery.monitors[m] for m in self.compilation.monitors.get(tap_id, ()) if m in self.delivery.monitors]
+        return next((d for d in found if d.failing), found[0] if found else None)
+
+    def monitor_deliveries(self, tap_id: int) -> dict[str, MonitorDelivery]:
+        """The delivery of each of the policy's monitors (one, or a pool's members seen)."""
+        return {m: self.delivery.monitors[m] for m in self.compilation.monitors.get(tap_id, ()) if m in self.delivery.monitors}
+
+    def tap_counters(self, rule_stats: list[tuple[int, int, int, int]],
+                     meters: dict[tuple[int, int], tuple[int, int]] | None = None) -> dict[int, dict[str, int]]:
+        """Per policy: `packets` and `bytes` of its tap rules, from (table, cookie, packets,
+        bytes) of every table-1 and table-5 rule read back (a region shared by overlapping
+        policies counts for each); `copies`: a budgeted policy's copies sent (its table-5
+        rules, less what its meters dropped), else one per packet; `dropped`: what its
+        meters dropped, from (dpid, meter) -> (packets, bytes)."""
+        out = {tap_id: {"packets": 0, "bytes": 0, "copies": 0, "dropped": 0} for tap_id in self.taps}
+        for table, cookie, packets, bytes_ in rule_stats:
+            for tap_id in self.compilation.cookie_owners.get(cookie, ()):
+                if tap_id in out:
+                    if table == TABLE_TAP:
+                        out[tap_id]["packets"] += packets
+                        out[tap_id]["bytes"] += bytes_
+                    else:
+                        out[tap_id]["copies"] += packets
+        for key, (packets, _) in (meters or {}).items():
+            tap_id = self.compilation.meter_monitors.get(key, (None,))[0]
+            if tap_id in out:
+                out[tap_id]["dropped"] += packets
+        for tap_id, c in out.items():
+            if tap_id in self.taps and not self.taps[tap_id].spec.shaped:
+                c["copies"] = c["packets"]
+            else:
+                c["copies"] = max(0, c["copies"] - c["dropped"])
+        return out
+
+    def tap_paths(self, tap_id: int) -> dict[str, Any]:
+        """Where a policy sits, for the UI: the tapped flow's path, the tap points, the
+        copies' paths to the monitor (switch dpids and host MACs)."""
+        view = self.view()
+        spec = self.taps[tap_id].spec
+        monitors = [view.hosts[m] for m in self.compilation.monitors.get(tap_id, ()) if m in view.hosts]
+        if spec.tunnel:  # the outer packets' path: to the collector, or the gateway toward it
+            hop = view.hosts.get(spec.monitor_mac) if spec.monitor_mac else view.host_by_ip(spec.monitor_ip)
+            monitors = [hop] if hop is not None else []
+        tap_points = sorted(
+            dpid for dpid, rules in self.compilation.rules_of(tap_id).items() if any(f.table == TABLE_TAP for f in rules.flows)
+        )
+        flows = []
+        for e in spec.directions():
+            a, b = view.host_named(e.src_mac, e.src_ip), view.host_named(e.dst_mac, e.dst_ip)
+            if a is not None and b is not None:
+                flows.append({"hosts": [a.mac, b.mac], "switches": view.path(a.dpid, b.dpid) or []})
+        copies = [{"switches": view.path(dpid, m.dpid) or [], "monitor": m.mac} for dpid in tap_points for m in monitors]
+        return {"id": tap_id, "flows": flows, "tap_points": tap_points, "copies": copies,
+                "monitor": monitors[0].mac if monitors else None, "monitors": [m.mac for m in monitors]}
