@@ -98,6 +98,7 @@ class ServeConfig:
     api_allowed_hosts: list[str] | None = None
     auth_failure_limit: int = FAILURES_ALLOWED
     store_url: str | None = None
+    etcd_tls: tuple[str | None, str | None, str | None] = (None, None, None)  # CA, certificate, key (etcds://)
     member_id: str | None = None
     advertise_url: str | None = None
     tunnels: str = "off"
@@ -166,13 +167,13 @@ async def _open_store(config: ServeConfig) -> tuple[PolicyStore, Cluster | None]
             return Store(config.state_dir), None
         except (OSError, sqlite3.Error) as exc:
             raise StartupError(f"--state-dir {config.state_dir}: {exc}") from None
-    from vtap.store.etcd import EtcdStore, parse_endpoints  # only here: grpc costs 15 MiB
+    from vtap.store.etcd import EtcdStore  # only here: grpc costs 15 MiB
 
     try:
-        store = EtcdStore(parse_endpoints(config.store_url), config.state_dir)
+        store = EtcdStore.from_url(config.store_url, config.state_dir, config.etcd_tls)
         await store.open()
-    except ValueError as exc:
-        raise StartupError(f"--store {exc}") from None
+    except ValueError as exc:  # the URL, or a TLS flag: each message names its flag
+        raise StartupError(str(exc) if str(exc).startswith("--") else f"--store {exc}") from None
     except OSError as exc:
         raise StartupError(f"--state-dir {config.state_dir}: {exc}") from None
     except StoreUnavailable as exc:

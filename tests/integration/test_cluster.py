@@ -27,7 +27,9 @@ POLICY = {"src_ip": "10.0.0.1", "dst_ip": "10.0.0.16", "ip_proto": "udp", "dst_p
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
+    # etcd as deployed: TLS, client certificates, etcd's own authentication (vtap.lab.etcd).
     lab = Lab(parse_topo("fattree,4"), tmp_path_factory.mktemp("cluster"), cluster=3)
+    assert lab.etcd.url.startswith("etcds://") and "--etcd-cert" in lab.ctl.extra_args
     lab.net.pingAll(timeout="1")  # every host learned by the leader, and published
     yield lab
     lab.close()
@@ -192,6 +194,12 @@ def test_etcd_unreachable_refuses_writes_and_the_data_plane_keeps_copying(lab):
         got = traffic(lab, "h1", FLOW, "noetcd", 50, ["h16", "h9"])
         assert len(got["h16"]) == 50 and got["h9"] == got["h16"]
         wait_until(lambda: all(cluster_of(c)["role"] == "follower" for c in alive(lab)), LEASE_TTL_S + 3)
+        # Health tells the truth: every instance alive, none ready (HTTP 503), and why.
+        for c in alive(lab):
+            health = c.http.get("/api/v1/health")
+            assert health.status_code == 503, health.text
+            assert health.json()["ready"] is False and health.json()["store_reachable"] is False
+            assert any("the store does not answer" in why for why in health.json()["not_ready"]), health.text
         got = traffic(lab, "h1", FLOW, "noleader", 50, ["h16", "h9"])  # nobody leads: the switches go on
         assert len(got["h16"]) == 50 and got["h9"] == got["h16"]
     finally:
@@ -206,5 +214,9 @@ def test_etcd_unreachable_refuses_writes_and_the_data_plane_keeps_copying(lab):
     # not reproduced locally; the policy must still turn active, given more time.
     wait_status(new, later, timeout=45)
     wait_status(new, tap)
+    for c in alive(lab):  # ready again, everywhere
+        wait_until(lambda: c.http.get("/api/v1/health").status_code == 200, 15,
+                   message=lambda: c.http.get("/api/v1/health").text)
+        assert c.get("/api/v1/health")["not_ready"] == []
     for t in (tap, later):
         assert new.http.delete(f"/api/v1/taps/{t}").status_code == 204

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+from pathlib import Path
 
 import pytest
 
@@ -14,14 +15,15 @@ from vtap.model import audit
 from vtap.model.network import Host, Link
 from vtap.model.policy import TapSpec
 from vtap.store.errors import NameTaken, NotFound, StoreUnavailable
-from vtap.store.etcd import EtcdStore, parse_endpoints
+from vtap.store.etcd import EtcdStore
+from vtap.store.etcd_client import EtcdTLS, parse_endpoints
 
 _prefixes = itertools.count()
 
 
 @pytest.fixture(scope="module")
 def etcd():
-    cluster = EtcdCluster(1).start()
+    cluster = EtcdCluster(1, prefix="/t").start()  # secured: TLS, client certificates, auth; user vtap may use /t*
     yield cluster
     cluster.stop()
 
@@ -30,8 +32,8 @@ def etcd():
 async def pair(etcd, tmp_path):
     """Two instances' stores on one etcd, under a prefix of this test's own."""
     prefix = f"/t{next(_prefixes)}/"
-    a = EtcdStore(parse_endpoints(etcd.url), tmp_path / "a", prefix=prefix)
-    b = EtcdStore(parse_endpoints(etcd.url), tmp_path / "b", prefix=prefix)
+    a = EtcdStore.from_url(etcd.url, tmp_path / "a", etcd.tls_files(), prefix=prefix)
+    b = EtcdStore.from_url(etcd.url, tmp_path / "b", etcd.tls_files(), prefix=prefix)
     await a.open()
     await b.open()
     yield a, b
@@ -144,9 +146,9 @@ async def test_only_the_leader_publishes_hosts_links_and_pins(pair):
 
 
 async def test_writes_are_refused_while_etcd_is_down_and_the_copy_is_read_again_after(tmp_path):
-    etcd = EtcdCluster(1).start()
+    etcd = EtcdCluster(1, prefix="/vtap/").start()
     try:
-        a = EtcdStore(parse_endpoints(etcd.url), tmp_path / "a", timeout=1.0)
+        a = EtcdStore.from_url(etcd.url, tmp_path / "a", etcd.tls_files(), timeout=1.0)
         await a.open()
         tap = await a.add_tap(spec("kept"))
         name = etcd.members[0][0]
@@ -198,3 +200,40 @@ async def test_election_one_leader_a_growing_generation_and_a_paused_leader_fenc
     await until(lambda: ca.leading, timeout=6)
     assert ca.generation > cb.generation
     await ca.stop()
+
+
+async def test_etcd_refuses_a_client_without_a_certificate_or_one_it_has_no_user_for(etcd, tmp_path):
+    """Who may write the policies is etcd's to check too: TLS with a client certificate,
+    and etcd's authentication, whose user is the certificate's common name."""
+    ca, _, _ = etcd.tls_files()
+    no_cert = EtcdStore(parse_endpoints(etcd.url), tmp_path / "n", timeout=1.0,
+                        tls=EtcdTLS(Path(ca).read_bytes(), b"", b""))
+    with pytest.raises(StoreUnavailable, match="etcd unreachable"):
+        await no_cert.open()  # the TLS handshake fails: etcd asks for a client certificate
+    await no_cert.aclose()
+    plain = EtcdStore.from_url(etcd.url.replace("etcds://", "etcd://"), tmp_path / "p", timeout=1.0)
+    with pytest.raises(StoreUnavailable, match="etcd unreachable"):
+        await plain.open()
+    await plain.aclose()
+    stranger = EtcdStore.from_url(etcd.url, tmp_path / "s", etcd.tls_files("stranger"), prefix="/t-stranger/")
+    with pytest.raises(StoreUnavailable, match="permission denied"):
+        await stranger.open()  # a certificate of the right CA, but no etcd user of that name
+    await stranger.aclose()
+    outside = EtcdStore.from_url(etcd.url, tmp_path / "o", etcd.tls_files(), prefix="/elsewhere/")
+    with pytest.raises(StoreUnavailable, match="permission denied"):
+        await outside.open()  # the vtap user may use its prefix only
+    await outside.aclose()
+
+
+def test_tls_flags_are_checked_against_the_store_url(tmp_path):
+    with pytest.raises(ValueError, match="needs --etcd-ca"):
+        EtcdStore.from_url("etcds://127.0.0.1:2379", tmp_path)
+    pem = tmp_path / "x.pem"
+    pem.write_text("-----BEGIN CERTIFICATE-----\n")
+    with pytest.raises(ValueError, match="--etcd-key .*nothing: No such file"):
+        EtcdStore.from_url("etcds://127.0.0.1:2379", tmp_path, (pem, pem, tmp_path / "nothing"))
+    with pytest.raises(ValueError, match="--etcd-ca .*not a PEM file"):
+        EtcdStore.from_url("etcds://127.0.0.1:2379", tmp_path, ("/etc/hostname", pem, pem))
+    with pytest.raises(ValueError, match="plain etcd://.*use etcds://"):
+        EtcdStore.from_url("etcd://127.0.0.1:2379", tmp_path, ("ca.pem", None, None))
+    assert repr(EtcdStore.from_url("etcd://127.0.0.1:2379", tmp_path)) == "etcd://127.0.0.1:2379"

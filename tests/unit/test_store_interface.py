@@ -13,7 +13,7 @@ from vtap.model import audit
 from vtap.model.network import Host, Link
 from vtap.model.policy import Tap, TapSpec
 from vtap.store.base import PolicyStore
-from vtap.store.errors import NameTaken, NotFound
+from vtap.store.errors import NameTaken, NotFound, StoreUnavailable
 from vtap.store.etcd import EtcdStore
 from vtap.store.sqlite import Store
 
@@ -35,7 +35,7 @@ def test_the_interface_is_what_the_controller_and_the_api_use():
         "save_pin", "delete_pin", "load_taps", "add_tap", "update_tap", "delete_tap", "replace_taps", "tap_revision",
         "publish_status", "add_token", "token_by_hash", "list_tokens", "delete_token", "append_audits", "audit_records",
     ])
-    assert PolicyStore.__annotations__ == {"state_dir": "Path"}
+    assert PolicyStore.__annotations__ == {"state_dir": "Path", "reachable": "bool", "last_error": "str"}
     for name in METHODS:
         doc = getattr(PolicyStore, name).__doc__
         assert doc and "\n" not in doc, f"{name}: one line saying what a caller may rely on"
@@ -48,6 +48,17 @@ def test_each_store_has_every_method_with_the_interfaces_signature(cls):
         want, got = getattr(PolicyStore, name), getattr(cls, name)
         assert inspect.iscoroutinefunction(got) == inspect.iscoroutinefunction(want), f"{cls.__name__}.{name}: sync or async"
         assert _shape(got) == _shape(want), f"{cls.__name__}.{name}{inspect.signature(got)}"
+
+
+async def test_each_store_says_whether_it_answers(tmp_path):
+    sqlite = Store(tmp_path)
+    assert (sqlite.reachable, sqlite.last_error) == (True, "")
+    etcd = EtcdStore([("127.0.0.1", 1)], tmp_path / "e", timeout=0.5)
+    assert etcd.reachable is False  # not until it answered
+    with pytest.raises(StoreUnavailable):
+        await etcd.open()
+    assert etcd.reachable is False and "etcd unreachable at 127.0.0.1:1" in etcd.last_error
+    await etcd.aclose()
 
 
 class Calls:

@@ -9,10 +9,10 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 from fastapi import Path as PathParam
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from vtap.api.auth import Principal, Tokens, require
+from vtap.api.auth import Principal
+from vtap.api.deps import AppStore, AppTokens, admin, viewer
 from vtap.model.access import Role, Scope
 from vtap.model.policy import NAME_RE, check_name
-from vtap.store.base import PolicyStore
 from vtap.store.errors import NotFound
 
 
@@ -74,61 +74,63 @@ def _token_out(record: dict) -> TokenOut:
                     created=_iso(record["created"]), expires_at=_iso(record["expires_at"]))
 
 
-def router(store: PolicyStore, tokens: Tokens) -> APIRouter:
-    r = APIRouter(prefix="/api/v1", tags=["access"])
-    admin = [Depends(require(tokens, Role.ADMIN))]
+router = APIRouter(prefix="/api/v1", tags=["access"])
 
-    @r.get("/whoami", response_model=WhoAmIOut)
-    async def whoami(me: Principal = Depends(require(tokens, Role.VIEWER))) -> WhoAmIOut:
-        return WhoAmIOut(name=me.name, role=me.role, scope=me.scope)
 
-    @r.post("/tokens", status_code=201, response_model=NewTokenOut, dependencies=admin)
-    async def create_token(body: TokenIn, request: Request) -> NewTokenOut:
-        """A new token; its secret is in this reply only (admin)."""
-        if body.role == Role.OPERATOR and body.scope is None:
-            raise HTTPException(422, [{"loc": ["body", "scope"], "msg": "an operator needs a scope: {sources, monitors}",
-                                       "type": "value_error"}])
-        record, secret = await tokens.mint(body.name, body.role, body.scope, body.expires_in_s)
-        out = _token_out(record)
-        request.state.audit_action, request.state.audit_target = "token.create", f"token:{record['id']}"
-        request.state.audit_after = out.model_dump(mode="json")
-        return NewTokenOut(**out.model_dump(), token=secret)
+@router.get("/whoami", response_model=WhoAmIOut)
+async def whoami(me: Principal = Depends(viewer)) -> WhoAmIOut:
+    return WhoAmIOut(name=me.name, role=me.role, scope=me.scope)
 
-    @r.get("/tokens", response_model=list[TokenOut], dependencies=admin)
-    async def list_tokens() -> list[TokenOut]:
-        return [_token_out(t) for t in store.list_tokens()]
 
-    @r.delete("/tokens/{token_id}", status_code=204,
-              responses={404: {"description": "no token with this id"},
-                         409: {"description": "the token making the request, or the last admin token"}})
-    async def delete_token(request: Request, token_id: int = PathParam(ge=1, le=2**63 - 1), me: Principal = Depends(require(tokens, Role.ADMIN))) -> Response:
-        """Revoke a token: its next request gets 401 (admin). Neither the token asking nor
-        the last admin token that does not expire can be revoked, so an admin is always left."""
-        request.state.audit_action, request.state.audit_target = "token.delete", f"token:{token_id}"
-        all_tokens = store.list_tokens()
-        before = next((t for t in all_tokens if t["id"] == token_id), None)
-        request.state.audit_before = _token_out(before).model_dump(mode="json") if before else None
-        if token_id == me.token_id:
-            raise HTTPException(409, "a token cannot revoke itself: use another admin token")
-        lasting = [t for t in all_tokens if t["role"] == Role.ADMIN and t["expires_at"] is None and t["id"] != token_id]
-        if before is not None and before["role"] == Role.ADMIN and not lasting:
-            raise HTTPException(409, "the last admin token that does not expire cannot be revoked")
-        try:
-            await store.delete_token(token_id)
-        except NotFound:
-            raise HTTPException(404, f"no token with id {token_id}") from None
-        return Response(status_code=204)
+@router.post("/tokens", status_code=201, response_model=NewTokenOut, dependencies=[Depends(admin)])
+async def create_token(body: TokenIn, request: Request, tokens: AppTokens) -> NewTokenOut:
+    """A new token; its secret is in this reply only (admin)."""
+    if body.role == Role.OPERATOR and body.scope is None:
+        raise HTTPException(422, [{"loc": ["body", "scope"], "msg": "an operator needs a scope: {sources, monitors}",
+                                   "type": "value_error"}])
+    record, secret = await tokens.mint(body.name, body.role, body.scope, body.expires_in_s)
+    out = _token_out(record)
+    request.state.audit_action, request.state.audit_target = "token.create", f"token:{record['id']}"
+    request.state.audit_after = out.model_dump(mode="json")
+    return NewTokenOut(**out.model_dump(), token=secret)
 
-    @r.get("/audit", response_model=list[AuditOut])
-    async def audit(me: Principal = Depends(require(tokens, Role.VIEWER)),
-                    since: int = Query(0, ge=0, le=2**62, description="records after this sequence number"),
-                    actor: str | None = Query(None, max_length=256), target: str | None = Query(None, max_length=256),
-                    limit: int = Query(1000, ge=1, le=10000)) -> list[AuditOut]:
-        """The audit trail: every change and every refusal, hash-chained (`vtap audit --verify`).
-        Records about tokens are for admins only (a viewer reads no token list)."""
-        records = await store.audit_records(since=since, actor=actor, target=target, limit=limit)
-        if me.role != Role.ADMIN:
-            records = [r for r in records if not r["target"].startswith("token:")]
-        return [AuditOut(**rec) for rec in records]
 
-    return r
+@router.get("/tokens", response_model=list[TokenOut], dependencies=[Depends(admin)])
+async def list_tokens(store: AppStore) -> list[TokenOut]:
+    return [_token_out(t) for t in store.list_tokens()]
+
+
+@router.delete("/tokens/{token_id}", status_code=204,
+                responses={404: {"description": "no token with this id"},
+                           409: {"description": "the token making the request, or the last admin token"}})
+async def delete_token(request: Request, store: AppStore, token_id: int = PathParam(ge=1, le=2**63 - 1),
+                       me: Principal = Depends(admin)) -> Response:
+    """Revoke a token: its next request gets 401 (admin). Neither the token asking nor
+    the last admin token that does not expire can be revoked, so an admin is always left."""
+    request.state.audit_action, request.state.audit_target = "token.delete", f"token:{token_id}"
+    all_tokens = store.list_tokens()
+    before = next((t for t in all_tokens if t["id"] == token_id), None)
+    request.state.audit_before = _token_out(before).model_dump(mode="json") if before else None
+    if token_id == me.token_id:
+        raise HTTPException(409, "a token cannot revoke itself: use another admin token")
+    lasting = [t for t in all_tokens if t["role"] == Role.ADMIN and t["expires_at"] is None and t["id"] != token_id]
+    if before is not None and before["role"] == Role.ADMIN and not lasting:
+        raise HTTPException(409, "the last admin token that does not expire cannot be revoked")
+    try:
+        await store.delete_token(token_id)
+    except NotFound:
+        raise HTTPException(404, f"no token with id {token_id}") from None
+    return Response(status_code=204)
+
+
+@router.get("/audit", response_model=list[AuditOut])
+async def audit(store: AppStore, me: Principal = Depends(viewer),
+                since: int = Query(0, ge=0, le=2**62, description="records after this sequence number"),
+                actor: str | None = Query(None, max_length=256), target: str | None = Query(None, max_length=256),
+                limit: int = Query(1000, ge=1, le=10000)) -> list[AuditOut]:
+    """The audit trail: every change and every refusal, hash-chained (`vtap audit --verify`).
+    Records about tokens are for admins only (a viewer reads no token list)."""
+    records = await store.audit_records(since=since, actor=actor, target=target, limit=limit)
+    if me.role != Role.ADMIN:
+        records = [r for r in records if not r["target"].startswith("token:")]
+    return [AuditOut(**rec) for rec in records]

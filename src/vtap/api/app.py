@@ -3,13 +3,15 @@ the TAP policies, tokens and audit, and the UI's event stream are routers of the
 
 Every route but `GET /api/v1/health` needs a bearer token (`vtap.api.auth`); every
 request passes `vtap.api.guard` (Host check, body limit, audit). JSON field names are
-snake_case; datapath ids are strings of 16 hex digits.
+snake_case; datapath ids are strings of 16 hex digits. What the handlers share (the
+controller, the tokens, ...) is in `app.state`, handed to them by `vtap.api.deps`.
 """
 
 from __future__ import annotations
 
 import time
 from datetime import datetime, timezone
+from typing import Any, Callable
 
 from pathlib import Path
 
@@ -20,21 +22,20 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
-from prometheus_client import CollectorRegistry
 from pydantic import BaseModel, Field
 
 from vtap import __version__
 from vtap.api.access import router as access_router
-from vtap.api.auth import ERRORS, Tokens, require, remote_of
+from vtap.api.auth import ERRORS, Tokens, remote_of
 from vtap.api.captures import router as captures_router
 from vtap.api.cluster import router as cluster_router
+from vtap.api.deps import AppTokens, Ctl, Heavy, admin, share, viewer
 from vtap.api.events import router as events_router
 from vtap.api.metrics import instrument
 from vtap.api.pacing import HeavyWork
 from vtap.api.metrics import router as metrics_router
 from vtap.api.taps import router as taps_router
 from vtap.control.controller import Controller
-from vtap.model.access import Role
 from vtap.model.network import Port, dpid_str, normalize_mac
 from vtap.model.view import NetworkView
 from vtap.store.errors import NotFound, StoreUnavailable
@@ -102,7 +103,13 @@ class ConflictOut(BaseModel):
 
 
 class HealthOut(BaseModel):
-    status: str
+    status: str = Field(description="`ok` whenever the process answers (liveness)")
+    ready: bool = Field(description="whether this instance should be sent work: the store answers, a leader is "
+                                    "elected, and (where it leads) every switch is in sync and every port's role known; "
+                                    "the answer is HTTP 503 while it is false")
+    not_ready: list[str] = Field(description="why it is not ready (empty when it is)")
+    role: str = Field(description="standalone, leader or follower")
+    store_reachable: bool
     version: str
     uptime_s: float
     switches: int
@@ -122,6 +129,14 @@ class HealthOut(BaseModel):
                                            "(a request, a packet-in storm) held up OpenFlow, LLDP and the reconcilers")
     loop_lag_max_ms: float = Field(description="the same, since the controller started")
     lldp_rounds_held: int = Field(description="discovery rounds that kept the last nonce because they came late")
+
+
+class DriftOut(BaseModel):
+    dpid: str
+    desired: dict[str, int] = Field(description="vtap's flows, groups and meters the compile wants in the switch")
+    missing: int = Field(description="rules the switch lacks, or holds in another form")
+    extra: int = Field(description="rules of vtap's the switch holds that the compile does not want (leaked)")
+    examples: list[str] = Field(description="up to 20 of the rules that differ")
 
 
 STATIC = Path(__file__).parent / "static"
@@ -203,136 +218,218 @@ def _excerpt(value) -> str:
     return _shorten(repr(value), 80)
 
 
+async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+    """422 naming each field, quoting at most a short excerpt of what was sent."""
+    errors = [{"loc": list(e.get("loc", ())), "msg": _shorten(str(e.get("msg", "")), 300), "type": str(e.get("type", "")),
+               **({"input": _excerpt(e["input"])} if "input" in e else {})} for e in exc.errors()]
+    return JSONResponse({"detail": errors}, status_code=422)
+
+
+def _methods_of(routes: list, path: str) -> set[str]:
+    """The methods `path` has among `routes`, looking into included routers too (this
+    FastAPI keeps an included router as one entry, its routes as `effective_candidates`)."""
+    methods: set[str] = set()
+    for route in routes:
+        included = getattr(route, "effective_candidates", None)
+        for r in [route] if isinstance(route, APIRoute) else included() if callable(included) else ():
+            if r.path_regex.match(path):
+                methods |= set(r.methods or ())
+    return methods
+
+
+async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    """As FastAPI answers, but a 405 lists every method the path has (not only the
+    first route's), as `Allow` must."""
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405:
+        headers["Allow"] = ", ".join(sorted(_methods_of(request.app.routes, request.url.path)))
+    return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=headers)
+
+
+async def store_unavailable(request: Request, exc: StoreUnavailable) -> JSONResponse:
+    """503: the store (etcd) cannot take the write; nothing changed, reads go on."""
+    return JSONResponse({"detail": f"store unavailable, nothing was changed: {exc}; reads go on from this "
+                                   "instance's last copy of the store"}, status_code=503, headers={"Retry-After": "1"})
+
+
+class OwnRoutes:
+    """Routes declared at module level, as on a router, that `create_app` adds to the app
+    itself: an included router's routes are not in `app.routes` (FastAPI keeps the router
+    there), and `http_error` finds the methods a path has in `app.routes`."""
+
+    def __init__(self) -> None:
+        self.routes: list[tuple[str, Callable, dict[str, Any]]] = []
+
+    def route(self, method: str, path: str, **kwargs: Any) -> Callable:
+        def declare(handler: Callable) -> Callable:
+            self.routes.append((path, handler, {"methods": [method], **kwargs}))
+            return handler
+
+        return declare
+
+    def add_to(self, app: FastAPI) -> None:
+        for path, handler, kwargs in self.routes:
+            app.add_api_route(path, handler, **kwargs)
+
+
+own = OwnRoutes()
+
+
+@own.route("GET", "/api/v1/health", response_model=HealthOut,
+           responses={503: {"model": HealthOut, "description": "alive, but not ready (`not_ready` says why)"}})
+async def health(request: Request, response: Response, ctl: Ctl, tokens: AppTokens, heavy: Heavy) -> HealthOut:
+    """Liveness and readiness (HTTP 503 while not ready: a load balancer's or an
+    orchestrator's probe reads the status alone), and the view's size. No token needed,
+    so nothing here grows with the number of policies unless the caller shows a valid
+    token (`taps_by_status`)."""
+    known = False
+    if "authorization" in request.headers:
+        # A token shown here is checked, and a wrong one counted toward the address's
+        # throttle, as on every other route.
+        remote = remote_of(request)
+        scheme, _, secret = request.headers["authorization"].partition(" ")
+        known = scheme.lower() == "bearer" and tokens.principal(secret.strip()) is not None
+        if not known:
+            tokens.failed(remote)
+    by_status = await _count_states(ctl, heavy) if known else None
+    view = ctl.view()
+    not_ready = ctl.not_ready()
+    if not_ready:
+        response.status_code = 503
+    return HealthOut(
+        status="ok",
+        ready=not not_ready,
+        not_ready=not_ready,
+        role="standalone" if ctl.cluster is None else "leader" if ctl.leading else "follower",
+        store_reachable=ctl.store.reachable,
+        version=__version__,
+        uptime_s=round(time.time() - ctl.started_at, 3),
+        switches=len(view.devices),
+        switches_in_sync=sum(ctl.sync_state(d) == "in_sync" for d in view.devices),
+        links=len(view.links),
+        ports_unknown=len(view.unknown_ports),
+        hosts=len(view.hosts),
+        taps=len(ctl.taps),
+        taps_by_status=by_status,
+        packet_ins=ctl.packet_ins,
+        lldp_refused=ctl.lldp_refused(),
+        refused_connections=ctl.refused_connections,
+        conflicts=len(ctl.conflicts()),
+        loop_lag_ms=round(ctl.loop_lag.worst() * 1000, 1),
+        loop_lag_max_ms=round(ctl.loop_lag.worst_ever * 1000, 1),
+        lldp_rounds_held=ctl.lldp_rounds_held,
+    )
+
+
+@own.route("GET", "/api/v1/devices", response_model=list[DeviceOut], dependencies=[Depends(viewer)])
+async def devices(ctl: Ctl) -> list[DeviceOut]:
+    return devices_out(ctl.view(), ctl)
+
+
+@own.route("GET", "/api/v1/links", response_model=list[LinkOut], dependencies=[Depends(viewer)])
+async def links(ctl: Ctl) -> list[LinkOut]:
+    return links_out(ctl.view(), ctl)
+
+
+@own.route("GET", "/api/v1/hosts", response_model=list[HostOut], dependencies=[Depends(viewer)])
+async def hosts(ctl: Ctl) -> list[HostOut]:
+    return hosts_out(ctl.view())
+
+
+@own.route("GET", "/api/v1/conflicts", response_model=list[ConflictOut], dependencies=[Depends(viewer)])
+async def conflicts(ctl: Ctl) -> list[ConflictOut]:
+    """Claims on addresses that policies pin, held: the binding stays until the owner
+    is gone or an operator confirms the move."""
+    return [
+        ConflictOut(address=a, owner=c.claim.owner, claimant=c.claim.mac, dpid=dpid_str(c.claim.dpid), port=c.claim.port,
+                    since=_iso(c.since), reason=c.reason())
+        for a, c in sorted(ctl.conflicts().items())
+    ]
+
+
+@own.route("GET", "/api/v1/devices/{dpid}/drift", response_model=DriftOut, dependencies=[Depends(viewer)],
+           responses={404: {"description": "no switch with this datapath id is connected (to this leader)"}})
+async def drift(ctl: Ctl, dpid: str = PathParam(pattern=DPID_PATTERN, description="16 hex digits")) -> DriftOut:
+    """Read the switch's tables back now, over OpenFlow, and compare them with what the
+    compile wants there: what an operator asks when a switch is said to be in sync and
+    traffic says otherwise (and what the chaos soak checks after every round)."""
+    got = await ctl.drift(int(dpid, 16))
+    if got is None:
+        raise HTTPException(404, f"switch {dpid.lower()} is not connected to this instance as its master")
+    desired, change = got
+    missing = change.add_flows + change.modify_flows + change.add_groups + change.modify_groups + \
+        change.add_meters + change.modify_meters
+    extra = change.delete_flows + change.delete_groups + change.delete_meters
+    return DriftOut(dpid=dpid.lower(), desired={"flows": len(desired.flows), "groups": len(desired.groups),
+                                                "meters": len(desired.meters)},
+                    missing=len(missing), extra=len(extra),
+                    examples=[f"missing {r}" for r in missing[:10]] + [f"extra {r}" for r in extra[:10]])
+
+
+@own.route("DELETE", "/api/v1/devices/{dpid}/certificate", status_code=204, dependencies=[Depends(admin)],
+           responses={404: {"description": "no certificate is pinned for this datapath id"}})
+async def unpin(request: Request, ctl: Ctl,
+                dpid: str = PathParam(pattern=DPID_PATTERN, description="16 hex digits")) -> Response:
+    """Forget the certificate pinned for a datapath id (admin): its next TLS connection
+    pins anew. For a switch whose certificate really changed."""
+    request.state.audit_action, request.state.audit_target = "device.unpin", f"device:{dpid.lower()}"
+    request.state.audit_before = ctl.store.pin_of(int(dpid, 16))
+    try:
+        await ctl.store.delete_pin(int(dpid, 16))
+    except NotFound:
+        raise HTTPException(404, f"no certificate is pinned for datapath {dpid.lower()}") from None
+    return Response(status_code=204)
+
+
+@own.route("POST", "/api/v1/hosts/{mac}/confirm-move", response_model=ConfirmOut, dependencies=[Depends(admin)],
+           responses={404: {"description": "no held claim of this MAC"}})
+async def confirm_move(request: Request, ctl: Ctl,
+                       mac: str = PathParam(pattern=MAC_PATTERN, description="aa:bb:cc:dd:ee:ff")) -> ConfirmOut:
+    """Apply the held claims of `mac` (its move, or the addresses it claims) now (admin)."""
+    mac = normalize_mac(mac)
+    request.state.audit_action, request.state.audit_target = "host.confirm-move", f"host:{mac}"
+    request.state.audit_before = [c.reason() for c in ctl.conflicts().values() if c.claim.mac == mac]
+    applied = ctl.confirm_move(mac, request.state.actor)
+    if not applied:
+        raise HTTPException(404, f"no held claim of {mac}")
+    return ConfirmOut(mac=mac, applied=applied)
+
+
+@own.route("GET", "/api/v1/topology", response_model=TopologyOut, dependencies=[Depends(viewer)])
+async def topology(ctl: Ctl) -> TopologyOut:
+    view = ctl.view()
+    return TopologyOut(devices=devices_out(view, ctl), links=links_out(view, ctl), hosts=hosts_out(view))
+
+
+async def index() -> FileResponse:
+    return FileResponse(STATIC / "index.html")
+
+
+# In this order, after the app's own routes (`own`): the order of the OpenAPI document
+# and the order routes are matched in.
+ROUTERS = (metrics_router, taps_router, captures_router, access_router, events_router, cluster_router)
+
+
 def create_app(ctl: Controller, tokens: Tokens) -> FastAPI:
     app = FastAPI(title="vtap", version=__version__, description="A virtual TAP for software-defined networks.",
                   responses=ERRORS)
-    viewer = [Depends(require(tokens, Role.VIEWER))]
-    admin = [Depends(require(tokens, Role.ADMIN))]
-
-    heavy = HeavyWork()  # bulk bodies, listings, scrapes and counts of every policy: half the loop at most
-
-    @app.exception_handler(RequestValidationError)
-    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        """422 naming each field, quoting at most a short excerpt of what was sent."""
-        errors = [{"loc": list(e.get("loc", ())), "msg": _shorten(str(e.get("msg", "")), 300), "type": str(e.get("type", "")),
-                   **({"input": _excerpt(e["input"])} if "input" in e else {})} for e in exc.errors()]
-        return JSONResponse({"detail": errors}, status_code=422)
-
-    @app.exception_handler(StarletteHTTPException)
-    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        """As FastAPI answers, but a 405 lists every method the path has (not only the
-        first route's), as `Allow` must."""
-        headers = dict(exc.headers or {})
-        if exc.status_code == 405:
-            methods = {m for r in app.routes if isinstance(r, APIRoute) and r.path_regex.match(request.url.path) for m in r.methods}
-            headers["Allow"] = ", ".join(sorted(methods))
-        return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=headers)
-
-    @app.exception_handler(StoreUnavailable)
-    async def store_unavailable(request: Request, exc: StoreUnavailable) -> JSONResponse:
-        """503: the store (etcd) cannot take the write; nothing changed, reads go on."""
-        return JSONResponse({"detail": f"store unavailable, nothing was changed: {exc}; reads go on from this "
-                                       "instance's last copy of the store"}, status_code=503, headers={"Retry-After": "1"})
-
-    @app.get("/api/v1/health", response_model=HealthOut)
-    async def health(request: Request) -> HealthOut:
-        """Liveness and the view's size: no token needed, so nothing here grows with the
-        number of policies unless the caller shows a valid token (`taps_by_status`)."""
-        known = False
-        if "authorization" in request.headers:
-            # A token shown here is checked, and a wrong one counted toward the address's
-            # throttle, as on every other route.
-            remote = remote_of(request)
-            scheme, _, secret = request.headers["authorization"].partition(" ")
-            known = scheme.lower() == "bearer" and tokens.principal(secret.strip()) is not None
-            if not known:
-                tokens.failed(remote)
-        by_status = await _count_states(ctl, heavy) if known else None
-        view = ctl.view()
-        return HealthOut(
-            status="ok",
-            version=__version__,
-            uptime_s=round(time.time() - ctl.started_at, 3),
-            switches=len(view.devices),
-            switches_in_sync=sum(ctl.sync_state(d) == "in_sync" for d in view.devices),
-            links=len(view.links),
-            ports_unknown=len(view.unknown_ports),
-            hosts=len(view.hosts),
-            taps=len(ctl.taps),
-            taps_by_status=by_status,
-            packet_ins=ctl.packet_ins,
-            lldp_refused=ctl.lldp_refused(),
-            refused_connections=ctl.refused_connections,
-            conflicts=len(ctl.conflicts()),
-            loop_lag_ms=round(ctl.loop_lag.worst() * 1000, 1),
-            loop_lag_max_ms=round(ctl.loop_lag.worst_ever * 1000, 1),
-            lldp_rounds_held=ctl.lldp_rounds_held,
-        )
-
-    @app.get("/api/v1/devices", response_model=list[DeviceOut], dependencies=viewer)
-    async def devices() -> list[DeviceOut]:
-        return devices_out(ctl.view(), ctl)
-
-    @app.get("/api/v1/links", response_model=list[LinkOut], dependencies=viewer)
-    async def links() -> list[LinkOut]:
-        return links_out(ctl.view(), ctl)
-
-    @app.get("/api/v1/hosts", response_model=list[HostOut], dependencies=viewer)
-    async def hosts() -> list[HostOut]:
-        return hosts_out(ctl.view())
-
-    @app.get("/api/v1/conflicts", response_model=list[ConflictOut], dependencies=viewer)
-    async def conflicts() -> list[ConflictOut]:
-        """Claims on addresses that policies pin, held: the binding stays until the owner
-        is gone or an operator confirms the move."""
-        return [
-            ConflictOut(address=a, owner=c.claim.owner, claimant=c.claim.mac, dpid=dpid_str(c.claim.dpid), port=c.claim.port,
-                        since=_iso(c.since), reason=c.reason())
-            for a, c in sorted(ctl.conflicts().items())
-        ]
-
-    @app.delete("/api/v1/devices/{dpid}/certificate", status_code=204, dependencies=admin,
-                responses={404: {"description": "no certificate is pinned for this datapath id"}})
-    async def unpin(request: Request, dpid: str = PathParam(pattern=DPID_PATTERN, description="16 hex digits")) -> Response:
-        """Forget the certificate pinned for a datapath id (admin): its next TLS connection
-        pins anew. For a switch whose certificate really changed."""
-        request.state.audit_action, request.state.audit_target = "device.unpin", f"device:{dpid.lower()}"
-        request.state.audit_before = ctl.store.pin_of(int(dpid, 16))
-        try:
-            await ctl.store.delete_pin(int(dpid, 16))
-        except NotFound:
-            raise HTTPException(404, f"no certificate is pinned for datapath {dpid.lower()}") from None
-        return Response(status_code=204)
-
-    @app.post("/api/v1/hosts/{mac}/confirm-move", response_model=ConfirmOut, dependencies=admin,
-              responses={404: {"description": "no held claim of this MAC"}})
-    async def confirm_move(request: Request, mac: str = PathParam(pattern=MAC_PATTERN, description="aa:bb:cc:dd:ee:ff")) -> ConfirmOut:
-        """Apply the held claims of `mac` (its move, or the addresses it claims) now (admin)."""
-        mac = normalize_mac(mac)
-        request.state.audit_action, request.state.audit_target = "host.confirm-move", f"host:{mac}"
-        request.state.audit_before = [c.reason() for c in ctl.conflicts().values() if c.claim.mac == mac]
-        applied = ctl.confirm_move(mac, request.state.actor)
-        if not applied:
-            raise HTTPException(404, f"no held claim of {mac}")
-        return ConfirmOut(mac=mac, applied=applied)
-
-    @app.get("/api/v1/topology", response_model=TopologyOut, dependencies=viewer)
-    async def topology() -> TopologyOut:
-        view = ctl.view()
-        return TopologyOut(devices=devices_out(view, ctl), links=links_out(view, ctl), hosts=hosts_out(view))
-
-    registry = CollectorRegistry()
-    instrument(app, registry)
-    app.include_router(metrics_router(ctl, tokens, registry, heavy))
-    app.include_router(taps_router(ctl, tokens, heavy))
-    app.include_router(captures_router(ctl, tokens))
-    app.include_router(access_router(ctl.store, tokens))
-    app.include_router(events_router(ctl, tokens))
-    app.include_router(cluster_router(ctl, tokens))
-
-    @app.get("/", include_in_schema=False)
-    async def index() -> FileResponse:
-        return FileResponse(STATIC / "index.html")
-
-    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    share(app, ctl, tokens)
+    _handle_errors(app)
+    own.add_to(app)
+    instrument(app, app.state.registry)
+    for router in ROUTERS:
+        app.include_router(router)
+    _serve_ui(app)
     return app
+
+
+def _handle_errors(app: FastAPI) -> None:
+    app.add_exception_handler(RequestValidationError, invalid)
+    app.add_exception_handler(StarletteHTTPException, http_error)
+    app.add_exception_handler(StoreUnavailable, store_unavailable)
+
+
+def _serve_ui(app: FastAPI) -> None:
+    """The web UI: its page at `/`, its files under `/static` (no token: they hold no data)."""
+    app.add_api_route("/", index, include_in_schema=False)
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")

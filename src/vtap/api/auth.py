@@ -4,7 +4,7 @@ Tokens are random (256 bits), shown once when made and stored only as SHA-256 ha
 (a random secret needs no slow hash), revocable at once: each request looks its token
 up again. On first start `vtap serve` makes an admin token and writes it, mode 0600,
 to `<state-dir>/admin.token`. Every route but `GET /api/v1/health` (and the static
-page, the OpenAPI schema and its docs, which hold no data) depends on `require(role)`.
+page, the OpenAPI schema and its docs, which hold no data) depends on `vtap.api.deps.require(role)`.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
-from fastapi import Depends, HTTPException, Request
+from fastapi import HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from vtap.model.access import Role, Scope
@@ -116,26 +116,22 @@ def remote_of(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
 
-def require(tokens: Tokens, role: Role):
-    """A dependency: the request's principal, at least `role`; else 401, 403 or 429."""
-
-    async def dependency(request: Request, creds: HTTPAuthorizationCredentials | None = Depends(BEARER)) -> Principal:
-        remote = remote_of(request)
-        principal = tokens.principal(creds.credentials) if creds and creds.scheme.lower() == "bearer" else None
-        if principal is None and tokens.throttled(remote):
-            # Guessing is slowed down; a client with a valid token is never locked out by others' failures.
-            request.state.actor = "invalid token"
-            raise HTTPException(429, "too many failed authentications from this address; try again later",
-                                headers={"Retry-After": str(int(FAILURE_WINDOW_S))})
-        if principal is None:
-            tokens.failed(remote)
-            request.state.actor = "anonymous" if creds is None else "invalid token"
-            why = "a token is needed: Authorization: Bearer <token>" if creds is None else "the token is unknown, revoked or expired"
-            raise HTTPException(401, why, headers={"WWW-Authenticate": 'Bearer realm="vtap"'})
-        request.state.actor = principal.name
-        request.state.principal = principal
-        if not principal.role.may(role):
-            raise HTTPException(403, f"role {principal.role.value} may not do this: it needs {role.value}")
-        return principal
-
-    return dependency
+def authenticate(tokens: Tokens, request: Request, creds: HTTPAuthorizationCredentials | None, role: Role) -> Principal:
+    """The request's principal, at least `role`; else 401, 403 or 429 (`vtap.api.deps.require`)."""
+    remote = remote_of(request)
+    principal = tokens.principal(creds.credentials) if creds and creds.scheme.lower() == "bearer" else None
+    if principal is None and tokens.throttled(remote):
+        # Guessing is slowed down; a client with a valid token is never locked out by others' failures.
+        request.state.actor = "invalid token"
+        raise HTTPException(429, "too many failed authentications from this address; try again later",
+                            headers={"Retry-After": str(int(FAILURE_WINDOW_S))})
+    if principal is None:
+        tokens.failed(remote)
+        request.state.actor = "anonymous" if creds is None else "invalid token"
+        why = "a token is needed: Authorization: Bearer <token>" if creds is None else "the token is unknown, revoked or expired"
+        raise HTTPException(401, why, headers={"WWW-Authenticate": 'Bearer realm="vtap"'})
+    request.state.actor = principal.name
+    request.state.principal = principal
+    if not principal.role.may(role):
+        raise HTTPException(403, f"role {principal.role.value} may not do this: it needs {role.value}")
+    return principal

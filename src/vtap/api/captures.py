@@ -17,7 +17,8 @@ from fastapi import APIRouter, Depends, HTTPException, Path as PathParam, Reques
 from fastapi.responses import FileResponse
 from pydantic import BaseModel, Field
 
-from vtap.api.auth import Principal, Tokens, require
+from vtap.api.auth import Principal
+from vtap.api.deps import Ctl, operator, viewer
 from vtap.api.taps import check_scope
 from vtap.control.capture import CaptureJob, CaptureLimit
 from vtap.control.controller import Controller
@@ -72,66 +73,67 @@ def _audit(request: Request, action: str, target: str, after: dict | None = None
     request.state.audit_after = after
 
 
-def router(ctl: Controller, tokens: Tokens) -> APIRouter:
-    viewer = require(tokens, Role.VIEWER)
-    r = APIRouter(prefix="/api/v1/captures", tags=["captures"], dependencies=[Depends(viewer)])
-    operator = require(tokens, Role.OPERATOR)
+def _job(ctl: Controller, job_id: int, me: Principal) -> CaptureJob:
+    """The job, if it exists and the caller's scope holds its match (else 404, 403)."""
+    job = ctl.captures.jobs.get(job_id)
+    if job is None:
+        raise HTTPException(404, f"no capture job {job_id}")
+    bad = _outside(me, job)
+    if bad:
+        raise HTTPException(403, [{"loc": ["path", "job_id"], "msg": f"capture job {job_id} captures {field} outside "
+                                   f"your scope: {msg}", "type": "scope"} for field, msg in bad])
+    return job
 
-    def _job(job_id: int, me: Principal) -> CaptureJob:
-        """The job, if it exists and the caller's scope holds its match (else 404, 403)."""
-        job = ctl.captures.jobs.get(job_id)
-        if job is None:
-            raise HTTPException(404, f"no capture job {job_id}")
-        bad = _outside(me, job)
-        if bad:
-            raise HTTPException(403, [{"loc": ["path", "job_id"], "msg": f"capture job {job_id} captures {field} outside "
-                                       f"your scope: {msg}", "type": "scope"} for field, msg in bad])
-        return job
 
-    @r.post("", status_code=201, response_model=CaptureOut,
-            responses={404: {"description": "tap_id names no policy"}, 409: {"description": "too many jobs running"}})
-    async def start(spec: CaptureSpec, request: Request, me: Principal = Depends(operator)):
-        """Start capturing: the matching packets, where they enter the fabric, cut to
-        `snaplen`, until `count` packets or `duration_s` seconds."""
-        _audit(request, "capture.start", "capture", after=spec.model_dump(mode="json", exclude_none=True))
-        if spec.tap_id is not None and spec.tap_id not in ctl.taps:
-            raise HTTPException(404, f"tap_id: no TAP policy {spec.tap_id}")
-        check_scope(me, MatchSpec(**(ctl.taps[spec.tap_id].spec if spec.tap_id is not None else spec).match_fields()))
-        if not ctl.leading:
-            # Packets reach the master controller only: the job and its file live there.
-            leader = ctl.cluster.store.leader
-            where = ctl.cluster.store.members.get(leader[0], {}).get("api", leader[0]) if leader else "no leader yet"
-            raise HTTPException(409, f"capture jobs run on the cluster's leader ({where}): start it there")
-        try:
-            job = ctl.start_capture(spec, me.name)
-        except CaptureLimit as exc:
-            raise HTTPException(409, str(exc)) from None
-        request.state.audit_target = f"capture:{job.id}"
-        return _out(ctl, job)
+router = APIRouter(prefix="/api/v1/captures", tags=["captures"], dependencies=[Depends(viewer)])
 
-    @r.get("", response_model=list[CaptureOut])
-    async def list_jobs(me: Principal = Depends(viewer)):
-        """Every job (an operator's: those its scope holds)."""
-        return [_out(ctl, j) for j in sorted(ctl.captures.jobs.values(), key=lambda j: j.id) if not _outside(me, j)]
 
-    @r.get("/{job_id}", response_model=CaptureOut, responses={**NOT_FOUND, **OUT_OF_SCOPE})
-    async def show(job_id: JobId, me: Principal = Depends(viewer)):
-        return _out(ctl, _job(job_id, me))
+@router.post("", status_code=201, response_model=CaptureOut,
+             responses={404: {"description": "tap_id names no policy"}, 409: {"description": "too many jobs running"}})
+async def start(spec: CaptureSpec, request: Request, ctl: Ctl, me: Principal = Depends(operator)):
+    """Start capturing: the matching packets, where they enter the fabric, cut to
+    `snaplen`, until `count` packets or `duration_s` seconds."""
+    _audit(request, "capture.start", "capture", after=spec.model_dump(mode="json", exclude_none=True))
+    if spec.tap_id is not None and spec.tap_id not in ctl.taps:
+        raise HTTPException(404, f"tap_id: no TAP policy {spec.tap_id}")
+    check_scope(me, MatchSpec(**(ctl.taps[spec.tap_id].spec if spec.tap_id is not None else spec).match_fields()))
+    if not ctl.leading:
+        # Packets reach the master controller only: the job and its file live there.
+        leader = ctl.cluster.store.leader
+        where = ctl.cluster.store.members.get(leader[0], {}).get("api", leader[0]) if leader else "no leader yet"
+        raise HTTPException(409, f"capture jobs run on the cluster's leader ({where}): start it there")
+    try:
+        job = ctl.start_capture(spec, me.name)
+    except CaptureLimit as exc:
+        raise HTTPException(409, str(exc)) from None
+    request.state.audit_target = f"capture:{job.id}"
+    return _out(ctl, job)
 
-    @r.get("/{job_id}/pcapng", response_class=FileResponse,
-           responses={**NOT_FOUND, **OUT_OF_SCOPE, 200: {"content": {"application/x-pcapng": {}}}})
-    async def download(job_id: JobId, request: Request, me: Principal = Depends(operator)):
-        """The packets so far, as pcapng (Wireshark, tshark): one section, an interface per switch."""
-        _audit(request, "capture.download", f"capture:{job_id}")
-        job = _job(job_id, me)
-        return FileResponse(job.path, media_type="application/x-pcapng", filename=f"vtap-capture-{job.id}.pcapng")
 
-    @r.delete("/{job_id}", status_code=204, responses={**NOT_FOUND, **OUT_OF_SCOPE})
-    async def delete(job_id: JobId, request: Request, me: Principal = Depends(operator)):
-        """Stop the job if it runs, remove its rules and its file."""
-        _audit(request, "capture.delete", f"capture:{job_id}")
-        _job(job_id, me)
-        if not ctl.delete_capture(job_id):
-            raise HTTPException(404, f"no capture job {job_id}")
+@router.get("", response_model=list[CaptureOut])
+async def list_jobs(ctl: Ctl, me: Principal = Depends(viewer)):
+    """Every job (an operator's: those its scope holds)."""
+    return [_out(ctl, j) for j in sorted(ctl.captures.jobs.values(), key=lambda j: j.id) if not _outside(me, j)]
 
-    return r
+
+@router.get("/{job_id}", response_model=CaptureOut, responses={**NOT_FOUND, **OUT_OF_SCOPE})
+async def show(job_id: JobId, ctl: Ctl, me: Principal = Depends(viewer)):
+    return _out(ctl, _job(ctl, job_id, me))
+
+
+@router.get("/{job_id}/pcapng", response_class=FileResponse,
+            responses={**NOT_FOUND, **OUT_OF_SCOPE, 200: {"content": {"application/x-pcapng": {}}}})
+async def download(job_id: JobId, request: Request, ctl: Ctl, me: Principal = Depends(operator)):
+    """The packets so far, as pcapng (Wireshark, tshark): one section, an interface per switch."""
+    _audit(request, "capture.download", f"capture:{job_id}")
+    job = _job(ctl, job_id, me)
+    return FileResponse(job.path, media_type="application/x-pcapng", filename=f"vtap-capture-{job.id}.pcapng")
+
+
+@router.delete("/{job_id}", status_code=204, responses={**NOT_FOUND, **OUT_OF_SCOPE})
+async def delete(job_id: JobId, request: Request, ctl: Ctl, me: Principal = Depends(operator)):
+    """Stop the job if it runs, remove its rules and its file."""
+    _audit(request, "capture.delete", f"capture:{job_id}")
+    _job(ctl, job_id, me)
+    if not ctl.delete_capture(job_id):
+        raise HTTPException(404, f"no capture job {job_id}")

@@ -9,9 +9,7 @@ from typing import Literal
 from fastapi import APIRouter, Depends
 from pydantic import BaseModel
 
-from vtap.api.auth import Tokens, require
-from vtap.control.controller import Controller
-from vtap.model.access import Role
+from vtap.api.deps import Ctl, viewer
 from vtap.model.network import dpid_str
 
 
@@ -53,28 +51,26 @@ def _iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, timezone.utc).isoformat()
 
 
-def router(ctl: Controller, tokens: Tokens) -> APIRouter:
-    r = APIRouter(prefix="/api/v1", tags=["cluster"])
+router = APIRouter(prefix="/api/v1", tags=["cluster"])
 
-    @r.get("/cluster", response_model=ClusterOut, dependencies=[Depends(require(tokens, Role.VIEWER))])
-    async def cluster() -> ClusterOut:
-        dpids = sorted(ctl.datapaths)
-        c = ctl.cluster
-        if c is None:
-            return ClusterOut(mode="standalone", member=None, role="leader", since=_iso(ctl.started_at), leader=None,
-                              generation=0, store=repr(ctl.store), store_reachable=True, store_error=None,
-                              lease_ttl_s=None, members=[],
-                              switches=[SwitchRoleOut(dpid=dpid_str(d), role="equal") for d in dpids], history=[])
-        d = c.describe()
-        members = [MemberOut(id=m, api=info.get("api", ""), role="leader" if m == d["leader"] else "follower",
-                             since=_iso(info.get("since", 0.0)))
-                   for m, info in sorted(c.store.members.items())]
-        return ClusterOut(
-            mode="cluster", member=c.member_id, role=d["role"], since=_iso(d["since"]), leader=d["leader"],
-            generation=d["generation"], store=repr(c.store), store_reachable=c.store.reachable,
-            store_error=None if c.store.reachable else c.store.last_error, lease_ttl_s=c.ttl, members=members,
-            switches=[SwitchRoleOut(dpid=dpid_str(dp), role=ctl.roles.get(dp, "pending")) for dp in dpids],
-            history=[RoleChangeOut(time=_iso(h["time"]), role=h["role"], why=h["why"]) for h in d["history"]],
-        )
 
-    return r
+@router.get("/cluster", response_model=ClusterOut, dependencies=[Depends(viewer)])
+async def cluster(ctl: Ctl) -> ClusterOut:
+    dpids = sorted(ctl.datapaths)
+    c = ctl.cluster
+    if c is None:
+        return ClusterOut(mode="standalone", member=None, role="leader", since=_iso(ctl.started_at), leader=None,
+                          generation=0, store=repr(ctl.store), store_reachable=True, store_error=None,
+                          lease_ttl_s=None, members=[],
+                          switches=[SwitchRoleOut(dpid=dpid_str(d), role="equal") for d in dpids], history=[])
+    d = c.describe()
+    members = [MemberOut(id=m, api=info.get("api", ""), role="leader" if m == d["leader"] else "follower",
+                         since=_iso(info.get("since", 0.0)))
+               for m, info in sorted(c.store.members.items())]
+    return ClusterOut(
+        mode="cluster", member=c.member_id, role=d["role"], since=_iso(d["since"]), leader=d["leader"],
+        generation=d["generation"], store=repr(c.store), store_reachable=c.store.reachable,
+        store_error=None if c.store.reachable else c.store.last_error, lease_ttl_s=c.ttl, members=members,
+        switches=[SwitchRoleOut(dpid=dpid_str(dp), role=ctl.roles.get(dp, "pending")) for dp in dpids],
+        history=[RoleChangeOut(time=_iso(h["time"]), role=h["role"], why=h["why"]) for h in d["history"]],
+    )

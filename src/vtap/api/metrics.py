@@ -17,10 +17,9 @@ from fastapi.responses import StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-from vtap.api.auth import Tokens, require
+from vtap.api.deps import Ctl, Heavy, Registry, viewer
 from vtap.api.pacing import HeavyWork
 from vtap.control.controller import Controller
-from vtap.model.access import Role
 from vtap.model.network import dpid_str
 from vtap.model.state import PolicyState, SyncState
 
@@ -155,22 +154,20 @@ def instrument(app: FastAPI, registry: CollectorRegistry) -> None:
         return response
 
 
-def router(ctl: Controller, tokens: Tokens, registry: CollectorRegistry, heavy: HeavyWork) -> APIRouter:
-    r = APIRouter(tags=["metrics"])
+router = APIRouter(tags=["metrics"])
 
-    @r.get("/metrics", dependencies=[Depends(require(tokens, Role.VIEWER))], response_class=Response,
-           responses={200: {"content": {CONTENT_TYPE_LATEST: {}}, "description": "Prometheus text format"}})
-    async def metrics() -> Response:
-        """Prometheus metrics (viewer token); the per-policy families written in slices."""
-        counters = await ctl.tap_counters()
-        snapshot = CollectorRegistry()
-        snapshot.register(_Snapshot(ctl))
 
-        async def body():
-            yield generate_latest(registry) + generate_latest(snapshot)
-            async for chunk in _per_policy(ctl, counters, heavy):
-                yield chunk
+@router.get("/metrics", dependencies=[Depends(viewer)], response_class=Response,
+            responses={200: {"content": {CONTENT_TYPE_LATEST: {}}, "description": "Prometheus text format"}})
+async def metrics(ctl: Ctl, registry: Registry, heavy: Heavy) -> Response:
+    """Prometheus metrics (viewer token); the per-policy families written in slices."""
+    counters = await ctl.tap_counters()
+    snapshot = CollectorRegistry()
+    snapshot.register(_Snapshot(ctl))
 
-        return StreamingResponse(body(), media_type=CONTENT_TYPE_LATEST)
+    async def body():
+        yield generate_latest(registry) + generate_latest(snapshot)
+        async for chunk in _per_policy(ctl, counters, heavy):
+            yield chunk
 
-    return r
+    return StreamingResponse(body(), media_type=CONTENT_TYPE_LATEST)

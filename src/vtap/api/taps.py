@@ -12,7 +12,6 @@ read in slices (`api/bulk.py`), so the loop keeps answering the switches meanwhi
 
 from __future__ import annotations
 
-import asyncio
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
@@ -20,9 +19,9 @@ from fastapi.responses import StreamingResponse
 from fastapi import Path as PathParam
 from pydantic import BaseModel, Field
 
-from vtap.api.auth import Principal, Tokens, require
+from vtap.api.auth import Principal
 from vtap.api.bulk import BAD_BODY, SPECS_BODY, read_specs
-from vtap.api.pacing import HeavyWork
+from vtap.api.deps import BulkTurn, Ctl, Heavy, operator, viewer
 from vtap.control.controller import Controller
 from vtap.model.access import Role, Scope, scope_violations
 from vtap.model.network import dpid_str
@@ -195,159 +194,167 @@ LIST_SLICE = 500  # policies a listing writes out before it lets the loop serve 
 TapId = Annotated[int, PathParam(ge=1, le=2**63 - 1, description="the policy's id")]
 
 
-def router(ctl: Controller, tokens: Tokens, heavy: HeavyWork) -> APIRouter:
-    r = APIRouter(prefix="/api/v1/taps", tags=["taps"], dependencies=[Depends(require(tokens, Role.VIEWER))])
-    operator = require(tokens, Role.OPERATOR)
-    bulk_turn = asyncio.Lock()  # one bulk body parsed and applied at a time (api/bulk.py)
+router = APIRouter(prefix="/api/v1/taps", tags=["taps"], dependencies=[Depends(viewer)])
 
-    @r.post("", status_code=201, response_model=TapOut | DryRunOut,
-            responses={200: {"description": "dry run: what it would install", "model": DryRunOut},
-                       409: {"description": "the name is taken"}})
-    async def create(spec: TapSpec, response: Response, request: Request, me: Principal = Depends(operator),
-                     dry_run: bool = Query(False, description="compile only: return the rules it would install")):
-        _audit(request, "tap.dry-run" if dry_run else "tap.create", f"tap:{spec.name}", after=spec)
-        check_scope(me, spec)
-        if dry_run:
-            state, rules = ctl.dry_run(spec)
-            response.status_code = 200
-            return DryRunOut(dry_run=True, policy=spec, status=state.state, status_reason=state.reason, switches=_rules(rules))
-        try:
-            tap = await ctl.add_tap(spec)
-        except NameTaken:
-            raise HTTPException(409, f"name: a TAP policy named {spec.name!r} already exists") from None
-        request.state.audit_target = f"tap:{tap.id}"
-        return _out(ctl, tap)
 
-    @r.put("", response_model=ApplyOut, responses={409: {"description": "a name is declared twice"}, 422: BAD_BODY},
-           openapi_extra=SPECS_BODY)
-    async def apply(request: Request, me: Principal = Depends(operator),
-                    prune: bool = Query(False, description="delete stored policies the set leaves out"),
-                    dry_run: bool = Query(False, description="say what would change and the rules; change nothing")):
-        """Declarative: make the stored policies equal to this set, by name, in one
-        transaction and one recompile (one bundle per switch). The set is validated whole
-        first: one bad policy is a 422 naming its index and field, and nothing changes."""
-        request.state.audit_action, request.state.audit_target = "tap.apply" + (" (dry run)" if dry_run else ""), "taps"
-        async with bulk_turn:
-            return await _apply(await read_specs(request, heavy), request, me, prune, dry_run)
+@router.post("", status_code=201, response_model=TapOut | DryRunOut,
+             responses={200: {"description": "dry run: what it would install", "model": DryRunOut},
+                        409: {"description": "the name is taken"}})
+async def create(spec: TapSpec, response: Response, request: Request, ctl: Ctl, me: Principal = Depends(operator),
+                 dry_run: bool = Query(False, description="compile only: return the rules it would install")):
+    _audit(request, "tap.dry-run" if dry_run else "tap.create", f"tap:{spec.name}", after=spec)
+    check_scope(me, spec)
+    if dry_run:
+        state, rules = ctl.dry_run(spec)
+        response.status_code = 200
+        return DryRunOut(dry_run=True, policy=spec, status=state.state, status_reason=state.reason, switches=_rules(rules))
+    try:
+        tap = await ctl.add_tap(spec)
+    except NameTaken:
+        raise HTTPException(409, f"name: a TAP policy named {spec.name!r} already exists") from None
+    request.state.audit_target = f"tap:{tap.id}"
+    return _out(ctl, tap)
 
-    async def _apply(specs: list[TapSpec], request: Request, me: Principal, prune: bool, dry_run: bool) -> ApplyOut:
-        _check_names(specs)
-        _check_scope_each(me, specs)
-        plan, rules = ctl.plan_apply(specs, prune=prune, dry_run=dry_run)
-        for tap in plan.removed + [before for before, _ in plan.changed]:
-            check_scope(me, tap.spec)
-        switches = []
-        if dry_run:
-            switches = _rules({dpid: SwitchRules(r.flows, r.groups) for dpid, r in rules.items()})
-        else:
-            plan = await ctl.apply_taps(specs, prune=prune)
-            request.state.audit_each = (
-                [_each("tap.create", t, None, t.spec) for t in plan.added]
-                + [_each("tap.update", a, b.spec, a.spec) for b, a in plan.changed]
-                + [_each("tap.delete", t, t.spec, None) for t in plan.removed])
-        out = ApplyOut(dry_run=dry_run, added=[t.spec.name for t in plan.added], changed=[a.spec.name for _, a in plan.changed],
-                       removed=[t.spec.name for t in plan.removed], unchanged=len(plan.unchanged), switches=switches)
-        request.state.audit_after = out.model_dump(mode="json", exclude={"switches"})
-        return out
 
-    @r.post(":batch", status_code=201, response_model=list[TapOut], openapi_extra=SPECS_BODY,
-            responses={409: {"description": "a name is taken or declared twice"}, 422: BAD_BODY})
-    async def create_many(request: Request, me: Principal = Depends(operator)):
-        """Create many policies at once: all or none, one transaction, one recompile."""
-        request.state.audit_action, request.state.audit_target = "tap.create-batch", "taps"
-        async with bulk_turn:
-            return await _create_many(await read_specs(request, heavy), request, me)
+@router.put("", response_model=ApplyOut, responses={409: {"description": "a name is declared twice"}, 422: BAD_BODY},
+            openapi_extra=SPECS_BODY)
+async def apply(request: Request, ctl: Ctl, heavy: Heavy, bulk_turn: BulkTurn, me: Principal = Depends(operator),
+                prune: bool = Query(False, description="delete stored policies the set leaves out"),
+                dry_run: bool = Query(False, description="say what would change and the rules; change nothing")):
+    """Declarative: make the stored policies equal to this set, by name, in one
+    transaction and one recompile (one bundle per switch). The set is validated whole
+    first: one bad policy is a 422 naming its index and field, and nothing changes."""
+    request.state.audit_action, request.state.audit_target = "tap.apply" + (" (dry run)" if dry_run else ""), "taps"
+    async with bulk_turn:
+        return await _apply(ctl, await read_specs(request, heavy), request, me, prune, dry_run)
 
-    async def _create_many(specs: list[TapSpec], request: Request, me: Principal) -> list[TapOut]:
-        _check_names(specs)
-        _check_scope_each(me, specs)
-        plan, _ = ctl.plan_apply(specs, prune=False, dry_run=False)
-        taken = [before.spec.name for before, _ in plan.changed] + [t.spec.name for t in plan.unchanged]
-        if taken:
-            raise HTTPException(409, f"name: already taken: {', '.join(taken)}")
-        done = await ctl.apply_taps(specs, prune=False)
-        request.state.audit_after = [t.spec.name for t in done.added]
-        request.state.audit_each = [_each("tap.create", t, None, t.spec) for t in done.added]
-        return [_out(ctl, t) for t in done.added]
 
-    @r.get("", response_model=list[TapOut])
-    async def list_taps():
-        """Every policy with its status, written out `LIST_SLICE` at a time, each slice
-        heavy work (`api/pacing.py`): a listing of 100,000 policies holds OpenFlow, LLDP
-        and the reconcilers up for one slice at most, not for all of it. A policy deleted
-        while the listing runs is left out."""
-        syncs = ctl.switch_syncs()
-        ids = sorted(ctl.taps)
+async def _apply(ctl: Controller, specs: list[TapSpec], request: Request, me: Principal, prune: bool,
+                 dry_run: bool) -> ApplyOut:
+    _check_names(specs)
+    _check_scope_each(me, specs)
+    plan, rules = ctl.plan_apply(specs, prune=prune, dry_run=dry_run)
+    for tap in plan.removed + [before for before, _ in plan.changed]:
+        check_scope(me, tap.spec)
+    switches = []
+    if dry_run:
+        switches = _rules({dpid: SwitchRules(r.flows, r.groups) for dpid, r in rules.items()})
+    else:
+        plan = await ctl.apply_taps(specs, prune=prune)
+        request.state.audit_each = (
+            [_each("tap.create", t, None, t.spec) for t in plan.added]
+            + [_each("tap.update", a, b.spec, a.spec) for b, a in plan.changed]
+            + [_each("tap.delete", t, t.spec, None) for t in plan.removed])
+    out = ApplyOut(dry_run=dry_run, added=[t.spec.name for t in plan.added], changed=[a.spec.name for _, a in plan.changed],
+                   removed=[t.spec.name for t in plan.removed], unchanged=len(plan.unchanged), switches=switches)
+    request.state.audit_after = out.model_dump(mode="json", exclude={"switches"})
+    return out
 
-        async def body():
-            yield b"["
-            first = True
-            for start in range(0, len(ids), LIST_SLICE):
-                async with heavy.slice():
-                    rows = [_out(ctl, ctl.taps[i], syncs).model_dump_json().encode() for i in ids[start:start + LIST_SLICE]
-                            if i in ctl.taps]
-                if rows:
-                    yield (b"" if first else b",") + b",".join(rows)
-                    first = False
-            yield b"]"
 
-        return StreamingResponse(body(), media_type="application/json")
+@router.post(":batch", status_code=201, response_model=list[TapOut], openapi_extra=SPECS_BODY,
+             responses={409: {"description": "a name is taken or declared twice"}, 422: BAD_BODY})
+async def create_many(request: Request, ctl: Ctl, heavy: Heavy, bulk_turn: BulkTurn, me: Principal = Depends(operator)):
+    """Create many policies at once: all or none, one transaction, one recompile."""
+    request.state.audit_action, request.state.audit_target = "tap.create-batch", "taps"
+    async with bulk_turn:
+        return await _create_many(ctl, await read_specs(request, heavy), request, me)
 
-    @r.get("/{tap_id}", response_model=TapOut, responses=NOT_FOUND)
-    async def show(tap_id: TapId):
-        return _out(ctl, _get(ctl, tap_id))
 
-    @r.put("/{tap_id}", response_model=TapOut, responses={**NOT_FOUND, 409: {"description": "the name is taken"}})
-    async def update(tap_id: TapId, spec: TapSpec, request: Request, me: Principal = Depends(operator)):
-        """Replace the policy; an operator's scope must hold both the policy as stored and as asked."""
-        _audit(request, "tap.update", f"tap:{tap_id}", ctl.taps.get(tap_id), spec)
-        old = _get(ctl, tap_id)
-        check_scope(me, old.spec)
-        check_scope(me, spec)
-        try:
-            tap = await ctl.update_tap(tap_id, spec)
-        except NameTaken:
-            raise HTTPException(409, f"name: a TAP policy named {spec.name!r} already exists") from None
-        except NotFound:
-            raise HTTPException(404, f"no TAP policy with id {tap_id}") from None
-        return _out(ctl, tap)
+async def _create_many(ctl: Controller, specs: list[TapSpec], request: Request, me: Principal) -> list[TapOut]:
+    _check_names(specs)
+    _check_scope_each(me, specs)
+    plan, _ = ctl.plan_apply(specs, prune=False, dry_run=False)
+    taken = [before.spec.name for before, _ in plan.changed] + [t.spec.name for t in plan.unchanged]
+    if taken:
+        raise HTTPException(409, f"name: already taken: {', '.join(taken)}")
+    done = await ctl.apply_taps(specs, prune=False)
+    request.state.audit_after = [t.spec.name for t in done.added]
+    request.state.audit_each = [_each("tap.create", t, None, t.spec) for t in done.added]
+    return [_out(ctl, t) for t in done.added]
 
-    @r.delete("/{tap_id}", status_code=204, responses=NOT_FOUND)
-    async def delete(tap_id: TapId, request: Request, me: Principal = Depends(operator)):
-        _audit(request, "tap.delete", f"tap:{tap_id}", ctl.taps.get(tap_id))
-        check_scope(me, _get(ctl, tap_id).spec)
-        try:
-            await ctl.delete_tap(tap_id)
-        except NotFound:
-            raise HTTPException(404, f"no TAP policy with id {tap_id}") from None
-        return Response(status_code=204)
 
-    @r.get("/{tap_id}/rules", response_model=TapRulesOut, responses=NOT_FOUND)
-    async def rules(tap_id: TapId):
-        _get(ctl, tap_id)
-        return TapRulesOut(id=tap_id, switches=_rules(ctl.tap_rules(tap_id)))
+@router.get("", response_model=list[TapOut])
+async def list_taps(ctl: Ctl, heavy: Heavy):
+    """Every policy with its status, written out `LIST_SLICE` at a time, each slice
+    heavy work (`api/pacing.py`): a listing of 100,000 policies holds OpenFlow, LLDP
+    and the reconcilers up for one slice at most, not for all of it. A policy deleted
+    while the listing runs is left out."""
+    syncs = ctl.switch_syncs()
+    ids = sorted(ctl.taps)
 
-    @r.get("/{tap_id}/stats", response_model=TapStatsOut, responses=NOT_FOUND)
-    async def stats(tap_id: TapId):
-        _get(ctl, tap_id)
-        counters = (await ctl.tap_counters()).get(tap_id, {"packets": 0, "bytes": 0, "copies": 0, "dropped": 0})
-        macs = ctl.monitors_of(tap_id)
-        return TapStatsOut(id=tap_id, packets=counters["packets"], bytes=counters["bytes"], copies=counters["copies"],
-                           copies_dropped_by_rate_limit=counters["dropped"], delivery=_delivery(ctl, tap_id),
-                           deliveries=[d for d in (_delivery(ctl, tap_id, m) for m in macs) if d is not None])
+    async def body():
+        yield b"["
+        first = True
+        for start in range(0, len(ids), LIST_SLICE):
+            async with heavy.slice():
+                rows = [_out(ctl, ctl.taps[i], syncs).model_dump_json().encode() for i in ids[start:start + LIST_SLICE]
+                        if i in ctl.taps]
+            if rows:
+                yield (b"" if first else b",") + b",".join(rows)
+                first = False
+        yield b"]"
 
-    @r.get("/{tap_id}/paths", response_model=TapPathsOut, responses=NOT_FOUND)
-    async def paths(tap_id: TapId):
-        """Where the policy sits: the tapped flow's path, tap points, the copies' paths."""
-        _get(ctl, tap_id)
-        p = ctl.tap_paths(tap_id)
-        return TapPathsOut(
-            id=tap_id,
-            flows=[FlowPathOut(hosts=f["hosts"], switches=[dpid_str(d) for d in f["switches"]]) for f in p["flows"]],
-            tap_points=[dpid_str(d) for d in p["tap_points"]],
-            copies=[CopyPathOut(switches=[dpid_str(d) for d in c["switches"]], monitor=c["monitor"]) for c in p["copies"]],
-            monitor=p["monitor"],
-            monitors=p["monitors"],
-        )
+    return StreamingResponse(body(), media_type="application/json")
 
-    return r
+
+@router.get("/{tap_id}", response_model=TapOut, responses=NOT_FOUND)
+async def show(tap_id: TapId, ctl: Ctl):
+    return _out(ctl, _get(ctl, tap_id))
+
+
+@router.put("/{tap_id}", response_model=TapOut, responses={**NOT_FOUND, 409: {"description": "the name is taken"}})
+async def update(tap_id: TapId, spec: TapSpec, request: Request, ctl: Ctl, me: Principal = Depends(operator)):
+    """Replace the policy; an operator's scope must hold both the policy as stored and as asked."""
+    _audit(request, "tap.update", f"tap:{tap_id}", ctl.taps.get(tap_id), spec)
+    old = _get(ctl, tap_id)
+    check_scope(me, old.spec)
+    check_scope(me, spec)
+    try:
+        tap = await ctl.update_tap(tap_id, spec)
+    except NameTaken:
+        raise HTTPException(409, f"name: a TAP policy named {spec.name!r} already exists") from None
+    except NotFound:
+        raise HTTPException(404, f"no TAP policy with id {tap_id}") from None
+    return _out(ctl, tap)
+
+
+@router.delete("/{tap_id}", status_code=204, responses=NOT_FOUND)
+async def delete(tap_id: TapId, request: Request, ctl: Ctl, me: Principal = Depends(operator)):
+    _audit(request, "tap.delete", f"tap:{tap_id}", ctl.taps.get(tap_id))
+    check_scope(me, _get(ctl, tap_id).spec)
+    try:
+        await ctl.delete_tap(tap_id)
+    except NotFound:
+        raise HTTPException(404, f"no TAP policy with id {tap_id}") from None
+    return Response(status_code=204)
+
+
+@router.get("/{tap_id}/rules", response_model=TapRulesOut, responses=NOT_FOUND)
+async def rules(tap_id: TapId, ctl: Ctl):
+    _get(ctl, tap_id)
+    return TapRulesOut(id=tap_id, switches=_rules(ctl.tap_rules(tap_id)))
+
+
+@router.get("/{tap_id}/stats", response_model=TapStatsOut, responses=NOT_FOUND)
+async def stats(tap_id: TapId, ctl: Ctl):
+    _get(ctl, tap_id)
+    counters = (await ctl.tap_counters()).get(tap_id, {"packets": 0, "bytes": 0, "copies": 0, "dropped": 0})
+    macs = ctl.monitors_of(tap_id)
+    return TapStatsOut(id=tap_id, packets=counters["packets"], bytes=counters["bytes"], copies=counters["copies"],
+                       copies_dropped_by_rate_limit=counters["dropped"], delivery=_delivery(ctl, tap_id),
+                       deliveries=[d for d in (_delivery(ctl, tap_id, m) for m in macs) if d is not None])
+
+
+@router.get("/{tap_id}/paths", response_model=TapPathsOut, responses=NOT_FOUND)
+async def paths(tap_id: TapId, ctl: Ctl):
+    """Where the policy sits: the tapped flow's path, tap points, the copies' paths."""
+    _get(ctl, tap_id)
+    p = ctl.tap_paths(tap_id)
+    return TapPathsOut(
+        id=tap_id,
+        flows=[FlowPathOut(hosts=f["hosts"], switches=[dpid_str(d) for d in f["switches"]]) for f in p["flows"]],
+        tap_points=[dpid_str(d) for d in p["tap_points"]],
+        copies=[CopyPathOut(switches=[dpid_str(d) for d in c["switches"]], monitor=c["monitor"]) for c in p["copies"]],
+        monitor=p["monitor"],
+        monitors=p["monitors"],
+    )

@@ -19,6 +19,7 @@ from vtap.compile.pipeline import (
 from vtap.control.core import Conflict
 from vtap.control.delivery import MonitorDelivery
 from vtap.control.polling import meter_drops
+from vtap.control.reconciler import RuleDiff, diff, read_installed
 from vtap.model.network import Link
 from vtap.model.policy import Tap, PolicyPlan, TapSpec
 from vtap.model.rules import SwitchRules
@@ -62,6 +63,39 @@ class Reads:
                 return PolicyStatus(PolicyState.PENDING, f"setting up the tunnel to {spec.monitor_ip} on switch {waiting[0]:016x}",
                                  st.switches)
         return st
+
+    async def drift(self, dpid: int) -> tuple[SwitchRules, RuleDiff] | None:
+        """What a switch should hold, and what it would take to get there from what a
+        fresh read-back finds in it now (empty once it holds exactly the compile): the
+        check an operator, or the chaos soak, makes of the reconciler's word. None for a
+        switch not connected."""
+        rec = self.reconcilers.get(dpid)
+        if rec is None:
+            return None
+        desired = rec.desired
+        return desired, diff(desired, await read_installed(rec.dp))
+
+    def not_ready(self) -> list[str]:
+        """Why this instance should not be sent work now (empty: ready): the store away,
+        no leader elected, a start still gathering its switches, or (where it leads) a
+        switch not in sync or ports whose role discovery has not proven. Proportional to
+        the switches, never to the policies: health probes ask it every few seconds."""
+        reasons = []
+        if not self.store.reachable:
+            reasons.append(f"the store does not answer: {self.store.last_error}")
+        if self.cluster is not None and self.cluster.store.leader is None:
+            reasons.append("no leader elected")
+        if self._gather_until:
+            reasons.append("starting: waiting for the switches it knew before compiling")
+        if self.leading:
+            view = self.view()
+            behind = {d: self.sync_state(d) for d in sorted(view.devices) if self.sync_state(d) != SyncState.IN_SYNC}
+            if behind:
+                dpid, state = next(iter(behind.items()))
+                reasons.append(f"{len(behind)} of {len(view.devices)} switches not in sync (switch {dpid:016x}: {state})")
+            if view.unknown_ports:
+                reasons.append(f"{len(view.unknown_ports)} ports whose role (link or edge) is not known yet")
+        return reasons
 
     def tap_paths(self, tap_id: int) -> dict[str, Any]:
         return self.core.tap_paths(tap_id)

@@ -82,7 +82,8 @@ def build_net(topo: VtapTopo, controller_host: str, controller_port: int | list[
         # only held an address and a port.
         net.start()
         order = rng.sample(net.switches, len(net.switches)) if rng is not None else net.switches
-        net.join_order = _attach(order, targets, rng)
+        net.controller_targets = targets
+        net.join_order = attach(order, targets, rng)
     except BaseException:
         stop_chatter(net.chatter)
         net.stop()
@@ -113,7 +114,7 @@ def _join_rng(join: str | None) -> random.Random | None:
     return random.Random(int(seed))
 
 
-def _attach(switches: list[OVSSwitch], targets: list[str], rng: random.Random | None) -> list[str]:
+def attach(switches: list[OVSSwitch], targets: list[str], rng: random.Random | None) -> list[str]:
     """Give each switch its controllers, all in one transaction, or (with `rng`) one
     switch at a time with random gaps; the switches' names in that order. A switch that
     lost its controller retries every second (`max_backoff`), not after up to 8 s (OVS's

@@ -68,7 +68,8 @@ class ControllerProcess:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and self.proc.poll() is None:
             try:
-                if httpx.get(f"{self.api}/api/v1/health", timeout=1, verify=verify).status_code == 200:
+                # Alive: health answers 200 when ready, 503 (with the same body) when not yet.
+                if httpx.get(f"{self.api}/api/v1/health", timeout=1, verify=verify).status_code in (200, 503):
                     # The admin token `vtap serve` wrote on its first start.
                     self.token = token or (Path(self.state_dir) / "admin.token").read_text().strip()
                     self.http = httpx.Client(base_url=self.api, headers={"authorization": f"Bearer {self.token}"}, timeout=30,
@@ -88,6 +89,9 @@ class ControllerProcess:
             return self.proc.wait()
 
     def get(self, path: str):
+        """The JSON of a GET; an error status raises, but for health's 503 ("alive, not
+        ready"), whose body is what a caller waiting for the network reads."""
         resp = self.http.get(path)
-        resp.raise_for_status()
+        if not (resp.status_code == 503 and path.startswith("/api/v1/health")):
+            resp.raise_for_status()
         return resp.json()

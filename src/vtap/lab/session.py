@@ -42,7 +42,7 @@ class LabSession:
         self.etcd = EtcdCluster(etcd_members, self.workdir / "etcd") if cluster else None
         if cluster:
             self.ctls = [ControllerProcess(self.workdir / f"state-c{i}", self.workdir / f"controller-c{i}.log",
-                                           args + ("--store", self.etcd.url, "--member-id", f"c{i}"))
+                                           args + self.etcd.serve_args() + ("--member-id", f"c{i}"))
                          for i in range(cluster)]
         else:
             self.ctls = [ControllerProcess(self.workdir / "state", self.workdir / "controller.log", args)]

@@ -25,6 +25,8 @@ from vtap.model.policy import Tap, PolicyPlan, TapSpec
 
 class PolicyStore(Protocol):
     state_dir: Path  # this instance's local files (the admin token, captures), whichever the store
+    reachable: bool  # whether the store answered its last call (SQLite: always; etcd: probed every second)
+    last_error: str  # why it did not, when it did not
 
     def __repr__(self) -> str:
         """Where the store is, for GET /api/v1/cluster: the database file, or etcd://HOST:PORT[,...]."""

@@ -30,7 +30,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
-from urllib.parse import urlsplit
 
 import aetcd
 import grpc
@@ -39,6 +38,7 @@ from aetcd import rpc
 from vtap.model import audit
 from vtap.model.network import Host, Link
 from vtap.model.policy import Tap, PolicyPlan, TapSpec, plan_changes
+from vtap.store.etcd_client import EtcdClient, EtcdTLS, create_is, delete_op, is_tls, mod_is, parse_endpoints, put_op
 from vtap.store.errors import NameTaken, NotFound, StoreUnavailable
 
 log = logging.getLogger(__name__)
@@ -63,36 +63,6 @@ class KeyChange:
     revision: int
 
 
-def parse_endpoints(url: str) -> list[tuple[str, int]]:
-    """`etcd://HOST:PORT[,HOST:PORT...]` -> [(host, port), ...]; ValueError naming what is wrong."""
-    parts = urlsplit(url)
-    if parts.scheme != "etcd":
-        raise ValueError(f"{url!r}: expected etcd://HOST:PORT[,HOST:PORT...]")
-    endpoints = []
-    for item in parts.netloc.split(","):
-        host, sep, port = item.rpartition(":")
-        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-            raise ValueError(f"{url!r}: {item!r} is not HOST:PORT")
-        endpoints.append((host.strip("[]"), int(port)))
-    return endpoints
-
-
-def _put(key: bytes, value: bytes, lease: int = 0) -> Any:
-    return rpc.RequestOp(request_put=rpc.PutRequest(key=key, value=value, lease=lease))
-
-
-def _delete(key: bytes) -> Any:
-    return rpc.RequestOp(request_delete_range=rpc.DeleteRangeRequest(key=key))
-
-
-def _mod_is(key: bytes, revision: int) -> Any:
-    return rpc.Compare(result=rpc.Compare.EQUAL, target=rpc.Compare.MOD, key=key, mod_revision=revision)
-
-
-def _create_is(key: bytes, revision: int) -> Any:
-    return rpc.Compare(result=rpc.Compare.EQUAL, target=rpc.Compare.CREATE, key=key, create_revision=revision)
-
-
 def _keep(mapping: dict, key: str, value: Any) -> None:
     """Hold `value` under `key`, or forget the key when the value is gone (None)."""
     if value is None:
@@ -107,8 +77,9 @@ def _dumps(value: Any) -> bytes:
 
 class EtcdStore:
     def __init__(self, endpoints: list[tuple[str, int]], state_dir: str | Path, *, prefix: str = PREFIX,
-                 timeout: float = TIMEOUT_S):
+                 timeout: float = TIMEOUT_S, tls: EtcdTLS | None = None):
         self.endpoints = endpoints
+        self.tls = tls
         self.state_dir = Path(state_dir)  # local files only: the admin token, capture files
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.prefix = prefix
@@ -136,8 +107,19 @@ class EtcdStore:
         self._tasks: list[asyncio.Task] = []
         self._watch_task: asyncio.Task | None = None
 
+    @classmethod
+    def from_url(cls, url: str, state_dir: str | Path, tls_files: tuple = (None, None, None), **kw: Any) -> EtcdStore:
+        """The store `--store URL` names: `etcds://` with `tls_files` (CA, certificate,
+        key), `etcd://` without. ValueError naming the URL or the flag that is wrong."""
+        endpoints = parse_endpoints(url)
+        if is_tls(url):
+            return cls(endpoints, state_dir, tls=EtcdTLS.from_files(*tls_files), **kw)
+        if any(tls_files):
+            raise ValueError(f"--store {url} is plain etcd://, but --etcd-ca/--etcd-cert/--etcd-key were given: use etcds://")
+        return cls(endpoints, state_dir, **kw)
+
     def __repr__(self) -> str:
-        return "etcd://" + ",".join(f"{h}:{p}" for h, p in self.endpoints)
+        return ("etcds://" if self.tls else "etcd://") + ",".join(f"{h}:{p}" for h, p in self.endpoints)
 
     # ---- connection --------------------------------------------------------------------
 
@@ -149,7 +131,7 @@ class EtcdStore:
         client = self._clients.get(index)
         if client is None:
             host, port = self.endpoints[index]
-            client = self._clients[index] = aetcd.Client(host=host, port=port, timeout=self.timeout)
+            client = self._clients[index] = EtcdClient(host, port, self.timeout, self.tls)
         await client.connect()
         return client
 
@@ -350,8 +332,8 @@ class EtcdStore:
         if name in self._secrets:
             return
         key, value = self._key(f"secrets/{name}"), secrets_.token_bytes(32).hex().encode()
-        ops = [_put(key, value)]
-        revision = await self._txn("a secret", [_create_is(key, 0)], ops)
+        ops = [put_op(key, value)]
+        revision = await self._txn("a secret", [create_is(key, 0)], ops)
         if revision is None:
             await self._resync()  # another instance made it first: take theirs
         else:
@@ -388,7 +370,7 @@ class EtcdStore:
     async def delete_pin(self, dpid: int) -> None:
         if dpid not in self.pins:
             raise NotFound(dpid)
-        ops = [_delete(self._key(f"pins/{dpid:016x}"))]
+        ops = [delete_op(self._key(f"pins/{dpid:016x}"))]
         self._applied(await self._txn("a pin's removal", [], ops), ops)
 
     def save_links(self, links) -> None:
@@ -414,10 +396,10 @@ class EtcdStore:
                     break
                 names = list(self._outbox)[:PUBLISH_OPS]
                 batch = {n: self._outbox.pop(n) for n in names}
-                ops = [_put(self._key(n), v) if v is not None else _delete(self._key(n)) for n, v in batch.items()]
+                ops = [put_op(self._key(n), v) if v is not None else delete_op(self._key(n)) for n, v in batch.items()]
                 member, generation = self.fence
                 fence = [rpc.Compare(result=rpc.Compare.EQUAL, target=rpc.Compare.VALUE, key=self._key(LEADER),
-                                     value=member.encode()), _create_is(self._key(LEADER), generation)]
+                                     value=member.encode()), create_is(self._key(LEADER), generation)]
                 try:
                     revision = await self._txn("a publication", fence, ops)
                 except StoreUnavailable as exc:
@@ -446,8 +428,8 @@ class EtcdStore:
                 if await self._stale(meta, revision):
                     continue  # planned on an old copy: the refusal may be wrong
                 raise
-            ops = ops + [_put(self._key(meta), _dumps({"next_id": after}))]
-            committed = await self._txn(what, [_mod_is(self._key(meta), revision)], ops)
+            ops = ops + [put_op(self._key(meta), _dumps({"next_id": after}))]
+            committed = await self._txn(what, [mod_is(self._key(meta), revision)], ops)
             if committed is not None:
                 self._applied(committed, ops)
                 return result
@@ -465,7 +447,7 @@ class EtcdStore:
         def plan(next_id: int):
             record = {"name": name, "role": role, "scope": scope, "hash": token_hash, "created": time.time(),
                       "expires_at": expires_at}
-            return [_put(self._key(f"tokens/{next_id}"), _dumps(record))], next_id + 1, next_id
+            return [put_op(self._key(f"tokens/{next_id}"), _dumps(record))], next_id + 1, next_id
         token_id = await self._write(TOKENS_META, "a token", plan)
         return self._token_out(token_id)
 
@@ -485,7 +467,7 @@ class EtcdStore:
         def plan(next_id: int):
             if token_id not in self._tokens:
                 raise NotFound(token_id)
-            return [_delete(self._key(f"tokens/{token_id}"))], next_id, None
+            return [delete_op(self._key(f"tokens/{token_id}"))], next_id, None
         await self._write(TOKENS_META, "a token's revocation", plan)
 
     # ---- audit ---------------------------------------------------------------------------------
@@ -514,9 +496,9 @@ class EtcdStore:
                 rec["hash"] = audit.record_hash(rec, prev)
                 recs.append(rec)
                 seq, prev = rec["seq"], rec["hash"]
-            ops = [_put(self._key(f"audit/{r['seq']:012d}"), _dumps(r)) for r in recs]
-            ops.append(_put(self._key(AUDIT_HEAD), _dumps({"seq": seq, "hash": prev})))
-            committed = await self._txn("audit records", [_mod_is(self._key(AUDIT_HEAD), revision)], ops)
+            ops = [put_op(self._key(f"audit/{r['seq']:012d}"), _dumps(r)) for r in recs]
+            ops.append(put_op(self._key(AUDIT_HEAD), _dumps({"seq": seq, "hash": prev})))
+            committed = await self._txn("audit records", [mod_is(self._key(AUDIT_HEAD), revision)], ops)
             if committed is not None:
                 self._applied(committed, ops)
                 return recs
@@ -541,7 +523,7 @@ class EtcdStore:
     # ---- TAP policies ------------------------------------------------------------------------
 
     def _spec_op(self, tap_id: int, spec: TapSpec) -> Any:
-        return _put(self._key(f"taps/{tap_id}"), spec.model_dump_json().encode())
+        return put_op(self._key(f"taps/{tap_id}"), spec.model_dump_json().encode())
 
     def _name_taken(self, name: str, but: int | None = None) -> bool:
         return any(t.spec.name == name and t.id != but for t in self.taps.values())
@@ -566,7 +548,7 @@ class EtcdStore:
         def plan(next_id: int):
             if tap_id not in self.taps:
                 raise NotFound(tap_id)
-            return [_delete(self._key(f"taps/{tap_id}"))], next_id, None
+            return [delete_op(self._key(f"taps/{tap_id}"))], next_id, None
         await self._write(TAPS_META, "a policy's removal", plan)
 
     async def replace_taps(self, specs: list[TapSpec], *, prune: bool) -> PolicyPlan:
@@ -576,7 +558,7 @@ class EtcdStore:
             p = plan_changes(list(self.taps.values()), specs, prune=prune)
             added = [Tap(id=next_id + i, spec=t.spec) for i, t in enumerate(p.added)]
             ops = [self._spec_op(t.id, t.spec) for t in added] + [self._spec_op(a.id, a.spec) for _, a in p.changed]
-            ops += [_delete(self._key(f"taps/{t.id}")) for t in p.removed]
+            ops += [delete_op(self._key(f"taps/{t.id}")) for t in p.removed]
             return ops, next_id + len(added), PolicyPlan(added, p.changed, p.removed, p.unchanged)
         return await self._write(TAPS_META, "an apply", plan)
 
@@ -592,14 +574,14 @@ class EtcdStore:
         return reply.TTL
 
     async def register(self, member: str, info: dict, lease_id: int) -> None:
-        ops = [_put(self._key(f"members/{member}"), _dumps(info), lease_id)]
+        ops = [put_op(self._key(f"members/{member}"), _dumps(info), lease_id)]
         revision = await self._txn("a membership", [], ops)
         self._applied(revision, ops)
 
     async def campaign(self, member: str, lease_id: int) -> int | None:
         """Take the leader key if nobody holds it: the generation (its create revision), or None."""
-        ops = [_put(self._key(LEADER), member.encode(), lease_id)]
-        revision = await self._txn("a campaign", [_create_is(self._key(LEADER), 0)], ops)
+        ops = [put_op(self._key(LEADER), member.encode(), lease_id)]
+        revision = await self._txn("a campaign", [create_is(self._key(LEADER), 0)], ops)
         if revision is None:
             return None
         self._applied(revision, ops)
@@ -609,5 +591,5 @@ class EtcdStore:
         """Give up the leader key, if it is still this instance's."""
         key = self._key(LEADER)
         fence = [rpc.Compare(result=rpc.Compare.EQUAL, target=rpc.Compare.VALUE, key=key, value=member.encode()),
-                 _create_is(key, generation)]
-        await self._txn("a resignation", fence, [_delete(key)])
+                 create_is(key, generation)]
+        await self._txn("a resignation", fence, [delete_op(key)])

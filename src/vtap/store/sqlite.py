@@ -82,6 +82,8 @@ CREATE TABLE IF NOT EXISTS taps (
 
 
 class Store:
+    reachable = True  # a local file: there is no "away" (a disk error is an exception where it happens)
+    last_error = ""
     def __init__(self, state_dir: str | Path):
         self.state_dir = Path(state_dir)  # the database and local files (admin token, captures)
         self.path = self.state_dir / "vtap.db"

@@ -1,0 +1,279 @@
+"""`vtap bench chaos`: faults in any order on fattree,4 under a steady tapped workload,
+and after each round the invariants that must hold once the network has settled.
+
+The workload: two flows with sequence numbers, h1 -> h16 and h16 -> h1 (UDP), and four
+policies on them — `fwd` (h1 -> h16 to h9) and `overlap` (everything from h1, to h10)
+both copy the first flow; `budget` (h16 -> h1, truncated to 96 bytes, to h11) and
+`tunnel` (h16 -> h1 in GRE to the collector h12) the second. A fifth, `churn`, is
+created, changed and deleted through the API while the faults strike.
+
+A round: captures start at both receivers and the four monitors, both flows send
+through the window while the round's faults (`chaos_plan`) strike and are undone, then
+the bench waits until the network has settled (every switch connected and in sync,
+every link known, every port's role known, every policy `active`, every switch's tables
+equal to the compile), and both flows send again. Then, per round:
+
+- every original that reached its receiver was copied exactly once to each monitor
+  whose policy matches it, none twice and none to a monitor whose policies do not match:
+  in the fault's window, the copies lost are counted (a switch restarting loses what
+  crosses it); after settling, one lost is a violation;
+- no policy is left in a transitional state; the tables equal the compile (the
+  controller reads every switch back over OpenFlow, `GET /api/v1/devices/{dpid}/drift`,
+  and `ovs-ofctl` counts the same rules independently);
+- the audit chain verifies.
+
+`--out DIR` gets `chaos.json` (rounds, `violations`), `chaos.md` (the table) and
+`schedule.json`, which `--replay` runs again exactly.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import tempfile
+import threading
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from vtap.bench.chaos_checks import Settled, check_tables, check_audit, wait_settled
+from vtap.bench.chaos_plan import Round, load, plan, save
+from vtap.lab.collector import decap
+from vtap.lab.faults import strike, switch_links
+from vtap.lab.session import LabSession
+from vtap.lab.topos import parse_topo
+from vtap.lab.traffic import Capture, Flow, marked, send_from
+
+INTERVAL_S = 0.004  # each flow: 250 packets a second
+AFTER = 200  # packets per flow sent once settled
+GRE_KEY = 77
+
+
+def _mac(i: int) -> str:
+    return f"00:00:00:00:00:{i:02x}"
+
+
+def _own_mac(host: str) -> bytes:
+    return bytes.fromhex(_mac(int(host[1:])).replace(":", ""))
+
+
+def _ip(i: int) -> str:
+    return f"10.0.0.{i}"
+
+
+FLOWS = {"f1": ("h1", "h16", Flow(_mac(1), _mac(16), _ip(1), _ip(16), "udp", 4000, 5001)),
+         "f2": ("h16", "h1", Flow(_mac(16), _mac(1), _ip(16), _ip(1), "udp", 4001, 5002))}
+POLICIES = {  # name -> (spec, monitor host, the flow it copies)
+    "fwd": (dict(src_ip=_ip(1), dst_ip=_ip(16), ip_proto="udp", dst_port=5001, monitor_ip=_ip(9)), "h9", "f1"),
+    "overlap": (dict(src_ip=_ip(1), monitor_ip=_ip(10)), "h10", "f1"),
+    "budget": (dict(src_ip=_ip(16), dst_ip=_ip(1), ip_proto="udp", monitor_ip=_ip(11), snaplen=96), "h11", "f2"),
+    "tunnel": (dict(src_ip=_ip(16), dst_ip=_ip(1), ip_proto="udp", monitor_ip=_ip(12), transport="gre",
+                    tunnel_key=GRE_KEY), "h12", "f2"),
+}
+CHURN = {"name": "chaos-churn", "src_ip": _ip(2), "dst_ip": _ip(15), "monitor_ip": _ip(13)}
+
+
+@dataclass
+class RoundResult:
+    number: int
+    faults: list[dict]
+    churn: str
+    window_s: float = 0.0
+    settle_s: float | None = None  # from the last fault undone to settled
+    originals_lost_in_window: int = 0
+    copies_lost_in_window: int = 0
+    copies_lost_after: int = 0
+    violations: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # a fault or a churn that could not be done (a 503 while etcd is away)
+
+
+def _tag(flow: str, number: int, phase: str) -> str:
+    return f"{flow}r{number}{phase}"
+
+
+class Soak:
+    """One lab and its policies, driven round after round."""
+
+    def __init__(self, lab: LabSession):
+        self.lab = lab
+        self.churn_id: int | None = None
+
+    def api(self):
+        return self.lab.leader().http
+
+    def add_policies(self) -> None:
+        for name, (spec, _, _) in POLICIES.items():
+            resp = self.api().post("/api/v1/taps", json={"name": f"chaos-{name}", **spec})
+            if resp.status_code != 201:
+                raise RuntimeError(f"policy chaos-{name}: {resp.status_code} {resp.text}")
+
+    def churn(self, op: str) -> None:
+        """Create, change or delete the churn policy (whichever applies to its state)."""
+        http = self.api()
+        if self.churn_id is None or op == "create":
+            if self.churn_id is not None:
+                http.delete(f"/api/v1/taps/{self.churn_id}")
+            resp = http.post("/api/v1/taps", json=CHURN)
+            self.churn_id = resp.json()["id"] if resp.status_code == 201 else None
+        elif op == "update":
+            http.put(f"/api/v1/taps/{self.churn_id}", json={**CHURN, "dst_port": int(time.time()) % 60000 + 1})
+        else:
+            http.delete(f"/api/v1/taps/{self.churn_id}")
+            self.churn_id = None
+
+    def captures(self, number: int) -> dict[str, Capture]:
+        hosts = {h for h, _, _ in FLOWS.values()} | {m for _, m, _ in POLICIES.values()}
+        return {h: Capture(self.lab.net[h], self.lab.workdir / f"chaos-{number}-{h}.pcap").start() for h in sorted(hosts)}
+
+    def send(self, number: int, phase: str, count: int) -> list[threading.Thread]:
+        threads = [threading.Thread(target=send_from, args=(self.lab.net[src], flow, _tag(name, number, phase), count),
+                                    kwargs={"interval": INTERVAL_S}, daemon=True)
+                   for name, (src, _, flow) in FLOWS.items()]
+        for t in threads:
+            t.start()
+        return threads
+
+    def timeline(self, rnd: Round, t0: float, errors: list[str]) -> float:
+        """Strike and undo the round's faults, and churn, each at its time; the time the
+        last fault was undone."""
+        events = [(f.at_s, "strike", f) for f in rnd.faults] + [(rnd.churn_at_s, "churn", None)]
+        undo: dict[int, object] = {}
+        events += [(f.at_s + f.hold_s, "undo", f) for f in rnd.faults]
+        last = t0
+        for at, what, fault in sorted(events, key=lambda e: e[0]):
+            time.sleep(max(0.0, t0 + at - time.monotonic()))
+            try:
+                if what == "strike":
+                    undo[id(fault)] = strike(self.lab, fault.kind, fault.target)
+                elif what == "undo":
+                    undo.pop(id(fault))()
+                    last = time.monotonic()
+                else:
+                    self.churn(rnd.churn)
+            except Exception as exc:  # the fault itself failed: said, and the round goes on
+                errors.append(f"{what} {fault.kind if fault else rnd.churn}: {exc}")
+        return last
+
+    def round(self, rnd: Round) -> RoundResult:
+        result = RoundResult(rnd.number, [asdict(f) for f in rnd.faults], rnd.churn)
+        window = max(f.at_s + f.hold_s for f in rnd.faults) + 1.5
+        result.window_s = round(window, 2)
+        caps = self.captures(rnd.number)
+        try:
+            t0 = time.monotonic()
+            senders = self.send(rnd.number, "a", int(window / INTERVAL_S))
+            last = self.timeline(rnd, t0, result.notes)
+            settled: Settled = wait_settled(self.lab, len(POLICIES) + (self.churn_id is not None))
+            for t in senders:
+                t.join()
+            result.settle_s = round(settled.at - last, 2) if settled.ok else None
+            result.violations += settled.problems
+            for t in self.send(rnd.number, "b", AFTER):
+                t.join()
+        finally:
+            # What each host received: not what it sent itself (tcpdump sees both ways).
+            frames = {h: [f for _, f in c.stop() if f[6:12] != _own_mac(h)] for h, c in caps.items()}
+        self.count(rnd.number, frames, result)
+        result.violations += check_tables(self.lab) + check_audit(self.api())
+        return result
+
+    def count(self, number: int, frames: dict[str, list[bytes]], result: RoundResult) -> None:
+        """Copies lost (in the window, after settling), twice, or at the wrong monitor."""
+        seen: dict[tuple[str, str], Counter] = {}  # (host, tag) -> seq -> times
+        for host, got in frames.items():
+            for f in got:
+                if host == POLICIES["tunnel"][1]:
+                    inner = decap(f)
+                    f = inner[2] if inner and inner[:2] == ("gre", GRE_KEY) else f
+                mark = marked(f)
+                if not mark or not mark.partition(":")[0].endswith((f"r{number}a", f"r{number}b")):
+                    continue
+                tag, _, seq = mark.partition(":")
+                sender = FLOWS.get(tag[:2], ("h0",))[0]
+                if f[6:12] == _own_mac(sender):  # not an ICMP error quoting it (h16 has no UDP listener)
+                    seen.setdefault((host, tag), Counter())[int(seq)] += 1
+        for name, (src, dst, _) in FLOWS.items():
+            copiers = {m for _, m, flow in POLICIES.values() if flow == name}
+            for phase in "ab":
+                tag = _tag(name, number, phase)
+                originals = seen.get((dst, tag), Counter())
+                for host, counts in ((h, c) for (h, t), c in seen.items() if t == tag):
+                    if host not in copiers and host != dst:
+                        result.violations.append(f"{len(counts)} copies of {name} at {host}, whose policies do not match it")
+                    if any(n > 1 for n in counts.values()):
+                        result.violations.append(f"{host} got {sum(n > 1 for n in counts.values())} packets of {tag} twice")
+                lost = sum(len(set(originals) - set(seen.get((m, tag), ()))) for m in copiers)
+                if phase == "a":
+                    result.copies_lost_in_window += lost
+                    result.originals_lost_in_window += int(result.window_s / INTERVAL_S) - len(originals)
+                else:
+                    result.copies_lost_after += lost
+                    if lost:
+                        result.violations.append(f"{lost} copies of {name} lost after settling")
+
+
+def summary(results: list[RoundResult]) -> dict:
+    """Per fault kind: copies lost within its windows, and time to settle (p50, max)."""
+    kinds: dict[str, list[RoundResult]] = {}
+    for r in results:
+        for f in r.faults:
+            kinds.setdefault(f["kind"], []).append(r)
+    out = {}
+    for kind, rs in sorted(kinds.items()):
+        settle = [r.settle_s for r in rs if r.settle_s is not None]
+        out[kind] = {"rounds": len(rs), "copies_lost_in_window": sum(r.copies_lost_in_window for r in rs),
+                     "settle_p50_s": round(statistics.median(settle), 2) if settle else None,
+                     "settle_max_s": max(settle) if settle else None}
+    return out
+
+
+def markdown(seed: int, cluster: bool, results: list[RoundResult]) -> str:
+    lines = [f"Chaos soak: fattree,4, {'a cluster of 3 on 3 etcd members' if cluster else 'one controller'}, "
+             f"seed {seed}, {len(results)} rounds, {sum(len(r.violations) for r in results)} violations", "",
+             "| round | faults | churn | settle s | originals lost (window) | copies lost (window) | copies lost after | violations |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        faults = "; ".join(f"{f['kind']} {f['target']} @{f['at_s']}s for {f['hold_s']}s".replace("  ", " ") for f in r.faults)
+        lines.append(f"| {r.number} | {faults} | {r.churn} | {r.settle_s if r.settle_s is not None else 'no'} | "
+                     f"{r.originals_lost_in_window} | {r.copies_lost_in_window} | {r.copies_lost_after} | "
+                     f"{'; '.join(r.violations) or 0} |")
+    lines += ["", "| fault | rounds | copies lost in its windows | settle p50 s | settle max s |", "|---|---|---|---|---|"]
+    for kind, s in summary(results).items():
+        lines.append(f"| {kind} | {s['rounds']} | {s['copies_lost_in_window']} | {s['settle_p50_s']} | {s['settle_max_s']} |")
+    return "\n".join(lines) + "\n"
+
+
+def run(rounds: int, seed: int, cluster: bool, out: Path, replay: Path | None = None, workdir: Path | None = None) -> dict:
+    """The soak; what it writes to `out` (chaos.json), also returned."""
+    out.mkdir(parents=True, exist_ok=True)
+    workdir = workdir or Path(tempfile.mkdtemp(prefix="vtap-chaos-"))
+    lab = LabSession(parse_topo("fattree,4"), workdir, chatter=True, seed=seed, serve_args=("--tunnels", "local"),
+                     cluster=3 if cluster else 0, etcd_members=3 if cluster else 1)
+    with lab:
+        lab.net.pingAll(timeout="1")  # every host known
+        if replay is not None:
+            seed, cluster, schedule = load(replay)
+        else:
+            schedule = plan(seed, rounds, cluster=cluster, links=switch_links(lab), switches=[s.name for s in lab.net.switches],
+                            members=[f"c{i}" for i in range(len(lab.ctls))],
+                            etcd_members=[m for m, _, _ in lab.etcd.members] if lab.etcd else [])
+        save(out / "schedule.json", seed, cluster, schedule)
+        soak = Soak(lab)
+        soak.add_policies()
+        first = wait_settled(lab, len(POLICIES))
+        if not first.ok:
+            raise RuntimeError(f"the lab did not settle before the first round: {first.problems}")
+        results = []
+        for rnd in schedule:
+            results.append(soak.round(rnd))
+            r = results[-1]
+            print(f"round {r.number}: {', '.join(f['kind'] for f in r.faults)}; settled in {r.settle_s} s; "
+                  f"copies lost {r.copies_lost_in_window} in the window, {r.copies_lost_after} after; "
+                  f"violations {len(r.violations)} {r.violations or ''}{' notes: ' + '; '.join(r.notes) if r.notes else ''}",
+                  flush=True)
+    report = {"seed": seed, "cluster": cluster, "rounds": [asdict(r) for r in results],
+              "violations": sum(len(r.violations) for r in results), "by_fault": summary(results)}
+    (out / "chaos.json").write_text(json.dumps(report, indent=1))
+    (out / "chaos.md").write_text(markdown(seed, cluster, results))
+    return report
