@@ -37,6 +37,8 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import httpx
+
 from vtap.bench.chaos_checks import Settled, check_tables, check_audit, wait_settled
 from vtap.bench.chaos_plan import Round, load, plan, save
 from vtap.lab.collector import decap
@@ -48,6 +50,10 @@ from vtap.lab.traffic import Capture, Flow, marked, send_from
 INTERVAL_S = 0.004  # each flow: 250 packets a second
 AFTER = 200  # packets per flow sent once settled
 GRE_KEY = 77
+CHURN_RETRY_S = 20.0
+# A host no flow or policy concerns: what reaches it was flooded (a destination unknown for
+# a moment, as a switch or the controller restarts), and reaches every host alike.
+BYSTANDER = "h5"
 
 
 def _mac(i: int) -> str:
@@ -84,6 +90,7 @@ class RoundResult:
     originals_lost_in_window: int = 0
     copies_lost_in_window: int = 0
     copies_lost_after: int = 0
+    originals_flooded: int = 0  # seen by the bystander: flooded to every host while a destination was unknown
     violations: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # a fault or a churn that could not be done (a 503 while etcd is away)
 
@@ -97,7 +104,8 @@ class Soak:
 
     def __init__(self, lab: LabSession):
         self.lab = lab
-        self.churn_id: int | None = None
+        self.churn_exists = False
+        self._port = 1000
 
     def api(self):
         return self.lab.leader().http
@@ -108,22 +116,46 @@ class Soak:
             if resp.status_code != 201:
                 raise RuntimeError(f"policy chaos-{name}: {resp.status_code} {resp.text}")
 
-    def churn(self, op: str) -> None:
-        """Create, change or delete the churn policy (whichever applies to its state)."""
+    def churn(self, op: str, notes: list[str]) -> None:
+        """Create, change or delete the churn policy, as an operator would: again until
+        it is done (the controller may be restarting, etcd away), for `CHURN_RETRY_S`."""
+        deadline = time.monotonic() + CHURN_RETRY_S
+        while True:
+            try:
+                self._churn_once(op)
+                return
+            except (httpx.HTTPError, RuntimeError, ValueError) as exc:
+                if time.monotonic() > deadline:
+                    notes.append(f"churn {op} not done in {CHURN_RETRY_S:g} s: {exc}")
+                    return
+                time.sleep(0.3)
+
+    def _churn_once(self, op: str) -> None:
         http = self.api()
-        if self.churn_id is None or op == "create":
-            if self.churn_id is not None:
-                http.delete(f"/api/v1/taps/{self.churn_id}")
-            resp = http.post("/api/v1/taps", json=CHURN)
-            self.churn_id = resp.json()["id"] if resp.status_code == 201 else None
-        elif op == "update":
-            http.put(f"/api/v1/taps/{self.churn_id}", json={**CHURN, "dst_port": int(time.time()) % 60000 + 1})
+        listed = http.get("/api/v1/taps", timeout=5)
+        listed.raise_for_status()
+        churn_id = next((t["id"] for t in listed.json() if t["name"] == CHURN["name"]), None)
+        if op == "delete" and churn_id is not None:
+            resp, want = http.delete(f"/api/v1/taps/{churn_id}", timeout=5), 204
+        elif op == "update" and churn_id is not None:
+            resp, want = http.put(f"/api/v1/taps/{churn_id}", json={**CHURN, "dst_port": self.port_counter()}, timeout=5), 200
+        elif op != "delete":  # create, or update of one a failed round left absent
+            if churn_id is not None:
+                http.delete(f"/api/v1/taps/{churn_id}", timeout=5).raise_for_status()
+            resp, want = http.post("/api/v1/taps", json=CHURN, timeout=5), 201
         else:
-            http.delete(f"/api/v1/taps/{self.churn_id}")
-            self.churn_id = None
+            self.churn_exists = False
+            return
+        if resp.status_code != want:
+            raise RuntimeError(f"{resp.status_code} {resp.text[:200]}")
+        self.churn_exists = op != "delete"
+
+    def port_counter(self) -> int:
+        self._port += 1
+        return self._port
 
     def captures(self, number: int) -> dict[str, Capture]:
-        hosts = {h for h, _, _ in FLOWS.values()} | {m for _, m, _ in POLICIES.values()}
+        hosts = {h for h, _, _ in FLOWS.values()} | {m for _, m, _ in POLICIES.values()} | {BYSTANDER}
         return {h: Capture(self.lab.net[h], self.lab.workdir / f"chaos-{number}-{h}.pcap").start() for h in sorted(hosts)}
 
     def send(self, number: int, phase: str, count: int) -> list[threading.Thread]:
@@ -138,8 +170,9 @@ class Soak:
         """Strike and undo the round's faults, and churn, each at its time; the time the
         last fault was undone."""
         events = [(f.at_s, "strike", f) for f in rnd.faults] + [(rnd.churn_at_s, "churn", None)]
-        undo: dict[int, object] = {}
         events += [(f.at_s + f.hold_s, "undo", f) for f in rnd.faults]
+        undo: dict[int, object] = {}
+        churner = None
         last = t0
         for at, what, fault in sorted(events, key=lambda e: e[0]):
             time.sleep(max(0.0, t0 + at - time.monotonic()))
@@ -149,10 +182,13 @@ class Soak:
                 elif what == "undo":
                     undo.pop(id(fault))()
                     last = time.monotonic()
-                else:
-                    self.churn(rnd.churn)
+                else:  # beside the faults: it may have to wait for what they took away
+                    churner = threading.Thread(target=self.churn, args=(rnd.churn, errors), daemon=True)
+                    churner.start()
             except Exception as exc:  # the fault itself failed: said, and the round goes on
-                errors.append(f"{what} {fault.kind if fault else rnd.churn}: {exc}")
+                errors.append(f"{what} {fault.kind}: {exc}")
+        if churner is not None:
+            churner.join()
         return last
 
     def round(self, rnd: Round) -> RoundResult:
@@ -164,7 +200,7 @@ class Soak:
             t0 = time.monotonic()
             senders = self.send(rnd.number, "a", int(window / INTERVAL_S))
             last = self.timeline(rnd, t0, result.notes)
-            settled: Settled = wait_settled(self.lab, len(POLICIES) + (self.churn_id is not None))
+            settled: Settled = wait_settled(self.lab, len(POLICIES) + self.churn_exists)
             for t in senders:
                 t.join()
             result.settle_s = round(settled.at - last, 2) if settled.ok else None
@@ -198,11 +234,15 @@ class Soak:
             for phase in "ab":
                 tag = _tag(name, number, phase)
                 originals = seen.get((dst, tag), Counter())
-                for host, counts in ((h, c) for (h, t), c in seen.items() if t == tag):
-                    if host not in copiers and host != dst:
-                        result.violations.append(f"{len(counts)} copies of {name} at {host}, whose policies do not match it")
-                    if any(n > 1 for n in counts.values()):
-                        result.violations.append(f"{host} got {sum(n > 1 for n in counts.values())} packets of {tag} twice")
+                flooded = seen.get((BYSTANDER, tag), Counter())  # every host got these once more
+                result.originals_flooded += len(flooded)
+                for host, counts in ((h, c) for (h, t), c in seen.items() if t == tag and h != BYSTANDER):
+                    wrong = [q for q in counts if host not in copiers and host != dst and q not in flooded]
+                    if wrong:
+                        result.violations.append(f"{len(wrong)} copies of {name} at {host}, whose policies do not match it")
+                    twice = [q for q, n in counts.items() if n > 1 + (q in flooded)]
+                    if twice:
+                        result.violations.append(f"{host} got {len(twice)} packets of {tag} twice")
                 lost = sum(len(set(originals) - set(seen.get((m, tag), ()))) for m in copiers)
                 if phase == "a":
                     result.copies_lost_in_window += lost
@@ -231,12 +271,12 @@ def summary(results: list[RoundResult]) -> dict:
 def markdown(seed: int, cluster: bool, results: list[RoundResult]) -> str:
     lines = [f"Chaos soak: fattree,4, {'a cluster of 3 on 3 etcd members' if cluster else 'one controller'}, "
              f"seed {seed}, {len(results)} rounds, {sum(len(r.violations) for r in results)} violations", "",
-             "| round | faults | churn | settle s | originals lost (window) | copies lost (window) | copies lost after | violations |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| round | faults | churn | settle s | originals lost (window) | flooded | copies lost (window) | copies lost after | violations |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         faults = "; ".join(f"{f['kind']} {f['target']} @{f['at_s']}s for {f['hold_s']}s".replace("  ", " ") for f in r.faults)
         lines.append(f"| {r.number} | {faults} | {r.churn} | {r.settle_s if r.settle_s is not None else 'no'} | "
-                     f"{r.originals_lost_in_window} | {r.copies_lost_in_window} | {r.copies_lost_after} | "
+                     f"{r.originals_lost_in_window} | {r.originals_flooded} | {r.copies_lost_in_window} | {r.copies_lost_after} | "
                      f"{'; '.join(r.violations) or 0} |")
     lines += ["", "| fault | rounds | copies lost in its windows | settle p50 s | settle max s |", "|---|---|---|---|---|"]
     for kind, s in summary(results).items():
