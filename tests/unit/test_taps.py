@@ -284,3 +284,15 @@ def test_copies_fail_over_with_the_originals_before_the_controller_knows(transpo
     assert [clean(f) for f in at(fab, 16, trace)] == [pkt]
     assert [clean(f) for f in at(fab, 9, trace)] == [pkt]
     assert len(trace.delivered) == 2
+
+
+def test_a_monitor_keeps_its_copy_vlan_when_others_come_and_go():
+    """Copy VLAN ids by a stable hash of the monitor's MAC: the monitors already tagged
+    keep their ids when one with a lower MAC is added or goes (numbered in MAC order, they
+    shifted, and copies in flight during the switches' update reached another monitor)."""
+    view = view_from_topo(parse_topo("fattree,4"))
+    later = [tap(i, src_ip=ip(1), monitor_ip=ip(m)) for i, m in ((1, 9), (2, 10), (3, 11))]
+    first = compile_taps(view, [tap(4, src_ip=ip(2), monitor_ip=ip(3))] + later).monitor_tags
+    again = compile_taps(view, later).monitor_tags
+    assert len(set(first.values())) == 4 and again == {m: v for m, v in first.items() if m != mac(3)}
+    assert compile_taps(view, list(reversed(later))).monitor_tags == again  # and in any order

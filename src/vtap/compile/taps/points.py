@@ -71,9 +71,27 @@ def policy_state(view: NetworkView, tap: Tap, memo: TapMemo) -> PolicyStatus | t
 
 
 def copy_vlan_ids(ready: list[Ready]) -> dict[str, int]:
-    """Phase 2: one copy VLAN id per monitor of a vlan-transport policy, by MAC order."""
-    macs = sorted({h.mac for r in ready if r.tap.spec.transport == "vlan" for h in r.seen})
-    return {mac: COPY_VID_FIRST + i for i, mac in enumerate(macs) if COPY_VID_FIRST + i <= COPY_VID_LAST}
+    """Phase 2: one copy VLAN id per monitor of a vlan-transport policy, from a stable
+    hash of its MAC, probing upward past ids taken (MACs in order).
+
+    A monitor keeps its id when others come and go, and across restarts. Numbering the
+    monitors in MAC order did not: a monitor not yet located after a restart, or a new
+    one, shifted every id after it, and while the switches took their new rules one by
+    one a copy tagged by a switch on the new plan was delivered by one on the old plan
+    to another policy's monitor (the chaos soak saw 30 copies at the wrong monitor in
+    one round). Two MACs whose hashes meet still depend on each other's presence."""
+    span = COPY_VID_LAST - COPY_VID_FIRST + 1
+    ids: dict[str, int] = {}
+    taken: set[int] = set()
+    for mac in sorted({h.mac for r in ready if r.tap.spec.transport == "vlan" for h in r.seen}):
+        if len(taken) == span:
+            break  # no id left: the policies of the monitors beyond are errors
+        slot = stable_hash(mac) % span
+        while slot in taken:
+            slot = (slot + 1) % span
+        taken.add(slot)
+        ids[mac] = COPY_VID_FIRST + slot
+    return ids
 
 
 def tap_points_per_switch(view: NetworkView, ready: list[Ready], comp: TapCompilation, memo: TapMemo,
