@@ -6,7 +6,7 @@ import pytest
 from os_ken.lib.packet import arp, ethernet, lldp, packet
 
 from tests.unit.fabric import view_from_topo
-from tests.unit.frames import arp_request
+from tests.unit.frames import arp_request, udp_frame
 from vtap.control import relay
 from vtap.control.discovery import LinkTable, LinkTransit, LldpRounds, lldp_frame, parse_lldp
 from vtap.control.hosts import HostTable
@@ -280,3 +280,20 @@ def test_a_links_transit_is_timed_from_the_send_of_the_same_round_and_forgotten_
     assert transit.of(other) is None
     transit.keep(frozenset({other}))
     assert transit.of(link) is None
+
+
+def test_unicast_to_a_host_whose_switch_is_away_goes_nowhere_else():
+    """A switch cut off (or restarting) keeps its host where it was: its traffic is not
+    handed to every edge port meanwhile. A host whose port went down on a switch that is
+    here may have moved, and is looked for at every edge port."""
+    from dataclasses import replace
+
+    from vtap.model.view import NetworkView
+
+    view = view_from_topo(parse_topo("linear,3"))
+    frame = udp_frame("00:00:00:00:00:01", "00:00:00:00:00:03", "10.0.0.1", "10.0.0.3")
+    assert [(o.dpid, o.port) for o in relay.decide(view, 1, 1, frame).outs] == [(3, 1)]
+    away = NetworkView({d: v for d, v in view.devices.items() if d != 3}, view.links, view.hosts)
+    assert relay.decide(away, 1, 1, frame).outs == ()
+    moved = NetworkView(view.devices, view.links, {**view.hosts, "00:00:00:00:00:03": replace(view.hosts["00:00:00:00:00:03"], port=9)})
+    assert {(o.dpid, o.port) for o in relay.decide(moved, 1, 1, frame).outs} == {(2, 1), (3, 1)}

@@ -29,6 +29,7 @@ equal to the compile), and both flows send again. Then, per round:
 from __future__ import annotations
 
 import json
+import shutil
 import statistics
 import tempfile
 import threading
@@ -87,6 +88,7 @@ class RoundResult:
     churn: str
     window_s: float = 0.0
     settle_s: float | None = None  # from the last fault undone to settled
+    waited_for: str = ""  # what kept the network from settling last
     originals_lost_in_window: int = 0
     copies_lost_in_window: int = 0
     copies_lost_after: int = 0
@@ -204,6 +206,7 @@ class Soak:
             for t in senders:
                 t.join()
             result.settle_s = round(settled.at - last, 2) if settled.ok else None
+            result.waited_for = settled.waited_for
             result.violations += settled.problems
             for t in self.send(rnd.number, "b", AFTER):
                 t.join()
@@ -287,6 +290,7 @@ def markdown(seed: int, cluster: bool, results: list[RoundResult]) -> str:
 def run(rounds: int, seed: int, cluster: bool, out: Path, replay: Path | None = None, workdir: Path | None = None) -> dict:
     """The soak; what it writes to `out` (chaos.json), also returned."""
     out.mkdir(parents=True, exist_ok=True)
+    own_workdir = workdir is None
     workdir = workdir or Path(tempfile.mkdtemp(prefix="vtap-chaos-"))
     lab = LabSession(parse_topo("fattree,4"), workdir, chatter=True, seed=seed, serve_args=("--tunnels", "local"),
                      cluster=3 if cluster else 0, etcd_members=3 if cluster else 1)
@@ -308,7 +312,8 @@ def run(rounds: int, seed: int, cluster: bool, out: Path, replay: Path | None = 
         for rnd in schedule:
             results.append(soak.round(rnd))
             r = results[-1]
-            print(f"round {r.number}: {', '.join(f['kind'] for f in r.faults)}; settled in {r.settle_s} s; "
+            print(f"round {r.number}: {', '.join(f['kind'] for f in r.faults)}; settled in {r.settle_s} s"
+                  f"{f' (last waited for: {r.waited_for})' if r.waited_for else ''}; "
                   f"copies lost {r.copies_lost_in_window} in the window, {r.copies_lost_after} after; "
                   f"violations {len(r.violations)} {r.violations or ''}{' notes: ' + '; '.join(r.notes) if r.notes else ''}",
                   flush=True)
@@ -316,4 +321,8 @@ def run(rounds: int, seed: int, cluster: bool, out: Path, replay: Path | None = 
               "violations": sum(len(r.violations) for r in results), "by_fault": summary(results)}
     (out / "chaos.json").write_text(json.dumps(report, indent=1))
     (out / "chaos.md").write_text(markdown(seed, cluster, results))
+    if own_workdir and not report["violations"]:
+        shutil.rmtree(workdir, ignore_errors=True)  # kept when something failed: its captures and logs
+    else:
+        print(f"captures and logs kept in {workdir}", flush=True)
     return report

@@ -30,6 +30,7 @@ class Settled:
     ok: bool
     at: float  # monotonic
     problems: list[str] = field(default_factory=list)
+    waited_for: str = ""  # the last thing that kept it from settling: what the settle time was spent on
 
 
 def _unsettled(lab: LabSession, policies: int) -> list[str]:
@@ -54,12 +55,14 @@ def _unsettled(lab: LabSession, policies: int) -> list[str]:
 
 def wait_settled(lab: LabSession, policies: int, timeout: float = SETTLE_S) -> Settled:
     deadline = time.monotonic() + timeout
+    waited = ""
     while True:
         problems = _unsettled(lab, policies)
         if not problems:
-            return Settled(True, time.monotonic())
+            return Settled(True, time.monotonic(), waited_for=waited)
+        waited = problems[0]
         if time.monotonic() > deadline:
-            return Settled(False, time.monotonic(), [f"not settled in {timeout:g} s: " + "; ".join(problems[:5])])
+            return Settled(False, time.monotonic(), [f"not settled in {timeout:g} s: " + "; ".join(problems[:5])], waited)
         time.sleep(0.2)
 
 
