@@ -78,7 +78,11 @@ POLICIES = {  # name -> (spec, monitor host, the flow it copies)
     "tunnel": (dict(src_ip=_ip(16), dst_ip=_ip(1), ip_proto="udp", monitor_ip=_ip(12), transport="gre",
                     tunnel_key=GRE_KEY), "h12", "f2"),
 }
-CHURN = {"name": "chaos-churn", "src_ip": _ip(2), "dst_ip": _ip(15), "monitor_ip": _ip(13)}
+CHURN = {"name": "chaos-churn", "src_ip": _ip(2), "dst_ip": _ip(15), "ip_proto": "udp", "monitor_ip": _ip(13)}
+
+
+class ChurnRefused(Exception):
+    """The API refused the churn for a reason retrying does not change."""
 
 
 @dataclass
@@ -126,6 +130,9 @@ class Soak:
             try:
                 self._churn_once(op)
                 return
+            except ChurnRefused as exc:
+                notes.append(f"churn {op} refused: {exc}")
+                return
             except (httpx.HTTPError, RuntimeError, ValueError) as exc:
                 if time.monotonic() > deadline:
                     notes.append(f"churn {op} not done in {CHURN_RETRY_S:g} s: {exc}")
@@ -148,8 +155,10 @@ class Soak:
         else:
             self.churn_exists = False
             return
-        if resp.status_code != want:
+        if resp.status_code in (502, 503, 504):  # etcd away, no leader yet: again
             raise RuntimeError(f"{resp.status_code} {resp.text[:200]}")
+        if resp.status_code != want:  # a refusal the bench did not expect: said, not retried
+            raise ChurnRefused(f"{resp.status_code} {resp.text[:200]}")
         self.churn_exists = op != "delete"
 
     def port_counter(self) -> int:
@@ -200,7 +209,8 @@ class Soak:
         caps = self.captures(rnd.number)
         try:
             t0 = time.monotonic()
-            senders = self.send(rnd.number, "a", int(window / INTERVAL_S))
+            sent = int(window / INTERVAL_S)
+            senders = self.send(rnd.number, "a", sent)
             last = self.timeline(rnd, t0, result.notes)
             settled: Settled = wait_settled(self.lab, len(POLICIES) + self.churn_exists)
             for t in senders:
@@ -213,11 +223,11 @@ class Soak:
         finally:
             # What each host received: not what it sent itself (tcpdump sees both ways).
             frames = {h: [f for _, f in c.stop() if f[6:12] != _own_mac(h)] for h, c in caps.items()}
-        self.count(rnd.number, frames, result)
+        self.count(rnd.number, frames, result, sent)
         result.violations += check_tables(self.lab) + check_audit(self.api())
         return result
 
-    def count(self, number: int, frames: dict[str, list[bytes]], result: RoundResult) -> None:
+    def count(self, number: int, frames: dict[str, list[bytes]], result: RoundResult, sent: int) -> None:
         """Copies lost (in the window, after settling), twice, or at the wrong monitor."""
         seen: dict[tuple[str, str], Counter] = {}  # (host, tag) -> seq -> times
         for host, got in frames.items():
@@ -249,7 +259,7 @@ class Soak:
                 lost = sum(len(set(originals) - set(seen.get((m, tag), ()))) for m in copiers)
                 if phase == "a":
                     result.copies_lost_in_window += lost
-                    result.originals_lost_in_window += int(result.window_s / INTERVAL_S) - len(originals)
+                    result.originals_lost_in_window += sent - len(originals)
                 else:
                     result.copies_lost_after += lost
                     if lost:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from pathlib import Path
 
@@ -54,6 +55,10 @@ def cmd_bench_relay(args: argparse.Namespace) -> int:
     return relay(args)
 
 
+def _interrupted(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
 def cmd_bench_chaos(args: argparse.Namespace) -> int:
     from vtap.bench.chaos import run
 
@@ -61,6 +66,9 @@ def cmd_bench_chaos(args: argparse.Namespace) -> int:
     if replay is not None and not replay.is_file():
         print(f"vtap bench chaos: --replay {replay}: no such file", file=sys.stderr)
         return 2
+    # SIGTERM ends the soak as Ctrl-C does: through the lab's teardown (OVS, etcd, the
+    # controllers and the hosts stopped), not leaving them running.
+    signal.signal(signal.SIGTERM, _interrupted)
     report = run(args.rounds, args.seed, args.cluster, Path(args.out), replay)
     print((Path(args.out) / "chaos.md").read_text())
     return 1 if report["violations"] else 0
