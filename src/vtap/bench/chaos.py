@@ -310,7 +310,7 @@ def run(rounds: int, seed: int, cluster: bool, out: Path, replay: Path | None = 
             seed, cluster, schedule = load(replay)
         else:
             schedule = plan(seed, rounds, cluster=cluster, links=switch_links(lab), switches=[s.name for s in lab.net.switches],
-                            members=[f"c{i}" for i in range(len(lab.ctls))],
+                            members=["leader", "follower"],  # resolved when the fault strikes
                             etcd_members=[m for m, _, _ in lab.etcd.members] if lab.etcd else [])
         save(out / "schedule.json", seed, cluster, schedule)
         soak = Soak(lab)

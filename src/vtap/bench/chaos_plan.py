@@ -33,7 +33,7 @@ START_S = (0.0, 2.0)  # when, into the round's window, it strikes
 @dataclass(frozen=True)
 class Fault:
     kind: str
-    target: str  # a link "s1-s5", a switch "s3", a member "c1", an etcd member "m2", "" for the one controller
+    target: str  # a link "e1-a1", a switch "e3", a member ("leader", "follower" or "c1"), an etcd member "m2", "" for the one controller
     at_s: float  # into the window
     hold_s: float
 

@@ -63,6 +63,13 @@ def _controller(lab: LabSession, target: str) -> Callable[[], None]:
 
 
 def _member(lab: LabSession, target: str):
+    """The instance a fault names: `leader` (whichever leads when it strikes), `follower`
+    (one that does not), or one by name (`c1`)."""
+    if target == "leader":
+        return lab.leader()
+    if target == "follower":
+        leader = lab.leader()
+        return next(c for c in lab.ctls if c is not leader and c.proc is not None and c.proc.poll() is None)
     return lab.ctls[int(target.lstrip("c"))]
 
 
