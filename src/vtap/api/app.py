@@ -105,8 +105,8 @@ class ConflictOut(BaseModel):
 class HealthOut(BaseModel):
     status: str = Field(description="`ok` whenever the process answers (liveness)")
     ready: bool = Field(description="whether this instance should be sent work: the store answers, a leader is "
-                                    "elected, and (where it leads) every switch is in sync and every port's role known; "
-                                    "the answer is HTTP 503 while it is false")
+                                    "elected, start-up is over and (where it leads) every switch has been in sync since "
+                                    "it connected and none failed its last reconcile; HTTP 503 while it is false")
     not_ready: list[str] = Field(description="why it is not ready (empty when it is)")
     role: str = Field(description="standalone, leader or follower")
     store_reachable: bool

@@ -78,8 +78,11 @@ class Reads:
     def not_ready(self) -> list[str]:
         """Why this instance should not be sent work now (empty: ready): the store away,
         no leader elected, a start still gathering its switches, or (where it leads) a
-        switch not in sync or ports whose role discovery has not proven. Proportional to
-        the switches, never to the policies: health probes ask it every few seconds."""
+        switch that has not been in sync once since it connected, or whose last attempt
+        failed. A switch taking the next change is still ready: every policy change makes
+        its switches `syncing` for a moment, and a probe must not flap with them. Nor does
+        discovery's progress count (`ports_unknown` says it). Proportional to the
+        switches, never to the policies: probes ask every few seconds."""
         reasons = []
         if not self.store.reachable:
             reasons.append(f"the store does not answer: {self.store.last_error}")
@@ -88,13 +91,12 @@ class Reads:
         if self._gather_until:
             reasons.append("starting: waiting for the switches it knew before compiling")
         if self.leading:
-            view = self.view()
-            behind = {d: self.sync_state(d) for d in sorted(view.devices) if self.sync_state(d) != SyncState.IN_SYNC}
-            if behind:
-                dpid, state = next(iter(behind.items()))
-                reasons.append(f"{len(behind)} of {len(view.devices)} switches not in sync (switch {dpid:016x}: {state})")
-            if view.unknown_ports:
-                reasons.append(f"{len(view.unknown_ports)} ports whose role (link or edge) is not known yet")
+            for dpid in sorted(self.view().devices):
+                rec = self.reconcilers.get(dpid)
+                if rec is not None and rec.status.state == SyncState.ERROR:
+                    reasons.append(f"switch {dpid:016x}: {rec.status.last_error}")
+                elif rec is None or rec.status.last_sync is None:
+                    reasons.append(f"switch {dpid:016x} has not been in sync since it connected")
         return reasons
 
     def tap_paths(self, tap_id: int) -> dict[str, Any]:
