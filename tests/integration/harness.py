@@ -144,3 +144,12 @@ def vtap_rules(lab: Lab) -> list[str]:
 def ping(host, ip: str, count: int = 1, timeout: int = 1) -> bool:
     out = host.cmd(f"ping -c{count} -W{timeout} {ip}; echo rc=$?")
     return out.strip().endswith("rc=0")
+
+
+def longest_run(numbers: list[int]) -> int:
+    """The longest run of consecutive numbers in a sorted list."""
+    best = run = 0
+    for i, n in enumerate(numbers):
+        run = run + 1 if i and n == numbers[i - 1] + 1 else 1
+        best = max(best, run)
+    return best

@@ -179,7 +179,10 @@ def test_request_hygiene(lab):
     uploader.join()
     resp = admin.post("/api/v1/taps", content=b"x" * (20 << 20), headers={"content-type": "application/json"})
     assert resp.status_code == 413 and len(resp.content) < 200
-    assert max(latencies) < 0.05, latencies
+    # Not held up by the upload: the 20 MB arrive over a second, and reading them on the
+    # loop would stall health for that long. (Idle, the worst is ~30 ms; with the other
+    # core busy, 59 ms was seen: the bound is for a stall, not for speed.)
+    assert max(latencies) < 0.25, latencies
     assert upload[0][0] in (413, "closed") and (upload[0][0] == "closed" or upload[0][1] < 200), upload
     # A whole policy set may be larger, from a client with a valid token only.
     big_set = [{"name": f"bulk{i}", "src_ip": "10.0.0.1", "dst_ip": "10.0.0.3", "ip_proto": "udp", "dst_port": i,

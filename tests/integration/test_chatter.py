@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from tests.integration.harness import Lab, create_tap, ip, mac, wait_tap
+from tests.integration.harness import Lab, create_tap, ip, longest_run, mac, wait_tap
 from tests.waiting import wait_until
 from vtap.lab.convergence import measure
 from vtap.lab.topos import parse_topo
@@ -56,15 +56,6 @@ def test_comes_up_on_a_chatty_network(tmp_path, shape, seed, join):
         assert lab.net.pingAll(timeout="1") == 0
     finally:
         lab.close()
-
-
-def longest_run(numbers: list[int]) -> int:
-    """The longest run of consecutive numbers in a sorted list."""
-    best = run = 0
-    for i, n in enumerate(numbers):
-        run = run + 1 if i and n == numbers[i - 1] + 1 else 1
-        best = max(best, run)
-    return best
 
 
 def test_a_restart_under_a_tapped_stream_comes_back_to_the_same_view_and_tables(tmp_path):
