@@ -22,8 +22,14 @@ def cmd_lab(args: argparse.Namespace) -> int:
     if api is None:
         host = args.controller.rpartition(":")[0] or "127.0.0.1"
         api = f"http://{host}:8080"
-    return lab(args.topo, args.controller, args.run, None if args.no_wait else api, args.ready_timeout, args.of_tls,
-               args.chatter, args.join)
+    from vtap.lab.dpdk import DpdkUnavailable
+
+    try:
+        return lab(args.topo, args.controller, args.run, None if args.no_wait else api, args.ready_timeout, args.of_tls,
+                   args.chatter, args.join, args.datapath)
+    except DpdkUnavailable as exc:
+        print(f"vtap lab: --datapath dpdk: {exc}", file=sys.stderr)
+        return 1
 
 
 def cmd_bench_dataplane(args: argparse.Namespace) -> int:
@@ -83,6 +89,9 @@ def add_lab_parser(sub: argparse._SubParsersAction) -> None:
     l.add_argument("--join", default=None, metavar="random:SEED",
                    help="switches get their controller one by one, in a seeded random order with gaps (default: all at once)")
     l.add_argument("--controller", default="127.0.0.1:6653", help="controller HOST:PORT (default 127.0.0.1:6653)")
+    l.add_argument("--datapath", choices=["netdev", "dpdk"], default="netdev",
+                   help="netdev: OVS's userspace datapath on AF_PACKET ports (default); dpdk: OVS-DPDK, every port a "
+                        "DPDK port polled by a PMD thread, on 1 GiB of hugepages it reserves and gives back")
     l.add_argument("--api", default=None, help="controller REST API to wait on (default http://HOST:8080)")
     l.add_argument("--no-wait", action="store_true", help="do not wait for the controller to see the topology")
     l.add_argument("--ready-timeout", type=float, default=60.0, help="seconds to wait for the controller (default 60)")

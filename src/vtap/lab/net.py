@@ -20,6 +20,7 @@ from mininet.net import Mininet
 from mininet.node import OVSSwitch
 
 from vtap.lab.chatter import start_chatter, stop_chatter
+from vtap.lab.dpdk import make_ports_dpdk
 from vtap.lab.pki import Pki
 from vtap.lab.topos import VtapTopo
 
@@ -33,7 +34,7 @@ def ipv6_of(host_name: str) -> str:
 
 def build_net(topo: VtapTopo, controller_host: str, controller_port: int | list[int], *, ipv6: bool = False,
               pki: Pki | None = None, quiet: bool = False, chatter: bool = False, join: str | None = None,
-              seed: int = 0) -> Mininet:
+              seed: int = 0, dpdk: bool = False) -> Mininet:
     """Hosts and switch ports keep Linux's defaults: IPv6 on, with link-local addresses,
     duplicate address detection, router solicitations and MLD. With `ipv6`, hosts also get
     fc00::i/64 besides 10.0.0.i/8. With `pki`, the switches speak OpenFlow over TLS (`ssl:`
@@ -47,6 +48,8 @@ def build_net(topo: VtapTopo, controller_host: str, controller_port: int | list[
     `join="random:SEED"` gives the switches their controllers one by one, in an order and
     with gaps (0.1-0.8 s) that the seed decides, as switches of a real network come up;
     by default all at once. Either way `net.join_order` lists the switches in join order.
+    `dpdk`: the OVS is OVS-DPDK, and every switch port becomes a DPDK port on its veth
+    (`vtap.lab.dpdk`) before any switch has a controller.
     """
     setLogLevel("warning")
     rng = _join_rng(join)
@@ -81,6 +84,9 @@ def build_net(topo: VtapTopo, controller_host: str, controller_port: int | list[
         # get their targets through ovs-vsctl: no Mininet controller node, whose shell
         # only held an address and a port.
         net.start()
+        if dpdk:
+            make_ports_dpdk(net, lambda *a: subprocess.run(["ovs-vsctl", *a], check=True, capture_output=True,
+                                                           text=True).stdout)
         order = rng.sample(net.switches, len(net.switches)) if rng is not None else net.switches
         net.controller_targets = targets
         net.join_order = attach(order, targets, rng)

@@ -15,12 +15,19 @@ import tempfile
 import time
 from pathlib import Path
 
+from vtap.lab import dpdk
+
 SCHEMA = Path("/usr/share/openvswitch/vswitch.ovsschema")
 
 
 class PrivateOVS:
-    def __init__(self, directory: str | Path | None = None):
+    """`dpdk`: run Debian's `ovs-vswitchd-dpdk` instead, on hugepages reserved for it
+    (`vtap.lab.dpdk`); DpdkUnavailable, with the evidence, when it cannot start."""
+
+    def __init__(self, directory: str | Path | None = None, *, dpdk: bool = False):
         self.dir = Path(directory or tempfile.mkdtemp(prefix="vtap-ovs-"))
+        self.dpdk = dpdk
+        self.hugepages = None
         self.env = {"OVS_RUNDIR": str(self.dir), "OVS_DBDIR": str(self.dir), "OVS_LOGDIR": str(self.dir)}
         self._saved_env: dict[str, str | None] = {}
 
@@ -34,7 +41,7 @@ class PrivateOVS:
     def start(self) -> PrivateOVS:
         """Start both daemons. Only one userspace OVS can run per machine: every
         netdev datapath is backed by one kernel tap named `ovs-netdev`."""
-        others = subprocess.run(["pgrep", "-x", "ovs-vswitchd"], capture_output=True, text=True).stdout.split()
+        others = subprocess.run(["pgrep", "-x", "ovs-vswitchd(-dp)?"], capture_output=True, text=True).stdout.split()
         if others:
             raise RuntimeError(
                 f"another ovs-vswitchd is running (pid {', '.join(others)}); userspace datapaths share the "
@@ -54,11 +61,27 @@ class PrivateOVS:
             "--detach", f"--log-file={self.dir}/ovsdb.log",
         )
         self._run("ovs-vsctl", "--no-wait", "init")
-        self._run(
-            "ovs-vswitchd", f"unix:{self.dir}/db.sock",
-            f"--pidfile={self.dir}/ovs-vswitchd.pid",
-            "--detach", f"--log-file={self.dir}/vswitchd.log",
-        )
+        binary = "ovs-vswitchd"
+        if self.dpdk:
+            dpdk.check_installed()
+            self.hugepages = dpdk.Hugepages().reserve()
+            dpdk.configure(self.vsctl)
+            binary = str(dpdk.VSWITCHD)
+        try:
+            self._run(
+                binary, f"unix:{self.dir}/db.sock",
+                f"--pidfile={self.dir}/ovs-vswitchd.pid",
+                "--detach", f"--log-file={self.dir}/vswitchd.log",
+            )
+            if self.dpdk:
+                dpdk.wait_initialized(self.vsctl, self.dir / "vswitchd.log")
+                # Its control socket is named after its program (ovs-vswitchd-dpdk.PID.ctl);
+                # ovs-appctl (and anything else) looks for ovs-vswitchd.PID.ctl.
+                pid = (self.dir / "ovs-vswitchd.pid").read_text().strip()
+                (self.dir / f"ovs-vswitchd.{pid}.ctl").symlink_to(self.dir / f"{dpdk.VSWITCHD.name}.{pid}.ctl")
+        except BaseException:
+            self.stop()
+            raise
         return self
 
     def export(self) -> None:
@@ -110,6 +133,9 @@ class PrivateOVS:
                 time.sleep(0.1)
             else:
                 os.kill(pid, signal.SIGKILL)
+        if self.hugepages is not None:
+            self.hugepages.release()  # after the vswitchd that mapped them has ended
+            self.hugepages = None
 
     def __enter__(self) -> PrivateOVS:
         return self.start()

@@ -42,22 +42,23 @@ def run_command(net, command: str) -> int:
 
 
 def lab(topo_spec: str, controller: str, run: str | None, api: str | None, ready_timeout: float,
-        of_tls: str | None = None, chatter: bool = False, join: str | None = None) -> int:
+        of_tls: str | None = None, chatter: bool = False, join: str | None = None, datapath: str = "netdev") -> int:
     topo = parse_topo(topo_spec)
     host, _, port = controller.rpartition(":")
     if not host or not port.isdigit():
         raise ValueError(f"--controller must be HOST:PORT, got {controller!r}")
     # SIGTERM (a supervisor, `timeout`) must still tear the lab down: turn it into an exit.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    ovs = PrivateOVS().start()
+    ovs = PrivateOVS(dpdk=datapath == "dpdk").start()
     ovs.export()
     net = None
     try:
         pki = make_pki(of_tls) if of_tls else None
         if pki:
             print(f"vtap lab: OpenFlow over TLS; start the controller with {' '.join(pki.serve_args())}", file=sys.stderr)
-        net = build_net(topo, host, int(port), pki=pki, chatter=chatter, join=join)
-        print(f"vtap lab: {topo_spec}: {len(net.switches)} switches, {len(net.hosts)} hosts, OVS in {ovs.dir}", file=sys.stderr)
+        net = build_net(topo, host, int(port), pki=pki, chatter=chatter, join=join, dpdk=datapath == "dpdk")
+        print(f"vtap lab: {topo_spec}: {len(net.switches)} switches, {len(net.hosts)} hosts, "
+              f"{'OVS-DPDK' if datapath == 'dpdk' else 'OVS'} in {ovs.dir}", file=sys.stderr)
         if not wait_ready(net, api, ready_timeout):
             print("vtap lab: the controller did not report the whole topology in time", file=sys.stderr)
             if run:

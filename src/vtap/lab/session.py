@@ -26,8 +26,10 @@ from vtap.lab.topos import VtapTopo
 class LabSession:
     def __init__(self, topo: VtapTopo, workdir: Path, *, ready_timeout: float = 90.0, ipv6: bool = False,
                  of_tls: bool = False, serve_args: tuple[str, ...] = (), cluster: int = 0, etcd_members: int = 1,
-                 quiet: bool = False, chatter: bool = False, join: str | None = None, seed: int = 0):
-        """`ipv6`, `quiet`, `chatter`, `join` and `seed`: as in `build_net`."""
+                 quiet: bool = False, chatter: bool = False, join: str | None = None, seed: int = 0,
+                 dpdk: bool = False):
+        """`ipv6`, `quiet`, `chatter`, `join`, `seed` and `dpdk`: as in `build_net` (`dpdk`:
+        and the OVS is OVS-DPDK, `vtap.lab.dpdk`)."""
         self.topo = topo
         self.ipv6 = ipv6
         self.quiet = quiet
@@ -36,7 +38,8 @@ class LabSession:
         self.join = join
         self.workdir = Path(workdir)
         self.ready_timeout = ready_timeout
-        self.ovs = PrivateOVS(self.workdir / "ovs")
+        self.dpdk = dpdk
+        self.ovs = PrivateOVS(self.workdir / "ovs", dpdk=dpdk)
         self.pki = make_pki(self.workdir / "pki") if of_tls else None
         args = serve_args + (self.pki.serve_args() if self.pki else ())
         self.etcd = EtcdCluster(etcd_members, self.workdir / "etcd") if cluster else None
@@ -71,7 +74,7 @@ class LabSession:
                 other.start(token=self.ctl.token)
             t0 = time.monotonic()
             self.net = build_net(self.topo, "127.0.0.1", [c.of_port for c in self.ctls], ipv6=self.ipv6, pki=self.pki,
-                                 quiet=self.quiet, chatter=self.chatter, join=self.join, seed=self.seed)
+                                 quiet=self.quiet, chatter=self.chatter, join=self.join, seed=self.seed, dpdk=self.dpdk)
             t_built = time.monotonic()
             if not wait_ready(self.net, self.leader().api, timeout=self.ready_timeout):
                 raise RuntimeError(f"the controller did not connect every switch and discover the topology in "
