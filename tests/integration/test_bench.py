@@ -9,6 +9,8 @@ import math
 import subprocess
 import sys
 
+import pytest
+
 
 def _run(*args: str, timeout: int) -> subprocess.CompletedProcess:
     res = subprocess.run([sys.executable, "-m", "vtap", "bench", *args], capture_output=True, text=True, timeout=timeout)
@@ -16,9 +18,11 @@ def _run(*args: str, timeout: int) -> subprocess.CompletedProcess:
     return res
 
 
-def test_dataplane_quick_produces_every_row(tmp_path):
-    res = _run("dataplane", "--quick", "--out", str(tmp_path), timeout=300)
-    r = json.loads((tmp_path / "dataplane-afpacket-quick.json").read_text())
+@pytest.mark.parametrize("datapath, name", [("netdev", "afpacket"), ("dpdk", "dpdk")])
+def test_dataplane_quick_produces_every_row(tmp_path, datapath, name):
+    res = _run("dataplane", "--quick", "--datapath", datapath, "--out", str(tmp_path), timeout=300)
+    r = json.loads((tmp_path / f"dataplane-{name}-quick.json").read_text())
+    assert r["ports"] == name
     assert r["sizes"] == [64, 1518]
     for config in ("notap", "mirror", "vtap", "vtap-snaplen128", "vtap-sample8", "vtap-vxlan"):
         for size in ("64", "1518"):
@@ -33,7 +37,7 @@ def test_dataplane_quick_produces_every_row(tmp_path):
     assert set(r["sweep"]["data"]["vtap"]) == {"0.1", "1.0"}
     assert r["testbed2"] and all(set(v) == {"64", "1518"} for v in r["testbed2"].values())
     for suffix in ("pps.png", "mbps.png", "md"):
-        assert (tmp_path / f"dataplane-afpacket-quick{'-' if suffix.endswith('png') else '.'}{suffix}").stat().st_size > 0
+        assert (tmp_path / f"dataplane-{name}-quick{'-' if suffix.endswith('png') else '.'}{suffix}").stat().st_size > 0
     assert "Ratios" in res.stdout and "[##" in res.stderr  # the table, and a progress bar
 
 

@@ -111,6 +111,8 @@ def add_bench_parser(sub: argparse._SubParsersAction) -> None:
     bsub = b.add_subparsers(dest="bench_command", required=True)
     dp = bsub.add_parser("dataplane", help="Testbeds #1 and #2: no TAP vs OVS port mirror vs vtap, by packet size")
     dp.add_argument("--ports", choices=["afpacket", "afxdp"], default="afpacket", help="OVS port type (default afpacket)")
+    dp.add_argument("--datapath", choices=["netdev", "dpdk"], default="netdev",
+                    help="dpdk: OVS-DPDK, every port a DPDK AF_PACKET port polled by PMD threads (--ports is then moot)")
     dp.add_argument("--reps", type=int, default=3, help="repetitions per configuration and size (default 3)")
     dp.add_argument("--window", type=float, default=2.0, help="measurement window in seconds (default 2)")
     dp.add_argument("--quick", action="store_true", help="a ~1-minute smoke run: 2 sizes, 1 repetition, short windows")

@@ -83,6 +83,19 @@ def wait_initialized(vsctl, log: Path) -> None:
     raise DpdkUnavailable(f"DPDK did not initialise in {INIT_S:g} s; {log}: " + " | ".join(tail))
 
 
+def dpdk_port_up(vsctl, intf: str) -> None:
+    """Wait until a DPDK port has its OpenFlow number; DpdkUnavailable with its error."""
+    deadline = time.monotonic() + INIT_S
+    while True:
+        ofport = vsctl("get", "Interface", intf, "ofport").strip()
+        if ofport not in ("-1", "[]", "0"):
+            return
+        error = vsctl("get", "Interface", intf, "error").strip()
+        if error not in ("[]", '""') or time.monotonic() > deadline:
+            raise DpdkUnavailable(f"DPDK port {intf} did not come up: {error}")
+        time.sleep(0.1)
+
+
 def dpdk_ports(net) -> list[tuple[str, str]]:
     """(switch, interface) for every switch port of a built Mininet network."""
     return [(sw.name, intf.name) for sw in net.switches for intf in sw.intfList() if intf.name != "lo"]
