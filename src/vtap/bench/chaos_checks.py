@@ -66,19 +66,30 @@ def wait_settled(lab: LabSession, policies: int, timeout: float = SETTLE_S) -> S
         time.sleep(0.2)
 
 
-def drift(lab: LabSession) -> list[str]:
-    """Switches whose tables differ from the compile, as the controller reads them back."""
+def _drifts(lab: LabSession) -> dict[str, dict | int]:
+    """Each switch's `GET /api/v1/devices/{dpid}/drift`: its JSON, or the status code
+    when it could not be read."""
     http = lab.leader(timeout=5).http
-    out = []
+    out: dict[str, dict | int] = {}
     for sw in lab.net.switches:
         got = http.get(f"/api/v1/devices/{sw.dpid}/drift", timeout=10)
-        if got.status_code != 200:
-            out.append(f"{sw.name}: drift not read ({got.status_code})")
-            continue
-        d = got.json()
-        if d["missing"] or d["extra"]:
-            out.append(f"{sw.name}: {d['missing']} rules missing, {d['extra']} not compiled (e.g. {d['examples'][:2]})")
+        out[sw.name] = got.json() if got.status_code == 200 else got.status_code
     return out
+
+
+def _drift_problems(drifts: dict[str, dict | int]) -> list[str]:
+    out = []
+    for name, d in drifts.items():
+        if isinstance(d, int):
+            out.append(f"{name}: drift not read ({d})")
+        elif d["missing"] or d["extra"]:
+            out.append(f"{name}: {d['missing']} rules missing, {d['extra']} not compiled (e.g. {d['examples'][:2]})")
+    return out
+
+
+def drift(lab: LabSession) -> list[str]:
+    """Switches whose tables differ from the compile, as the controller reads them back."""
+    return _drift_problems(_drifts(lab))
 
 
 def ofctl_counts(lab: LabSession, switch: str) -> dict[str, int]:
@@ -93,14 +104,14 @@ def ofctl_counts(lab: LabSession, switch: str) -> dict[str, int]:
 
 
 def check_tables(lab: LabSession) -> list[str]:
-    """Violations: tables that differ from the compile, read both ways."""
-    out = drift(lab)
-    http = lab.leader(timeout=5).http
+    """Violations: tables that differ from the compile, read both ways (one read-back)."""
+    drifts = _drifts(lab)
+    out = _drift_problems(drifts)
     for sw in lab.net.switches:
-        want = http.get(f"/api/v1/devices/{sw.dpid}/drift", timeout=10).json()["desired"]
+        d = drifts[sw.name]
         got = ofctl_counts(lab, sw.name)
-        if got != want:
-            out.append(f"{sw.name}: ovs-ofctl counts {got}, the compile wants {want}")
+        if isinstance(d, dict) and got != d["desired"]:
+            out.append(f"{sw.name}: ovs-ofctl counts {got}, the compile wants {d['desired']}")
     return out
 
 

@@ -108,13 +108,5 @@ def make_ports_dpdk(net, vsctl) -> None:
     for i, (_, intf) in enumerate(dpdk_ports(net)):
         args += ["--", "set", "Interface", intf, "type=dpdk", f"options:dpdk-devargs=net_af_packet{i},iface={intf}"]
     vsctl(*args)
-    deadline = time.monotonic() + INIT_S
-    while True:
-        failing = vsctl("--bare", "--columns=name,error", "find", "Interface", "type=dpdk", "error!=[]").split("\n\n")
-        failing = [" ".join(f.split()) for f in failing if f.strip()]
-        pending = vsctl("--bare", "--columns=name", "find", "Interface", "type=dpdk", "ofport<=0").split()
-        if not failing and not pending:
-            return
-        if time.monotonic() > deadline:
-            raise DpdkUnavailable(f"DPDK ports did not come up: {(failing or pending)[:3]}")
-        time.sleep(0.2)
+    for _, intf in dpdk_ports(net):
+        dpdk_port_up(vsctl, intf)
