@@ -48,3 +48,13 @@ def test_a_bad_replay_file_is_named(tmp_path):
         load(bad)
     with pytest.raises(ValueError, match="not a chaos schedule"):
         load(tmp_path / "missing.json")
+
+
+def test_a_bad_replay_is_refused_before_any_lab_is_built(tmp_path):
+    from vtap.bench.chaos import run
+
+    bad = tmp_path / "s.json"
+    bad.write_text("[]")
+    with pytest.raises(ValueError, match="not a chaos schedule"):
+        run(1, 1, False, tmp_path / "out", replay=bad, workdir=tmp_path / "lab")
+    assert not (tmp_path / "lab").exists() and not (tmp_path / "out").exists()

@@ -299,6 +299,11 @@ def markdown(seed: int, cluster: bool, results: list[RoundResult]) -> str:
 
 def run(rounds: int, seed: int, cluster: bool, out: Path, replay: Path | None = None, workdir: Path | None = None) -> dict:
     """The soak; what it writes to `out` (chaos.json), also returned."""
+    # A replayed schedule says whether it ran on a cluster, and a bad file is refused
+    # before anything is built.
+    replayed = load(replay) if replay is not None else None
+    if replayed is not None:
+        seed, cluster, _ = replayed
     out.mkdir(parents=True, exist_ok=True)
     own_workdir = workdir is None
     workdir = workdir or Path(tempfile.mkdtemp(prefix="vtap-chaos-"))
@@ -306,8 +311,8 @@ def run(rounds: int, seed: int, cluster: bool, out: Path, replay: Path | None = 
                      cluster=3 if cluster else 0, etcd_members=3 if cluster else 1)
     with lab:
         lab.net.pingAll(timeout="1")  # every host known
-        if replay is not None:
-            seed, cluster, schedule = load(replay)
+        if replayed is not None:
+            schedule = replayed[2]
         else:
             schedule = plan(seed, rounds, cluster=cluster, links=switch_links(lab), switches=[s.name for s in lab.net.switches],
                             members=["leader", "follower"],  # resolved when the fault strikes
