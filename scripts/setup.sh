@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what vtap needs, idempotently: Debian packages (Open vSwitch, Mininet's
-# mnexec, capture tools, etcd for cluster mode, OVS-DPDK and the DPDK drivers the lab uses;
+# mnexec, capture tools, etcd for cluster mode, OVS-DPDK, the DPDK drivers the lab uses and
+# dpdk-testpmd for the DPDK guests of the bench;
 # the plain ovs-vswitchd stays the system's default) and a venv with the project.  Safe to run again and again;
 # it only does work when something is missing or pyproject.toml changed.
 set -euo pipefail
@@ -8,7 +9,8 @@ cd "$(dirname "$0")/.."
 
 DEBS=(openvswitch-switch openvswitch-common mininet net-tools tcpdump iproute2
       iputils-ping procps ethtool chromium netsniff-ng tshark etcd-server
-      openvswitch-switch-dpdk librte-net-af-packet23 librte-mempool-ring23)
+      openvswitch-switch-dpdk librte-net-af-packet23 librte-mempool-ring23
+      dpdk-dev librte-net-virtio23 librte-net-pcap23)
 missing=()
 for p in "${DEBS[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

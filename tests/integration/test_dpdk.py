@@ -1,6 +1,8 @@
 """The lab on OVS-DPDK (Debian's ovs-vswitchd-dpdk, every switch port a DPDK AF_PACKET
 port polled by a PMD thread, on hugepages the lab reserves and gives back), driven by
-the controller as any other: its pipeline works there with real packets.
+the controller as any other: its pipeline works there with real packets — group ALL
+copies, truncation, sampling (multipath), the rate limit (a meter), a GRE tunnel to a
+collector, fast-failover.
 
 `tree,2,2`: s1 above s2 (h1, h2) and s3 (h3, h4); the smallest tree with a monitor
 beside each receiver, so a monitor pool can fail over. The test fails, never skips,
@@ -9,20 +11,22 @@ when DPDK cannot start: the message says what was missing."""
 from __future__ import annotations
 
 import time
+from collections import Counter
 from pathlib import Path
 
 import pytest
 
 from tests.integration.harness import Lab, create_tap, delete_tap, ip, mac, traffic, wait_tap
 from vtap.lab import dpdk
+from vtap.lab.collector import decap
 from vtap.lab.topos import parse_topo
-from vtap.lab.traffic import Flow
+from vtap.lab.traffic import Capture, Flow, frames, marked, send_frames
 
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
     before = int(dpdk.NR_HUGEPAGES.read_text())
-    lab = Lab(parse_topo("tree,2,2"), tmp_path_factory.mktemp("dpdk"), dpdk=True)
+    lab = Lab(parse_topo("tree,2,2"), tmp_path_factory.mktemp("dpdk"), dpdk=True, serve_args=("--tunnels", "local"))
     try:
         assert lab.ovs.vsctl("get", "Open_vSwitch", ".", "dpdk_initialized").strip() == "true"
         lab.net.pingAll(timeout="1")  # every host known
@@ -63,6 +67,61 @@ def test_copies_cut_to_the_snaplen(lab):
     wait_tap(lab, tap["id"])
     got = traffic(lab, "h3", udp(3, 1, 4000, 53), "c", 20, ["h1", "h4"], size=600)
     assert len(got["h1"]) == 20 and got["h4"] == [f[:64] for f in got["h1"]]
+    delete_tap(lab, tap["id"])
+
+
+def _sent_and_seen(lab, sender: str, sent: list[bytes], tag: str, watch: list[str], interval: float) -> dict:
+    """Send `sent` from `sender`; the frames of `tag` from it each watched host captured."""
+    src = lab.net[sender].MAC().replace(":", "")
+    caps = {name: Capture(lab.net[name], lab.workdir / f"{tag}-{name}.pcap").start() for name in watch}
+    try:
+        send_frames(lab.net[sender], sent, lab.workdir / f"{tag}.bin", interval=interval)
+    finally:
+        got = {name: [(t, f) for t, f in cap.stop() if f[6:12].hex() == src and (marked(f) or "").startswith(tag)]
+               for name, cap in caps.items()}
+    return got
+
+
+def test_sampling_copies_whole_flows_a_quarter_of_them(lab):
+    tap = create_tap(lab, name="dpdk-sample", src_ip=ip(1), dst_ip=ip(3), ip_proto="udp", dst_port=8000,
+                     monitor_ip=ip(2), sample=4)
+    wait_tap(lab, tap["id"])
+    ports = range(30000, 30200)
+    sent = [f for p in ports for f in frames(Flow(mac(1), mac(3), ip(1), ip(3), "udp", p, 8000), f"smp{p}", 3)]
+    got = _sent_and_seen(lab, "h1", sent, "smp", ["h3", "h2"], interval=0.0005)
+    assert len(got["h3"]) == len(sent)  # every original
+    per_flow = Counter(marked(f).split(":")[0] for _, f in got["h2"])
+    assert set(per_flow.values()) == {3}, per_flow  # a sampled flow is copied whole
+    assert 0.12 <= len(per_flow) / len(ports) <= 0.40, len(per_flow)  # 1 in 4, give or take
+    delete_tap(lab, tap["id"])
+
+
+def test_the_rate_limit_meters_copies_never_originals(lab):
+    tap = create_tap(lab, name="dpdk-meter", src_ip=ip(1), dst_ip=ip(3), ip_proto="udp", dst_port=8100,
+                     monitor_ip=ip(4), rate_limit_pps=200)
+    wait_tap(lab, tap["id"])
+    sent = frames(udp(1, 3, 4000, 8100), "meter", 3000)
+    got = _sent_and_seen(lab, "h1", sent, "meter", ["h3", "h4"], interval=1 / 1000)  # ~1,000 pps for ~3 s
+    assert len(got["h3"]) == 3000
+    seconds = got["h3"][-1][0] - got["h3"][0][0]
+    assert 0.8 * 200 <= len(got["h4"]) / seconds <= 1.2 * 200, (len(got["h4"]), seconds)
+    delete_tap(lab, tap["id"])
+
+
+def test_copies_reach_a_gre_collector_with_their_key_byte_for_byte(lab):
+    tap = create_tap(lab, name="dpdk-gre", src_ip=ip(1), dst_ip=ip(3), ip_proto="udp", dst_port=8200,
+                     monitor_ip=ip(4), transport="gre", tunnel_key=9)
+    wait_tap(lab, tap["id"], timeout=30)
+    sent = frames(udp(1, 3, 4000, 8200), "gre", 20)
+    src = mac(1).replace(":", "")
+    cap = Capture(lab.net["h4"], lab.workdir / "g-col.pcap").start()
+    try:
+        got = _sent_and_seen(lab, "h1", sent, "gre", ["h3"], interval=0.005)["h3"]
+    finally:
+        outer = [d for d in (decap(f) for _, f in cap.stop()) if d and d[2][6:12].hex() == src]
+    assert len(got) == 20
+    assert [(kind, key) for kind, key, _ in outer] == [("gre", 9)] * 20
+    assert [inner for _, _, inner in outer] == [f for _, f in got]
     delete_tap(lab, tap["id"])
 
 

@@ -38,6 +38,12 @@ def cmd_bench_dataplane(args: argparse.Namespace) -> int:
     return dataplane(args)
 
 
+def cmd_bench_seed(args: argparse.Namespace) -> int:
+    from vtap.bench.seed import main as seed
+
+    return seed(args)
+
+
 def cmd_bench_controlplane(args: argparse.Namespace) -> int:
     from vtap.bench.controlplane import main as controlplane
 
@@ -112,12 +118,23 @@ def add_bench_parser(sub: argparse._SubParsersAction) -> None:
     dp = bsub.add_parser("dataplane", help="Testbeds #1 and #2: no TAP vs OVS port mirror vs vtap, by packet size")
     dp.add_argument("--ports", choices=["afpacket", "afxdp"], default="afpacket", help="OVS port type (default afpacket)")
     dp.add_argument("--datapath", choices=["netdev", "dpdk"], default="netdev",
-                    help="dpdk: OVS-DPDK, every port a DPDK AF_PACKET port polled by PMD threads (--ports is then moot)")
+                    help="dpdk: OVS-DPDK, every port polled by a PMD thread (--ports is then moot)")
+    dp.add_argument("--hosts", choices=["guests", "namespaces"], default="guests",
+                    help="with --datapath dpdk: guests (default): the hosts are DPDK guests (dpdk-testpmd, virtio-user) on "
+                         "vhost-user ports, as the seed's VMs; namespaces: network namespaces on veths, each switch port "
+                         "a DPDK AF_PACKET port")
     dp.add_argument("--reps", type=int, default=3, help="repetitions per configuration and size (default 3)")
     dp.add_argument("--window", type=float, default=2.0, help="measurement window in seconds (default 2)")
     dp.add_argument("--quick", action="store_true", help="a ~1-minute smoke run: 2 sizes, 1 repetition, short windows")
     dp.add_argument("--out", default="bench/results", help="where JSON, Markdown and plots go (default bench/results)")
     dp.set_defaults(func=cmd_bench_dataplane)
+
+    sd = bsub.add_parser("seed", help="the seed's Tables 5.1-5.6 beside our dataplane runs, as ratios, with one plot "
+                                      "per table (reads what `vtap bench dataplane` wrote)")
+    sd.add_argument("--results", default="bench/results", help="where the dataplane-*.json are (default bench/results)")
+    sd.add_argument("--out", default=None, help="where seed-tables.md and the plots go (default: --results)")
+    sd.add_argument("--quick", action="store_true", help="compare the --quick runs (dataplane-*-quick.json)")
+    sd.set_defaults(func=cmd_bench_seed)
 
     cp = bsub.add_parser("controlplane", help="TAP policies at scale on fattree,4: latency, apply time, failover, restart")
     cp.add_argument("--latency", type=int, default=200, help="policies for the POST -> active latency (default 200)")

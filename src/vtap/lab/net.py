@@ -32,6 +32,23 @@ def ipv6_of(host_name: str) -> str:
     return f"fc00::{int(host_name[1:]):x}"
 
 
+def _prepare_interfaces(net: Mininet, *, ipv6: bool, quiet: bool) -> None:
+    """Hosts' addresses and offloads; with `quiet`, IPv6 off (see `build_net`)."""
+    for host in net.hosts:
+        if ipv6:
+            # No duplicate address detection: the address is usable at once.
+            host.cmd(f"ip -6 addr add {ipv6_of(host.name)}/64 dev {host.defaultIntf()} nodad")
+        elif quiet:
+            host.cmd("sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1")
+        # The userspace datapath does not complete checksums offloaded by veth.
+        host.cmd(f"ethtool -K {host.defaultIntf()} tx off rx off >/dev/null 2>&1")
+    if quiet:
+        for sw in net.switches:
+            for intf in sw.intfNames():
+                if intf != "lo":
+                    sw.cmd(f"sysctl -qw net.ipv6.conf.{intf}.disable_ipv6=1")
+
+
 def build_net(topo: VtapTopo, controller_host: str, controller_port: int | list[int], *, ipv6: bool = False,
               pki: Pki | None = None, quiet: bool = False, chatter: bool = False, join: str | None = None,
               seed: int = 0, dpdk: bool = False) -> Mininet:
@@ -63,19 +80,7 @@ def build_net(topo: VtapTopo, controller_host: str, controller_port: int | list[
     net.build()
     net.chatter = []
     try:
-        for host in net.hosts:
-            if ipv6:
-                # No duplicate address detection: the address is usable at once.
-                host.cmd(f"ip -6 addr add {ipv6_of(host.name)}/64 dev {host.defaultIntf()} nodad")
-            elif quiet:
-                host.cmd("sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1")
-            # The userspace datapath does not complete checksums offloaded by veth.
-            host.cmd(f"ethtool -K {host.defaultIntf()} tx off rx off >/dev/null 2>&1")
-        if quiet:
-            for sw in net.switches:
-                for intf in sw.intfNames():
-                    if intf != "lo":
-                        sw.cmd(f"sysctl -qw net.ipv6.conf.{intf}.disable_ipv6=1")
+        _prepare_interfaces(net, ipv6=ipv6, quiet=quiet)
         if chatter:
             for i, host in enumerate(net.hosts):
                 peers = [other.IP() for other in net.hosts if other is not host]
