@@ -90,13 +90,16 @@ def test_roles_scope_revocation_and_copies(lab):
     with client(lab, operator["token"]) as op:
         outside = [({**policy, "name": "x1", "src_ip": "10.0.0.2"}, "src_ip"),
                    ({**policy, "name": "x2", "monitor_ip": "10.0.0.3"}, "monitor_ip"),
-                   ({k: v for k, v in policy.items() if k != "dst_ip"} | {"name": "x3"}, "dst_ip"),
                    ({**policy, "name": "x4", "src_ip": "10.0.0.0/24"}, "src_ip")]
         for body, field in outside:
             resp = op.post("/api/v1/taps", json=body)
             assert resp.status_code == 403, resp.text
             assert field in {d["loc"][-1] for d in resp.json()["detail"]}
         assert admin.get("/api/v1/taps").json() == []
+        # Naming only its source, inside the scope, taps all that host sends, whoever the peer: in scope.
+        source_only = op.post("/api/v1/taps", json={k: v for k, v in policy.items() if k != "dst_ip"} | {"name": "x3"})
+        assert source_only.status_code == 201, source_only.text
+        assert op.delete(f"/api/v1/taps/{source_only.json()['id']}").status_code == 204
         created = op.post("/api/v1/taps", json=policy)
         assert created.status_code == 201, created.text
         wait_tap(lab, created.json()["id"])

@@ -34,6 +34,9 @@ from vtap.api.events import router as events_router
 from vtap.api.metrics import instrument
 from vtap.api.pacing import HeavyWork
 from vtap.api.metrics import router as metrics_router
+from vtap.api.neutron import NeutronError, from_http, from_validation, is_neutron, neutron_error
+from vtap.api.neutron import router as neutron_router
+from vtap.api.taas import router as taas_router
 from vtap.api.taps import router as taps_router
 from vtap.control.controller import Controller
 from vtap.model.network import Port, dpid_str, normalize_mac
@@ -219,7 +222,10 @@ def _excerpt(value) -> str:
 
 
 async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-    """422 naming each field, quoting at most a short excerpt of what was sent."""
+    """422 naming each field, quoting at most a short excerpt of what was sent (under
+    /v2.0, Neutron's 400)."""
+    if is_neutron(request):
+        return from_validation(list(exc.errors()))
     errors = [{"loc": list(e.get("loc", ())), "msg": _shorten(str(e.get("msg", "")), 300), "type": str(e.get("type", "")),
                **({"input": _excerpt(e["input"])} if "input" in e else {})} for e in exc.errors()]
     return JSONResponse({"detail": errors}, status_code=422)
@@ -243,13 +249,17 @@ async def http_error(request: Request, exc: StarletteHTTPException) -> JSONRespo
     headers = dict(exc.headers or {})
     if exc.status_code == 405:
         headers["Allow"] = ", ".join(sorted(_methods_of(request.app.routes, request.url.path)))
+    if is_neutron(request):
+        return from_http(exc.status_code, exc.detail, headers)
     return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=headers)
 
 
 async def store_unavailable(request: Request, exc: StoreUnavailable) -> JSONResponse:
     """503: the store (etcd) cannot take the write; nothing changed, reads go on."""
-    return JSONResponse({"detail": f"store unavailable, nothing was changed: {exc}; reads go on from this "
-                                   "instance's last copy of the store"}, status_code=503, headers={"Retry-After": "1"})
+    message = f"store unavailable, nothing was changed: {exc}; reads go on from this instance's last copy of the store"
+    if is_neutron(request):
+        return from_http(503, message, {"Retry-After": "1"})
+    return JSONResponse({"detail": message}, status_code=503, headers={"Retry-After": "1"})
 
 
 class OwnRoutes:
@@ -407,7 +417,8 @@ async def index() -> FileResponse:
 
 # In this order, after the app's own routes (`own`): the order of the OpenAPI document
 # and the order routes are matched in.
-ROUTERS = (metrics_router, taps_router, captures_router, access_router, events_router, cluster_router)
+ROUTERS = (metrics_router, taps_router, captures_router, access_router, events_router, cluster_router, neutron_router,
+           taas_router)
 
 
 def create_app(ctl: Controller, tokens: Tokens) -> FastAPI:
@@ -427,6 +438,7 @@ def _handle_errors(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, invalid)
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(StoreUnavailable, store_unavailable)
+    app.add_exception_handler(NeutronError, neutron_error)
 
 
 def _serve_ui(app: FastAPI) -> None:

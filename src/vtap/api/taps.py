@@ -162,6 +162,33 @@ def _audit(request: Request, action: str, target: str, before: Tap | None = None
     request.state.audit_after = after.model_dump(mode="json") if after else None
 
 
+def _refuse_taas(specs: list[TapSpec], indexed: bool = True) -> None:
+    """422: a policy's `taas` is written by the TaaS API only (it would claim a resource)."""
+    for i, spec in enumerate(specs):
+        if spec.taas is not None:
+            loc = ["body", i, "taas"] if indexed else ["body", "taas"]
+            raise HTTPException(422, [{"loc": loc, "msg": "written by the TaaS API (/v2.0/taas) only", "type": "read_only"}])
+
+
+def _refuse_managed(tap: Tap) -> None:
+    """409: a policy that serves a TaaS resource changes with it, through /v2.0/taas."""
+    ref = tap.spec.taas
+    if ref is not None:
+        raise HTTPException(409, f"policy {tap.spec.name!r} serves TaaS {ref.kind.replace('_', ' ')} {ref.id}: "
+                                 f"change it through /v2.0/taas/{ref.kind}s/{ref.id}")
+
+
+def _keep_managed(ctl: Controller, specs: list[TapSpec]) -> list[TapSpec]:
+    """A declared set leaves the TaaS policies alone: none of its names may be theirs, and
+    a prune keeps them (they are in the set as they are)."""
+    managed = {t.spec.name: t.spec for t in ctl.taps.values() if t.spec.taas is not None}
+    for i, spec in enumerate(specs):
+        if spec.name in managed:
+            raise HTTPException(409, [{"loc": ["body", i, "name"], "msg": f"{spec.name!r} serves a TaaS resource: "
+                                       "change it through /v2.0/taas", "type": "managed"}])
+    return specs + list(managed.values())
+
+
 def _check_names(specs: list[TapSpec]) -> None:
     """409 naming the index of a name declared twice in one set."""
     seen: dict[str, int] = {}
@@ -203,6 +230,7 @@ router = APIRouter(prefix="/api/v1/taps", tags=["taps"], dependencies=[Depends(v
 async def create(spec: TapSpec, response: Response, request: Request, ctl: Ctl, me: Principal = Depends(operator),
                  dry_run: bool = Query(False, description="compile only: return the rules it would install")):
     _audit(request, "tap.dry-run" if dry_run else "tap.create", f"tap:{spec.name}", after=spec)
+    _refuse_taas([spec], indexed=False)
     check_scope(me, spec)
     if dry_run:
         state, rules = ctl.dry_run(spec)
@@ -232,7 +260,9 @@ async def apply(request: Request, ctl: Ctl, heavy: Heavy, bulk_turn: BulkTurn, m
 async def _apply(ctl: Controller, specs: list[TapSpec], request: Request, me: Principal, prune: bool,
                  dry_run: bool) -> ApplyOut:
     _check_names(specs)
+    _refuse_taas(specs)
     _check_scope_each(me, specs)
+    specs = _keep_managed(ctl, specs)
     plan, rules = ctl.plan_apply(specs, prune=prune, dry_run=dry_run)
     for tap in plan.removed + [before for before, _ in plan.changed]:
         check_scope(me, tap.spec)
@@ -262,6 +292,7 @@ async def create_many(request: Request, ctl: Ctl, heavy: Heavy, bulk_turn: BulkT
 
 async def _create_many(ctl: Controller, specs: list[TapSpec], request: Request, me: Principal) -> list[TapOut]:
     _check_names(specs)
+    _refuse_taas(specs)
     _check_scope_each(me, specs)
     plan, _ = ctl.plan_apply(specs, prune=False, dry_run=False)
     taken = [before.spec.name for before, _ in plan.changed] + [t.spec.name for t in plan.unchanged]
@@ -307,6 +338,8 @@ async def update(tap_id: TapId, spec: TapSpec, request: Request, ctl: Ctl, me: P
     """Replace the policy; an operator's scope must hold both the policy as stored and as asked."""
     _audit(request, "tap.update", f"tap:{tap_id}", ctl.taps.get(tap_id), spec)
     old = _get(ctl, tap_id)
+    _refuse_managed(old)
+    _refuse_taas([spec], indexed=False)
     check_scope(me, old.spec)
     check_scope(me, spec)
     try:
@@ -321,6 +354,7 @@ async def update(tap_id: TapId, spec: TapSpec, request: Request, ctl: Ctl, me: P
 @router.delete("/{tap_id}", status_code=204, responses=NOT_FOUND)
 async def delete(tap_id: TapId, request: Request, ctl: Ctl, me: Principal = Depends(operator)):
     _audit(request, "tap.delete", f"tap:{tap_id}", ctl.taps.get(tap_id))
+    _refuse_managed(_get(ctl, tap_id))
     check_scope(me, _get(ctl, tap_id).spec)
     try:
         await ctl.delete_tap(tap_id)

@@ -1,9 +1,10 @@
 """Who may do what: roles, and the scope of what an operator may tap and where copies may go.
 
 A TAP copies other people's traffic, so the right to create one is scoped twice: by
-what is tapped (`sources`: every identifier the policy taps must lie inside one of
-them) and by where the copies go (`monitors`). A policy that leaves an end open ("any"
-source or destination) taps traffic no scope can bound: only an admin may create it.
+what is tapped (`sources`: every identifier the policy gives must lie inside one of
+them) and by where the copies go (`monitors`). A policy that names only its source (or
+only its destination) taps everything that host sends (or receives), whoever the peer:
+that is in scope. Only a policy with no identifier at all taps "any": for admins.
 Pure: checked the same way for a new policy, an update (old and new) and a delete.
 """
 
@@ -80,17 +81,21 @@ def _inside(value: str, allowed: tuple[str, ...]) -> bool:
     return False
 
 
+def host_inside(allowed: tuple[str, ...], mac: str, ips: tuple[str, ...] = ()) -> bool:
+    """Whether a host lies inside scope entries: its MAC is listed, or one of its addresses
+    lies within a listed prefix (how a project sees a Neutron port)."""
+    return _inside(mac, allowed) or any(_inside(ip, allowed) for ip in ips)
+
+
 def scope_violations(spec: MatchSpec, scope: Scope) -> list[tuple[str, str]]:
     """(field, why) for every part of `spec` outside `scope`; empty when it is inside."""
     out = []
-    for end in ("src", "dst"):
-        mac, ip = getattr(spec, f"{end}_mac"), getattr(spec, f"{end}_ip")
-        if not (mac or ip):
-            out.append((f"{end}_ip", f"no {'source' if end == 'src' else 'destination'} given: the policy taps any, "
-                                     "which only an admin may"))
-        for name, value in ((f"{end}_mac", mac), (f"{end}_ip", ip)):
-            if value and not _inside(value, scope.sources):
-                out.append((name, f"{value} is outside your scope's sources"))
+    given = [(name, getattr(spec, name)) for name in ("src_mac", "src_ip", "dst_mac", "dst_ip") if getattr(spec, name)]
+    if not given:
+        out.append(("src_ip", "no identifier given: the policy taps any traffic, which only an admin may"))
+    for name, value in given:
+        if not _inside(value, scope.sources):
+            out.append((name, f"{value} is outside your scope's sources"))
     for name in ("monitor_mac", "monitor_ip"):
         value = getattr(spec, name, None)  # a capture job's match has no monitor
         if value and not _inside(value, scope.monitors):

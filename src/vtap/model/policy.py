@@ -17,6 +17,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from vtap.model.network import normalize_mac
+from vtap.model.taas import TaasRef
 
 IP_PROTOS = {"tcp": 6, "udp": 17, "icmp": 1, "icmpv6": 58, "sctp": 132}
 PORT_PROTOS = (6, 17)
@@ -212,6 +213,8 @@ class TapSpec(MatchSpec):
     sample: int = Field(1, ge=1, le=65535, description="copy 1 in N flows, whole flows in both directions (1: all)")
     rate_limit_pps: int | None = Field(None, ge=1, le=10_000_000,
                                        description="copies per second beyond which this policy's copies are dropped")
+    taas: TaasRef | None = Field(None, description="read-only: the TaaS tap service, flow or mirror this policy "
+                                                   "serves (written by /v2.0/taas only)")
 
     @field_validator("name")
     @classmethod
