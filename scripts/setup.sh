@@ -1,25 +1,37 @@
 #!/usr/bin/env bash
 # Installs what vtap needs, idempotently: Debian packages (Open vSwitch, Mininet's
-# mnexec, capture tools, etcd for cluster mode, OVS-DPDK, the DPDK drivers the lab uses and
-# dpdk-testpmd for the DPDK guests of the bench;
-# the plain ovs-vswitchd stays the system's default) and a venv with the project.  Safe to run again and again;
-# it only does work when something is missing or pyproject.toml changed.
+# mnexec, capture tools, etcd for cluster mode, OVS-DPDK, the DPDK drivers the lab uses,
+# dpdk-testpmd for the bench's DPDK guests, Suricata from bookworm-backports; the plain
+# ovs-vswitchd stays the system's default) and a venv with the project. Safe to run again
+# and again: it only does work when something is missing or pyproject.toml changed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 DEBS=(openvswitch-switch openvswitch-common mininet net-tools tcpdump iproute2
       iputils-ping procps ethtool chromium netsniff-ng tshark etcd-server
       openvswitch-switch-dpdk librte-net-af-packet23 librte-mempool-ring23
-      dpdk-dev librte-net-virtio23 librte-net-pcap23)
+      dpdk-dev librte-net-virtio23 librte-net-pcap23 nftables)
+SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo
 missing=()
 for p in "${DEBS[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
 if ((${#missing[@]})); then
     echo "setup: installing Debian packages: ${missing[*]}" >&2
-    SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo
     $SUDO apt-get update -q
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+# Suricata 7 (the IDS on the lab's monitors) comes from bookworm-backports: bookworm's own
+# archive no longer carries it.
+if ! dpkg-query -W -f='${Status}' suricata 2>/dev/null | grep -q "install ok installed"; then
+    if ! grep -rqs "bookworm-backports" /etc/apt/sources.list /etc/apt/sources.list.d/; then
+        echo "setup: adding bookworm-backports for suricata" >&2
+        printf 'Types: deb\nURIs: http://deb.debian.org/debian\nSuites: bookworm-backports\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' \
+            | $SUDO tee /etc/apt/sources.list.d/vtap-backports.sources >/dev/null
+    fi
+    $SUDO apt-get update -q
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends -t bookworm-backports suricata
 fi
 
 PY=${PYTHON:-python3}

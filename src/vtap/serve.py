@@ -10,7 +10,7 @@ import signal
 import socket
 import sqlite3
 import ssl
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import uvicorn
@@ -20,6 +20,7 @@ from vtap.api.auth import FAILURES_ALLOWED, Tokens
 from vtap.api.guard import Guard
 from vtap.control.cluster import Cluster
 from vtap.control.controller import Controller
+from vtap.control.tunnel_ports import OvsdbPorts, parse_targets
 from vtap.control.tunnels import TunnelAgent
 from vtap.openflow.channel import OpenFlowServer
 from vtap.store.base import PolicyStore
@@ -101,8 +102,10 @@ class ServeConfig:
     etcd_tls: tuple[str | None, str | None, str | None] = (None, None, None)  # CA, certificate, key (etcds://)
     member_id: str | None = None
     advertise_url: str | None = None
-    tunnels: str = "off"
+    tunnels: str = "off"  # off | local | ovsdb
     tunnel_sources: str = "10.0.0.0/8"
+    ovsdb: list[str] = field(default_factory=list)  # --ovsdb [DPID=]tcp:HOST:PORT (--tunnels ovsdb)
+    ovsdb_tls: tuple[str | None, str | None, str | None] = (None, None, None)  # key, certificate, CA (ssl:)
 
 
 async def serve(config: ServeConfig) -> None:
@@ -116,7 +119,7 @@ async def serve(config: ServeConfig) -> None:
     api_sock = _listen(config.api_host, config.api_port, "--api-port")
     ctl = Controller(store, lldp_interval=config.lldp_interval, host_timeout=config.host_timeout,
                      packet_in_rate=config.packet_in_rate, max_hosts_per_port=config.max_hosts_per_port, cluster=cluster,
-                     tunnels=TunnelAgent() if config.tunnels == "local" else None, tunnel_sources=sources)
+                     tunnels=_tunnel_agent(config), tunnel_sources=sources)
     of_server = OpenFlowServer(ctl, config.of_host, config.of_port, sock=of_sock, ssl=of_ssl)
     tokens = Tokens(store, config.auth_failure_limit)
     made = await tokens.ensure_admin_token(config.state_dir)
@@ -146,6 +149,24 @@ async def serve(config: ServeConfig) -> None:
     stopper.cancel()
     if api_task in done and api_task.exception():
         raise api_task.exception()
+
+
+def _tunnel_agent(config: ServeConfig) -> TunnelAgent | None:
+    """`--tunnels local`: ovs-vsctl and ovs-appctl here; `ovsdb`: the ports over each
+    switch's OVSDB, the rest the node's step (StartupError for a bad --ovsdb)."""
+    if config.tunnels == "local":
+        return TunnelAgent()
+    if config.tunnels != "ovsdb":
+        if config.ovsdb:
+            raise StartupError("--ovsdb goes with --tunnels ovsdb")
+        return None
+    if not config.ovsdb:
+        raise StartupError("--tunnels ovsdb needs --ovsdb [DPID=]tcp:HOST:6640 (the switches' OVSDB)")
+    try:
+        targets = parse_targets(config.ovsdb)
+    except ValueError as exc:
+        raise StartupError(str(exc)) from None
+    return TunnelAgent(OvsdbPorts(targets, config.ovsdb_tls), local_routes=False)
 
 
 def _tunnel_sources(text: str) -> ipaddress.IPv4Network:

@@ -11,6 +11,7 @@ import time
 import pytest
 
 from tests.integration.harness import Lab, create_tap, delete_tap, ip, longest_run, mac, post, wait_tap
+from tests.waiting import wait_until
 from vtap.lab.collector import add_collector, decap
 from vtap.lab.topos import parse_topo
 from vtap.lab.traffic import Capture, Flow, marked, send_from
@@ -138,8 +139,16 @@ def test_bad_tunnel_input_is_refused_naming_the_field(lab, body, field):
     assert lab.ctl.get("/api/v1/taps") == before
 
 
-def test_every_switch_got_its_tunnel_ports_and_nothing_else_took_them_for_hosts(lab):
-    names = set(lab.ovs.vsctl("--bare", "--columns=name", "find", "interface", "options:remote_ip=flow").split())
-    assert names == {f"{s.name}-{k}" for s in lab.net.switches for k in ("gre", "erspan1", "erspan2", "vxlan", "geneve")}
+def test_every_switch_got_its_tunnel_ports_while_needed_and_nothing_else_took_them_for_hosts(lab):
+    def names() -> set[str]:
+        return set(lab.ovs.vsctl("--bare", "--columns=name", "find", "interface", "options:remote_ip=flow").split())
+
+    tap = create_tap(lab, name="t-ports", src_ip=ip(2), dst_ip=ip(15), ip_proto="udp", monitor_ip=ip(9), transport="gre")
+    wait_tap(lab, tap["id"], timeout=30)
+    assert names() == {f"{s.name}-{k}" for s in lab.net.switches for k in ("gre", "erspan1", "erspan2", "vxlan", "geneve")}
     hosts = lab.ctl.get("/api/v1/hosts")
     assert {h["mac"] for h in hosts} <= {h.MAC() for h in lab.net.hosts}  # no bridge (LOCAL) MAC taken for a host
+    assert {s["mode"] for s in lab.ctl.get("/api/v1/tunnels")} == {"local"}
+    delete_tap(lab, tap["id"])
+    wait_until(lambda: not names(), 30, interval=0.5, message=lambda: str(names()))  # the last tunnel policy gone
+    assert lab.ctl.get("/api/v1/tunnels") == []

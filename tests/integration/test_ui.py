@@ -165,6 +165,10 @@ def test_capture_from_the_tap_panel_and_the_traffic_chart(page, lab, tmp_path):
     assert len(got["h3"]) == 200
     page.wait_for_selector("#capture-status .capture-count:text('50')", timeout=10000)
     page.wait_for_selector("#capture-status .capture-state:text('done')", timeout=10000)
+    # The live view: the latest packets, one line each.
+    page.wait_for_function("document.querySelectorAll('#capture-live tr.live-packet').length === 10", timeout=10000)
+    live = page.locator("#capture-live tr.live-packet").first.inner_text()
+    assert "10.0.0.1" in live and "10.0.0.3" in live and "UDP 5 → 7373" in live and live.endswith("242"), live  # 200 B of payload
     with page.expect_download() as download:
         page.click("#capture-download")
     path = tmp_path / "ui.pcapng"

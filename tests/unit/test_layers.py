@@ -22,9 +22,10 @@ ALLOWED: dict[str, set[str]] = {
     "api": {"model", "control", "store", "__init__"},
     "serve": {"model", "control", "openflow", "store", "api"},
     "console": set(),
-    "lab": set(),  # talks to the controller over the network only
+    "lab": {"model"},  # talks to the controller over the network only (pure frame reading from model)
+    "sensor": {"model"},  # beside a tool: talks to the controller over the network only
     "bench": {"model", "compile", "openflow", "control", "lab"},
-    "cli": {"console", "serve", "lab", "bench", "model"},
+    "cli": {"console", "serve", "lab", "bench", "model", "sensor"},
     "demo": {"cli", "console", "lab"},
     "__main__": {"cli"},
     "__init__": set(),

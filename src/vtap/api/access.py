@@ -88,6 +88,9 @@ async def create_token(body: TokenIn, request: Request, tokens: AppTokens) -> Ne
     if body.role == Role.OPERATOR and body.scope is None:
         raise HTTPException(422, [{"loc": ["body", "scope"], "msg": "an operator needs a scope: {sources, monitors}",
                                    "type": "value_error"}])
+    if body.role == Role.SENSOR and (body.scope is None or not body.scope.monitors):
+        raise HTTPException(422, [{"loc": ["body", "scope"], "msg": "a sensor needs a scope naming its monitor: "
+                                   "{\"monitors\": [IP or MAC]}", "type": "value_error"}])
     record, secret = await tokens.mint(body.name, body.role, body.scope, body.expires_in_s)
     out = _token_out(record)
     request.state.audit_action, request.state.audit_target = "token.create", f"token:{record['id']}"

@@ -36,6 +36,7 @@ from vtap.api.pacing import HeavyWork
 from vtap.api.metrics import router as metrics_router
 from vtap.api.neutron import NeutronError, from_http, from_validation, is_neutron, neutron_error
 from vtap.api.neutron import router as neutron_router
+from vtap.api.sensors import router as sensors_router
 from vtap.api.taas import router as taas_router
 from vtap.api.taps import router as taps_router
 from vtap.control.controller import Controller
@@ -103,6 +104,15 @@ class ConflictOut(BaseModel):
     port: int
     since: str
     reason: str
+
+
+class TunnelSetupOut(BaseModel):
+    dpid: str
+    bridge: str
+    mode: str = Field(description="local (vtap does all of it) or ovsdb (vtap makes the ports; `steps` are the node's)")
+    ports_made: bool = Field(description="the switch's tunnel ports are made for the current plan")
+    steps: list[str] = Field(description="what the switch's node must hold besides the ports: its bridge's address, "
+                                         "a route and a neighbour per collector")
 
 
 class HealthOut(BaseModel):
@@ -346,6 +356,19 @@ async def hosts(ctl: Ctl) -> list[HostOut]:
     return hosts_out(ctl.view())
 
 
+@own.route("GET", "/api/v1/tunnels", response_model=list[TunnelSetupOut], dependencies=[Depends(viewer)])
+async def tunnels(ctl: Ctl) -> list[TunnelSetupOut]:
+    """Each switch's tunnel set-up while some tunnel policy needs it (empty without
+    `--tunnels`, and with no tunnel policy)."""
+    agent = ctl.tunnels
+    if agent is None:
+        return []
+    return [TunnelSetupOut(dpid=dpid_str(dpid), bridge=want.bridge, mode="local" if agent.local_routes else "ovsdb",
+                           ports_made=agent.applied.get(dpid) is not None and agent.applied[dpid].bridge == want.bridge,
+                           steps=agent.steps(dpid))
+            for dpid, want in sorted(agent.plan().items())]
+
+
 @own.route("GET", "/api/v1/conflicts", response_model=list[ConflictOut], dependencies=[Depends(viewer)])
 async def conflicts(ctl: Ctl) -> list[ConflictOut]:
     """Claims on addresses that policies pin, held: the binding stays until the owner
@@ -417,8 +440,8 @@ async def index() -> FileResponse:
 
 # In this order, after the app's own routes (`own`): the order of the OpenAPI document
 # and the order routes are matched in.
-ROUTERS = (metrics_router, taps_router, captures_router, access_router, events_router, cluster_router, neutron_router,
-           taas_router)
+ROUTERS = (metrics_router, taps_router, captures_router, access_router, events_router, cluster_router, sensors_router,
+           neutron_router, taas_router)
 
 
 def create_app(ctl: Controller, tokens: Tokens) -> FastAPI:

@@ -10,11 +10,13 @@ an operator's to download or to stop).
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, Path as PathParam, Request
-from fastapi.responses import FileResponse
+from fastapi import APIRouter, Depends, HTTPException, Path as PathParam, Query, Request
+from fastapi.responses import FileResponse, StreamingResponse
 from pydantic import BaseModel, Field
 
 from vtap.api.auth import Principal
@@ -24,11 +26,15 @@ from vtap.control.capture import CaptureJob, CaptureLimit
 from vtap.control.controller import Controller
 from vtap.model.access import Role, Scope, scope_violations
 from vtap.model.capture import CaptureSpec, CaptureState
+from vtap.model.frames import summary
 from vtap.model.policy import MatchSpec
+from vtap.store.pcapng import read_packets
 
 NOT_FOUND = {404: {"description": "no capture job with this id"}}
 OUT_OF_SCOPE = {403: {"description": "an operator whose scope does not hold the job's match"}}
 JobId = Annotated[int, PathParam(ge=1, le=2**63 - 1, description="the job's id")]
+FOLLOW_POLL_S = 0.2  # how often a followed job's file is looked at for new packets
+FOLLOW_CHUNK = 1 << 16
 
 
 class CaptureOut(BaseModel):
@@ -123,11 +129,59 @@ async def show(job_id: JobId, ctl: Ctl, me: Principal = Depends(viewer)):
 
 @router.get("/{job_id}/pcapng", response_class=FileResponse,
             responses={**NOT_FOUND, **OUT_OF_SCOPE, 200: {"content": {"application/x-pcapng": {}}}})
-async def download(job_id: JobId, request: Request, ctl: Ctl, me: Principal = Depends(operator)):
+async def download(job_id: JobId, request: Request, ctl: Ctl, me: Principal = Depends(operator),
+                   follow: bool = Query(False, description="stream the packets as they arrive, until the job ends "
+                                                           "(`vtap capture -w - | tshark -r -`)")):
     """The packets so far, as pcapng (Wireshark, tshark): one section, an interface per switch."""
-    _audit(request, "capture.download", f"capture:{job_id}")
+    _audit(request, "capture.follow" if follow else "capture.download", f"capture:{job_id}")
     job = _job(ctl, job_id, me)
+    if follow:
+        return StreamingResponse(_tail(job, request), media_type="application/x-pcapng",
+                                 headers={"Cache-Control": "no-store"})
     return FileResponse(job.path, media_type="application/x-pcapng", filename=f"vtap-capture-{job.id}.pcapng")
+
+
+class PacketOut(BaseModel):
+    time: float = Field(description="seconds since the epoch, as taken at the switch")
+    src: str
+    dst: str
+    protocol: str
+    length: int = Field(description="the packet's original length in bytes")
+
+
+@router.get("/{job_id}/packets", response_model=list[PacketOut], responses={**NOT_FOUND, **OUT_OF_SCOPE})
+async def packets(job_id: JobId, ctl: Ctl, me: Principal = Depends(operator),
+                  last: int = Query(20, ge=1, le=200, description="how many of the latest packets")):
+    """The job's latest packets in one line each (the UI's live view): addresses, protocol,
+    length; the headers only, for an operator whose scope holds the job's match."""
+    job = _job(ctl, job_id, me)
+    try:
+        data = job.path.read_bytes()
+    except FileNotFoundError:
+        return []
+    return [PacketOut(time=t, length=n, **summary(frame)) for t, frame, n in read_packets(data)[-last:]]
+
+
+async def _tail(job: CaptureJob, request: Request) -> AsyncIterator[bytes]:
+    """The job's file from its first byte, then what is appended, until the job has ended
+    and all of it is sent (or the client goes, or the job is deleted). The writer appends
+    whole blocks, so the bytes sent are always a pcapng stream in order."""
+    sent = 0
+    while True:
+        finished = job.finished  # read before the file: what it wrote before ending is then in the file
+        try:
+            with open(job.path, "rb") as f:
+                f.seek(sent)
+                chunk = f.read(FOLLOW_CHUNK)
+        except FileNotFoundError:
+            return  # deleted
+        if chunk:
+            sent += len(chunk)
+            yield chunk
+            continue
+        if finished or await request.is_disconnected():
+            return
+        await asyncio.sleep(FOLLOW_POLL_S)
 
 
 @router.delete("/{job_id}", status_code=204, responses={**NOT_FOUND, **OUT_OF_SCOPE})

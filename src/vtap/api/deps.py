@@ -80,3 +80,4 @@ def require(role: Role):
 viewer = require(Role.VIEWER)
 operator = require(Role.OPERATOR)
 admin = require(Role.ADMIN)
+sensor = require(Role.SENSOR)

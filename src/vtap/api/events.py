@@ -55,7 +55,9 @@ async def events(request: Request, ctl: Ctl, tokens: AppTokens,
                              "snaplen": s.snaplen, "sample": s.sample, "rate_limit_pps": s.rate_limit_pps,
                              "transport": s.transport, "collector": s.monitor_ip if s.tunnel else None,
                              "tunnel_key": (s.tunnel_key if s.tunnel_key is not None else tap.id) if s.tunnel else None,
-                             "erspan_version": s.erspan_version})
+                             "erspan_version": s.erspan_version,
+                             "received": (ctl.tool_counts.get(tap.id) or {}).get("packets"),
+                             "alerts": (ctl.tool_counts.get(tap.id) or {}).get("alerts")})
             data = json.dumps({"view_version": ctl.view_version, "taps": taps})
             yield f"event: state\ndata: {data}\n\n"
             await asyncio.sleep(INTERVAL)

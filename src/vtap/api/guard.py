@@ -28,6 +28,8 @@ MAX_BODY = 1 << 20
 BULK = {("PUT", "/api/v1/taps"), ("POST", "/api/v1/taps:batch")}
 MAX_BULK_BODY = 32 << 20
 READS = ("GET", "HEAD", "OPTIONS")
+# A sensor's report changes no tap and comes every second: written down only when refused.
+UNAUDITED_WHEN_DONE = {("POST", "/api/v1/sensors/reports")}
 # Requests without a token (health probes, the UI's page and assets) per client address:
 # a steady rate and a burst. Beyond it, 429 at once, before any work: whoever can reach
 # the port cannot make the loop that also runs the switches do work at will.
@@ -85,6 +87,8 @@ class Guard:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         status: dict[str, Any] = {}
         scheme, _, secret = headers.get("authorization", "").partition(" ")
+        if "x-auth-token" in headers and not scheme:  # the OpenStack clients' header (/v2.0): a vtap token as well
+            scheme, secret = "bearer", headers["x-auth-token"]
         if scheme.lower() != "bearer" or self.tokens.principal(secret.strip()) is None:
             # No valid token (none, or any made-up header): the per-address limit.
             remote = scope["client"][0] if scope.get("client") else "unknown"
@@ -97,7 +101,8 @@ class Guard:
             # the trail at will; the failures before it are.
             # Reads are not, except those that say what they read (a capture's download).
             asked = scope["method"] not in READS or (scope.get("state") or {}).get("audit_action")
-            if asked and code != 429 and "audited" not in status:
+            routine = (scope["method"], scope["path"]) in UNAUDITED_WHEN_DONE and code < 400
+            if asked and not routine and code != 429 and "audited" not in status:
                 status["audited"] = True
                 await self._audit(scope, code)
 

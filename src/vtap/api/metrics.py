@@ -48,7 +48,11 @@ class _Snapshot:
                  ("delivered", "packets", "copies handed to a monitor's live port at its edge switch"),
                  ("delivered", "bytes", "bytes of copies handed to a monitor's live port")]
         families = {(w, u): CounterMetricFamily(f"vtap_monitor_copies_{w}_{u}", doc, labels=["monitor", "mac"]) for w, u, doc in names}
-        failing = GaugeMetricFamily("vtap_monitor_delivery_failing", "1 while copies stop reaching the monitor", labels=["monitor", "mac"])
+        received = CounterMetricFamily("vtap_monitor_copies_received_at_tool_packets",
+                                       "copies the tool's sensor counted on its interface (monitors with a sensor)",
+                                       labels=["monitor", "mac"])
+        failing = GaugeMetricFamily("vtap_monitor_delivery_failing", "1 while copies stop reaching the monitor, or its tool",
+                                    labels=["monitor", "mac"])
         labels = ctl.monitor_labels()
         for mac, d in sorted(ctl.deliveries().items()):
             key = [labels.get(mac, mac), mac]
@@ -57,7 +61,10 @@ class _Snapshot:
             families[("delivered", "packets")].add_metric(key, d.delivered_packets)
             families[("delivered", "bytes")].add_metric(key, d.delivered_bytes)
             failing.add_metric(key, 1.0 if d.failing else 0.0)
+            if d.received_packets is not None:
+                received.add_metric(key, d.received_packets)
         yield from families.values()
+        yield received
         yield failing
 
         batches = CounterMetricFamily("vtap_reconcile_batches", "rule batches (bundles) sent to a switch since it connected", labels=["dpid"])

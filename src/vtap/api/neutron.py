@@ -83,7 +83,7 @@ def requester(role: Role):
 
     async def dependency(request: Request, x_auth_token: str | None = Header(None, alias="X-Auth-Token"),
                          creds: HTTPAuthorizationCredentials | None = Depends(BEARER)) -> Principal:
-        if x_auth_token:
+        if x_auth_token and creds is None:  # Keystone's header, when no Authorization is given
             creds = HTTPAuthorizationCredentials(scheme="Bearer", credentials=x_auth_token.strip())
         return authenticate(get_tokens(request), request, creds, role)
 

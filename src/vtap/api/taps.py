@@ -95,9 +95,22 @@ class DeliveryOut(BaseModel):
     delivered_packets: int
     delivered_bytes: int
     undelivered_packets: int
-    failing: bool = Field(description="copies stopped reaching the monitor (the policy is degraded)")
+    received_packets: int | None = Field(None, description="copies the tool's sensor counted at its interface "
+                                                           "(`vtap sensor`); null without a sensor")
+    received_bytes: int | None = None
+    failing: bool = Field(description="copies stopped reaching the monitor, or its tool (the policy is degraded)")
     reason: str
     policies: list[int] = Field(description="the policies whose copies this monitor receives")
+
+
+class ToolOut(BaseModel):
+    """What the tool's sensor last said of this policy's copies (totals since it started)."""
+
+    monitor: str
+    packets: int
+    bytes: int
+    alerts: int = Field(description="the tool's alerts on this policy's traffic (Suricata's eve.json)")
+    reported_at: float
 
 
 class TapStatsOut(BaseModel):
@@ -110,6 +123,7 @@ class TapStatsOut(BaseModel):
     delivery: DeliveryOut | None = Field(None, description="null while the policy is not compiled; a pool's: its first "
                                                            "failing monitor, else its first")
     deliveries: list[DeliveryOut] = Field([], description="each monitor's delivery (a pool's members seen)")
+    tool: ToolOut | None = Field(None, description="received at the tool, by its sensor; null without one")
 
 
 def _delivery(ctl: Controller, tap_id: int, mac: str | None = None) -> DeliveryOut | None:
@@ -123,7 +137,9 @@ def _delivery(ctl: Controller, tap_id: int, mac: str | None = None) -> DeliveryO
     sharing = ctl.policies_of_monitor(mac)
     return DeliveryOut(monitor=ctl.monitor_labels().get(mac, mac), monitor_mac=mac, sent_packets=d.sent_packets,
                        sent_bytes=d.sent_bytes, delivered_packets=d.delivered_packets, delivered_bytes=d.delivered_bytes,
-                       undelivered_packets=d.undelivered_packets, failing=d.failing, reason=d.reason, policies=sharing)
+                       undelivered_packets=d.undelivered_packets, received_packets=d.received_packets,
+                       received_bytes=d.received_bytes if d.received_packets is not None else None,
+                       failing=d.failing, reason=d.reason, policies=sharing)
 
 
 def _out(ctl: Controller, tap: Tap, syncs: dict | None = None) -> TapOut:
@@ -376,7 +392,8 @@ async def stats(tap_id: TapId, ctl: Ctl):
     macs = ctl.monitors_of(tap_id)
     return TapStatsOut(id=tap_id, packets=counters["packets"], bytes=counters["bytes"], copies=counters["copies"],
                        copies_dropped_by_rate_limit=counters["dropped"], delivery=_delivery(ctl, tap_id),
-                       deliveries=[d for d in (_delivery(ctl, tap_id, m) for m in macs) if d is not None])
+                       deliveries=[d for d in (_delivery(ctl, tap_id, m) for m in macs) if d is not None],
+                       tool=ToolOut(**ctl.tool_counts[tap_id]) if tap_id in ctl.tool_counts else None)
 
 
 @router.get("/{tap_id}/paths", response_model=TapPathsOut, responses=NOT_FOUND)

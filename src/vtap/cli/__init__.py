@@ -18,13 +18,14 @@ import sys
 from vtap.cli.admin import add_audit_parser, add_token_parser
 from vtap.cli.capture import add_capture_parser
 from vtap.cli.lab import add_bench_parser, add_lab_parser
+from vtap.cli.sensor import add_sensor_parser
 from vtap.cli.serve import add_serve_parser, with_config
 from vtap.cli.status import add_cluster_parser, add_topo_parser
 from vtap.cli.taps import add_apply_parser, add_tap_parser
 
 # In the order `vtap --help` lists them.
 SUBCOMMANDS = (add_serve_parser, add_lab_parser, add_tap_parser, add_capture_parser, add_apply_parser,
-               add_token_parser, add_audit_parser, add_bench_parser, add_cluster_parser, add_topo_parser)
+               add_token_parser, add_audit_parser, add_bench_parser, add_cluster_parser, add_topo_parser, add_sensor_parser)
 
 
 def parser() -> argparse.ArgumentParser:

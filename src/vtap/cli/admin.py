@@ -58,7 +58,7 @@ def add_token_parser(sub: argparse._SubParsersAction) -> None:
     ksub = tk.add_subparsers(dest="token_command", required=True)
     kadd = ksub.add_parser("add", help="make a token; its secret is printed once")
     kadd.add_argument("name")
-    kadd.add_argument("--role", required=True, choices=["viewer", "operator", "admin"])
+    kadd.add_argument("--role", required=True, choices=["viewer", "operator", "admin", "sensor"])
     kadd.add_argument("--source", action="append", default=[], help="operator scope: a MAC or CIDR it may tap (repeat)")
     kadd.add_argument("--monitor", action="append", default=[], help="operator scope: a monitor MAC or IP (repeat)")
     kadd.add_argument("--expires-in", type=int, default=None, help="seconds until it expires (default never)")

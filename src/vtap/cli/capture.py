@@ -7,7 +7,7 @@ import argparse
 import sys
 import time
 
-from vtap.cli.rest import add_api_flags, emit, request, request_bytes
+from vtap.cli.rest import add_api_flags, emit, request, request_bytes, stream_bytes
 from vtap.console import table
 
 CAPTURE_FIELDS = ["src_mac", "src_ip", "dst_mac", "dst_ip", "ip_proto", "vlan_id", "src_port", "dst_port", "direction"]
@@ -36,6 +36,8 @@ def cmd_capture(args: argparse.Namespace) -> int:
     body |= {f: getattr(args, f) for f in CAPTURE_FIELDS if getattr(args, f, None) is not None}
     job = request("POST", args, "/api/v1/captures", json=body)
     print(f"capture job {job['id']}: up to {job['count']} packets or {job['duration_s']:g} s", file=sys.stderr)
+    if args.write == "-":
+        return _follow(args, job)
     try:
         while job["state"] not in ("done", "stopped"):
             time.sleep(0.5)
@@ -52,6 +54,20 @@ def cmd_capture(args: argparse.Namespace) -> int:
     return emit(args, {**job, "file": args.write}, lambda j: print(f"{j['packets']} packets in {args.write} ({j['reason'] or j['state']})"))
 
 
+def _follow(args: argparse.Namespace, job: dict) -> int:
+    """`-w -`: the job's pcapng on stdout as packets arrive (`| tshark -r -`,
+    `| wireshark -k -i -`), until the job ends; Ctrl-C stops the job."""
+    try:
+        stream_bytes(args, f"{job['download']}?follow=true", sys.stdout.buffer)
+    except KeyboardInterrupt:
+        print("\ninterrupted: stopping the job", file=sys.stderr)
+    except BrokenPipeError:  # the reader (tshark, head) went away
+        pass
+    if not args.keep:
+        request("DELETE", args, f"/api/v1/captures/{job['id']}")
+    return 0
+
+
 def add_capture_parser(sub: argparse._SubParsersAction) -> None:
     cp_ = sub.add_parser("capture", help="capture a policy's (or a match's) next packets to a pcapng file")
     cp_.add_argument("--tap", help="the policy (name or id) whose packets to capture; else give match fields")
@@ -60,7 +76,7 @@ def add_capture_parser(sub: argparse._SubParsersAction) -> None:
     cp_.add_argument("-c", "--count", type=int, default=100, help="stop after this many packets (1-10000; default 100)")
     cp_.add_argument("-d", "--duration", type=float, default=60, help="stop after this many seconds (at most 300; default 60)")
     cp_.add_argument("--snaplen", type=int, default=9216, help="bytes kept of each packet (64-9216)")
-    cp_.add_argument("-w", "--write", help="the pcapng file to write")
+    cp_.add_argument("-w", "--write", help="the pcapng file to write; - for stdout as packets arrive (| tshark -r -)")
     cp_.add_argument("--keep", action="store_true", help="keep the job (and its file) on the controller afterwards")
     cp_.add_argument("--list", action="store_true", help="list capture jobs instead")
     cp_.add_argument("--json", action="store_true", help="print JSON")

@@ -23,12 +23,16 @@ def cmd_lab(args: argparse.Namespace) -> int:
         host = args.controller.rpartition(":")[0] or "127.0.0.1"
         api = f"http://{host}:8080"
     from vtap.lab.dpdk import DpdkUnavailable
+    from vtap.lab.ids import IdsUnavailable
 
     try:
         return lab(args.topo, args.controller, args.run, None if args.no_wait else api, args.ready_timeout, args.of_tls,
-                   args.chatter, args.join, args.datapath)
+                   args.chatter, args.join, args.datapath, args.ids)
     except DpdkUnavailable as exc:
         print(f"vtap lab: --datapath dpdk: {exc}", file=sys.stderr)
+        return 1
+    except IdsUnavailable as exc:
+        print(f"vtap lab: --ids: {exc}", file=sys.stderr)
         return 1
 
 
@@ -108,6 +112,9 @@ def add_lab_parser(sub: argparse._SubParsersAction) -> None:
                    help="start an etcd and N `vtap serve` instances on loopback too, every switch connected to all "
                         "(ignores --controller/--api)")
     l.add_argument("--etcd-members", type=int, default=1, help="with --cluster: etcd members to start (default 1)")
+    l.add_argument("--ids", action="append", default=[], metavar="HOST",
+                   help="start Suricata on this host (a monitor), reading its interface, alerting on the lab's canary "
+                        "rule; repeatable")
     l.set_defaults(func=cmd_lab)
 
 

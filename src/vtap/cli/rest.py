@@ -69,6 +69,26 @@ def request_bytes(args: argparse.Namespace, path: str) -> bytes:
     return resp.content
 
 
+def stream_bytes(args: argparse.Namespace, path: str, out) -> int:
+    """GET `path` as a stream, each chunk written to the binary file `out` and flushed as it
+    comes (a live pcapng for `tshark -r -`); the bytes written."""
+    token = _token(args)
+    verify = ssl.create_default_context(cafile=args.ca_cert) if args.ca_cert else True
+    written = 0
+    try:
+        with httpx.stream("GET", f"{args.api.rstrip('/')}{path}", timeout=httpx.Timeout(30, read=None), verify=verify,
+                          headers={"authorization": f"Bearer {token}"} if token else {}) as resp:
+            if resp.status_code >= 400:
+                raise SystemExit(f"vtap: {resp.read().decode(errors='replace')} (HTTP {resp.status_code})")
+            for chunk in resp.iter_bytes():
+                out.write(chunk)
+                out.flush()
+                written += len(chunk)
+    except httpx.HTTPError as exc:
+        raise SystemExit(f"vtap: the stream from {args.api} broke: {exc}") from None
+    return written
+
+
 def emit(args: argparse.Namespace, out, render) -> int:
     """JSON with --json, else the human rendering."""
     if args.json:

@@ -43,6 +43,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 advertise_url=args.advertise_url,
                 tunnels=args.tunnels,
                 tunnel_sources=args.tunnel_sources,
+                ovsdb=args.ovsdb,
+                ovsdb_tls=(args.ovsdb_key, args.ovsdb_cert, args.ovsdb_ca),
             ))
         )
     except StartupError as exc:
@@ -86,9 +88,17 @@ def add_serve_parser(sub: argparse._SubParsersAction) -> None:
                    help="cap on frames per second each switch sends up for hosts (ARP, unknown); 0: no cap (default 1000)")
     s.add_argument("--max-hosts-per-port", type=int, default=32,
                    help="MACs learned per edge port at most; more are refused and counted (default 32; 0: no cap)")
-    s.add_argument("--tunnels", choices=["off", "local"], default="off",
+    s.add_argument("--tunnels", choices=["off", "local", "ovsdb"], default="off",
                    help="local: give the switches of this machine's OVS the tunnel ports, source addresses, routes and "
-                        "neighbours that tunnel transports (gre, erspan, vxlan, geneve) need (default off)")
+                        "neighbours that tunnel transports (gre, erspan, vxlan, geneve) need; ovsdb: make the tunnel "
+                        "ports over each switch's OVSDB (--ovsdb), the rest being each node's step "
+                        "(GET /api/v1/tunnels says it) (default off)")
+    s.add_argument("--ovsdb", action="append", default=[], metavar="[DPID=]tcp:HOST:PORT",
+                   help="with --tunnels ovsdb: a switch's OVSDB (tcp:, ssl: or unix:), for the switch DPID or, without "
+                        "DPID=, for every switch not named; repeatable")
+    s.add_argument("--ovsdb-key", default=None, help="ssl: OVSDB targets: vtap's private key (PEM)")
+    s.add_argument("--ovsdb-cert", default=None, help="ssl: OVSDB targets: vtap's certificate (PEM)")
+    s.add_argument("--ovsdb-ca", default=None, help="ssl: OVSDB targets: the CA of the switches' OVSDB servers (PEM)")
     s.add_argument("--tunnel-sources", default="10.0.0.0/8",
                    help="the network the switches' tunnel source addresses come from, taken from its top; collectors "
                         "or their gateways must be on it (default 10.0.0.0/8)")

@@ -90,8 +90,11 @@ def source_address(dpid: int, source_net: ipaddress.IPv4Network) -> str:
 
 
 def tunnel_plan(view: NetworkView, taps: list[Tap], source_net: ipaddress.IPv4Network) -> dict[int, SwitchTunnels]:
-    """Every connected switch's tunnel set-up: ports always (a tap point may be anywhere),
-    a neighbour entry per collector of an enabled tunnel policy whose next hop is known."""
+    """Every connected switch's tunnel set-up while some enabled tunnel policy exists:
+    ports on every switch (a tap point may be anywhere), a neighbour entry per collector
+    whose next hop is known. None exists: no switch needs tunnel ports (they go)."""
+    if not any(t.spec.enabled and t.spec.tunnel for t in taps):
+        return {}
     neighbours = set()
     for tap in taps:
         s = tap.spec

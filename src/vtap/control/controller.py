@@ -131,6 +131,7 @@ class Controller(Reads, Claims, Discovering, Polling, CaptureJobs):
         self._saved_links = self.core.links.links()
         self.packet_ins = 0
         self.packet_ins_by_reason: dict[str, int] = {}
+        self.tool_counts: dict[int, dict] = {}  # policy -> its tool's sensor's last counts (vtap sensor)
         self.probes_sent = 0
         self.lldp_rounds_held = 0  # rounds that kept the last nonce because they came late
         self.loop_lag = LoopLag()

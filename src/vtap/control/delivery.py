@@ -32,6 +32,15 @@ The judgement, per monitor, from samples taken every poll (about a second):
   no more than that was lost. Loss before a recovery does not count again. A monitor
   whose copies stopped altogether stays failing: nothing shows that it receives again.
 
+At the tool, when a sensor reports (`vtap sensor` beside the tool, counting the copies
+that reached the tool's interface): a monitor is also *failing* when, over the last
+`tool_window` seconds, the copies delivered to its port exceed those the tool received
+by more than the slack — `tolerance`, `fraction` of them, and `tool_slack` seconds of
+copies at the window's peak rate (the port's counter is credited up to about a second
+after the tool's sensor counted the same copy, and its report is up to half a second
+old) — "lost between the port and the tool"; it recovers once that loss has left the
+window. A sensor silent for `tool_stale` seconds is not judged on.
+
 Pure: the controller feeds it counters and the time; it never reads a clock.
 """
 
@@ -45,6 +54,9 @@ RECOVER_S = 3.0
 LAG_S = 1.5  # how late a switch may credit its counters
 TOLERANCE = 5  # copies
 FRACTION = 0.01
+TOOL_WINDOW_S = 20.0
+TOOL_SLACK_S = 1.0
+TOOL_STALE_S = 5.0
 
 
 @dataclass
@@ -55,10 +67,19 @@ class MonitorDelivery:
     sent_bytes: int = 0
     delivered_packets: int = 0
     delivered_bytes: int = 0
-    failing: bool = False
+    failing: bool = False  # at the port or at the tool
     reason: str = ""
     samples: deque = field(default_factory=deque)  # (time, sent_packets, delivered_packets)
     recovered_at: float = float("-inf")
+    port_failing: bool = False
+    port_reason: str = ""
+    # At the tool (a sensor's reports): totals since the sensor started, and when it last said.
+    received_packets: int | None = None
+    received_bytes: int = 0
+    reported_at: float = float("-inf")
+    tool_samples: deque = field(default_factory=deque)  # (time, delivered_packets, received_packets)
+    tool_failing: bool = False
+    tool_reason: str = ""
 
     @property
     def undelivered_packets(self) -> int:
@@ -156,15 +177,42 @@ class DeliveryLedger:
     def _judge(self, mac: str, m: MonitorDelivery, now: float, label: str) -> bool:
         was = m.failing
         lost, sent = self._lost_since(m, max(now - self.window, m.recovered_at), now)
-        if not m.failing:
-            m.failing = self._lossy(lost, sent)
+        if not m.port_failing:
+            m.port_failing = self._lossy(lost, sent)
         else:
             recent_lost, recent_sent = self._lost_since(m, now - self.recover - self.lag, now)
             if recent_sent > 0 and not self._lossy(recent_lost, recent_sent):  # copies flow and arrive again
-                m.failing = False
+                m.port_failing = False
                 m.recovered_at = now
-        m.reason = f"{lost} of {sent} copies in the last {self.window:g} s did not reach {label}" if m.failing else ""
+        m.port_reason = f"{lost} of {sent} copies in the last {self.window:g} s did not reach {label}" if m.port_failing else ""
+        self._judge_tool(m, now)
+        m.failing = m.port_failing or m.tool_failing
+        m.reason = m.port_reason or m.tool_reason
         return m.failing != was
+
+    def report(self, mac: str, received_packets: int, received_bytes: int, now: float) -> None:
+        """A sensor's totals for monitor `mac`: copies that reached the tool since it started."""
+        m = self.monitors.setdefault(mac, MonitorDelivery())
+        if m.received_packets is not None and received_packets < m.received_packets:
+            m.tool_samples.clear()  # the sensor restarted: its totals begin again
+        m.received_packets, m.received_bytes, m.reported_at = received_packets, received_bytes, now
+
+    def _judge_tool(self, m: MonitorDelivery, now: float) -> None:
+        if m.received_packets is None or now - m.reported_at > TOOL_STALE_S:
+            m.tool_samples.clear()
+            m.tool_failing, m.tool_reason = False, ""
+            return
+        s = m.tool_samples
+        s.append((now, m.delivered_packets, m.received_packets))
+        while len(s) > 2 and s[1][0] <= now - TOOL_WINDOW_S:
+            s.popleft()
+        first, last = s[0], s[-1]
+        delivered, received = last[1] - first[1], last[2] - first[2]
+        peak = max(((b[1] - a[1]) / (b[0] - a[0]) for a, b in zip(s, list(s)[1:]) if b[0] > a[0]), default=0.0)
+        lost = delivered - received
+        m.tool_failing = lost > max(self.tolerance, self.fraction * delivered, peak * TOOL_SLACK_S)
+        m.tool_reason = (f"{lost} of {delivered} copies delivered to the port in the last {TOOL_WINDOW_S:g} s did not "
+                         "reach the tool: lost between the port and the tool") if m.tool_failing else ""
 
     def forget(self, keep: set[str]) -> None:
         """Drop monitors no policy names any more."""

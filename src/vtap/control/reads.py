@@ -47,6 +47,13 @@ class Reads:
         rec = self.reconcilers.get(dpid)
         return (rec.status.batches, rec.status.rules_sent) if rec else (0, 0)
 
+    def sensor_report(self, mac: str, received_packets: int, received_bytes: int, policies: dict[int, dict],
+                      now: float) -> None:
+        """A tool's sensor says what reached the tool at monitor `mac` (totals since it started)."""
+        self.core.delivery.report(mac, received_packets, received_bytes, now)
+        for tap_id, counts in policies.items():
+            self.tool_counts[tap_id] = {**counts, "monitor": mac, "reported_at": now}
+
     def switch_syncs(self) -> dict[int, SwitchSync]:
         """Each switch's sync, as the core judges policies by."""
         return {dpid: r.status for dpid, r in self.reconcilers.items()}
@@ -57,6 +64,9 @@ class Reads:
             return self._follower_status(tap_id)
         st = self.core.tap_status(tap_id, self.switch_syncs() if syncs is None else syncs)
         spec = self.core.taps[tap_id].spec if tap_id in self.core.taps else None
+        if (st.state == PolicyState.DEGRADED and spec is not None and spec.tunnel and self.tunnels is not None
+                and "tunnel port on switch" in st.reason and self.tunnels.making_ports()):
+            return PolicyStatus(PolicyState.PENDING, "making the tunnel ports: " + st.reason, st.switches)
         if st.state == PolicyState.ACTIVE and spec is not None and spec.tunnel and self.tunnels is not None:
             waiting = self.tunnels.waiting(sorted(st.switches), spec.monitor_ip)
             if waiting:  # its rules are in, but not yet the route to its collector

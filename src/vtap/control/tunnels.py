@@ -1,20 +1,20 @@
-"""The tunnel agent: gives the switches on this machine what their userspace datapath needs
-to start vtap's tunnels (`vtap serve --tunnels local`).
+"""The tunnel agent: gives the switches what their userspace datapath needs to start
+vtap's tunnels, from compile/tunnels.py's plan, whenever it changes.
 
-OpenFlow cannot make ports, addresses or routes, so for switches run by the Open vSwitch
-of the controller's own machine (a lab, or a controller beside its hypervisor's switch)
-this applies compile/tunnels.py's plan with OVS's own tools, as an operator would:
-- `ovs-vsctl` adds the tunnel ports, transmit-side flow-based (`remote_ip=flow`,
-  `out_key=flow`: the bucket sets collector and key); each gets a receive key of its own
-  (`in_key`), because OVS refuses two tunnel ports of one type whose receive side is the
-  same (`File exists`) — across the bridges of one ovs-vswitchd, and between ERSPAN v1
-  and v2 on one bridge — and vtap never receives on them;
-- `ip` gives the bridge's (LOCAL) device its source address;
-- `ovs-appctl ovs/route/add` a route per collector out of the switch's own bridge,
+OpenFlow cannot make ports, addresses or routes. Two ways:
+- `vtap serve --tunnels local`, for switches run by the Open vSwitch of the controller's
+  own machine (a lab, or a controller beside its hypervisor's switch), with OVS's own
+  tools, as an operator would: `ovs-vsctl` adds the tunnel ports
+  (`control/tunnel_ports.py`); `ip` gives the bridge's (LOCAL) device its source address;
+  `ovs-appctl ovs/route/add` a route per collector out of the switch's own bridge,
   selected by the switch's packet mark (the bridges of one ovs-vswitchd share one
-  routing table);
-- `ovs-appctl tnl/neigh/set` the next hop's MAC for the collector's address (the
-  collector's own, or the gateway's): the controller knows every host's.
+  routing table); `ovs-appctl tnl/neigh/set` the next hop's MAC for the collector's
+  address (the collector's own, or the gateway's): the controller knows every host's.
+- `vtap serve --tunnels ovsdb --ovsdb [DPID=]tcp:HOST:6640`, for switches anywhere: the
+  ports over the switch's OVSDB (ovsdbapp). The address, routes and neighbours are not
+  OVSDB's to hold: they are the node's step, which `steps()` spells out per switch
+  (`GET /api/v1/tunnels`, and the log) for its operator to run.
+Ports exist while some enabled tunnel policy does; the last one gone, they are removed.
 A step that fails is logged and retried with the next plan; nothing else waits for it.
 """
 
@@ -23,30 +23,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import subprocess
-import zlib
 from typing import Callable
 
 from vtap.compile.tunnels import SwitchTunnels
+from vtap.control.tunnel_ports import KINDS, PortError, TunnelPorts, VsctlPorts
 
 log = logging.getLogger(__name__)
 
-PORT_OPTIONS = {
-    "gre": ["type=gre"],
-    "erspan1": ["type=erspan", "options:erspan_ver=1", "options:erspan_idx=1"],
-    "erspan2": ["type=erspan", "options:erspan_ver=2", "options:erspan_dir=0", "options:erspan_hwid=1"],
-    "vxlan": ["type=vxlan"],
-    "geneve": ["type=geneve"],
-}
-IN_KEY_SPACE = {"erspan1": 1 << 10, "erspan2": 1 << 10, "vxlan": 1 << 24, "geneve": 1 << 24, "gre": 1 << 32}
-
-
-def in_key(port: str, kind: str, attempt: int = 0) -> int:
-    """A receive key for a tunnel port, from its name (another on a clash)."""
-    return 1 + zlib.crc32(f"{port}/{attempt}".encode()) % (IN_KEY_SPACE[kind] - 1)
-
-
 class TunnelAgent:
-    def __init__(self) -> None:
+    def __init__(self, ports: TunnelPorts | None = None, *, local_routes: bool = True) -> None:
+        self.ports = ports or VsctlPorts()
+        self.local_routes = local_routes  # False: addresses, routes and neighbours are the node's step
         self.applied: dict[int, SwitchTunnels] = {}
         self._plan: dict[int, SwitchTunnels] = {}
         self._due = asyncio.Event()
@@ -66,9 +53,32 @@ class TunnelAgent:
                 pass
 
     def waiting(self, switches, collector: str) -> list[int]:
-        """The switches among `switches` without a route to `collector` applied yet."""
+        """The switches among `switches` without a route to `collector` applied yet (over
+        OVSDB, without their ports yet: the route is the node's, and not seen from here)."""
+        if not self.local_routes:
+            return [d for d in switches if d in self._plan and d not in self.applied]
         return [d for d in switches
                 if d in self._plan and not any(ip == collector for ip, _ in self.applied.get(d, _NONE).neighbours)]
+
+    def plan(self) -> dict[int, SwitchTunnels]:
+        """The latest plan: what every switch's tunnels need now."""
+        return dict(self._plan)
+
+    def making_ports(self) -> bool:
+        """Whether some switch of the plan has not had its tunnel ports made yet."""
+        return any(self.applied.get(d, _NONE).bridge != want.bridge for d, want in self._plan.items())
+
+    def steps(self, dpid: int) -> list[str]:
+        """What the switch's node must hold for its tunnels beyond the ports: its bridge's
+        address, and per collector a route out of the bridge and the next hop's MAC."""
+        want = self._plan.get(dpid)
+        if want is None:
+            return []
+        out = [f"ip addr replace {want.source} dev {want.bridge}", f"ip link set {want.bridge} up"]
+        for ip, mac in sorted(want.neighbours):
+            out += [f"ovs-appctl ovs/route/add {_host_prefix(ip)} {want.bridge} pkt_mark={want.mark}",
+                    f"ovs-appctl tnl/neigh/set {want.bridge} {ip} {mac}"]
+        return out
 
     def want(self, plan: dict[int, SwitchTunnels]) -> None:
         """The latest plan (from every compile); applied in the background, differences only."""
@@ -79,15 +89,35 @@ class TunnelAgent:
         while True:
             await self._due.wait()
             self._due.clear()
-            for dpid, want in list(self._plan.items()):
+            plan = dict(self._plan)
+            for dpid, have in list(self.applied.items()):
+                if dpid not in plan:  # no tunnel policy left (or the switch left): its ports go
+                    await self._step(dpid, "removal", self._remove, dpid, have)
+            for dpid, want in plan.items():
                 if self.applied.get(dpid) != want:
-                    try:
-                        await asyncio.to_thread(self._apply, want, self.applied.get(dpid))
+                    if await self._step(dpid, "set-up", self._apply, dpid, want, self.applied.get(dpid)):
                         self.applied[dpid] = want
-                    except (OSError, subprocess.SubprocessError) as exc:
-                        self.errors += 1
-                        log.error("switch %016x: tunnel set-up failed (retried with the next change): %s", dpid, exc)
+                        if not self.local_routes:
+                            log.info("switch %016x: tunnel ports made over OVSDB; on its node: %s", dpid,
+                                     "; ".join(self.steps(dpid)))
             self.on_applied()
+
+    async def _step(self, dpid: int, what: str, fn, *args) -> bool:
+        try:
+            await asyncio.to_thread(fn, *args)
+            return True
+        except (OSError, subprocess.SubprocessError, PortError) as exc:
+            self.errors += 1
+            log.error("switch %016x: tunnel %s failed (retried with the next change): %s", dpid, what, exc)
+            return False
+
+    def _remove(self, dpid: int, have: SwitchTunnels) -> None:
+        for kind in KINDS:
+            self.ports.remove(dpid, have.bridge, kind)
+        if self.local_routes:
+            for ip, _ in have.neighbours:
+                self._run("ovs-appctl", "ovs/route/del", _host_prefix(ip), f"pkt_mark={have.mark}")
+        del self.applied[dpid]
 
     @staticmethod
     def _run(*args: str) -> str:
@@ -96,11 +126,13 @@ class TunnelAgent:
             raise subprocess.SubprocessError(f"{' '.join(args)}: {(res.stderr or res.stdout).strip()[:300]}")
         return res.stdout
 
-    def _apply(self, want: SwitchTunnels, have: SwitchTunnels | None) -> None:
+    def _apply(self, dpid: int, want: SwitchTunnels, have: SwitchTunnels | None) -> None:
         br = want.bridge
         if have is None or have.bridge != br:
-            for kind, options in PORT_OPTIONS.items():
-                self._add_port(br, kind, options)
+            for kind in KINDS:
+                self.ports.add(dpid, br, kind)
+        if not self.local_routes:
+            return
         if have is None or have.source != want.source:
             self._run("sysctl", "-qw", f"net.ipv6.conf.{br}.disable_ipv6=1")  # no autoconfiguration chatter from LOCAL
             self._run("ip", "addr", "replace", want.source, "dev", br)
@@ -113,25 +145,6 @@ class TunnelAgent:
             if f"{_host_prefix(ip)} MARK {want.mark} " not in routes:
                 self._run("ovs-appctl", "ovs/route/add", _host_prefix(ip), br, f"pkt_mark={want.mark}")
             self._run("ovs-appctl", "tnl/neigh/set", br, ip, mac)
-
-    def _add_port(self, br: str, kind: str, options: list[str]) -> None:
-        name = f"{br}-{kind}"
-        existing = subprocess.run(["ovs-vsctl", "--if-exists", "get", "interface", name, "ofport"],
-                                  capture_output=True, text=True, timeout=10).stdout.strip()
-        if existing and existing not in ("-1", "[]"):
-            return
-        for attempt in range(4):  # another receive key when this one is taken ("File exists")
-            try:
-                self._run("ovs-vsctl", "--", "--may-exist", "add-port", br, name, "--", "set", "interface", name,
-                          *options, "options:remote_ip=flow", "options:out_key=flow",
-                          f"options:in_key={in_key(name, kind, attempt)}")
-            except subprocess.SubprocessError as exc:
-                log.info("%s: %s; trying another receive key", name, exc)
-            ofport = self._run("ovs-vsctl", "get", "interface", name, "ofport").strip()
-            if ofport not in ("-1", "[]"):
-                return
-            self._run("ovs-vsctl", "--if-exists", "del-port", br, name)
-        raise subprocess.SubprocessError(f"{name}: OVS refused the tunnel port (see ovs-vswitchd's log)")
 
 
 _NONE = SwitchTunnels("", "", 0, frozenset())

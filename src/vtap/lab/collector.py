@@ -3,21 +3,15 @@
 `add_collector` gives a lab host a Linux device that decapsulates (the kernel's vxlan
 device; gretap and geneve where the kernel has them: this machine's kernel has only
 vxlan, and no loadable modules); `decap` reads an outer packet as captured on the host's
-interface — GRE (key), ERSPAN type II and III (session id), VXLAN and Geneve (VNI) over
-IPv4 — into (kind, key, inner frame), so that any of them can be checked byte for byte
-whatever the kernel offers.
+interface (`vtap.model.tunnel_frames`), so that any of them can be checked byte for
+byte whatever the kernel offers.
 """
 
 from __future__ import annotations
 
-import struct
+from vtap.model.tunnel_frames import VXLAN_PORT, decap
 
-VXLAN_PORT = 4789
-GENEVE_PORT = 6081
-GRE_PROTO = 47
-ETH_BRIDGED = 0x6558
-ERSPAN_II = 0x88BE
-ERSPAN_III = 0x22EB
+__all__ = ["DEVICE", "add_collector", "decap"]
 DEVICE = "vtapcol0"
 
 _DEVICE_ARGS = {
@@ -38,47 +32,3 @@ def add_collector(host, kind: str, key: int) -> str:
     if "rc=0" not in out or "Error" in out:
         raise RuntimeError(f"{host.name}: this kernel cannot make a {kind} device: {out.strip()[:200]}")
     return DEVICE
-
-
-def decap(frame: bytes) -> tuple[str, int, bytes] | None:
-    """(kind, key, inner frame) of a tunnelled copy, or None for anything else."""
-    if len(frame) < 34 or frame[12:14] != b"\x08\x00":
-        return None
-    ihl = (frame[14] & 0x0F) * 4
-    proto = frame[23]
-    l4 = frame[14 + ihl :]
-    if proto == GRE_PROTO:
-        return _gre(l4)
-    if proto == 17 and len(l4) >= 8:
-        dport = struct.unpack("!H", l4[2:4])[0]
-        payload = l4[8:]
-        if dport == VXLAN_PORT and len(payload) >= 8:
-            return "vxlan", int.from_bytes(payload[4:7], "big"), payload[8:]
-        if dport == GENEVE_PORT and len(payload) >= 8:
-            options = (payload[0] & 0x3F) * 4
-            return "geneve", int.from_bytes(payload[4:7], "big"), payload[8 + options :]
-    return None
-
-
-def _gre(gre: bytes) -> tuple[str, int, bytes] | None:
-    if len(gre) < 4:
-        return None
-    flags, ptype = struct.unpack("!HH", gre[:4])
-    offset = 4
-    key = None
-    if flags & 0x8000:  # checksum present
-        offset += 4
-    if flags & 0x2000:  # key present
-        key = struct.unpack("!I", gre[offset : offset + 4])[0]
-        offset += 4
-    if flags & 0x1000:  # sequence number present
-        offset += 4
-    body = gre[offset:]
-    if ptype == ETH_BRIDGED:
-        return "gre", key or 0, body
-    if ptype == ERSPAN_II and len(body) >= 8:
-        return "erspan1", struct.unpack("!H", body[2:4])[0] & 0x3FF, body[8:]
-    if ptype == ERSPAN_III and len(body) >= 12:
-        sub = 8 if body[11] & 0x01 else 0  # the O flag: a platform-specific subheader follows
-        return "erspan2", struct.unpack("!H", body[2:4])[0] & 0x3FF, body[12 + sub :]
-    return None

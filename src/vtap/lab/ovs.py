@@ -24,9 +24,10 @@ class PrivateOVS:
     """`dpdk`: run Debian's `ovs-vswitchd-dpdk` instead, on hugepages reserved for it
     (`vtap.lab.dpdk`); DpdkUnavailable, with the evidence, when it cannot start."""
 
-    def __init__(self, directory: str | Path | None = None, *, dpdk: bool = False):
+    def __init__(self, directory: str | Path | None = None, *, dpdk: bool = False, ovsdb_tcp: int | None = None):
         self.dir = Path(directory or tempfile.mkdtemp(prefix="vtap-ovs-"))
         self.dpdk = dpdk
+        self.ovsdb_tcp = ovsdb_tcp  # also serve the database on 127.0.0.1:PORT, as a compute node's OVS would (ptcp:)
         self.hugepages = None
         self.env = {"OVS_RUNDIR": str(self.dir), "OVS_DBDIR": str(self.dir), "OVS_LOGDIR": str(self.dir)}
         self._saved_env: dict[str, str | None] = {}
@@ -56,6 +57,7 @@ class PrivateOVS:
         self._run(
             "ovsdb-server", str(db),
             f"--remote=punix:{self.dir}/db.sock",
+            *([f"--remote=ptcp:{self.ovsdb_tcp}:127.0.0.1"] if self.ovsdb_tcp else []),
             f"--pidfile={self.dir}/ovsdb-server.pid",
             f"--unixctl={self.dir}/ovsdb-server.ctl",
             "--detach", f"--log-file={self.dir}/ovsdb.log",

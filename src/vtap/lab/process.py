@@ -3,6 +3,7 @@ demo, the benchmarks and the integration tests."""
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import ssl
@@ -32,6 +33,7 @@ class ControllerProcess:
         self.proc: subprocess.Popen | None = None
         self.token: str | None = None
         self.http: httpx.Client | None = None  # signed in with the admin token once started
+        self.env: dict[str, str] = {}  # set for the process, over this one's environment (a test's PATH, say)
 
     @property
     def api(self) -> str:
@@ -48,7 +50,7 @@ class ControllerProcess:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "vtap", "serve", "--of-host", "127.0.0.1", "--of-port", str(self.of_port),
                  "--api-port", str(self.api_port), "--state-dir", str(self.state_dir), *self.extra_args],
-                stdout=log, stderr=log,
+                stdout=log, stderr=log, env={**os.environ, **self.env} if self.env else None,
             )
             if self._wait_api(verify, token):
                 return self

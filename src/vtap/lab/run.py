@@ -14,6 +14,7 @@ from mininet.log import setLogLevel
 
 from vtap.lab.chatter import stop_chatter
 from vtap.lab.net import build_net, wait_ready
+from vtap.lab.ids import Suricata
 from vtap.lab.ovs import PrivateOVS
 from vtap.lab.pki import make_pki
 from vtap.lab.session import LabSession
@@ -42,7 +43,9 @@ def run_command(net, command: str) -> int:
 
 
 def lab(topo_spec: str, controller: str, run: str | None, api: str | None, ready_timeout: float,
-        of_tls: str | None = None, chatter: bool = False, join: str | None = None, datapath: str = "netdev") -> int:
+        of_tls: str | None = None, chatter: bool = False, join: str | None = None, datapath: str = "netdev",
+        ids: list[str] | None = None) -> int:
+    """`ids`: hosts to start Suricata on (`vtap.lab.ids`), each reading its interface."""
     topo = parse_topo(topo_spec)
     host, _, port = controller.rpartition(":")
     if not host or not port.isdigit():
@@ -52,6 +55,7 @@ def lab(topo_spec: str, controller: str, run: str | None, api: str | None, ready
     ovs = PrivateOVS(dpdk=datapath == "dpdk").start()
     ovs.export()
     net = None
+    idses: list[Suricata] = []
     try:
         pki = make_pki(of_tls) if of_tls else None
         if pki:
@@ -63,11 +67,20 @@ def lab(topo_spec: str, controller: str, run: str | None, api: str | None, ready
             print("vtap lab: the controller did not report the whole topology in time", file=sys.stderr)
             if run:
                 return 2
+        for name in ids or ():
+            if name not in net:
+                raise ValueError(f"--ids {name}: no such host in {topo_spec}")
+            suricata = Suricata(net[name], ovs.dir / f"suricata-{name}").start()
+            idses.append(suricata)
+            print(f"vtap lab: Suricata on {name} ({suricata.interface}); alerts in {suricata.eve}, rules in "
+                  f"{suricata.rules}", file=sys.stderr)
         if run:
             return run_command(net, run)
         CLI(net)
         return 0
     finally:
+        for suricata in idses:
+            suricata.stop()
         if net is not None:
             stop_chatter(net.chatter)
             net.stop()

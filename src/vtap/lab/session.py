@@ -19,7 +19,7 @@ from vtap.lab.etcd import EtcdCluster
 from vtap.lab.net import build_net, wait_ready
 from vtap.lab.ovs import PrivateOVS
 from vtap.lab.pki import make_pki
-from vtap.lab.process import ControllerProcess
+from vtap.lab.process import ControllerProcess, free_port
 from vtap.lab.topos import VtapTopo
 
 
@@ -27,9 +27,11 @@ class LabSession:
     def __init__(self, topo: VtapTopo, workdir: Path, *, ready_timeout: float = 90.0, ipv6: bool = False,
                  of_tls: bool = False, serve_args: tuple[str, ...] = (), cluster: int = 0, etcd_members: int = 1,
                  quiet: bool = False, chatter: bool = False, join: str | None = None, seed: int = 0,
-                 dpdk: bool = False):
+                 dpdk: bool = False, ovsdb: bool = False, ctl_env: dict[str, str] | None = None):
         """`ipv6`, `quiet`, `chatter`, `join`, `seed` and `dpdk`: as in `build_net` (`dpdk`:
-        and the OVS is OVS-DPDK, `vtap.lab.dpdk`)."""
+        and the OVS is OVS-DPDK, `vtap.lab.dpdk`). `ovsdb`: the OVS serves its database on
+        TCP and the controller makes tunnel ports over it (`--tunnels ovsdb`), the remote
+        path a compute node's switch takes."""
         self.topo = topo
         self.ipv6 = ipv6
         self.quiet = quiet
@@ -39,9 +41,12 @@ class LabSession:
         self.workdir = Path(workdir)
         self.ready_timeout = ready_timeout
         self.dpdk = dpdk
-        self.ovs = PrivateOVS(self.workdir / "ovs", dpdk=dpdk)
+        ovsdb_port = free_port() if ovsdb else None
+        self.ovs = PrivateOVS(self.workdir / "ovs", dpdk=dpdk, ovsdb_tcp=ovsdb_port)
         self.pki = make_pki(self.workdir / "pki") if of_tls else None
         args = serve_args + (self.pki.serve_args() if self.pki else ())
+        if ovsdb_port:
+            args += ("--tunnels", "ovsdb", "--ovsdb", f"tcp:127.0.0.1:{ovsdb_port}")
         self.etcd = EtcdCluster(etcd_members, self.workdir / "etcd") if cluster else None
         if cluster:
             self.ctls = [ControllerProcess(self.workdir / f"state-c{i}", self.workdir / f"controller-c{i}.log",
@@ -49,6 +54,8 @@ class LabSession:
                          for i in range(cluster)]
         else:
             self.ctls = [ControllerProcess(self.workdir / "state", self.workdir / "controller.log", args)]
+        for ctl in self.ctls:
+            ctl.env = dict(ctl_env or {})
         self.net = None
         self.timings: dict[str, float] = {}
 

@@ -24,8 +24,13 @@ class Role(StrEnum):
     VIEWER = "viewer"  # reads
     OPERATOR = "operator"  # policies and capture jobs, within its scope
     ADMIN = "admin"  # everything, tokens included
+    SENSOR = "sensor"  # reads, and writes the reports of the monitors in its scope (`vtap sensor`), nothing else
 
     def may(self, needed: Role) -> bool:
+        if needed == Role.SENSOR:
+            return self in (Role.SENSOR, Role.ADMIN)
+        if self == Role.SENSOR:
+            return needed == Role.VIEWER
         order = [Role.VIEWER, Role.OPERATOR, Role.ADMIN]
         return order.index(self) >= order.index(needed)
 

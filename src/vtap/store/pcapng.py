@@ -70,3 +70,19 @@ class PcapngWriter:
         opts = [(OPT_COMMENT, comment.encode())] if comment else []
         self.out.write(_block(EPB_TYPE, head + _pad(data) + _options(opts)))
         self.out.flush()
+
+
+def read_packets(data: bytes) -> list[tuple[float, bytes, int]]:
+    """(timestamp, captured bytes, original length) of every packet in what PcapngWriter
+    wrote (little-endian, microseconds); a block still being written at the end is left out."""
+    out = []
+    at = 0
+    while at + 12 <= len(data):
+        block_type, length = struct.unpack_from("<II", data, at)
+        if length < 12 or at + length > len(data):
+            break
+        if block_type == EPB_TYPE:
+            _, high, low, caplen, origlen = struct.unpack_from("<IIIII", data, at + 8)
+            out.append((((high << 32) | low) / 1_000_000, data[at + 28: at + 28 + caplen], origlen))
+        at += length
+    return out

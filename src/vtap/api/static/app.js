@@ -371,7 +371,9 @@ function showDetail() {
   drawChart(id);
   const d = document.getElementById("delivery");
   d.textContent = t && t.sent !== null && t.sent !== undefined
-    ? `copies sent toward its monitor${t.pool ? "s" : ""}: ${t.sent}, delivered: ${t.delivered}` + (t.status === "degraded" ? ` — ${t.status_reason}` : "")
+    ? `copies sent toward its monitor${t.pool ? "s" : ""}: ${t.sent}, delivered: ${t.delivered}` +
+      (t.received !== null && t.received !== undefined ? `, received at the tool: ${t.received}, tool alerts: ${t.alerts}` : "") +
+      (t.status === "degraded" ? ` — ${t.status_reason}` : "")
     : "not compiled: no delivery to show";
   document.getElementById("budget").textContent = t ? [budgetText(t), tunnelText(t)].filter(Boolean).join("; ") : "";
   if (!state.capture || state.capture.tap_id !== id) document.getElementById("capture-status").textContent = "";
@@ -423,19 +425,32 @@ async function download(job) {
   setTimeout(() => URL.revokeObjectURL(url), 10000);
 }
 
+// The live view: the job's latest packets, one line each, while it runs (and once at its end).
+async function showLive(job) {
+  const table = document.getElementById("capture-live");
+  const rows = await api(`/api/v1/captures/${job.id}/packets?last=10`);
+  const t0 = rows.length ? rows[0].time : 0;
+  table.querySelector("tbody").innerHTML = rows.map((p) => `<tr class="live-packet"><td>+${(p.time - t0).toFixed(3)} s</td>` +
+    `<td>${esc(p.src)}</td><td>${esc(p.dst)}</td><td>${esc(p.protocol)}</td><td>${p.length}</td></tr>`).join("");
+  table.hidden = rows.length === 0;
+}
+
 async function followCapture(job) {
   state.capture = job;
   showCapture(job);
+  document.getElementById("capture-live").hidden = true;
   while (state.capture === job && !["done", "stopped"].includes(job.state)) {
     await new Promise((r) => setTimeout(r, 500));
     try {
       job = await api(`/api/v1/captures/${job.id}`);
+      if (state.capture && state.capture.id === job.id && state.selected === job.tap_id && job.packets > 0) await showLive(job);
     } catch (err) {
       document.getElementById("capture-error").textContent = err.message;
       return;
     }
     if (state.capture && state.capture.id === job.id) { state.capture = job; if (state.selected === job.tap_id) showCapture(job); }
   }
+  if (state.capture === job && state.selected === job.tap_id && job.packets > 0) await showLive(job);
 }
 
 document.getElementById("capture-form").addEventListener("submit", async (e) => {

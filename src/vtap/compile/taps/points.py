@@ -130,7 +130,7 @@ def policy_points(view: NetworkView, r: Ready, memo: TapMemo) -> tuple[list[tupl
         portless = sorted({d for d, _ in r.points if kind not in view.devices[d].tunnel_ports()})
         if portless:
             reason = (f"no {kind} tunnel port on switch " + ", ".join(f"{d:016x}" for d in portless)
-                      + " (vtap serve --tunnels local makes them)")
+                      + " (vtap serve --tunnels local or --tunnels ovsdb makes them)")
             return [], PolicyStatus(PolicyState.DEGRADED, reason, frozenset())
     unreachable = [d for d, _ in r.points if not reachable(d)]
     concerned: set[int] = set()
