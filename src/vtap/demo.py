@@ -104,7 +104,7 @@ def show_remote(ctl: ControllerProcess, net, work: Path) -> bool:
     tap.raise_for_status()
     tap_id = tap.json()["id"]
     print(f"\n== POST /api/v1/taps tap1-remote: id {tap_id} ({REMOTE_TAP['description']})")
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + 60  # the first tunnel policy: every switch gets its tunnel ports first
     while http.get(f"/api/v1/taps/{tap_id}").json()["status"] != "active" and time.monotonic() < deadline:
         time.sleep(0.2)
     dev = add_collector(net["h9"], "vxlan", REMOTE_TAP["tunnel_key"])

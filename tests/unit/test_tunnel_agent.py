@@ -17,13 +17,13 @@ class FakePorts:
         self.ports: set[tuple[int, str]] = set()
         self.fail = fail
 
-    def add(self, dpid: int, bridge: str, kind: str) -> None:
+    def add(self, dpid: int, bridge: str, kinds: tuple[str, ...]) -> None:
         if self.fail:
             raise PortError("refused")
-        self.ports.add((dpid, f"{bridge}-{kind}"))
+        self.ports |= {(dpid, f"{bridge}-{kind}") for kind in kinds}
 
-    def remove(self, dpid: int, bridge: str, kind: str) -> None:
-        self.ports.discard((dpid, f"{bridge}-{kind}"))
+    def remove(self, dpid: int, bridge: str, kinds: tuple[str, ...]) -> None:
+        self.ports -= {(dpid, f"{bridge}-{kind}") for kind in kinds}
 
 
 PLAN = {1: SwitchTunnels("s1", "10.255.255.7/8", 0x80000001, frozenset({("10.0.0.9", "00:00:00:00:00:09")}))}
@@ -51,6 +51,9 @@ async def test_over_ovsdb_ports_come_with_the_plan_and_go_with_it():
         assert agent.steps(1) == ["ip addr replace 10.255.255.7/8 dev s1", "ip link set s1 up",
                                   "ovs-appctl ovs/route/add 10.0.0.9/32 s1 pkt_mark=2147483649",
                                   "ovs-appctl tnl/neigh/set s1 10.0.0.9 00:00:00:00:00:09"]
+        agent.want({2: PLAN[1]})  # switch 1 away (its connection cut): its ports stay, checked on its return
+        await settle(agent)
+        assert (1, "s1-gre") in ports.ports and 1 not in agent.applied
         agent.want({})  # the last tunnel policy went
         await settle(agent)
         assert ports.ports == set() and agent.applied == {} and agent.steps(1) == []

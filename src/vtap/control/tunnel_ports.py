@@ -12,6 +12,7 @@ never receives on them. Blocking calls: the agent runs them in a thread.
 
 from __future__ import annotations
 
+import json
 import logging
 import subprocess
 import time
@@ -47,15 +48,20 @@ def options(name: str, kind: str, attempt: int) -> dict[str, str]:
 
 
 class TunnelPorts(Protocol):
-    def add(self, dpid: int, bridge: str, kind: str) -> None:
-        """Make `<bridge>-<kind>` (nothing if it is there and working); PortError."""
+    def add(self, dpid: int, bridge: str, kinds: tuple[str, ...]) -> None:
+        """Make `<bridge>-<kind>` for each kind (those there and working are left); PortError."""
 
-    def remove(self, dpid: int, bridge: str, kind: str) -> None:
-        """Remove `<bridge>-<kind>` (nothing if it is not there); PortError."""
+    def remove(self, dpid: int, bridge: str, kinds: tuple[str, ...]) -> None:
+        """Remove `<bridge>-<kind>` for each kind (nothing for those not there); PortError."""
+
+
+def _usable(ofport) -> bool:
+    return isinstance(ofport, int) and ofport > 0
 
 
 class VsctlPorts:
-    """ovs-vsctl on this machine (its default database)."""
+    """ovs-vsctl on this machine (its default database): all of a bridge's ports in one
+    transaction, a port OVS refused retried alone with other receive keys."""
 
     @staticmethod
     def _run(*args: str) -> str:
@@ -64,27 +70,43 @@ class VsctlPorts:
             raise PortError(f"ovs-vsctl {' '.join(args)}: {(res.stderr or res.stdout).strip()[:300]}")
         return res.stdout
 
-    def _ofport(self, name: str) -> str:
-        return self._run("--if-exists", "get", "interface", name, "ofport").strip()
+    def _ofports(self) -> dict[str, object]:
+        data = json.loads(self._run("--format=json", "--columns=name,ofport", "find", "interface"))["data"]
+        return {name: ofport for name, ofport in data}
 
-    def add(self, dpid: int, bridge: str, kind: str) -> None:
+    @staticmethod
+    def _add_args(bridge: str, kind: str, attempt: int) -> list[str]:
         name = f"{bridge}-{kind}"
-        if self._ofport(name) not in ("", "-1", "[]"):
+        return ["--", "--may-exist", "add-port", bridge, name, "--", "set", "interface", name, f"type={KINDS[kind][0]}",
+                *(f"options:{k}={v}" for k, v in options(name, kind, attempt).items())]
+
+    def add(self, dpid: int, bridge: str, kinds: tuple[str, ...]) -> None:
+        missing = [k for k in kinds if not _usable(self._ofports().get(f"{bridge}-{k}"))]
+        if not missing:
             return
-        for attempt in range(ATTEMPTS):
-            opts = [f"options:{k}={v}" for k, v in options(name, kind, attempt).items()]
+        try:
+            self._run(*(arg for k in missing for arg in self._add_args(bridge, k, 0)))
+        except PortError as exc:
+            log.info("%s: %s; each port alone", bridge, exc)
+        have = self._ofports()
+        for kind in [k for k in missing if not _usable(have.get(f"{bridge}-{k}"))]:
+            self._add_alone(bridge, kind)
+
+    def _add_alone(self, bridge: str, kind: str) -> None:
+        name = f"{bridge}-{kind}"
+        for attempt in range(ATTEMPTS):  # another receive key when this one is taken ("File exists")
+            self._run("--if-exists", "del-port", bridge, name)
             try:
-                self._run("--", "--may-exist", "add-port", bridge, name, "--", "set", "interface", name,
-                          f"type={KINDS[kind][0]}", *opts)
+                self._run(*self._add_args(bridge, kind, attempt))
             except PortError as exc:
                 log.info("%s: %s; trying another receive key", name, exc)
-            if self._ofport(name) not in ("", "-1", "[]"):
+            if _usable(self._ofports().get(name)):
                 return
-            self._run("--if-exists", "del-port", bridge, name)
+        self._run("--if-exists", "del-port", bridge, name)
         raise PortError(f"{name}: OVS refused the tunnel port (see ovs-vswitchd's log)")
 
-    def remove(self, dpid: int, bridge: str, kind: str) -> None:
-        self._run("--if-exists", "del-port", bridge, f"{bridge}-{kind}")
+    def remove(self, dpid: int, bridge: str, kinds: tuple[str, ...]) -> None:
+        self._run(*(arg for k in kinds for arg in ("--", "--if-exists", "del-port", bridge, f"{bridge}-{k}")))
 
 
 def parse_targets(values: list[str]) -> dict[int | None, str]:
@@ -142,49 +164,56 @@ class OvsdbPorts:
             self._apis[target] = api
         return api
 
-    def _ofport(self, api, name: str) -> int | None:
-        rows = api.db_find("Interface", ("name", "=", name), columns=["ofport"]).execute(check_error=True)
-        if not rows:
-            return None
-        ofport = rows[0]["ofport"]
-        return ofport[0] if isinstance(ofport, list) and ofport else (ofport if isinstance(ofport, int) else None)
+    def _ofports(self, api, names: list[str]) -> dict[str, int | None]:
+        wanted = set(names)
+        rows = api.db_find("Interface", columns=["name", "ofport"]).execute(check_error=True) if names else []
+        out: dict[str, int | None] = {}
+        for row in (r for r in rows if r["name"] in wanted):
+            ofport = row["ofport"]
+            out[row["name"]] = ofport[0] if isinstance(ofport, list) and ofport else (ofport if isinstance(ofport, int) else None)
+        return out
 
-    def _wait_ofport(self, api, name: str) -> bool:
+    def _settled(self, api, names: list[str]) -> dict[str, int | None]:
+        """The ports' numbers once ovs-vswitchd has taken them all (or refused: -1), or at the wait's end."""
         deadline = time.monotonic() + OFPORT_WAIT_S
-        while time.monotonic() < deadline:
-            ofport = self._ofport(api, name)
-            if ofport is not None and ofport > 0:
-                return True
-            if ofport == -1:
-                return False
+        while True:
+            got = self._ofports(api, names)
+            if all(got.get(n) not in (None, 0) for n in names) or time.monotonic() > deadline:
+                return got
             time.sleep(0.05)
-        return False
 
-    def add(self, dpid: int, bridge: str, kind: str) -> None:
+    def _put(self, api, bridge: str, kinds: list[str], attempt: int) -> None:
+        with api.transaction(check_error=True) as txn:
+            for kind in kinds:
+                name = f"{bridge}-{kind}"
+                txn.add(api.add_port(bridge, name, may_exist=True))
+                txn.add(api.db_set("Interface", name, ("type", KINDS[kind][0]), ("options", options(name, kind, attempt))))
+
+    def add(self, dpid: int, bridge: str, kinds: tuple[str, ...]) -> None:
         api = self._api(dpid)
-        name = f"{bridge}-{kind}"
         try:
-            current = self._ofport(api, name)
-            if current is not None and current > 0:
-                return
-            for attempt in range(ATTEMPTS):
-                with api.transaction(check_error=True) as txn:
-                    txn.add(api.add_port(bridge, name, may_exist=True))
-                    txn.add(api.db_set("Interface", name, ("type", KINDS[kind][0]),
-                                       ("options", options(name, kind, attempt))))
-                if self._wait_ofport(api, name):
+            have = self._ofports(api, [f"{bridge}-{k}" for k in kinds])
+            missing = [k for k in kinds if not _usable(have.get(f"{bridge}-{k}"))]
+            for attempt in range(ATTEMPTS):  # the refused ones again, with other receive keys
+                if not missing:
                     return
-                log.info("%s: OVS refused receive key %d; trying another", name, in_key(name, kind, attempt))
-                api.del_port(name, bridge=bridge, if_exists=True).execute(check_error=True)
+                if attempt:
+                    for kind in missing:
+                        api.del_port(f"{bridge}-{kind}", bridge=bridge, if_exists=True).execute(check_error=True)
+                self._put(api, bridge, missing, attempt)
+                got = self._settled(api, [f"{bridge}-{k}" for k in missing])
+                missing = [k for k in missing if not _usable(got.get(f"{bridge}-{k}"))]
         except PortError:
             raise
         except Exception as exc:
-            raise PortError(f"{self.target(dpid)}: {name}: {exc}") from exc
-        raise PortError(f"{name}: OVS refused the tunnel port (see ovs-vswitchd's log)")
+            raise PortError(f"{self.target(dpid)}: {bridge}: {exc}") from exc
+        raise PortError(f"{bridge}: OVS refused the tunnel ports {', '.join(missing)} (see ovs-vswitchd's log)")
 
-    def remove(self, dpid: int, bridge: str, kind: str) -> None:
+    def remove(self, dpid: int, bridge: str, kinds: tuple[str, ...]) -> None:
         api = self._api(dpid)
         try:
-            api.del_port(f"{bridge}-{kind}", bridge=bridge, if_exists=True).execute(check_error=True)
+            with api.transaction(check_error=True) as txn:
+                for kind in kinds:
+                    txn.add(api.del_port(f"{bridge}-{kind}", bridge=bridge, if_exists=True))
         except Exception as exc:
-            raise PortError(f"{self.target(dpid)}: {bridge}-{kind}: {exc}") from exc
+            raise PortError(f"{self.target(dpid)}: {bridge}: {exc}") from exc

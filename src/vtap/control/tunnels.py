@@ -34,7 +34,8 @@ class TunnelAgent:
     def __init__(self, ports: TunnelPorts | None = None, *, local_routes: bool = True) -> None:
         self.ports = ports or VsctlPorts()
         self.local_routes = local_routes  # False: addresses, routes and neighbours are the node's step
-        self.applied: dict[int, SwitchTunnels] = {}
+        self.applied: dict[int, SwitchTunnels] = {}  # what each switch in the plan has, as far as known
+        self.made: dict[int, SwitchTunnels] = {}  # every switch given ports (and routes), away or not
         self._plan: dict[int, SwitchTunnels] = {}
         self._due = asyncio.Event()
         self._task: asyncio.Task | None = None
@@ -90,13 +91,15 @@ class TunnelAgent:
             await self._due.wait()
             self._due.clear()
             plan = dict(self._plan)
-            for dpid, have in list(self.applied.items()):
-                if dpid not in plan:  # no tunnel policy left (or the switch left): its ports go
+            if not plan:  # no tunnel policy left: the ports go, from every switch they were made on
+                for dpid, have in list(self.made.items()):
                     await self._step(dpid, "removal", self._remove, dpid, have)
+            for dpid in [d for d in self.applied if d not in plan]:
+                del self.applied[dpid]  # a switch away (its connection cut, or gone): checked anew on its return
             for dpid, want in plan.items():
                 if self.applied.get(dpid) != want:
                     if await self._step(dpid, "set-up", self._apply, dpid, want, self.applied.get(dpid)):
-                        self.applied[dpid] = want
+                        self.applied[dpid] = self.made[dpid] = want
                         if not self.local_routes:
                             log.info("switch %016x: tunnel ports made over OVSDB; on its node: %s", dpid,
                                      "; ".join(self.steps(dpid)))
@@ -112,12 +115,11 @@ class TunnelAgent:
             return False
 
     def _remove(self, dpid: int, have: SwitchTunnels) -> None:
-        for kind in KINDS:
-            self.ports.remove(dpid, have.bridge, kind)
+        self.ports.remove(dpid, have.bridge, tuple(KINDS))
         if self.local_routes:
             for ip, _ in have.neighbours:
                 self._run("ovs-appctl", "ovs/route/del", _host_prefix(ip), f"pkt_mark={have.mark}")
-        del self.applied[dpid]
+        del self.made[dpid]
 
     @staticmethod
     def _run(*args: str) -> str:
@@ -129,8 +131,7 @@ class TunnelAgent:
     def _apply(self, dpid: int, want: SwitchTunnels, have: SwitchTunnels | None) -> None:
         br = want.bridge
         if have is None or have.bridge != br:
-            for kind in KINDS:
-                self.ports.add(dpid, br, kind)
+            self.ports.add(dpid, br, tuple(KINDS))
         if not self.local_routes:
             return
         if have is None or have.source != want.source:
