@@ -138,8 +138,10 @@ class Eve:
 def interface_addresses(interface: str, netns: str | None = None) -> tuple[str, set[str]]:
     """The interface's MAC and addresses (in network namespace `netns`, if given)."""
     enter = ["nsenter", f"--net={netns}"] if netns else []
-    out = subprocess.run([*enter, "ip", "-j", "addr", "show", "dev", interface], capture_output=True, text=True,
-                         check=True).stdout
+    res = subprocess.run([*enter, "ip", "-j", "addr", "show", "dev", interface], capture_output=True, text=True)
+    if res.returncode:
+        raise OSError(f"no such interface here: {res.stderr.strip()}")
+    out = res.stdout
     links = json.loads(out)  # `ip`, not /sys: /sys shows the namespace it was mounted in
     return links[0]["address"], {a["local"] for link in links for a in link.get("addr_info", ())}
 

@@ -89,3 +89,12 @@ def test_a_silent_sensor_is_not_judged_on():
         ledger.observe(float(t), {1: [GroupCounters(10, ((totals[0], 0),)), GroupCounters(20, ((totals[0], 0),))]},
                        {(1, 10): (MON,)}, {MON: (1, 20)}, {MON: MON_IP})
     assert not ledger.monitors[MON].failing
+
+
+def test_an_unknown_interface_is_a_clear_error():
+    import pytest
+
+    from vtap.sensor import interface_addresses
+
+    with pytest.raises(OSError, match="no such interface here"):
+        interface_addresses("nosuch0")
