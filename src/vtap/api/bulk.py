@@ -52,26 +52,40 @@ async def read_specs(request: Request, heavy: HeavyWork) -> list[TapSpec]:
     specs: list[TapSpec] = []
     errors: list[dict] = []
     parts, start = _slices(text), 0
-    while True:
-        async with heavy.slice():
-            items = next(parts, None)
-            if items is None:
-                break
-            try:
-                specs.extend(_SPECS.validate_python(items))
-            except ValidationError as exc:
-                errors.extend({**e, "loc": ("body", start + e["loc"][0], *e["loc"][1:])} for e in exc.errors())
-            start += len(items)
-            # What a slice made is acyclic (freed by reference counting, not the
-            # collector); frozen, it does not make each full collection longer: unfrozen,
-            # those walks over a growing set stalled the loop up to 110 ms at 200,000.
-            gc.freeze()
-    if errors:
-        shown = errors[:MAX_ERRORS]
-        if len(errors) > MAX_ERRORS:
-            shown.append({"loc": ("body",), "msg": f"and {len(errors) - MAX_ERRORS} more errors", "type": "too_many_errors"})
-        raise RequestValidationError(shown)
+    try:
+        while True:
+            async with heavy.slice():
+                items = next(parts, None)
+                if items is None:
+                    break
+                try:
+                    valid = _SPECS.validate_python(items)
+                    if not errors:  # a body already refused keeps nothing more
+                        specs.extend(valid)
+                except ValidationError as exc:
+                    errors.extend({**e, "loc": ("body", start + e["loc"][0], *e["loc"][1:])} for e in exc.errors())
+                start += len(items)
+                # What a slice made is acyclic (freed by reference counting, not the
+                # collector); frozen, it does not make each full collection longer: unfrozen,
+                # those walks over a growing set stalled the loop up to 110 ms at 200,000.
+                gc.freeze()
+        if errors:
+            shown = errors[:MAX_ERRORS]
+            if len(errors) > MAX_ERRORS:
+                shown.append({"loc": ("body",), "msg": f"and {len(errors) - MAX_ERRORS} more errors", "type": "too_many_errors"})
+            raise RequestValidationError(shown)
+    except BaseException:
+        await _release(specs, heavy)
+        raise
     return specs
+
+
+async def _release(specs: list[TapSpec], heavy: HeavyWork) -> None:
+    """Free a refused body's policies a few slices at a time: 200,000 of them freed at
+    once (when the list goes with the error) held the loop 200-300 ms, measured."""
+    while specs:
+        async with heavy.slice():
+            del specs[-4 * SLICE:]
 
 
 def _slices(text: str):
