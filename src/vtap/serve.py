@@ -34,18 +34,6 @@ class StartupError(Exception):
     """The controller cannot start (a port taken, a state dir unusable): said plainly."""
 
 
-def _listen(host: str, port: int, flag: str) -> socket.socket:
-    """Bind a listening socket now, so that a taken port is an error naming its flag."""
-    try:
-        sock = socket.create_server((host, port), reuse_port=False)
-    except OSError as exc:
-        raise StartupError(f"{flag} {port} on {host}: {exc.strerror or exc}") from None
-    # Accepted connections inherit this: without it, a socket handed to uvicorn answers
-    # each request ~40 ms late (Nagle against delayed ACK), measured here.
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    return sock
-
-
 def _of_tls_context(cert: str | None, key: str | None, ca: str | None) -> ssl.SSLContext | None:
     """TLS for OpenFlow: the controller's certificate, and switches must show one signed by `ca`."""
     given = {"--of-tls-cert": cert, "--of-tls-key": key, "--of-tls-ca": ca}
@@ -106,6 +94,7 @@ class ServeConfig:
     tunnel_sources: str = "10.0.0.0/8"
     ovsdb: list[str] = field(default_factory=list)  # --ovsdb [DPID=]tcp:HOST:PORT (--tunnels ovsdb)
     ovsdb_tls: tuple[str | None, str | None, str | None] = (None, None, None)  # key, certificate, CA (ssl:)
+    sockets: tuple[socket.socket, socket.socket] | None = None  # OpenFlow, REST: bound by `vtap serve` first thing
 
 
 async def serve(config: ServeConfig) -> None:
@@ -115,8 +104,7 @@ async def serve(config: ServeConfig) -> None:
     store, cluster = await _open_store(config)
     of_ssl = _of_tls_context(*config.of_tls)
     tls_cert, tls_key = _rest_tls(config.tls)
-    of_sock = _listen(config.of_host, config.of_port, "--of-port")
-    api_sock = _listen(config.api_host, config.api_port, "--api-port")
+    of_sock, api_sock = config.sockets
     ctl = Controller(store, lldp_interval=config.lldp_interval, host_timeout=config.host_timeout,
                      packet_in_rate=config.packet_in_rate, max_hosts_per_port=config.max_hosts_per_port, cluster=cluster,
                      tunnels=_tunnel_agent(config), tunnel_sources=sources)

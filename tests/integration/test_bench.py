@@ -57,8 +57,12 @@ def test_controlplane_quick_produces_every_row(tmp_path):
     assert f["copies"] > 0 and not math.isnan(f["gap_ms"])
     assert r["latency_loaded_ms"]["n"] == 10 and r["latency_loaded_ms"]["installed"] == 200
     e = r["event_stream"]
-    assert e["events"] >= 2 and e["peak_rss_mib"] > 0
+    assert e["events"] >= 2 and e["peak_rss_mib"] > 0 and e["first_event_bytes"] > 0
     assert r["restart_all_active_s"] > 0 and r["ceiling_ofctl_bundle"]["rules"] > 0
+    steps = r["apply"][0]["restart"]["startup"]
+    assert 0 < steps["imported"] < steps["store_loaded"] < steps["first_compile"] <= steps["rules_confirmed"], steps
+    m = r["memory"]
+    assert m["policies"] == 200 and m["traced_mib"] > 1 and m["by_structure"][0]["mib"] > 0
     d = r["declarative"]
     assert d["policies"] == 200 and d["all_active_s"] > 0 and d["same_again_unchanged"] == 200 and d["update_one_ms"] > 0
     assert (tmp_path / "controlplane-quick.md").read_text().startswith("### POST")

@@ -41,6 +41,34 @@ async def test_the_audit_chain_breaks_where_a_record_is_edited_or_removed(tmp_pa
     assert audit.verify(records[:1] + records[2:])[:2] == (False, 3)  # record 2 deleted
 
 
+def _record(i: int, actor: str = "admin") -> dict:
+    return {"time": float(i), "actor": actor, "remote": "127.0.0.1:1", "action": "tap.create", "target": f"tap:{i}",
+            "before": None, "after": {"i": i}, "result": "201"}
+
+
+async def test_a_bulk_append_chained_in_slices_stays_one_chain_whatever_appends_meanwhile(tmp_path):
+    """1,200 records are chained over three turns of the loop; meanwhile this process
+    appends one (it waits its turn) and another process's store appends one (the head
+    moves: the bulk is chained again inside its transaction). One intact chain, in order."""
+    import asyncio
+
+    store, other = Store(tmp_path), Store(tmp_path)
+    await store.append_audit(_record(0))
+
+    async def meanwhile() -> None:
+        await asyncio.sleep(0)  # the bulk has chained its first slice
+        other_done = await other.append_audit(_record(1, actor="other-process"))
+        assert other_done["seq"] == 2
+        await store.append_audit(_record(2, actor="this-process"))
+
+    bulk, _ = await asyncio.gather(store.append_audits([_record(10 + i, "bulk") for i in range(1200)]), meanwhile())
+    records = await store.audit_records()
+    assert audit.verify(records) == (True, None, "1203 records, chain intact")
+    assert [r["actor"] for r in records][:3] == ["admin", "other-process", "bulk"]
+    assert records[-1]["actor"] == "this-process" and [r["seq"] for r in bulk] == list(range(3, 1203))
+    assert [r["hash"] for r in bulk] == [r["hash"] for r in records[2:1202]]
+
+
 def test_a_secret_is_made_once(tmp_path):
     store = Store(tmp_path)
     key = store.secret("lldp")

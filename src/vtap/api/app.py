@@ -142,6 +142,9 @@ class HealthOut(BaseModel):
                                            "(a request, a packet-in storm) held up OpenFlow, LLDP and the reconcilers")
     loop_lag_max_ms: float = Field(description="the same, since the controller started")
     lldp_rounds_held: int = Field(description="discovery rounds that kept the last nonce because they came late")
+    startup: dict[str, float] = Field(description="seconds from the process's start to each step of its start reached so "
+                                                  "far: imported, store_loaded, first_switch, switches_back (a restart "
+                                                  "with a stored topology), first_compile, rules_confirmed")
 
 
 class DriftOut(BaseModel):
@@ -338,6 +341,7 @@ async def health(request: Request, response: Response, ctl: Ctl, tokens: AppToke
         loop_lag_ms=round(ctl.loop_lag.worst() * 1000, 1),
         loop_lag_max_ms=round(ctl.loop_lag.worst_ever * 1000, 1),
         lldp_rounds_held=ctl.lldp_rounds_held,
+        startup=ctl.startup.steps,
     )
 
 
@@ -432,6 +436,24 @@ async def confirm_move(request: Request, ctl: Ctl,
 async def topology(ctl: Ctl) -> TopologyOut:
     view = ctl.view()
     return TopologyOut(devices=devices_out(view, ctl), links=links_out(view, ctl), hosts=hosts_out(view))
+
+
+class MemoryOut(BaseModel):
+    rss_mib: float = Field(description="the controller's resident memory")
+    traced_mib: float = Field(description="what tracemalloc sees live (Python's own allocations)")
+    by_structure: list[dict] = Field(description="the largest holders: {structure: the vtap module that made it, mib, "
+                                                 "blocks}")
+
+
+@own.route("GET", "/api/v1/memory", response_model=MemoryOut, dependencies=[Depends(admin)],
+           responses={409: {"description": "not traced: start the controller with --trace-memory 16"}})
+async def memory(ctl: Ctl) -> MemoryOut:
+    """The controller's memory by the structure that holds it (`control/memory.py`);
+    only while tracemalloc traces (`vtap serve --trace-memory 16`)."""
+    traced = ctl.memory()
+    if traced is None:
+        raise HTTPException(409, "memory is not traced: start the controller with --trace-memory 16")
+    return MemoryOut(**traced)
 
 
 async def index() -> FileResponse:

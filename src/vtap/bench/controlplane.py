@@ -20,6 +20,9 @@ bench/results/controlplane.json and .md (controlplane-one-bridge with --one-brid
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import threading
 import tempfile
 import time
@@ -28,24 +31,27 @@ from pathlib import Path
 import httpx
 
 from vtap.bench.report import write_results
+from vtap.control.memory import rss_mib
 from vtap.lab.ovs import PrivateOVS
 from vtap.lab.session import LabSession
 from vtap.lab.topos import parse_topo
 from vtap.lab.traffic import Capture, Flow, marked, read_pcap, send_from
 
 
-def policies(start: int, count: int, port_base: int, sources: range = range(1, 17)) -> list[dict]:
+def policies(start: int, count: int, port_base: int, sources: range = range(1, 17), hosts: int = 16) -> list[dict]:
+    """Policies `start` to `start + count` of the sequence: every (source, destination)
+    pair of `hosts` hosts with one UDP port, then the next port; each copied to a third host."""
     out = []
     k = 0
     port = port_base
     while len(out) < count:
         for i in sources:
-            for j in range(1, 17):
+            for j in range(1, hosts + 1):
                 if i == j:
                     continue
-                m = (i + 4) % 16 + 1
+                m = (i + hosts // 4) % hosts + 1
                 if m in (i, j):
-                    m = (i + 8) % 16 + 1
+                    m = (i + hosts // 2) % hosts + 1
                 if k >= start:
                     out.append({"name": f"p{k}", "src_ip": f"10.0.0.{i}", "dst_ip": f"10.0.0.{j}", "ip_proto": "udp",
                                 "dst_port": port, "monitor_ip": f"10.0.0.{m}"})
@@ -56,15 +62,9 @@ def policies(start: int, count: int, port_base: int, sources: range = range(1, 1
     return out
 
 
-def rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return round(int(line.split()[1]) / 1024, 1)
-    return 0.0
-
-
-def post_latency(client: httpx.Client, bodies: list[dict]) -> dict:
-    """POST -> active (every rule confirmed by barrier), one policy at a time."""
+def post_latency(client: httpx.Client, bodies: list[dict], ids: list[int] | None = None) -> dict:
+    """POST -> active (every rule confirmed by barrier), one policy at a time (their ids
+    appended to `ids`)."""
     lat = []
     for body in bodies:
         t = time.perf_counter()
@@ -72,6 +72,8 @@ def post_latency(client: httpx.Client, bodies: list[dict]) -> dict:
         if resp.status_code != 201:
             raise RuntimeError(resp.text)
         tap = resp.json()
+        if ids is not None:
+            ids.append(tap["id"])
         while client.get(f"/api/v1/taps/{tap['id']}").json()["status"] != "active":
             time.sleep(0.002)
         lat.append((time.perf_counter() - t) * 1000)
@@ -79,18 +81,19 @@ def post_latency(client: httpx.Client, bodies: list[dict]) -> dict:
             "p99": round(pct(lat, 99), 1), "max": round(max(lat), 1)}
 
 
-def rss_with_event_stream(ctl, seconds: float) -> dict:
-    """The controller's peak RSS while the web UI's event stream is open (an event a second
-    carrying every policy's status and counters), with every policy of the last size in."""
-    events = 0
+def rss_with_event_stream(ctl, client: httpx.Client, seconds: float, tap_id: int) -> dict:
+    """The controller's peak RSS while the web UI's event stream is open, with every
+    policy of the size in, and the events' sizes: the first (what a page starts from)
+    and the largest after it, while one policy changes half-way."""
+    sizes: list[int] = []
     stop = threading.Event()
 
     def read() -> None:
-        nonlocal events
         headers = {"authorization": f"Bearer {ctl.token}"}
         with httpx.Client(base_url=ctl.api, headers=headers, timeout=60) as c, c.stream("GET", "/api/v1/events") as resp:
             for line in resp.iter_lines():
-                events += line.startswith("event:")
+                if line.startswith("data:"):
+                    sizes.append(len(line) - 5)
                 if stop.is_set():
                     return
 
@@ -98,12 +101,26 @@ def rss_with_event_stream(ctl, seconds: float) -> dict:
     reader.start()
     before, peak = rss_mib(ctl.proc.pid), 0.0
     end = time.monotonic() + seconds
+    changed = False
     while time.monotonic() < end:
         peak = max(peak, rss_mib(ctl.proc.pid))
+        if not changed and time.monotonic() > end - seconds / 2:
+            changed = True
+            change_one(client, tap_id)
         time.sleep(0.25)
     stop.set()
     reader.join(timeout=60)
-    return {"seconds": seconds, "events": events, "rss_before_mib": before, "peak_rss_mib": peak}
+    return {"seconds": seconds, "events": len(sizes), "rss_before_mib": before, "peak_rss_mib": peak,
+            "first_event_bytes": sizes[0] if sizes else 0, "largest_later_event_bytes": max(sizes[1:], default=0)}
+
+
+def change_one(client: httpx.Client, tap_id: int) -> None:
+    """Change one stored policy's description (a change the event stream must carry)."""
+    tap = client.get(f"/api/v1/taps/{tap_id}")
+    tap.raise_for_status()
+    body = {k: v for k, v in tap.json().items() if k not in ("id", "status", "status_reason", "switches")}
+    body["description"] = "changed" if body.get("description") != "changed" else "changed again"
+    client.put(f"/api/v1/taps/{tap_id}", json=body).raise_for_status()
 
 
 def pct(values: list[float], p: float) -> float:
@@ -132,10 +149,12 @@ def wait_all_active(client: httpx.Client, expected: int, timeout: float) -> floa
     raise RuntimeError("policies did not all become active")
 
 
-def declarative(client: httpx.Client, count: int, sources: range) -> dict:
+def declarative(lab: LabSession, count: int, sources: range, hosts: int) -> dict:
     """`PUT /api/v1/taps` of the whole set at once, fresh (after a prune to nothing);
-    the same set again (nothing to do); then one policy changed among them."""
-    everything = policies(0, count, 1000, sources)
+    the same set again with `vtap apply -f` (the CLI: a file read, sent, answered);
+    then one policy changed among them."""
+    client = lab.ctl.http
+    everything = policies(0, count, 1000, sources, hosts)
     client.put("/api/v1/taps", json=[], params={"prune": "true"}, timeout=600).raise_for_status()
     wait_all_active(client, 0, 600)
     time.sleep(1)
@@ -143,10 +162,15 @@ def declarative(client: httpx.Client, count: int, sources: range) -> dict:
     client.put("/api/v1/taps", json=everything, timeout=600).raise_for_status()
     t_answered = time.monotonic()
     t_active = wait_all_active(client, count, 600)
+    path = lab.workdir / "everything.json"
+    path.write_text(json.dumps(everything))
     t = time.monotonic()
-    again = client.put("/api/v1/taps", json=everything, timeout=600).json()
+    out = subprocess.run([sys.executable, "-m", "vtap", "apply", "-f", str(path), "--json", "--api", lab.ctl.api,
+                          "--token", lab.ctl.token], capture_output=True, text=True, timeout=600)
     again_s = time.monotonic() - t
-    tap = client.get("/api/v1/taps").json()[count // 2]
+    if out.returncode != 0:
+        raise RuntimeError(f"vtap apply -f: {out.stderr.strip()[-500:]}")
+    tap = client.get("/api/v1/taps", timeout=600).json()[count // 2]
     body = {k: v for k, v in tap.items() if k not in ("id", "status", "status_reason", "switches")}
     body["dst_port"] = 65000
     t = time.perf_counter()
@@ -155,7 +179,8 @@ def declarative(client: httpx.Client, count: int, sources: range) -> dict:
         time.sleep(0.002)
     update_ms = (time.perf_counter() - t) * 1000
     return {"policies": count, "answered_s": round(t_answered - t0, 2), "all_active_s": round(t_active - t0, 2),
-            "same_again_s": round(again_s, 2), "same_again_unchanged": again["unchanged"], "update_one_ms": round(update_ms, 1)}
+            "same_again_s": round(again_s, 2), "same_again_unchanged": json.loads(out.stdout)["unchanged"],
+            "update_one_ms": round(update_ms, 1)}
 
 
 def ceiling(ovs: PrivateOVS, net, work: Path) -> dict:
@@ -179,42 +204,102 @@ def ceiling(ovs: PrivateOVS, net, work: Path) -> dict:
     return {"rules": total_rules, "seconds": round(total_s, 2), "rules_per_s": round(total_rules / total_s)}
 
 
-def bulk_apply(lab: LabSession, client: httpx.Client, sizes: list[int], sources: range) -> list[dict]:
+POST_EACH_MAX = 10_000  # up to this many policies, each one POSTed alone; beyond, :batch of BATCH
+BATCH = 1_000
+
+
+def bulk_apply(lab: LabSession, sizes: list[int], sources: range, hosts: int, stream_s: float,
+               traced_at: int) -> tuple[list[dict], dict]:
     """Policies posted back to back up to each cumulative size, until all are active: the
-    time that took, the rules it added to the switches and the controller's RSS."""
-    applied = []
+    time that took, the rules it added to the switches and the controller's RSS; then at
+    that size the event stream's figures and a restart's. At `traced_at`, also the
+    controller's memory by structure (a traced run of its own)."""
+    applied, memory = [], {}
     done = 0
     base_flows, base_groups = switch_rule_count(lab.ovs, lab.net)
     for size in sizes:
-        batch = policies(done, size - done, 1000, sources)
+        client = lab.ctl.http
+        batch = policies(done, size - done, 1000, sources, hosts)
         t0 = time.monotonic()
-        for body in batch:
-            resp = client.post("/api/v1/taps", json=body)
-            if resp.status_code != 201:
-                raise RuntimeError(resp.text)
+        ids = post_all(client, batch, one_by_one=size <= POST_EACH_MAX)
         t_posted = time.monotonic()
-        t_active = wait_all_active(client, size, 600)
+        t_active = wait_all_active(client, size, 1800)
         flows, groups = switch_rule_count(lab.ovs, lab.net)
         added = (flows - base_flows) + (groups - base_groups)
-        applied.append({
+        row = {
             "policies": size, "posted_s": round(t_posted - t0, 2), "all_active_s": round(t_active - t0, 2),
+            "posted_as": "one POST each" if size <= POST_EACH_MAX else f":batch of {BATCH:,}",
             "active_after_last_post_s": round(t_active - t_posted, 2),
             "switch_flows": flows, "switch_groups": groups, "rules_added": added,
             "rules_per_s": round(added / (t_active - t0)), "controller_rss_mib": rss_mib(lab.ctl.proc.pid),
-        })
+        }
+        row["event_stream"] = rss_with_event_stream(lab.ctl, client, stream_s, ids[0])
+        row["restart"] = restart(lab, size)
+        if size == traced_at:
+            memory = traced_memory(lab, size)
+        applied.append(row)
         base_flows, base_groups = flows, groups
         done = size
-    return applied
+    return applied, memory
 
 
-def loaded_latency(client: httpx.Client, installed: int, sources: range, count: int) -> dict:
+def post_all(client: httpx.Client, bodies: list[dict], *, one_by_one: bool) -> list[int]:
+    """POST the policies, each alone or in batches; their ids."""
+    ids = []
+    if one_by_one:
+        for body in bodies:
+            resp = client.post("/api/v1/taps", json=body)
+            if resp.status_code != 201:
+                raise RuntimeError(resp.text)
+            ids.append(resp.json()["id"])
+        return ids
+    for i in range(0, len(bodies), BATCH):
+        resp = client.post("/api/v1/taps:batch", json=bodies[i:i + BATCH], timeout=600)
+        if resp.status_code != 201:
+            raise RuntimeError(resp.text[:500])
+        ids += [t["id"] for t in resp.json()]
+    return ids
+
+
+def restart(lab: LabSession, expected: int) -> dict:
+    """Stop the controller, start it again: until every policy is active again, and the
+    new process's own steps (`startup` in health, seconds from its start)."""
+    t = time.monotonic()
+    lab.ctl.stop()
+    stopped = time.monotonic()
+    lab.ctl.start()
+    all_active = wait_all_active(lab.ctl.http, expected, 1800)
+    return {"all_active_s": round(all_active - t, 2), "stop_s": round(stopped - t, 2),
+            "startup": lab.ctl.http.get("/api/v1/health").json().get("startup", {})}
+
+
+def traced_memory(lab: LabSession, expected: int) -> dict:
+    """The controller's memory by structure with `expected` policies, from a run under
+    tracemalloc (slower, and heavier by the traces: its RSS is not the figure); the
+    controller is started untraced again after."""
+    lab.ctl.stop()
+    untraced = lab.ctl.extra_args
+    lab.ctl.extra_args = (*untraced, "--trace-memory", "16")
+    try:
+        lab.ctl.start()
+        wait_all_active(lab.ctl.http, expected, 1800)
+        memory = lab.ctl.http.get("/api/v1/memory", timeout=600).json()
+    finally:
+        lab.ctl.stop()
+        lab.ctl.extra_args = untraced
+        lab.ctl.start()
+    wait_all_active(lab.ctl.http, expected, 1800)
+    return {"policies": expected, **memory}
+
+
+def loaded_latency(client: httpx.Client, installed: int, sources: range, count: int, hosts: int) -> dict:
     """`post_latency` of `count` more policies with `installed` in place; those are then
     removed again, and the `installed` ones left active."""
-    extra = [{**b, "name": f"late{i}"} for i, b in enumerate(policies(0, count, 61000, sources))]
-    latency = {**post_latency(client, extra), "installed": installed}
-    for tap in client.get("/api/v1/taps").json():
-        if tap["name"].startswith("late"):
-            client.delete(f"/api/v1/taps/{tap['id']}")
+    extra = [{**b, "name": f"late{i}"} for i, b in enumerate(policies(0, count, 61000, sources, hosts))]
+    ids: list[int] = []
+    latency = {**post_latency(client, extra, ids), "installed": installed}
+    for tap_id in ids:
+        client.delete(f"/api/v1/taps/{tap_id}")
     wait_all_active(client, installed, 600)
     return latency
 
@@ -223,10 +308,13 @@ def main(args) -> int:
     sizes = [int(s) for s in args.sizes.split(",")]
     if args.quick:
         args.latency, sizes = 20, [200]
-    sources = range(1, 2) if args.one_bridge else range(1, 17)
+    topo = parse_topo(args.topo)
+    hosts = len(topo.hosts())
+    sources = range(1, 2) if args.one_bridge else range(1, hosts + 1)
+    traced_at = next((s for s in sizes if s >= 10_000), sizes[-1])
     work = Path(tempfile.mkdtemp(prefix="vtap-bench-cp-"))
-    result: dict = {}
-    with LabSession(parse_topo("fattree,4"), work) as lab:
+    result: dict = {"topo": args.topo}
+    with LabSession(topo, work) as lab:
         ovs, ctl, net = lab.ovs, lab.ctl, lab.net
         net.pingAll(timeout="1")
         client = ctl.http
@@ -235,30 +323,27 @@ def main(args) -> int:
         result["copy_failover"] = copy_failover(lab, client)
 
         # 1. POST -> active, one at a time.
-        result["latency_ms"] = post_latency(client, policies(0, args.latency, 60000))
+        result["latency_ms"] = post_latency(client, policies(0, args.latency, 60000, hosts=hosts))
         for tap in client.get("/api/v1/taps").json():
             client.delete(f"/api/v1/taps/{tap['id']}")
         wait_all_active(client, 0, 60)
         time.sleep(1)
 
-        # 2. Bulk apply.
-        result["apply"] = bulk_apply(lab, client, sizes, sources)
-        # The same latency with every policy of the last size installed (then removed again).
-        result["latency_loaded_ms"] = loaded_latency(client, sizes[-1], sources, 10 if args.quick else 50)
-        result["event_stream"] = rss_with_event_stream(ctl, 3.0 if args.quick else 10.0)
-        # 3. Controller restart with every policy in place.
-        t = time.monotonic()
-        ctl.stop()
-        ctl.start()
-        client = ctl.http
-        result["restart_all_active_s"] = round(wait_all_active(client, sizes[-1], 600) - t, 2)
+        # 2. Bulk apply; at each size the event stream and a restart; the memory by structure.
+        result["apply"], result["memory"] = bulk_apply(lab, sizes, sources, hosts, 3.0 if args.quick else 10.0, traced_at)
+        largest = result["apply"][-1]
+        result["event_stream"] = largest["event_stream"]
+        result["restart_all_active_s"] = largest["restart"]["all_active_s"]
         result["restart_policies"] = sizes[-1]
+        # The same latency with every policy of the last size installed (then removed again).
+        result["latency_loaded_ms"] = loaded_latency(lab.ctl.http, sizes[-1], sources, 10 if args.quick else 50, hosts)
         result["ceiling_ofctl_bundle"] = ceiling(ovs, net, work)
-        result["declarative"] = declarative(client, sizes[-1], sources)
+        result["declarative"] = declarative(lab, sizes[-1], sources, hosts)
 
     result["one_bridge"] = args.one_bridge
     result["quick"] = args.quick
-    name = "controlplane" + ("-one-bridge" if args.one_bridge else "") + ("-quick" if args.quick else "")
+    name = ("controlplane" + ("-one-bridge" if args.one_bridge else "") + ("" if args.topo == "fattree,4" else "-" + args.topo.replace(",", ""))
+            + ("-quick" if args.quick else ""))
     return write_results(result, markdown(result), args.out, name)
 
 
@@ -266,36 +351,50 @@ def markdown(result: dict) -> str:
     lines: list[str] = []
     p = lines.append
     l = result["latency_ms"]
-    p(f"### POST -> active, one policy at a time (n={l['n']}, fattree,4)\n")
+    p(f"### POST -> active, one policy at a time (n={l['n']}, {result['topo']})\n")
     p(f"| p50 | p95 | p99 | max |\n|---|---|---|---|\n| {l['p50']} ms | {l['p95']} ms | {l['p99']} ms | {l['max']} ms |")
     m = result["latency_loaded_ms"]
     p(f"\nThe same with {m['installed']:,} policies installed (n={m['n']}): p50 {m['p50']} ms, p95 {m['p95']} ms, "
       f"p99 {m['p99']} ms, max {m['max']} ms.")
     p("\n### Applying policies posted back to back\n")
     p("Policies tap at " + ("h1's edge switch only (one bridge)" if result["one_bridge"] else "every edge switch") + "\n")
-    p("| policies (cumulative) | all POSTs answered | all active | active after the last POST | flows / groups in the switches | rules added per s | controller RSS |")
-    p("|---|---|---|---|---|---|---|")
+    p("| policies (cumulative) | posted as | all posted | all active | active after the last post | flows / groups in the switches | rules added per s | controller RSS |")
+    p("|---|---|---|---|---|---|---|---|")
     for a in result["apply"]:
-        p(f"| {a['policies']:,} | {a['posted_s']} s | {a['all_active_s']} s | {a['active_after_last_post_s']} s | "
+        p(f"| {a['policies']:,} | {a['posted_as']} | {a['posted_s']} s | {a['all_active_s']} s | {a['active_after_last_post_s']} s | "
           f"{a['switch_flows']:,} / {a['switch_groups']} | {a['rules_per_s']:,} | {a['controller_rss_mib']} MiB |")
-    e = result["event_stream"]
-    p(f"\nWith the web UI's event stream open for {e['seconds']:g} s ({e['events']} events, each with every policy): "
-      f"controller RSS {e['rss_before_mib']} MiB before, {e['peak_rss_mib']} MiB at most.")
+    p("\n### At each size: the web UI's event stream, and a restart\n")
+    p("| policies | events in the window | first event | largest event after it (one policy changed) | RSS, stream open (peak) "
+      "| restart: all active | of which stopping | the new process: imported / store loaded / switches back / compiled / rules confirmed |")
+    p("|---|---|---|---|---|---|---|---|")
+    for a in result["apply"]:
+        e, r = a["event_stream"], a["restart"]
+        st = r["startup"]
+        steps = " / ".join(f"{st[k]:.2f}" if k in st else "-" for k in
+                           ("imported", "store_loaded", "switches_back", "first_compile", "rules_confirmed"))
+        p(f"| {a['policies']:,} | {e['events']} in {e['seconds']:g} s | {e['first_event_bytes'] / 1024:,.1f} KiB | "
+          f"{e['largest_later_event_bytes'] / 1024:,.1f} KiB | {e['peak_rss_mib']} MiB | {r['all_active_s']} s | "
+          f"{r['stop_s']} s | {steps} s |")
+    mem = result.get("memory") or {}
+    if mem.get("by_structure"):
+        p(f"\n### Memory by structure, {mem['policies']:,} policies (tracemalloc, `GET /api/v1/memory`)\n")
+        p(f"Traced live: {mem['traced_mib']} MiB (the traced run's RSS, {mem['rss_mib']} MiB, includes the traces).\n")
+        p("| structure (the vtap module that made it) | MiB | blocks |\n|---|---|---|")
+        for row in mem["by_structure"][:15]:
+            p(f"| {row['structure']} | {row['mib']} | {row['blocks']:,} |")
     c = result["ceiling_ofctl_bundle"]
     p(f"\nCeiling: the same {c['rules']:,} flows and groups reloaded with `ovs-ofctl --bundle add-flows` / `add-groups`, "
       f"switch by switch: {c['seconds']} s, {c['rules_per_s']:,} rules/s.")
     d = result["declarative"]
     p(f"\nDeclarative apply (`PUT /api/v1/taps`, one request) of {d['policies']:,} policies, fresh: answered in "
       f"{d['answered_s']} s, all active {d['all_active_s']} s after it was sent "
-      f"({d['all_active_s'] / c['seconds']:.1f}x the ovs-ofctl ceiling above); the same set again: "
+      f"({d['all_active_s'] / c['seconds']:.1f}x the ovs-ofctl ceiling above); the same set again with `vtap apply -f`: "
       f"{d['same_again_s']} s, {d['same_again_unchanged']:,} unchanged; one policy changed among them: active after "
       f"{d['update_one_ms']} ms.")
     f = result["copy_failover"]
     p(f"\nLink failover: link {f['link']}, on both the tapped flow's path and the copy's, taken down under a "
       f"{f['rate_pps']} pps tapped stream: {f['sent'] - f['received']} of {f['sent']} originals and {f['lost']} of "
       f"{f['sent']} copies lost (largest gap between consecutive copies within a second of the failure: {f['gap_ms']} ms).")
-    p(f"\nController restart with {result['restart_policies']:,} policies: all active again {result['restart_all_active_s']} s "
-      "after the restart began.")
     return "\n".join(lines) + "\n"
 
 

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from vtap.bench.report import write_results
-from vtap.bench.controlplane import rss_mib
+from vtap.control.memory import rss_mib
 from vtap.compile.pipeline import COOKIE_FORWARDING, TABLE_FORWARD
 from vtap.control.reconciler import SwitchReconciler
 from vtap.lab.convergence import measure

@@ -5,12 +5,31 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import tracemalloc
 import logging
+import socket
 import sys
 import tomllib
 
 
+def listen(host: str, port: int, flag: str) -> socket.socket:
+    """A listening socket, bound now; a taken port is SystemExit naming its flag."""
+    try:
+        sock = socket.create_server((host, port), reuse_port=False, backlog=1024)
+    except OSError as exc:
+        raise SystemExit(f"vtap serve: {flag} {port} on {host}: {exc.strerror or exc}") from None
+    # Accepted connections inherit this: without it, a socket handed to uvicorn answers
+    # each request ~40 ms late (Nagle against delayed ACK), measured here.
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
+    # Bound before the imports below (a second or so): switches that lost their controller
+    # retry about once a second, and a retry that meets a listening socket waits in its
+    # backlog instead of backing off for another second (a restart's switches are back
+    # as soon as the controller is ready for them).
+    sockets = (listen(args.of_host, args.of_port, "--of-port"), listen(args.api_host, args.api_port, "--api-port"))
     from vtap.serve import ServeConfig, StartupError, serve
 
     logging.basicConfig(
@@ -21,6 +40,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     hosts = args.api_allowed_hosts
     if isinstance(hosts, str):
         hosts = [h.strip() for h in hosts.split(",") if h.strip()]
+    if args.trace_memory < 0:
+        print("vtap serve: --trace-memory: frames must be 0 (off) or more", file=sys.stderr)
+        return 1
+    if args.trace_memory:
+        # After the imports: what a module's import makes is not a structure to shrink,
+        # and tracing them as well made the start ten times slower.
+        tracemalloc.start(args.trace_memory)
     try:
         asyncio.run(
             serve(ServeConfig(
@@ -45,6 +71,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 tunnel_sources=args.tunnel_sources,
                 ovsdb=args.ovsdb,
                 ovsdb_tls=(args.ovsdb_key, args.ovsdb_cert, args.ovsdb_ca),
+                sockets=sockets,
             ))
         )
     except StartupError as exc:
@@ -102,6 +129,9 @@ def add_serve_parser(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--tunnel-sources", default="10.0.0.0/8",
                    help="the network the switches' tunnel source addresses come from, taken from its top; collectors "
                         "or their gateways must be on it (default 10.0.0.0/8)")
+    s.add_argument("--trace-memory", type=int, default=0, metavar="FRAMES",
+                   help="trace allocations (FRAMES deep; 16 will do) from the start of serving, so that "
+                        "GET /api/v1/memory says which structure holds the memory; slow: for measuring (default 0: off)")
     s.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     s.set_defaults(func=cmd_serve)
 

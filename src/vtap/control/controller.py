@@ -52,6 +52,8 @@ from vtap.control.core import CompileJob, ControlCore
 from vtap.control.discovering import Discovering
 from vtap.control.discovery import NONCE_BYTES
 from vtap.control.looplag import LoopLag
+from vtap.control import memory
+from vtap.control.startup import Startup
 from vtap.control.polling import THAW_S, Polling
 from vtap.control.reads import Reads
 from vtap.control.reconciler import SwitchReconciler
@@ -122,6 +124,8 @@ class Controller(Reads, Claims, Discovering, Polling, CaptureJobs):
         self.core = ControlCore(link_lifetime=link_lifetime or 3.5 * lldp_interval, lldp_key=store.secret("lldp"),
                                 edge_after=lldp_interval, host_timeout=host_timeout, packet_in_rate=packet_in_rate,
                                 max_hosts_per_port=max_hosts_per_port)
+        self.startup = Startup()
+        self.startup.reached("imported")
         self.core.new_lldp_round(secrets.token_bytes(NONCE_BYTES))
         # Links a previous run proved are taken as seen for a while, so that a restart
         # compiles the whole network as soon as its switches are back, without waiting
@@ -129,6 +133,7 @@ class Controller(Reads, Claims, Discovering, Polling, CaptureJobs):
         self.core.load(store.load_hosts(), store.load_taps(), store.load_links(), time.monotonic(),
                        LINK_GRACE_S)
         self._saved_links = self.core.links.links()
+        self.startup.reached("store_loaded")
         self.packet_ins = 0
         self.packet_ins_by_reason: dict[str, int] = {}
         self.tool_counts: dict[int, dict] = {}  # policy -> its tool's sensor's last counts (vtap sensor)
@@ -302,6 +307,7 @@ class Controller(Reads, Claims, Discovering, Polling, CaptureJobs):
         """A compile's result handed to the switches' reconcilers (and the rest that
         follows a compile: tunnels, pinned hosts, probes, status)."""
         desired = self.core.compile_end(job, result)
+        self.startup.reached("first_compile")
         gc.freeze()
         view = self.core.view()
         for dpid, rec in self.reconcilers.items():
@@ -381,6 +387,7 @@ class Controller(Reads, Claims, Discovering, Polling, CaptureJobs):
         self._adopt(dp)
 
     def _adopt(self, dp: Datapath) -> None:
+        self.startup.reached("first_switch")
         self.datapaths[dp.dpid] = dp
         self.core.switch_up(device_of(dp), time.monotonic())
         if self.cluster is not None:
@@ -392,7 +399,7 @@ class Controller(Reads, Claims, Discovering, Polling, CaptureJobs):
 
     def _start_reconciler(self, dp: Datapath, *, settle: bool) -> None:
         rec = SwitchReconciler(dp, settle_until=time.monotonic() + self.settle if settle else 0.0, may_write=self.may_write,
-                               on_synced=self._status_due.set, on_applied=lambda: self._rules_in(dp.dpid),
+                               on_synced=self._synced, on_applied=lambda: self._rules_in(dp.dpid),
                                on_refused=self._refused)
         self.reconcilers[dp.dpid] = rec
         rec.start()
@@ -403,6 +410,18 @@ class Controller(Reads, Claims, Discovering, Polling, CaptureJobs):
             for r in self.reconcilers.values():
                 r.end_settling()
             self._gathered()
+
+    def memory(self) -> dict | None:
+        """The controller's memory by structure (`control/memory.py`), None unless traced."""
+        return memory.traced()
+
+    def _synced(self) -> None:
+        """A switch confirmed its whole desired set: the policies' status may move, and
+        once every switch holds a compiled set, the start is over (`startup`)."""
+        self._status_due.set()
+        if "first_compile" in self.startup.steps and all(
+                r.generation > 0 and r.status.synced_generation == r.generation for r in self.reconcilers.values()):
+            self.startup.reached("rules_confirmed")
 
     def _rules_in(self, dpid: int) -> None:
         """A switch confirmed a batch of its rules (settling or not). The first time since
@@ -425,6 +444,7 @@ class Controller(Reads, Claims, Discovering, Polling, CaptureJobs):
         """The stored topology's switches are back, or the wait for them is over: compile."""
         if self._gather_until:
             self._gather_until = 0.0
+            self.startup.reached("switches_back")
             self.changed(view=False)
 
     def switch_disconnected(self, dp: Datapath) -> None:

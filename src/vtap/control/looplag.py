@@ -7,7 +7,6 @@ import logging
 import sys
 import threading
 import time
-import traceback
 from collections import deque
 
 log = logging.getLogger(__name__)
@@ -78,7 +77,11 @@ def cpu_wait(native_id: int) -> float:
 
 
 def where(frame) -> str:
-    """The innermost frame of a stack, then the innermost three of vtap's own code."""
-    stack = traceback.extract_stack(frame)
-    ours = [f for f in stack[:-1] if "/vtap/" in f.filename][-3:]
-    return " <- ".join(f"{'/'.join(f.filename.rsplit('/', 2)[-2:])}:{f.lineno} {f.name}" for f in reversed(ours + stack[-1:]))
+    """The innermost frame of a stack, then the innermost three of vtap's own code
+    (read from the frames themselves: `traceback` would read and cache source files)."""
+    stack = []
+    while frame is not None:
+        stack.append((frame.f_code.co_filename, frame.f_lineno, frame.f_code.co_name))
+        frame = frame.f_back
+    ours = [f for f in stack[1:] if "/vtap/" in f[0]][:3]
+    return " <- ".join(f"{'/'.join(name.rsplit('/', 2)[-2:])}:{line} {func}" for name, line, func in stack[:1] + ours)

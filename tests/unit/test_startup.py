@@ -1,0 +1,32 @@
+"""The start's steps: each kept at its first time, in seconds since the process began."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import pytest
+
+from vtap.control.startup import Startup, process_age
+
+
+def test_steps_are_kept_at_their_first_time_since_the_process_began(caplog):
+    age = process_age()
+    assert age > 0.05  # this interpreter began a while ago (its imports alone take longer)
+    start = Startup()
+    start.reached("imported")
+    time.sleep(0.05)
+    start.reached("imported")  # again: the first time stays
+    start.reached("first_compile")
+    with caplog.at_level(logging.INFO, logger="vtap.control.startup"):
+        start.reached("rules_confirmed")
+    steps = start.steps
+    assert list(steps) == ["imported", "first_compile", "rules_confirmed"]
+    assert age - 0.05 < steps["imported"] < age + 0.05
+    assert steps["first_compile"] - steps["imported"] >= 0.05
+    assert "rules_confirmed at" in caplog.text
+
+
+def test_an_unknown_step_is_a_programming_error():
+    with pytest.raises(AssertionError):
+        Startup().reached("warmed_up")
