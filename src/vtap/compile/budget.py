@@ -32,7 +32,7 @@ total may stay below it.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from vtap.compile.pipeline import (
     BUDGET_ID_MASK,
@@ -72,6 +72,7 @@ from vtap.model.rules import (
     SetField,
     match,
 )
+from vtap.model.state import PolicyState, PolicyStatus
 from vtap.model.view import NetworkView
 
 BASIS_SAMPLE = 0x5A3  # different bases: sampling and pool choice are independent hashes
@@ -79,16 +80,135 @@ BASIS_POOL = 0x7B1
 BASIS_SPARE = 0x2C9
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class BudgetPart:
-    """What one budgeted policy needs at one tap switch."""
+    """What one budgeted policy needs at one tap switch (tuples: a switch keeps the parts
+    in use, thousands of them)."""
 
     bucket: Bucket | None  # the tap group's bucket (None: no live monitor reachable from here)
-    flows: frozenset[FlowRule] = frozenset()
-    groups: frozenset[GroupRule] = frozenset()
-    meters: frozenset[Meter] = frozenset()
-    sent_buckets: dict = field(default_factory=dict)  # (dpid, send group) -> (monitor MAC,)
-    meter_monitors: dict = field(default_factory=dict)  # (dpid, meter id) -> (tap id, monitor MAC)
+    flows: tuple[FlowRule, ...] = ()
+    groups: tuple[GroupRule, ...] = ()
+    meters: tuple[Meter, ...] = ()
+    sent_buckets: tuple = ()  # ((dpid, send group), (monitor MAC,)) pairs
+    meter_monitors: tuple = ()  # ((dpid, meter id), (tap id, monitor MAC)) pairs
+
+
+class SwitchBudgets:
+    """The budgeted policies' parts at one tap switch, as its regions use them: a part is
+    the switch's while some region's tap group has its bucket (`hold`, `release`), and is
+    made once per policy and change of the switch (`made`, filled by
+    compile/taps/buckets.py, emptied by `admit`: a part in use is kept in `used`). Parts
+    may share rules (a cut copy's truncation flows, the cut groups, the odd send group),
+    counted by the parts that have them; a part whose group or meter ids another part
+    holds is not admitted (`admit`: the younger policy gets an error, as ids are the
+    policy's own). What changed since `take` was last called is noted for the switch's
+    rules."""
+
+    def __init__(self, dpid: int) -> None:
+        self.dpid = dpid
+        self.made: dict[int, BudgetPart] = {}
+        self.used: dict[int, tuple[BudgetPart, int, bool]] = {}  # policy -> (its part, regions holding it, admitted)
+        self.shared: dict[FlowRule, int] = {}  # truncation flows (the others are the policy's own) -> parts with it
+        self.groups: dict[int, tuple[GroupRule, int]] = {}  # group id -> (group, parts that have it)
+        self.meters: dict[int, Meter] = {}
+        self.sent: dict = {}  # (dpid, send group) -> (monitor MAC,)
+        self.meter_monitors: dict = {}
+        self.cookies: dict[int, int] = {}  # a part's flows' cookie (the policy's own) -> the policy
+        self._fresh: list[int] = []  # policies held since `admit`
+        self._added: list[FlowRule | GroupRule] = []
+        self._dropped: list[FlowRule | GroupRule] = []
+        self._touched: set[int] = set()
+
+    def copy(self) -> SwitchBudgets:
+        other = SwitchBudgets(self.dpid)
+        for name in ("used", "shared", "groups", "meters", "sent", "meter_monitors", "cookies"):
+            setattr(other, name, dict(getattr(self, name)))
+        return other
+
+    def hold(self, tap_id: int) -> None:
+        """One more region's tap group has the policy's bucket (its part is in `made`)."""
+        if tap_id in self.used:
+            part, n, admitted = self.used[tap_id]
+            self.used[tap_id] = (part, n + 1, admitted)
+        else:
+            self.used[tap_id] = (self.made[tap_id], 1, False)
+            self._fresh.append(tap_id)
+
+    def release(self, tap_id: int) -> None:
+        """One fewer: with none left, the part's rules go."""
+        part, n, admitted = self.used.pop(tap_id)
+        if n > 1:
+            self.used[tap_id] = (part, n - 1, admitted)
+        elif admitted:
+            self._remove(tap_id, part)
+
+    def admit(self) -> dict[int, PolicyStatus]:
+        """The parts held anew since the last call, their rules added, oldest policy first;
+        the errors of those whose ids are taken (their rules left out: their bucket then
+        resubmits to no rule, so no copy)."""
+        errors: dict[int, PolicyStatus] = {}
+        for tap_id in sorted(self._fresh):
+            part, n, _ = self.used[tap_id]
+            # Ids derive from the policy id (send groups from its low 17 bits, meters 20):
+            # two policies far apart in age may meet.
+            if (any(g.group_id in self.groups and self.groups[g.group_id][0] != g for g in part.groups)
+                    or any(m.meter_id in self.meters for m in part.meters)):
+                errors[tap_id] = PolicyStatus(PolicyState.ERROR, f"its budget's group or meter ids are taken at switch "
+                                                         f"{self.dpid:016x} by an older policy: re-create it for a new id")
+                continue
+            self.used[tap_id] = (part, n, True)
+            self._put(tap_id, part)
+        self._fresh, self.made = [], {}
+        return errors
+
+    def take(self) -> tuple[list[FlowRule | GroupRule], list[FlowRule | GroupRule], set[int]]:
+        """The flows and groups dropped and added, and the cookies touched, since the last call."""
+        out = self._dropped, self._added, self._touched
+        self._dropped, self._added, self._touched = [], [], set()
+        return out
+
+    def _put(self, tap_id: int, part: BudgetPart) -> None:
+        for f in part.flows:
+            n = self.shared.get(f, 0) if f.cookie == COOKIE_COPY else 0
+            if not n:
+                self._added.append(f)
+            if f.cookie == COOKIE_COPY:
+                self.shared[f] = n + 1
+        for g in part.groups:
+            n = self.groups.get(g.group_id, (g, 0))[1]
+            if not n:
+                self._added.append(g)
+            self.groups[g.group_id] = (g, n + 1)
+        self.meters.update((m.meter_id, m) for m in part.meters)
+        self.sent.update(part.sent_buckets)
+        self.meter_monitors.update(part.meter_monitors)
+        for c in {f.cookie for f in part.flows if f.cookie != COOKIE_COPY}:
+            self.cookies[c] = tap_id
+            self._touched.add(c)
+
+    def _remove(self, tap_id: int, part: BudgetPart) -> None:
+        for f in part.flows:
+            n = self.shared.pop(f) if f.cookie == COOKIE_COPY else 1
+            if n > 1:
+                self.shared[f] = n - 1
+            else:
+                self._dropped.append(f)
+        for g in part.groups:
+            n = self.groups.pop(g.group_id)[1]
+            if n > 1:
+                self.groups[g.group_id] = (g, n - 1)
+            else:
+                self._dropped.append(g)
+        for m in part.meters:
+            del self.meters[m.meter_id]
+        for key, _ in part.sent_buckets:
+            if key[1] not in self.groups:
+                del self.sent[key]
+        for key, _ in part.meter_monitors:
+            del self.meter_monitors[key]
+        for c in {f.cookie for f in part.flows if f.cookie != COOKIE_COPY}:
+            del self.cookies[c]
+            self._touched.add(c)
 
 
 def member_live(view: NetworkView, dpid: int, host: Host | None) -> bool:
@@ -175,8 +295,22 @@ def budget_part(view: NetworkView, dpid: int, tap_id: int, spec: TapSpec, member
     for port, cut in sorted(cut_ports):
         flows.add(FlowRule(TABLE_TRUNCATE, PRIO_BUDGET, match(**{REG_CUT: cut, REG_PORT: port}), (OutputTrunc(port, cut),),
                            None, COOKIE_COPY))
-    bucket = Bucket((SetField(REG_SHAPE, tap_id), Resubmit(TABLE_SHAPE)))
-    return BudgetPart(bucket, frozenset(flows), frozenset(groups), frozenset(meters), sent, metered)
+    return BudgetPart(shape_bucket(tap_id), tuple(flows), tuple(groups), tuple(meters), tuple(sent.items()),
+                      tuple(metered.items()))
+
+
+def shape_bucket(tap_id: int) -> Bucket:
+    """A budgeted policy's bucket in a tap group: its id in a register, on to table 4."""
+    return Bucket((SetField(REG_SHAPE, tap_id), Resubmit(TABLE_SHAPE)))
+
+
+def bucket_policy(bucket: Bucket) -> int | None:
+    """The budgeted policy whose `shape_bucket` this is, else None: which policy's part a
+    tap group's bucket leads to, without looking through them all."""
+    first = bucket.actions[0] if bucket.actions else None
+    if isinstance(first, SetField) and first.field == REG_SHAPE and bucket == shape_bucket(first.value):
+        return first.value
+    return None
 
 
 def _send_match(tap_id: int, spec: TapSpec, hashed: bool, pool_value: int, spare: int | None) -> tuple:

@@ -51,6 +51,8 @@ per part, so that each can be read alone:
 - switch.py: phase 5 per tap switch: regions, their rules and tap groups, budgets.
 - buckets.py: what a tap group's buckets do per transport; recovery rules; phase 6,
   the copy VLAN paths.
+- closed.py: matches closed under intersection, kept region by region (tap and recovery
+  rules alike), for switch.py, buckets.py and the in-place path.
 - inplace.py: not a phase: the last compilation changed in place for a few policies.
 """
 
@@ -64,7 +66,7 @@ from vtap.compile.taps.buckets import copy_paths
 from vtap.compile.taps.inplace import compile_delta, in_place_candidate
 from vtap.compile.taps.points import capture_points, copy_vlan_ids, delivery_groups, policy_states, tap_points_per_switch
 from vtap.compile.taps.state import Last, TapCompilation, TapMemo
-from vtap.compile.taps.switch import part_of, regions_groups_recovery
+from vtap.compile.taps.switch import regions_groups_recovery
 from vtap.model.capture import CaptureTarget
 from vtap.model.policy import Tap
 from vtap.model.rules import Meter, SwitchRules
@@ -111,24 +113,31 @@ def _compile(view: NetworkView, taps: list[Tap], captures: list[CaptureTarget], 
     forward = forward_group_ids(view)
     meters: dict[int, set[Meter]] = {}
     members = {r.tap.id: r.monitors for r in ready}
-    flows, parts, ctx, recovered = regions_groups_recovery(view, per_switch, {r.tap.id: r.tap for r in ready}, comp, groups,
-                                                           {c.id: c for c in captures}, forward, memo, members, meters)
+    flows, parts, ctx, recovery = regions_groups_recovery(view, per_switch, {r.tap.id: r.tap for r in ready}, comp, groups,
+                                                          {c.id: c for c in captures}, forward, memo, members, meters)
     copy_paths(view, comp, flows, forward)
     for dpid in set(flows) | set(groups) | set(meters):
         comp.rules[dpid] = SwitchRules(frozenset(flows.get(dpid, ())), frozenset(groups.get(dpid, ())),
                                        frozenset(meters.get(dpid, ())))
     seen = {r.tap.id: tuple(h.mac for h in r.seen) for r in ready if r.tap.spec.transport == "vlan"}
     vlan_use = _use(seen.values())
-    cookie_dpids: dict[int, set[int]] = {}
-    for dpid, part in parts.items():
-        for c in part_of(part).cookie_owners:
-            cookie_dpids.setdefault(c, set()).add(dpid)
     # Changed in place next time only where that is exactly what a whole compile gives:
-    # no recovery rules (global per monitor), every monitor with a copy VLAN id.
-    eligible = not recovered and bool(comp.monitor_tags) and len(vlan_use) == len(comp.monitor_tags)
+    # every monitor with a copy VLAN id (the ids depend on all of them).
+    eligible = len(vlan_use) == len(comp.monitor_tags)
     memo.last = Last(memo.token(view), {t.id: t for t in taps}, tuple(captures), comp, points, seen, vlan_use,
-                     _use(comp.monitors.values()), ctx, parts, {c: frozenset(d) for c, d in cookie_dpids.items()}, eligible)
+                     _use(comp.monitors.values()), ctx, parts, recovery,
+                     _places({d: sw.part.cookie_owners for d, sw in parts.items()}),
+                     _places({d: sw.cookies for d, sw in recovery.items()}), eligible)
     return comp
+
+
+def _places(cookies_per_switch: dict[int, dict]) -> dict[int, frozenset[int]]:
+    """Which switches have each cookie."""
+    out: dict[int, set[int]] = {}
+    for dpid, cookies in cookies_per_switch.items():
+        for c in cookies:
+            out.setdefault(c, set()).add(dpid)
+    return {c: frozenset(d) for c, d in out.items()}
 
 
 def _use(mac_lists) -> dict[str, int]:

@@ -15,7 +15,7 @@ import functools
 import ipaddress
 from dataclasses import dataclass
 
-from vtap.compile.budget import BudgetPart, budget_part
+from vtap.compile.budget import BudgetPart, bucket_policy, budget_part
 from vtap.compile.forwarding import forward_groups
 from vtap.compile.pipeline import (
     COOKIE_COPY,
@@ -30,18 +30,21 @@ from vtap.compile.pipeline import (
     cookie,
     stable_hash,
 )
-from vtap.compile.regions import WIDTHS, Region, closure, owners, region, specificity
+from vtap.compile.regions import WIDTHS, Region, region, specificity
+from vtap.compile.taps.closed import Closed
 from vtap.compile.taps.matches import int_mac, mac_int, region_to_match
 from vtap.compile.taps.points import monitor_ip
 from vtap.compile.taps.state import Ctx, Shared, TapCompilation
 from vtap.compile.tunnels import tunnel_bucket, tunnel_key, tunnel_kind
 from vtap.model.network import Host
 from vtap.model.policy import Tap, TapSpec
-from vtap.model.rules import Action, Bucket, FlowRule, GroupAction, PopVlan, PushVlan, SetField
+from vtap.model.rules import Action, Bucket, FlowRule, GroupAction, GroupRule, PopVlan, PushVlan, SetField
 from vtap.model.state import PolicyState, PolicyStatus
 from vtap.model.view import NetworkView
 
 _Pairs = tuple[tuple[Bucket, str | None], ...]  # a region's buckets, each with the monitor it counts for
+# A recovery entry: its match at the monitor's switch, the fields it restores, the monitor's MAC, the owners of its tap region.
+Entry = tuple[Region, frozenset[SetField], str, frozenset[int]]
 
 
 @dataclass(frozen=True)
@@ -79,8 +82,13 @@ class Static:
 def shaped_pairs(ctx: Ctx, dpid: int, policy_ids: list[int], parts: dict[int, BudgetPart]) -> tuple[_Pairs, int]:
     """A region's buckets when one of its owners is budgeted, and their stable hash; the
     budgeted owners' parts at this switch are made into `parts` (once each)."""
+    def groups() -> dict[int, GroupRule]:
+        """The switch's forwarding groups, which every budgeted part there reads: made once per view."""
+        return ctx.memo.get(("forward groups", ctx.memo.token(ctx.view), dpid),
+                            lambda: forward_groups(ctx.view, dpid, ctx.forward))
+
     return _buckets_hashed(ctx.view, dpid, policy_ids, ctx.taps_by_id, ctx.monitor_of, ctx.comp, ctx.forward, ctx.budget,
-                           parts)
+                           parts, groups)
 
 
 def unshaped_pairs(ctx: Ctx, dpid: int, policy_ids: list[int]) -> tuple[_Pairs, int]:
@@ -97,10 +105,11 @@ def unshaped_pairs(ctx: Ctx, dpid: int, policy_ids: list[int]) -> tuple[_Pairs, 
 
 def _buckets(view: NetworkView, dpid: int, ids: list[int], taps_by_id: dict[int, Tap],
              monitor_of: dict[int, tuple[Host | None, ...]], comp: TapCompilation, forward: dict[int, int],
-             budget: Shared, parts: dict[int, BudgetPart]) -> _Pairs:
+             budget: Shared, parts: dict[int, BudgetPart], switch_groups=None) -> _Pairs:
     """The tap group's buckets for a region owned by `ids`, each with the monitor it copies
     to (None for a budgeted copy: its send group counts it); budgeted copies last, since
-    a meter on their way would drop whatever the datapath does after it."""
+    a meter on their way would drop whatever the datapath does after it. Budgeted owners'
+    parts are made into `parts`, with the switch's forwarding groups (`switch_groups()`)."""
     buckets: list[tuple[Bucket, str | None]] = []
     seen: set[tuple[str | None, ...]] = set()
     for tap_id in ids:
@@ -113,7 +122,7 @@ def _buckets(view: NetworkView, dpid: int, ids: list[int], taps_by_id: dict[int,
             if owner.id not in parts:
                 parts[owner.id] = budget_part(
                     view, dpid, owner.id, owner.spec, monitor_of[owner.id], budget.tap_switches.get(owner.id, 1),
-                    comp.monitor_tags, comp.deliveries, forward, budget.cut_ids, forward_groups(view, dpid, forward),
+                    comp.monitor_tags, comp.deliveries, forward, budget.cut_ids, switch_groups(),
                     pooled=owner.spec.monitor_pool is not None)
             if parts[owner.id].bucket is not None:
                 buckets.append((parts[owner.id].bucket, None))
@@ -178,25 +187,23 @@ def _bucket_text(bucket: Bucket) -> str:
 
 def metered(bucket: Bucket, parts: dict[int, BudgetPart]) -> bool:
     """Whether `bucket` is a budgeted policy's whose copies go through a meter."""
-    return any(p.bucket == bucket and p.meters for p in parts.values())
+    part = parts.get(bucket_policy(bucket))
+    return part is not None and part.bucket == bucket and bool(part.meters)
 
 
-def recovery_entries(ctx: Ctx, dpid: int, regions, owner_map: dict[Region, frozenset[int]]) -> list:
-    """The rewrite transport's recovery entries for a tap switch's regions, each as
-    (monitor's switch, (match there, fields to restore, monitor MAC, the region's owners)):
-    one per region and monitor the copy travels to as traffic, from the policy that
-    carries it."""
+def recovery_entries(ctx: Ctx, dpid: int, r: Region, ids: frozenset[int]) -> tuple[tuple[int, Entry], ...]:
+    """The rewrite transport's recovery entries for tap region `r` of switch `dpid`, owned
+    by `ids`, each as (monitor's switch, entry): one per monitor the copy travels to as
+    traffic, from the policy that carries it."""
     out = []
-    for r in sorted(regions):
-        ids = owner_map[r]
-        for tap_id in sorted(i for i in ids if i > 0):
-            tap, monitor = ctx.taps_by_id[tap_id], ctx.monitor_of[tap_id][0]
-            if (tap.spec.transport != "rewrite" or monitor.dpid == dpid
-                    or _bucket_owner(ids, ctx.budget.targets, ctx.budget.targets[tap_id]) != tap_id):
-                continue
-            rr, restore = _recovery(r, tap.spec, monitor)
-            out.append((monitor.dpid, (rr, restore, monitor.mac, frozenset(ids))))
-    return out
+    for tap_id in sorted(i for i in ids if i > 0):
+        tap, monitor = ctx.taps_by_id[tap_id], ctx.monitor_of[tap_id][0]
+        if (tap.spec.transport != "rewrite" or monitor.dpid == dpid
+                or _bucket_owner(ids, ctx.budget.targets, ctx.budget.targets[tap_id]) != tap_id):
+            continue
+        rr, restore = _recovery(r, tap.spec, monitor)
+        out.append((monitor.dpid, (rr, restore, monitor.mac, frozenset(ids))))
+    return tuple(out)
 
 
 def _recovery(r: Region, spec: TapSpec, monitor: Host) -> tuple[Region, frozenset[SetField]]:
@@ -221,9 +228,24 @@ def _recovery(r: Region, spec: TapSpec, monitor: Host) -> tuple[Region, frozense
     return region(d), frozenset(restore)
 
 
-def recovery_rules(wanted: dict[int, list[tuple[Region, frozenset[SetField], str, frozenset[int]]]],
-                   comp: TapCompilation, flows: dict[int, set[FlowRule]]) -> None:
-    """The recovery rules of each monitor's edge switch, made unambiguous.
+def recovery_switches(wanted: dict[int, list[Entry]], comp: TapCompilation,
+                      flows: dict[int, set[FlowRule]]) -> dict[int, RecoverySwitch]:
+    """Each monitor's switch's recovery rules, from the entries the tap switches want
+    there: added to `flows` and to the compilation (their owners; errors, when too many)."""
+    out = {}
+    for dpid, entries in sorted(wanted.items()):
+        sw = out[dpid] = RecoverySwitch.build(comp, dpid, entries)
+        comp.states.update(sw.errors)
+        if sw.rules:
+            flows.setdefault(dpid, set()).update(flow for flow, _ in sw.rules.values())
+        for c in sw.cookies:
+            comp.cookie_owners[c] = comp.cookie_owners.get(c, frozenset()) | sw.cookie_owners(c)
+    return out
+
+
+class RecoverySwitch:
+    """The recovery rules of one monitor's edge switch, made unambiguous, and kept region
+    by region for the in-place path.
 
     Recovery matches lose the tap point's `in_port` and have their destination replaced
     by the monitor's, so matches from different regions, policies and switches meet at
@@ -231,27 +253,88 @@ def recovery_rules(wanted: dict[int, list[tuple[Region, frozenset[SetField], str
     as tap regions are: each region restores only the fields that every recovery
     containing it agrees on, so no copy is ever "restored" to a destination that one of
     the policies it matches did not have (a copy they disagree about keeps the monitor's
-    address)."""
-    for dpid, entries in sorted(wanted.items()):
-        matches: dict[Region, set[int]] = {}
-        for i, (rr, _, _, _) in enumerate(entries):
-            matches.setdefault(rr, set()).add(i)
+    address). A region's rule depends on the entries containing it alone, and entries
+    come and go with the tap regions that want them (counted: several may want one)."""
+
+    def __init__(self, dpid: int, count: dict[Entry, int], closed: Closed | None, errors: dict[int, PolicyStatus]) -> None:
+        self.dpid = dpid
+        self.count = count
+        self.closed = closed  # None: too many regions (`errors` says so to every owner)
+        self.errors = errors
+        self.rules: dict[Region, tuple[FlowRule, frozenset[int]]] = {}  # region -> its rule and the policies it serves
+        self.cookies: dict[int, frozenset[Region]] = {}
+
+    @classmethod
+    def build(cls, comp: TapCompilation, dpid: int, entries: list[Entry]) -> RecoverySwitch:
+        count: dict[Entry, int] = {}
+        for e in entries:
+            count[e] = count.get(e, 0) + 1
+        matches: dict[Region, set[Entry]] = {}
+        for e in count:
+            matches.setdefault(e[0], set()).add(e)
         try:
-            regions = closure(matches)
+            closed = Closed.of({m: frozenset(es) for m, es in matches.items()})
         except OverflowError as exc:
-            for _, _, _, ids in entries:
-                for tap_id in ids:
-                    comp.states[tap_id] = PolicyStatus(PolicyState.ERROR, str(exc))
-            continue
-        for r, idx in owners(regions, matches).items():
-            restore = frozenset.intersection(*(entries[i][1] for i in idx))
-            delivery = comp.deliveries[entries[min(idx)][2]][1]  # one monitor per region: its MAC is pinned
-            ids = frozenset().union(*(entries[i][3] for i in idx))
-            rule = FlowRule(TABLE_FORWARD, PRIO_RECOVERY_BASE + specificity(r), region_to_match(r),
-                            (*sorted(restore, key=lambda a: a.field), GroupAction(delivery)), None,
-                            cookie(Owner.TAP, stable_hash(repr(r))))
-            comp.cookie_owners[rule.cookie] = comp.cookie_owners.get(rule.cookie, frozenset()) | ids
-            flows.setdefault(dpid, set()).add(rule)
+            return cls(dpid, count, None, {i: PolicyStatus(PolicyState.ERROR, str(exc)) for e in count for i in e[3]})
+        sw = cls(dpid, count, closed, {})
+        for r in closed.owners:
+            sw._add(comp, r)
+        return sw
+
+    def update(self, comp: TapCompilation, out: list[Entry],
+               into: list[Entry]) -> tuple[list[FlowRule], list[FlowRule], set[int]] | None:
+        """The entries `out` no longer wanted, `into` wanted anew (changed in place);
+        returns the flows dropped and added and the cookies whose owners may have
+        changed, or None when the regions become too many (or were)."""
+        if self.closed is None:
+            return None
+        near: dict[Region, set[Entry]] = {}
+        for e, n in [(e, -1) for e in out] + [(e, 1) for e in into]:
+            self.count[e] = self.count.get(e, 0) + n
+            if not self.count[e]:
+                del self.count[e]
+            near.setdefault(e[0], set()).add(e)
+        changes = {}
+        for m, es in near.items():
+            had = self.closed.matches.get(m, frozenset())
+            now = frozenset(e for e in had | es if e in self.count)
+            if now != had:
+                changes[m] = now
+        dropped: list[FlowRule] = []
+        added: list[FlowRule] = []
+        touched: set[int] = set()
+        if not changes:
+            return dropped, added, touched
+        try:
+            gone, fresh = self.closed.change(changes)
+        except OverflowError:
+            return None
+        for r in gone:
+            flow, _ = self.rules.pop(r)
+            dropped.append(flow)
+            touched.add(flow.cookie)
+            self.cookies[flow.cookie] -= {r}
+            if not self.cookies[flow.cookie]:
+                del self.cookies[flow.cookie]
+        for r in fresh:
+            added.append(self._add(comp, r))
+            touched.add(added[-1].cookie)
+        return dropped, added, touched
+
+    def cookie_owners(self, c: int) -> frozenset[int]:
+        return frozenset().union(*(self.rules[r][1] for r in self.cookies.get(c, ())))
+
+    def _add(self, comp: TapCompilation, r: Region) -> FlowRule:
+        """Region `r`'s rule, from the entries containing it (all to one monitor: its MAC is pinned)."""
+        entries = self.closed.owners[r]
+        restore = frozenset.intersection(*(e[1] for e in entries))
+        delivery = comp.deliveries[min(e[2] for e in entries)][1]
+        rule = FlowRule(TABLE_FORWARD, PRIO_RECOVERY_BASE + specificity(r), region_to_match(r),
+                        (*sorted(restore, key=lambda a: a.field), GroupAction(delivery)), None,
+                        cookie(Owner.TAP, stable_hash(repr(r))))
+        self.rules[r] = (rule, frozenset().union(*(e[3] for e in entries)))
+        self.cookies[rule.cookie] = self.cookies.get(rule.cookie, frozenset()) | {r}
+        return rule
 
 
 def copy_paths(view: NetworkView, comp: TapCompilation, flows: dict[int, set[FlowRule]], forward: dict[int, int]) -> None:

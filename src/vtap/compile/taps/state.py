@@ -21,9 +21,10 @@ from vtap.model.state import PolicyStatus
 from vtap.model.view import NetworkView
 
 if TYPE_CHECKING:
-    from vtap.compile.taps.buckets import Static
+    from vtap.compile.taps.buckets import RecoverySwitch, Static
     from vtap.compile.taps.matches import Directed
-    from vtap.compile.taps.switch import PlainSwitch, SwitchPart
+    from vtap.compile.taps.switch import RegionSwitch
+    from vtap.model.capture import CaptureTarget
 
 
 @dataclass
@@ -181,6 +182,7 @@ class Ctx:
     forward: dict[int, int]
     memo: TapMemo
     budget: Shared
+    captures: dict[int, CaptureTarget]
 
 
 @dataclass(frozen=True)
@@ -196,7 +198,9 @@ class Last:
     vlan_use: dict[str, int]  # monitor -> policies copying to it over VLAN (those have ids)
     monitor_use: dict[str, int]  # monitor -> compiled policies naming it (those have delivery groups)
     ctx: Ctx
-    parts: dict[int, SwitchPart | PlainSwitch]
-    cookie_dpids: dict[int, frozenset[int]]  # tap rule cookie -> switches whose part has it
+    parts: dict[int, RegionSwitch]  # tap switches
+    recovery: dict[int, RecoverySwitch]  # monitors' switches
+    cookie_dpids: dict[int, frozenset[int]]  # tap rule cookie -> tap switches whose part has it
+    recovery_dpids: dict[int, frozenset[int]]  # recovery rule cookie -> monitors' switches with it
     eligible: bool
 
