@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import time
+
 import pytest
 from playwright.sync_api import sync_playwright
 
@@ -267,3 +270,106 @@ def test_a_viewer_sees_but_is_not_offered_changes(page, lab):
     assert page.locator("#tap-form").is_hidden()
     page.wait_for_function("window.vtap.cy.nodes('.host').length === 3")
 
+
+
+MANY = 10_000
+
+
+def _many_policies() -> list[dict]:
+    """10,000 policies between h1 and h3, one UDP port each; every 1,000th disabled."""
+    return [{"name": f"many-{i}", "src_ip": "10.0.0.1", "dst_ip": "10.0.0.3", "ip_proto": "udp", "dst_port": 1000 + i,
+             "monitor_ip": "10.0.0.2", "enabled": i % 1000 != 7} for i in range(MANY)]
+
+
+def _count(lab, **params) -> int:
+    return int(lab.ctl.http.get("/api/v1/taps", params={**params, "limit": 1}).headers["x-total-count"])
+
+
+def _events(lab, ids: str | None, seconds: float, during=None) -> list[tuple[str, str]]:
+    """(kind, data) of each event a stream gives in `seconds` (`during` runs once the first arrived)."""
+    got = []
+    params = {} if ids is None else {"ids": ids}
+    with lab.ctl.http.stream("GET", "/api/v1/events", params=params, timeout=60) as resp:
+        end = None
+        kind = None
+        for line in resp.iter_lines():
+            if line.startswith("event: "):
+                kind = line[7:]
+            elif line.startswith("data: "):
+                got.append((kind, line[6:]))
+                if end is None:
+                    end = time.monotonic() + seconds
+                    if during:
+                        during()
+            if end is not None and time.monotonic() >= end:
+                return got
+    return got
+
+
+@pytest.fixture(scope="module")
+def many(lab):
+    resp = lab.ctl.http.put("/api/v1/taps", json=_many_policies(), params={"prune": "true"}, timeout=300)
+    assert resp.status_code == 200, resp.text[:500]
+    wait_until(lambda: _count(lab, status="active") == MANY - 10, 180, interval=1,
+               message=lambda: f"{_count(lab, status='active')} of {MANY - 10} active")
+    yield lab.ctl.get("/api/v1/taps?q=many-4242")[0]
+    assert lab.ctl.http.put("/api/v1/taps", json=[], params={"prune": "true"}, timeout=300).status_code == 200
+
+
+def test_the_event_stream_at_10000_policies_is_an_event_a_second_of_what_changed(lab, many):
+    summary_only = _events(lab, "", 5.0)
+    assert summary_only[0][0] == "snapshot" and len(summary_only) >= 5, summary_only  # the snapshot, then one a second
+    assert max(len(data) for _, data in summary_only) < 1024
+    assert json.loads(summary_only[-1][1])["summary"]["by_status"] == {"active": MANY - 10, "disabled": 10}
+
+    body = {k: v for k, v in many.items() if k not in ("id", "status", "status_reason", "switches") and v is not None}
+
+    def disable_one():
+        assert lab.ctl.http.put(f"/api/v1/taps/{many['id']}", json={**body, "enabled": False}).status_code == 200
+
+    everything = _events(lab, None, 5.0, during=disable_one)
+    assert everything[0][0] == "snapshot" and len(json.loads(everything[0][1])["taps"]) == MANY  # every policy, whole
+    deltas = [json.loads(data) for _, data in everything[1:]]
+    assert len(deltas) >= 4 and max(len(data) for _, data in everything[1:]) < 64 * 1024, deltas
+    changed = [c for d in deltas for c in d["changed"]]
+    assert {c["id"] for c in changed} == {many["id"]} and {"enabled": False, "status": "disabled"}.items() <= \
+        {k: v for c in changed for k, v in c.items()}.items()  # that one policy, what moved of it only
+    assert lab.ctl.http.put(f"/api/v1/taps/{many['id']}", json={**body, "enabled": True}).status_code == 200
+
+
+def test_the_table_of_10000_policies_paints_within_2_s_filters_and_pages(page, lab, many, tmp_path):
+    context = page.context.browser.new_context(viewport={"width": 1400, "height": 900})
+    context.add_init_script(f"sessionStorage.setItem('vtap.token', {lab.ctl.token!r})")
+    fresh = context.new_page()
+    errors = []
+    fresh.on("pageerror", lambda e: errors.append(str(e)))
+    fresh.goto(lab.ctl.api + "/")
+    fresh.wait_for_selector("#tap-list tbody tr")
+    fresh.wait_for_function("performance.getEntriesByName('vtap:taps-painted').length > 0")
+    painted_ms = fresh.evaluate("performance.getEntriesByName('vtap:taps-painted')[0].startTime")
+    print(f"first paint of the policy table at {MANY} policies: {painted_ms:.0f} ms")
+    assert painted_ms < 2000
+    assert fresh.locator("#tap-list tbody tr").count() == 50
+    fresh.wait_for_selector("#tap-range:text('1–50 of 10,000')")
+    fresh.wait_for_selector("#tap-summary:has-text('10,000 in all')")
+    fresh.wait_for_function("window.vtap.cy.nodes('.host').length === 3")  # the topology, as before
+
+    fresh.click("#tap-next")
+    fresh.wait_for_selector("#tap-range:text('51–100 of 10,000')")
+    first = int(fresh.locator("#tap-list tbody tr").first.get_attribute("data-tap-id"))
+    assert first == lab.ctl.get("/api/v1/taps?offset=50&limit=1")[0]["id"]
+
+    fresh.fill("#tap-filter", "many-4242")
+    row = fresh.locator(f"#tap-list tr[data-tap-id='{many['id']}']")
+    row.wait_for()
+    fresh.wait_for_function("document.querySelectorAll('#tap-list tbody tr').length === 1")
+    fresh.wait_for_selector(f"#tap-list tr[data-tap-id='{many['id']}'] .status.active", timeout=10000)
+    assert fresh.locator("#tap-pager").is_hidden()
+    fresh.fill("#tap-filter", "")
+    fresh.select_option("#tap-status-filter", "disabled")
+    fresh.wait_for_function("document.querySelectorAll('#tap-list tbody tr').length === 10")
+    assert fresh.locator("#tap-list .status.disabled").count() == 10
+    fresh.screenshot(path=str(tmp_path / "many.png"), full_page=True)
+    print(f"screenshot: {tmp_path / 'many.png'}")
+    assert errors == []
+    context.close()

@@ -22,11 +22,14 @@ from pydantic import BaseModel, Field
 from vtap.api.auth import Principal
 from vtap.api.bulk import BAD_BODY, SPECS_BODY, read_specs
 from vtap.api.deps import BulkTurn, Ctl, Heavy, operator, viewer
+from vtap.api.pacing import HeavyWork
 from vtap.control.controller import Controller
 from vtap.model.access import Role, Scope, scope_violations
 from vtap.model.network import dpid_str
 from vtap.model.policy import MatchSpec, Tap, TapSpec
+from vtap.model.policy_search import matches, words
 from vtap.model.rules import SwitchRules
+from vtap.model.state import PolicyState
 from vtap.store.errors import NameTaken, NotFound
 
 
@@ -232,6 +235,8 @@ def _each(action: str, tap: Tap, before: TapSpec | None, after: TapSpec | None) 
 
 NOT_FOUND = {404: {"description": "no TAP policy with this id"}}
 LIST_SLICE = 500  # policies a listing writes out before it lets the loop serve the switches again
+MATCH_SLICE = 2000  # policies a filtered listing matches before it lets the loop serve the switches again
+MAX_LIMIT = 1000  # policies one page of a listing may hold
 # Ids (SQLite rowids, or the etcd store's counter) count from 1 within 63 bits: a path beyond them is a
 # 422, never an overflow deep in the store.
 TapId = Annotated[int, PathParam(ge=1, le=2**63 - 1, description="the policy's id")]
@@ -320,28 +325,55 @@ async def _create_many(ctl: Controller, specs: list[TapSpec], request: Request, 
     return [_out(ctl, t) for t in done.added]
 
 
-@router.get("", response_model=list[TapOut])
-async def list_taps(ctl: Ctl, heavy: Heavy):
-    """Every policy with its status, written out `LIST_SLICE` at a time, each slice
-    heavy work (`api/pacing.py`): a listing of 100,000 policies holds OpenFlow, LLDP
-    and the reconcilers up for one slice at most, not for all of it. A policy deleted
-    while the listing runs is left out."""
+@router.get("", response_model=list[TapOut], responses={200: {"headers": {"X-Total-Count": {
+    "description": "how many policies match (all of them without `q` and `status`), whatever `offset` and `limit`",
+    "schema": {"type": "integer"}}}}})
+async def list_taps(ctl: Ctl, heavy: Heavy,
+                    q: str | None = Query(None, max_length=200, description="only policies with every word of this in "
+                                          "their name, an address (source, destination: MAC or IP) or a monitor"),
+                    status: PolicyState | None = Query(None, description="only policies in this state"),
+                    offset: int = Query(0, ge=0, le=2**31, description="leave out this many first matches (by id)"),
+                    limit: int | None = Query(None, ge=1, le=MAX_LIMIT, description="at most this many (absent: all)")):
+    """Policies with their status, by id: every one, or those matching `q` and `status`,
+    from `offset` on, `limit` of them; `X-Total-Count` says how many match. Written out
+    `LIST_SLICE` at a time, and matched `MATCH_SLICE` at a time, each slice heavy work
+    (`api/pacing.py`): a listing of 100,000 policies holds OpenFlow, LLDP and the
+    reconcilers up for one slice at most, not for all of it. A policy deleted while the
+    listing runs is left out."""
     syncs = ctl.switch_syncs()
     ids = sorted(ctl.taps)
+    if q or status is not None:
+        ids = await _matching(ctl, heavy, ids, words(q or ""), status, syncs)
+    page = ids[offset:] if limit is None else ids[offset:offset + limit]
 
     async def body():
         yield b"["
         first = True
-        for start in range(0, len(ids), LIST_SLICE):
+        for start in range(0, len(page), LIST_SLICE):
             async with heavy.slice():
-                rows = [_out(ctl, ctl.taps[i], syncs).model_dump_json().encode() for i in ids[start:start + LIST_SLICE]
+                rows = [_out(ctl, ctl.taps[i], syncs).model_dump_json().encode() for i in page[start:start + LIST_SLICE]
                         if i in ctl.taps]
             if rows:
                 yield (b"" if first else b",") + b",".join(rows)
                 first = False
         yield b"]"
 
-    return StreamingResponse(body(), media_type="application/json")
+    return StreamingResponse(body(), media_type="application/json", headers={"X-Total-Count": str(len(ids))})
+
+
+async def _matching(ctl: Controller, heavy: HeavyWork, ids: list[int], query_words: list[str], status: PolicyState | None,
+                    syncs: dict) -> list[int]:
+    """The ids whose policy matches the words and is in `status` (its status is worked out
+    per policy: the heavy part)."""
+    found = []
+    for start in range(0, len(ids), MATCH_SLICE):
+        async with heavy.slice():
+            for i in ids[start:start + MATCH_SLICE]:
+                tap = ctl.taps.get(i)
+                if (tap is not None and matches(tap.spec, query_words)
+                        and (status is None or ctl.tap_status(i, syncs).state == status)):
+                    found.append(i)
+    return found
 
 
 @router.get("/{tap_id}", response_model=TapOut, responses=NOT_FOUND)
