@@ -13,6 +13,7 @@ h2-eth0); h4 is a VXLAN collector (its own Suricata). The lab's hosts talk as Li
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -214,13 +215,12 @@ def test_the_sensor_proves_receipt_at_the_tool_and_catches_loss_after_the_port(l
         senders[-1].wait()
         last: list = []
 
-        def still() -> dict | None:
+        def still() -> dict | None:  # the same in three reads over 3 s (a sensor starved of CPU reports late)
             d = stats()["delivery"]
-            same = last and last[-1] == (d["delivered_packets"], d["received_packets"])
             last.append((d["delivered_packets"], d["received_packets"]))
-            return d if same else None
+            return d if len(last) >= 3 and last[-1] == last[-2] == last[-3] else None
 
-        return wait_until(still, 15, interval=1.5)
+        return wait_until(still, 20, interval=1.5)
 
     def status() -> str:
         return lab.ctl.get(f"/api/v1/taps/{tap['id']}")["status"]
@@ -252,7 +252,14 @@ def test_the_sensor_proves_receipt_at_the_tool_and_catches_loss_after_the_port(l
             after = traffic_off()
             delivered = after["delivered_packets"] - before["delivered_packets"]
             received = after["received_packets"] - before["received_packets"]
-            assert 0.06 <= 1 - received / delivered <= 0.14, (delivered, received)  # the 10% dropped, give or take
+            listed = subprocess.run(["nft", "-j", "list", "table", "netdev", "vtaploss"], capture_output=True, text=True)
+            dropped = next(x["rule"]["expr"][-2]["counter"]["packets"] for x in json.loads(listed.stdout)["nftables"]
+                           if "rule" in x)
+            # nftables dropped about 10% (at random), and the tool fell short by what it dropped:
+            # the sensor counts exactly what reached the interface, give or take a frame or two
+            # of the counters' timing.
+            assert 0.06 <= dropped / delivered <= 0.14, (delivered, dropped)
+            assert abs((delivered - received) - dropped) <= max(3, delivered // 200), (delivered, received, dropped)
         finally:
             subprocess.run(["nft", "delete", "table", "netdev", "vtaploss"], capture_output=True)
         traffic_on()

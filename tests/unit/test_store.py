@@ -28,6 +28,26 @@ async def test_replace_taps_adds_changes_and_prunes_in_one_transaction(tmp_path)
     assert store.load_taps() == before  # nothing changed
 
 
+async def test_an_apply_without_prune_reads_the_policies_it_names_and_keeps_no_second_copy(tmp_path):
+    """The Tap objects the store answers with are those it loaded or wrote (the
+    controller's), not parses of their own; an apply without prune is planned against
+    the stored policies it names only, and one with prune against all of them."""
+    store = Store(tmp_path)
+    for name in "abc":
+        await store.add_tap(spec(name))
+    store = Store(tmp_path)
+    loaded = {t.spec.name: t for t in store.load_taps()}
+    done = await store.replace_taps([spec("a"), spec("d")], prune=False)
+    assert done.unchanged == [loaded["a"]] and done.unchanged[0] is loaded["a"]  # the very object, not a copy
+    assert [t.spec.name for t in done.added] == ["d"] and done.removed == []
+    again = await store.replace_taps([spec("d", dst_ip="10.0.0.9")], prune=False)
+    assert again.changed[0][0] is done.added[0]  # what the last apply wrote, as it wrote it
+    pruned = await store.replace_taps([spec("a")], prune=True)
+    assert sorted(t.spec.name for t in pruned.removed) == ["b", "c", "d"]
+    await store.delete_tap(loaded["a"].id)
+    assert store.load_taps() == [] and store._parsed == {}
+
+
 async def test_the_audit_chain_breaks_where_a_record_is_edited_or_removed(tmp_path):
     store = Store(tmp_path)
     for i in range(4):
