@@ -95,3 +95,35 @@ async def test_stalled_message_closes_the_connection():
 
     await _serve_once(rec, script)
     assert rec.events == []
+
+
+def _flow_stats_entry(table: int, cookie: int, packets: int, bytes_: int, in_port: int) -> bytes:
+    """One ofp_flow_stats entry as a switch sends it: counters, a match, an instruction."""
+    from os_ken.ofproto import ofproto_v1_3 as ofp13
+    from os_ken.ofproto import ofproto_v1_3_parser as p13
+
+    tail = bytearray()
+    p13.OFPMatch(in_port=in_port, eth_type=0x0800, ipv4_src="10.0.0.1").serialize(tail, 0)
+    p13.OFPInstructionActions(ofp13.OFPIT_APPLY_ACTIONS, [p13.OFPActionOutput(2, 0)]).serialize(tail, len(tail))
+    head = struct.pack("!HBxIIHHHH4xQQQ", 48 + len(tail), table, 7, 8, 100, 0, 0, 0, cookie, packets, bytes_)
+    return head + bytes(tail)
+
+
+def test_flow_counters_are_read_from_the_bytes_as_os_ken_reads_them():
+    """What `flow_counters` takes from a reply's bytes equals what os-ken's full parse
+    gives (table, cookie, packets, bytes), entry by entry over matches and instructions
+    of different lengths; a cut entry is a ProtocolError, not a wrong count."""
+    from os_ken.ofproto import ofproto_v1_3_parser as p13
+
+    from vtap.openflow.channel import flow_counter_entries
+
+    body = b"".join(_flow_stats_entry(t, c, p, b, port) for t, c, p, b, port in
+                    [(1, 0x0200_0000_0000_0001, 5, 500, 1), (5, 0x0200_0000_0000_0002, 2**40, 2**50, 70000), (0, 1, 0, 0, 3)])
+    parsed, offset = [], 0
+    while offset < len(body):
+        entry = p13.OFPFlowStats.parser(body, offset)
+        parsed.append((entry.table_id, entry.cookie, entry.packet_count, entry.byte_count))
+        offset += entry.length
+    assert flow_counter_entries(body) == parsed and len(parsed) == 3
+    with pytest.raises(ProtocolError, match="cut short"):
+        flow_counter_entries(body[:-len(_flow_stats_entry(0, 1, 0, 0, 3)) + 20])

@@ -130,7 +130,7 @@ class ControlCore(SwitchEvents, HostDecisions, DeliveryDecisions):
         self._view: NetworkView | None = None
         self.named = NamedAddresses()
         self._changed_taps: set[int] | None = None  # policies set or removed since the last compile (None: not known)
-        self._labels_of: TapCompilation | None = None  # the compilation _monitor_labels is of
+        self._labels_of: tuple[NetworkView, frozenset[str]] | None = None  # the view and monitors they are of
 
     # ---- the view -----------------------------------------------------------------
 

@@ -7,6 +7,7 @@ here, as values or the core's own read-only records."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 from vtap.compile.pipeline import (
@@ -25,7 +26,9 @@ from vtap.model.policy import Tap, PolicyPlan, TapSpec
 from vtap.model.rules import SwitchRules
 from vtap.model.state import PolicyState, PolicyStatus, SwitchSync, SyncState
 from vtap.model.view import NetworkView
-from vtap.openflow.channel import ChannelClosed, OpenFlowError
+from vtap.openflow.channel import ChannelClosed, OpenFlowError, ProtocolError
+
+log = logging.getLogger(__name__)
 
 
 class Reads:
@@ -136,13 +139,15 @@ class Reads:
             if dp is None:
                 continue
             try:
-                replies = await dp.flow_stats(COOKIE_TAP, OWNER_MASK)
+                counted = await dp.flow_counters(COOKIE_TAP, OWNER_MASK)
                 if dpid in metered:
                     meters.update(meter_drops(dpid, await dp.meter_stats()))
             except (ChannelClosed, asyncio.TimeoutError, OpenFlowError):
                 continue
-            stats += [(s.table_id, s.cookie, s.packet_count, s.byte_count) for s in replies
-                      if s.table_id in (TABLE_TAP, TABLE_SEND)]
+            except ProtocolError as exc:  # a reply that is not flow stats: this switch's counters are not known
+                log.warning("%r: flow counters unreadable: %s", dp, exc)
+                continue
+            stats += [entry for entry in counted if entry[0] in (TABLE_TAP, TABLE_SEND)]
         return self.core.tap_counters(stats, meters)
 
     def plan_apply(self, specs: list[TapSpec], *, prune: bool, dry_run: bool) -> tuple[PolicyPlan, dict[int, SwitchRules]]:
