@@ -32,7 +32,10 @@ OFP_HEADER = struct.Struct("!BBHI")
 OFPT_HELLO = 0
 OFPT_ERROR = 1
 OFPHET_VERSIONBITMAP = 1
-MAX_SENT_REMEMBERED = 65536
+# Messages sent outside a batch whose description an error may still need. A batch's
+# messages are kept by the batch itself until its barrier (an error comes before it):
+# 65,536 descriptions per switch kept for good cost some 20 MiB per busy switch.
+MAX_SENT_REMEMBERED = 1024
 
 
 class ProtocolError(Exception):
@@ -101,9 +104,10 @@ def flow_counter_entries(body: bytes) -> list[tuple[int, int, int, int]]:
 
 @dataclass
 class _Batch:
-    """Mods sent without a reply of their own: errors for their xids are collected here."""
+    """Mods sent without a reply of their own: errors for their xids are collected here,
+    and named from the messages, kept until the batch's barrier."""
 
-    xids: set[int] = field(default_factory=set)
+    sent: dict[int, Any] = field(default_factory=dict)  # xid -> message
     errors: list[OpenFlowError] = field(default_factory=list)
 
 
@@ -210,17 +214,19 @@ class Datapath:
         xid = next(self._xids) & 0xFFFFFFFF
         return xid or next(self._xids)
 
-    def send(self, msg: Any) -> int:
-        """Serialize and queue a message; returns its xid."""
+    def send(self, msg: Any, *, remember: bool = True) -> int:
+        """Serialize and queue a message; returns its xid. With `remember`, its
+        description is kept a while, to name the request an error answers."""
         if self.closed.is_set():
             raise ChannelClosed(f"{self!r} is closed")
         xid = self._next_xid()
         msg.set_xid(xid)
         msg.serialize()
         self.writer.write(bytes(msg.buf))
-        self._sent[xid] = describe(msg)
-        if len(self._sent) > MAX_SENT_REMEMBERED:
-            self._sent.popitem(last=False)
+        if remember:
+            self._sent[xid] = describe(msg)
+            if len(self._sent) > MAX_SENT_REMEMBERED:
+                self._sent.popitem(last=False)
         return xid
 
     async def request(self, msg: Any, timeout: float | None = None, *, raw: bool = False) -> list[Any]:
@@ -305,7 +311,7 @@ class Datapath:
 
     async def _send_all(self, batch: _Batch, msgs: list[Any]) -> None:
         for i, m in enumerate(msgs):
-            batch.xids.add(self.send(m))
+            batch.sent[self.send(m, remember=False)] = m
             if i % 1024 == 1023:
                 await self.writer.drain()
         await self.writer.drain()
@@ -378,6 +384,13 @@ class Datapath:
         finally:
             self._pending.pop(xid, None)
 
+    def _described(self, xid: int) -> str:
+        """The request of this xid, as `describe` says it (an open batch's, or a recent one)."""
+        for batch in self._batches:
+            if xid in batch.sent:
+                return describe(batch.sent[xid])
+        return self._sent.get(xid, f"unknown request xid={xid}")
+
     def _dispatch(self, msg: Any) -> None:
         xid = msg.xid
         if isinstance(msg, parser.OFPEchoRequest):
@@ -388,13 +401,13 @@ class Datapath:
             return
         if isinstance(msg, parser.OFPErrorMsg):
             pending = self._pending.get(xid)
-            request = pending.summary if pending else self._sent.get(xid, f"unknown request xid={xid}")
+            request = pending.summary if pending else self._described(xid)
             error = OpenFlowError(msg, request)
             log.warning("%r: %s", self, error)
             if pending and not pending.future.done():
                 pending.future.set_exception(error)
             for batch in self._batches:
-                if xid in batch.xids:
+                if xid in batch.sent:
                     batch.errors.append(error)
             return
         pending = self._pending.get(xid)
