@@ -35,7 +35,10 @@ def test_dataplane_quick_produces_every_row(tmp_path, args, name):
                 assert cell["mon_pps"]["median"] > 0, (config, size)
     assert r["testbed1"]["notap"]["64"]["mon_pps"]["median"] < 10  # nothing copied without a TAP
     cut, plain = r["testbed1"]["vtap-snaplen128"]["1518"], r["testbed1"]["vtap"]["1518"]
-    assert cut["mon_mbps"]["median"] < 0.2 * plain["mon_mbps"]["median"]  # 128 of 1518 bytes per copy
+    # Each cut copy carries 128 of 1518 bytes: compared per copy, not in throughput, which
+    # a loaded machine moves both ways (CI once had the plain run at 1.4 Gbit/s).
+    per_copy = lambda c: c["mon_mbps"]["median"] / c["mon_pps"]["median"]
+    assert per_copy(cut) < 0.2 * per_copy(plain), (cut, plain)
     assert "Copy budgets" in res.stdout and "Remote collector" in res.stdout
     if name == "vhost":  # the guests cannot pace: no sweep, and the note says why
         assert r["sweep"] == {} and any("no offered-load sweep" in n for n in r["notes"])

@@ -489,7 +489,8 @@ function tunnelText(t) {
 // What a policy's copies are held to (from the state event), in words.
 function budgetText(t) {
   const parts = [];
-  if (t.pool) parts.push(`spread over ${t.pool.join(", ")}`);
+  const pool = t.pool ?? t.monitor_pool;  // the stream's name, or the listing's before the stream has spoken
+  if (pool) parts.push(`spread over ${pool.join(", ")}`);
   if (t.snaplen) parts.push(`cut to ${t.snaplen} bytes`);
   if (t.sample > 1) parts.push(`1 in ${t.sample} flows`);
   if (t.rate_limit_pps) parts.push(`at most ${t.rate_limit_pps} copies/s (${t.dropped ?? 0} dropped)`);
