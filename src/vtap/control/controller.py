@@ -419,7 +419,8 @@ class Controller(Reads, Claims, Discovering, Polling, CaptureJobs):
         """A switch confirmed its whole desired set: the policies' status may move, and
         once every switch holds a compiled set, the start is over (`startup`)."""
         self._status_due.set()
-        if "first_compile" in self.startup.steps and all(
+        steps = self.startup.steps
+        if "first_compile" in steps and "rules_confirmed" not in steps and all(
                 r.generation > 0 and r.status.synced_generation == r.generation for r in self.reconcilers.values()):
             self.startup.reached("rules_confirmed")
 

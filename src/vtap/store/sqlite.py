@@ -129,9 +129,9 @@ class Store:
         self._audit_turn = asyncio.Lock()
 
     def _tap(self, ident: int, text: str) -> Tap:
-        known = self._parsed.get(ident)
-        if known is None or known[0] != _digest(text):
-            known = self._parsed[ident] = (_digest(text), Tap(id=ident, spec=TapSpec.model_validate_json(text)))
+        known, digest = self._parsed.get(ident), _digest(text)
+        if known is None or known[0] != digest:
+            known = self._parsed[ident] = (digest, Tap(id=ident, spec=TapSpec.model_validate_json(text)))
         return known[1]
 
     def __repr__(self) -> str:
