@@ -11,6 +11,7 @@ the real channel raises: an OpenFlowError (the switch's OFPT_ERROR), asyncio.Tim
 from __future__ import annotations
 
 import asyncio
+import struct
 import time
 from collections import defaultdict
 from typing import Any, Callable
@@ -23,6 +24,19 @@ from vtap.model.rules import SwitchRules
 from vtap.openflow import translate
 from vtap.openflow.channel import ChannelClosed, OpenFlowError
 from vtap.openflow.translate import PROTOCOL
+
+
+def stats_entry(stats: Any, packets: int = 0, bytes_: int = 0) -> bytes:
+    """An OFPFlowStats as a switch sends it in a multipart reply (os-ken parses these
+    but does not write them): the fixed part, the match padded to 8 bytes, the instructions."""
+    tail = bytearray()
+    stats.match.serialize(tail, 0)
+    tail.extend(b"\0" * (-len(tail) % 8))
+    for inst in stats.instructions:
+        inst.serialize(tail, len(tail))
+    head = struct.pack("!HBxIIHHHH4xQQQ", 48 + len(tail), stats.table_id, 1, 2, stats.priority, 0, 0, 0, stats.cookie,
+                       packets, bytes_)
+    return head + bytes(tail)
 
 
 def error(type_: int, code: int, request: str = "a request") -> OpenFlowError:
@@ -116,9 +130,18 @@ class FakeDatapath:
         await self._answer("request")
         return [parser.OFPEchoReply(PROTOCOL, data=msg.data)]
 
-    async def flow_stats(self, cookie: int = 0, cookie_mask: int = 0) -> list[Any]:
-        await self._answer("flow_stats")
-        return [s for s in self.flows.values() if s.cookie & cookie_mask == cookie & cookie_mask]
+    async def flow_stats_raw(self, cookie: int = 0, cookie_mask: int = 0) -> list[bytes]:
+        """The entries in bodies of at most 64 KiB, as a switch splits a long reply."""
+        await self._answer("flow_stats_raw")
+        bodies, body = [], b""
+        for s in self.flows.values():
+            if s.cookie & cookie_mask == cookie & cookie_mask:
+                entry = stats_entry(s)
+                if body and len(body) + len(entry) > 65_000:
+                    bodies.append(body)
+                    body = b""
+                body += entry
+        return bodies + [body] if body else bodies
 
     async def group_desc(self) -> list[Any]:
         await self._answer("group_desc")

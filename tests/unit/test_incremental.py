@@ -141,7 +141,10 @@ def test_every_kind_of_policy_change_is_made_in_place_and_equals_a_whole_compile
     made in place, so the property cannot hold by whole compiles alone."""
     in_place: Counter[str] = Counter()
 
-    @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    # Derandomized: the examples are the same at every run, so that whether they reach
+    # every kind in place does not depend on the draw (at random, one run in a few
+    # missed `plain`, one kind of eleven).
+    @settings(max_examples=60, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
     @given(st.lists(st.tuples(st.integers(1, 30), few_monitors), min_size=3, max_size=30), policy_steps)
     def run(start, sequence):
         taps = {i: Tap(id=i, spec=s.model_copy(update={"name": f"t{i}"})) for i, (_, s) in start}

@@ -90,7 +90,7 @@ async def test_a_pass_installs_the_desired_rules_and_confirms_their_generation(d
     [
         ("send_batch", error(*TABLE_FULL, "a batch"), str(error(*TABLE_FULL, "a batch")), 0),
         ("send_batch", error(*IS_SLAVE, "a batch"), str(error(*IS_SLAVE, "a batch")), 1),
-        ("flow_stats", asyncio.TimeoutError(), "TimeoutError", 0),
+        ("flow_stats_raw", asyncio.TimeoutError(), "TimeoutError", 0),
     ],
     ids=["table-full", "is-slave", "read-timeout"],
 )
@@ -113,7 +113,7 @@ async def test_after_a_failure_the_retry_waits_the_back_off_and_reads_the_switch
     dp.fail("send_batch", asyncio.TimeoutError())
     rec = started(SwitchReconciler(dp, desired=DESIRED, generation=2, retry_delay=0.05))
     await rec.wait_synced(5)
-    reads = [t for name, t in dp.calls if name == "flow_stats"]
+    reads = [t for name, t in dp.calls if name == "flow_stats_raw"]
     failed = next(t for name, t in dp.calls if name == "send_batch")
     assert len(reads) == 2 and reads[1] - failed >= 0.05 * 0.9
     assert (rec.status.state, rec.status.synced_generation, rec.status.last_error) == (SyncState.IN_SYNC, 2, None)
@@ -123,11 +123,11 @@ async def test_after_a_failure_the_retry_waits_the_back_off_and_reads_the_switch
 async def test_the_back_off_doubles_up_to_30_s_and_starts_over_after_a_success(dp, started, clock):
     """A switch that keeps failing is asked less and less often, but at least every 30 s;
     once it answers, the next failure is retried after the short delay again."""
-    dp.fail("flow_stats", *(asyncio.TimeoutError() for _ in range(8)))
+    dp.fail("flow_stats_raw", *(asyncio.TimeoutError() for _ in range(8)))
     rec = started(SwitchReconciler(dp, desired=DESIRED, generation=1, retry_delay=1.0))
     await until(lambda: rec.status.state == SyncState.IN_SYNC)
     assert clock.waits == [1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0, 30.0]
-    assert dp.count("flow_stats") == 9
+    assert dp.count("flow_stats_raw") == 9
 
     changed = SwitchRules(DESIRED.flows - {A}, DESIRED.groups, DESIRED.meters)
     dp.fail("send_batch", asyncio.TimeoutError())
@@ -140,26 +140,26 @@ async def test_the_back_off_doubles_up_to_30_s_and_starts_over_after_a_success(d
 async def test_a_kick_ends_the_back_off_at_once(dp, started):
     """A new role (say) may have cured the failure: kicked, the reconciler does not sit
     out its back-off."""
-    dp.fail("flow_stats", asyncio.TimeoutError())
+    dp.fail("flow_stats_raw", asyncio.TimeoutError())
     rec = started(SwitchReconciler(dp, desired=DESIRED, generation=1, retry_delay=60.0))
     await until(lambda: rec.status.state == SyncState.ERROR)
     rec.kick()
     await rec.wait_synced(5)  # far less than the 60 s back-off
-    assert dp.count("flow_stats") == 2 and dp.held() == DESIRED
+    assert dp.count("flow_stats_raw") == 2 and dp.held() == DESIRED
 
 
 async def test_a_kick_during_the_failing_pass_is_not_lost(dp, started):
     """A kick that comes while the pass is still out (a role granted just as a read times
     out) counts: the back-off it would have cut short does not begin."""
     rec = SwitchReconciler(dp, desired=DESIRED, generation=1, retry_delay=60.0)
-    read = dp.flow_stats
+    read = dp.flow_stats_raw
 
     async def kicked_then_timed_out(*args, **kwargs):
-        dp.flow_stats = read  # once
+        dp.flow_stats_raw = read  # once
         rec.kick()
         raise asyncio.TimeoutError()
 
-    dp.flow_stats = kicked_then_timed_out
+    dp.flow_stats_raw = kicked_then_timed_out
     started(rec)
     await rec.wait_synced(5)  # far less than the 60 s back-off
     assert dp.held() == DESIRED
@@ -170,7 +170,7 @@ async def test_no_write_while_the_lease_is_in_doubt(dp, started):
     at each retry (whoever leads may change it); once it says yes, the changes go."""
     lease = [False]
     rec = started(SwitchReconciler(dp, desired=DESIRED, generation=1, retry_delay=0.01, may_write=lambda: lease[0]))
-    await until(lambda: dp.count("flow_stats") >= 3)
+    await until(lambda: dp.count("flow_stats_raw") >= 3)
     assert dp.count("send_batch") == 0 and dp.held() == LEFT_OVER
     assert rec.status.state == SyncState.SYNCING and rec.status.synced_generation == -1
     lease[0] = True
@@ -195,12 +195,12 @@ async def test_while_settling_rules_are_added_and_nothing_removed_until_it_ends(
 async def test_a_closed_channel_ends_the_reconciler_without_an_error(dp, started):
     """The connection is gone: no error state, no retry (the next connection gets a
     reconciler of its own)."""
-    dp.fail("flow_stats", ChannelClosed("closed"))
+    dp.fail("flow_stats_raw", ChannelClosed("closed"))
     rec = started(SwitchReconciler(dp, desired=DESIRED, generation=1, retry_delay=0.01))
     await until(lambda: rec._task.done())
     rec.set_desired(SwitchRules(), generation=2)
     await asyncio.sleep(0.05)
-    assert dp.count("flow_stats") == 1 and dp.held() == LEFT_OVER
+    assert dp.count("flow_stats_raw") == 1 and dp.held() == LEFT_OVER
     assert (rec.status.state, rec.status.last_error) == (SyncState.SYNCING, None)
 
 

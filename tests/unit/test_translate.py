@@ -40,3 +40,53 @@ def test_group_roundtrip():
 def test_all_ones_mask_reads_back_unmasked():
     assert translate._norm_value(("00:00:00:00:00:01", "ff:ff:ff:ff:ff:ff")) == "00:00:00:00:00:01"
     assert translate._norm_value(("10.0.0.0", "255.0.0.0")) == ("10.0.0.0", "255.0.0.0")
+
+
+def test_flows_read_from_a_replys_bytes_are_what_os_ken_reads_and_what_was_written():
+    """`flows_from_stats_body` (the reconciler's read of a switch, without os-ken's parse)
+    gives, for every rule the compiler makes (every kind of policy, IPv6, masks, capture
+    jobs, packet-in meters), what `flow_from_stats` gives from os-ken's parse of the
+    same bytes, and that is the rule that was written."""
+    from tests.unit.datapath import stats_entry
+    from tests.unit.fabric import view_from_topo
+    from tests.unit.test_pipeline import _taps
+    from vtap.compile.network import compile_network
+    from vtap.lab.topos import parse_topo
+    from vtap.model.capture import CaptureTarget
+    from vtap.model.policy import MatchSpec, Tap, TapSpec
+
+    taps = _taps() + [Tap(id=50, spec=TapSpec(name="v6", src_ip="fd00::/64", dst_ip="fd00::1:0/112", monitor_ip="10.0.0.3")),
+                      Tap(id=51, spec=TapSpec(name="v4wide", src_ip="10.0.0.0/30", dst_ip="10.0.0.16", monitor_ip="10.0.0.4"))]
+    desired, _ = compile_network(view_from_topo(parse_topo("fattree,4")), taps, 1000,
+                                 [CaptureTarget(1, MatchSpec(src_ip="10.0.0.1"), 96)])
+    rules = sorted({f for r in desired.values() for f in r.flows}, key=str)
+    assert any(isinstance(v, tuple) for f in rules for _, v in f.match)  # masked fields among them
+    assert any(":" in str(v) and "fd00" in str(v) for f in rules for _, v in f.match)  # and IPv6
+    entries = []
+    for rule in rules:
+        mod = translate.flow_add(rule)
+        entries.append(stats_entry(parser.OFPFlowStats(table_id=mod.table_id, priority=mod.priority, cookie=mod.cookie,
+                                                       match=mod.match, instructions=mod.instructions)))
+    body = b"".join(entries)
+    read = translate.flows_from_stats_body(body)
+    assert [pos for _, pos in read] == [sum(map(len, entries[:i])) for i in range(len(entries))]
+    for (fast, pos), rule in zip(read, rules):
+        assert fast == translate.flow_from_stats(translate.parse_flow_stats(body, pos)) == rule
+
+
+def test_a_flow_entry_vtap_cannot_read_is_left_to_os_ken_and_a_cut_one_is_an_error():
+    from tests.unit.datapath import stats_entry
+
+    odd = parser.OFPFlowStats(table_id=0, priority=5, cookie=1, match=parser.OFPMatch(tcp_flags=2, eth_type=0x800, ip_proto=6),
+                              instructions=[])
+    plain = translate.flow_add(FlowRule(0, 9, match(in_port=1), (Output(2),)))
+    good = parser.OFPFlowStats(table_id=0, priority=9, cookie=0, match=plain.match, instructions=plain.instructions)
+    body = stats_entry(odd) + stats_entry(good)
+    (first, at), (second, _) = translate.flows_from_stats_body(body)
+    assert first is None and at == 0 and second == FlowRule(0, 9, match(in_port=1), (Output(2),))
+    try:
+        translate.flows_from_stats_body(body[:-8])
+    except translate.TranslationError as exc:
+        assert "length" in str(exc)
+    else:
+        raise AssertionError("a cut entry was read")

@@ -280,6 +280,9 @@ def restart(lab: LabSession, expected: int) -> dict:
             "startup": lab.ctl.http.get("/api/v1/health").json().get("startup", {})}
 
 
+TRACED_WAIT_S = 300  # how long the traced run may take to have every policy active
+
+
 def traced_memory(lab: LabSession, expected: int) -> dict:
     """The controller's memory by structure with `expected` policies, from a run under
     tracemalloc (slower, and heavier by the traces: its RSS is not the figure); the
@@ -289,8 +292,10 @@ def traced_memory(lab: LabSession, expected: int) -> dict:
     lab.ctl.extra_args = (*untraced, "--trace-memory", "16")
     try:
         lab.ctl.start()
-        wait_all_active(lab.ctl.http, expected, 1800)
+        wait_all_active(lab.ctl.http, expected, TRACED_WAIT_S)
         memory = lab.ctl.http.get("/api/v1/memory", timeout=600).json()
+    except RuntimeError as exc:  # traced, a controller is many times slower and may not settle: the run goes on
+        memory = {"error": str(exc)[:300]}
     finally:
         lab.ctl.stop()
         lab.ctl.extra_args = untraced

@@ -32,7 +32,7 @@ import logging
 import secrets
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from functools import partial
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -48,11 +48,11 @@ from vtap.compile.tunnels import tunnel_plan
 from vtap.control.capture import CaptureBook
 from vtap.control.capturing import CaptureJobs
 from vtap.control.claims import LINK_GRACE_S, Claims
-from vtap.control.core import CompileJob, ControlCore
+from vtap.control.core import CompileInputs, CompileJob, ControlCore
 from vtap.control.discovering import Discovering
 from vtap.control.discovery import NONCE_BYTES
 from vtap.control.looplag import LoopLag
-from vtap.control import memory
+from vtap.control import memory, snapshot
 from vtap.control.startup import Startup
 from vtap.control.polling import THAW_S, Polling
 from vtap.control.reads import Reads
@@ -69,6 +69,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 GATHER_S = 3.0  # how long a restart waits for the stored topology's switches before its first compile
+WARM_UP_S = 1.0  # after a compile reused from the last stop, when the whole set is compiled again
 COMPILE_SWITCH_S = 0.0005  # how often the compile thread gives up the interpreter lock
 LLDP_BURST_S = 0.05  # an extra LLDP round this long after a switch's rules are first in (syncs close together: one round)
 
@@ -86,6 +87,19 @@ def packet_in_reason(eth: Any, data: bytes) -> str:
     if eth.ethertype == 0x86DD and len(data) > 54 and data[20] == 58 and data[54] in (135, 136):
         return "nd"
     return "other"
+
+
+def _collector_paused(run: Callable[[], Any]) -> Any:
+    """`run()` with the cyclic garbage collector off: a whole compile makes millions of
+    objects that live on, and the collections their growth sets off walked them again
+    and again (a third of a compile of 10,000 policies). Only the compile thread pauses
+    it, one compile at a time; the loop's garbage meanwhile is mostly freed by reference
+    counts, and what is cyclic waits the compile's few seconds."""
+    gc.disable()
+    try:
+        return run()
+    finally:
+        gc.enable()
 
 
 def device_of(dp: Datapath) -> Device:
@@ -161,6 +175,10 @@ class Controller(Reads, Claims, Discovering, Polling, CaptureJobs):
             # makes a restart fast. A switch that does not come back holds it GATHER_S.
             self._gather_until = time.monotonic() + GATHER_S
             asyncio.get_running_loop().call_later(GATHER_S, self._gathered)
+            # Read in the compile thread while the switches come back; the first whole
+            # compile, queued behind it, reuses it if its inputs are the same.
+            self._snapshot = self._compiler.submit(_collector_paused, partial(snapshot.load, self.store.state_dir,
+                                                                              self._snapshot_key))
         self._tasks.append(asyncio.create_task(self._discovery_loop(), name="lldp"))
         self._tasks.append(asyncio.create_task(self.loop_lag.run(), name="loop-lag"))
         self._every("roles-and-probes", 0.1, self._roles_and_probes, leading=True)
@@ -207,6 +225,7 @@ class Controller(Reads, Claims, Discovering, Polling, CaptureJobs):
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._save_snapshot()
         self.captures.close(time.time())
         if self.tunnels is not None:
             await self.tunnels.stop()
@@ -235,6 +254,9 @@ class Controller(Reads, Claims, Discovering, Polling, CaptureJobs):
         sys.setswitchinterval(COMPILE_SWITCH_S)
         self._compiling = False  # a whole compile is running in `_compiler`
         self._compile_again = False  # and changes came meanwhile
+        self._snapshot: Future | None = None  # the last stop's compile, being read (a restart)
+        self._snapshot_key = snapshot.key_from(self.store.secret("lldp"))
+        self._reused: tuple[CompileInputs, dict] | None = None  # a compile reused from it, until checked
 
     def changed(self, view: bool = True) -> None:
         """Something changed: recompile soon (bursts are coalesced). Policies and capture
@@ -285,29 +307,68 @@ class Controller(Reads, Claims, Discovering, Polling, CaptureJobs):
             self._compiled(job, job.result, started)
             return
         self._compiling = True
-        future = asyncio.get_running_loop().run_in_executor(self._compiler, job.run)
+        future = asyncio.get_running_loop().run_in_executor(self._compiler, partial(_collector_paused, partial(self._whole, job)))
         future.add_done_callback(partial(self._compiled_off_loop, job, started))
+
+    def _whole(self, job: CompileJob) -> tuple[tuple, bool]:
+        """In the compile thread: the whole compile, or the snapshot a clean stop left if
+        it was made from the same inputs (control/snapshot.py). Whether it was reused."""
+        pending, self._snapshot = self._snapshot, None
+        if pending is not None:
+            try:
+                reused = snapshot.reusable(pending.result(), job.inputs)  # done: it was queued before this
+            except Exception:
+                log.exception("compile snapshot unreadable; compiling anew")
+                reused = None
+            if reused is not None:
+                return reused, True
+        return job.run(), False
 
     def _compiled_off_loop(self, job: CompileJob, started: float, future: asyncio.Future) -> None:
         self._compiling = False
         if self._stopping or future.cancelled():
             return  # a controller that stops leaves the switches' rules as they are
         try:
-            result = future.result()
+            result, reused = future.result()
         except Exception:
             log.exception("the whole compile failed; the switches keep their rules, the next change compiles anew")
             self.core.compile_failed()
             return
-        self._compiled(job, result, started)
+        if reused:
+            # The memo the in-place path needs is empty: the whole set is compiled again
+            # in the background once the switches have confirmed these rules (sooner if
+            # a change comes), and checked against what was reused.
+            log.info("first compile: the snapshot of the last stop (%d policies), its inputs unchanged", len(job.inputs.taps))
+            self._reused = (job.inputs, result[0])
+            asyncio.get_running_loop().call_later(WARM_UP_S, self._warm_up)
+        elif self._reused is not None:
+            self._check_reused(job.inputs, result[0])
+        self._compiled(job, result, started, reused=reused)
         if self._compile_again:
             self._compile_again = False
             self._recompile()
 
-    def _compiled(self, job: CompileJob, result, started: float) -> None:
+    def _warm_up(self) -> None:
+        if self._reused is not None and not self._stopping:
+            self.changed(view=False)
+
+    def _check_reused(self, inputs: CompileInputs, desired: dict) -> None:
+        """The first fresh whole compile after a reused one: from the same inputs, it must
+        have made the same rules (the fresh ones are in force either way)."""
+        before, self._reused = self._reused, None
+        if before[0].differs(inputs) is not None:
+            log.info("the compile reused from the snapshot not checked: the inputs changed since")
+        elif before[1] != desired:
+            log.error("the compile reused from the snapshot differs from a fresh compile of the same inputs; "
+                      "the fresh one is in force")
+        else:
+            log.info("the compile reused from the snapshot is the one a fresh compile makes")
+
+    def _compiled(self, job: CompileJob, result, started: float, *, reused: bool = False) -> None:
         """A compile's result handed to the switches' reconcilers (and the rest that
         follows a compile: tunnels, pinned hosts, probes, status)."""
         desired = self.core.compile_end(job, result)
-        self.startup.reached("first_compile")
+        self.startup.compiled(reused)
         gc.freeze()
         view = self.core.view()
         for dpid, rec in self.reconcilers.items():
@@ -329,6 +390,16 @@ class Controller(Reads, Claims, Discovering, Polling, CaptureJobs):
         if self._last_compile_s > 0.1:
             log.info("compiled %d policies for %d switches in %.2f s (%d changes%s)", len(self.core.taps), len(desired),
                      self._last_compile_s, self._last_batch, "" if job.result is not None else ", whole, off the loop")
+
+    def _save_snapshot(self) -> None:
+        """The last compile, for a restart to reuse (control/snapshot.py)."""
+        if self.core.last_compiled is None or not self.leading:
+            return
+        inputs, result = self.core.last_compiled
+        try:
+            snapshot.save(self.store.state_dir, self._snapshot_key, inputs, result)
+        except OSError as exc:
+            log.warning("compile snapshot not written: %s", exc)
 
     def _save_pinned(self) -> None:
         """A host a policy has just come to name is written down at once (a restart then

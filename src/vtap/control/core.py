@@ -39,16 +39,46 @@ from vtap.model.view import NetworkView
 
 # The core's public names, with those its decision modules define (the controller's
 # mixins import `Conflict`, `HOST_GONE_S` and `OWNER_GONE_S` from here).
-__all__ = ["HOST_GONE_S", "OWNER_GONE_S", "CompileJob", "Conflict", "ControlCore", "FrameOutcome", "NamedAddresses"]
+__all__ = ["HOST_GONE_S", "OWNER_GONE_S", "CompileInputs", "CompileJob", "Conflict", "ControlCore", "FrameOutcome", "NamedAddresses"]
+
+
+@dataclass(frozen=True)
+class CompileInputs:
+    """Everything a compile reads (`compile_network` is a pure function of these): equal
+    inputs give an equal compile, which is what lets a restart reuse the last one."""
+
+    view: NetworkView
+    taps: dict[int, Tap]
+    packet_in_rate: int
+    captures: tuple[CaptureTarget, ...]
+
+    def differs(self, other: CompileInputs) -> str | None:
+        """The first input that differs from `other`'s (for the log), or None if all are equal."""
+        for name in ("packet_in_rate", "captures", "taps"):
+            if getattr(self, name) != getattr(other, name):
+                return name
+        for name in ("devices", "links", "hosts", "switch_ports", "conflicts", "unknown_ports"):
+            mine, theirs = getattr(self.view, name), getattr(other.view, name)
+            if mine != theirs:
+                if isinstance(mine, dict):
+                    keys = sorted({k for k in mine.keys() | theirs.keys() if mine.get(k) != theirs.get(k)}, key=str)
+                else:
+                    keys = sorted(mine ^ theirs, key=str)
+                return f"view.{name} ({len(keys)}: {', '.join(map(str, keys[:3]))}{', ...' if len(keys) > 3 else ''})"
+        return None if self.view == other.view else "view"
 
 
 @dataclass
 class CompileJob:
     """One compile under way (see `ControlCore.compile_start`)."""
 
-    view: NetworkView
+    inputs: CompileInputs
     make: Callable[..., tuple[dict[int, SwitchRules], TapCompilation] | None]
     result: tuple[dict[int, SwitchRules], TapCompilation] | None = None
+
+    @property
+    def view(self) -> NetworkView:
+        return self.inputs.view
 
     def run(self) -> tuple[dict[int, SwitchRules], TapCompilation]:
         """The whole compile: pure, over the snapshot taken at the start."""
@@ -128,6 +158,7 @@ class ControlCore(SwitchEvents, HostDecisions, DeliveryDecisions):
         self._watched_since: dict[int, float] = {}  # dpid -> first host-counter read this connection
         self._down_since: dict[tuple[int, int], float] = {}  # ports down (monotonic time): their hosts go after HOST_GONE_S
         self._view: NetworkView | None = None
+        self.last_compiled: tuple[CompileInputs, tuple[dict[int, SwitchRules], TapCompilation]] | None = None
         self.named = NamedAddresses()
         self._changed_taps: set[int] | None = None  # policies set or removed since the last compile (None: not known)
         self._labels_of: tuple[NetworkView, frozenset[str]] | None = None  # the view and monitors they are of
@@ -204,12 +235,14 @@ class ControlCore(SwitchEvents, HostDecisions, DeliveryDecisions):
                 self._capture_generation[ident] = self.generation
         taps, captures, changed = dict(self.taps), list(self.captures.values()), self._changed_taps
         self._changed_taps = set()  # what changes from here on is the next compile's
-        job = CompileJob(view, partial(compile_network, view, taps, self.packet_in_rate, captures, self._memo, changed))
+        job = CompileJob(CompileInputs(view, taps, self.packet_in_rate, tuple(captures)),
+                         partial(compile_network, view, taps, self.packet_in_rate, captures, self._memo, changed))
         job.result = job.make(whole=False)
         return job
 
     def compile_end(self, job: CompileJob, result: tuple[dict[int, SwitchRules], TapCompilation]) -> dict[int, SwitchRules]:
         desired, self.compilation = result
+        self.last_compiled = (job.inputs, result)
         known = {ip for host in job.view.hosts.values() for ip in host.ips}
         self._unresolved = self.named.probe.keys() - known
         self._pinned_ips, self._pinned_macs = self.pins()

@@ -143,13 +143,18 @@ def apply(installed: SwitchRules, changes: RuleDiff) -> SwitchRules:
 async def read_installed(dp: Datapath) -> SwitchRules:
     """vtap's own flows, groups and meters as the switch reports them now."""
     flows = set()
-    for stats in await dp.flow_stats(VTAP_COOKIE, VTAP_COOKIE_MASK):
-        try:
-            flows.add(translate.flow_from_stats(stats))
-        except translate.TranslationError as exc:
-            # Ours by cookie, but not in a form we write: it is stale; delete by key.
-            log.warning("%r: unreadable vtap flow (%s); it will be replaced", dp, exc)
-            flows.add(FlowRule(stats.table_id, stats.priority, translate.match_from_of(stats.match), cookie=stats.cookie))
+    for body in await dp.flow_stats_raw(VTAP_COOKIE, VTAP_COOKIE_MASK):
+        for rule, pos in translate.flows_from_stats_body(body):
+            if rule is not None:
+                flows.add(rule)
+                continue
+            stats = translate.parse_flow_stats(body, pos)  # not in a form vtap writes: os-ken says what it is
+            try:
+                flows.add(translate.flow_from_stats(stats))
+            except translate.TranslationError as exc:
+                # Ours by cookie, but not in a form we write: it is stale; delete by key.
+                log.warning("%r: unreadable vtap flow (%s); it will be replaced", dp, exc)
+                flows.add(FlowRule(stats.table_id, stats.priority, translate.match_from_of(stats.match), cookie=stats.cookie))
     meters = set()
     for config in await dp.meter_config():
         if is_vtap_meter(config.meter_id):

@@ -36,6 +36,13 @@ class Startup:
     def __init__(self) -> None:
         self._origin = time.monotonic() - process_age()
         self.steps: dict[str, float] = {}
+        self.first_compile = ""  # how it was made: "reused" (the last stop's, control/snapshot.py) or "fresh"
+
+    def compiled(self, reused: bool) -> None:
+        """A compile was handed to the switches: the first one says how it was made."""
+        if "first_compile" not in self.steps:
+            self.first_compile = "reused" if reused else "fresh"
+        self.reached("first_compile")
 
     def reached(self, step: str) -> None:
         assert step in STEPS, step

@@ -64,7 +64,7 @@ class Device:
 
     dpid: int
     ports: tuple[Port, ...]
-    connected_since: float
+    connected_since: float = field(compare=False)  # when, not what: a switch back with the same ports is the same device
     n_tables: int = 0
 
     def port(self, port_no: int) -> Port | None:

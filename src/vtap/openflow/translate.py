@@ -8,7 +8,9 @@ normalised here.
 
 from __future__ import annotations
 
+import socket
 import struct
+from functools import lru_cache
 
 from os_ken.ofproto import ofproto_protocol
 from os_ken.ofproto import ofproto_v1_3 as ofp
@@ -32,7 +34,7 @@ from vtap.model.rules import (
     SetField,
     ToController,
 )
-from vtap.openflow.oxm import RawMatch
+from vtap.openflow.oxm import FIELDS, RawMatch
 
 PROTOCOL = ofproto_protocol.ProtocolDesc(ofp.OFP_VERSION)
 
@@ -192,10 +194,24 @@ def flow_delete(rule: FlowRule) -> parser.OFPFlowMod:
 
 
 def flow_from_stats(stats) -> FlowRule:
+    actions, write, goto, meter = _instructions_from_of(stats.instructions)
+    return FlowRule(
+        table=stats.table_id,
+        priority=stats.priority,
+        match=match_from_of(stats.match),
+        actions=actions,
+        goto=goto,
+        cookie=stats.cookie,
+        meter=meter,
+        write=write,
+    )
+
+
+def _instructions_from_of(instructions) -> tuple[tuple[Action, ...], tuple[Action, ...], int | None, int | None]:
     actions: list[Action] = []
     write: list[Action] = []
     goto = meter = None
-    for inst in stats.instructions:
+    for inst in instructions:
         if isinstance(inst, parser.OFPInstructionActions) and inst.type == ofp.OFPIT_APPLY_ACTIONS:
             actions.extend(_action_from_of(a) for a in inst.actions)
         elif isinstance(inst, parser.OFPInstructionActions) and inst.type == ofp.OFPIT_WRITE_ACTIONS:
@@ -206,16 +222,87 @@ def flow_from_stats(stats) -> FlowRule:
             meter = inst.meter_id
         else:
             raise TranslationError(f"unsupported instruction {type(inst).__name__}")
-    return FlowRule(
-        table=stats.table_id,
-        priority=stats.priority,
-        match=match_from_of(stats.match),
-        actions=tuple(actions),
-        goto=goto,
-        cookie=stats.cookie,
-        meter=meter,
-        write=tuple(write),
-    )
+    return tuple(actions), tuple(write), goto, meter
+
+
+# An ofp_flow_stats entry up to its match: length, table_id, pad, duration (s, ns),
+# priority, idle and hard timeouts, flags, pad, cookie, packet and byte counts.
+_FLOW_STATS = struct.Struct("!HBxIIHHHH4xQQQ")
+_OXM_FIELDS = {(cls, field): (name, size, kind) for name, (cls, field, size, kind) in FIELDS.items()}
+
+
+def _oxm_value(kind: str, data: bytes):
+    """A match value as os-ken's OFPMatch.items() gives it."""
+    if kind == "int":
+        return int.from_bytes(data, "big")
+    if kind == "mac":
+        return data.hex(":")
+    if kind == "ipv4":
+        return socket.inet_ntoa(data)
+    return socket.inet_ntop(socket.AF_INET6, data)
+
+
+def match_from_bytes(data: bytes | memoryview) -> Match:
+    """An ofp_match's OXM TLVs (after its type and length) as `match_from_of` reads them
+    from os-ken's OFPMatch, without building one (the unit tests compare the two)."""
+    out, pos = [], 0
+    while pos + 4 <= len(data):
+        cls, fh, length = struct.unpack_from("!HBB", data, pos)
+        known = _OXM_FIELDS.get((cls, fh >> 1))
+        if known is None:
+            raise TranslationError(f"unsupported match field class {cls:#x} field {fh >> 1}")
+        name, size, kind = known
+        value = bytes(data[pos + 4:pos + 4 + length])
+        if fh & 1:
+            out.append((name, _norm_value((_oxm_value(kind, value[:size]), _oxm_value(kind, value[size:])))))
+        else:
+            out.append((name, _oxm_value(kind, value)))
+        pos += 4 + length
+    return tuple(sorted(out))
+
+
+@lru_cache(maxsize=1 << 14)
+def _instructions_from_bytes(data: bytes) -> tuple[tuple[Action, ...], tuple[Action, ...], int | None, int | None]:
+    """(apply actions, write actions, goto, meter) of an entry's instructions: parsed by
+    os-ken, once per distinct byte string (many rules share theirs: a tap group and a
+    goto, an output to a port)."""
+    instructions, pos = [], 0
+    while pos < len(data):
+        inst = parser.OFPInstruction.parser(data, pos)
+        if inst.len < 4:
+            raise TranslationError(f"an instruction of length {inst.len}")
+        instructions.append(inst)
+        pos += inst.len
+    return _instructions_from_of(instructions)
+
+
+def flows_from_stats_body(body: bytes) -> list[tuple[FlowRule | None, int]]:
+    """Each ofp_flow_stats entry of a raw multipart body as (its rule, its offset), the
+    rule None where vtap cannot read it (the caller parses that one with os-ken)."""
+    out, pos, view = [], 0, memoryview(body)
+    while pos < len(body):
+        length, table, _, _, priority, _, _, _, cookie, _, _ = _FLOW_STATS.unpack_from(body, pos)
+        if length < _FLOW_STATS.size + 4 or pos + length > len(body):
+            raise TranslationError(f"a flow stats entry of length {length} at byte {pos} of {len(body)}")
+        at = pos + _FLOW_STATS.size
+        match_type, match_len = struct.unpack_from("!HH", body, at)
+        inst_at = at + (match_len + 7) // 8 * 8
+        try:
+            if match_type != ofp.OFPMT_OXM or match_len < 4 or inst_at > pos + length:
+                raise TranslationError("not an OXM match")
+            actions, write, goto, meter = _instructions_from_bytes(bytes(view[inst_at:pos + length]))
+            rule = FlowRule(table=table, priority=priority, match=match_from_bytes(view[at + 4:at + match_len]),
+                            actions=actions, goto=goto, cookie=cookie, meter=meter, write=write)
+        except (TranslationError, struct.error, ValueError, KeyError):
+            rule = None
+        out.append((rule, pos))
+        pos += length
+    return out
+
+
+def parse_flow_stats(body: bytes, pos: int):
+    """os-ken's reading of the ofp_flow_stats entry at `pos` (for `flow_from_stats`)."""
+    return parser.OFPFlowStats.parser(body, pos)
 
 
 def _buckets_to_of(group: GroupRule) -> list:
