@@ -113,8 +113,6 @@ async def serve(config: ServeConfig) -> None:
     made = await tokens.ensure_admin_token(config.state_dir)
     if made:
         log.info("first start: an admin token is in %s (mode 0600); `vtap token add` makes others", made)
-    allowed = config.api_allowed_hosts or [config.api_host, "localhost", "127.0.0.1", "::1"]
-    api = _api_server(Guard(create_app(ctl, tokens), store, tokens, allowed), tls_cert, tls_key)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -128,6 +126,10 @@ async def serve(config: ServeConfig) -> None:
             raise StartupError(f"--store: {exc}") from None
         log.info("cluster member %s on %r", cluster.member_id, store)
     await of_server.start()
+    # The API is made once the switches can come back (a restart's time is theirs): its
+    # requests wait in the listening socket's backlog meanwhile.
+    allowed = config.api_allowed_hosts or [config.api_host, "localhost", "127.0.0.1", "::1"]
+    api = _api_server(Guard(create_app(ctl, tokens), store, tokens, allowed), tls_cert, tls_key)
     api_task = asyncio.create_task(api.serve(sockets=[api_sock]))
     log.info("REST API on %s://%s:%d (OpenAPI at /docs)", "https" if tls_cert else "http", config.api_host, config.api_port)
     stopper = asyncio.create_task(stop.wait())
@@ -200,6 +202,11 @@ def _rest_tls(tls: tuple[str | None, str | None]) -> tuple[str | None, str | Non
     for flag, path in (("--tls-cert", tls_cert), ("--tls-key", tls_key)):
         if path and not Path(path).is_file():
             raise StartupError(f"{flag} {path}: no such file")
+    if tls_cert:
+        try:  # now, before any switch is served: the API itself is made later (see serve)
+            ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(tls_cert, tls_key)
+        except (OSError, ssl.SSLError) as exc:
+            raise StartupError(f"--tls-cert/--tls-key: {exc}") from None
     return tls_cert, tls_key
 
 

@@ -134,7 +134,7 @@ def _garp(mac: str, ip: str) -> bytes:
 
 
 def test_only_this_controllers_lldp_of_a_live_round_makes_a_link():
-    from vtap.control.discovery import lldp_frame, parse_lldp
+    from vtap.control.discovery import HOLD_MAX, lldp_frame, parse_lldp
 
     core = core_for("linear,3")
     core.lldp = type(core.lldp)(b"k" * 32)
@@ -148,8 +148,9 @@ def test_only_this_controllers_lldp_of_a_live_round_makes_a_link():
     real = parse_lldp(core.lldp_frame(1, s1.ports[0], 0.0))
     assert core.lldp_in(1, s1.ports[0].port_no, real, 1.0) == (False, [], "loop")  # reflected into its own port
     assert core.lldp_in(2, 1, real, 1.0) == (False, [], "host port")  # onto h2's port: h2 is the monitor
-    core.new_lldp_round(b"2" * 8)
-    core.new_lldp_round(b"3" * 8)
+    assert core.new_lldp_round(b"2" * 8)  # round 1 answered (by the frames above): it turns
+    # Round 2 unanswered: held HOLD_MAX rounds (discovery.LldpRounds), then it turns.
+    assert [core.new_lldp_round(b"%d" % i * 8) for i in range(3, 4 + HOLD_MAX)] == [False] * HOLD_MAX + [True]
     assert core.lldp_in(3, 1, real, 1.0) == (False, [], "replayed")
     assert core.links.links() == links and core.view().hosts["00:00:00:00:00:03"].port == 1
     assert core.lldp_refused == {"forged": 1, "replayed": 1, "host port": 1, "loop": 1}

@@ -20,9 +20,10 @@ def test_lldp_roundtrip_and_its_proof():
     claim = parse_lldp(lldp_frame(0x0300_0001, 7, "02:00:00:00:00:01", rounds.key, rounds.nonce))
     assert (claim.dpid, claim.port) == (0x03000001, 7) and rounds.judge(claim) is None
     assert parse_lldp(b"\x00" * 60) is None
-    rounds.new_round(b"2" * 8)
+    assert rounds.new_round(b"2" * 8)
     assert rounds.judge(claim) is None  # the round before: still in flight
-    rounds.new_round(b"3" * 8)
+    assert rounds.judge(parse_lldp(lldp_frame(0x0300_0001, 7, "02:00:00:00:00:01", rounds.key, rounds.nonce))) is None
+    assert rounds.new_round(b"3" * 8)  # round 2 was answered: it turns
     assert rounds.judge(claim) == "replayed"
     other_key = parse_lldp(lldp_frame(0x0300_0001, 7, "02:00:00:00:00:01", b"x" * 32, rounds.nonce))
     assert rounds.judge(other_key) == "forged"
@@ -297,3 +298,20 @@ def test_unicast_to_a_host_whose_switch_is_away_goes_nowhere_else():
     assert relay.decide(away, 1, 1, frame).outs == ()
     moved = NetworkView(view.devices, view.links, {**view.hosts, "00:00:00:00:00:03": replace(view.hosts["00:00:00:00:00:03"], port=9)})
     assert {(o.dpid, o.port) for o in relay.decide(moved, 1, 1, frame).outs} == {(2, 1), (3, 1)}
+
+
+def test_a_round_none_of_whose_frames_was_read_is_held_a_few_rounds():
+    """A controller that reads its frames rounds after sending them (its loop behind the
+    switches) keeps the nonce until one comes back, so it does not refuse its own frames
+    as replayed; where none ever comes back, the nonce still turns every HOLD_MAX + 1."""
+    from vtap.control.discovery import HOLD_MAX
+
+    rounds = LldpRounds(b"k" * 32)
+    assert rounds.new_round(b"1" * 8)
+    sent = parse_lldp(lldp_frame(5, 2, "02:00:00:00:00:05", rounds.key, rounds.nonce))
+    assert [rounds.new_round(bytes([48 + i]) * 8) for i in range(2, 2 + HOLD_MAX)] == [False] * HOLD_MAX
+    assert rounds.judge(sent) is None  # read late: still this controller's, of a live round
+    assert rounds.new_round(b"9" * 8) and rounds.nonce == b"9" * 8
+    unanswered = [rounds.new_round(bytes([65 + i]) * 8) for i in range(HOLD_MAX + 1)]
+    assert unanswered == [False] * HOLD_MAX + [True]  # nothing read: turned after HOLD_MAX
+    assert rounds.judge(sent) == "replayed"

@@ -149,8 +149,9 @@ class SwitchEvents:
             self.roles.mark_edge((host.dpid, host.port))
         self.invalidate()
 
-    def new_lldp_round(self, nonce: bytes) -> None:
-        self.lldp.new_round(nonce)
+    def new_lldp_round(self, nonce: bytes) -> bool:
+        """A new discovery round, unless the current one is held (discovery.LldpRounds)."""
+        return self.lldp.new_round(nonce)
 
     def lldp_frame(self, dpid: int, port: Port, now: float) -> bytes:
         """The frame to send out of the port now (counted toward the port's chance; its

@@ -63,7 +63,8 @@ class Discovering:
             if not self.leading:
                 continue
             if late < self.lldp_interval / 2:
-                self.core.new_lldp_round(secrets.token_bytes(NONCE_BYTES))
+                if not self.core.new_lldp_round(secrets.token_bytes(NONCE_BYTES)):
+                    self.lldp_rounds_held += 1  # no frame of the last round read yet
             else:
                 self.lldp_rounds_held += 1
                 log.warning("discovery round %.2f s late (the loop was busy): the last round's nonce stays", late)

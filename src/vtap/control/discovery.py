@@ -29,6 +29,7 @@ PROOF_OUI = b"\x00\x76\x74"  # "vt" in an organisationally specific TLV
 PROOF_SUBTYPE = 1
 NONCE_BYTES = 8
 TAG_BYTES = 16
+HOLD_MAX = 4  # rounds a nonce is kept while no frame of it has been read (see LldpRounds)
 ROUNDS_REMEMBERED = 32  # older rounds' nonces, to tell a replay from a forgery
 TRANSIT_SAMPLES = 32  # a link's last transit times kept (its least is reported)
 
@@ -95,13 +96,30 @@ def parse_lldp(data: bytes) -> LldpClaim | None:
 @dataclass
 class LldpRounds:
     """The key and the round nonces: a frame is believed when its proof is valid for the
-    current round or the one before (frames in flight while the round turns)."""
+    current round or the one before (frames in flight while the round turns).
+
+    A round turns only once a frame of it has been read, or after `HOLD_MAX` rounds
+    without one. A controller whose loop lags behind what the switches send (a second of
+    packet-ins waiting unread in its connections, at 100,000 policies, or traced) reads
+    its frames rounds after it sent them; turning by the clock alone, it refused every
+    one of them as replayed, lost every link and never settled. Held, the nonce lives at
+    most HOLD_MAX + 2 rounds where nothing comes back (a network with no links), as long
+    as before wherever frames are read."""
 
     key: bytes
     nonces: deque = field(default_factory=lambda: deque(maxlen=ROUNDS_REMEMBERED))
+    answered: bool = False  # a frame of the current round has been read
+    held: int = 0  # rounds the current nonce was kept, unanswered
 
-    def new_round(self, nonce: bytes) -> None:
+    def new_round(self, nonce: bytes) -> bool:
+        """Turn to a new round with `nonce`, unless the current one is held (above);
+        whether it turned."""
+        if self.nonces and not self.answered and self.held < HOLD_MAX:
+            self.held += 1
+            return False
         self.nonces.appendleft(nonce)
+        self.answered, self.held = False, 0
+        return True
 
     @property
     def nonce(self) -> bytes:
@@ -114,6 +132,8 @@ class LldpRounds:
             return "forged"
         if claim.nonce not in list(self.nonces)[:2]:
             return "replayed"
+        if claim.nonce == self.nonces[0]:
+            self.answered = True
         return None
 
 
