@@ -9,6 +9,7 @@ from os_ken.lib.packet import arp, ethernet, packet
 from tests.unit.fabric import view_from_topo
 from tests.unit.frames import arp_request
 from vtap.control.core import ControlCore
+from vtap.control.discovery import ROUNDS_MISSED
 from vtap.lab.topos import parse_topo
 from vtap.model.network import Link, Port
 from vtap.model.policy import Tap, TapSpec
@@ -233,6 +234,8 @@ def test_a_restart_starts_from_the_stored_links_until_lldp_has_had_its_chance():
     assert all((d, p) in core.view().switch_ports for link in view.links for d, p in
                ((link.src_dpid, link.src_port), (link.dst_dpid, link.dst_port)))  # never taken for hosts
     proven = [l for l in view.links if 1 in (l.src_dpid, l.dst_dpid)]
+    for _ in range(ROUNDS_MISSED):
+        core.links.turned()  # the rounds of the grace (their frames read)
     for link in proven:
         core.lldp_arrived(link, 112.0)
     gone = core.expire_links(114.0)  # 10 s of grace + 3.5 s of lifetime: the unproven go

@@ -8,7 +8,7 @@ from os_ken.lib.packet import arp, ethernet, lldp, packet
 from tests.unit.fabric import view_from_topo
 from tests.unit.frames import arp_request, udp_frame
 from vtap.control import relay
-from vtap.control.discovery import LinkTable, LinkTransit, LldpRounds, lldp_frame, parse_lldp
+from vtap.control.discovery import ROUNDS_MISSED, LinkTable, LinkTransit, LldpRounds, lldp_frame, parse_lldp
 from vtap.control.hosts import HostTable
 from vtap.lab.topos import parse_topo
 from vtap.model.network import Link
@@ -43,6 +43,8 @@ def test_links_expire_and_drop_with_their_port():
     table = LinkTable(lifetime=3.0)
     l1, l2 = Link(1, 2, 2, 2), Link(2, 2, 1, 2)
     assert table.seen(l1, 0.0) and table.seen(l2, 0.0)
+    for _ in range(ROUNDS_MISSED):
+        table.turned()
     assert not table.seen(l1, 2.0)
     assert table.expire(4.0) == [l2]
     assert table.drop_port(2, 2) == [l1]
@@ -315,3 +317,31 @@ def test_a_round_none_of_whose_frames_was_read_is_held_a_few_rounds():
     unanswered = [rounds.new_round(bytes([65 + i]) * 8) for i in range(HOLD_MAX + 1)]
     assert unanswered == [False] * HOLD_MAX + [True]  # nothing read: turned after HOLD_MAX
     assert rounds.judge(sent) == "replayed"
+
+
+def test_a_round_turns_once_half_the_links_it_expects_are_read():
+    """With 6 links known, the first frame read (a switch that just connected, a quiet
+    connection) does not turn the round while the bulk waits unread; the third does."""
+    rounds = LldpRounds(b"k" * 32)
+    assert rounds.new_round(b"1" * 8, links=6)
+    frames = [parse_lldp(lldp_frame(5, port, "02:00:00:00:00:05", rounds.key, rounds.nonce)) for port in range(1, 7)]
+    assert rounds.judge(frames[0]) is None and not rounds.new_round(b"2" * 8, links=6)
+    assert rounds.judge(frames[1]) is None and rounds.judge(frames[2]) is None
+    assert rounds.new_round(b"3" * 8, links=6)
+    assert all(rounds.judge(f) is None for f in frames[3:])  # the rest, read a round late: believed
+
+
+def test_a_lagging_controller_keeps_its_links_until_rounds_have_turned_without_them():
+    """Silent past its lifetime, a link stays while the rounds do not turn (the loop is
+    behind: their frames are not read yet); it goes once ROUNDS_MISSED rounds turned
+    without it, and one seen in a later round stays."""
+    table = LinkTable(lifetime=3.0)
+    quiet, talking = Link(1, 2, 2, 2), Link(2, 3, 3, 2)
+    table.seen(quiet, 0.0), table.seen(talking, 0.0)
+    assert table.expire(60.0) == []  # a minute behind, no round turned: nothing can be judged silent
+    for r in range(ROUNDS_MISSED):
+        assert table.expire(61.0 + r) == []
+        table.turned()
+        table.seen(talking, 61.0 + r)
+    assert table.expire(70.0) == [quiet]
+    assert table.links() == frozenset({talking}) and quiet not in table.seen_round

@@ -291,7 +291,7 @@ def traced_memory(lab: LabSession, expected: int) -> dict:
     untraced = lab.ctl.extra_args
     lab.ctl.extra_args = (*untraced, "--trace-memory", "16")
     try:
-        lab.ctl.start()
+        lab.ctl.start(wait_s=TRACED_WAIT_S / 2)
         wait_all_active(lab.ctl.http, expected, TRACED_WAIT_S)
         memory = lab.ctl.http.get("/api/v1/memory", timeout=600).json()
     except RuntimeError as exc:  # traced, a controller is many times slower and may not settle: the run goes on

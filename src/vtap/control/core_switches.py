@@ -151,7 +151,10 @@ class SwitchEvents:
 
     def new_lldp_round(self, nonce: bytes) -> bool:
         """A new discovery round, unless the current one is held (discovery.LldpRounds)."""
-        return self.lldp.new_round(nonce)
+        if not self.lldp.new_round(nonce, len(self.links.last_seen)):
+            return False
+        self.links.turned()
+        return True
 
     def lldp_frame(self, dpid: int, port: Port, now: float) -> bytes:
         """The frame to send out of the port now (counted toward the port's chance; its
@@ -160,18 +163,25 @@ class SwitchEvents:
         self.transit.sending(dpid, port.port_no, self.lldp.nonce, now)
         return lldp_frame(dpid, port.port_no, port.hw_addr, self.lldp.key, self.lldp.nonce)
 
-    def lldp_ports(self, dpid: int) -> list[Port]:
+    def lldp_ports(self, dpid: int, unknown_only: bool = False) -> list[Port]:
         """Where to send LLDP: every up port but those of hosts a policy pins. Withholding
         LLDP from a port must never make a real link unprovable (a port wrongly taken
         for a host's would stay an edge port in a loop), so only the port of a host a
         policy names is kept from a fresh proof it could relay to make a link (a
-        wormhole toward the monitor or a tapped host)."""
+        wormhole toward the monitor or a tapped host).
+
+        `unknown_only`: just the ports whose role is still to be found (a held round
+        sends there only; see `Discovering._discovery_loop`)."""
         device = self.devices.get(dpid)
         if device is None:
             return []
         pinned_at = {h.port for h in self.hosts.hosts.values() if h.dpid == dpid and h.mac in self._pinned_macs}
         up = set(device.up_ports())
-        return [p for p in device.ports if p.port_no in up and p.port_no not in pinned_at]
+        ports = [p for p in device.ports if p.port_no in up and p.port_no not in pinned_at]
+        if unknown_only:
+            unknown = self.roles.unknown(self.links.switch_ports)
+            ports = [p for p in ports if (dpid, p.port_no) in unknown]
+        return ports
 
     def lldp_in(self, dpid: int, in_port: int, claim: LldpClaim, now: float) -> tuple[bool, list[str], str | None]:
         """An LLDP frame in vtap's format arrived: (a new link, hosts mislearned on its

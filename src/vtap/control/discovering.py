@@ -38,8 +38,8 @@ class Discovering:
                 self.store.delete_hosts(mislearned)
             self.changed()
 
-    def _send_lldp(self, dp: Datapath, ports: list[int] | None = None) -> None:
-        for port in self.core.lldp_ports(dp.dpid):
+    def _send_lldp(self, dp: Datapath, ports: list[int] | None = None, unknown_only: bool = False) -> None:
+        for port in self.core.lldp_ports(dp.dpid, unknown_only):
             if ports is not None and port.port_no not in ports:
                 continue
             try:
@@ -51,10 +51,14 @@ class Discovering:
         """A round every `lldp_interval`: a new nonce, LLDP out of every switch's ports.
 
         A frame is believed with the nonce of the current round or the one before, and
-        rounds are counted as the controller sends them, not by the clock: a round that
-        comes late (the loop was busy, so frames of the last round may still wait in the
-        switches' connections unread) keeps the last nonce instead of turning it, so a
-        lagging controller never refuses its own frames as replayed."""
+        rounds are counted as the controller reads them back, not by the clock: a round
+        that comes late (the loop was busy, so frames of the last round may still wait in
+        the switches' connections unread), or whose frames are not read yet, is held: the
+        nonce stays, and frames go only out of the ports whose role is still to be found
+        (their chance to be proven a link must not wait). A lagging controller so never
+        refuses its own frames as replayed, and sends no more than it reads: sending
+        every round anyway piled up frames faster than a slow loop (traced, or a compile
+        holding the interpreter) read them, and it never caught up."""
         due = time.monotonic() + self.lldp_interval
         while True:
             await asyncio.sleep(max(0.0, due - time.monotonic()))
@@ -62,14 +66,15 @@ class Discovering:
             due = time.monotonic() + self.lldp_interval
             if not self.leading:
                 continue
+            turned = False
             if late < self.lldp_interval / 2:
-                if not self.core.new_lldp_round(secrets.token_bytes(NONCE_BYTES)):
-                    self.lldp_rounds_held += 1  # no frame of the last round read yet
+                turned = self.core.new_lldp_round(secrets.token_bytes(NONCE_BYTES))
             else:
-                self.lldp_rounds_held += 1
                 log.warning("discovery round %.2f s late (the loop was busy): the last round's nonce stays", late)
+            if not turned:
+                self.lldp_rounds_held += 1
             for dp in list(self.datapaths.values()):
-                self._send_lldp(dp)
+                self._send_lldp(dp, unknown_only=not turned)
             gone = self.core.expire_links(time.monotonic())
             if gone:
                 log.info("links expired (no LLDP): %s", gone)

@@ -30,6 +30,7 @@ PROOF_SUBTYPE = 1
 NONCE_BYTES = 8
 TAG_BYTES = 16
 HOLD_MAX = 4  # rounds a nonce is kept while no frame of it has been read (see LldpRounds)
+ROUNDS_MISSED = 3  # rounds a link must have missed, besides its lifetime, to expire (see LinkTable)
 ROUNDS_REMEMBERED = 32  # older rounds' nonces, to tell a replay from a forgery
 TRANSIT_SAMPLES = 32  # a link's last transit times kept (its least is reported)
 
@@ -98,27 +99,36 @@ class LldpRounds:
     """The key and the round nonces: a frame is believed when its proof is valid for the
     current round or the one before (frames in flight while the round turns).
 
-    A round turns only once a frame of it has been read, or after `HOLD_MAX` rounds
-    without one. A controller whose loop lags behind what the switches send (a second of
-    packet-ins waiting unread in its connections, at 100,000 policies, or traced) reads
-    its frames rounds after it sent them; turning by the clock alone, it refused every
-    one of them as replayed, lost every link and never settled. Held, the nonce lives at
-    most HOLD_MAX + 2 rounds where nothing comes back (a network with no links), as long
-    as before wherever frames are read."""
+    A round turns only once half the frames it expects (one per link known when it was
+    sent; one, when none is known) have been read, or after `HOLD_MAX` rounds without.
+    A controller whose loop lags behind what the switches send (a second of packet-ins
+    waiting unread in its connections, at 100,000 policies, or traced) reads its frames
+    rounds after it sent them; turning by the clock alone, it refused every one of them
+    as replayed, lost every link and never settled. Turning on the first frame read was
+    not enough: a few frames read early (a switch just connected, a quiet connection)
+    turned rounds while the bulk still waited. Turned only when half are in, what is
+    still unread is of this round or the last, both believed. Held, the nonce lives at
+    most HOLD_MAX + 2 rounds where nothing comes back (a network with no links, or a
+    link gone), as long as before wherever frames are read."""
 
     key: bytes
     nonces: deque = field(default_factory=lambda: deque(maxlen=ROUNDS_REMEMBERED))
-    answered: bool = False  # a frame of the current round has been read
+    expected: int = 1  # frames of the current round that make it answered
+    read: int = 0  # frames of the current round read
     held: int = 0  # rounds the current nonce was kept, unanswered
 
-    def new_round(self, nonce: bytes) -> bool:
+    @property
+    def answered(self) -> bool:
+        return self.read >= self.expected
+
+    def new_round(self, nonce: bytes, links: int = 0) -> bool:
         """Turn to a new round with `nonce`, unless the current one is held (above);
-        whether it turned."""
+        whether it turned. `links`: how many are known (what the round expects back)."""
         if self.nonces and not self.answered and self.held < HOLD_MAX:
             self.held += 1
             return False
         self.nonces.appendleft(nonce)
-        self.answered, self.held = False, 0
+        self.expected, self.read, self.held = max(1, (links + 1) // 2), 0, 0
         return True
 
     @property
@@ -133,7 +143,7 @@ class LldpRounds:
         if claim.nonce not in list(self.nonces)[:2]:
             return "replayed"
         if claim.nonce == self.nonces[0]:
-            self.answered = True
+            self.read += 1
         return None
 
 
@@ -144,20 +154,32 @@ class LinkTable:
     A port that has received LLDP from a vtap switch keeps facing a switch until it goes
     down, even when the switch behind it disconnects or its links expire: a switch in
     fail-secure mode goes on forwarding, and its frames must not be taken for hosts.
+
+    A link expires when it has been silent for `lifetime` seconds *and* `ROUNDS_MISSED`
+    discovery rounds have turned since (`turned`). Rounds turn only once their frames
+    are read (LldpRounds): a controller whose loop lags (a compile holding the
+    interpreter, or tracing) reads its frames late, and by the clock alone it expired
+    links it had not yet had the time to read, recompiled, lagged more, and never settled.
     """
 
     lifetime: float
     last_seen: dict[Link, float] = field(default_factory=dict)
     switch_ports: set[tuple[int, int]] = field(default_factory=set)
+    round: int = 0  # discovery rounds turned
+    seen_round: dict[Link, int] = field(default_factory=dict)  # the round of each link's last arrival
+
+    def turned(self) -> None:
+        """A discovery round turned (a new nonce)."""
+        self.round += 1
 
     def seen(self, link: Link, now: float) -> bool:
         """Record an LLDP arrival; True when the link is new."""
         new = link not in self.last_seen
         # A port can have one peer: an arrival from elsewhere replaces the old link.
         if new:
-            for old in [l for l in self.last_seen if (l.dst_dpid, l.dst_port) == (link.dst_dpid, link.dst_port)]:
-                del self.last_seen[old]
+            self._forget([l for l in self.last_seen if (l.dst_dpid, l.dst_port) == (link.dst_dpid, link.dst_port)])
         self.last_seen[link] = now
+        self.seen_round[link] = self.round
         self.switch_ports.add((link.dst_dpid, link.dst_port))
         self.switch_ports.add((link.src_dpid, link.src_port))
         return new
@@ -166,6 +188,7 @@ class LinkTable:
         """A link a previous run proved, taken as seen until `until`: kept only if LLDP
         proves it again before it expires (a restart need not wait for discovery)."""
         self.last_seen.setdefault(link, until)
+        self.seen_round.setdefault(link, self.round)
         self.switch_ports.add((link.dst_dpid, link.dst_port))
         self.switch_ports.add((link.src_dpid, link.src_port))
 
@@ -174,13 +197,19 @@ class LinkTable:
         the whole set, seen until `until`: a follower keeps them as they are published;
         a new leader gives them until LLDP has had time to prove them again."""
         self.last_seen = {link: until for link in links}
+        self.seen_round = dict.fromkeys(links, self.round)
         self.switch_ports = {end for l in links for end in ((l.src_dpid, l.src_port), (l.dst_dpid, l.dst_port))}
 
     def expire(self, now: float) -> list[Link]:
-        gone = [l for l, t in self.last_seen.items() if now - t > self.lifetime]
-        for link in gone:
-            del self.last_seen[link]
+        gone = [l for l, t in self.last_seen.items()
+                if now - t > self.lifetime and self.round - self.seen_round.get(l, self.round) >= ROUNDS_MISSED]
+        self._forget(gone)
         return gone
+
+    def _forget(self, links: list[Link]) -> None:
+        for link in links:
+            del self.last_seen[link]
+            self.seen_round.pop(link, None)
 
     def drop_port(self, dpid: int, port_no: int) -> list[Link]:
         """Forget every link with an end at this port (port down or deleted)."""
@@ -188,14 +217,12 @@ class LinkTable:
         gone = [
             l for l in self.last_seen if (l.src_dpid, l.src_port) == (dpid, port_no) or (l.dst_dpid, l.dst_port) == (dpid, port_no)
         ]
-        for link in gone:
-            del self.last_seen[link]
+        self._forget(gone)
         return gone
 
     def drop_switch(self, dpid: int) -> list[Link]:
         gone = [l for l in self.last_seen if dpid in (l.src_dpid, l.dst_dpid)]
-        for link in gone:
-            del self.last_seen[link]
+        self._forget(gone)
         return gone
 
     def links(self) -> frozenset[Link]:

@@ -40,9 +40,10 @@ class ControllerProcess:
         scheme = "https" if "--tls-cert" in self.extra_args else "http"
         return f"{scheme}://127.0.0.1:{self.api_port}"
 
-    def start(self, ca: Path | None = None, token: str | None = None) -> ControllerProcess:
-        """Start `vtap serve` and wait for its API (over HTTPS, verified against `ca`).
-        `token`: sign in with it (a cluster member that did not make the admin token)."""
+    def start(self, ca: Path | None = None, token: str | None = None, wait_s: float = 30.0) -> ControllerProcess:
+        """Start `vtap serve` and wait up to `wait_s` for its API (over HTTPS, verified
+        against `ca`). `token`: sign in with it (a cluster member that did not make the
+        admin token)."""
         verify = ssl.create_default_context(cafile=str(ca)) if ca else True
         for attempt in range(3):
             log = open(self.log_path, "ab")
@@ -52,7 +53,7 @@ class ControllerProcess:
                  "--api-port", str(self.api_port), "--state-dir", str(self.state_dir), *self.extra_args],
                 stdout=log, stderr=log, env={**os.environ, **self.env} if self.env else None,
             )
-            if self._wait_api(verify, token):
+            if self._wait_api(verify, token, wait_s):
                 return self
             said = Path(self.log_path).read_bytes()[start:].decode(errors="replace")
             if self.proc.poll() is not None and "-port" in said and attempt < 2:
@@ -65,13 +66,13 @@ class ControllerProcess:
             raise RuntimeError(f"controller did not start; see {self.log_path}: {said.strip()[-500:]}")
         return self  # not reached: the last attempt returns or raises
 
-    def _wait_api(self, verify, token: str | None) -> bool:
-        """Whether the API answered within 30 s (False as soon as the process ended)."""
-        deadline = time.monotonic() + 30
+    def _wait_api(self, verify, token: str | None, wait_s: float) -> bool:
+        """Whether the API answered within `wait_s` (False as soon as the process ended)."""
+        deadline = time.monotonic() + wait_s
         while time.monotonic() < deadline and self.proc.poll() is None:
             try:
                 # Alive: health answers 200 when ready, 503 (with the same body) when not yet.
-                if httpx.get(f"{self.api}/api/v1/health", timeout=1, verify=verify).status_code in (200, 503):
+                if httpx.get(f"{self.api}/api/v1/health", timeout=min(5.0, wait_s / 10), verify=verify).status_code in (200, 503):
                     # The admin token `vtap serve` wrote on its first start.
                     self.token = token or (Path(self.state_dir) / "admin.token").read_text().strip()
                     self.http = httpx.Client(base_url=self.api, headers={"authorization": f"Bearer {self.token}"}, timeout=30,
