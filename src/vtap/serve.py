@@ -1,9 +1,14 @@
-"""`vtap serve`: the OpenFlow server, the controller and the REST API on one event loop."""
+"""`vtap serve`: the OpenFlow server, the controller and the REST API on one event loop.
+
+The OpenFlow side is imported and started first; the REST API (FastAPI, a second of
+imports and route building) is made in a worker thread after, while the switches come
+back (`vtap.api.server`): a restart is over when every switch holds its rules again.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import importlib
 import ipaddress
 import logging
 import signal
@@ -13,11 +18,6 @@ import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import uvicorn
-
-from vtap.api.app import create_app
-from vtap.api.auth import FAILURES_ALLOWED, Tokens
-from vtap.api.guard import Guard
 from vtap.control.cluster import Cluster
 from vtap.control.controller import Controller
 from vtap.control.tunnel_ports import OvsdbPorts, parse_targets
@@ -54,17 +54,7 @@ def _of_tls_context(cert: str | None, key: str | None, ca: str | None) -> ssl.SS
 
 
 STOP_S = 2.0  # SIGTERM -> stopped, under any load (systemd's TimeoutStopSec is 5 s)
-
-
-class _ApiServer(uvicorn.Server):
-    """uvicorn without its own signal handling: `serve` owns SIGTERM/SIGINT."""
-
-    @contextlib.contextmanager
-    def capture_signals(self):
-        yield
-
-    def install_signal_handlers(self) -> None:  # older uvicorn
-        pass
+FAILURES_ALLOWED = 10  # failed authentications per client address per minute; more get 429
 
 
 @dataclass(frozen=True)
@@ -105,14 +95,17 @@ async def serve(config: ServeConfig) -> None:
     of_ssl = _of_tls_context(*config.of_tls)
     tls_cert, tls_key = _rest_tls(config.tls)
     of_sock, api_sock = config.sockets
+    tunnels = _tunnel_agent(config)
+    of_server = OpenFlowServer(None, config.of_host, config.of_port, sock=of_sock, ssl=of_ssl)
+    if cluster is None:
+        # Listening before the store is loaded (0.6 s at 10,000 policies): the switches
+        # of a restart retry once a second, so they come back meanwhile, not after it.
+        # A cluster member listens once it knows its role (below).
+        await of_server.start()
     ctl = Controller(store, lldp_interval=config.lldp_interval, host_timeout=config.host_timeout,
                      packet_in_rate=config.packet_in_rate, max_hosts_per_port=config.max_hosts_per_port, cluster=cluster,
-                     tunnels=_tunnel_agent(config), tunnel_sources=sources)
-    of_server = OpenFlowServer(ctl, config.of_host, config.of_port, sock=of_sock, ssl=of_ssl)
-    tokens = Tokens(store, config.auth_failure_limit)
-    made = await tokens.ensure_admin_token(config.state_dir)
-    if made:
-        log.info("first start: an admin token is in %s (mode 0600); `vtap token add` makes others", made)
+                     tunnels=tunnels, tunnel_sources=sources)
+    of_server.attach(ctl)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -125,11 +118,10 @@ async def serve(config: ServeConfig) -> None:
         except StoreUnavailable as exc:
             raise StartupError(f"--store: {exc}") from None
         log.info("cluster member %s on %r", cluster.member_id, store)
-    await of_server.start()
-    # The API is made once the switches can come back (a restart's time is theirs): its
-    # requests wait in the listening socket's backlog meanwhile.
-    allowed = config.api_allowed_hosts or [config.api_host, "localhost", "127.0.0.1", "::1"]
-    api = _api_server(Guard(create_app(ctl, tokens), store, tokens, allowed), tls_cert, tls_key)
+        await of_server.start()
+    # The API is made once the switches can come back, off the loop (see the module's
+    # docstring): its requests wait in the listening socket's backlog meanwhile.
+    api = await _api(config, ctl, tls_cert, tls_key)
     api_task = asyncio.create_task(api.serve(sockets=[api_sock]))
     log.info("REST API on %s://%s:%d (OpenAPI at /docs)", "https" if tls_cert else "http", config.api_host, config.api_port)
     stopper = asyncio.create_task(stop.wait())
@@ -139,6 +131,26 @@ async def serve(config: ServeConfig) -> None:
     stopper.cancel()
     if api_task in done and api_task.exception():
         raise api_task.exception()
+
+
+def import_api():
+    """The REST API's module (`vtap.api.server`), imported if it was not."""
+    return importlib.import_module("vtap.api.server")
+
+
+async def _api(config: ServeConfig, ctl: Controller, tls_cert: str | None, tls_key: str | None):
+    """The REST API's server, imported and made in a worker thread; on the first start
+    (or with no lasting admin token left), the admin token written to the state dir."""
+    server = await asyncio.to_thread(import_api)
+    tokens = server.Tokens(ctl.store, config.auth_failure_limit)
+    made = await tokens.ensure_admin_token(config.state_dir)
+    if made:
+        log.info("first start: an admin token is in %s (mode 0600); `vtap token add` makes others", made)
+    allowed = config.api_allowed_hosts or [config.api_host, "localhost", "127.0.0.1", "::1"]
+    try:
+        return await asyncio.to_thread(server.api_server, ctl, tokens, allowed, tls_cert, tls_key)
+    except ValueError as exc:
+        raise StartupError(str(exc)) from None
 
 
 def _tunnel_agent(config: ServeConfig) -> TunnelAgent | None:
@@ -210,18 +222,7 @@ def _rest_tls(tls: tuple[str | None, str | None]) -> tuple[str | None, str | Non
     return tls_cert, tls_key
 
 
-def _api_server(app, tls_cert: str | None, tls_key: str | None) -> _ApiServer:
-    try:
-        # A client holding a connection (an event stream) may delay the stop 1 s at most.
-        api = _ApiServer(uvicorn.Config(app, log_level="warning", lifespan="off", ssl_certfile=tls_cert, ssl_keyfile=tls_key,
-                                        timeout_graceful_shutdown=1))
-        api.config.load()
-    except (OSError, ssl.SSLError) as exc:
-        raise StartupError(f"--tls-cert/--tls-key: {exc}") from None
-    return api
-
-
-async def _stop(of_server: OpenFlowServer, api: _ApiServer, api_task: asyncio.Task, ctl: Controller,
+async def _stop(of_server: OpenFlowServer, api, api_task: asyncio.Task, ctl: Controller,
                 cluster: Cluster | None, store: PolicyStore) -> None:
     """Stop within `STOP_S` whatever the load: first stop reading from the switches (no
     packet-in storm may hold the stop up), then the rest; the switches keep their rules."""

@@ -50,7 +50,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # the backlog dropped as the server began to read it).
     sockets = (listen(args.of_host, args.of_port, "--of-port", now=False),
                listen(args.api_host, args.api_port, "--api-port"))
-    from vtap.serve import ServeConfig, StartupError, serve
+    from vtap.serve import ServeConfig, StartupError, import_api, serve
 
     logging.basicConfig(
         level=getattr(logging, args.log_level.upper()),
@@ -64,8 +64,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print("vtap serve: --trace-memory: frames must be 0 (off) or more", file=sys.stderr)
         return 1
     if args.trace_memory:
-        # After the imports: what a module's import makes is not a structure to shrink,
-        # and tracing them as well made the start ten times slower.
+        # After the imports (the API's too, which serve makes later in a thread): what a
+        # module's import makes is not a structure to shrink, and tracing them as well
+        # made the start ten times slower.
+        import_api()
         tracemalloc.start(args.trace_memory)
     try:
         asyncio.run(

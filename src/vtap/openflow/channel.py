@@ -489,9 +489,12 @@ class Datapath:
 class OpenFlowServer:
     """Accepts switch connections and runs a `Datapath` for each."""
 
-    def __init__(self, handler: SwitchHandler, host: str = "127.0.0.1", port: int = 6653, *, sock=None,
+    def __init__(self, handler: SwitchHandler | None, host: str = "127.0.0.1", port: int = 6653, *, sock=None,
                  ssl: Any = None, **dp_options: Any):
-        self.handler = handler
+        self.handler = handler  # None: connections wait for `attach` (a server started before its controller)
+        self._attached = asyncio.Event()
+        if handler is not None:
+            self._attached.set()
         self.ssl = ssl  # an ssl.SSLContext: OpenFlow over TLS; a failed handshake never reaches the controller
         self.host = host
         self.port = port
@@ -510,12 +513,19 @@ class OpenFlowServer:
         self.port = self._server.sockets[0].getsockname()[1]
         log.info("OpenFlow 1.3 listening on %s:%d%s", self.host, self.port, " (TLS)" if self.ssl else "")
 
+    def attach(self, handler: SwitchHandler) -> None:
+        """The controller, for a server started without one: the connections accepted
+        meanwhile go on to their handshake."""
+        self.handler = handler
+        self._attached.set()
+
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        dp = Datapath(reader, writer, self.handler, **self.dp_options)
         task = asyncio.current_task()
         self._tasks.add(task)
         self._writers.add(writer)
         try:
+            await self._attached.wait()
+            dp = Datapath(reader, writer, self.handler, **self.dp_options)
             await dp.run()
         finally:
             self._tasks.discard(task)
