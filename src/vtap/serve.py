@@ -1,8 +1,9 @@
 """`vtap serve`: the OpenFlow server, the controller and the REST API on one event loop.
 
-The OpenFlow side is imported and started first; the REST API (FastAPI, a second of
-imports and route building) is made in a worker thread after, while the switches come
-back (`vtap.api.server`): a restart is over when every switch holds its rules again.
+The OpenFlow side is imported and listening first, before the store is loaded; the REST
+API (FastAPI: half a second of imports) is imported in a worker thread meanwhile and
+serves once the controller runs (`vtap.api.server`): a restart is over when every switch
+holds its rules again, and the switches need only the OpenFlow side.
 """
 
 from __future__ import annotations
@@ -20,10 +21,11 @@ from pathlib import Path
 
 from vtap.control.cluster import Cluster
 from vtap.control.controller import Controller
+from vtap.control.startup import Startup
 from vtap.control.tunnel_ports import OvsdbPorts, parse_targets
 from vtap.control.tunnels import TunnelAgent
 from vtap.openflow.channel import OpenFlowServer
-from vtap.store.base import PolicyStore
+from vtap.store.base import PolicyStore, stored_state
 from vtap.store.errors import StoreUnavailable
 from vtap.store.sqlite import Store
 
@@ -89,6 +91,11 @@ class ServeConfig:
 
 async def serve(config: ServeConfig) -> None:
     """Run until SIGTERM or SIGINT, then stop within `STOP_S`."""
+    # The API's imports (half a second) begin now in a thread, so that they are over by
+    # the time the switches are back and their rules are to be confirmed.
+    api_module = asyncio.ensure_future(asyncio.to_thread(import_api))
+    startup = Startup()
+    startup.reached("imported")
     sources = _tunnel_sources(config.tunnel_sources)
     _check_state_dir(config.state_dir)
     store, cluster = await _open_store(config)
@@ -97,14 +104,17 @@ async def serve(config: ServeConfig) -> None:
     of_sock, api_sock = config.sockets
     tunnels = _tunnel_agent(config)
     of_server = OpenFlowServer(None, config.of_host, config.of_port, sock=of_sock, ssl=of_ssl)
+    stored = None
     if cluster is None:
-        # Listening before the store is loaded (0.6 s at 10,000 policies): the switches
-        # of a restart retry once a second, so they come back meanwhile, not after it.
-        # A cluster member listens once it knows its role (below).
+        # Listening while the store is read in a thread (0.6 s at 10,000 policies): the
+        # switches of a restart retry once a second, so they come back meanwhile, not
+        # after it, their hellos answered by the loop. A cluster member listens once it
+        # knows its role (below).
         await of_server.start()
+        stored = await asyncio.to_thread(stored_state, store)
     ctl = Controller(store, lldp_interval=config.lldp_interval, host_timeout=config.host_timeout,
                      packet_in_rate=config.packet_in_rate, max_hosts_per_port=config.max_hosts_per_port, cluster=cluster,
-                     tunnels=tunnels, tunnel_sources=sources)
+                     tunnels=tunnels, tunnel_sources=sources, stored=stored, startup=startup)
     of_server.attach(ctl)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -119,9 +129,9 @@ async def serve(config: ServeConfig) -> None:
             raise StartupError(f"--store: {exc}") from None
         log.info("cluster member %s on %r", cluster.member_id, store)
         await of_server.start()
-    # The API is made once the switches can come back, off the loop (see the module's
-    # docstring): its requests wait in the listening socket's backlog meanwhile.
-    api = await _api(config, ctl, tls_cert, tls_key)
+    # The API serves once the switches can come back (see the module's docstring): its
+    # requests wait in the listening socket's backlog meanwhile.
+    api = await _api(config, ctl, await api_module, tls_cert, tls_key)
     api_task = asyncio.create_task(api.serve(sockets=[api_sock]))
     log.info("REST API on %s://%s:%d (OpenAPI at /docs)", "https" if tls_cert else "http", config.api_host, config.api_port)
     stopper = asyncio.create_task(stop.wait())
@@ -138,10 +148,9 @@ def import_api():
     return importlib.import_module("vtap.api.server")
 
 
-async def _api(config: ServeConfig, ctl: Controller, tls_cert: str | None, tls_key: str | None):
-    """The REST API's server, imported and made in a worker thread; on the first start
-    (or with no lasting admin token left), the admin token written to the state dir."""
-    server = await asyncio.to_thread(import_api)
+async def _api(config: ServeConfig, ctl: Controller, server, tls_cert: str | None, tls_key: str | None):
+    """The REST API's server (`server`: its module), made in a worker thread; on the first
+    start (or with no lasting admin token left), the admin token written to the state dir."""
     tokens = server.Tokens(ctl.store, config.auth_failure_limit)
     made = await tokens.ensure_admin_token(config.state_dir)
     if made:

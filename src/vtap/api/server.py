@@ -1,9 +1,9 @@
 """The REST API as `vtap serve` runs it: the app behind its guard, under uvicorn.
 
-Importing this (FastAPI, pydantic's schemas, the routes) and making the app takes about
-a second, longer than the rest of a start; `vtap serve` does it in a worker thread once
-the OpenFlow server listens, so that a restart's switches come back and take their rules
-meanwhile (the API's clients wait in its socket's backlog).
+Importing this (FastAPI, pydantic's schemas, the routes) takes half a second, as long
+as the OpenFlow side; `vtap serve` imports it in a worker thread while the OpenFlow
+server listens and the store loads, so that a restart's switches come back meanwhile
+(the API's clients wait in its socket's backlog).
 """
 
 from __future__ import annotations

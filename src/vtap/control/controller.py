@@ -61,7 +61,7 @@ from vtap.control.tunnels import TunnelAgent
 from vtap.model.network import Device
 from vtap.model.policy import Tap, PolicyPlan, TapSpec
 from vtap.openflow.channel import ChannelClosed, Datapath
-from vtap.store.base import PolicyStore
+from vtap.store.base import PolicyStore, StoredState, stored_state
 
 if TYPE_CHECKING:
     from vtap.control.cluster import Cluster
@@ -69,7 +69,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 GATHER_S = 3.0  # how long a restart waits for the stored topology's switches before its first compile
-WARM_UP_S = 1.0  # after a compile reused from the last stop, when the whole set is compiled again
+WARM_UP_S = 1.0  # after the switches confirmed a compile reused from the last stop, the whole set is compiled again
+WARM_UP_MAX_S = 10.0  # (after the reuse at the latest): sooner, its seconds of work delayed the confirmations
 COMPILE_SWITCH_S = 0.0005  # how often the compile thread gives up the interpreter lock
 LLDP_BURST_S = 0.05  # an extra LLDP round this long after a switch's rules are first in (syncs close together: one round)
 
@@ -124,6 +125,7 @@ class Controller(Reads, Claims, Discovering, Polling, CaptureJobs):
         cluster: Cluster | None = None,
         tunnels: TunnelAgent | None = None,
         tunnel_sources: ipaddress.IPv4Network = ipaddress.IPv4Network("10.0.0.0/8"),
+        stored: StoredState | None = None, startup: Startup | None = None,  # serve: the store read in a thread, the steps so far
     ):
         self.tunnels = tunnels
         self.tunnel_sources = tunnel_sources
@@ -138,14 +140,13 @@ class Controller(Reads, Claims, Discovering, Polling, CaptureJobs):
         self.core = ControlCore(link_lifetime=link_lifetime or 3.5 * lldp_interval, lldp_key=store.secret("lldp"),
                                 edge_after=lldp_interval, host_timeout=host_timeout, packet_in_rate=packet_in_rate,
                                 max_hosts_per_port=max_hosts_per_port)
-        self.startup = Startup()
+        self.startup = startup or Startup()
         self.startup.reached("imported")
         self.core.new_lldp_round(secrets.token_bytes(NONCE_BYTES))
         # Links a previous run proved are taken as seen for a while, so that a restart
         # compiles the whole network as soon as its switches are back, without waiting
         # for LLDP to find every link again (they expire unless LLDP proves them).
-        self.core.load(store.load_hosts(), store.load_taps(), store.load_links(), time.monotonic(),
-                       LINK_GRACE_S)
+        self.core.load(*(stored or stored_state(store)), time.monotonic(), LINK_GRACE_S)
         self._saved_links = self.core.links.links()
         self.startup.reached("store_loaded")
         self.packet_ins = 0
@@ -340,7 +341,7 @@ class Controller(Reads, Claims, Discovering, Polling, CaptureJobs):
             # a change comes), and checked against what was reused.
             log.info("first compile: the snapshot of the last stop (%d policies), its inputs unchanged", len(job.inputs.taps))
             self._reused = (job.inputs, result[0])
-            asyncio.get_running_loop().call_later(WARM_UP_S, self._warm_up)
+            asyncio.get_running_loop().call_later(WARM_UP_MAX_S, self._warm_up)
         elif self._reused is not None:
             self._check_reused(job.inputs, result[0])
         self._compiled(job, result, started, reused=reused)
@@ -494,6 +495,8 @@ class Controller(Reads, Claims, Discovering, Polling, CaptureJobs):
         if "first_compile" in steps and "rules_confirmed" not in steps and all(
                 r.generation > 0 and r.status.synced_generation == r.generation for r in self.reconcilers.values()):
             self.startup.reached("rules_confirmed")
+            if self._reused is not None:
+                asyncio.get_running_loop().call_later(WARM_UP_S, self._warm_up)
 
     def _rules_in(self, dpid: int) -> None:
         """A switch confirmed a batch of its rules (settling or not). The first time since

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import sys
 import threading
@@ -21,7 +22,8 @@ class LoopLag:
     loop thread once a tick is overdue by `STALL_S` and logs, once per stall, where it
     is (the innermost frame and vtap's own innermost frames) and how much of the stall
     it spent runnable but waiting for a CPU (Linux's schedstat): a stall that is mostly
-    waiting is a machine too busy for the controller, not work the controller does."""
+    waiting is a machine too busy for the controller, not work the controller does. A
+    stall inside the garbage collector says so (its frame is only where it struck)."""
 
     TICK_S = 0.05
     STALL_S = 0.15
@@ -32,10 +34,12 @@ class LoopLag:
         self.worst_ever = 0.0
         self._due = float("inf")  # when the next tick should run
         self._thread: tuple[int, int] | None = None  # the loop thread's (ident, native id)
+        self._collecting: tuple[int, float] | None = None  # a garbage collection under way: (generation, since)
 
     async def run(self) -> None:
         self._thread = threading.get_ident(), threading.get_native_id()
         threading.Thread(target=self._watch, name="loop-lag-watchdog", daemon=True).start()
+        gc.callbacks.append(self._gc)
         try:
             while True:
                 due = self._due = time.monotonic() + self.TICK_S
@@ -48,6 +52,10 @@ class LoopLag:
                     self.samples.popleft()
         finally:
             self._thread = None
+            gc.callbacks.remove(self._gc)
+
+    def _gc(self, phase: str, info: dict) -> None:
+        self._collecting = (info["generation"], time.monotonic()) if phase == "start" else None
 
     def worst(self) -> float:
         return max((late for _, late in self.samples), default=0.0)
@@ -62,9 +70,12 @@ class LoopLag:
             elif time.monotonic() - due > self.STALL_S and reported != due:
                 reported = due
                 frame = sys._current_frames().get(thread[0])
+                collecting = self._collecting
                 if frame is not None:
-                    log.warning("event loop stalled %.0f ms so far (%.0f ms of it waiting for a CPU), in %s",
-                                (time.monotonic() - due) * 1000, (cpu_wait(thread[1]) - waited) * 1000, where(frame))
+                    log.warning("event loop stalled %.0f ms so far (%.0f ms of it waiting for a CPU), in %s%s",
+                                (time.monotonic() - due) * 1000, (cpu_wait(thread[1]) - waited) * 1000, where(frame),
+                                "" if collecting is None else
+                                f", in a generation-{collecting[0]} garbage collection for {(time.monotonic() - collecting[1]) * 1000:.0f} ms")
 
 
 def cpu_wait(native_id: int) -> float:

@@ -172,8 +172,9 @@ class Datapath:
         self,
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
-        handler: SwitchHandler,
+        handler: SwitchHandler | None,
         *,
+        handler_later: asyncio.Future | None = None,
         echo_interval: float = 5.0,
         echo_timeout: float = 15.0,
         message_timeout: float = 5.0,
@@ -181,7 +182,8 @@ class Datapath:
     ):
         self.reader = reader
         self.writer = writer
-        self.handler = handler
+        self.handler = handler  # None: `handler_later` gives it once the handshake is over
+        self._handler_later = handler_later
         self.echo_interval = echo_interval
         self.echo_timeout = echo_timeout
         self.message_timeout = message_timeout
@@ -451,6 +453,11 @@ class Datapath:
         keepalive = None
         try:
             await asyncio.wait_for(self._handshake(), self.message_timeout * 2)
+            if self.handler is None:
+                # A server started before its controller (a restart loading its store):
+                # the switch's hello was answered at once (it gives up on a controller
+                # that does not answer within its back-off), and it waits here.
+                self.handler = await self._handler_later
             self._ready = True
             log.info("%r connected from %s: %d ports, %d tables", self, self.peer, len(self.ports), self.n_tables)
             keepalive = asyncio.create_task(self._keepalive())
@@ -491,10 +498,8 @@ class OpenFlowServer:
 
     def __init__(self, handler: SwitchHandler | None, host: str = "127.0.0.1", port: int = 6653, *, sock=None,
                  ssl: Any = None, **dp_options: Any):
-        self.handler = handler  # None: connections wait for `attach` (a server started before its controller)
-        self._attached = asyncio.Event()
-        if handler is not None:
-            self._attached.set()
+        self.handler = handler  # None: connections shake hands, then wait for `attach`
+        self._handler_later: asyncio.Future | None = None  # resolved by `attach`
         self.ssl = ssl  # an ssl.SSLContext: OpenFlow over TLS; a failed handshake never reaches the controller
         self.host = host
         self.port = port
@@ -514,18 +519,20 @@ class OpenFlowServer:
         log.info("OpenFlow 1.3 listening on %s:%d%s", self.host, self.port, " (TLS)" if self.ssl else "")
 
     def attach(self, handler: SwitchHandler) -> None:
-        """The controller, for a server started without one: the connections accepted
-        meanwhile go on to their handshake."""
+        """The controller, for a server started without one: the switches whose
+        handshake is over meanwhile are handed to it."""
         self.handler = handler
-        self._attached.set()
+        if self._handler_later is not None and not self._handler_later.done():
+            self._handler_later.set_result(handler)
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.handler is None and self._handler_later is None:
+            self._handler_later = asyncio.get_running_loop().create_future()
+        dp = Datapath(reader, writer, self.handler, handler_later=self._handler_later, **self.dp_options)
         task = asyncio.current_task()
         self._tasks.add(task)
         self._writers.add(writer)
         try:
-            await self._attached.wait()
-            dp = Datapath(reader, writer, self.handler, **self.dp_options)
             await dp.run()
         finally:
             self._tasks.discard(task)

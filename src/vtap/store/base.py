@@ -106,3 +106,11 @@ class PolicyStore(Protocol):
     async def audit_records(self, *, since: int = 0, actor: str | None = None, target: str | None = None,
                             limit: int | None = None) -> list[dict]:
         """Async: the records after seq `since`, in order, filtered; StoreUnavailable (etcd reads them from etcd)."""
+
+
+StoredState = tuple[list[Host], list[Tap], list[Link]]
+
+
+def stored_state(store: PolicyStore) -> StoredState:
+    """What a controller starts from: the hosts, policies and links the store keeps."""
+    return store.load_hosts(), store.load_taps(), store.load_links()

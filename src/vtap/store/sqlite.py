@@ -115,7 +115,10 @@ class Store:
         self.state_dir = Path(state_dir)  # the database and local files (admin token, captures)
         self.path = self.state_dir / "vtap.db"
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(self.path, isolation_level=None)
+        # One thread at a time uses it: the loop's, or (`vtap serve` at its start, before
+        # the controller exists) a worker thread loading the policies, so that the loop
+        # can answer the switches meanwhile.
+        self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.executescript(SCHEMA)
