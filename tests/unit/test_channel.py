@@ -127,3 +127,57 @@ def test_flow_counters_are_read_from_the_bytes_as_os_ken_reads_them():
     assert flow_counter_entries(body) == parsed and len(parsed) == 3
     with pytest.raises(ProtocolError, match="cut short"):
         flow_counter_entries(body[:-len(_flow_stats_entry(0, 1, 0, 0, 3)) + 20])
+
+
+async def _play_switch_handshake(reader, writer, dpid: int) -> None:
+    """A switch's side of the handshake: its hello, then the features and port
+    descriptions the controller asks for (the set-config between needs no answer)."""
+    from os_ken.ofproto import ofproto_v1_3 as ofp13
+    from os_ken.ofproto import ofproto_v1_3_parser as p13
+
+    def header(data: bytes):
+        return struct.unpack("!BBHI", data[:8])
+
+    writer.write(hello_bytes())
+    await reader.readexactly(16)  # the controller's hello
+    answered = 0
+    while answered < 2:
+        version, kind, length, xid = header(await reader.readexactly(8))
+        await reader.readexactly(length - 8)
+        if kind == ofp13.OFPT_FEATURES_REQUEST:
+            body = struct.pack("!QIBB2xII", dpid, 0, 254, 0, 0, 0)
+            writer.write(struct.pack("!BBHI", 4, ofp13.OFPT_FEATURES_REPLY, 8 + len(body), xid) + body)
+            answered += 1
+        elif kind == ofp13.OFPT_MULTIPART_REQUEST:
+            port = struct.pack("!I4x6s2x16sIIIIIIII", 1, b"\x02\x00\x00\x00\x00\x01", b"s1-eth1", 0, 0, 0, 0, 0, 0, 0, 0)
+            body = struct.pack("!HH4x", ofp13.OFPMP_PORT_DESC, 0) + port
+            writer.write(struct.pack("!BBHI", 4, ofp13.OFPT_MULTIPART_REPLY, 8 + len(body), xid) + body)
+            answered += 1
+    await writer.drain()
+
+
+async def test_a_server_started_before_its_controller_shakes_hands_and_hands_the_switch_over_on_attach():
+    """`vtap serve` listens while its store loads: a switch's hello is answered at once
+    (it would give up on a silent controller), and the switch reaches the controller
+    only once it is attached, with its features and ports."""
+    from vtap.openflow.channel import OpenFlowServer
+
+    rec = _Recorder()
+    server = OpenFlowServer(None, "127.0.0.1", 0)
+    await server.start()
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        await asyncio.wait_for(_play_switch_handshake(reader, writer, dpid=0x2A), 5)
+        await asyncio.sleep(0.05)
+        assert rec.events == []  # nobody to tell yet
+        connected = []
+        rec.switch_connected = lambda dp: connected.append((dp.dpid, sorted(dp.ports)))
+        server.attach(rec)
+        for _ in range(100):
+            if connected:
+                break
+            await asyncio.sleep(0.01)
+        assert connected == [(0x2A, [1])]
+        writer.close()
+    finally:
+        await server.stop()
