@@ -19,6 +19,7 @@ import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from vtap.api import FAILURES_ALLOWED
 from vtap.control.cluster import Cluster
 from vtap.control.controller import Controller
 from vtap.control.startup import Startup
@@ -56,7 +57,6 @@ def _of_tls_context(cert: str | None, key: str | None, ca: str | None) -> ssl.SS
 
 
 STOP_S = 2.0  # SIGTERM -> stopped, under any load (systemd's TimeoutStopSec is 5 s)
-FAILURES_ALLOWED = 10  # failed authentications per client address per minute; more get 429
 
 
 @dataclass(frozen=True)

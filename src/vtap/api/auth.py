@@ -20,12 +20,12 @@ from pathlib import Path
 from fastapi import HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from vtap.api import FAILURES_ALLOWED
 from vtap.model.access import Role, Scope
 from vtap.store.base import PolicyStore
 
 TOKEN_PREFIX = "vtap_"
 ADMIN_TOKEN_FILE = "admin.token"
-FAILURES_ALLOWED = 10  # failed authentications per client address per minute; more get 429
 FAILURE_WINDOW_S = 60.0
 MAX_TRACKED_ADDRESSES = 10_000
 
