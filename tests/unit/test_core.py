@@ -13,7 +13,7 @@ from vtap.control.discovery import ROUNDS_MISSED
 from vtap.lab.topos import parse_topo
 from vtap.model.network import Link, Port
 from vtap.model.policy import Tap, TapSpec
-from vtap.model.state import PolicyState, SwitchSync, SyncState
+from vtap.model.state import PolicyState, SwitchSync, SwitchSyncs, SyncState
 
 
 def core_for(spec: str = "linear,3", *, hosts_known: bool = True) -> ControlCore:
@@ -58,6 +58,24 @@ def test_a_policy_is_active_only_once_every_switch_concerned_confirmed_its_gener
     switches[1] = SwitchSync(SyncState.ERROR, core.generation, "bundle refused")
     status = core.tap_status(1, switches)
     assert status.state == PolicyState.ERROR and "bundle refused" in status.reason
+
+
+def test_policies_compiled_alike_are_judged_once_per_moment_and_as_each_alone():
+    core = core_for()
+    for i in range(1, 5):  # two pairs compiled alike: the same switches, the same state
+        core.set_tap(Tap(id=i, spec=TapSpec(name=f"t{i}", src_ip=f"10.0.0.{1 + 2 * (i % 2)}",
+                                            dst_ip=f"10.0.0.{3 - 2 * (i % 2)}", monitor_ip="10.0.0.2")))
+    core.compile()
+    live = in_sync(core)
+    syncs = SwitchSyncs(live)
+    alone = [core.tap_status(i, dict(live)) for i in range(1, 5)]
+    assert [core.tap_status(i, syncs) for i in range(1, 5)] == alone
+    assert {s.state for s in alone} == {PolicyState.ACTIVE} and len(syncs.judged) == 2
+    # A moment's copies: a switch that goes on does not change what was judged at it.
+    concerned = min(alone[0].switches)
+    live[concerned].state = SyncState.ERROR
+    assert syncs[concerned].state == SyncState.IN_SYNC and core.tap_status(1, syncs).state == PolicyState.ACTIVE
+    assert core.tap_status(1, SwitchSyncs(live)).state == PolicyState.ERROR
 
 
 def test_a_policy_naming_an_unknown_monitor_is_pending_and_its_address_is_probed():

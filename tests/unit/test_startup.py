@@ -27,6 +27,10 @@ def test_steps_are_kept_at_their_first_time_since_the_process_began(caplog):
     assert before - 0.02 <= steps["imported"] <= after + 0.02
     assert steps["first_compile"] - steps["imported"] >= 0.049
     assert "rules_confirmed at" in caplog.text
+    # The process's CPU seconds at each step: never more than it had at the end, growing.
+    cpu = start.cpu
+    assert list(cpu) == list(steps) and cpu["imported"] <= cpu["first_compile"] <= cpu["rules_confirmed"] <= time.process_time()
+    assert cpu["imported"] > 0.05  # the interpreter's own imports came first
 
 
 def test_an_unknown_step_is_a_programming_error():

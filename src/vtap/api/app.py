@@ -145,6 +145,8 @@ class HealthOut(BaseModel):
     startup: dict[str, float] = Field(description="seconds from the process's start to each step of its start reached so "
                                                   "far: imported, store_loaded, first_switch, switches_back (a restart "
                                                   "with a stored topology), first_compile, rules_confirmed")
+    startup_cpu: dict[str, float] = Field(description="the process's CPU seconds (all its threads) at each of those "
+                                                      "steps: less than the step's time when it waited")
     startup_compile: str = Field(description="how the first compile was made: `reused` (the compile a clean stop wrote "
                                              "down, its inputs unchanged), `fresh`, or empty before it")
 
@@ -344,6 +346,7 @@ async def health(request: Request, response: Response, ctl: Ctl, tokens: AppToke
         loop_lag_max_ms=round(ctl.loop_lag.worst_ever * 1000, 1),
         lldp_rounds_held=ctl.lldp_rounds_held,
         startup=ctl.startup.steps,
+        startup_cpu=ctl.startup.cpu,
         startup_compile=ctl.startup.first_compile,
     )
 

@@ -39,18 +39,14 @@ from typing import TYPE_CHECKING, Any
 
 from os_ken.lib.packet import ethernet, packet
 
-from vtap.compile.pipeline import (
-    ETH_TYPE_LLDP,
-    Owner,
-    cookie_owner,
-)
+from vtap.compile.pipeline import Owner, cookie_owner
 from vtap.compile.tunnels import tunnel_plan
 from vtap.control.capture import CaptureBook
 from vtap.control.capturing import CaptureJobs
 from vtap.control.claims import LINK_GRACE_S, Claims
 from vtap.control.core import CompileInputs, CompileJob, ControlCore
 from vtap.control.discovering import Discovering
-from vtap.control.discovery import NONCE_BYTES
+from vtap.control.discovery import NONCE_BYTES, is_lldp
 from vtap.control.looplag import LoopLag
 from vtap.control import memory, snapshot
 from vtap.control.startup import Startup
@@ -76,12 +72,10 @@ LLDP_BURST_S = 0.05  # an extra LLDP round this long after a switch's rules are 
 
 
 def packet_in_reason(eth: Any, data: bytes) -> str:
-    """Why a frame came up, for the metrics: LLDP, ARP, IPv6 neighbour discovery, or
-    anything else (a new source to learn, an unknown destination)."""
+    """Why a frame other than LLDP came up, for the metrics: ARP, IPv6 neighbour
+    discovery, or anything else (a new source to learn, an unknown destination)."""
     if eth is None:
         return "unparsable"
-    if eth.ethertype == ETH_TYPE_LLDP:
-        return "lldp"
     if eth.ethertype == 0x0806:
         return "arp"
     # IPv6, next header ICMPv6 (byte 20), type 135/136 (byte 54), untagged
@@ -562,6 +556,10 @@ class Controller(Reads, Claims, Discovering, Polling, CaptureJobs):
             self.packet_ins_by_reason["capture"] = self.packet_ins_by_reason.get("capture", 0) + 1
             self._captured(dp.dpid, in_port, data, msg.total_len, msg.cookie)
             return
+        if is_lldp(data):  # most of what a quiet network sends up: read as it is (discovery.py)
+            self.packet_ins_by_reason["lldp"] = self.packet_ins_by_reason.get("lldp", 0) + 1
+            self._lldp_in(dp, in_port, data)
+            return
         try:
             eth = packet.Packet(data).get_protocol(ethernet.ethernet)
         except Exception:
@@ -569,9 +567,6 @@ class Controller(Reads, Claims, Discovering, Polling, CaptureJobs):
         reason = packet_in_reason(eth, data)
         self.packet_ins_by_reason[reason] = self.packet_ins_by_reason.get(reason, 0) + 1
         if eth is None:
-            return
-        if eth.ethertype == ETH_TYPE_LLDP:
-            self._lldp_in(dp, in_port, data)
             return
         outcome = self.core.frame_arrived(dp.dpid, in_port, data, time.time())
         if outcome.log:

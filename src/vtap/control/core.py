@@ -34,7 +34,7 @@ from vtap.model.capture import CaptureTarget
 from vtap.model.network import Device, Host, Link, is_mac
 from vtap.model.policy import Tap, PolicyPlan, TapSpec, is_single_address, plan_changes
 from vtap.model.rules import SwitchRules
-from vtap.model.state import PolicyState, PolicyStatus, SwitchSync, SyncState
+from vtap.model.state import PolicyState, PolicyStatus, SwitchSync, SwitchSyncs, SyncState
 from vtap.model.view import NetworkView
 
 # The core's public names, with those its decision modules define (the controller's
@@ -281,14 +281,20 @@ class ControlCore(SwitchEvents, HostDecisions, DeliveryDecisions):
         compiled = self.compilation.states.get(tap_id)
         if gen < 0 or compiled is None:
             return PolicyStatus(PolicyState.PENDING, "being compiled")
-        installed = self._installed(gen, compiled, switches)
+        judged = switches.judged if isinstance(switches, SwitchSyncs) else None
+        installed = judged.get((gen, compiled)) if judged is not None else None
+        if installed is None:
+            installed = self._installed(gen, compiled, switches)
+            if judged is not None:
+                judged[(gen, compiled)] = installed
         if installed.state != PolicyState.ACTIVE:
             return installed
-        concerned = installed.switches
-        delivery = self.monitor_delivery(tap_id)
-        if delivery is not None and delivery.failing:
-            return PolicyStatus(PolicyState.DEGRADED, delivery.reason, concerned)
-        return PolicyStatus(PolicyState.ACTIVE, "", concerned)
+        seen = self.delivery.monitors
+        for mac in self.compilation.monitors.get(tap_id, ()):  # the rare failing one, without a list per policy
+            known = seen.get(mac)
+            if known is not None and known.failing:
+                return PolicyStatus(PolicyState.DEGRADED, known.reason, installed.switches)
+        return installed
 
     @staticmethod
     def _installed(gen: int, compiled: PolicyStatus, switches: dict[int, SwitchSync]) -> PolicyStatus:

@@ -24,7 +24,7 @@ from vtap.control.reconciler import RuleDiff, diff, read_installed
 from vtap.model.network import Link
 from vtap.model.policy import Tap, PolicyPlan, TapSpec
 from vtap.model.rules import SwitchRules
-from vtap.model.state import PolicyState, PolicyStatus, SwitchSync, SyncState
+from vtap.model.state import PolicyState, PolicyStatus, SwitchSync, SwitchSyncs, SyncState
 from vtap.model.view import NetworkView
 from vtap.openflow.channel import ChannelClosed, OpenFlowError, ProtocolError
 
@@ -57,24 +57,25 @@ class Reads:
         for tap_id, counts in policies.items():
             self.tool_counts[tap_id] = {**counts, "monitor": mac, "reported_at": now}
 
-    def switch_syncs(self) -> dict[int, SwitchSync]:
-        """Each switch's sync, as the core judges policies by."""
-        return {dpid: r.status for dpid, r in self.reconcilers.items()}
+    def switch_syncs(self) -> SwitchSyncs:
+        """Each switch's sync now, as the core judges policies by."""
+        return SwitchSyncs({dpid: r.status for dpid, r in self.reconcilers.items()})
 
     def tap_status(self, tap_id: int, syncs: dict[int, SwitchSync] | None = None) -> PolicyStatus:
         """The core's judgement; on a follower, the leader's as published."""
         if not self.leading:
             return self._follower_status(tap_id)
         st = self.core.tap_status(tap_id, self.switch_syncs() if syncs is None else syncs)
-        spec = self.core.taps[tap_id].spec if tap_id in self.core.taps else None
-        if (st.state == PolicyState.DEGRADED and spec is not None and spec.tunnel and self.tunnels is not None
-                and "tunnel port on switch" in st.reason and self.tunnels.making_ports()):
+        tap = self.core.taps.get(tap_id) if self.tunnels is not None else None
+        if tap is None or not tap.spec.tunnel:
+            return st
+        if (st.state == PolicyState.DEGRADED and "tunnel port on switch" in st.reason and self.tunnels.making_ports()):
             return PolicyStatus(PolicyState.PENDING, "making the tunnel ports: " + st.reason, st.switches)
-        if st.state == PolicyState.ACTIVE and spec is not None and spec.tunnel and self.tunnels is not None:
-            waiting = self.tunnels.waiting(sorted(st.switches), spec.monitor_ip)
+        if st.state == PolicyState.ACTIVE:
+            waiting = self.tunnels.waiting(sorted(st.switches), tap.spec.monitor_ip)
             if waiting:  # its rules are in, but not yet the route to its collector
-                return PolicyStatus(PolicyState.PENDING, f"setting up the tunnel to {spec.monitor_ip} on switch {waiting[0]:016x}",
-                                 st.switches)
+                return PolicyStatus(PolicyState.PENDING,
+                                    f"setting up the tunnel to {tap.spec.monitor_ip} on switch {waiting[0]:016x}", st.switches)
         return st
 
     async def drift(self, dpid: int) -> tuple[SwitchRules, RuleDiff] | None:

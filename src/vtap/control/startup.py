@@ -36,6 +36,10 @@ class Startup:
     def __init__(self) -> None:
         self._origin = time.monotonic() - process_age()
         self.steps: dict[str, float] = {}
+        # The process's CPU seconds (all its threads) at each step: a step slow for its
+        # own work shows as much CPU as time; one that waited (for the switches, for a
+        # CPU the machine did not give) shows less.
+        self.cpu: dict[str, float] = {}
         self.first_compile = ""  # how it was made: "reused" (the last stop's, control/snapshot.py) or "fresh"
 
     def compiled(self, reused: bool) -> None:
@@ -48,5 +52,6 @@ class Startup:
         assert step in STEPS, step
         if step not in self.steps:
             self.steps[step] = round(time.monotonic() - self._origin, 3)
+            self.cpu[step] = round(time.process_time(), 3)
             if step == STEPS[-1]:
-                log.info("started: %s", ", ".join(f"{k} at {v:.2f} s" for k, v in self.steps.items()))
+                log.info("started: %s", ", ".join(f"{k} at {v:.2f} s ({self.cpu[k]:.2f} s CPU)" for k, v in self.steps.items()))
