@@ -212,6 +212,8 @@ def test_controller_restart_keeps_policies_tables_and_copies(lab):
     checked = wait_until(lambda: "the compile reused from the snapshot is the one a fresh compile makes"
                          in lab.ctl.log_path.read_text().rsplit("first compile: the snapshot", 1)[-1], 10)
     assert checked and "differs from a fresh compile" not in lab.ctl.log_path.read_text()
+    steps = lab.ctl.get("/api/v1/health")["startup"]
+    assert steps["rules_confirmed"] < steps["compile_checked"], steps
     got = traffic(lab, "h1", flow(1, 16, proto="udp"), "p1", 10, ["h16", "h9"])
     assert got["h9"] == got["h16"] and len(got["h9"]) == 10
     assert [t["name"] for t in lab.ctl.get("/api/v1/taps")] == ["persist"]

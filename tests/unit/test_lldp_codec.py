@@ -86,12 +86,12 @@ other_tlvs = st.one_of(org_tlvs, st.builds(lambda n: lldp.SystemName(system_name
 @settings(max_examples=400, deadline=None)
 @given(chassis_ids, st.integers(1, 7), port_ids, st.integers(1, 7), st.lists(other_tlvs, max_size=4), st.integers(0, 200))
 def test_any_lldp_frame_os_ken_builds_reads_as_os_ken_read_it_whole_or_cut(chassis, chassis_sub, port_id, port_sub, rest, cut):
-    frame = reference_frame([lldp.ChassisID(subtype=chassis_sub, chassis_id=chassis),
-                             lldp.PortID(subtype=port_sub, port_id=port_id), lldp.TTL(ttl=120), *rest, lldp.End()])
+    tlvs = [lldp.ChassisID(subtype=chassis_sub, chassis_id=chassis), lldp.PortID(subtype=port_sub, port_id=port_id),
+            lldp.TTL(ttl=120), *rest, lldp.End()]
+    frame = reference_frame(tlvs)
     assert parse_lldp(frame) == reference_parse(frame)
-    cut_short = frame[:14 + cut]  # a frame cut anywhere in its TLVs has no End: nothing read
-    if len(cut_short) < len(frame):
-        assert parse_lldp(cut_short) is None
+    if cut < len(lldp.lldp(tuple(tlvs))):  # cut anywhere in its TLVs (not in os-ken's padding): no End, nothing read
+        assert parse_lldp(frame[:14 + cut]) is None
 
 
 @settings(max_examples=300, deadline=None)
@@ -99,3 +99,16 @@ def test_any_lldp_frame_os_ken_builds_reads_as_os_ken_read_it_whole_or_cut(chass
 def test_bytes_that_are_not_an_lldp_frame_read_as_nothing(data):
     assert parse_lldp(data) is None or parse_lldp(data) == reference_parse(data)
     assert parse_lldp(data[:12] + b"\x08\x00" + data[14:]) is None  # not LLDP by its type
+
+
+def test_a_packet_in_is_told_apart_by_its_ethernet_type_without_parsing_it():
+    from vtap.control.controller import packet_in_reason
+    from vtap.control.discovery import is_lldp
+
+    eth = b"\xff" * 6 + b"\x02" + b"\x00" * 5
+    assert is_lldp(lldp_frame(1, 1, "02:00:00:00:00:01", b"k" * 32, b"n" * 8)) and not is_lldp(eth + b"\x08\x06" + b"\x00" * 28)
+    assert packet_in_reason(eth + b"\x08\x06" + b"\x00" * 28) == "arp"
+    ns = eth + b"\x86\xdd" + bytes(4) + b"\x00\x20\x3a\xff" + bytes(32) + bytes((135,)) + bytes(23)
+    assert packet_in_reason(ns) == "nd" and packet_in_reason(ns[:54]) == "other"
+    assert packet_in_reason(eth + b"\x08\x00" + bytes(40)) == "other"
+    assert packet_in_reason(eth[:13]) == "unparsable"

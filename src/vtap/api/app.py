@@ -144,7 +144,9 @@ class HealthOut(BaseModel):
     lldp_rounds_held: int = Field(description="discovery rounds that kept the last nonce because they came late")
     startup: dict[str, float] = Field(description="seconds from the process's start to each step of its start reached so "
                                                   "far: imported, store_loaded, first_switch, switches_back (a restart "
-                                                  "with a stored topology), first_compile, rules_confirmed")
+                                                  "with a stored topology), first_compile, rules_confirmed, "
+                                                  "compile_checked (after a reused first compile: compiled afresh "
+                                                  "and compared; a change waits for it)")
     startup_cpu: dict[str, float] = Field(description="the process's CPU seconds (all its threads) at each of those "
                                                       "steps: less than the step's time when it waited")
     startup_compile: str = Field(description="how the first compile was made: `reused` (the compile a clean stop wrote "

@@ -37,8 +37,6 @@ from functools import partial
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from os_ken.lib.packet import ethernet, packet
-
 from vtap.compile.pipeline import Owner, cookie_owner
 from vtap.compile.tunnels import tunnel_plan
 from vtap.control.capture import CaptureBook
@@ -71,15 +69,17 @@ COMPILE_SWITCH_S = 0.0005  # how often the compile thread gives up the interpret
 LLDP_BURST_S = 0.05  # an extra LLDP round this long after a switch's rules are first in (syncs close together: one round)
 
 
-def packet_in_reason(eth: Any, data: bytes) -> str:
+def packet_in_reason(data: bytes) -> str:
     """Why a frame other than LLDP came up, for the metrics: ARP, IPv6 neighbour
-    discovery, or anything else (a new source to learn, an unknown destination)."""
-    if eth is None:
+    discovery, anything else (a new source to learn, an unknown destination), or
+    `unparsable` (shorter than an Ethernet header). Read from the bytes: the frame is
+    parsed once, where it is decided on (relay.py)."""
+    if len(data) < 14:
         return "unparsable"
-    if eth.ethertype == 0x0806:
+    if data[12:14] == b"\x08\x06":
         return "arp"
     # IPv6, next header ICMPv6 (byte 20), type 135/136 (byte 54), untagged
-    if eth.ethertype == 0x86DD and len(data) > 54 and data[20] == 58 and data[54] in (135, 136):
+    if data[12:14] == b"\x86\xdd" and len(data) > 54 and data[20] == 58 and data[54] in (135, 136):
         return "nd"
     return "other"
 
@@ -358,6 +358,7 @@ class Controller(Reads, Claims, Discovering, Polling, CaptureJobs):
                       "the fresh one is in force")
         else:
             log.info("the compile reused from the snapshot is the one a fresh compile makes")
+        self.startup.reached("compile_checked")
 
     def _compiled(self, job: CompileJob, result, started: float, *, reused: bool = False) -> None:
         """A compile's result handed to the switches' reconcilers (and the rest that
@@ -560,13 +561,9 @@ class Controller(Reads, Claims, Discovering, Polling, CaptureJobs):
             self.packet_ins_by_reason["lldp"] = self.packet_ins_by_reason.get("lldp", 0) + 1
             self._lldp_in(dp, in_port, data)
             return
-        try:
-            eth = packet.Packet(data).get_protocol(ethernet.ethernet)
-        except Exception:
-            eth = None
-        reason = packet_in_reason(eth, data)
+        reason = packet_in_reason(data)
         self.packet_ins_by_reason[reason] = self.packet_ins_by_reason.get(reason, 0) + 1
-        if eth is None:
+        if reason == "unparsable":
             return
         outcome = self.core.frame_arrived(dp.dpid, in_port, data, time.time())
         if outcome.log:

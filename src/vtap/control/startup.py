@@ -16,7 +16,10 @@ import time
 
 log = logging.getLogger(__name__)
 
-STEPS = ("imported", "store_loaded", "first_switch", "switches_back", "first_compile", "rules_confirmed")
+STEPS = ("imported", "store_loaded", "first_switch", "switches_back", "first_compile", "rules_confirmed",
+         # After a reused first compile: the whole set compiled afresh (which the in-place
+         # compile of a change needs: until then a change waits for it) and compared.
+         "compile_checked")
 
 
 def process_age() -> float:
@@ -53,5 +56,5 @@ class Startup:
         if step not in self.steps:
             self.steps[step] = round(time.monotonic() - self._origin, 3)
             self.cpu[step] = round(time.process_time(), 3)
-            if step == STEPS[-1]:
+            if step == "rules_confirmed":
                 log.info("started: %s", ", ".join(f"{k} at {v:.2f} s ({self.cpu[k]:.2f} s CPU)" for k, v in self.steps.items()))
