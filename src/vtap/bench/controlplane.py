@@ -268,6 +268,21 @@ def post_all(client: httpx.Client, bodies: list[dict], *, one_by_one: bool) -> l
     return ids
 
 
+def wait_compile_checked(client: httpx.Client, timeout: float) -> dict:
+    """Health, once a restart's reused compile was compiled afresh and compared: the
+    in-place compile needs that fresh one (a change meanwhile waits seconds for it) and
+    its memo is most of the compile's memory, so what follows a restart is measured
+    after it."""
+    deadline = time.monotonic() + timeout
+    while True:
+        health = client.get("/api/v1/health").json()
+        if health.get("startup_compile") != "reused" or "compile_checked" in health.get("startup", {}):
+            return health
+        if time.monotonic() > deadline:
+            raise RuntimeError("the restarted controller did not check its reused compile")
+        time.sleep(0.2)
+
+
 def restart(lab: LabSession, expected: int) -> dict:
     """Stop the controller, start it again: until every policy is active again, and the
     new process's own steps (`startup` in health, seconds from its start)."""
@@ -285,15 +300,7 @@ def restart(lab: LabSession, expected: int) -> dict:
             raise RuntimeError("the restarted controller's switches did not confirm their rules")
         time.sleep(0.05)  # token-less requests are limited to 50 a second per address
     all_active = wait_all_active(lab.ctl.http, expected, 1800)
-    # After a reused compile, the whole set is compiled again (the in-place compile needs
-    # it: a change meanwhile waits seconds for it): what follows is measured after it.
-    while True:
-        health = lab.ctl.http.get("/api/v1/health").json()
-        if health.get("startup_compile") != "reused" or "compile_checked" in health.get("startup", {}):
-            break
-        if time.monotonic() > deadline:
-            raise RuntimeError("the restarted controller did not check its reused compile")
-        time.sleep(0.2)
+    health = wait_compile_checked(lab.ctl.http, 1800)
     return {"all_active_s": round(all_active - t, 2), "stop_s": round(stopped - t, 2),
             "startup": health.get("startup", {}), "startup_cpu": health.get("startup_cpu", {})}
 
@@ -311,6 +318,7 @@ def traced_memory(lab: LabSession, expected: int) -> dict:
     try:
         lab.ctl.start(wait_s=TRACED_WAIT_S / 2)
         wait_all_active(lab.ctl.http, expected, TRACED_WAIT_S)
+        wait_compile_checked(lab.ctl.http, TRACED_WAIT_S)
         memory = lab.ctl.http.get("/api/v1/memory", timeout=600).json()
     except RuntimeError as exc:  # traced, a controller is many times slower and may not settle: the run goes on
         memory = {"error": str(exc)[:300]}

@@ -101,11 +101,12 @@ def parse_lldp(data: bytes) -> LldpClaim | None:
     """The claim of a frame in vtap's LLDP format (proven or not); None for any other frame.
 
     Read with struct offsets, not a packet library: LLDP is most of what a quiet
-    network sends up (every link, every round), and parsing it with os-ken's packet
-    objects (addresses turned to text, every layer built) was a third of an idle
-    controller's CPU on fattree,4. The frame must be untagged Ethernet of type LLDP,
-    its TLVs a chassis id in vtap's form, a port id and a time to live (802.1AB's
-    mandatory three, in that order), then any, up to an End TLV."""
+    network sends up (every link, every round), and os-ken's packet objects (every
+    layer built, addresses turned to text) made it a large part of an idle
+    controller's work: on fattree,8 with no policy, 18.5% of a CPU read that way,
+    11.2% this way. The frame must be untagged Ethernet of type LLDP, its TLVs a
+    chassis id in vtap's form, a port id and a time to live (802.1AB's mandatory
+    three, in that order), then any, up to an End TLV."""
     if not is_lldp(data):
         return None
     tlvs = _tlvs(data, 14)
