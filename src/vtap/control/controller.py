@@ -63,6 +63,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 GATHER_S = 3.0  # how long a restart waits for the stored topology's switches before its first compile
+GIVE_BACK_S = 5.0  # after a whole compile, when the reconcilers have dropped the old rules: free pages go back
 WARM_UP_S = 1.0  # after the switches confirmed a compile reused from the last stop, the whole set is compiled again
 WARM_UP_MAX_S = 10.0  # (after the reuse at the latest): sooner, its seconds of work delayed the confirmations
 COMPILE_SWITCH_S = 0.0005  # how often the compile thread gives up the interpreter lock
@@ -217,6 +218,8 @@ class Controller(Reads, Claims, Discovering, Polling, CaptureJobs):
         if self._lldp_burst is not None:
             self._lldp_burst.cancel()
             self._lldp_burst = None
+        if self._give_back is not None:
+            self._give_back.cancel()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -241,6 +244,7 @@ class Controller(Reads, Claims, Discovering, Polling, CaptureJobs):
         self._last_batch = 0  # changes the last compile took in
         self.view_version = 0  # bumped on every change; the UI refetches the topology on it
         self._recompile_handle: asyncio.TimerHandle | None = None
+        self._give_back: asyncio.TimerHandle | None = None  # memory.give_back, after a whole compile
         # Whole compiles run here, one at a time, off the loop that serves the switches.
         # The loop releases the interpreter lock at every system call and must win it back
         # from that thread each time: at Python's default switch interval (5 ms) a loop
@@ -386,6 +390,10 @@ class Controller(Reads, Claims, Discovering, Polling, CaptureJobs):
         if self._last_compile_s > 0.1:
             log.info("compiled %d policies for %d switches in %.2f s (%d changes%s)", len(self.core.taps), len(desired),
                      self._last_compile_s, self._last_batch, "" if job.result is not None else ", whole, off the loop")
+        if job.result is None:  # a whole compile: once the old rules are dropped, their pages go back
+            if self._give_back is not None:
+                self._give_back.cancel()
+            self._give_back = asyncio.get_running_loop().call_later(GIVE_BACK_S, memory.give_back)
 
     def _save_snapshot(self) -> None:
         """The last compile, for a restart to reuse (control/snapshot.py)."""

@@ -10,9 +10,13 @@ own, so it is off unless the controller runs with `vtap serve --trace-memory 16`
 
 from __future__ import annotations
 
+import ctypes
+import logging
 import tracemalloc
 from collections import defaultdict
 from pathlib import Path
+
+log = logging.getLogger(__name__)
 
 PACKAGE = str(Path(__file__).resolve().parents[1]) + "/"  # vtap's own directory
 
@@ -59,3 +63,32 @@ def rss_mib(pid: str | int = "self") -> float:
     except OSError:
         pass
     return 0.0
+
+
+def _malloc_trim():
+    """glibc's malloc_trim, from the C library the interpreter runs on, or None (another
+    C library)."""
+    try:
+        return ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):
+        return None
+
+
+_TRIM = _malloc_trim()
+
+
+def give_back() -> float:
+    """Hand the C heap's free pages back to the system; the MiB of RSS it gave back.
+
+    A whole compile builds the new rules while the old ones are in force, so the heap
+    grows to hold both; once the old are dropped glibc keeps their pages mapped, in
+    holes between live blocks, and the RSS stays at the peak. malloc_trim returns every
+    free page (1 ms; 14 MiB of 236 after a second whole compile of 10,000 policies
+    in-process). Where the C library has no malloc_trim, nothing is done."""
+    if _TRIM is None:
+        return 0.0
+    before = rss_mib()
+    _TRIM(0)
+    freed = max(0.0, before - rss_mib())
+    log.debug("gave %.1f MiB back to the system", freed)
+    return freed

@@ -19,6 +19,7 @@ from vtap.compile.pipeline import (
     TABLE_CLASSIFY,
     is_vtap_group,
 )
+from vtap.control import memory
 from vtap.control.delivery import GroupCounters
 from vtap.model.state import PolicyState
 from vtap.openflow.channel import ChannelClosed, OpenFlowError
@@ -40,7 +41,8 @@ class Polling:
         gc.unfreeze()
         found = gc.collect()
         gc.freeze()
-        log.info("collected %d unreachable objects in %.2f s", found, time.perf_counter() - started)
+        log.info("collected %d unreachable objects in %.2f s; %.1f MiB given back", found, time.perf_counter() - started,
+                 memory.give_back())
 
     async def check_hosts(self) -> None:
         now = time.time()
