@@ -19,8 +19,19 @@ const PAGE = 50;  // policies a page of the table shows
 const TOKEN_KEY = "vtap.token";
 const token = () => sessionStorage.getItem(TOKEN_KEY);
 
-function authHeaders() {
-  return { "content-type": "application/json", "authorization": `Bearer ${token()}` };
+// A request with the token signed in now. A 401 signs out only the token it was sent
+// with: a reply that comes back after a sign-out and the next sign-in (a page refresh
+// or the event stream, slow on a busy machine) must not sign the next one out. Signed
+// out, nothing is sent.
+async function authorized(path, options = {}) {
+  const sent = token();
+  if (!sent) return new Response(null, { status: 401 });
+  const resp = await fetch(path, {
+    ...options, headers: { "content-type": "application/json", "authorization": `Bearer ${sent}` } });
+  if (resp.status === 401 && token() === sent) {
+    signOut(state.role ? "Signed out: the token is no longer valid." : "That token is unknown, revoked or expired.");
+  }
+  return resp;
 }
 
 function signOut(message) {
@@ -42,11 +53,8 @@ function signOut(message) {
 }
 
 async function api(path, options = {}) {
-  const resp = await fetch(path, { ...options, headers: authHeaders() });
+  const resp = await authorized(path, options);
   const body = resp.status === 204 ? null : await resp.json().catch(() => null);
-  if (resp.status === 401) {
-    signOut(state.role ? "Signed out: the token is no longer valid." : "That token is unknown, revoked or expired.");
-  }
   if (!resp.ok) {
     const err = new Error(`${options.method || "GET"} ${path}: HTTP ${resp.status}`);
     err.status = resp.status;
@@ -349,8 +357,8 @@ async function refreshTaps() {
   const params = new URLSearchParams({ offset: String(offset), limit: String(PAGE) });
   if (q) params.set("q", q);
   if (status) params.set("status", status);
-  const resp = await fetch(`/api/v1/taps?${params}`, { headers: authHeaders() });
-  if (resp.status === 401) { signOut("Signed out: the token is no longer valid."); return; }
+  const resp = await authorized(`/api/v1/taps?${params}`);
+  if (resp.status === 401) return;
   if (!resp.ok) throw new Error(`GET /api/v1/taps: HTTP ${resp.status}`);
   const taps = await resp.json();
   if (asked !== state.pageAsked) return;
@@ -513,7 +521,7 @@ function showCapture(job) {
 
 // The download needs the token in a header, so it is fetched and handed to the browser.
 async function download(job) {
-  const resp = await fetch(job.download, { headers: authHeaders() });
+  const resp = await authorized(job.download);
   if (!resp.ok) { document.getElementById("capture-error").textContent = `download: HTTP ${resp.status}`; return; }
   const url = URL.createObjectURL(await resp.blob());
   const a = document.createElement("a");
@@ -676,8 +684,8 @@ async function connect() {
     state.conn = ctrl;
     const ids = state.watching ?? "";
     try {
-      const resp = await fetch(`/api/v1/events?ids=${ids}`, { headers: authHeaders(), signal: ctrl.signal });
-      if (resp.status === 401) { signOut("Signed out: the token is no longer valid."); return; }
+      const resp = await authorized(`/api/v1/events?ids=${ids}`, { signal: ctrl.signal });
+      if (resp.status === 401) return;
       conn.textContent = "live";
       await readEvents(resp.body.getReader());
     } catch (err) {
