@@ -37,7 +37,7 @@ from functools import partial
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from vtap.compile.pipeline import Owner, cookie_owner
+from vtap.compile.pipeline import ETH_TYPE_ARP, ETH_TYPE_IPV6, Owner, cookie_owner
 from vtap.compile.tunnels import tunnel_plan
 from vtap.control.capture import CaptureBook
 from vtap.control.capturing import CaptureJobs
@@ -63,6 +63,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 GATHER_S = 3.0  # how long a restart waits for the stored topology's switches before its first compile
+ARP_TYPE, IPV6_TYPE = ETH_TYPE_ARP.to_bytes(2, "big"), ETH_TYPE_IPV6.to_bytes(2, "big")  # as a frame carries them
 GIVE_BACK_S = 5.0  # after a whole compile, when the reconcilers have dropped the old rules: free pages go back
 WARM_UP_S = 1.0  # after the switches confirmed a compile reused from the last stop, the whole set is compiled again
 WARM_UP_MAX_S = 10.0  # (after the reuse at the latest): sooner, its seconds of work delayed the confirmations
@@ -77,10 +78,10 @@ def packet_in_reason(data: bytes) -> str:
     parsed once, where it is decided on (relay.py)."""
     if len(data) < 14:
         return "unparsable"
-    if data[12:14] == b"\x08\x06":
+    if data[12:14] == ARP_TYPE:
         return "arp"
     # IPv6, next header ICMPv6 (byte 20), type 135/136 (byte 54), untagged
-    if data[12:14] == b"\x86\xdd" and len(data) > 54 and data[20] == 58 and data[54] in (135, 136):
+    if data[12:14] == IPV6_TYPE and len(data) > 54 and data[20] == 58 and data[54] in (135, 136):
         return "nd"
     return "other"
 

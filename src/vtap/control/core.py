@@ -289,11 +289,9 @@ class ControlCore(SwitchEvents, HostDecisions, DeliveryDecisions):
                 judged[(gen, compiled)] = installed
         if installed.state != PolicyState.ACTIVE:
             return installed
-        seen = self.delivery.monitors
-        for mac in self.compilation.monitors.get(tap_id, ()):  # the rare failing one, without a list per policy
-            known = seen.get(mac)
-            if known is not None and known.failing:
-                return PolicyStatus(PolicyState.DEGRADED, known.reason, installed.switches)
+        delivery = self.monitor_delivery(tap_id)
+        if delivery is not None and delivery.failing:
+            return PolicyStatus(PolicyState.DEGRADED, delivery.reason, installed.switches)
         return installed
 
     @staticmethod

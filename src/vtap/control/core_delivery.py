@@ -56,8 +56,14 @@ class DeliveryDecisions:
     def monitor_delivery(self, tap_id: int) -> MonitorDelivery | None:
         """The delivery of the policy's monitor (a pool's: the first failing member, else
         the first), if it is compiled."""
-        found = [self.delivery.monitors[m] for m in self.compilation.monitors.get(tap_id, ()) if m in self.delivery.monitors]
-        return next((d for d in found if d.failing), found[0] if found else None)
+        first = None
+        for mac in self.compilation.monitors.get(tap_id, ()):  # no list per policy: health asks it of every one
+            known = self.delivery.monitors.get(mac)
+            if known is not None:
+                if known.failing:
+                    return known
+                first = first or known
+        return first
 
     def monitor_deliveries(self, tap_id: int) -> dict[str, MonitorDelivery]:
         """The delivery of each of the policy's monitors (one, or a pool's members seen)."""
