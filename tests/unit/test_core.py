@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from os_ken.lib.packet import arp, ethernet, packet
 
 from tests.unit.fabric import view_from_topo
@@ -307,3 +310,18 @@ def test_a_port_holding_a_pinned_host_is_edge_even_without_lldp():
     assert port not in core.lldp_ports(h1.dpid)
     turned, _, _ = core.decide_roles(10.6)
     assert (h1.dpid, h1.port) in turned and core.port_role(h1.dpid, h1.port).value == "edge"
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["set", "remove"]), st.integers(1, 6), st.sampled_from("abcdef")), max_size=30))
+def test_the_policies_by_name_follow_every_set_rename_and_removal(steps):
+    """An apply plans by the names it declares (`plan_changes` on `by_name`), so the
+    name index must be exactly the policies by id, by name, whatever came before."""
+    core = ControlCore(link_lifetime=3.5, host_timeout=30.0)
+    core.load([], [Tap(id=9, spec=TapSpec(name="loaded", src_ip="10.0.0.1", monitor_ip="10.0.0.2"))])
+    for op, ident, name in steps:
+        if op == "remove":
+            core.remove_tap(ident)
+        elif all(t.spec.name != name or t.id == ident for t in core.taps.values()):  # names are unique, as the store keeps them
+            core.set_tap(Tap(id=ident, spec=TapSpec(name=name, src_ip="10.0.0.1", monitor_ip="10.0.0.2")))
+        assert core.by_name == {t.spec.name: t for t in core.taps.values()}

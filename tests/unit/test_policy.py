@@ -92,16 +92,43 @@ def test_a_declared_set_is_matched_to_the_stored_one_by_name():
     def spec(name, **kw):
         return TapSpec(name=name, src_ip="10.0.0.1", monitor_ip="10.0.0.2", **kw)
 
-    stored = [Tap(id=1, spec=spec("keep")), Tap(id=2, spec=spec("edit")), Tap(id=3, spec=spec("gone"))]
+    stored = [Tap(id=3, spec=spec("gone")), Tap(id=1, spec=spec("keep")), Tap(id=2, spec=spec("edit"))]
+    by_name = {t.spec.name: t for t in stored}
     declared = [spec("keep"), spec("edit", dst_ip="10.0.0.3"), spec("new")]
-    plan = plan_changes(stored, declared, prune=False)
+    plan = plan_changes(by_name, declared, prune=False)
     assert [t.spec.name for t in plan.added] == ["new"] and plan.removed == []
     assert [(b.id, a.id, a.spec.dst_ip) for b, a in plan.changed] == [(2, 2, "10.0.0.3")]
     assert [t.id for t in plan.unchanged] == [1]
-    assert [t.id for t in plan_changes(stored, declared, prune=True).removed] == [3]
-    assert plan_changes(stored, [t.spec for t in stored], prune=True) == plan_changes(stored, [t.spec for t in stored], prune=False)
+    assert [t.id for t in plan_changes(by_name, declared, prune=True).removed] == [3]
+    same = [t.spec for t in stored]
+    assert plan_changes(by_name, same, prune=True) == plan_changes(by_name, same, prune=False)
     with pytest.raises(ValueError, match="declared twice"):
-        plan_changes(stored, [spec("a"), spec("a")], prune=False)
+        plan_changes(by_name, [spec("a"), spec("a")], prune=False)
+    # Without prune, only the declared names are read: a mapping that holds just those plans alike.
+    assert plan_changes({"edit": by_name["edit"], "keep": by_name["keep"]}, declared, prune=False) == plan
+
+
+def test_the_name_index_follows_adds_renames_and_removals():
+    from vtap.model.policy import Tap, index_name
+
+    def tap(i, name):
+        return Tap(id=i, spec=TapSpec(name=name, src_ip="10.0.0.1", monitor_ip="10.0.0.2"))
+
+    by_name: dict = {}
+    a, b = tap(1, "a"), tap(2, "b")
+    index_name(by_name, None, a)
+    index_name(by_name, None, b)
+    renamed = tap(1, "a2")
+    index_name(by_name, a, renamed)
+    assert by_name == {"a2": renamed, "b": b}
+    # A name taken over by another policy (renamed away, then taken) is not dropped by the old holder's removal.
+    taken = tap(3, "a")
+    index_name(by_name, None, taken)
+    index_name(by_name, a, None)
+    assert by_name == {"a2": renamed, "b": b, "a": taken}
+    index_name(by_name, b, None)
+    index_name(by_name, None, None)
+    assert by_name == {"a2": renamed, "a": taken}
 
 
 def test_a_stored_spec_keeps_only_its_own_fields_as_given_and_the_same_values():

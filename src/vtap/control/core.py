@@ -32,7 +32,7 @@ from vtap.control.probing import ProbeSchedule, named_addresses
 from vtap.control.roles import PortRoles
 from vtap.model.capture import CaptureTarget
 from vtap.model.network import Device, Host, Link, is_mac
-from vtap.model.policy import Tap, PolicyPlan, TapSpec, is_single_address, plan_changes
+from vtap.model.policy import Tap, PolicyPlan, TapSpec, index_name, is_single_address, plan_changes
 from vtap.model.rules import SwitchRules
 from vtap.model.state import PolicyState, PolicyStatus, SwitchSync, SwitchSyncs, SyncState
 from vtap.model.view import NetworkView
@@ -161,6 +161,7 @@ class ControlCore(SwitchEvents, HostDecisions, DeliveryDecisions):
         self.last_compiled: tuple[CompileInputs, tuple[dict[int, SwitchRules], TapCompilation]] | None = None
         self.named = NamedAddresses()
         self._changed_taps: set[int] | None = None  # policies set or removed since the last compile (None: not known)
+        self.by_name: dict[str, Tap] = {}  # `taps` by name (plan_changes reads the names an apply declares)
         self._labels_of: tuple[NetworkView, frozenset[str]] | None = None  # the view and monitors they are of
 
     # ---- the view -----------------------------------------------------------------
@@ -191,6 +192,7 @@ class ControlCore(SwitchEvents, HostDecisions, DeliveryDecisions):
             if (host.dpid, host.port) not in self.links.switch_ports:
                 self.roles.mark_edge((host.dpid, host.port))
         for tap in taps:
+            index_name(self.by_name, self.taps.get(tap.id), tap)
             self.taps[tap.id] = tap
             self.named.set(tap)
             self._tap_generation[tap.id] = 1
@@ -198,6 +200,7 @@ class ControlCore(SwitchEvents, HostDecisions, DeliveryDecisions):
         self.invalidate()
 
     def set_tap(self, tap: Tap) -> None:
+        index_name(self.by_name, self.taps.get(tap.id), tap)
         self.taps[tap.id] = tap
         self.named.set(tap)
         self._tap_generation[tap.id] = -1  # set by the next compile
@@ -205,7 +208,7 @@ class ControlCore(SwitchEvents, HostDecisions, DeliveryDecisions):
             self._changed_taps.add(tap.id)
 
     def remove_tap(self, tap_id: int) -> None:
-        self.taps.pop(tap_id, None)
+        index_name(self.by_name, self.taps.pop(tap_id, None), None)
         self.named.remove(tap_id)
         self._tap_generation.pop(tap_id, None)
         if self._changed_taps is not None:
@@ -265,7 +268,7 @@ class ControlCore(SwitchEvents, HostDecisions, DeliveryDecisions):
         """What making the policies equal to `specs` would change, and (with `compile_`,
         a whole compile: for dry runs only) the compilation of the resulting set; new
         policies get the ids they would be given, in order."""
-        plan = plan_changes(list(self.taps.values()), specs, prune=prune)
+        plan = plan_changes(self.by_name, specs, prune=prune)
         if not compile_:
             return plan, None
         changed = {after.id: after for _, after in plan.changed}

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import ipaddress
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -343,16 +344,18 @@ class PolicyPlan:
     unchanged: list[Tap]
 
 
-def plan_changes(stored: list[Tap], declared: list[TapSpec], *, prune: bool) -> PolicyPlan:
-    """Match declared policies to stored ones by name: new names are added (id 0 until
-    stored), others changed when their fields differ, and with `prune` stored names the
-    declaration leaves out are removed. A name declared twice is an error naming it."""
+def plan_changes(by_name: Mapping[str, Tap], declared: list[TapSpec], *, prune: bool) -> PolicyPlan:
+    """Match declared policies to stored ones (`by_name`: every stored policy by name
+    with `prune`, else at least those `declared` names) by name: new names are added (id
+    0 until stored), others changed when their fields differ, and with `prune` stored
+    names the declaration leaves out are removed. A name declared twice is an error
+    naming it. Without `prune` it reads only the names declared: a `:batch` of 1,000
+    among 100,000 policies costs what 1,000 do."""
     seen: set[str] = set()
     for spec in declared:
         if spec.name in seen:
             raise ValueError(f"name: {spec.name!r} is declared twice")
         seen.add(spec.name)
-    by_name = {t.spec.name: t for t in stored}
     added, changed, unchanged = [], [], []
     for spec in declared:
         old = by_name.get(spec.name)
@@ -362,8 +365,17 @@ def plan_changes(stored: list[Tap], declared: list[TapSpec], *, prune: bool) -> 
             changed.append((old, Tap(id=old.id, spec=spec)))
         else:
             unchanged.append(old)
-    removed = [t for t in stored if prune and t.spec.name not in seen]
+    removed = sorted((t for name, t in by_name.items() if name not in seen), key=lambda t: t.id) if prune else []
     return PolicyPlan(added, changed, removed, unchanged)
+
+
+def index_name(by_name: dict[str, Tap], old: Tap | None, new: Tap | None) -> None:
+    """`by_name` (stored policies by name, kept beside those by id for `plan_changes`)
+    with the policy `old` gone and `new` come (a rename is both)."""
+    if old is not None and by_name.get(old.spec.name) is old:
+        del by_name[old.spec.name]
+    if new is not None:
+        by_name[new.spec.name] = new
 
 
 @functools.cache

@@ -37,7 +37,7 @@ from aetcd import rpc
 
 from vtap.model import audit
 from vtap.model.network import Host, Link
-from vtap.model.policy import Tap, PolicyPlan, TapSpec, plan_changes
+from vtap.model.policy import Tap, PolicyPlan, TapSpec, index_name, plan_changes
 from vtap.store.etcd_client import EtcdClient, EtcdTLS, create_is, delete_op, is_tls, mod_is, parse_endpoints, put_op
 from vtap.store.errors import NameTaken, NotFound, StoreUnavailable
 
@@ -91,6 +91,7 @@ class EtcdStore:
         self.revision = 0
         self._kv: dict[str, tuple[bytes, int, int]] = {}  # key below the prefix -> (value, mod rev, create rev)
         self.taps: dict[int, Tap] = {}
+        self._by_name: dict[str, Tap] = {}  # `taps` by name (plan_changes reads the names an apply declares)
         self._tokens: dict[int, dict] = {}
         self._token_by_hash: dict[str, int] = {}
         self.hosts: dict[str, Host] = {}
@@ -274,9 +275,11 @@ class EtcdStore:
         if folder == "taps":
             tap_id = int(rest)
             if value is None:
-                self.taps.pop(tap_id, None)
+                index_name(self._by_name, self.taps.pop(tap_id, None), None)
                 return KeyChange("tap", rest, None, revision)
-            tap = self.taps[tap_id] = Tap(id=tap_id, spec=TapSpec.model_validate(data))
+            tap = Tap(id=tap_id, spec=TapSpec.model_validate(data))
+            index_name(self._by_name, self.taps.get(tap_id), tap)
+            self.taps[tap_id] = tap
             return KeyChange("tap", rest, tap, revision)
         if folder == "tokens":
             old = self._tokens.pop(int(rest), None)
@@ -526,7 +529,8 @@ class EtcdStore:
         return put_op(self._key(f"taps/{tap_id}"), spec.model_dump_json().encode())
 
     def _name_taken(self, name: str, but: int | None = None) -> bool:
-        return any(t.spec.name == name and t.id != but for t in self.taps.values())
+        tap = self._by_name.get(name)
+        return tap is not None and tap.id != but
 
     async def add_tap(self, spec: TapSpec) -> Tap:
         def plan(next_id: int):
@@ -555,7 +559,7 @@ class EtcdStore:
         """Make the stored set equal to `specs` by name, in one transaction (etcd's
         --max-txn-ops and --max-request-bytes bound how many policies one apply holds)."""
         def plan(next_id: int):
-            p = plan_changes(list(self.taps.values()), specs, prune=prune)
+            p = plan_changes(self._by_name, specs, prune=prune)
             added = [Tap(id=next_id + i, spec=t.spec) for i, t in enumerate(p.added)]
             ops = [self._spec_op(t.id, t.spec) for t in added] + [self._spec_op(a.id, a.spec) for _, a in p.changed]
             ops += [delete_op(self._key(f"taps/{t.id}")) for t in p.removed]

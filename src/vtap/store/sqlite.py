@@ -350,7 +350,7 @@ class Store:
                 self._parsed = {t.id: self._parsed[t.id] for t in stored}  # rows gone, gone here too
             else:
                 stored = self._named([s.name for s in specs])
-            plan = plan_changes(stored, specs, prune=prune)
+            plan = plan_changes({t.spec.name: t for t in stored}, specs, prune=prune)
             added = []
             for tap in plan.added:
                 text = tap.spec.model_dump_json()
