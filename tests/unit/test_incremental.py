@@ -197,6 +197,26 @@ def test_one_change_among_many_policies_of_each_kind_is_made_in_place():
             assert op in ("disable", "delete") or comp.states[301].state == PolicyState.COMPILED, (kind, op)
 
 
+def test_a_switch_changed_in_place_is_built_anew_when_a_whole_compile_meets_its_old_key():
+    """The in-place path changes a tap switch's part itself, not a copy (a copy was
+    O(the switch's regions) per change), while the memo holds it under the key of what
+    it was. A whole compile with that memo, whose inputs give that key again (the
+    change undone, then a view change or a burst), must build the switch anew, not take
+    the changed part for the old one."""
+    for kind in KINDS:
+        taps = {k + 1: Tap(id=k + 1, spec=TapSpec(**as_kind(kind, body, k))) for k, body in enumerate(policies(0, 60, 20000))}
+        memo, view = TapMemo(), _view()
+        compile_taps(view, list(taps.values()), memo=memo)
+        first = taps[7]
+        taps[7] = Tap(id=7, spec=first.spec.model_copy(update={"dst_port": 1}))
+        compile_taps(view, list(taps.values()), memo=memo)
+        assert memo.in_place == 1, kind
+        taps[7] = first
+        memo.last = None  # no in-place path: the whole compile, with the memo (the same view token)
+        assert compile_taps(view, list(taps.values()), memo=memo) == compile_taps(_view(), list(taps.values())), kind
+        assert memo.in_place == 1, kind
+
+
 def test_changes_that_only_a_whole_compile_can_make_are_made_whole():
     """Budget ids that meet (the younger policy's state is an error), a monitor that comes
     (a new copy VLAN id) and a new view take the whole compile and give what it gives; a

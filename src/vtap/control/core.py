@@ -148,6 +148,7 @@ class ControlCore(SwitchEvents, HostDecisions, DeliveryDecisions):
         self.probes = ProbeSchedule()
         self.delivery = DeliveryLedger()
         self._monitor_labels: dict[str, str] = {}
+        self._given_labels: dict[str, str | None] = {}  # monitor MAC -> the address its policies give
         self._memo = TapMemo()  # what the last compile can lend the next
         self.remembered: set[int] = set()  # switches of stored links, until all have connected
         self.captures: dict[int, CaptureTarget] = {}

@@ -28,30 +28,33 @@ class DeliveryDecisions:
         drops = {key: (*comp.meter_monitors[key], *value) for key, value in (meters or {}).items() if key in comp.meter_monitors}
         changed = set(self.delivery.observe(now, counters, comp.sent_buckets, comp.deliveries, self.monitor_labels(),
                                             comp.cut_deliveries, drops))
+        if not changed:
+            return []  # the usual second: no walk over every policy
         return sorted(tap_id for tap_id, macs in comp.monitors.items() if changed.intersection(macs))
 
     def monitor_labels(self) -> dict[str, str]:
         """How reasons and metrics name each compiled policy's monitor (asked every
-        second, and by stats requests and scrapes). Made again only when the view or the
-        set of monitors changes, not at every compile: a change in place is a new
-        compilation, and walking every policy after each one took 150-250 ms of the loop
-        at 100,000 policies. A label is an address of the monitor's host either way."""
+        second, and by stats requests and scrapes): the address the monitor's policies
+        give, else its host's first IPv4, else its MAC. What the policies give is found
+        again only when the set of monitors changes (a walk over every policy: 150-250 ms
+        of the loop at 100,000, once after each view change before), the hosts' part
+        when the view changes. A label is an address of the monitor's host either way."""
         view, monitors = self.view(), frozenset(self.compilation.deliveries)
+        if self._labels_of is None or self._labels_of[1] != monitors:
+            self._given_labels = self._labels_given()
         if self._labels_of is None or self._labels_of[0] is not view or self._labels_of[1] != monitors:
-            self._monitor_labels = self._label_monitors(view)
+            self._monitor_labels = {mac: given or _first_address(view, mac) for mac, given in self._given_labels.items()}
             self._labels_of = (view, monitors)
         return self._monitor_labels
 
-    def _label_monitors(self, view: NetworkView) -> dict[str, str]:
-        """The address the monitor's policies give, else its first IPv4, else its MAC."""
-        labels: dict[str, str] = {}
+    def _labels_given(self) -> dict[str, str | None]:
+        """Each monitor's MAC -> the monitor IP its first policy (by id) gives, if any."""
+        given: dict[str, str | None] = {}
         for tap_id, macs in sorted(self.compilation.monitors.items()):
             spec = self.taps[tap_id].spec if tap_id in self.taps else None
             for mac in macs:
-                host = view.hosts.get(mac)
-                ips = sorted(host.ips, key=lambda a: (":" in a, a)) if host else []
-                labels.setdefault(mac, (spec.monitor_ip if spec and spec.monitor_ip else None) or (ips[0] if ips else mac))
-        return labels
+                given.setdefault(mac, spec.monitor_ip if spec and spec.monitor_ip else None)
+        return given
 
     def monitor_delivery(self, tap_id: int) -> MonitorDelivery | None:
         """The delivery of the policy's monitor (a pool's: the first failing member, else
@@ -116,3 +119,10 @@ class DeliveryDecisions:
         copies = [{"switches": view.path(dpid, m.dpid) or [], "monitor": m.mac} for dpid in tap_points for m in monitors]
         return {"id": tap_id, "flows": flows, "tap_points": tap_points, "copies": copies,
                 "monitor": monitors[0].mac if monitors else None, "monitors": [m.mac for m in monitors]}
+
+
+def _first_address(view: NetworkView, mac: str) -> str:
+    """The host's first IPv4 address (else its first address), else the MAC."""
+    host = view.hosts.get(mac)
+    ips = sorted(host.ips, key=lambda a: (":" in a, a)) if host else []
+    return ips[0] if ips else mac

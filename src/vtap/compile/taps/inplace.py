@@ -25,7 +25,7 @@ from vtap.compile.taps.state import Ctx, Last, Ready, TapCompilation, TapMemo
 from vtap.compile.taps.switch import RegionSwitch
 from vtap.model.capture import CaptureTarget
 from vtap.model.policy import Tap
-from vtap.model.rules import SwitchRules
+from vtap.model.rules import FlowRule, GroupRule, SwitchRules
 from vtap.model.view import NetworkView
 from vtap.model.state import PolicyStatus
 
@@ -168,18 +168,27 @@ def _redo_switch(ctx: Ctx, last: Last, d: int, regs: dict[Region, tuple[set[int]
             changes[r] = frozenset(now)
     if not changes:
         return True
+    was = before.part
     after = before.update(ctx, changes)
     if after is None:
         return False
-    was, new = before.part, after.part
-    _change_rules(comp, d, was.flows, new.flows, was.groups, new.groups, was.meters, new.meters)
+    new = after.part
+    out, into = after.rule_change  # what changed, not the switch's whole sets: O(the change), not O(its rules)
+    _change_rules(comp, d, {f for f in out if isinstance(f, FlowRule)}, {f for f in into if isinstance(f, FlowRule)},
+                  {g for g in out if isinstance(g, GroupRule)}, {g for g in into if isinstance(g, GroupRule)},
+                  was.meters, new.meters)
     for key in was.sent_buckets.keys() - new.sent_buckets.keys():
         del comp.sent_buckets[key]
     comp.sent_buckets.update(new.sent_buckets)
     for key in was.meter_monitors.keys() - new.meter_monitors.keys():
         del comp.meter_monitors[key]
     comp.meter_monitors.update(new.meter_monitors)
-    _move_cookies(cookie_dpids, d, was.cookie_owners, new.cookie_owners, touched)
+    for c, (had, has) in after.cookie_change.items():
+        if has is None:
+            cookie_dpids[c] = cookie_dpids[c] - {d}
+        elif had is None:
+            cookie_dpids[c] = cookie_dpids.get(c, frozenset()) | {d}
+        touched.add(c)
     for m, entry in after.recovery_change[0]:
         recovery.setdefault(m, ([], []))[0].append(entry)
     for m, entry in after.recovery_change[1]:

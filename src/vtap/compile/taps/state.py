@@ -159,6 +159,11 @@ class TapMemo:
         self._policies_old.update(self._policies_new)
         self._policies_new = {}
 
+    def put(self, key, value):
+        """`value` under `key` for this compile (in place of what was there)."""
+        self._new[key] = value
+        return value
+
     def forget_policy(self, ident: int) -> None:
         for kind in ("state", "points", "static"):
             self._policies_old.pop((kind, ident), None)
