@@ -325,3 +325,20 @@ def test_the_policies_by_name_follow_every_set_rename_and_removal(steps):
         elif all(t.spec.name != name or t.id == ident for t in core.taps.values()):  # names are unique, as the store keeps them
             core.set_tap(Tap(id=ident, spec=TapSpec(name=name, src_ip="10.0.0.1", monitor_ip="10.0.0.2")))
         assert core.by_name == {t.spec.name: t for t in core.taps.values()}
+
+
+def test_a_monitor_is_labelled_by_the_address_its_first_policy_gives_else_its_hosts_first_ipv4():
+    """Labels (reasons, metrics): the policies' part is found when the monitor set
+    changes, the hosts' part again at every view change."""
+    core = core_for()
+    core.set_tap(Tap(id=1, spec=TapSpec(name="by-mac", src_ip="10.0.0.1", monitor_mac="00:00:00:00:00:02")))
+    core.set_tap(Tap(id=2, spec=TapSpec(name="by-ip", src_ip="10.0.0.1", monitor_ip="10.0.0.3")))
+    core.compile()
+    assert core.monitor_labels() == {"00:00:00:00:00:02": "10.0.0.2", "00:00:00:00:00:03": "10.0.0.3"}
+    host = core.hosts.hosts["00:00:00:00:00:02"]
+    core.hosts.hosts[host.mac] = replace(host, ips=("fe80::2", "10.0.0.9"))
+    core.invalidate()  # a view change, the monitors the same
+    assert core.monitor_labels()["00:00:00:00:00:02"] == "10.0.0.9"
+    core.remove_tap(2)
+    core.compile()
+    assert core.monitor_labels() == {"00:00:00:00:00:02": "10.0.0.9"}
