@@ -68,6 +68,16 @@ GIVE_BACK_S = 5.0  # after a whole compile, when the reconcilers have dropped th
 WARM_UP_S = 1.0  # after the switches confirmed a compile reused from the last stop, the whole set is compiled again
 WARM_UP_MAX_S = 10.0  # (after the reuse at the latest): sooner, its seconds of work delayed the confirmations
 COMPILE_SWITCH_S = 0.0005  # how often the compile thread gives up the interpreter lock
+QUIET_S = 0.5  # no change for this long: the next is a lone one, however long the last compile took
+COALESCE_MAX_S = 2.0  # the longest a change waits for others of its burst
+
+
+def recompile_delay(debounce: float, last_compile_s: float, last_batch: int, since_last_change: float) -> float:
+    """How long a change waits before it is compiled (see `Controller.changed`): the short
+    debounce for a lone change, else as long as the last compile took (at most
+    `COALESCE_MAX_S`), so that a burst is compiled in a few large batches."""
+    lone = last_batch <= 1 or since_last_change > min(last_compile_s, QUIET_S)
+    return debounce if lone else min(max(debounce, last_compile_s), COALESCE_MAX_S)
 LLDP_BURST_S = 0.05  # an extra LLDP round this long after a switch's rules are first in (syncs close together: one round)
 
 
@@ -240,7 +250,7 @@ class Controller(Reads, Claims, Discovering, Polling, CaptureJobs):
         long it took, and the thread whole compiles run in."""
         self.debounce = debounce
         self._last_compile_s = 0.0
-        self._last_compile_end = 0.0  # perf_counter time
+        self._last_change = 0.0  # perf_counter time
         self._pending_changes = 0  # changes since the last compile began
         self._last_batch = 0  # changes the last compile took in
         self.view_version = 0  # bumped on every change; the UI refetches the topology on it
@@ -268,9 +278,11 @@ class Controller(Reads, Claims, Discovering, Polling, CaptureJobs):
         rather than once per change, while a lone change is compiled after 1 ms.
         A change is a lone one — compiled after the short debounce — when the last compile
         took in a single change (a client waiting for each change to apply before the
-        next) or after a quiet spell longer than the last compile: it does not wait for a
-        long compile of the past (say, the whole set applied at once). A burst shows
-        itself within one compile (it takes in several changes) and is coalesced again.
+        next) or after a quiet spell (no change for the last compile's time, `QUIET_S` at
+        most): it does not wait for a long compile of the past (say, the whole set
+        applied at once: the quiet spell was that compile's length, and one update among
+        100,000 policies, 20 s after a whole compile, waited 2 s). A burst shows itself
+        within one compile (it takes in several changes) and is coalesced again.
         """
         if view:
             self.core.invalidate()
@@ -280,10 +292,10 @@ class Controller(Reads, Claims, Discovering, Polling, CaptureJobs):
             return
         if self._gather_until:
             return  # compiled when the stored topology's switches are back (see start)
+        now = time.perf_counter()
+        since, self._last_change = now - self._last_change, now
         if self._recompile_handle is None:
-            quiet = time.perf_counter() - self._last_compile_end > self._last_compile_s
-            lone = quiet or self._last_batch <= 1
-            delay = self.debounce if lone else min(max(self.debounce, self._last_compile_s), 2.0)
+            delay = recompile_delay(self.debounce, self._last_compile_s, self._last_batch, since)
             self._recompile_handle = asyncio.get_running_loop().call_later(delay, self._recompile)
 
     def _recompile(self) -> None:
@@ -386,8 +398,7 @@ class Controller(Reads, Claims, Discovering, Polling, CaptureJobs):
             self._save_pinned()
             self._probe_due()
         self._status_due.set()
-        self._last_compile_end = time.perf_counter()
-        self._last_compile_s = self._last_compile_end - started
+        self._last_compile_s = time.perf_counter() - started
         if self._last_compile_s > 0.1:
             log.info("compiled %d policies for %d switches in %.2f s (%d changes%s)", len(self.core.taps), len(desired),
                      self._last_compile_s, self._last_batch, "" if job.result is not None else ", whole, off the loop")
