@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from vtap.control.controller import COALESCE_MAX_S, QUIET_S, recompile_delay
+from vtap.control.coalescing import COALESCE_MAX_S, QUIET_S, recompile_delay
 
 DEBOUNCE = 0.001
 

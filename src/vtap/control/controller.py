@@ -42,6 +42,7 @@ from vtap.compile.tunnels import tunnel_plan
 from vtap.control.capture import CaptureBook
 from vtap.control.capturing import CaptureJobs
 from vtap.control.claims import LINK_GRACE_S, Claims
+from vtap.control.coalescing import recompile_delay
 from vtap.control.core import CompileInputs, CompileJob, ControlCore
 from vtap.control.discovering import Discovering
 from vtap.control.discovery import NONCE_BYTES, is_lldp
@@ -68,16 +69,6 @@ GIVE_BACK_S = 5.0  # after a whole compile, when the reconcilers have dropped th
 WARM_UP_S = 1.0  # after the switches confirmed a compile reused from the last stop, the whole set is compiled again
 WARM_UP_MAX_S = 10.0  # (after the reuse at the latest): sooner, its seconds of work delayed the confirmations
 COMPILE_SWITCH_S = 0.0005  # how often the compile thread gives up the interpreter lock
-QUIET_S = 0.5  # no change for this long: the next is a lone one, however long the last compile took
-COALESCE_MAX_S = 2.0  # the longest a change waits for others of its burst
-
-
-def recompile_delay(debounce: float, last_compile_s: float, last_batch: int, since_last_change: float) -> float:
-    """How long a change waits before it is compiled (see `Controller.changed`): the short
-    debounce for a lone change, else as long as the last compile took (at most
-    `COALESCE_MAX_S`), so that a burst is compiled in a few large batches."""
-    lone = last_batch <= 1 or since_last_change > min(last_compile_s, QUIET_S)
-    return debounce if lone else min(max(debounce, last_compile_s), COALESCE_MAX_S)
 LLDP_BURST_S = 0.05  # an extra LLDP round this long after a switch's rules are first in (syncs close together: one round)
 
 
@@ -273,16 +264,9 @@ class Controller(Reads, Claims, Discovering, Polling, CaptureJobs):
         jobs are not part of the network view (`view=False`): the view, and what the
         compiler derived from it, stay.
 
-        The wait grows with the last compile's duration, so that a stream of changes
-        (thousands of policies posted one by one) is compiled in a few large batches
-        rather than once per change, while a lone change is compiled after 1 ms.
-        A change is a lone one — compiled after the short debounce — when the last compile
-        took in a single change (a client waiting for each change to apply before the
-        next) or after a quiet spell (no change for the last compile's time, `QUIET_S` at
-        most): it does not wait for a long compile of the past (say, the whole set
-        applied at once: the quiet spell was that compile's length, and one update among
-        100,000 policies, 20 s after a whole compile, waited 2 s). A burst shows itself
-        within one compile (it takes in several changes) and is coalesced again.
+        How long a change waits is `coalescing.recompile_delay`: a lone change (the last
+        compile took in one, or no change came for a while) after 1 ms, a burst (thousands
+        of policies posted one by one) coalesced into a few large compiles.
         """
         if view:
             self.core.invalidate()
