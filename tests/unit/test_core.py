@@ -342,3 +342,20 @@ def test_a_monitor_is_labelled_by_the_address_its_first_policy_gives_else_its_ho
     core.remove_tap(2)
     core.compile()
     assert core.monitor_labels() == {"00:00:00:00:00:02": "10.0.0.9"}
+
+
+def test_the_last_compiles_inputs_are_what_it_compiled_until_a_policy_changes():
+    """An in-place compile's inputs hold the core's own policies (no copy per change):
+    a stop writes them down as the snapshot's only while no policy changed since."""
+    core = core_for()
+    core.set_tap(Tap(id=1, spec=TapSpec(name="a", src_ip="10.0.0.1", monitor_ip="10.0.0.2")))
+    assert core.policies_changed()
+    core.compile()
+    core.set_tap(Tap(id=2, spec=TapSpec(name="b", src_ip="10.0.0.3", monitor_ip="10.0.0.2")))
+    core.compile()  # in place: one policy among those compiled
+    inputs, _ = core.last_compiled
+    assert not core.policies_changed() and inputs.taps == core.taps
+    core.remove_tap(1)
+    assert core.policies_changed()
+    core.compile()
+    assert not core.policies_changed() and core.last_compiled[0].taps == core.taps

@@ -395,6 +395,9 @@ class Controller(Reads, Claims, Discovering, Polling, CaptureJobs):
         """The last compile, for a restart to reuse (control/snapshot.py)."""
         if self.core.last_compiled is None or not self.leading:
             return
+        if self.core.policies_changed():  # the last compile's inputs may hold them: not what it compiled
+            log.info("compile snapshot not written: policies changed since the last compile")
+            return
         inputs, result = self.core.last_compiled
         try:
             snapshot.save(self.store.state_dir, self._snapshot_key, inputs, result)

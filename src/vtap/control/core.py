@@ -48,7 +48,7 @@ class CompileInputs:
     inputs give an equal compile, which is what lets a restart reuse the last one."""
 
     view: NetworkView
-    taps: dict[int, Tap]
+    taps: dict[int, Tap]  # of an in-place compile, the core's own (see ControlCore.policies_changed)
     packet_in_rate: int
     captures: tuple[CaptureTarget, ...]
 
@@ -237,12 +237,21 @@ class ControlCore(SwitchEvents, HostDecisions, DeliveryDecisions):
         for ident, gen in self._capture_generation.items():
             if gen < 0:
                 self._capture_generation[ident] = self.generation
-        taps, captures, changed = dict(self.taps), list(self.captures.values()), self._changed_taps
+        captures, changed = list(self.captures.values()), self._changed_taps
         self._changed_taps = set()  # what changes from here on is the next compile's
+        # In place over the policies themselves, here and now; the whole compile, which
+        # may run in another thread, over a copy (a copy per change was 1.5 ms at 100,000).
+        result = compile_network(view, self.taps, self.packet_in_rate, captures, self._memo, changed, whole=False)
+        taps = self.taps if result is not None else dict(self.taps)
         job = CompileJob(CompileInputs(view, taps, self.packet_in_rate, tuple(captures)),
                          partial(compile_network, view, taps, self.packet_in_rate, captures, self._memo, changed))
-        job.result = job.make(whole=False)
+        job.result = result
         return job
+
+    def policies_changed(self) -> bool:
+        """Whether a policy was set or removed since the last compile began (the inputs of
+        an in-place compile hold the policies themselves: until then, what it compiled)."""
+        return self._changed_taps is None or bool(self._changed_taps)
 
     def compile_end(self, job: CompileJob, result: tuple[dict[int, SwitchRules], TapCompilation]) -> dict[int, SwitchRules]:
         desired, self.compilation = result
