@@ -61,6 +61,7 @@ def test_controlplane_quick_produces_every_row(tmp_path):
     assert r["latency_loaded_ms"]["n"] == 10 and r["latency_loaded_ms"]["installed"] == 200
     e = r["event_stream"]
     assert e["events"] >= 2 and e["peak_rss_mib"] > 0 and e["first_event_bytes"] > 0
+    assert 0 < e["first_event_s"] < e["seconds"] and e["events_per_s_after_first"] > 0
     assert r["restart_all_active_s"] > 0 and r["ceiling_ofctl_bundle"]["rules"] > 0
     steps = r["apply"][0]["restart"]["startup"]
     assert 0 < steps["imported"] < steps["store_loaded"] < steps["first_compile"] <= steps["rules_confirmed"], steps

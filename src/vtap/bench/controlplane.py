@@ -85,8 +85,10 @@ def rss_with_event_stream(ctl, client: httpx.Client, seconds: float, page: list[
     """The controller's peak RSS while the web UI's event stream is open, with every
     policy of the size in, watching one page of policies as the UI does (`?ids=`), and
     the events' sizes: the first (the page's snapshot) and the largest after it (deltas
-    and the summary), while one policy of the page changes half-way."""
+    and the summary), while one policy of the page changes half-way; when the first came
+    (after the board's first look at every policy), and how many a second after it."""
     sizes: list[int] = []
+    times: list[float] = []
     stop = threading.Event()
 
     def read() -> None:
@@ -97,10 +99,12 @@ def rss_with_event_stream(ctl, client: httpx.Client, seconds: float, page: list[
             for line in resp.iter_lines():
                 if line.startswith("data:"):
                     sizes.append(len(line) - 5)
+                    times.append(time.monotonic())
                 if stop.is_set():
                     return
 
     reader = threading.Thread(target=read, daemon=True)
+    opened = time.monotonic()
     reader.start()
     before, peak = rss_mib(ctl.proc.pid), 0.0
     end = time.monotonic() + seconds
@@ -114,7 +118,9 @@ def rss_with_event_stream(ctl, client: httpx.Client, seconds: float, page: list[
     stop.set()
     reader.join(timeout=60)
     return {"seconds": seconds, "events": len(sizes), "rss_before_mib": before, "peak_rss_mib": peak,
-            "first_event_bytes": sizes[0] if sizes else 0, "largest_later_event_bytes": max(sizes[1:], default=0)}
+            "first_event_bytes": sizes[0] if sizes else 0, "largest_later_event_bytes": max(sizes[1:], default=0),
+            "first_event_s": round(times[0] - opened, 2) if times else None,
+            "events_per_s_after_first": round((len(times) - 1) / (times[-1] - times[0]), 2) if len(times) > 1 else None}
 
 
 def change_one(client: httpx.Client, tap_id: int) -> None:
@@ -423,7 +429,7 @@ def markdown(result: dict) -> str:
     p("\n### At each size: the web UI's event stream, and a restart\n")
     p("The stream watches one page of 50 policies, as the UI does (`GET /api/v1/events?ids=`); one of them changes "
       "half-way.\n")
-    p("| policies | events in the window | first event (the page's snapshot) | largest event after it | RSS, stream open (peak) "
+    p("| policies | events in the window (the first at; then a second) | first event (the page's snapshot) | largest event after it | RSS, stream open (peak) "
       "| restart: all active | of which stopping | the new process: imported / store loaded / switches back / compiled / rules confirmed / compile checked |")
     p("|---|---|---|---|---|---|---|---|")
     for a in result["apply"]:
@@ -431,7 +437,9 @@ def markdown(result: dict) -> str:
         st, cpu = r["startup"], r.get("startup_cpu", {})
         steps = " / ".join((f"{st[k]:.2f}" + (f" ({cpu[k]:.2f} CPU)" if k in cpu else "")) if k in st else "-" for k in
                            ("imported", "store_loaded", "switches_back", "first_compile", "rules_confirmed", "compile_checked"))
-        p(f"| {a['policies']:,} | {e['events']} in {e['seconds']:g} s | {e['first_event_bytes'] / 1024:,.1f} KiB | "
+        pace = (f" (at {e['first_event_s']} s; then {e['events_per_s_after_first']}/s)"
+                if e.get("events_per_s_after_first") is not None else "")
+        p(f"| {a['policies']:,} | {e['events']} in {e['seconds']:g} s{pace} | {e['first_event_bytes'] / 1024:,.1f} KiB | "
           f"{e['largest_later_event_bytes'] / 1024:,.1f} KiB | {e['peak_rss_mib']} MiB | {r['all_active_s']} s | "
           f"{r['stop_s']} s | {steps} s |")
     mem = result.get("memory") or {}
