@@ -25,7 +25,7 @@ from vtap.compile.taps.state import Ctx, Last, Ready, TapCompilation, TapMemo
 from vtap.compile.taps.switch import RegionSwitch
 from vtap.model.capture import CaptureTarget
 from vtap.model.policy import Tap
-from vtap.model.rules import FlowRule, GroupRule, SwitchRules
+from vtap.model.rules import SwitchRules
 from vtap.model.view import NetworkView
 from vtap.model.state import PolicyStatus
 
@@ -173,22 +173,15 @@ def _redo_switch(ctx: Ctx, last: Last, d: int, regs: dict[Region, tuple[set[int]
     if after is None:
         return False
     new = after.part
-    out, into = after.rule_change  # what changed, not the switch's whole sets: O(the change), not O(its rules)
-    _change_rules(comp, d, {f for f in out if isinstance(f, FlowRule)}, {f for f in into if isinstance(f, FlowRule)},
-                  {g for g in out if isinstance(g, GroupRule)}, {g for g in into if isinstance(g, GroupRule)},
-                  was.meters, new.meters)
+    # What changed, not the switch's whole sets: O(the change), not O(its rules).
+    _change_rules(comp, d, *after.rule_change, was.meters, new.meters)
     for key in was.sent_buckets.keys() - new.sent_buckets.keys():
         del comp.sent_buckets[key]
     comp.sent_buckets.update(new.sent_buckets)
     for key in was.meter_monitors.keys() - new.meter_monitors.keys():
         del comp.meter_monitors[key]
     comp.meter_monitors.update(new.meter_monitors)
-    for c, (had, has) in after.cookie_change.items():
-        if has is None:
-            cookie_dpids[c] = cookie_dpids[c] - {d}
-        elif had is None:
-            cookie_dpids[c] = cookie_dpids.get(c, frozenset()) | {d}
-        touched.add(c)
+    _move_changed_cookies(cookie_dpids, d, after.cookie_change, touched)
     for m, entry in after.recovery_change[0]:
         recovery.setdefault(m, ([], []))[0].append(entry)
     for m, entry in after.recovery_change[1]:
@@ -234,11 +227,19 @@ def _move_cookies(places: dict[int, frozenset[int]], d: int, was: Mapping[int, f
                   touched: set[int]) -> None:
     """Switch `d` taken out of the places of the cookies it no longer has, put in those of
     the cookies it has anew; the cookies whose owners may have changed added to `touched`."""
-    for c in was.keys() - now.keys():
-        places[c] = places[c] - {d}
-    for c in now.keys() - was.keys():
-        places[c] = places.get(c, frozenset()) | {d}
-    touched.update(c for c, _ in was.items() ^ now.items())
+    changed = {c: (was.get(c), now.get(c)) for c in was.keys() | now.keys() if was.get(c) != now.get(c)}
+    _move_changed_cookies(places, d, changed, touched)
+
+
+def _move_changed_cookies(places: dict[int, frozenset[int]], d: int, changed: Mapping[int, tuple], touched: set[int]) -> None:
+    """As `_move_cookies`, from the cookies whose owners changed at switch `d`: cookie ->
+    (owners before, after), None where it had or has none."""
+    for c, (had, has) in changed.items():
+        if has is None:
+            places[c] = places[c] - {d}
+        elif had is None:
+            places[c] = places.get(c, frozenset()) | {d}
+        touched.add(c)
 
 
 def _recount_cookies(comp: TapCompilation, last: Last, touched: set[int]) -> None:

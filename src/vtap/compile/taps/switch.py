@@ -201,7 +201,8 @@ class RegionSwitch:
         self.part = SwitchPart()
         self.recovery_change: tuple[list, list] = ([], [])  # the last update's recovery entries (dropped, added)
         self.cookie_change: dict[int, tuple] = {}  # the last part's cookies whose owners changed: (before, after), None: none
-        self.rule_change: tuple[list, list] = ([], [])  # the last part's flows and groups (dropped, added)
+        # The last part's rules: flows dropped, added; groups dropped, added.
+        self.rule_change: tuple[set, set, set, set] = (set(), set(), set(), set())
         self.changed_in_place = False  # by `update`: no longer what its key in the memo says (that rebuilds it)
         self._fresh: list[Region] = []  # since the last part was made
         self.sent: dict[tuple[int, int], tuple[str | None, ...]] = {}  # (dpid, tap group id) -> monitor per bucket
@@ -389,10 +390,11 @@ class RegionSwitch:
             if cookie_owners.get(c) != had:
                 self.cookie_change[c] = (had, cookie_owners.get(c))
         out, into = self._dropped + dropped, self._added + added
-        self.rule_change = (out, into)
+        self.rule_change = flows_out, flows_in, groups_out, groups_in = (
+            {f for f in out if isinstance(f, FlowRule)}, {f for f in into if isinstance(f, FlowRule)},
+            {g for g in out if isinstance(g, GroupRule)}, {g for g in into if isinstance(g, GroupRule)})
         self.part = SwitchPart(
-            (self.part.flows - {f for f in out if isinstance(f, FlowRule)}) | {f for f in into if isinstance(f, FlowRule)},
-            (self.part.groups - {g for g in out if isinstance(g, GroupRule)}) | {g for g in into if isinstance(g, GroupRule)},
+            (self.part.flows - flows_out) | flows_in, (self.part.groups - groups_out) | groups_in,
             self.sent | self.budgets.sent, cookie_owners, errors, frozenset(self.budgets.meters.values()),
             dict(self.budgets.meter_monitors))
         self._fresh, self._added, self._dropped, self._touched = [], [], [], set()
