@@ -239,10 +239,15 @@ async def _stop(of_server: OpenFlowServer, api, api_task: asyncio.Task, ctl: Con
     api.should_exit = True
 
     async def shut_down() -> None:
+        await ctl.quiesce()  # before the connections close: closing them must not make it recompile
+        # The switches' connections are closed next, before the rest of the stop (the
+        # compile snapshot: 0.1-0.2 s at 10,000 policies): a switch tries again one
+        # back-off (a second) after its connection closed, so a restarted controller
+        # has its switches back that much sooner.
+        await of_server.stop()
         if cluster is not None:
             await cluster.stop()  # a leader resigns: another takes over at once
-        await ctl.stop()  # before the connections close: closing them must not make it recompile
-        await of_server.stop()
+        await ctl.stop()
         await asyncio.gather(api_task, return_exceptions=True)
 
     try:

@@ -102,7 +102,7 @@ def test_bytes_that_are_not_an_lldp_frame_read_as_nothing(data):
 
 
 def test_a_packet_in_is_told_apart_by_its_ethernet_type_without_parsing_it():
-    from vtap.control.controller import packet_in_reason
+    from vtap.control.relay import packet_in_reason
     from vtap.control.discovery import is_lldp
 
     eth = b"\xff" * 6 + b"\x02" + b"\x00" * 5

@@ -374,7 +374,7 @@ def main(args) -> int:
     # Traced, a controller runs many times slower (10,000 policies took minutes): the
     # smallest size is traced, and its per-policy bytes say what grows with the policies;
     # above TRACED_MAX none (traced, 100,000 never settled: five minutes lost a run).
-    traced_at = sizes[0] if sizes[0] <= TRACED_MAX else None
+    traced_at = sizes[0] if sizes[0] <= TRACED_MAX and not args.no_trace else None
     work = Path(tempfile.mkdtemp(prefix="vtap-bench-cp-"))
     result: dict = {"topo": args.topo}
     with LabSession(topo, work) as lab:

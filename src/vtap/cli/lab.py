@@ -149,6 +149,8 @@ def add_bench_parser(sub: argparse._SubParsersAction) -> None:
     cp.add_argument("--one-bridge", action="store_true", help="every policy taps at h1's edge switch")
     cp.add_argument("--topo", default="fattree,4", help="the fabric (default fattree,4; fattree,8: 80 switches, 128 hosts)")
     cp.add_argument("--quick", action="store_true", help="a short smoke run (20 latency samples, 200 policies)")
+    cp.add_argument("--no-trace", action="store_true",
+                    help="no traced run for the memory by structure (traced, fattree,8 could not keep its switches connected)")
     cp.add_argument("--cluster", action="store_true",
                     help="three instances on etcd instead: POST -> active through a follower, leader failover under 1,000 pps")
     cp.add_argument("--out", default="bench/results", help="where JSON and Markdown go (default bench/results)")

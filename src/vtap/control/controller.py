@@ -37,7 +37,7 @@ from functools import partial
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from vtap.compile.pipeline import ETH_TYPE_ARP, ETH_TYPE_IPV6, Owner, cookie_owner
+from vtap.compile.pipeline import Owner, cookie_owner
 from vtap.compile.tunnels import tunnel_plan
 from vtap.control.capture import CaptureBook
 from vtap.control.capturing import CaptureJobs
@@ -52,6 +52,7 @@ from vtap.control.startup import Startup
 from vtap.control.polling import THAW_S, Polling
 from vtap.control.reads import Reads
 from vtap.control.reconciler import SwitchReconciler
+from vtap.control.relay import packet_in_reason
 from vtap.control.tunnels import TunnelAgent
 from vtap.model.network import Device
 from vtap.model.policy import Tap, PolicyPlan, TapSpec
@@ -64,27 +65,11 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 GATHER_S = 3.0  # how long a restart waits for the stored topology's switches before its first compile
-ARP_TYPE, IPV6_TYPE = ETH_TYPE_ARP.to_bytes(2, "big"), ETH_TYPE_IPV6.to_bytes(2, "big")  # as a frame carries them
 GIVE_BACK_S = 5.0  # after a whole compile, when the reconcilers have dropped the old rules: free pages go back
 WARM_UP_S = 1.0  # after the switches confirmed a compile reused from the last stop, the whole set is compiled again
 WARM_UP_MAX_S = 10.0  # (after the reuse at the latest): sooner, its seconds of work delayed the confirmations
 COMPILE_SWITCH_S = 0.0005  # how often the compile thread gives up the interpreter lock
 LLDP_BURST_S = 0.05  # an extra LLDP round this long after a switch's rules are first in (syncs close together: one round)
-
-
-def packet_in_reason(data: bytes) -> str:
-    """Why a frame other than LLDP came up, for the metrics: ARP, IPv6 neighbour
-    discovery, anything else (a new source to learn, an unknown destination), or
-    `unparsable` (shorter than an Ethernet header). Read from the bytes: the frame is
-    parsed once, where it is decided on (relay.py)."""
-    if len(data) < 14:
-        return "unparsable"
-    if data[12:14] == ARP_TYPE:
-        return "arp"
-    # IPv6, next header ICMPv6 (byte 20), type 135/136 (byte 54), untagged
-    if data[12:14] == IPV6_TYPE and len(data) > 54 and data[20] == 58 and data[54] in (135, 136):
-        return "nd"
-    return "other"
 
 
 def _collector_paused(run: Callable[[], Any]) -> Any:
@@ -209,7 +194,10 @@ class Controller(Reads, Claims, Discovering, Polling, CaptureJobs):
 
         self._tasks.append(asyncio.create_task(loop(), name=name))
 
-    async def stop(self) -> None:
+    async def quiesce(self) -> None:
+        """The first part of a stop: nothing is compiled, sent or written down any more
+        for what the switches' connections do, so that they can be closed before the
+        rest of the stop (`stop`, which calls this too)."""
         # From now on a switch that goes is not routed around: a controller that stops
         # must leave the switches' rules as they are (it used to recompile as its own
         # connections closed, and took paths out of the switches still connected).
@@ -224,7 +212,12 @@ class Controller(Reads, Claims, Discovering, Polling, CaptureJobs):
             self._give_back.cancel()
         for task in self._tasks:
             task.cancel()
+        # Discovery among them: links that expire as the connections close are not
+        # written down as gone (the next start takes the stored ones as its best guess).
         await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def stop(self) -> None:
+        await self.quiesce()
         self._save_snapshot()
         self.captures.close(time.time())
         if self.tunnels is not None:

@@ -24,6 +24,7 @@ import ipaddress
 
 from os_ken.lib.packet import arp, ethernet, icmpv6, ipv4, ipv6, packet
 
+from vtap.compile.pipeline import ETH_TYPE_ARP, ETH_TYPE_IPV6
 from vtap.model.network import is_multicast_mac
 from vtap.model.view import NetworkView
 
@@ -237,3 +238,21 @@ def probe_frame(ip: str) -> bytes:
         pkt.add_protocol(icmpv6.icmpv6(type_=icmpv6.ND_NEIGHBOR_SOLICIT, data=icmpv6.nd_neighbor(dst=str(addr))))
     pkt.serialize()
     return bytes(pkt.data)
+
+
+ARP_TYPE, IPV6_TYPE = ETH_TYPE_ARP.to_bytes(2, "big"), ETH_TYPE_IPV6.to_bytes(2, "big")  # as a frame carries them
+
+
+def packet_in_reason(data: bytes) -> str:
+    """Why a frame other than LLDP came up, for the metrics: ARP, IPv6 neighbour
+    discovery, anything else (a new source to learn, an unknown destination), or
+    `unparsable` (shorter than an Ethernet header). Read from the bytes: the frame is
+    parsed once, where it is decided on (`decide`, above)."""
+    if len(data) < 14:
+        return "unparsable"
+    if data[12:14] == ARP_TYPE:
+        return "arp"
+    # IPv6, next header ICMPv6 (byte 20), type 135/136 (byte 54), untagged
+    if data[12:14] == IPV6_TYPE and len(data) > 54 and data[20] == 58 and data[54] in (135, 136):
+        return "nd"
+    return "other"
