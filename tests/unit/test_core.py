@@ -151,6 +151,34 @@ def test_tap_counters_add_up_per_policy():
         1: {"packets": 8, "bytes": 800, "copies": 8, "dropped": 0}}
 
 
+def test_tap_counters_in_steps_pause_and_drop_what_went_meanwhile(monkeypatch):
+    import vtap.control.core_delivery as core_delivery
+
+    monkeypatch.setattr(core_delivery, "COUNT_STEP", 2)
+    core = core_for()
+    for i in range(1, 6):
+        core.set_tap(Tap(id=i, spec=TapSpec(name=f"p{i}", src_ip="10.0.0.1", dst_ip="10.0.0.3", dst_port=i,
+                                            ip_proto="udp", monitor_ip="10.0.0.2")))
+    core.compile()
+    cookies = {next(iter(owners)): cookie for cookie, owners in core.compilation.cookie_owners.items() if len(owners) == 1}
+    stats = [(1, cookies[i], i, 100 * i) for i in range(1, 6)]
+    whole = core.tap_counters(stats)
+    assert whole == {i: {"packets": i, "bytes": 100 * i, "copies": i, "dropped": 0} for i in range(1, 6)}
+    steps = core.tap_counters_in_steps(stats)
+    next(steps)  # paused after its first step: a policy goes meanwhile
+    core.remove_tap(4)
+    paused = 1
+    while True:
+        try:
+            next(steps)
+            paused += 1
+        except StopIteration as done:
+            result = done.value
+            break
+    assert paused >= 5  # ids, rules and the last pass in steps of two
+    assert result == {i: c for i, c in whole.items() if i != 4}
+
+
 def _garp(mac: str, ip: str) -> bytes:
     return arp_request(mac, ip, ip)
 

@@ -9,11 +9,14 @@ verdicts themselves are kept by `delivery.py`'s ledger."""
 
 from __future__ import annotations
 
+from collections.abc import Generator
 from typing import Any
 
 from vtap.compile.pipeline import TABLE_TAP
 from vtap.control.delivery import GroupCounters, MonitorDelivery
 from vtap.model.view import NetworkView
+
+COUNT_STEP = 5000  # policies or rules read back that one step of tap_counters_in_steps takes (a few ms)
 
 
 class DeliveryDecisions:
@@ -79,24 +82,51 @@ class DeliveryDecisions:
         policies counts for each); `copies`: a budgeted policy's copies sent (its table-5
         rules, less what its meters dropped), else one per packet; `dropped`: what its
         meters dropped, from (dpid, meter) -> (packets, bytes)."""
-        out = {tap_id: {"packets": 0, "bytes": 0, "copies": 0, "dropped": 0} for tap_id in self.taps}
-        for table, cookie, packets, bytes_ in rule_stats:
-            for tap_id in self.compilation.cookie_owners.get(cookie, ()):
-                if tap_id in out:
-                    if table == TABLE_TAP:
-                        out[tap_id]["packets"] += packets
-                        out[tap_id]["bytes"] += bytes_
-                    else:
-                        out[tap_id]["copies"] += packets
+        steps = self.tap_counters_in_steps(rule_stats, meters)
+        while True:
+            try:
+                next(steps)
+            except StopIteration as done:
+                return done.value
+
+    def tap_counters_in_steps(self, rule_stats: list[tuple[int, int, int, int]],
+                              meters: dict[tuple[int, int], tuple[int, int]] | None = None,
+                              ) -> Generator[None, None, dict[int, dict[str, int]]]:
+        """`tap_counters`, pausing (a bare `yield`) every COUNT_STEP policies or rules:
+        whole, it held the controller's loop ~200 ms at 100,000 policies, once a second
+        while the UI's event stream was open. What it reads may change between steps
+        (a compile): a policy added meanwhile is left out, one removed is dropped, and a
+        rule is counted for the policies its cookie names when its step comes."""
+        ids = list(self.taps)
+        out: dict[int, dict[str, int]] = {}
+        for start in range(0, len(ids), COUNT_STEP):
+            out.update((tap_id, {"packets": 0, "bytes": 0, "copies": 0, "dropped": 0}) for tap_id in ids[start:start + COUNT_STEP])
+            yield
+        for start in range(0, len(rule_stats), COUNT_STEP):
+            owners = self.compilation.cookie_owners
+            for table, cookie, packets, bytes_ in rule_stats[start:start + COUNT_STEP]:
+                for tap_id in owners.get(cookie, ()):
+                    if tap_id in out:
+                        if table == TABLE_TAP:
+                            out[tap_id]["packets"] += packets
+                            out[tap_id]["bytes"] += bytes_
+                        else:
+                            out[tap_id]["copies"] += packets
+            yield
         for key, (packets, _) in (meters or {}).items():
             tap_id = self.compilation.meter_monitors.get(key, (None,))[0]
             if tap_id in out:
                 out[tap_id]["dropped"] += packets
-        for tap_id, c in out.items():
-            if tap_id in self.taps and not self.taps[tap_id].spec.shaped:
-                c["copies"] = c["packets"]
-            else:
-                c["copies"] = max(0, c["copies"] - c["dropped"])
+        for start in range(0, len(ids), COUNT_STEP):
+            for tap_id in ids[start:start + COUNT_STEP]:
+                tap, c = self.taps.get(tap_id), out.get(tap_id)
+                if tap is None:
+                    out.pop(tap_id, None)
+                elif not tap.spec.shaped:
+                    c["copies"] = c["packets"]
+                else:
+                    c["copies"] = max(0, c["copies"] - c["dropped"])
+            yield
         return out
 
     def tap_paths(self, tap_id: int) -> dict[str, Any]:

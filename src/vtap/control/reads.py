@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Any
 
 from vtap.compile.pipeline import (
@@ -149,7 +150,16 @@ class Reads:
                 log.warning("%r: flow counters unreadable: %s", dp, exc)
                 continue
             stats += [entry for entry in counted if entry[0] in (TABLE_TAP, TABLE_SEND)]
-        return self.core.tap_counters(stats, meters)
+        # In steps, each followed by as long again for the loop's other work (as the API's
+        # heavy slices are): at 100,000 policies the whole count is ~200 ms.
+        steps = self.core.tap_counters_in_steps(stats, meters)
+        while True:
+            started = time.perf_counter()
+            try:
+                next(steps)
+            except StopIteration as done:
+                return done.value
+            await asyncio.sleep(time.perf_counter() - started)
 
     def plan_apply(self, specs: list[TapSpec], *, prune: bool, dry_run: bool) -> tuple[PolicyPlan, dict[int, SwitchRules]]:
         """What making the policies equal to `specs` would change, and (with `dry_run`)
