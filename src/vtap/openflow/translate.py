@@ -245,20 +245,28 @@ def _oxm_value(kind: str, data: bytes):
 def match_from_bytes(data: bytes | memoryview) -> Match:
     """An ofp_match's OXM TLVs (after its type and length) as `match_from_of` reads them
     from os-ken's OFPMatch, without building one (the unit tests compare the two)."""
-    out, pos = [], 0
-    while pos + 4 <= len(data):
-        cls, fh, length = struct.unpack_from("!HBB", data, pos)
-        known = _OXM_FIELDS.get((cls, fh >> 1))
-        if known is None:
-            raise TranslationError(f"unsupported match field class {cls:#x} field {fh >> 1}")
-        name, size, kind = known
-        value = bytes(data[pos + 4:pos + 4 + length])
-        if fh & 1:
-            out.append((name, _norm_value((_oxm_value(kind, value[:size]), _oxm_value(kind, value[size:])))))
-        else:
-            out.append((name, _oxm_value(kind, value)))
+    out, pos, end = [], 0, len(data)
+    while pos + 4 <= end:
+        length = data[pos + 3]
+        out.append(_oxm_entry(bytes(data[pos:pos + 4 + length])))
         pos += 4 + length
     return tuple(sorted(out))
+
+
+@lru_cache(maxsize=1 << 16)
+def _oxm_entry(tlv: bytes) -> tuple[str, object]:
+    """One OXM TLV (its header and value) as (field, value), once per distinct TLV: a
+    switch's rules share most of theirs (the EtherType, the protocol, the hosts'
+    addresses), and reading 12,000 rules back is on a restart's path."""
+    cls, fh, _ = struct.unpack_from("!HBB", tlv)
+    known = _OXM_FIELDS.get((cls, fh >> 1))
+    if known is None:
+        raise TranslationError(f"unsupported match field class {cls:#x} field {fh >> 1}")
+    name, size, kind = known
+    value = tlv[4:]
+    if fh & 1:
+        return name, _norm_value((_oxm_value(kind, value[:size]), _oxm_value(kind, value[size:])))
+    return name, _oxm_value(kind, value)
 
 
 @lru_cache(maxsize=1 << 14)
