@@ -222,7 +222,8 @@ def test_probe_frames_ask_without_teaching():
 
 
 def test_probes_back_off_while_wanted_and_restart_when_wanted_again():
-    from vtap.control.probing import ProbeSchedule, named_addresses
+    from vtap.control.core import NamedAddresses
+    from vtap.control.probing import ProbeSchedule
     from vtap.model.policy import Tap, TapSpec
 
     s = ProbeSchedule(first_retry=0.25, max_retry=1.0)
@@ -234,8 +235,18 @@ def test_probes_back_off_while_wanted_and_restart_when_wanted_again():
     assert s.due(set(), 4.0) == []
     assert s.due({"10.0.0.9"}, 4.0) == ["10.0.0.9"]  # wanted again: asked at once
     taps = [Tap(id=1, spec=TapSpec(name="a", src_ip="10.0.0.1", dst_ip="10.0.0.0/24", monitor_ip="fc00::9")),
-            Tap(id=2, spec=TapSpec(name="b", src_ip="10.0.0.2", monitor_ip="10.0.0.3", enabled=False))]
-    assert named_addresses(taps) == {"10.0.0.1", "fc00::9"}
+            Tap(id=2, spec=TapSpec(name="b", src_ip="10.0.0.2", monitor_ip="10.0.0.3", enabled=False)),
+            Tap(id=3, spec=TapSpec(name="c", src_ip="10.0.0.1", monitor_pool=["10.0.0.7", "00:00:00:00:00:08"]))]
+    named = NamedAddresses()
+    for tap in taps:
+        named.set(tap)
+    # Looked for: the single addresses enabled policies name, not a pool's members.
+    assert named.probe == {"10.0.0.1": 2, "fc00::9": 1}
+    assert named.ips.keys() == {"10.0.0.1", "fc00::9", "10.0.0.2", "10.0.0.3", "10.0.0.7"}
+    assert named.macs.keys() == {"00:00:00:00:00:08"}
+    named.set(taps[0])  # set again: counted once
+    named.remove(3)
+    assert named.probe == {"10.0.0.1": 1, "fc00::9": 1} and "10.0.0.7" not in named.ips
 
 
 def test_addresses_and_macs_a_policy_pins_are_held_against_claims():

@@ -28,7 +28,7 @@ from vtap.control.core_switches import HOST_GONE_S, FrameOutcome, SwitchEvents
 from vtap.control.discovery import LinkTable, LinkTransit, LldpRounds
 from vtap.control.delivery import DeliveryLedger
 from vtap.control.hosts import HostTable
-from vtap.control.probing import ProbeSchedule, named_addresses
+from vtap.control.probing import ProbeSchedule
 from vtap.control.roles import PortRoles
 from vtap.model.capture import CaptureTarget
 from vtap.model.network import Device, Host, Link, is_mac
@@ -96,15 +96,17 @@ class NamedAddresses:
         self._of: dict[int, tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]] = {}
 
     def set(self, tap: Tap) -> None:
-        self.remove(tap.id)
+        if tap.id in self._of:
+            self.remove(tap.id)
         s = tap.spec
         macs = [m for m in (s.src_mac, s.dst_mac, s.monitor_mac) if m]
         ips = [ip for ip in (s.src_ip, s.dst_ip, s.monitor_ip) if ip and is_single_address(ip)]
+        probe = tuple(set(ips)) if s.enabled else ()  # looked for when no host holds them: not a pool's members
         for member in s.monitor_pool or ():
             (macs if is_mac(member) else ips).append(member)
-        entry = (tuple(named_addresses([tap])), tuple(ips), tuple(macs))
+        entry = (probe, tuple(ips), tuple(macs))
         self._of[tap.id] = entry
-        for counts, names in zip((self.probe, self.ips, self.macs), entry):
+        for counts, names in ((self.probe, probe), (self.ips, ips), (self.macs, macs)):
             for name in names:
                 counts[name] = counts.get(name, 0) + 1
 

@@ -13,20 +13,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from vtap.model.policy import Tap, is_single_address
-
 FIRST_RETRY_S = 0.25
 MAX_RETRY_S = 30.0
-
-
-def named_addresses(taps: list[Tap]) -> set[str]:
-    """Single addresses that enabled policies name: sources, destinations, monitors."""
-    out = set()
-    for tap in taps:
-        s = tap.spec
-        if s.enabled:
-            out.update(ip for ip in (s.src_ip, s.dst_ip, s.monitor_ip) if ip and is_single_address(ip))
-    return out
 
 
 @dataclass
