@@ -96,8 +96,7 @@ class NamedAddresses:
         self._of: dict[int, tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]] = {}
 
     def set(self, tap: Tap) -> None:
-        if tap.id in self._of:
-            self.remove(tap.id)
+        self.remove(tap.id)
         s = tap.spec
         macs = [m for m in (s.src_mac, s.dst_mac, s.monitor_mac) if m]
         ips = [ip for ip in (s.src_ip, s.dst_ip, s.monitor_ip) if ip and is_single_address(ip)]

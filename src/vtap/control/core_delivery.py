@@ -75,28 +75,20 @@ class DeliveryDecisions:
         """The delivery of each of the policy's monitors (one, or a pool's members seen)."""
         return {m: self.delivery.monitors[m] for m in self.compilation.monitors.get(tap_id, ()) if m in self.delivery.monitors}
 
-    def tap_counters(self, rule_stats: list[tuple[int, int, int, int]],
-                     meters: dict[tuple[int, int], tuple[int, int]] | None = None) -> dict[int, dict[str, int]]:
+    def tap_counters_in_steps(self, rule_stats: list[tuple[int, int, int, int]],
+                              meters: dict[tuple[int, int], tuple[int, int]] | None = None,
+                              ) -> Generator[None, None, dict[int, dict[str, int]]]:
         """Per policy: `packets` and `bytes` of its tap rules, from (table, cookie, packets,
         bytes) of every table-1 and table-5 rule read back (a region shared by overlapping
         policies counts for each); `copies`: a budgeted policy's copies sent (its table-5
         rules, less what its meters dropped), else one per packet; `dropped`: what its
-        meters dropped, from (dpid, meter) -> (packets, bytes)."""
-        steps = self.tap_counters_in_steps(rule_stats, meters)
-        while True:
-            try:
-                next(steps)
-            except StopIteration as done:
-                return done.value
+        meters dropped, from (dpid, meter) -> (packets, bytes). The generator's value.
 
-    def tap_counters_in_steps(self, rule_stats: list[tuple[int, int, int, int]],
-                              meters: dict[tuple[int, int], tuple[int, int]] | None = None,
-                              ) -> Generator[None, None, dict[int, dict[str, int]]]:
-        """`tap_counters`, pausing (a bare `yield`) every COUNT_STEP policies or rules:
-        whole, it held the controller's loop ~200 ms at 100,000 policies, once a second
-        while the UI's event stream was open. What it reads may change between steps
-        (a compile): a policy added meanwhile is left out, one removed is dropped, and a
-        rule is counted for the policies its cookie names when its step comes."""
+        It pauses (a bare `yield`) every COUNT_STEP policies or rules: whole, it held the
+        controller's loop ~200 ms at 100,000 policies, once a second while the UI's event
+        stream was open. What it reads may change between steps (a compile): a policy
+        added meanwhile is left out, one removed is dropped, and a rule is counted for the
+        policies its cookie names when its step comes."""
         ids = list(self.taps)
         out: dict[int, dict[str, int]] = {}
         for start in range(0, len(ids), COUNT_STEP):
