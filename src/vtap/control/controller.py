@@ -33,6 +33,7 @@ import secrets
 import sys
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import replace
 from functools import partial
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -218,12 +219,19 @@ class Controller(Reads, Claims, Discovering, Polling, CaptureJobs):
 
     async def stop(self) -> None:
         await self.quiesce()
-        self._save_snapshot()
+        # Written in a thread (0.1-0.2 s at 10,000 policies), while the loop stops the
+        # rest and lets the API finish its requests: the stop takes the longer of the
+        # two, not their sum.
+        compiled = self._snapshot_to_save()
+        saving = asyncio.ensure_future(asyncio.to_thread(snapshot.save, self.store.state_dir, self._snapshot_key,
+                                                         *compiled)) if compiled else None
         self.captures.close(time.time())
         if self.tunnels is not None:
             await self.tunnels.stop()
         for rec in list(self.reconcilers.values()):
             await rec.stop()
+        if saving is not None:
+            await saving
         self._compiler.shutdown(wait=False, cancel_futures=True)
 
     # ---- changes --------------------------------------------------------------------
@@ -384,18 +392,17 @@ class Controller(Reads, Claims, Discovering, Polling, CaptureJobs):
                 self._give_back.cancel()
             self._give_back = asyncio.get_running_loop().call_later(GIVE_BACK_S, memory.give_back)
 
-    def _save_snapshot(self) -> None:
-        """The last compile, for a restart to reuse (control/snapshot.py)."""
+    def _snapshot_to_save(self) -> tuple[CompileInputs, tuple] | None:
+        """On the loop: the last compile and its inputs, for a restart to reuse
+        (control/snapshot.py), or None (not leading, nothing compiled, or policies
+        changed since). The policies are copied: the API may still change the core's own."""
         if self.core.last_compiled is None or not self.leading:
-            return
+            return None
         if self.core.policies_changed():  # the last compile's inputs may hold them: not what it compiled
             log.info("compile snapshot not written: policies changed since the last compile")
-            return
+            return None
         inputs, result = self.core.last_compiled
-        try:
-            snapshot.save(self.store.state_dir, self._snapshot_key, inputs, result)
-        except OSError as exc:
-            log.warning("compile snapshot not written: %s", exc)
+        return replace(inputs, taps=dict(inputs.taps)), result
 
     def _save_pinned(self) -> None:
         """A host a policy has just come to name is written down at once (a restart then

@@ -89,7 +89,8 @@ def _mac(key: bytes, body: bytes) -> bytes:
 
 def save(state_dir: Path, key: bytes, inputs: CompileInputs, result: tuple) -> bool:
     """Write the compile down (atomically: a new file renamed over the old), unless the
-    set is too large to write within a stop's time. Whether it was written."""
+    set is too large to write within a stop's time or the disk refuses it (logged).
+    Whether it was written. A stop calls it in a thread, with a copy of the policies."""
     if len(inputs.taps) > MAX_POLICIES:
         log.info("compile snapshot not written: %d policies (at most %d are written at a stop)", len(inputs.taps), MAX_POLICIES)
         return False
@@ -98,10 +99,14 @@ def save(state_dir: Path, key: bytes, inputs: CompileInputs, result: tuple) -> b
     body = pickle.dumps((code_digest(), kept, taps_digest(inputs.taps), result), protocol=pickle.HIGHEST_PROTOCOL)
     path = Path(state_dir) / FILE
     tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(_mac(key, body) + body)
-    os.replace(tmp, path)
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(_mac(key, body) + body)
+        os.replace(tmp, path)
+    except OSError as exc:
+        log.warning("compile snapshot not written: %s", exc)
+        return False
     log.info("compile snapshot written: %d policies, %.1f MiB", len(inputs.taps), len(body) / 2 ** 20)
     return True
 
