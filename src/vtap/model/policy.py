@@ -299,7 +299,7 @@ class TapSpec(MatchSpec):
             raise ValueError("tunnel_key goes with a tunnel transport: gre, erspan, vxlan or geneve")
         if self.monitor_ip and self.transport == "rewrite" and self.ip_version and ip_version(self.monitor_ip) != self.ip_version:
             raise ValueError("with transport rewrite, monitor_ip must be of the tapped traffic's IP version")
-        return self
+        return shared_fields_set(self)
 
     def _check_tunnel(self) -> None:
         """A tunnel's collector is an IP address (monitor_mac, if given, is the next hop's
@@ -332,6 +332,32 @@ class Tap(BaseModel):
 
     id: int
     spec: TapSpec
+
+    @model_validator(mode="after")
+    def _shared(self) -> Tap:
+        return shared_fields_set(self)
+
+
+FIELDS_SETS_MAX = 4096  # distinct sets of given fields shared; beyond, each model keeps its own
+_fields_sets: dict[frozenset[str], set[str]] = {}
+
+
+def shared_fields_set(model: BaseModel) -> BaseModel:
+    """The model, holding a set of the fields given that is shared with every other model
+    given the same fields. pydantic keeps that set with each model: 728 bytes of a stored
+    policy's ~2.2 KiB, and 216 of its Tap's, the same few sets ten thousand times over.
+    Sharing is sound for frozen models only (pydantic adds to the set on assignment, and
+    copies it before a `model_copy` adds to it)."""
+    assert model.model_config.get("frozen"), type(model)
+    given = model.__pydantic_fields_set__
+    key = frozenset(given)
+    shared = _fields_sets.get(key)
+    if shared is None:
+        if len(_fields_sets) >= FIELDS_SETS_MAX:
+            return model
+        shared = _fields_sets[key] = set(key)
+    object.__setattr__(model, "__pydantic_fields_set__", shared)
+    return model
 
 
 @dataclass(frozen=True)
