@@ -107,6 +107,8 @@ def closure(matches: Iterable[Region], limit: int = 200_000) -> set[Region]:
             front_by_shape[shape(r)].append(r)
         for sa, group in front_by_shape.items():
             for sb, others in list(by_shape.items()):
+                if sb == sa:
+                    continue  # two regions of one shape are equal or disjoint: no intersection
                 common = _common(sa, sb)
                 index: dict[tuple[int, ...], list[Region]] = defaultdict(list)
                 plan = _projector(sb, common)
@@ -155,21 +157,18 @@ def owners(regions: Iterable[Region], matches: dict[Region, set]) -> dict[Region
 class RegionIndex:
     """A set of regions that answers "which of you overlap this one?" without a scan:
     regions by shape, and per pair of shapes a projection index (values truncated to
-    their common prefixes), built when first asked and kept up to date after.
+    their common prefixes), built when first asked and kept up to date after. Two
+    regions of one shape (the same fields at the same prefix lengths) overlap only if
+    they are equal, so the usual question, a region of a shape already there, needs no
+    index: it had one, an identity map of every region (~1 KiB a policy at 10,000).
     Copies share nothing mutable, so a copy may change while the original stays."""
 
     def __init__(self, regions: Iterable[Region] = ()) -> None:
-        self._by_shape: dict[Shape, frozenset[Region]] = {}
         self._proj: dict[tuple[Shape, tuple[tuple[str, int], ...]], dict[tuple[int, ...], frozenset[Region]]] = {}
         grouped: dict[Shape, set[Region]] = defaultdict(set)
-        own: dict[Shape, dict[tuple[int, ...], set[Region]]] = defaultdict(lambda: defaultdict(set))
         for r in regions:
-            s = shape(r)
-            grouped[s].add(r)
-            # the projection a region of the same shape asks for, made now (the usual question)
-            own[s][tuple([v >> (WIDTHS[f] - p) for f, v, p in r])].add(r)
-        self._by_shape = {s: frozenset(rs) for s, rs in grouped.items()}
-        self._proj = {(s, s): {k: frozenset(v) for k, v in index.items()} for s, index in own.items()}
+            grouped[shape(r)].add(r)
+        self._by_shape: dict[Shape, frozenset[Region]] = {s: frozenset(rs) for s, rs in grouped.items()}
 
     def copy(self) -> RegionIndex:
         other = RegionIndex()
@@ -208,6 +207,10 @@ class RegionIndex:
         sm = shape(m)
         out: set[Region] = set()
         for sb, members in self._by_shape.items():
+            if sb == sm:
+                if m in members:
+                    out.add(m)
+                continue
             common = _common(sm, sb)
             key = (sb, tuple(common.items()))
             index = self._proj.get(key)
