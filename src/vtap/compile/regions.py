@@ -150,7 +150,10 @@ def owners(regions: Iterable[Region], matches: dict[Region, set]) -> dict[Region
             acc: set = set()
             for index, plan in plans:
                 acc.update(index.get(tuple([r[i][1] >> shift for i, shift in plan]), ()))
-            out[r] = frozenset(acc)
+            # A region that is a match, owned by its owners alone (the usual case): that
+            # very set of them, not a copy (216 bytes a region).
+            known = matches.get(r)
+            out[r] = known if isinstance(known, frozenset) and known == acc else frozenset(acc)
     return out
 
 

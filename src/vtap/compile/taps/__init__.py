@@ -132,12 +132,18 @@ def _compile(view: NetworkView, taps: list[Tap], captures: list[CaptureTarget], 
 
 
 def _places(cookies_per_switch: dict[int, dict]) -> dict[int, frozenset[int]]:
-    """Which switches have each cookie."""
+    """Which switches have each cookie (a few sets of switches, each made once: most
+    cookies are at the same two or three)."""
     out: dict[int, set[int]] = {}
     for dpid, cookies in cookies_per_switch.items():
         for c in cookies:
             out.setdefault(c, set()).add(dpid)
-    return {c: frozenset(d) for c, d in out.items()}
+    made: dict[frozenset[int], frozenset[int]] = {}
+    places = {}
+    for c, d in out.items():
+        d = frozenset(d)
+        places[c] = made.setdefault(d, d)
+    return places
 
 
 def _use(mac_lists) -> dict[str, int]:

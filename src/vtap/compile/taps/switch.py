@@ -77,9 +77,9 @@ def regions_groups_recovery(
         ids = sorted({i for i_set in matches.values() for i in i_set})
         inputs = tuple(_owner_inputs(i, static, comp, taps_by_id, budget) if i > 0 else (i, captures[-i].snaplen) for i in ids)
         key = ("switch", token, dpid, owned, inputs)
-        parts[dpid] = memo.get(key, lambda dpid=dpid, owned=owned: RegionSwitch.build(ctx, dpid, dict(owned)))
+        parts[dpid] = memo.get(key, lambda dpid=dpid, owned=owned: RegionSwitch.build(ctx, dpid, owned))
         if parts[dpid].changed_in_place:  # the memo's key says what it held, not what it holds
-            parts[dpid] = memo.put(key, RegionSwitch.build(ctx, dpid, dict(owned)))
+            parts[dpid] = memo.put(key, RegionSwitch.build(ctx, dpid, owned))
         part = parts[dpid].part
         for i, state in part.errors.items():
             if i > 0:
@@ -95,7 +95,8 @@ def regions_groups_recovery(
         comp.sent_buckets.update(part.sent_buckets)
         comp.meter_monitors.update(part.meter_monitors)
         for c, owners_ in part.cookie_owners.items():
-            comp.cookie_owners[c] = comp.cookie_owners.get(c, frozenset()) | owners_
+            had = comp.cookie_owners.get(c)
+            comp.cookie_owners[c] = owners_ if had is None else had | owners_  # not a copy of each (216 bytes)
         for monitor_dpid, entry in parts[dpid].recovery_entries():
             recovery.setdefault(monitor_dpid, []).append(entry)
     for (kind, mac), gid in budget.cut_ids.items():
@@ -211,15 +212,17 @@ class RegionSwitch:
         self._touched: set[int] = set()  # cookies
 
     @classmethod
-    def build(cls, ctx: Ctx, dpid: int, matches: dict[Region, frozenset[int]]) -> RegionSwitch:
-        """From scratch."""
+    def build(cls, ctx: Ctx, dpid: int, owned: frozenset[tuple[Region, frozenset[int]]]) -> RegionSwitch:
+        """From scratch, from the switch's matches and their owners (as the switch's memo
+        key holds them: the owners' key below is that same object, not a third copy)."""
         sw = cls(dpid)
+        matches = dict(owned)
         try:
             regions = ctx.memo.get(("closure", frozenset(matches)), lambda: closure(matches))
         except OverflowError as exc:
             sw.part = SwitchPart(errors={i: PolicyStatus(PolicyState.ERROR, str(exc)) for ids in matches.values() for i in ids})
             return sw
-        owner_map = ctx.memo.get(("owners", frozenset(matches.items())), lambda: owners(regions, matches))
+        owner_map = ctx.memo.get(("owners", owned), lambda: owners(regions, matches))
         sw.closed = Closed.of(matches, regions, owner_map)
         sw._own(ctx, {r: (frozenset(), ids) for r, ids in matches.items()})
         for r in regions:
@@ -379,7 +382,10 @@ class RegionSwitch:
         cookie_owners = self.part.cookie_owners
         self.cookie_change = {}
         for c in self._touched | touched:
-            who = frozenset().union(*(self.closed.owners[r] for r in self.cookies.get(c, ())))
+            regions = self.cookies.get(c, ())
+            # A cookie is mostly one region's: its owners, the very set, not a copy.
+            who = self.closed.owners[next(iter(regions))] if len(regions) == 1 else frozenset().union(
+                *(self.closed.owners[r] for r in regions))
             if c in self.budgets.cookies:
                 who |= {self.budgets.cookies[c]}
             had = cookie_owners.get(c)
