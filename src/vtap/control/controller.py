@@ -26,7 +26,6 @@ difference — nothing, when the old leader had finished.
 from __future__ import annotations
 
 import asyncio
-import gc
 import ipaddress
 import logging
 import secrets
@@ -48,7 +47,7 @@ from vtap.control.core import CompileInputs, CompileJob, ControlCore
 from vtap.control.discovering import Discovering
 from vtap.control.discovery import NONCE_BYTES, is_lldp
 from vtap.control.looplag import LoopLag
-from vtap.control import memory, snapshot
+from vtap.control import collector, memory, snapshot
 from vtap.control.startup import Startup
 from vtap.control.polling import THAW_S, Polling
 from vtap.control.reads import Reads
@@ -71,19 +70,6 @@ WARM_UP_S = 1.0  # after the switches confirmed a compile reused from the last s
 WARM_UP_MAX_S = 10.0  # (after the reuse at the latest): sooner, its seconds of work delayed the confirmations
 COMPILE_SWITCH_S = 0.0005  # how often the compile thread gives up the interpreter lock
 LLDP_BURST_S = 0.05  # an extra LLDP round this long after a switch's rules are first in (syncs close together: one round)
-
-
-def _collector_paused(run: Callable[[], Any]) -> Any:
-    """`run()` with the cyclic garbage collector off: a whole compile makes millions of
-    objects that live on, and the collections their growth sets off walked them again
-    and again (a third of a compile of 10,000 policies). Only the compile thread pauses
-    it, one compile at a time; the loop's garbage meanwhile is mostly freed by reference
-    counts, and what is cyclic waits the compile's few seconds."""
-    gc.disable()
-    try:
-        return run()
-    finally:
-        gc.enable()
 
 
 def device_of(dp: Datapath) -> Device:
@@ -161,7 +147,7 @@ class Controller(Reads, Claims, Discovering, Polling, CaptureJobs):
             asyncio.get_running_loop().call_later(GATHER_S, self._gathered)
             # Read in the compile thread while the switches come back; the first whole
             # compile, queued behind it, reuses it if its inputs are the same.
-            self._snapshot = self._compiler.submit(_collector_paused, partial(snapshot.load, self.store.state_dir,
+            self._snapshot = self._compiler.submit(collector.paused, partial(snapshot.load, self.store.state_dir,
                                                                               self._snapshot_key))
         self._tasks.append(asyncio.create_task(self._discovery_loop(), name="lldp"))
         self._tasks.append(asyncio.create_task(self.loop_lag.run(), name="loop-lag"))
@@ -294,17 +280,13 @@ class Controller(Reads, Claims, Discovering, Polling, CaptureJobs):
             return
         started = time.perf_counter()
         self._last_batch, self._pending_changes = self._pending_changes, 0
-        # What the controller holds is long-lived and not cyclic garbage: millions of
-        # objects with 10,000 policies, which every full collection would walk (pauses
-        # of up to a second, several during a whole compile). Frozen before and after a
-        # compile, the collector looks only at what is newer.
-        gc.freeze()
+        collector.freeze()  # and again after: the collector looks only at what is newer
         job = self.core.compile_start()
         if job.result is not None:
             self._compiled(job, job.result, started)
             return
         self._compiling = True
-        future = asyncio.get_running_loop().run_in_executor(self._compiler, partial(_collector_paused, partial(self._whole, job)))
+        future = asyncio.get_running_loop().run_in_executor(self._compiler, partial(collector.paused, partial(self._whole, job)))
         future.add_done_callback(partial(self._compiled_off_loop, job, started))
 
     def _whole(self, job: CompileJob) -> tuple[tuple, bool]:
@@ -367,7 +349,7 @@ class Controller(Reads, Claims, Discovering, Polling, CaptureJobs):
         follows a compile: tunnels, pinned hosts, probes, status)."""
         desired = self.core.compile_end(job, result)
         self.startup.compiled(reused)
-        gc.freeze()
+        collector.freeze()
         view = self.core.view()
         for dpid, rec in self.reconcilers.items():
             if dpid not in desired:
