@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -158,6 +159,25 @@ def test_tap_counters_add_up_per_policy():
     (cookie,) = core.compilation.cookie_owners
     assert _counted(core.tap_counters_in_steps([(1, cookie, 7, 700), (1, cookie, 1, 100), (1, 12345, 9, 9)])) == {
         1: {"packets": 8, "bytes": 800, "copies": 8, "dropped": 0}}
+
+
+def test_policies_no_rule_counted_for_share_one_read_only_zero():
+    """Counted every second while the UI's stream is open: a policy whose rules counted
+    nothing holds the one read-only zero, not a dict of its own (2.3 MiB at 10,000)."""
+    from vtap.control.core_delivery import NOT_COUNTED
+
+    core = core_for()
+    for i in (1, 2, 3):
+        core.set_tap(Tap(id=i, spec=TapSpec(name=f"p{i}", src_ip="10.0.0.1", dst_ip="10.0.0.3", dst_port=i,
+                                            ip_proto="udp", monitor_ip="10.0.0.2")))
+    core.compile()
+    cookie = next(c for c, owners in core.compilation.cookie_owners.items() if owners == {2})
+    counted = _counted(core.tap_counters_in_steps([(1, cookie, 3, 300)]))
+    assert counted == {1: NOT_COUNTED, 2: {"packets": 3, "bytes": 300, "copies": 3, "dropped": 0}, 3: NOT_COUNTED}
+    assert counted[1] is counted[3] is NOT_COUNTED and counted[2] is not NOT_COUNTED
+    assert dict(NOT_COUNTED) == {"packets": 0, "bytes": 0, "copies": 0, "dropped": 0}
+    with pytest.raises(TypeError):
+        counted[1]["packets"] += 1  # read-only: a consumer cannot count into every policy at once
 
 
 def test_tap_counters_in_steps_pause_and_drop_what_went_meanwhile(monkeypatch):

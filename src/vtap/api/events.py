@@ -21,6 +21,7 @@ import asyncio
 import json
 import logging
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
@@ -47,7 +48,7 @@ COUNTERS_SHARE = 3  # reading the switches' counters takes at most one part in t
 router = APIRouter(prefix="/api/v1", tags=["events"], dependencies=[Depends(viewer)])
 
 
-def row_of(ctl: Controller, tap: Tap, counters: dict[int, dict[str, int]], syncs: dict, reasons: dict[str, str]) -> Row:
+def row_of(ctl: Controller, tap: Tap, counters: dict[int, Mapping[str, int]], syncs: dict, reasons: dict[str, str]) -> Row:
     """A policy's row, in `model.deltas.FIELDS` order. Its status reason is the one
     string of that text in `reasons`: thousands of policies waiting for one switch
     keep one copy of why (the board keeps 100,000 rows)."""
@@ -93,7 +94,7 @@ class Board:
         self.swept = asyncio.Event()  # the first sweep is done: the rows are whole
         self._task: asyncio.Task | None = None
         self._idle: asyncio.TimerHandle | None = None  # the stop to come, no reader being left
-        self._counters: dict[int, dict[str, int]] | None = None  # the last read, and when the next is due
+        self._counters: dict[int, Mapping[str, int]] | None = None  # the last read, and when the next is due
         self._counters_due = 0.0
 
     def join(self, ids: set[int] | None) -> Reader:
@@ -155,7 +156,7 @@ class Board:
         finally:
             ticks.cancel()
 
-    async def _counters_now(self) -> dict[int, dict[str, int]]:
+    async def _counters_now(self) -> dict[int, Mapping[str, int]]:
         """The policies' counters, read again from the switches once due. A read is one
         flow-stats request per switch for every tap rule, and parsing the replies costs
         the controller about half a second of CPU at 10,000 policies: so reads are

@@ -11,6 +11,7 @@ credentials_file`).
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 
 from fastapi import APIRouter, Depends, FastAPI, Request, Response
 from fastapi.responses import StreamingResponse
@@ -93,7 +94,7 @@ class _Snapshot:
         yield CounterMetricFamily("vtap_probes_sent", "address probes (ARP, neighbour solicitation) sent", value=ctl.probes_sent)
 
 
-async def _per_policy(ctl: Controller, counters: dict[int, dict[str, int]], heavy: HeavyWork):
+async def _per_policy(ctl: Controller, counters: dict[int, Mapping[str, int]], heavy: HeavyWork):
     """The three per-policy families, `SLICE` policies at a time, each slice heavy work
     (`api/pacing.py`): 100,000 policies make some 700,000 lines. A family's
     lines stay together, as the text format wants; each slice reads the policy's state

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from vtap.compile.pipeline import (
@@ -126,7 +127,7 @@ class Reads:
         """The flows and groups a policy takes part in, per switch, as compiled."""
         return self.core.compilation.rules_of(tap_id)
 
-    async def tap_counters(self) -> dict[int, dict[str, int]]:
+    async def tap_counters(self) -> dict[int, Mapping[str, int]]:
         """Per policy: packets and bytes that hit its tap rules, the copies made of them
         (each copied once to its monitor; a budgeted policy's after sampling and rate
         limit) and the copies its rate limit dropped.
