@@ -111,8 +111,10 @@ class TapMemo:
         self._new: dict = {}
         self._view: NetworkView | None = None
         self._token = 0
-        self._policies_old: dict = {}
-        self._policies_new: dict = {}
+        # kind -> policy id -> (view token, spec, part): by kind, then id, not by (kind, id)
+        # (a key tuple per policy and kind, 1.7 MiB at 10,000 policies).
+        self._policies_old: dict[str, dict[int, tuple]] = {}
+        self._policies_new: dict[str, dict[int, tuple]] = {}
         self.last: Last | None = None  # the latest compile, for the next one to change in place
         self.in_place = 0  # compiles that changed the last one in place
         self.desired: dict = {}  # dpid -> (base, TAP rules, meters, their union): compile_network's last
@@ -140,11 +142,11 @@ class TapMemo:
         """`get` for one policy's parts: keyed by its id, kept with the spec and view token
         they were made from (a policy's spec is usually the very object of last time, so
         this avoids hashing every spec on every compile)."""
-        key = (kind, ident)
-        entry = self._policies_new.get(key) or self._policies_old.get(key)
+        new = self._policies_new.setdefault(kind, {})
+        entry = new.get(ident) or self._policies_old.get(kind, {}).get(ident)
         if entry is None or entry[0] != token or not (entry[1] is spec or entry[1] == spec):
             entry = (token, spec, make())
-        self._policies_new[key] = entry
+        new[ident] = entry
         return entry[2]
 
     def done(self) -> None:
@@ -156,7 +158,8 @@ class TapMemo:
         still in use, so nothing is dropped (but the parts of removed policies)."""
         self._old.update(self._new)
         self._new = {}
-        self._policies_old.update(self._policies_new)
+        for kind, entries in self._policies_new.items():
+            self._policies_old.setdefault(kind, {}).update(entries)
         self._policies_new = {}
 
     def put(self, key, value):
@@ -165,9 +168,8 @@ class TapMemo:
         return value
 
     def forget_policy(self, ident: int) -> None:
-        for kind in ("state", "points", "static"):
-            self._policies_old.pop((kind, ident), None)
-            self._policies_new.pop((kind, ident), None)
+        for entries in (*self._policies_old.values(), *self._policies_new.values()):
+            entries.pop(ident, None)
 
 
 @dataclass(frozen=True)

@@ -70,10 +70,11 @@ def regions_groups_recovery(
     flows: dict[int, set[FlowRule]] = {}
     parts: dict[int, RegionSwitch] = {}
     recovery: dict[int, list] = {}
+    made: dict[frozenset[int], frozenset[int]] = {}  # each set of owners once, whichever switches it is at
     for dpid, matches in sorted(per_switch.items()):
         # Everything this switch's part reads: its matches and owners, and per owner what
         # its buckets depend on; the view through its token.
-        owned = frozenset((r, frozenset(i)) for r, i in matches.items())
+        owned = frozenset((r, _once(made, frozenset(i))) for r, i in matches.items())
         ids = sorted({i for i_set in matches.values() for i in i_set})
         inputs = tuple(_owner_inputs(i, static, comp, taps_by_id, budget) if i > 0 else (i, captures[-i].snaplen) for i in ids)
         key = ("switch", token, dpid, owned, inputs)
@@ -103,6 +104,11 @@ def regions_groups_recovery(
         if kind == "deliver" and mac in comp.deliveries:
             comp.cut_deliveries[(comp.deliveries[mac][0], gid)] = mac
     return flows, parts, ctx, recovery_switches(recovery, comp, flows)
+
+
+def _once(made: dict, value):
+    """`value`, or the equal one made before: one object for all of them."""
+    return made.setdefault(value, value)
 
 
 def _points_of(per_switch: dict[int, dict[Region, set[int]]]) -> dict[int, list[tuple[int, Region]]]:
