@@ -70,13 +70,14 @@ def regions_groups_recovery(
     flows: dict[int, set[FlowRule]] = {}
     parts: dict[int, RegionSwitch] = {}
     recovery: dict[int, list] = {}
-    made: dict[frozenset[int], frozenset[int]] = {}  # each set of owners once, whichever switches it is at
+    made: dict = {}  # each set of owners, each monitors' tags and deliveries once, whichever switches they are at
     for dpid, matches in sorted(per_switch.items()):
         # Everything this switch's part reads: its matches and owners, and per owner what
         # its buckets depend on; the view through its token.
         owned = frozenset((r, _once(made, frozenset(i))) for r, i in matches.items())
         ids = sorted({i for i_set in matches.values() for i in i_set})
-        inputs = tuple(_owner_inputs(i, static, comp, taps_by_id, budget) if i > 0 else (i, captures[-i].snaplen) for i in ids)
+        inputs = tuple(_owner_inputs(i, static, comp, taps_by_id, budget, made) if i > 0 else (i, captures[-i].snaplen)
+                       for i in ids)
         key = ("switch", token, dpid, owned, inputs)
         parts[dpid] = memo.get(key, lambda dpid=dpid, owned=owned: RegionSwitch.build(ctx, dpid, owned))
         if parts[dpid].changed_in_place:  # the memo's key says what it held, not what it holds
@@ -120,10 +121,13 @@ def _points_of(per_switch: dict[int, dict[Region, set[int]]]) -> dict[int, list[
     return out
 
 
-def _owner_inputs(i: int, static: dict[int, Static], comp: TapCompilation, taps_by_id: dict[int, Tap], budget: Shared) -> tuple:
-    """A memo key of what one policy's buckets at a switch depend on (besides the view)."""
+def _owner_inputs(i: int, static: dict[int, Static], comp: TapCompilation, taps_by_id: dict[int, Tap], budget: Shared,
+                  made: dict) -> tuple:
+    """A memo key of what one policy's buckets at a switch depend on (besides the view);
+    its monitors' tags and deliveries made once for all the policies of those monitors."""
     macs = comp.monitors[i]
-    base = (i, static[i], macs, tuple(comp.monitor_tags.get(m) for m in macs), tuple(comp.deliveries.get(m) for m in macs))
+    base = (i, static[i], macs, _once(made, tuple(comp.monitor_tags.get(m) for m in macs)),
+            _once(made, tuple(comp.deliveries.get(m) for m in macs)))
     spec = taps_by_id[i].spec
     if not spec.shaped:
         return base
@@ -201,7 +205,8 @@ class RegionSwitch:
         self.naturals: dict[int, int] = {}  # a group's hash's id -> the groups with it
         self.crowded = False  # two groups' hashes met at the last allotment
         self.budgets = SwitchBudgets(dpid)
-        self.cookies: dict[int, frozenset[Region]] = {}  # tap rule cookie -> its regions (one, but for a clash)
+        # tap rule cookie -> its regions: one, but for a hash clash (a tuple: a set of one is 216 bytes)
+        self.cookies: dict[int, tuple[Region, ...]] = {}
         self.owned: dict[int, int] = {}  # owner -> the matches it owns here
         self.tunnels: frozenset[int] = frozenset()  # owners that copy into a tunnel
         self.endpoint: FlowRule | None = None
@@ -430,13 +435,15 @@ class RegionSwitch:
             return
         tap_cookie, priority, region_match = _rule_of(ctx.memo, r)
         flow = self.flows[r] = FlowRule(TABLE_TAP, priority, region_match, tuple(actions), TABLE_FORWARD, tap_cookie, write=write)
-        self.cookies[tap_cookie] = self.cookies.get(tap_cookie, frozenset()) | {r}
+        regions = self.cookies.get(tap_cookie, ())
+        if r not in regions:
+            self.cookies[tap_cookie] = (*regions, r)
         self._added.append(flow)
         self._touched.add(tap_cookie)
 
     def _unset_flow(self, r: Region) -> None:
         flow = self.flows.pop(r)
-        left = self.cookies[flow.cookie] - {r}
+        left = tuple(x for x in self.cookies[flow.cookie] if x != r)
         if left:
             self.cookies[flow.cookie] = left
         else:
