@@ -49,3 +49,24 @@ def test_after_a_whole_compile_the_young_are_frozen_unwalked(monkeypatch):
         gc.unfreeze()
         gc.collect()
     assert garbage() is None  # a thaw collects it (control/polling.py)
+
+
+def test_a_compile_and_its_memo_go_with_their_last_reference():
+    """The memo keeps the last compile's Ctx, which reaches the memo weakly: no cycle, so
+    a throwaway memo (a dry run's, a bulk apply's plan) is freed at once, not frozen
+    with the rest until a thaw."""
+    from vtap.bench.compile import population, topo_view
+    from vtap.compile.network import compile_network
+    from vtap.compile.taps import TapMemo
+    from vtap.lab.topos import parse_topo
+
+    memo = TapMemo()
+    result = compile_network(topo_view(parse_topo("fattree,4")), population("plain", 200), memo=memo)
+    assert memo.last is not None and memo.last.ctx.memo.token is not None  # the compile in it reaches the memo
+    gone = weakref.ref(memo)
+    gc.disable()
+    try:
+        del memo, result
+        assert gone() is None
+    finally:
+        gc.enable()

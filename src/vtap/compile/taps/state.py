@@ -9,6 +9,7 @@ one module the others all import, importing none of them (but for type names).
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -182,9 +183,15 @@ class Shared:
     tap_switches: dict[int, int]  # tap id -> how many switches tap it
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Ctx:
-    """What phase 5 reads, besides a switch's matches."""
+    """What phase 5 reads, besides a switch's matches.
+
+    It reaches the memo through a weak reference: the memo keeps the last compile and
+    its Ctx (`Last`) for the next, and a strong one back made every memo a reference
+    cycle that only the collector frees. Frozen with the rest after a compile, a
+    throwaway memo's (a dry run's, a bulk apply's plan: a whole compile each) stayed
+    until the next thaw, minutes later."""
 
     view: NetworkView
     taps_by_id: dict[int, Tap]
@@ -195,6 +202,10 @@ class Ctx:
     memo: TapMemo
     budget: Shared
     captures: dict[int, CaptureTarget]
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.memo, weakref.ProxyType):
+            object.__setattr__(self, "memo", weakref.proxy(self.memo))
 
 
 @dataclass(frozen=True)
