@@ -65,7 +65,7 @@ from vtap.compile.regions import Region
 from vtap.compile.taps.buckets import copy_paths
 from vtap.compile.taps.inplace import compile_delta, in_place_candidate
 from vtap.compile.taps.points import capture_points, copy_vlan_ids, delivery_groups, policy_states, tap_points_per_switch
-from vtap.compile.taps.state import Last, TapCompilation, TapMemo
+from vtap.compile.taps.state import Last, TapCompilation, TapMemo, once
 from vtap.compile.taps.switch import regions_groups_recovery
 from vtap.model.capture import CaptureTarget
 from vtap.model.policy import Tap
@@ -139,11 +139,7 @@ def _places(cookies_per_switch: dict[int, dict]) -> dict[int, frozenset[int]]:
         for c in cookies:
             out.setdefault(c, set()).add(dpid)
     made: dict[frozenset[int], frozenset[int]] = {}
-    places = {}
-    for c, d in out.items():
-        d = frozenset(d)
-        places[c] = made.setdefault(d, d)
-    return places
+    return {c: once(made, frozenset(d)) for c, d in out.items()}
 
 
 def _use(mac_lists) -> dict[str, int]:

@@ -173,6 +173,11 @@ class TapMemo:
             entries.pop(ident, None)
 
 
+def once(made: dict, value):
+    """`value`, or the equal one put in `made` before: one object for all of them."""
+    return made.setdefault(value, value)
+
+
 @dataclass(frozen=True)
 class Shared:
     """What every switch's part reads besides the view and its owners' inputs: the cut
@@ -204,8 +209,7 @@ class Ctx:
     captures: dict[int, CaptureTarget]
 
     def __post_init__(self) -> None:
-        if not isinstance(self.memo, weakref.ProxyType):
-            object.__setattr__(self, "memo", weakref.proxy(self.memo))
+        object.__setattr__(self, "memo", weakref.proxy(self.memo))
 
 
 @dataclass(frozen=True)

@@ -39,7 +39,7 @@ from vtap.compile.taps.buckets import (
 )
 from vtap.compile.taps.closed import Closed
 from vtap.compile.taps.matches import region_to_match
-from vtap.compile.taps.state import Ctx, Shared, TapCompilation, TapMemo
+from vtap.compile.taps.state import Ctx, Shared, TapCompilation, TapMemo, once
 from vtap.compile.tunnels import endpoint_rule
 from vtap.model.capture import CaptureTarget
 from vtap.model.network import Host
@@ -74,7 +74,7 @@ def regions_groups_recovery(
     for dpid, matches in sorted(per_switch.items()):
         # Everything this switch's part reads: its matches and owners, and per owner what
         # its buckets depend on; the view through its token.
-        owned = frozenset((r, _once(made, frozenset(i))) for r, i in matches.items())
+        owned = frozenset((r, once(made, frozenset(i))) for r, i in matches.items())
         ids = sorted({i for i_set in matches.values() for i in i_set})
         inputs = tuple(_owner_inputs(i, static, comp, taps_by_id, budget, made) if i > 0 else (i, captures[-i].snaplen)
                        for i in ids)
@@ -107,11 +107,6 @@ def regions_groups_recovery(
     return flows, parts, ctx, recovery_switches(recovery, comp, flows)
 
 
-def _once(made: dict, value):
-    """`value`, or the equal one made before: one object for all of them."""
-    return made.setdefault(value, value)
-
-
 def _points_of(per_switch: dict[int, dict[Region, set[int]]]) -> dict[int, list[tuple[int, Region]]]:
     out: dict[int, list[tuple[int, Region]]] = {}
     for dpid, matches in per_switch.items():
@@ -126,8 +121,8 @@ def _owner_inputs(i: int, static: dict[int, Static], comp: TapCompilation, taps_
     """A memo key of what one policy's buckets at a switch depend on (besides the view);
     its monitors' tags and deliveries made once for all the policies of those monitors."""
     macs = comp.monitors[i]
-    base = (i, static[i], macs, _once(made, tuple(comp.monitor_tags.get(m) for m in macs)),
-            _once(made, tuple(comp.deliveries.get(m) for m in macs)))
+    base = (i, static[i], macs, once(made, tuple(comp.monitor_tags.get(m) for m in macs)),
+            once(made, tuple(comp.deliveries.get(m) for m in macs)))
     spec = taps_by_id[i].spec
     if not spec.shaped:
         return base
@@ -395,7 +390,7 @@ class RegionSwitch:
         for c in self._touched | touched:
             regions = self.cookies.get(c, ())
             # A cookie is mostly one region's: its owners, the very set, not a copy.
-            who = self.closed.owners[next(iter(regions))] if len(regions) == 1 else frozenset().union(
+            who = self.closed.owners[regions[0]] if len(regions) == 1 else frozenset().union(
                 *(self.closed.owners[r] for r in regions))
             if c in self.budgets.cookies:
                 who |= {self.budgets.cookies[c]}
