@@ -32,6 +32,12 @@ def test_a_stall_is_measured_and_logged_where_the_loop_is(caplog):
     stalls = [r.getMessage() for r in caplog.records if "stalled" in r.getMessage()]
     assert len(stalls) == 1, stalls  # once per stall
     assert "hold_the_loop" in stalls[0] and "waiting for a CPU" in stalls[0], stalls
+    # Once the loop runs again, how long the stall lasted in all (the first line was
+    # written ~150 ms into it).
+    over = [r.getMessage() for r in caplog.records if "stall over" in r.getMessage()]
+    assert len(over) == 1, over
+    lasted = float(over[0].split("about ")[1].split(" ms")[0])
+    assert 380 <= lasted < 1500, over
 
 
 def test_cpu_wait_is_the_threads_run_queue_time():

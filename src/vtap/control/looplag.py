@@ -23,7 +23,10 @@ class LoopLag:
     is (the innermost frame and vtap's own innermost frames) and how much of the stall
     it spent runnable but waiting for a CPU (Linux's schedstat): a stall that is mostly
     waiting is a machine too busy for the controller, not work the controller does. A
-    stall inside the garbage collector says so (its frame is only where it struck)."""
+    stall inside the garbage collector says so (its frame is only where it struck). When
+    the loop runs again, how long the stall lasted in all: the first line is written
+    while it is still under way, and a stall of seconds (a switch's echo unanswered, its
+    connection dropped) looked like one of 200 ms."""
 
     TICK_S = 0.05
     STALL_S = 0.15
@@ -66,6 +69,9 @@ class LoopLag:
             time.sleep(self.STALL_S / 3)
             due = self._due
             if due != seen:  # a new tick: where the CPU wait is counted from
+                if reported is not None and reported == seen:
+                    log.warning("event loop stall over: it lasted about %.0f ms (%.0f ms of it waiting for a CPU)",
+                                (time.monotonic() - seen) * 1000, (cpu_wait(thread[1]) - waited) * 1000)
                 seen, waited = due, cpu_wait(thread[1])
             elif time.monotonic() - due > self.STALL_S and reported != due:
                 reported = due

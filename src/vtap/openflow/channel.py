@@ -17,7 +17,7 @@ import logging
 import struct
 import time
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
 from os_ken.ofproto import ofproto_common, ofproto_parser
 from os_ken.ofproto import ofproto_v1_3 as ofp
@@ -36,6 +36,7 @@ OFPHET_VERSIONBITMAP = 1
 # messages are kept by the batch itself until its barrier (an error comes before it):
 # 65,536 descriptions per switch kept for good cost some 20 MiB per busy switch.
 MAX_SENT_REMEMBERED = 1024
+SEND_SLICE = 512  # messages of a batch serialized and written between two turns of the loop
 
 
 class ProtocolError(Exception):
@@ -305,7 +306,7 @@ class Datapath:
                 bundle_id = next(self._bundle_ids) & 0xFFFFFFFF
                 flags = ofp.ONF_BF_ATOMIC | ofp.ONF_BF_ORDERED
                 await self.request(parser.ONFBundleCtrlMsg(PROTOCOL, bundle_id, ofp.ONF_BCT_OPEN_REQUEST, flags, []))
-                await self._send_all(batch, [parser.ONFBundleAddMsg(PROTOCOL, bundle_id, flags, m, []) for m in msgs])
+                await self._send_all(batch, msgs, lambda m: parser.ONFBundleAddMsg(PROTOCOL, bundle_id, flags, m, []))
                 await self.request(parser.ONFBundleCtrlMsg(PROTOCOL, bundle_id, ofp.ONF_BCT_COMMIT_REQUEST, flags, []))
             else:
                 await self._send_all(batch, msgs)
@@ -315,11 +316,17 @@ class Datapath:
         if batch.errors:
             raise batch.errors[0]
 
-    async def _send_all(self, batch: _Batch, msgs: list[Any]) -> None:
+    async def _send_all(self, batch: _Batch, msgs: list[Any], wrap: Callable[[Any], Any] | None = None) -> None:
+        """Each message (wrapped, say in a bundle's add) serialized and written; the loop
+        is given back every `SEND_SLICE` of them (a drain alone does not yield while the
+        socket takes the bytes: 12,500 bundle adds held the loop ~0.4 s)."""
         for i, m in enumerate(msgs):
+            if wrap is not None:
+                m = wrap(m)
             batch.sent[self.send(m, remember=False)] = m
-            if i % 1024 == 1023:
+            if i % SEND_SLICE == SEND_SLICE - 1:
                 await self.writer.drain()
+                await asyncio.sleep(0)
         await self.writer.drain()
 
     def packet_out(self, port: int, data: bytes, in_port: int = ofp.OFPP_CONTROLLER) -> None:

@@ -84,7 +84,7 @@ CREATE TABLE IF NOT EXISTS taps (
 
 
 NAMES_PER_QUERY = 500  # names in one `IN (...)` of a bulk apply's read (SQLite allows 32,766 parameters)
-AUDIT_SLICE = 500  # audit records chained between two turns of the event loop (~15 ms)
+AUDIT_TXN = 5_000  # audit records to a transaction (the write lock held ~30 ms: the loop's own writes wait that long at most)
 
 
 def _chain(records: list[dict], seq: int, prev: str) -> tuple[list[dict], list[tuple]]:
@@ -102,10 +102,6 @@ def _chain(records: list[dict], seq: int, prev: str) -> tuple[list[dict], list[t
 
 def _digest(text: str) -> bytes:
     return hashlib.blake2b(text.encode(), digest_size=16).digest()
-
-
-def _next_of(rec: dict) -> tuple[int, str]:
-    return rec["seq"] + 1, rec["hash"]
 
 
 class Store:
@@ -130,6 +126,7 @@ class Store:
         # every policy cost ~2.6 KiB each (26 MiB at 10,000).
         self._parsed: dict[int, tuple[bytes, Tap]] = {}
         self._audit_turn = asyncio.Lock()
+        self._audit_db: sqlite3.Connection | None = None  # the audit appends' own (append_audits)
 
     def _tap(self, ident: int, text: str) -> Tap:
         known, digest = self._parsed.get(ident), _digest(text)
@@ -142,6 +139,8 @@ class Store:
 
     def close(self) -> None:
         self.db.close()
+        if self._audit_db is not None:
+            self._audit_db.close()
 
     def secret(self, name: str) -> bytes:
         """A random secret made once and kept (the LLDP key): the same after a restart."""
@@ -240,38 +239,35 @@ class Store:
         return (await self.append_audits([record]))[0]
 
     async def append_audits(self, records: list[dict]) -> list[dict]:
-        """Append records to the chain in order, in one transaction (a bulk change's
-        per-policy records: one commit, not thousands).
+        """Append records to the chain in order (a bulk change's per-policy records:
+        `AUDIT_TXN` to a commit, not one each), off the event loop.
 
-        Chaining (canonical JSON and a hash per record) takes ~30 us a record: 5,000 of
-        them held the event loop 180 ms, measured. So the chain is made a slice at a
-        time from the head as it is, the loop served between slices (appends of this
-        process one at a time), and written in a transaction that checks the head has
-        not moved; if another process appended meanwhile, it is made again at once,
-        inside the transaction."""
+        Chaining (canonical JSON and a hash per record) and writing take some 40 us a
+        record. On the loop, the 100,000 records of one `PUT` held it for seconds; with a
+        whole compile running beside it in its thread, each of SQLite's steps gave the
+        interpreter lock away, and the loop was gone for more than five seconds: Open
+        vSwitch's inactivity probe went unanswered and every switch dropped its
+        connection. So a worker thread chains and writes them, on a connection of its
+        own (appends of this process one at a time); each transaction reads the head it
+        chains from, so another process's appends between two of them keep the chain whole."""
         async with self._audit_turn:
-            head = self._audit_head()
-            out, rows = [], []
-            for start in range(0, len(records), AUDIT_SLICE):
-                if start:
-                    await asyncio.sleep(0)
-                more, more_rows = _chain(records[start:start + AUDIT_SLICE], *(_next_of(out[-1]) if out else head))
-                out += more
-                rows += more_rows
-            with self.db:
-                self.db.execute("BEGIN IMMEDIATE")
-                now = self._audit_head()
-                if now != head:
-                    out, rows = _chain(records, *now)
-                self.db.executemany(
+            return await asyncio.to_thread(self._append_audits, records)
+
+    def _append_audits(self, records: list[dict]) -> list[dict]:
+        """In a worker thread: `records` chained and written, `AUDIT_TXN` a transaction."""
+        if self._audit_db is None:
+            self._audit_db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        db, out = self._audit_db, []
+        for start in range(0, len(records), AUDIT_TXN):
+            with db:
+                db.execute("BEGIN IMMEDIATE")
+                last = db.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
+                more, rows = _chain(records[start:start + AUDIT_TXN], *((last[0] + 1, last[1]) if last else (1, audit.GENESIS)))
+                db.executemany(
                     "INSERT INTO audit (seq, time, actor, remote, action, target, before, after, result, prev_hash, hash) "
                     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
-            return out
-
-    def _audit_head(self) -> tuple[int, str]:
-        """The next record's (seq, prev_hash)."""
-        last = self.db.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
-        return (last[0] + 1, last[1]) if last else (1, audit.GENESIS)
+            out += more
+        return out
 
     async def audit_records(self, *, since: int = 0, actor: str | None = None, target: str | None = None, limit: int | None = None) -> list[dict]:
         sql = "SELECT seq, time, actor, remote, action, target, before, after, result, prev_hash, hash FROM audit WHERE seq > ?"
