@@ -48,6 +48,40 @@ async def test_an_apply_without_prune_reads_the_policies_it_names_and_keeps_no_s
     assert store.load_taps() == [] and store._parsed == {}
 
 
+async def test_a_bulk_apply_is_planned_and_written_off_the_loop_and_single_writes_wait_their_turn(tmp_path, monkeypatch):
+    """At 100,000 the plan, the JSON and the rows held the loop for seconds: they are
+    made in a worker thread. A single write asked meanwhile waits for the apply, and
+    then sees what it wrote (here: the name it wanted is taken)."""
+    import asyncio
+    import threading
+
+    from vtap.store import sqlite
+    from vtap.store.errors import NameTaken
+
+    where = set()
+    plan = sqlite.plan_changes
+
+    def planned(*args, **kw):
+        where.add(threading.get_ident())
+        return plan(*args, **kw)
+
+    monkeypatch.setattr(sqlite, "plan_changes", planned)
+    store = Store(tmp_path)
+    await store.add_tap(spec("old"))
+
+    async def meanwhile():
+        await asyncio.sleep(0)  # the apply has its turn
+        with pytest.raises(NameTaken):
+            await store.add_tap(spec("b"))
+        return await store.add_tap(spec("after"))
+
+    done, after = await asyncio.gather(store.replace_taps([spec(n) for n in "abc"], prune=True), meanwhile())
+    assert where and threading.get_ident() not in where
+    assert [t.spec.name for t in done.added] == ["a", "b", "c"] and [t.spec.name for t in done.removed] == ["old"]
+    assert [t.spec.name for t in Store(tmp_path).load_taps()] == ["a", "b", "c", "after"]
+    assert after.id > max(t.id for t in done.added)
+
+
 async def test_the_audit_chain_breaks_where_a_record_is_edited_or_removed(tmp_path):
     store = Store(tmp_path)
     for i in range(4):
