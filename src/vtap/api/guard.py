@@ -11,6 +11,7 @@ included; handlers add what they changed (`request.state.audit_*`).
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import time
@@ -21,6 +22,7 @@ from vtap.store.base import PolicyStore
 from vtap.store.errors import StoreUnavailable
 
 log = logging.getLogger(__name__)
+FREEZE_RECORDS = 1_000  # a bulk change's audit records, beyond which they are frozen until written
 
 MAX_BODY = 1 << 20
 # A whole policy set (`PUT /api/v1/taps`, `POST /api/v1/taps:batch`) runs to ~150 bytes a
@@ -167,6 +169,10 @@ class Guard:
             "before": state.get("audit_before"),
             "after": state.get("audit_after"),
         }] + [{"time": time.time(), **common, **each} for each in state.get("audit_each", ())]
+        if len(records) > FREEZE_RECORDS:
+            # A bulk change's records (100,000 for one PUT: millions of objects) live
+            # until they are written; frozen, no full collection meanwhile walks them.
+            gc.freeze()
         try:
             await self.store.append_audits(records)  # a bulk change's records in one go
         except StoreUnavailable as exc:

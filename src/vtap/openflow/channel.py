@@ -10,6 +10,7 @@ log line; nothing it does reaches another connection.
 from __future__ import annotations
 
 import asyncio
+import gc
 import hashlib
 import collections
 import itertools
@@ -325,6 +326,7 @@ class Datapath:
                 m = wrap(m)
             batch.sent[self.send(m, remember=False)] = m
             if i % SEND_SLICE == SEND_SLICE - 1:
+                gc.freeze()  # kept until the barrier, acyclic: not for each full collection to walk
                 await self.writer.drain()
                 await asyncio.sleep(0)
         await self.writer.drain()
