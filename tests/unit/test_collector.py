@@ -70,3 +70,23 @@ def test_a_compile_and_its_memo_go_with_their_last_reference():
         assert gone() is None
     finally:
         gc.enable()
+
+
+def test_a_paused_run_leaves_its_objects_frozen_before_the_collector_is_back():
+    """Whatever the run made is frozen as the collector comes back: the first young
+    collection after it does not walk them, however few the young count says they are
+    (a freeze during the run resets that count)."""
+    made = []
+
+    def compile_():
+        made.extend(Node() for _ in range(1000))
+        gc.freeze()  # a bulk request's freeze meanwhile: the count starts again from 0
+        made.extend(Node() for _ in range(1000))
+        return len(made)
+
+    try:
+        collector.paused(compile_)
+        tracked = {id(o) for o in gc.get_objects(generation=0)} | {id(o) for o in gc.get_objects(generation=1)}
+        assert not any(id(o) in tracked for o in made)
+    finally:
+        gc.unfreeze()

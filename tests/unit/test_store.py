@@ -176,3 +176,37 @@ async def test_a_switch_certificate_pin_is_kept_until_deleted(tmp_path):
         await store.delete_pin(2)
     store.save_pin(0xFFFF_0000_0000_0001, "cd" * 32)  # 64 bits unsigned: beyond SQLite's INTEGER
     assert store.pin_of(0xFFFF_0000_0000_0001) == "cd" * 32
+
+
+def test_hosts_and_links_are_written_behind_in_order_and_read_after_every_write_asked(tmp_path):
+    """The loop asks for a write of the hosts or links it saw and goes on: while the
+    writer thread is busy (a bulk apply's rows, say) it does not wait for it; what it
+    asked is written in order, and read back once written."""
+    import threading
+
+    from vtap.model.network import Host, Link
+
+    store = Store(tmp_path)
+    busy, release = threading.Event(), threading.Event()
+    store._write(lambda db: (busy.set(), release.wait(10)))
+    assert busy.wait(10)
+    store.save_hosts([Host("00:00:00:00:00:01", ("10.0.0.1",), 1, 1, 1.0)])  # returns at once
+    store.save_links([Link(1, 2, 3, 4)])
+    store.delete_hosts(["00:00:00:00:00:01"])
+    store.save_hosts([Host("00:00:00:00:00:02", ("10.0.0.2",), 1, 2, 2.0)])
+    assert store.db.execute("SELECT count(*) FROM hosts").fetchone()[0] == 0  # nothing written yet
+    release.set()
+    assert [h.mac for h in store.load_hosts()] == ["00:00:00:00:00:02"] and store.load_links() == [Link(1, 2, 3, 4)]
+    store.close()
+
+
+async def test_a_record_carrying_a_policy_is_written_as_its_json_and_verifies(tmp_path):
+    """A bulk change hands its records the policies themselves; they are made into JSON
+    where the records are written, and hashed as that JSON (the chain verifies from the
+    rows alone)."""
+    store = Store(tmp_path)
+    p = spec("web", dst_ip="10.0.0.3")
+    await store.append_audits([{**_record(1), "before": None, "after": p}, {**_record(2), "before": p, "after": None}])
+    records = await store.audit_records()
+    assert records[0]["after"] == p.model_dump(mode="json") == records[1]["before"]
+    assert audit.verify(records) == (True, None, "2 records, chain intact")

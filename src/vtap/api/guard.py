@@ -18,6 +18,7 @@ import time
 from typing import Any
 
 from vtap.api.auth import Tokens
+from vtap.model import audit
 from vtap.store.base import PolicyStore
 from vtap.store.errors import StoreUnavailable
 
@@ -177,7 +178,9 @@ class Guard:
             await self.store.append_audits(records)  # a bulk change's records in one go
         except StoreUnavailable as exc:
             for record in records:
-                log.error("audit record not written (%s): %s", exc, json.dumps(record)[:2000])
+                log.error("audit record not written (%s): %s", exc,
+                          json.dumps({**record, "before": audit.plain(record.get("before")),
+                                      "after": audit.plain(record.get("after"))})[:2000])
 
 
 def _replay(body: bytes, receive):

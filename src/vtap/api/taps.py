@@ -228,9 +228,9 @@ def _check_scope_each(me: Principal, specs: list[TapSpec]) -> None:
 
 
 def _each(action: str, tap: Tap, before: TapSpec | None, after: TapSpec | None) -> dict:
-    """One policy's own audit record within a bulk request (its history stays whole)."""
-    return {"action": action, "target": f"tap:{tap.id}", "before": before.model_dump(mode="json") if before else None,
-            "after": after.model_dump(mode="json") if after else None}
+    """One policy's own audit record within a bulk request (its history stays whole):
+    the policies themselves, made into JSON where the record is written (`audit.plain`)."""
+    return {"action": action, "target": f"tap:{tap.id}", "before": before, "after": after}
 
 
 NOT_FOUND = {404: {"description": "no TAP policy with this id"}}

@@ -17,6 +17,14 @@ FIELDS = ("seq", "time", "actor", "remote", "action", "target", "before", "after
 GENESIS = "0" * 64
 
 
+def plain(value: Any) -> Any:
+    """A record's `before` or `after` as JSON data. A bulk change's records carry the
+    policies themselves (frozen models), made into JSON where the records are chained and
+    written, off the event loop: 100,000 of them made there held it for a second."""
+    dump = getattr(value, "model_dump", None)
+    return dump(mode="json") if dump is not None else value
+
+
 def record_hash(record: dict[str, Any], prev_hash: str) -> str:
     """SHA-256 over the previous hash and the record's fields in a canonical JSON form."""
     body = json.dumps({k: record.get(k) for k in FIELDS}, sort_keys=True, separators=(",", ":"), default=str)

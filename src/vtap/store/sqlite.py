@@ -16,10 +16,11 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import logging
 import secrets
 import sqlite3
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-
 import time
 
 from vtap.model import audit
@@ -83,6 +84,8 @@ CREATE TABLE IF NOT EXISTS taps (
 """
 
 
+log = logging.getLogger(__name__)
+
 NAMES_PER_QUERY = 500  # names in one `IN (...)` of a bulk apply's read (SQLite allows 32,766 parameters)
 AUDIT_TXN = 5_000  # audit records to a transaction (the write lock held ~30 ms: the loop's own writes wait that long at most)
 
@@ -91,13 +94,40 @@ def _chain(records: list[dict], seq: int, prev: str) -> tuple[list[dict], list[t
     """Records chained from (seq, prev_hash): the records, and their rows."""
     out, rows = [], []
     for record in records:
-        rec = {**record, "seq": seq, "prev_hash": prev}
+        rec = {**record, "seq": seq, "prev_hash": prev, "before": audit.plain(record.get("before")),
+               "after": audit.plain(record.get("after"))}
         rec["hash"] = audit.record_hash(rec, prev)
         out.append(rec)
         rows.append((rec["seq"], rec["time"], rec["actor"], rec["remote"], rec["action"], rec["target"],
                      json.dumps(rec.get("before")), json.dumps(rec.get("after")), rec["result"], prev, rec["hash"]))
         seq, prev = seq + 1, rec["hash"]
     return out, rows
+
+
+def _append_audits(db: sqlite3.Connection, records: list[dict]) -> list[dict]:
+    """In the writer thread: `records` chained and written, `AUDIT_TXN` a transaction,
+    each chained from the head it reads (another process's appends between two of them
+    keep the chain whole)."""
+    out = []
+    for start in range(0, len(records), AUDIT_TXN):
+        with db:
+            db.execute("BEGIN IMMEDIATE")
+            last = db.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
+            more, rows = _chain(records[start:start + AUDIT_TXN], *((last[0] + 1, last[1]) if last else (1, audit.GENESIS)))
+            db.executemany(
+                "INSERT INTO audit (seq, time, actor, remote, action, target, before, after, result, prev_hash, hash) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+        out += more
+    return out
+
+
+def _replace_rows(db: sqlite3.Connection, sql: str, rows: list[tuple], first: str | None = None) -> None:
+    """In the writer thread: `first` (a statement, if any), then `sql` for every row, in one transaction."""
+    with db:
+        db.execute("BEGIN")
+        if first:
+            db.execute(first)
+        db.executemany(sql, rows)
 
 
 def _digest(text: str) -> bytes:
@@ -125,10 +155,32 @@ class Store:
         # added, changed here), not copies, and a digest, not the text: a second copy of
         # every policy cost ~2.6 KiB each (26 MiB at 10,000).
         self._parsed: dict[int, tuple[bytes, Tap]] = {}
-        self._audit_turn = asyncio.Lock()
-        self._audit_db: sqlite3.Connection | None = None  # the audit appends' own (append_audits)
         self._taps_turn = asyncio.Lock()  # writes of policies, one at a time (replace_taps)
-        self._taps_db: sqlite3.Connection | None = None  # a bulk apply's own (replace_taps)
+        # The writes the event loop must not wait for (a bulk apply's rows, audit records,
+        # the hosts and links seen) go, in the order asked, to one worker thread with a
+        # connection of its own: the loop never waits for a write lock one of them holds
+        # (a few hosts written on the loop waited 0.9-1.6 s for an audit's transactions).
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-writer")
+        self._writer_db: sqlite3.Connection | None = None  # made in the writer thread
+
+    def _write(self, fn, *args) -> Future:
+        """Run `fn(db, *args)` in the writer thread, after every write asked before it."""
+        def run():
+            if self._writer_db is None:
+                self._writer_db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            return fn(self._writer_db, *args)
+        return self._writer.submit(run)
+
+    def _write_behind(self, what: str, fn, *args) -> None:
+        """A write nobody waits for (the hosts and links seen): a failure is logged."""
+        def done(future: Future) -> None:
+            if future.exception() is not None:
+                log.error("%s not written: %s", what, future.exception())
+        self._write(fn, *args).add_done_callback(done)
+
+    def _written(self) -> None:
+        """Every write asked so far is done (before a read of what they wrote)."""
+        self._write(lambda db: None).result()
 
     def _tap(self, ident: int, text: str) -> Tap:
         known, digest = self._parsed.get(ident), _digest(text)
@@ -140,10 +192,10 @@ class Store:
         return str(self.path)
 
     def close(self) -> None:
+        self._writer.shutdown(wait=True)  # what was asked is written first
         self.db.close()
-        for db in (self._audit_db, self._taps_db):
-            if db is not None:
-                db.close()
+        if self._writer_db is not None:
+            self._writer_db.close()
 
     def secret(self, name: str) -> bytes:
         """A random secret made once and kept (the LLDP key): the same after a restart."""
@@ -157,16 +209,13 @@ class Store:
             return value
 
     def load_hosts(self) -> list[Host]:
+        self._written()
         rows = self.db.execute("SELECT mac, ips, dpid, port, last_seen FROM hosts ORDER BY mac")
         return [Host(mac, tuple(json.loads(ips)), dpid, port, last_seen) for mac, ips, dpid, port, last_seen in rows]
 
     def save_hosts(self, hosts: list[Host]) -> None:
-        with self.db:
-            self.db.execute("BEGIN")
-            self.db.executemany(
-                "INSERT OR REPLACE INTO hosts (mac, ips, dpid, port, last_seen) VALUES (?, ?, ?, ?, ?)",
-                [(h.mac, json.dumps(list(h.ips)), h.dpid, h.port, h.last_seen) for h in hosts],
-            )
+        rows = [(h.mac, json.dumps(list(h.ips)), h.dpid, h.port, h.last_seen) for h in hosts]
+        self._write_behind("hosts", _replace_rows, "INSERT OR REPLACE INTO hosts (mac, ips, dpid, port, last_seen) VALUES (?, ?, ?, ?, ?)", rows)
 
     def pin_of(self, dpid: int) -> str | None:
         """The certificate fingerprint pinned for a datapath id (see Controller.switch_connected)."""
@@ -187,21 +236,18 @@ class Store:
 
     def load_links(self) -> list[Link]:
         """The inter-switch links last proven by LLDP: a restarted controller starts from them."""
+        self._written()
         rows = self.db.execute("SELECT src_dpid, src_port, dst_dpid, dst_port FROM links ORDER BY 1, 2, 3, 4")
         return [Link(*row) for row in rows]
 
     def save_links(self, links) -> None:
         """Replace the stored links with these, in one transaction."""
-        with self.db:
-            self.db.execute("BEGIN")
-            self.db.execute("DELETE FROM links")
-            self.db.executemany("INSERT INTO links (src_dpid, src_port, dst_dpid, dst_port) VALUES (?, ?, ?, ?)",
-                                [(l.src_dpid, l.src_port, l.dst_dpid, l.dst_port) for l in links])
+        rows = [(l.src_dpid, l.src_port, l.dst_dpid, l.dst_port) for l in links]
+        self._write_behind("links", _replace_rows, "INSERT INTO links (src_dpid, src_port, dst_dpid, dst_port) VALUES (?, ?, ?, ?)",
+                           rows, "DELETE FROM links")
 
     def delete_hosts(self, macs: list[str]) -> None:
-        with self.db:
-            self.db.execute("BEGIN")
-            self.db.executemany("DELETE FROM hosts WHERE mac = ?", [(m,) for m in macs])
+        self._write_behind("hosts deleted", _replace_rows, "DELETE FROM hosts WHERE mac = ?", [(m,) for m in macs])
 
     # ---- tokens -------------------------------------------------------------------
 
@@ -243,34 +289,15 @@ class Store:
 
     async def append_audits(self, records: list[dict]) -> list[dict]:
         """Append records to the chain in order (a bulk change's per-policy records:
-        `AUDIT_TXN` to a commit, not one each), off the event loop.
+        `AUDIT_TXN` to a commit, not one each), in the writer thread.
 
         Chaining (canonical JSON and a hash per record) and writing take some 40 us a
         record. On the loop, the 100,000 records of one `PUT` held it for seconds; with a
         whole compile running beside it in its thread, each of SQLite's steps gave the
         interpreter lock away, and the loop was gone for more than five seconds: Open
         vSwitch's inactivity probe went unanswered and every switch dropped its
-        connection. So a worker thread chains and writes them, on a connection of its
-        own (appends of this process one at a time); each transaction reads the head it
-        chains from, so another process's appends between two of them keep the chain whole."""
-        async with self._audit_turn:
-            return await asyncio.to_thread(self._append_audits, records)
-
-    def _append_audits(self, records: list[dict]) -> list[dict]:
-        """In a worker thread: `records` chained and written, `AUDIT_TXN` a transaction."""
-        if self._audit_db is None:
-            self._audit_db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        db, out = self._audit_db, []
-        for start in range(0, len(records), AUDIT_TXN):
-            with db:
-                db.execute("BEGIN IMMEDIATE")
-                last = db.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
-                more, rows = _chain(records[start:start + AUDIT_TXN], *((last[0] + 1, last[1]) if last else (1, audit.GENESIS)))
-                db.executemany(
-                    "INSERT INTO audit (seq, time, actor, remote, action, target, before, after, result, prev_hash, hash) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
-            out += more
-        return out
+        connection."""
+        return await asyncio.wrap_future(self._write(_append_audits, records))
 
     async def audit_records(self, *, since: int = 0, actor: str | None = None, target: str | None = None, limit: int | None = None) -> list[dict]:
         sql = "SELECT seq, time, actor, remote, action, target, before, after, result, prev_hash, hash FROM audit WHERE seq > ?"
@@ -349,16 +376,14 @@ class Store:
         and the rows held the event loop for four seconds, near Open vSwitch's 5 s
         inactivity probe."""
         async with self._taps_turn:
-            return await asyncio.to_thread(self._replace_taps, specs, prune)
+            return await asyncio.wrap_future(self._write(self._replace_taps, specs, prune))
 
-    def _replace_taps(self, specs: list[TapSpec], prune: bool) -> PolicyPlan:
-        """In a worker thread. Read and planned before the write transaction (this
+    def _replace_taps(self, db: sqlite3.Connection, specs: list[TapSpec], prune: bool) -> PolicyPlan:
+        """In the writer thread. Read and planned before the write transaction (this
         store's writes of policies wait for `_taps_turn` meanwhile), so that the write
-        lock, which the loop's other writes (hosts, links) wait for, is held only for
-        the rows themselves."""
-        if self._taps_db is None:
-            self._taps_db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        db, now = self._taps_db, time.time()
+        lock, which the loop's own writes of policies wait for, is held only for the
+        rows themselves."""
+        now = time.time()
         if prune:
             stored = [self._tap(i, spec) for i, spec in db.execute("SELECT id, spec FROM taps")]
             self._parsed = {t.id: self._parsed[t.id] for t in stored}  # rows gone, gone here too
