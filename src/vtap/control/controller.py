@@ -26,6 +26,7 @@ difference — nothing, when the old leader had finished.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import ipaddress
 import logging
 import secrets
@@ -431,12 +432,15 @@ class Controller(Reads, Claims, Discovering, Polling, CaptureJobs):
             changes = await self.store.replace_taps(specs, prune=prune)
             # Taken a slice at a time (100,000 at once held the loop 1.3 s): a compile that
             # starts meanwhile takes a part of them, and the one asked below all of them.
-            steps = [partial(self.core.set_tap, tap) for tap in changes.added + [after for _, after in changes.changed]]
-            steps += [partial(self.core.remove_tap, tap.id) for tap in changes.removed]
-            for done, step in enumerate(steps, 1):
-                step()
-                if done % CORE_SLICE == 0:
+            done = 0
+            for tap in itertools.chain(changes.added, (after for _, after in changes.changed), changes.removed):
+                if done and done % CORE_SLICE == 0:
                     await asyncio.sleep(0)
+                done += 1
+                if done > len(changes.added) + len(changes.changed):
+                    self.core.remove_tap(tap.id)
+                else:
+                    self.core.set_tap(tap)
         if changes.added or changes.changed or changes.removed:
             self.changed(view=False)
         return changes
