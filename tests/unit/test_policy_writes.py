@@ -70,3 +70,20 @@ async def test_a_bulk_apply_takes_every_policy_into_the_core_over_several_turns_
     other.cancel()
     assert len(plan.added) == 20 and sorted(controller.core.taps) == sorted(t.id for t in plan.added)
     assert len(set(seen)) == 20 // 4  # five slices, the loop turning between two
+
+
+async def test_a_bulk_apply_whose_request_is_cancelled_still_ends_with_the_core_like_the_store(controller, monkeypatch):
+    """The store's write runs in its thread whatever happens to the request: cancelled
+    meanwhile (a client gone), the core must still take what the store now holds."""
+    monkeypatch.setattr(controller_module, "CORE_SLICE", 2)
+    request = asyncio.ensure_future(controller.apply_taps([spec(f"c{i}") for i in range(12)], prune=False))
+    await asyncio.sleep(0)
+    request.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await request
+    for _ in range(200):  # the apply goes on without the request
+        if len(controller.core.taps) == 12:
+            break
+        await asyncio.sleep(0.01)
+    stored = {t.id: t.spec for t in controller.store.load_taps()}
+    assert len(stored) == 12 and {i: t.spec for i, t in controller.core.taps.items()} == stored

@@ -427,7 +427,11 @@ class Controller(Reads, Claims, Discovering, Polling, CaptureJobs):
         every switch then gets one bundle for the whole set. Writes of policies go one at
         a time, each to the store and then the core: the store's bulk write and this
         core's update give the loop back (a worker thread, slices), and a write that
-        came between them would leave the core unlike the store."""
+        came between them would leave the core unlike the store. For the same reason
+        the two finish together even if the request that asked is cancelled."""
+        return await asyncio.shield(asyncio.ensure_future(self._apply_taps(specs, prune)))
+
+    async def _apply_taps(self, specs: list[TapSpec], prune: bool) -> PolicyPlan:
         async with self._policy_turn:
             changes = await self.store.replace_taps(specs, prune=prune)
             # Taken a slice at a time (100,000 at once held the loop 1.3 s): a compile that
