@@ -87,3 +87,17 @@ async def test_a_bulk_apply_whose_request_is_cancelled_still_ends_with_the_core_
         await asyncio.sleep(0.01)
     stored = {t.id: t.spec for t in controller.store.load_taps()}
     assert len(stored) == 12 and {i: t.spec for i, t in controller.core.taps.items()} == stored
+
+
+async def test_the_policies_a_large_bulk_apply_takes_in_are_frozen(controller, monkeypatch):
+    """Past a slice, what the apply made lives on and is frozen: no full collection
+    walks it (one struck while a PUT of 100,000 made its audit records: 340 ms)."""
+    import gc
+
+    monkeypatch.setattr(controller_module, "CORE_SLICE", 4)
+    try:
+        plan = await controller.apply_taps([spec(f"f{i}") for i in range(10)], prune=False)
+        young = {id(o) for g in range(3) for o in gc.get_objects(generation=g)}
+        assert plan.added and not any(id(t) in young or id(t.spec) in young for t in plan.added)
+    finally:
+        gc.unfreeze()

@@ -445,6 +445,11 @@ class Controller(Reads, Claims, Discovering, Polling, CaptureJobs):
                     self.core.remove_tap(tap.id)
                 else:
                     self.core.set_tap(tap)
+            if done > CORE_SLICE:
+                # The policies just taken in (made in the store's thread) live on: frozen,
+                # each full collection until the next compile does not walk them (one
+                # struck while a PUT of 100,000 made its audit records: 340 ms).
+                collector.freeze()
         if changes.added or changes.changed or changes.removed:
             self.changed(view=False)
         return changes
