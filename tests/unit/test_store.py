@@ -210,3 +210,31 @@ async def test_a_record_carrying_a_policy_is_written_as_its_json_and_verifies(tm
     records = await store.audit_records()
     assert records[0]["after"] == p.model_dump(mode="json") == records[1]["before"]
     assert audit.verify(records) == (True, None, "2 records, chain intact")
+
+
+async def test_an_append_whose_head_moved_before_its_transaction_is_chained_again(tmp_path, monkeypatch):
+    """A slice is chained from the head read before its transaction (the write lock is
+    taken for the rows only); another process appending in between moves the head, and
+    the slice is chained again inside: one intact chain, the other's record first."""
+    import sqlite3
+
+    from vtap.store import sqlite as store_sqlite
+
+    store = Store(tmp_path)
+    other = sqlite3.connect(store.path, isolation_level=None, check_same_thread=False)
+    real, moved = store_sqlite._audit_head, []
+
+    def head(db):
+        now = real(db)
+        if not moved:
+            moved.append(now)
+            store_sqlite._append_audits(other, [_record(99, "other-process")])  # between this read and the transaction
+        return now
+
+    monkeypatch.setattr(store_sqlite, "_audit_head", head)
+    written = await store.append_audits([_record(i, "bulk") for i in range(3)])
+    records = await store.audit_records()
+    assert audit.verify(records) == (True, None, "4 records, chain intact")
+    assert [r["actor"] for r in records] == ["other-process", "bulk", "bulk", "bulk"]
+    assert [r["seq"] for r in written] == [2, 3, 4]
+    other.close()

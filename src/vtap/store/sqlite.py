@@ -87,7 +87,7 @@ CREATE TABLE IF NOT EXISTS taps (
 log = logging.getLogger(__name__)
 
 NAMES_PER_QUERY = 500  # names in one `IN (...)` of a bulk apply's read (SQLite allows 32,766 parameters)
-AUDIT_TXN = 5_000  # audit records to a transaction (the write lock held ~30 ms: the loop's own writes wait that long at most)
+AUDIT_TXN = 2_000  # audit records to a transaction (its rows: the write lock held ~20 ms, what a POST may wait)
 
 
 def _chain(records: list[dict], seq: int, prev: str) -> tuple[list[dict], list[tuple]]:
@@ -105,20 +105,31 @@ def _chain(records: list[dict], seq: int, prev: str) -> tuple[list[dict], list[t
 
 
 def _append_audits(db: sqlite3.Connection, records: list[dict]) -> list[dict]:
-    """In the writer thread: `records` chained and written, `AUDIT_TXN` a transaction,
-    each chained from the head it reads (another process's appends between two of them
-    keep the chain whole)."""
+    """In the writer thread: `records` chained and written, `AUDIT_TXN` a transaction.
+    Each slice is chained from the head as read before its transaction, and the write
+    lock taken only for the rows: the loop's own writes (a POST's) wait for it. If
+    another process appended meanwhile, the slice is chained again inside."""
     out = []
     for start in range(0, len(records), AUDIT_TXN):
+        part = records[start:start + AUDIT_TXN]
+        head = _audit_head(db)
+        more, rows = _chain(part, *head)
         with db:
             db.execute("BEGIN IMMEDIATE")
-            last = db.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
-            more, rows = _chain(records[start:start + AUDIT_TXN], *((last[0] + 1, last[1]) if last else (1, audit.GENESIS)))
+            now = _audit_head(db)
+            if now != head:
+                more, rows = _chain(part, *now)
             db.executemany(
                 "INSERT INTO audit (seq, time, actor, remote, action, target, before, after, result, prev_hash, hash) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
         out += more
     return out
+
+
+def _audit_head(db: sqlite3.Connection) -> tuple[int, str]:
+    """The next record's (seq, prev_hash)."""
+    last = db.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
+    return (last[0] + 1, last[1]) if last else (1, audit.GENESIS)
 
 
 def _replace_rows(db: sqlite3.Connection, sql: str, rows: list[tuple], first: str | None = None) -> None:
