@@ -12,6 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.unit.loop import LoopTurns
 from vtap.api.bulk import MAX_ERRORS, SLICE, _slices, read_specs
 from vtap.api.pacing import HeavyWork
 
@@ -86,21 +87,12 @@ def test_heavy_slices_leave_the_loop_half_of_the_time():
     body = json.dumps([spec(i) for i in range(20 * SLICE)]).encode()
 
     async def main() -> tuple[int, HeavyWork, float]:
-        turns, heavy = 0, HeavyWork()
-
-        async def ticker():
-            nonlocal turns
-            while True:
-                turns += 1
-                await asyncio.sleep(0)
-
-        task = asyncio.create_task(ticker())
-        await asyncio.sleep(0)
-        t0 = time.perf_counter()
-        await read_specs(Body(body), heavy)
-        wall = time.perf_counter() - t0
-        task.cancel()
-        return turns, heavy, wall
+        heavy = HeavyWork()
+        async with LoopTurns() as turns:
+            t0 = time.perf_counter()
+            await read_specs(Body(body), heavy)
+            wall = time.perf_counter() - t0
+        return turns.count, heavy, wall
 
     turns, heavy, wall = asyncio.run(main())
     assert heavy.slices == 21 and turns >= 21  # 20 slices and the end found; the loop ran between each

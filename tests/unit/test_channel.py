@@ -194,6 +194,8 @@ async def test_a_large_batch_is_made_and_written_with_the_loop_given_back_betwee
     from vtap.openflow.channel import _Batch
     from vtap.openflow.translate import PROTOCOL
 
+    from tests.unit.loop import LoopTurns
+
     class Writer:
         def __init__(self):
             self.data = []
@@ -212,20 +214,10 @@ async def test_a_large_batch_is_made_and_written_with_the_loop_given_back_betwee
     n = 3 * channel.SEND_SLICE + 1
     msgs = [parser.OFPEchoRequest(PROTOCOL, data=b"%d" % i) for i in range(n)]
     wrapped = []
-    turns = 0
-
-    async def other_work():
-        nonlocal turns
-        while True:
-            turns += 1
-            await asyncio.sleep(0)
-
-    other = asyncio.create_task(other_work())
-    await asyncio.sleep(0)
-    before = turns
-    await dp._send_all(_Batch(), msgs, lambda m: wrapped.append(m) or m)
-    other.cancel()
-    assert turns - before >= 3  # one turn after each full slice, at least
+    async with LoopTurns() as turns:
+        before = turns.count
+        await dp._send_all(_Batch(), msgs, lambda m: wrapped.append(m) or m)
+    assert turns.count - before >= 3  # one turn after each full slice, at least
     assert wrapped == msgs and len(writer.data) == 4  # one write a slice, not one a message
     wire, sent = b"".join(writer.data), []
     while wire:

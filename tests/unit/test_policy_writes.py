@@ -11,6 +11,7 @@ import sys
 
 import pytest
 
+from tests.unit.loop import LoopTurns
 from vtap.control import controller as controller_module
 from vtap.control.controller import Controller
 from vtap.model.policy import TapSpec
@@ -50,24 +51,16 @@ async def test_a_delete_asked_during_a_bulk_apply_comes_after_it_in_the_store_an
 
 async def test_a_bulk_apply_takes_every_policy_into_the_core_over_several_turns_of_the_loop(controller, monkeypatch):
     monkeypatch.setattr(controller_module, "CORE_SLICE", 4)
-    turns, seen = 0, []
+    seen = []
     set_tap = controller.core.set_tap
+    async with LoopTurns() as turns:
 
-    def counted(tap):
-        seen.append(turns)  # how far the rest of the loop had got when this one was taken
-        set_tap(tap)
+        def counted(tap):
+            seen.append(turns.count)  # how far the rest of the loop had got when this one was taken
+            set_tap(tap)
 
-    monkeypatch.setattr(controller.core, "set_tap", counted)
-
-    async def other_work():
-        nonlocal turns
-        while True:
-            turns += 1
-            await asyncio.sleep(0)
-
-    other = asyncio.create_task(other_work())
-    plan = await controller.apply_taps([spec(f"q{i}") for i in range(20)], prune=False)
-    other.cancel()
+        monkeypatch.setattr(controller.core, "set_tap", counted)
+        plan = await controller.apply_taps([spec(f"q{i}") for i in range(20)], prune=False)
     assert len(plan.added) == 20 and sorted(controller.core.taps) == sorted(t.id for t in plan.added)
     assert len(set(seen)) == 20 // 4  # five slices, the loop turning between two
 
