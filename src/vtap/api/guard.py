@@ -178,9 +178,7 @@ class Guard:
             await self.store.append_audits(records)  # a bulk change's records in one go
         except StoreUnavailable as exc:
             for record in records:
-                log.error("audit record not written (%s): %s", exc,
-                          json.dumps({**record, "before": audit.plain(record.get("before")),
-                                      "after": audit.plain(record.get("after"))})[:2000])
+                log.error("audit record not written (%s): %s", exc, json.dumps(audit.plain(record))[:2000])
 
 
 def _replay(body: bytes, receive):

@@ -436,15 +436,14 @@ class Controller(Reads, Claims, Discovering, Polling, CaptureJobs):
             changes = await self.store.replace_taps(specs, prune=prune)
             # Taken a slice at a time (100,000 at once held the loop 1.3 s): a compile that
             # starts meanwhile takes a part of them, and the one asked below all of them.
+            steps = itertools.chain(((self.core.set_tap, tap) for tap in changes.added),
+                                    ((self.core.set_tap, after) for _, after in changes.changed),
+                                    ((self.core.remove_tap, tap.id) for tap in changes.removed))
             done = 0
-            for tap in itertools.chain(changes.added, (after for _, after in changes.changed), changes.removed):
-                if done and done % CORE_SLICE == 0:
+            for done, (step, arg) in enumerate(steps, 1):
+                step(arg)
+                if done % CORE_SLICE == 0:
                     await asyncio.sleep(0)
-                done += 1
-                if done > len(changes.added) + len(changes.changed):
-                    self.core.remove_tap(tap.id)
-                else:
-                    self.core.set_tap(tap)
             if done > CORE_SLICE:
                 # The policies just taken in (made in the store's thread) live on: frozen,
                 # each full collection until the next compile does not walk them (one

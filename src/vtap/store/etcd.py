@@ -495,8 +495,7 @@ class EtcdStore:
             head = json.loads(got[0]) if got else {"seq": 0, "hash": audit.GENESIS}
             seq, prev, recs = head["seq"], head["hash"], []
             for record in records:
-                rec = {**record, "seq": seq + 1, "prev_hash": prev, "before": audit.plain(record.get("before")),
-                       "after": audit.plain(record.get("after"))}
+                rec = {**audit.plain(record), "seq": seq + 1, "prev_hash": prev}
                 rec["hash"] = audit.record_hash(rec, prev)
                 recs.append(rec)
                 seq, prev = rec["seq"], rec["hash"]

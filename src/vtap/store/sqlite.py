@@ -94,8 +94,7 @@ def _chain(records: list[dict], seq: int, prev: str) -> tuple[list[dict], list[t
     """Records chained from (seq, prev_hash): the records, and their rows."""
     out, rows = [], []
     for record in records:
-        rec = {**record, "seq": seq, "prev_hash": prev, "before": audit.plain(record.get("before")),
-               "after": audit.plain(record.get("after"))}
+        rec = {**audit.plain(record), "seq": seq, "prev_hash": prev}
         rec["hash"] = audit.record_hash(rec, prev)
         out.append(rec)
         rows.append((rec["seq"], rec["time"], rec["actor"], rec["remote"], rec["action"], rec["target"],
