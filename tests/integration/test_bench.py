@@ -63,12 +63,14 @@ def test_controlplane_quick_produces_every_row(tmp_path):
     assert e["events"] >= 2 and e["peak_rss_mib"] > 0 and e["first_event_bytes"] > 0
     assert 0 < e["first_event_s"] < e["seconds"] and e["events_per_s_after_first"] > 0
     assert r["restart_all_active_s"] > 0 and r["ceiling_ofctl_bundle"]["rules"] > 0
+    assert r["apply"][0]["restart"]["rss_settled_mib"] > 0
     steps = r["apply"][0]["restart"]["startup"]
     assert 0 < steps["imported"] < steps["store_loaded"] < steps["first_compile"] <= steps["rules_confirmed"], steps
     m = r["memory"]
     assert m["policies"] == 200 and m["traced_mib"] > 1 and m["by_structure"][0]["mib"] > 0
     d = r["declarative"]
     assert d["policies"] == 200 and d["all_active_s"] > 0 and d["same_again_unchanged"] == 200 and d["update_one_ms"] > 0
+    assert d["rss_active_mib"] > 0 and d["rss_settled_mib"] > 0
     assert (tmp_path / "controlplane-quick.md").read_text().startswith("### POST")
 
 

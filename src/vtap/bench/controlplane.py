@@ -161,7 +161,7 @@ def wait_all_active(client: httpx.Client, expected: int, timeout: float) -> floa
     raise RuntimeError("policies did not all become active")
 
 
-def declarative(lab: LabSession, count: int, sources: range, hosts: int) -> dict:
+def declarative(lab: LabSession, count: int, sources: range, hosts: int, settle_s: float) -> dict:
     """`PUT /api/v1/taps` of the whole set at once, fresh (after a prune to nothing);
     the same set again with `vtap apply -f` (the CLI: a file read, sent, answered);
     then one policy changed among them."""
@@ -174,6 +174,8 @@ def declarative(lab: LabSession, count: int, sources: range, hosts: int) -> dict
     client.put("/api/v1/taps", json=everything, timeout=600).raise_for_status()
     t_answered = time.monotonic()
     t_active = wait_all_active(client, count, 600)
+    rss_active = rss_mib(lab.ctl.proc.pid)
+    rss_settled = settled_rss(lab, settle_s)
     path = lab.workdir / "everything.json"
     path.write_text(json.dumps(everything))
     t = time.monotonic()
@@ -192,7 +194,7 @@ def declarative(lab: LabSession, count: int, sources: range, hosts: int) -> dict
     update_ms = (time.perf_counter() - t) * 1000
     return {"policies": count, "answered_s": round(t_answered - t0, 2), "all_active_s": round(t_active - t0, 2),
             "same_again_s": round(again_s, 2), "same_again_unchanged": json.loads(out.stdout)["unchanged"],
-            "update_one_ms": round(update_ms, 1)}
+            "update_one_ms": round(update_ms, 1), "rss_active_mib": rss_active, "rss_settled_mib": rss_settled}
 
 
 def ceiling(ovs: PrivateOVS, net, work: Path) -> dict:
@@ -222,7 +224,7 @@ BATCH = 1_000
 
 
 def bulk_apply(lab: LabSession, sizes: list[int], sources: range, hosts: int, stream_s: float,
-               traced_at: int | None) -> tuple[list[dict], dict]:
+               traced_at: int | None, settle_s: float) -> tuple[list[dict], dict]:
     """Policies posted back to back up to each cumulative size, until all are active: the
     time that took, the rules it added to the switches and the controller's RSS; then at
     that size the event stream's figures and a restart's. At `traced_at`, also the
@@ -247,7 +249,7 @@ def bulk_apply(lab: LabSession, sizes: list[int], sources: range, hosts: int, st
             "rules_per_s": round(added / (t_active - t0)), "controller_rss_mib": rss_mib(lab.ctl.proc.pid),
         }
         row["event_stream"] = rss_with_event_stream(lab.ctl, client, stream_s, ids[:PAGE])
-        row["restart"] = restart(lab, size)
+        row["restart"] = restart(lab, size, settle_s)
         if size == traced_at:
             memory = traced_memory(lab, size)
         applied.append(row)
@@ -289,7 +291,7 @@ def wait_compile_checked(client: httpx.Client, timeout: float) -> dict:
         time.sleep(0.2)
 
 
-def restart(lab: LabSession, expected: int) -> dict:
+def restart(lab: LabSession, expected: int, settle_s: float) -> dict:
     """Stop the controller, start it again: until every policy is active again, and the
     new process's own steps (`startup` in health, seconds from its start)."""
     t = time.monotonic()
@@ -308,7 +310,19 @@ def restart(lab: LabSession, expected: int) -> dict:
     all_active = wait_all_active(lab.ctl.http, expected, 1800)
     health = wait_compile_checked(lab.ctl.http, 1800)
     return {"all_active_s": round(all_active - t, 2), "stop_s": round(stopped - t, 2),
-            "startup": health.get("startup", {}), "startup_cpu": health.get("startup_cpu", {})}
+            "startup": health.get("startup", {}), "startup_cpu": health.get("startup_cpu", {}),
+            "rss_settled_mib": settled_rss(lab, settle_s)}
+
+
+SETTLE_S = 15.0  # after a bulk change: the reconcilers' passes done, the freed pages given back (GIVE_BACK_S)
+
+
+def settled_rss(lab: LabSession, seconds: float) -> float:
+    """The controller's RSS once a bulk change has settled (`seconds` after): what it
+    holds, where the RSS at the moment every policy is active also holds the change's
+    passing peak."""
+    time.sleep(seconds)
+    return rss_mib(lab.ctl.proc.pid)
 
 
 TRACED_WAIT_S = 300  # how long the traced run may take to have every policy active
@@ -393,7 +407,9 @@ def main(args) -> int:
         time.sleep(1)
 
         # 2. Bulk apply; at each size the event stream and a restart; the memory by structure.
-        result["apply"], result["memory"] = bulk_apply(lab, sizes, sources, hosts, 3.0 if args.quick else 10.0, traced_at)
+        settle_s = 3.0 if args.quick else SETTLE_S
+        result["apply"], result["memory"] = bulk_apply(lab, sizes, sources, hosts, 3.0 if args.quick else 10.0, traced_at,
+                                                       settle_s)
         largest = result["apply"][-1]
         result["event_stream"] = largest["event_stream"]
         result["restart_all_active_s"] = largest["restart"]["all_active_s"]
@@ -401,7 +417,7 @@ def main(args) -> int:
         # The same latency with every policy of the last size installed (then removed again).
         result["latency_loaded_ms"] = loaded_latency(lab.ctl.http, sizes[-1], sources, 10 if args.quick else 50, hosts)
         result["ceiling_ofctl_bundle"] = ceiling(ovs, net, work)
-        result["declarative"] = declarative(lab, sizes[-1], sources, hosts)
+        result["declarative"] = declarative(lab, sizes[-1], sources, hosts, settle_s)
 
     result["one_bridge"] = args.one_bridge
     result["quick"] = args.quick
@@ -457,7 +473,10 @@ def markdown(result: dict) -> str:
       f"{d['answered_s']} s, all active {d['all_active_s']} s after it was sent "
       f"({d['all_active_s'] / c['seconds']:.1f}x the ovs-ofctl ceiling above); the same set again with `vtap apply -f`: "
       f"{d['same_again_s']} s, {d['same_again_unchanged']:,} unchanged; one policy changed among them: active after "
-      f"{d['update_one_ms']} ms.")
+      f"{d['update_one_ms']} ms. Controller RSS when all were active: {d['rss_active_mib']} MiB; settled: "
+      f"{d['rss_settled_mib']} MiB.")
+    p("\nRSS settled after each restart: " + ", ".join(f"{a['restart']['rss_settled_mib']} MiB at {a['policies']:,}"
+                                                      for a in result["apply"]) + ".")
     f = result["copy_failover"]
     p(f"\nLink failover: link {f['link']}, on both the tapped flow's path and the copy's, taken down under a "
       f"{f['rate_pps']} pps tapped stream: {f['sent'] - f['received']} of {f['sent']} originals and {f['lost']} of "

@@ -100,8 +100,8 @@ class PolicyStore(Protocol):
 
     # ---- the audit chain -------------------------------------------------------------------
 
-    async def append_audits(self, records: list[dict]) -> list[dict]:
-        """Async: append records to the hash chain in order; returns them with seq, prev_hash, hash; StoreUnavailable."""
+    async def append_audits(self, records: list[dict]) -> None:
+        """Async: append records to the hash chain in order (read them back with `audit_records`); StoreUnavailable."""
 
     async def audit_records(self, *, since: int = 0, actor: str | None = None, target: str | None = None,
                             limit: int | None = None) -> list[dict]:

@@ -476,17 +476,16 @@ class EtcdStore:
     # ---- audit ---------------------------------------------------------------------------------
 
     async def append_audit(self, record: dict) -> dict:
-        """Append one record to the chain."""
-        return (await self.append_audits([record]))[0]
+        """Append one record to the chain; the record as chained."""
+        return (await self._append_batch([record]))[0]
 
-    async def append_audits(self, records: list[dict]) -> list[dict]:
+    async def append_audits(self, records: list[dict]) -> None:
         """Append records to the chain in order, up to AUDIT_BATCH per transaction (etcd
         limits a transaction's operations): sequence and hash from the head, compared on
-        its revision. Another writer may append between two batches; each batch is whole."""
-        out: list[dict] = []
+        its revision. Another writer may append between two batches; each batch is whole.
+        Only a batch's chained records are alive at a time (see the SQLite store's)."""
         for start in range(0, len(records), AUDIT_BATCH):
-            out += await self._append_batch(records[start:start + AUDIT_BATCH])
-        return out
+            await self._append_batch(records[start:start + AUDIT_BATCH])
 
     async def _append_batch(self, records: list[dict]) -> list[dict]:
         for _ in range(WRITE_ATTEMPTS):
