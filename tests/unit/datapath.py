@@ -14,7 +14,7 @@ import asyncio
 import struct
 import time
 from collections import defaultdict
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 from os_ken.ofproto import ofproto_v1_3 as ofp
 from os_ken.ofproto import ofproto_v1_3_parser as parser
@@ -154,8 +154,9 @@ class FakeDatapath:
     async def barrier(self) -> None:
         await self._answer("barrier")
 
-    async def send_batch(self, msgs: list[Any], *, atomic: bool = True) -> None:
+    async def send_batch(self, msgs: Iterable[Any], *, atomic: bool = True) -> None:
         """All of the batch or, on an error, none of it (as a bundle; enough for these tests)."""
+        msgs = list(msgs)  # the channel's takes a generator too
         if not msgs:
             return
         await self._answer("send_batch")

@@ -225,3 +225,66 @@ async def test_a_large_batch_is_made_and_written_with_the_loop_given_back_betwee
         sent.append(wire[8:length])
         wire = wire[length:]
     assert sent == [b"%d" % i for i in range(n)]
+
+
+def test_a_sent_message_is_named_from_its_bytes_as_from_itself():
+    """A batch keeps each message's bytes until its barrier, not os-ken's objects; an
+    error from the switch names the request from them, as it would from the message."""
+    from os_ken.ofproto import ofproto_v1_3_parser as parser
+
+    from vtap.model.rules import Bucket, FlowRule, GroupAction, GroupRule, Meter, Output
+    from vtap.openflow import translate
+    from vtap.openflow.describe import describe, describe_bytes
+    from vtap.openflow.translate import PROTOCOL
+
+    flow = FlowRule(1, 3000, (("eth_type", 0x0800), ("ipv4_src", "10.0.0.1"), ("ip_proto", 17), ("udp_dst", 7000)),
+                    (GroupAction(0x7000_0001),), 2, 0x5654_0000_0000_0001)
+    group = GroupRule(0x7000_0001, "all", (Bucket((Output(3),)),))
+    msgs = [translate.flow_add(flow), translate.flow_modify(flow), translate.flow_delete(flow), translate.group_add(group),
+            translate.group_delete(group.group_id), translate.meter_add(Meter(7, 1000, 100)), parser.OFPBarrierRequest(PROTOCOL)]
+    for i, m in enumerate(msgs):
+        wrapped = parser.ONFBundleAddMsg(PROTOCOL, 9, 3, m, [])
+        wrapped.set_xid(i + 1)
+        wrapped.serialize()
+        m.serialize()
+        assert describe_bytes(bytes(m.buf)) == describe(m) or isinstance(m, parser.OFPBarrierRequest)
+        assert describe_bytes(bytes(wrapped.buf)) == describe(wrapped) or isinstance(m, parser.OFPBarrierRequest)
+    assert "ipv4_src" in describe_bytes(bytes(msgs[0].buf)) and "group_id=1879048193" in describe_bytes(bytes(msgs[3].buf))
+    assert describe_bytes(bytes(msgs[-1].buf)) == f"message type {msgs[-1].msg_type}"
+
+
+async def test_a_batch_is_made_as_it_is_sent_and_keeps_only_bytes():
+    """A generator of messages is drawn a slice at a time: a message is let go once
+    written, its bytes kept to name an error."""
+    import weakref
+
+    from os_ken.ofproto import ofproto_v1_3_parser as parser
+
+    from vtap.openflow import channel
+    from vtap.openflow.channel import _Batch
+    from vtap.openflow.translate import PROTOCOL
+
+    class Writer:
+        def get_extra_info(self, name):
+            return None
+
+        def write(self, data):
+            pass
+
+        async def drain(self):
+            pass
+
+    dp = Datapath(asyncio.StreamReader(), Writer(), None)
+    alive, made = [], []
+
+    def messages():
+        for i in range(3 * channel.SEND_SLICE):
+            m = parser.OFPEchoRequest(PROTOCOL, data=b"%d" % i)
+            made.append(weakref.ref(m))
+            alive.append(sum(r() is not None for r in made))
+            yield m
+
+    batch = _Batch()
+    await dp._send_all(batch, messages())
+    assert len(batch.sent) == 3 * channel.SEND_SLICE and all(type(v) is bytes for v in batch.sent.values())
+    assert max(alive) <= 2  # the one being made, and at most the one before it

@@ -17,7 +17,6 @@ paths it merely has not rediscovered yet.
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -125,8 +124,9 @@ def messages(changes: RuleDiff) -> list:
 
 
 def message_slices(changes: RuleDiff):
-    """`messages(changes)`, made `SLICE` at a time: a pass gives the loop back between
-    two slices (12,500 flows made at once held it most of a second, measured)."""
+    """`messages(changes)`, made `SLICE` at a time as the channel sends them (it gives
+    the loop back between two slices: 12,500 flows made at once held it most of a
+    second, measured)."""
     translators = ((translate.group_add, _chained_last(changes.add_groups)),
                    (translate.group_modify, _chained_last(changes.modify_groups)),
                    (translate.flow_add, changes.add_flows),
@@ -317,27 +317,20 @@ class SwitchReconciler:
             asyncio.get_running_loop().call_later(self.retry_delay, self._dirty.set)
             return
         if changes:
-            msgs = []
-            for part in message_slices(changes):
-                msgs += part
-                if len(changes) > SLICE:
-                    # Alive until the barrier, and acyclic: frozen, they are not walked
-                    # by each full collection while the rest are made (100,000 of them
-                    # made such collections 150-380 ms long).
-                    gc.freeze()
-                await asyncio.sleep(0)
             before, after = meter_messages(changes)
-            log.info("%r: sending %d changes%s", self.dp, len(msgs) + len(before) + len(after),
-                     " (additive while settling)" if additive else "")
+            log.info("%r: sending %d changes%s", self.dp, len(changes), " (additive while settling)" if additive else "")
             log.debug("%r: %s", self.dp, changes)
             await self.dp.send_batch(before, atomic=False)
-            await self.dp.send_batch(msgs)
+            # Made as they are sent, a slice between two turns of the loop, and let go
+            # once written (the batch keeps their bytes): made all at once and kept until
+            # the barrier, every switch's after a bulk change were alive together.
+            await self.dp.send_batch(m for part in message_slices(changes) for m in part)
             await self.dp.send_batch(after, atomic=False)
             # What the switch holds now is the desired set itself (when nothing was held
             # back): keeping that very object makes the next diff compare by identity.
             self.installed = desired if not additive else apply(installed, changes)
             self.status.batches += 1
-            self.status.rules_sent += len(msgs) + len(before) + len(after)
+            self.status.rules_sent += len(changes)
         else:
             await self.dp.barrier()
             if not additive:

@@ -10,7 +10,6 @@ log line; nothing it does reaches another connection.
 from __future__ import annotations
 
 import asyncio
-import gc
 import hashlib
 import collections
 import itertools
@@ -18,13 +17,14 @@ import logging
 import struct
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, Iterable, Protocol
 
 from os_ken.ofproto import ofproto_common, ofproto_parser
 from os_ken.ofproto import ofproto_v1_3 as ofp
 from os_ken.ofproto import ofproto_v1_3_parser as parser
 
 from vtap.model.network import Port, normalize_mac
+from vtap.openflow.describe import describe, describe_bytes, describe_error
 from vtap.openflow.translate import PROTOCOL
 
 log = logging.getLogger(__name__)
@@ -37,7 +37,7 @@ OFPHET_VERSIONBITMAP = 1
 # messages are kept by the batch itself until its barrier (an error comes before it):
 # 65,536 descriptions per switch kept for good cost some 20 MiB per busy switch.
 MAX_SENT_REMEMBERED = 1024
-SEND_SLICE = 512  # messages of a batch serialized and written between two turns of the loop
+SEND_SLICE = 512  # messages of a batch made (by a generator), serialized and written between two turns of the loop (~20 ms)
 
 
 class ProtocolError(Exception):
@@ -107,28 +107,10 @@ def flow_counter_entries(body: bytes) -> list[tuple[int, int, int, int]]:
 @dataclass
 class _Batch:
     """Mods sent without a reply of their own: errors for their xids are collected here,
-    and named from the messages, kept until the batch's barrier."""
+    and named from the messages' bytes, kept until the batch's barrier."""
 
-    sent: dict[int, Any] = field(default_factory=dict)  # xid -> message
+    sent: dict[int, bytes] = field(default_factory=dict)  # xid -> the message's bytes (describe.py says why)
     errors: list[OpenFlowError] = field(default_factory=list)
-
-
-def describe_error(msg: Any) -> str:
-    return f"OFPT_ERROR type={msg.type} code={msg.code}"
-
-
-def describe(msg: Any) -> str:
-    """A short, loggable description of a sent message (to name the request an error answers)."""
-    name = type(msg).__name__
-    if isinstance(msg, parser.OFPFlowMod):
-        return f"{name}(command={msg.command}, table={msg.table_id}, priority={msg.priority}, match={dict(msg.match.items())})"
-    if isinstance(msg, parser.OFPGroupMod):
-        return f"{name}(command={msg.command}, group_id={msg.group_id})"
-    if isinstance(msg, parser.OFPMeterMod):
-        return f"{name}(command={msg.command}, meter_id={msg.meter_id})"
-    if isinstance(msg, parser.ONFBundleAddMsg):
-        return f"bundle {msg.bundle_id}: {describe(msg.message)}"
-    return name
 
 
 def echo_request() -> Any:
@@ -295,20 +277,24 @@ class Datapath:
     async def meter_config(self) -> list[Any]:
         return await self.multipart(parser.OFPMeterConfigStatsRequest(PROTOCOL, 0, ofp.OFPM_ALL))
 
-    async def send_batch(self, msgs: list[Any], *, atomic: bool = True) -> None:
+    async def send_batch(self, msgs: Iterable[Any], *, atomic: bool = True) -> None:
         """Apply flow/group mods, then wait for a barrier.
 
         With `atomic`, the mods go in one ONF bundle (OpenFlow 1.3 extension): the
         switch applies all of them or none, and takes them far faster than one by
         one.  An error from the switch raises OpenFlowError; with a bundle, nothing
-        of the batch was applied then.
+        of the batch was applied then. `msgs` may be made as they are sent (a
+        generator): only a slice of them is alive at a time.
         """
-        if not msgs:
+        msgs = iter(msgs)
+        first = list(itertools.islice(msgs, 2))
+        if not first:
             return
+        msgs = itertools.chain(first, msgs)
         batch = _Batch()
         self._batches.append(batch)
         try:
-            if atomic and len(msgs) > 1:
+            if atomic and len(first) > 1:
                 bundle_id = next(self._bundle_ids) & 0xFFFFFFFF
                 flags = ofp.ONF_BF_ATOMIC | ofp.ONF_BF_ORDERED
                 await self.request(parser.ONFBundleCtrlMsg(PROTOCOL, bundle_id, ofp.ONF_BCT_OPEN_REQUEST, flags, []))
@@ -322,7 +308,7 @@ class Datapath:
         if batch.errors:
             raise batch.errors[0]
 
-    async def _send_all(self, batch: _Batch, msgs: list[Any], wrap: Callable[[Any], Any] | None = None) -> None:
+    async def _send_all(self, batch: _Batch, msgs: Iterable[Any], wrap: Callable[[Any], Any] | None = None) -> None:
         """Each message (wrapped, say in a bundle's add) serialized, and written
         `SEND_SLICE` at a time, the loop given back between two slices. One write a
         slice, not one a message: each write to an idle socket is a system call that
@@ -334,12 +320,11 @@ class Datapath:
             if wrap is not None:
                 m = wrap(m)
             xid, data = self._pack(m)
-            batch.sent[xid] = m
+            batch.sent[xid] = data
             chunk.append(data)
             if len(chunk) == SEND_SLICE:
                 self._write_chunk(chunk)
                 chunk = []
-                gc.freeze()  # kept until the barrier, acyclic: not for each full collection to walk
                 await self.writer.drain()
                 await asyncio.sleep(0)
         if chunk:
@@ -423,7 +408,7 @@ class Datapath:
         """The request of this xid, as `describe` says it (an open batch's, or a recent one)."""
         for batch in self._batches:
             if xid in batch.sent:
-                return describe(batch.sent[xid])
+                return describe_bytes(batch.sent[xid])
         return self._sent.get(xid, f"unknown request xid={xid}")
 
     def _dispatch(self, msg: Any) -> None:
