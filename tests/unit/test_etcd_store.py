@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import time
 from pathlib import Path
 
 import pytest
@@ -237,3 +238,45 @@ def test_tls_flags_are_checked_against_the_store_url(tmp_path):
     with pytest.raises(ValueError, match="plain etcd://.*use etcds://"):
         EtcdStore.from_url("etcd://127.0.0.1:2379", tmp_path, ("ca.pem", None, None))
     assert repr(EtcdStore.from_url("etcd://127.0.0.1:2379", tmp_path)) == "etcd://127.0.0.1:2379"
+
+
+async def test_a_closing_store_ends_a_watch_that_ignores_its_cancel_by_closing_its_client(monkeypatch, caplog):
+    """A watch whose stream went to a member that went away and came back did not end
+    on a cancel, and a test's close waited on it for minutes: the store's close waits a
+    bounded time, closes its clients (which ends such a stream), and leaves, logged, a
+    task that runs on still."""
+    from vtap.store import etcd_client
+
+    monkeypatch.setattr(etcd_client, "CLOSE_S", 0.2)
+    stream_closed = asyncio.Event()
+
+    class Client:
+        async def close(self):
+            stream_closed.set()
+
+    async def deaf_watch():
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            await stream_closed.wait()  # as aetcd's iterator does, on the dead stream
+
+    deaf = [True]
+
+    async def deafer():
+        while deaf[0]:
+            try:
+                await asyncio.sleep(10)
+            except asyncio.CancelledError:
+                pass
+
+    watch, other = asyncio.create_task(deaf_watch()), asyncio.create_task(deafer())
+    await asyncio.sleep(0)
+    t = time.monotonic()
+    await etcd_client.shut([watch], [Client()])
+    assert watch.done() and stream_closed.is_set() and time.monotonic() - t < 1.0
+    await etcd_client.shut([other], [])
+    assert not other.done() and "1 task(s) that did not end on a cancel" in caplog.text
+    deaf[0] = False
+    other.cancel()
+    await asyncio.wait([other], timeout=1)
+    assert other.done()

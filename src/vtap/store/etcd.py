@@ -38,7 +38,8 @@ from aetcd import rpc
 from vtap.model import audit
 from vtap.model.network import Host, Link
 from vtap.model.policy import Tap, PolicyPlan, TapSpec, index_name, plan_changes
-from vtap.store.etcd_client import EtcdClient, EtcdTLS, create_is, delete_op, is_tls, mod_is, parse_endpoints, put_op
+from vtap.store.etcd_client import (EtcdClient, EtcdTLS, create_is, delete_op, is_tls, mod_is, parse_endpoints, put_op,
+                                   shut)
 from vtap.store.errors import NameTaken, NotFound, StoreUnavailable
 
 log = logging.getLogger(__name__)
@@ -180,11 +181,7 @@ class EtcdStore:
                        asyncio.create_task(self._probe_loop(), name="etcd-probe")]
 
     async def aclose(self) -> None:
-        for task in self._tasks + ([self._watch_task] if self._watch_task else []):
-            task.cancel()
-        await asyncio.gather(*self._tasks, *([self._watch_task] if self._watch_task else []), return_exceptions=True)
-        for client in self._clients.values():
-            await client.close()
+        await shut(self._tasks + ([self._watch_task] if self._watch_task else []), list(self._clients.values()))
 
     async def _resync(self) -> None:
         """Read every key again: the copy becomes what etcd holds now."""

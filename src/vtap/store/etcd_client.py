@@ -13,6 +13,8 @@ a TLS channel instead when given credentials, and is aetcd's client otherwise.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +24,10 @@ import aetcd
 import grpc
 from aetcd import rpc, watcher
 
+log = logging.getLogger(__name__)
+
 SCHEMES = {"etcd": False, "etcds": True}  # scheme -> over TLS
+CLOSE_S = 2.0  # how long a closing store waits for its tasks to end, before and after its clients close
 
 
 def parse_endpoints(url: str) -> list[tuple[str, int]]:
@@ -107,3 +112,23 @@ class EtcdClient(aetcd.Client):
         self.maintenancestub = rpc.MaintenanceStub(self.channel)
         self._watcher = watcher.Watcher(rpc.WatchStub(self.channel), timeout=self._timeout, metadata=self.metadata)
         self._connected.set()
+
+
+async def shut(tasks: list[asyncio.Task], clients: list[aetcd.Client]) -> None:
+    """The store's tasks cancelled and its clients closed, within bounds. A watch on a
+    stream to a member that went away and came back may not end on a cancel (aetcd's
+    iterator waits on the dead stream: a test's close once hung there for minutes): the
+    close of its client ends the stream, and a task that still runs is left, logged."""
+    for task in tasks:
+        task.cancel()
+    stuck = (await asyncio.wait(tasks, timeout=CLOSE_S))[1] if tasks else set()
+    for task in set(tasks) - stuck:
+        if not task.cancelled():
+            task.exception()  # retrieved: a task that had failed before is not logged again at its collection
+    for client in clients:
+        try:
+            await asyncio.wait_for(client.close(), CLOSE_S)
+        except (asyncio.TimeoutError, grpc.RpcError, OSError) as exc:
+            log.warning("an etcd client did not close (%s)", exc or type(exc).__name__)
+    if stuck and (await asyncio.wait(stuck, timeout=CLOSE_S))[1]:
+        log.warning("etcd store closed with %d task(s) that did not end on a cancel", len(stuck))
