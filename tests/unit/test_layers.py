@@ -9,6 +9,8 @@ sits above `api` and `control`; the tools (`lab`, `bench`) and the commands (`cl
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import vtap
@@ -89,3 +91,47 @@ def test_the_api_asks_the_controller_only():
     assert bad == []
     source = "\n".join(p.read_text() for p in root.rglob("*.py"))
     assert ".core." not in source and "ctl.core" not in source
+
+
+def test_os_ken_s_openflow_is_imported_through_vtap_openflow_only():
+    """`vtap.openflow` loads OpenFlow 1.3 alone (its docstring): a module elsewhere that
+    imported `os_ken.ofproto` first would load every version again."""
+    root = Path(vtap.__file__).parent
+    bad = []
+    for path in sorted(root.rglob("*.py")):
+        if path.relative_to(root).parts[0] == "openflow":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [node.module] if isinstance(node, ast.ImportFrom) and node.module else \
+                [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            bad += [f"{path.relative_to(root)} -> {n}" for n in names if n.startswith("os_ken.ofproto")]
+    assert bad == []
+
+
+CONTROLLER_IMPORTS = """
+import _abc  # the abstract classes' caches (for debugging, as here)
+import sys
+import vtap.serve, vtap.api.server, vtap.control.relay
+from os_ken.lib.packet import packet_base
+from os_ken.ofproto import ofproto_parser
+from vtap.model.rules import FlowRule, Output, match
+from vtap.openflow import translate
+loaded = sorted(m for m in sys.modules if m.startswith("os_ken.ofproto.ofproto_v"))
+print(loaded, "ofproto_protocol" in str(sys.modules.keys()), len(_abc._get_dump(packet_base.PacketBase)[2]))
+rule = FlowRule(2, 50, match(in_port=3), (Output(1),), cookie=0x7674010000000000)
+msg = translate.flow_add(rule)
+msg.set_xid(1)
+msg.serialize()
+buf = bytes(msg.buf)
+back = ofproto_parser.msg(translate.PROTOCOL, *ofproto_parser.header(buf), buf)
+print(back.priority, back.match["in_port"], back.instructions[0].actions[0].port)
+"""
+
+
+def test_a_controller_process_loads_openflow_1_3_alone_and_still_encodes_and_decodes():
+    """In a fresh interpreter, as `vtap serve` imports itself: no other version's
+    module, no os-ken `ProtocolDesc`, the packet classes' cached answers dropped, and a flow mod still goes to bytes and back."""
+    out = subprocess.run([sys.executable, "-c", CONTROLLER_IMPORTS], capture_output=True, text=True, check=True).stdout
+    versions, _, decoded = out.strip().partition("\n")
+    assert versions == "['os_ken.ofproto.ofproto_v1_3', 'os_ken.ofproto.ofproto_v1_3_parser'] False 0"
+    assert decoded == "50 3 1"

@@ -15,12 +15,11 @@ import math
 import time
 from typing import TYPE_CHECKING
 
-from os_ken.ofproto import ofproto_v1_3 as ofp
-
 
 from vtap.model.capture import CaptureState
 from vtap.model.state import PolicyState, PolicyStatus
 from vtap.openflow.channel import ChannelClosed, Datapath, OpenFlowError, echo_request
+from vtap.openflow.translate import ofp
 
 if TYPE_CHECKING:
     from vtap.store.etcd import KeyChange

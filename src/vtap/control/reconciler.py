@@ -24,13 +24,12 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Callable
 
-from os_ken.ofproto import ofproto_v1_3 as ofp
-
 from vtap.compile.pipeline import VTAP_COOKIE, VTAP_COOKIE_MASK, is_vtap_group, is_vtap_meter
 from vtap.model.state import SwitchSync, SyncState
 from vtap.model.rules import FlowRule, GroupAction, GroupRule, Meter, SwitchRules
 from vtap.openflow import translate
 from vtap.openflow.channel import ChannelClosed, Datapath, OpenFlowError
+from vtap.openflow.translate import ofp
 
 log = logging.getLogger(__name__)
 

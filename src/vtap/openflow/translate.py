@@ -12,7 +12,6 @@ import socket
 import struct
 from functools import lru_cache
 
-from os_ken.ofproto import ofproto_protocol
 from os_ken.ofproto import ofproto_v1_3 as ofp
 from os_ken.ofproto import ofproto_v1_3_parser as parser
 
@@ -36,7 +35,18 @@ from vtap.model.rules import (
 )
 from vtap.openflow.oxm import FIELDS, RawMatch
 
-PROTOCOL = ofproto_protocol.ProtocolDesc(ofp.OFP_VERSION)
+
+
+class _OpenFlow13:
+    """What os-ken's messages ask of the datapath they are made for, to encode and decode
+    themselves: OpenFlow 1.3's constants and parser (os-ken's `ProtocolDesc` would
+    import every version's: see the package's docstring)."""
+
+    ofproto = ofp
+    ofproto_parser = parser
+
+
+PROTOCOL = _OpenFlow13()
 
 _GROUP_TYPES = {"all": ofp.OFPGT_ALL, "select": ofp.OFPGT_SELECT, "indirect": ofp.OFPGT_INDIRECT, "ff": ofp.OFPGT_FF}
 _GROUP_NAMES = {v: k for k, v in _GROUP_TYPES.items()}
