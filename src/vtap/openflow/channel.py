@@ -17,7 +17,7 @@ import logging
 import struct
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Protocol
+from typing import Any, Iterable, Protocol
 
 from os_ken.ofproto import ofproto_common, ofproto_parser
 from os_ken.ofproto import ofproto_v1_3 as ofp
@@ -83,6 +83,10 @@ class RawPart:
     body: bytes
 
 
+# An ONF bundle's add (OpenFlow 1.3's bundle extension): the header, experimenter and
+# its type, the bundle's id, 2 bytes of padding, its flags; then the message, whose
+# xid is the add's.
+BUNDLE_ADD_HEAD = struct.Struct("!BBHIIIIxxH")
 MULTIPART_HEADER = struct.Struct("!HH4x")  # type, flags, pad: after the OpenFlow header
 # An ofp_flow_stats entry up to its counters: length, table_id, (pad, durations, priority,
 # timeouts, flags, pad), cookie, packet_count, byte_count; its match and instructions follow.
@@ -298,7 +302,7 @@ class Datapath:
                 bundle_id = next(self._bundle_ids) & 0xFFFFFFFF
                 flags = ofp.ONF_BF_ATOMIC | ofp.ONF_BF_ORDERED
                 await self.request(parser.ONFBundleCtrlMsg(PROTOCOL, bundle_id, ofp.ONF_BCT_OPEN_REQUEST, flags, []))
-                await self._send_all(batch, msgs, lambda m: parser.ONFBundleAddMsg(PROTOCOL, bundle_id, flags, m, []))
+                await self._send_all(batch, msgs, (bundle_id, flags))
                 await self.request(parser.ONFBundleCtrlMsg(PROTOCOL, bundle_id, ofp.ONF_BCT_COMMIT_REQUEST, flags, []))
             else:
                 await self._send_all(batch, msgs)
@@ -308,8 +312,9 @@ class Datapath:
         if batch.errors:
             raise batch.errors[0]
 
-    async def _send_all(self, batch: _Batch, msgs: Iterable[Any], wrap: Callable[[Any], Any] | None = None) -> None:
-        """Each message (wrapped, say in a bundle's add) serialized, and written
+    async def _send_all(self, batch: _Batch, msgs: Iterable[Any], bundle: tuple[int, int] | None = None) -> None:
+        """Each message (with `bundle`, its id and flags: in that bundle's add, written
+        here, not by os-ken's objects, a third of the time) serialized, and written
         `SEND_SLICE` at a time, the loop given back between two slices. One write a
         slice, not one a message: each write to an idle socket is a system call that
         lets any other thread (a compile, the store's writer) take the interpreter lock
@@ -317,9 +322,10 @@ class Datapath:
         slice; and a drain alone does not yield while the socket takes the bytes."""
         chunk: list[bytes] = []
         for m in msgs:
-            if wrap is not None:
-                m = wrap(m)
             xid, data = self._pack(m)
+            if bundle is not None:
+                data = BUNDLE_ADD_HEAD.pack(ofp.OFP_VERSION, ofp.OFPT_EXPERIMENTER, BUNDLE_ADD_HEAD.size + len(data), xid,
+                                            ofproto_common.ONF_EXPERIMENTER_ID, ofp.ONF_ET_BUNDLE_ADD_MESSAGE, *bundle) + data
             batch.sent[xid] = data
             chunk.append(data)
             if len(chunk) == SEND_SLICE:

@@ -32,8 +32,8 @@ def describe_error(msg: Any) -> str:
 def describe(msg: Any) -> str:
     """A sent message's name and the fields that tell it from its neighbours."""
     name = type(msg).__name__
-    if isinstance(msg, parser.OFPFlowMod):
-        return f"{name}(command={msg.command}, table={msg.table_id}, priority={msg.priority}, match={dict(sorted(msg.match.items()))})"
+    if isinstance(msg, parser.OFPFlowMod):  # os-ken's, or translate's FlowMod: one on the wire
+        return f"OFPFlowMod(command={msg.command}, table={msg.table_id}, priority={msg.priority}, match={dict(sorted(msg.match.items()))})"
     if isinstance(msg, parser.OFPGroupMod):
         return f"{name}(command={msg.command}, group_id={msg.group_id})"
     if isinstance(msg, parser.OFPMeterMod):
