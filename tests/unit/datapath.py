@@ -21,6 +21,7 @@ from os_ken.ofproto import ofproto_v1_3_parser as parser
 
 from vtap.model.network import Port
 from vtap.model.rules import SwitchRules
+from vtap.openflow.channel import Datapath
 from vtap.openflow import translate
 from vtap.openflow.channel import ChannelClosed, OpenFlowError
 from vtap.openflow.translate import PROTOCOL
@@ -64,6 +65,8 @@ class _Writer:
 
 
 class FakeDatapath:
+    device = Datapath.device  # the real one: it reads only the attributes below
+
     def __init__(self, dpid: int = 1, *, handler: Any = None, ports: tuple[int, ...] = (1,)):
         self.dpid = dpid
         self.handler = handler

@@ -55,7 +55,6 @@ from vtap.control.reads import Reads
 from vtap.control.reconciler import SwitchReconciler
 from vtap.control.relay import packet_in_reason
 from vtap.control.tunnels import TunnelAgent
-from vtap.model.network import Device
 from vtap.model.policy import Tap, PolicyPlan, TapSpec
 from vtap.openflow.channel import ChannelClosed, Datapath
 from vtap.store.base import PolicyStore, StoredState, stored_state
@@ -72,12 +71,6 @@ WARM_UP_MAX_S = 10.0  # (after the reuse at the latest): sooner, its seconds of 
 CORE_SLICE = 2_000  # policies of a bulk apply taken into the core between two turns of the loop
 COMPILE_SWITCH_S = 0.0005  # how often the compile thread gives up the interpreter lock
 LLDP_BURST_S = 0.05  # an extra LLDP round this long after a switch's rules are first in (syncs close together: one round)
-
-
-def device_of(dp: Datapath) -> Device:
-    """A connection's switch as a value, for the core."""
-    return Device(dpid=dp.dpid, ports=tuple(sorted(dp.ports.values(), key=lambda p: p.port_no)),
-                  connected_since=dp.connected_since, n_tables=dp.n_tables)
 
 
 class Controller(Reads, Claims, Discovering, Polling, CaptureJobs):
@@ -470,7 +463,7 @@ class Controller(Reads, Claims, Discovering, Polling, CaptureJobs):
     def _adopt(self, dp: Datapath) -> None:
         self.startup.reached("first_switch")
         self.datapaths[dp.dpid] = dp
-        self.core.switch_up(device_of(dp), time.monotonic())
+        self.core.switch_up(dp.device(), time.monotonic())
         if self.cluster is not None:
             asyncio.ensure_future(self._take_role(dp))  # the reconciler starts once MASTER
         else:

@@ -23,7 +23,7 @@ from os_ken.ofproto import ofproto_common, ofproto_parser
 from os_ken.ofproto import ofproto_v1_3 as ofp
 from os_ken.ofproto import ofproto_v1_3_parser as parser
 
-from vtap.model.network import Port, normalize_mac
+from vtap.model.network import Device, Port, normalize_mac
 from vtap.openflow.describe import describe, describe_bytes, describe_error
 from vtap.openflow.translate import PROTOCOL
 
@@ -194,6 +194,11 @@ class Datapath:
         self._sent: collections.OrderedDict[int, str] = collections.OrderedDict()
         self._last_rx = time.monotonic()
         self._ready = False
+
+    def device(self) -> Device:
+        """The switch as a value, for the controller's core."""
+        return Device(dpid=self.dpid, ports=tuple(sorted(self.ports.values(), key=lambda p: p.port_no)),
+                      connected_since=self.connected_since, n_tables=self.n_tables)
 
     def __repr__(self) -> str:
         return f"<Datapath {self.dpid:016x}>" if self.dpid is not None else f"<Datapath {self.peer}>"
