@@ -329,3 +329,53 @@ async def test_a_bundles_adds_are_the_bytes_os_ken_writes():
         assert data == bytes(add.buf)
         expected += data
     assert writer.data == expected and len(batch.sent) == 4
+
+
+async def test_a_bundle_whose_messages_fail_to_be_made_is_discarded_not_committed():
+    """The generator of a batch raises half-way: the open bundle is discarded at once (not
+    left to the switch's bundle timeout), nothing is committed, and the error goes on."""
+    from os_ken.ofproto import ofproto_v1_3 as ofp
+
+    from vtap.model.rules import FlowRule, Output
+    from vtap.openflow import channel, translate
+
+    class Writer:
+        def __init__(self):
+            self.data = b""
+
+        def get_extra_info(self, name):
+            return None
+
+        def write(self, data):
+            self.data += data
+
+        async def drain(self):
+            pass
+
+    writer = Writer()
+    dp = Datapath(asyncio.StreamReader(), writer, None)
+    asked = []
+
+    async def request(msg, timeout=None, *, raw=False):
+        asked.append(msg.type)
+        return []
+
+    dp.request = request
+
+    def flows():  # a slice written, the next one cut short
+        for port in range(1, channel.SEND_SLICE + 2):
+            yield translate.flow_add(FlowRule(0, 10, (("in_port", port),), (Output(3),)))
+        raise ValueError("a rule vtap cannot write")
+
+    with pytest.raises(ValueError):
+        await dp.send_batch(flows())
+    assert asked == [ofp.ONF_BCT_OPEN_REQUEST]
+    wire, sent = writer.data, []
+    while wire:  # (experimenter type, bundle id, and a control's type) of each message
+        length = struct.unpack("!H", wire[2:4])[0]
+        exp_type, bundle_id, kind = struct.unpack_from("!4xIIH", wire, 8)
+        sent.append((exp_type, bundle_id, kind if exp_type == ofp.ONF_ET_BUNDLE_CONTROL else None))
+        wire = wire[length:]
+    bundle = sent[0][1]
+    assert sent == [(ofp.ONF_ET_BUNDLE_ADD_MESSAGE, bundle, None)] * channel.SEND_SLICE + [
+        (ofp.ONF_ET_BUNDLE_CONTROL, bundle, ofp.ONF_BCT_DISCARD_REQUEST)]

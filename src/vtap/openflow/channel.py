@@ -307,7 +307,13 @@ class Datapath:
                 bundle_id = next(self._bundle_ids) & 0xFFFFFFFF
                 flags = ofp.ONF_BF_ATOMIC | ofp.ONF_BF_ORDERED
                 await self.request(parser.ONFBundleCtrlMsg(PROTOCOL, bundle_id, ofp.ONF_BCT_OPEN_REQUEST, flags, []))
-                await self._send_all(batch, msgs, (bundle_id, flags))
+                try:
+                    await self._send_all(batch, msgs, (bundle_id, flags))
+                except BaseException:  # (a generator raised, the pass cancelled): discarded now, not at its timeout
+                    if not self.closed.is_set():  # its reply, unasked for, let go
+                        self.send(parser.ONFBundleCtrlMsg(PROTOCOL, bundle_id, ofp.ONF_BCT_DISCARD_REQUEST, flags, []),
+                                  remember=False)
+                    raise
                 await self.request(parser.ONFBundleCtrlMsg(PROTOCOL, bundle_id, ofp.ONF_BCT_COMMIT_REQUEST, flags, []))
             else:
                 await self._send_all(batch, msgs)
