@@ -15,7 +15,6 @@ import math
 import time
 from typing import TYPE_CHECKING
 
-
 from vtap.model.capture import CaptureState
 from vtap.model.state import PolicyState, PolicyStatus
 from vtap.openflow.channel import ChannelClosed, Datapath, OpenFlowError, echo_request

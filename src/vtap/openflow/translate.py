@@ -36,7 +36,6 @@ from vtap.model.rules import (
 from vtap.openflow.oxm import FIELDS, RawMatch
 
 
-
 class _OpenFlow13:
     """What os-ken's messages ask of the datapath they are made for, to encode and decode
     themselves: OpenFlow 1.3's constants and parser (os-ken's `ProtocolDesc` would
@@ -189,11 +188,11 @@ def _actions_bytes(actions: tuple[Action, ...]) -> bytes:
 class FlowMod(parser.OFPFlowMod):
     """os-ken's OFPFlowMod of a rule, its body written by vtap.
 
-    os-ken's constructor and its instruction and action objects took 19 us a message,
-    three quarters of the loop's time on a bulk change (12,000 flow mods at 10,000
-    policies). The body here is the bytes os-ken writes (a hypothesis test compares
-    them), its actions encoded by os-ken once per distinct tuple; it is made as it is
-    sent. `instructions` (os-ken's objects) are made only if something reads them.
+    A bulk change is mostly flow mods (12,000 at 10,000 policies), each made, packed and
+    bundled on the loop: with os-ken's constructor and its instruction and action
+    objects (and its bundle add), 14.1 us each; 6.3 us so. The body here is the bytes
+    os-ken writes (a hypothesis test compares them), its actions encoded by os-ken once
+    per distinct tuple. `instructions` (os-ken's objects) are made only if read.
     """
 
     def __init__(self, rule: FlowRule, command: int, *, cookie: int, out_port: int = 0,  # noqa: os-ken's constructor skipped
