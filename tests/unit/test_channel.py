@@ -289,6 +289,22 @@ async def test_a_batch_is_made_as_it_is_sent_and_keeps_only_bytes():
     assert max(alive) <= 2  # the one being made, and at most the one before it
 
 
+class KeepingWriter:
+    """A socket's writer that takes everything at once and keeps what was written."""
+
+    def __init__(self):
+        self.data = b""
+
+    def get_extra_info(self, name):
+        return None
+
+    def write(self, data):
+        self.data += data
+
+    async def drain(self):
+        pass
+
+
 async def test_a_bundles_adds_are_the_bytes_os_ken_writes():
     """The channel writes each bundle add's head itself (os-ken's ONFBundleAddMsg took a
     third of a bulk change's sending): the same bytes, the message's xid the add's."""
@@ -300,23 +316,10 @@ async def test_a_bundles_adds_are_the_bytes_os_ken_writes():
     from vtap.openflow.channel import _Batch
     from vtap.openflow.translate import PROTOCOL
 
-    class Writer:
-        def __init__(self):
-            self.data = b""
-
-        def get_extra_info(self, name):
-            return None
-
-        def write(self, data):
-            self.data += data
-
-        async def drain(self):
-            pass
-
     flow = FlowRule(1, 3000, (("eth_type", 0x0800), ("ipv4_src", "10.0.0.1")), (GroupAction(0x7000_0001),), 2, 0x5654_0000_0000_0001)
     group = GroupRule(0x7000_0001, "all", (Bucket((Output(3),)),))
     made = [translate.group_add, translate.flow_add, translate.flow_modify, translate.flow_delete]
-    writer = Writer()
+    writer = KeepingWriter()
     dp = Datapath(asyncio.StreamReader(), writer, None)
     batch = _Batch()
     flags = ofp.ONF_BF_ATOMIC | ofp.ONF_BF_ORDERED
@@ -339,20 +342,7 @@ async def test_a_bundle_whose_messages_fail_to_be_made_is_discarded_not_committe
     from vtap.model.rules import FlowRule, Output
     from vtap.openflow import channel, translate
 
-    class Writer:
-        def __init__(self):
-            self.data = b""
-
-        def get_extra_info(self, name):
-            return None
-
-        def write(self, data):
-            self.data += data
-
-        async def drain(self):
-            pass
-
-    writer = Writer()
+    writer = KeepingWriter()
     dp = Datapath(asyncio.StreamReader(), writer, None)
     asked = []
 

@@ -19,17 +19,16 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Protocol
 
-from os_ken.ofproto import ofproto_common, ofproto_parser
+from os_ken.ofproto import ofproto_parser
 from os_ken.ofproto import ofproto_v1_3 as ofp
 from os_ken.ofproto import ofproto_v1_3_parser as parser
 
 from vtap.model.network import Device, Port, normalize_mac
 from vtap.openflow.describe import describe, describe_bytes, describe_error
-from vtap.openflow.translate import PROTOCOL
+from vtap.openflow.translate import OFP_HEADER, PROTOCOL, bundle_add
 
 log = logging.getLogger(__name__)
 
-OFP_HEADER = struct.Struct("!BBHI")
 OFPT_HELLO = 0
 OFPT_ERROR = 1
 OFPHET_VERSIONBITMAP = 1
@@ -83,10 +82,6 @@ class RawPart:
     body: bytes
 
 
-# An ONF bundle's add (OpenFlow 1.3's bundle extension): the header, experimenter and
-# its type, the bundle's id, 2 bytes of padding, its flags; then the message, whose
-# xid is the add's.
-BUNDLE_ADD_HEAD = struct.Struct("!BBHIIIIxxH")
 MULTIPART_HEADER = struct.Struct("!HH4x")  # type, flags, pad: after the OpenFlow header
 # An ofp_flow_stats entry up to its counters: length, table_id, (pad, durations, priority,
 # timeouts, flags, pad), cookie, packet_count, byte_count; its match and instructions follow.
@@ -335,8 +330,7 @@ class Datapath:
         for m in msgs:
             xid, data = self._pack(m)
             if bundle is not None:
-                data = BUNDLE_ADD_HEAD.pack(ofp.OFP_VERSION, ofp.OFPT_EXPERIMENTER, BUNDLE_ADD_HEAD.size + len(data), xid,
-                                            ofproto_common.ONF_EXPERIMENTER_ID, ofp.ONF_ET_BUNDLE_ADD_MESSAGE, *bundle) + data
+                data = bundle_add(xid, *bundle, data)
             batch.sent[xid] = data
             chunk.append(data)
             if len(chunk) == SEND_SLICE:

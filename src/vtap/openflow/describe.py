@@ -18,10 +18,8 @@ from os_ken.ofproto import ofproto_common, ofproto_parser
 from os_ken.ofproto import ofproto_v1_3 as ofp
 from os_ken.ofproto import ofproto_v1_3_parser as parser
 
-from vtap.openflow.translate import PROTOCOL
+from vtap.openflow.translate import BUNDLE_ADD_HEAD, OFP_HEADER, PROTOCOL
 
-_HEADER = struct.Struct("!BBHI")  # ofp_header: version, type, length, xid
-_BUNDLE_ADD = struct.Struct("!IIIHH")  # after the header: experimenter, exp_type, bundle_id, pad, flags
 _ID_MOD = struct.Struct("!HxxI")  # group and meter mods, after the header: command, (type, pad | flags), id
 
 
@@ -45,15 +43,15 @@ def describe(msg: Any) -> str:
 
 def describe_bytes(data: bytes) -> str:
     """`describe` of a message from its bytes (what it would say of the message itself)."""
-    version, kind, length, xid = _HEADER.unpack_from(data)
-    if kind == ofp.OFPT_EXPERIMENTER and len(data) > _HEADER.size + _BUNDLE_ADD.size:
-        experimenter, exp_type, bundle_id, _, _ = _BUNDLE_ADD.unpack_from(data, _HEADER.size)
+    version, kind, length, xid = OFP_HEADER.unpack_from(data)
+    if kind == ofp.OFPT_EXPERIMENTER and len(data) > BUNDLE_ADD_HEAD.size:
+        *_, experimenter, exp_type, bundle_id, _ = BUNDLE_ADD_HEAD.unpack_from(data)
         if experimenter == ofproto_common.ONF_EXPERIMENTER_ID and exp_type == ofp.ONF_ET_BUNDLE_ADD_MESSAGE:
-            return f"bundle {bundle_id}: {describe_bytes(data[_HEADER.size + _BUNDLE_ADD.size:])}"
+            return f"bundle {bundle_id}: {describe_bytes(data[BUNDLE_ADD_HEAD.size:])}"
     if kind == ofp.OFPT_FLOW_MOD:
         return describe(ofproto_parser.msg(PROTOCOL, version, kind, length, xid, data[:length]))
     if kind in (ofp.OFPT_GROUP_MOD, ofp.OFPT_METER_MOD):
-        command, ident = _ID_MOD.unpack_from(data, _HEADER.size)
+        command, ident = _ID_MOD.unpack_from(data, OFP_HEADER.size)
         return (f"OFPGroupMod(command={command}, group_id={ident})" if kind == ofp.OFPT_GROUP_MOD
                 else f"OFPMeterMod(command={command}, meter_id={ident})")
     return f"message type {kind}"

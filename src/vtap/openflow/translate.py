@@ -12,6 +12,7 @@ import socket
 import struct
 from functools import lru_cache
 
+from os_ken.ofproto import ofproto_common
 from os_ken.ofproto import ofproto_v1_3 as ofp
 from os_ken.ofproto import ofproto_v1_3_parser as parser
 
@@ -167,6 +168,19 @@ def _instructions(rule: FlowRule) -> list:
     if rule.goto is not None:
         inst.append(parser.OFPInstructionGotoTable(rule.goto))
     return inst
+
+
+OFP_HEADER = struct.Struct("!BBHI")  # ofp_header: version, type, length, xid
+# An ONF bundle's add (OpenFlow 1.3's bundle extension) up to its message: the header,
+# experimenter and its type, the bundle's id, 2 bytes of padding, its flags.
+BUNDLE_ADD_HEAD = struct.Struct("!BBHIIIIxxH")
+
+
+def bundle_add(xid: int, bundle_id: int, flags: int, message: bytes) -> bytes:
+    """`message` (its xid `xid`) in the bundle's add of the same xid, as os-ken's
+    ONFBundleAddMsg writes it with no properties."""
+    return BUNDLE_ADD_HEAD.pack(ofp.OFP_VERSION, ofp.OFPT_EXPERIMENTER, BUNDLE_ADD_HEAD.size + len(message), xid,
+                                ofproto_common.ONF_EXPERIMENTER_ID, ofp.ONF_ET_BUNDLE_ADD_MESSAGE, bundle_id, flags) + message
 
 
 _FLOW_MOD = struct.Struct("!" + ofp._OFP_FLOW_MOD_PACK_STR0)
