@@ -236,7 +236,7 @@ class Controller(Reads, Claims, Discovering, Polling, CaptureJobs):
         self._compiler = ThreadPoolExecutor(max_workers=1, thread_name_prefix="compile")
         sys.setswitchinterval(COMPILE_SWITCH_S)
         self._policy_turn = asyncio.Lock()  # writes of policies, store then core, one at a time
-        self._compiling = False  # a whole compile is running in `_compiler`
+        self.compiling = False  # a whole compile is running in `_compiler`
         self._compile_again = False  # and changes came meanwhile
         self._snapshot: Future | None = None  # the last stop's compile, being read (a restart)
         self._snapshot_key = snapshot.key_from(self.store.secret("lldp"))
@@ -271,7 +271,7 @@ class Controller(Reads, Claims, Discovering, Polling, CaptureJobs):
         (0.5 s at 5,000 policies), the loop serving the switches meanwhile; changes that
         come during it make the next compile, which follows at once."""
         self._recompile_handle = None
-        if self._compiling:
+        if self.compiling:
             self._compile_again = True
             return
         started = time.perf_counter()
@@ -281,7 +281,7 @@ class Controller(Reads, Claims, Discovering, Polling, CaptureJobs):
         if job.result is not None:
             self._compiled(job, job.result, started)
             return
-        self._compiling = True
+        self.compiling = True
         future = asyncio.get_running_loop().run_in_executor(self._compiler, partial(collector.paused, partial(self._whole, job)))
         future.add_done_callback(partial(self._compiled_off_loop, job, started))
 
@@ -300,7 +300,7 @@ class Controller(Reads, Claims, Discovering, Polling, CaptureJobs):
         return job.run(), False
 
     def _compiled_off_loop(self, job: CompileJob, started: float, future: asyncio.Future) -> None:
-        self._compiling = False
+        self.compiling = False
         if self._stopping or future.cancelled():
             return  # a controller that stops leaves the switches' rules as they are
         try:

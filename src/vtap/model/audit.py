@@ -32,7 +32,28 @@ def _json_data(value: Any) -> Any:
 
 def record_hash(record: dict[str, Any], prev_hash: str) -> str:
     """SHA-256 over the previous hash and the record's fields in a canonical JSON form."""
-    body = json.dumps({k: record.get(k) for k in FIELDS}, sort_keys=True, separators=(",", ":"), default=str)
+    return _sha256(prev_hash, _canonical({k: record.get(k) for k in FIELDS}))
+
+
+def chained(record: dict[str, Any], seq: int, prev_hash: str) -> tuple[str, str, str]:
+    """(before, after, hash) of `record` chained as number `seq` after `prev_hash`: its
+    `before` and `after` in the canonical JSON form, and the hash `record_hash` gives the
+    record once they are JSON data. Each policy is encoded once, for the hash and the row
+    alike (a bulk change chains 100,000 records: encoding each policy twice, and the
+    whole record again, took a second)."""
+    before, after = _canonical(_json_data(record.get("before"))), _canonical(_json_data(record.get("after")))
+    rest = _canonical({**{k: record.get(k) for k in FIELDS}, "seq": seq, "before": None, "after": None})
+    # Keys sorted, `after` and `before` are neighbours; inside a string value a quote is
+    # escaped, so the first match is the two keys themselves.
+    body = rest.replace(_EMPTY_SLOTS, f'"after":{after},"before":{before}', 1)
+    return before, after, _sha256(prev_hash, body)
+
+
+_canonical = json.JSONEncoder(sort_keys=True, separators=(",", ":"), default=str).encode
+_EMPTY_SLOTS = '"after":null,"before":null'
+
+
+def _sha256(prev_hash: str, body: str) -> str:
     return hashlib.sha256((prev_hash + body).encode()).hexdigest()
 
 
