@@ -181,3 +181,22 @@ def test_beyond_the_cap_a_policy_keeps_its_own_set(monkeypatch):
     assert len(policy._fields_sets) == 1
     assert b.model_fields_set == c.model_fields_set == {"name", "src_ip", "monitor_mac", "vlan_id"}
     assert b.model_fields_set is not c.model_fields_set and a.model_fields_set is policy._fields_sets[frozenset(a.model_fields_set)]
+
+
+@given(specs, st.integers(0, 2 ** 63 - 1))
+def test_a_tap_made_without_validation_is_the_validated_one(d, ident):
+    """`Tap.of` skips validating what is valid already; the Tap it makes must be the one
+    `Tap(...)` makes, for equality, hashing, dumps and the shared set of fields."""
+    spec = TapSpec(**d)
+    fast, validated = Tap.of(ident, spec), Tap(id=ident, spec=spec)
+    assert fast == validated and hash(fast) == hash(validated) and repr(fast) == repr(validated)
+    assert fast.model_dump() == validated.model_dump() and fast.model_dump_json() == validated.model_dump_json()
+    assert fast.model_fields_set is validated.model_fields_set
+    assert fast.model_copy(update={"id": 5}) == Tap(id=5, spec=spec)
+
+
+def test_a_tap_made_without_validation_refuses_what_is_not_an_id_and_a_spec():
+    spec = TapSpec(name="a", src_ip="10.0.0.1", monitor_mac="00:00:00:00:00:01")
+    for ident, what in (("1", spec), (True, spec), (1.0, spec), (1, spec.model_dump())):
+        with pytest.raises(TypeError, match="Tap.of takes an int and a TapSpec"):
+            Tap.of(ident, what)

@@ -286,7 +286,7 @@ class ControlCore(SwitchEvents, HostDecisions, DeliveryDecisions):
         removed = {t.id for t in plan.removed}
         result = [changed.get(t.id, t) for t in self.taps.values() if t.id not in removed]
         next_id = max(self.taps, default=0) + 1
-        added = [Tap(id=next_id + i, spec=t.spec) for i, t in enumerate(plan.added)]
+        added = [Tap.of(next_id + i, t.spec) for i, t in enumerate(plan.added)]
         return PolicyPlan(added, plan.changed, plan.removed, plan.unchanged), compile_taps(self.view(), result + added)
 
     def tap_status(self, tap_id: int, switches: dict[int, SwitchSync]) -> PolicyStatus:

@@ -337,6 +337,20 @@ class Tap(BaseModel):
     def _shared(self) -> Tap:
         return shared_fields_set(self)
 
+    @classmethod
+    def of(cls, ident: int, spec: TapSpec) -> Tap:
+        """`Tap(id=ident, spec=spec)` for an id and a spec valid already (a stored row's
+        id, a validated spec), without validating them again: 0.6 us instead of 4.3 (a
+        PUT of 100,000 policies makes 200,000, a restart 100,000)."""
+        if type(ident) is not int or not isinstance(spec, TapSpec):
+            raise TypeError(f"Tap.of takes an int and a TapSpec, not {type(ident).__name__} and {type(spec).__name__}")
+        tap = cls.__new__(cls)
+        object.__setattr__(tap, "__dict__", {"id": ident, "spec": spec})
+        object.__setattr__(tap, "__pydantic_fields_set__", _TAP_FIELDS)
+        object.__setattr__(tap, "__pydantic_extra__", None)
+        object.__setattr__(tap, "__pydantic_private__", None)
+        return tap
+
 
 FIELDS_SETS_MAX = 4096  # distinct sets of given fields shared; beyond, each model keeps its own
 _fields_sets: dict[frozenset[str], set[str]] = {}
@@ -358,6 +372,9 @@ def shared_fields_set(model: BaseModel) -> BaseModel:
         shared = _fields_sets[key] = set(key)
     object.__setattr__(model, "__pydantic_fields_set__", shared)
     return model
+
+
+_TAP_FIELDS = _fields_sets.setdefault(frozenset(("id", "spec")), {"id", "spec"})  # every Tap's (shared_fields_set)
 
 
 @dataclass(frozen=True)
@@ -386,9 +403,9 @@ def plan_changes(by_name: Mapping[str, Tap], declared: list[TapSpec], *, prune: 
     for spec in declared:
         old = by_name.get(spec.name)
         if old is None:
-            added.append(Tap(id=0, spec=spec))
+            added.append(Tap.of(0, spec))
         elif old.spec != spec:
-            changed.append((old, Tap(id=old.id, spec=spec)))
+            changed.append((old, Tap.of(old.id, spec)))
         else:
             unchanged.append(old)
     removed = sorted((t for name, t in by_name.items() if name not in seen), key=lambda t: t.id) if prune else []

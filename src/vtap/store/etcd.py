@@ -274,7 +274,7 @@ class EtcdStore:
             if value is None:
                 index_name(self._by_name, self.taps.pop(tap_id, None), None)
                 return KeyChange("tap", rest, None, revision)
-            tap = Tap(id=tap_id, spec=TapSpec.model_validate(data))
+            tap = Tap.of(tap_id, TapSpec.model_validate(data))
             index_name(self._by_name, self.taps.get(tap_id), tap)
             self.taps[tap_id] = tap
             return KeyChange("tap", rest, tap, revision)
@@ -532,7 +532,7 @@ class EtcdStore:
         def plan(next_id: int):
             if self._name_taken(spec.name):
                 raise NameTaken(spec.name)
-            return [self._spec_op(next_id, spec)], next_id + 1, Tap(id=next_id, spec=spec)
+            return [self._spec_op(next_id, spec)], next_id + 1, Tap.of(next_id, spec)
         return await self._write(TAPS_META, "a policy", plan)
 
     async def update_tap(self, tap_id: int, spec: TapSpec) -> Tap:
@@ -541,7 +541,7 @@ class EtcdStore:
                 raise NotFound(tap_id)
             if self._name_taken(spec.name, but=tap_id):
                 raise NameTaken(spec.name)
-            return [self._spec_op(tap_id, spec)], next_id, Tap(id=tap_id, spec=spec)
+            return [self._spec_op(tap_id, spec)], next_id, Tap.of(tap_id, spec)
         return await self._write(TAPS_META, "a policy", plan)
 
     async def delete_tap(self, tap_id: int) -> None:
@@ -556,7 +556,7 @@ class EtcdStore:
         --max-txn-ops and --max-request-bytes bound how many policies one apply holds)."""
         def plan(next_id: int):
             p = plan_changes(self._by_name, specs, prune=prune)
-            added = [Tap(id=next_id + i, spec=t.spec) for i, t in enumerate(p.added)]
+            added = [Tap.of(next_id + i, t.spec) for i, t in enumerate(p.added)]
             ops = [self._spec_op(t.id, t.spec) for t in added] + [self._spec_op(a.id, a.spec) for _, a in p.changed]
             ops += [delete_op(self._key(f"taps/{t.id}")) for t in p.removed]
             return ops, next_id + len(added), PolicyPlan(added, p.changed, p.removed, p.unchanged)

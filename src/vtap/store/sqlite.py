@@ -206,7 +206,7 @@ class Store:
     def _tap(self, ident: int, text: str) -> Tap:
         known, digest = self._parsed.get(ident), _digest(text)
         if known is None or known[0] != digest:
-            known = self._parsed[ident] = (digest, Tap(id=ident, spec=TapSpec.model_validate_json(text)))
+            known = self._parsed[ident] = (digest, Tap.of(ident, TapSpec.model_validate_json(text)))
         return known[1]
 
     def __repr__(self) -> str:
@@ -413,13 +413,15 @@ class Store:
         plan = plan_changes({t.spec.name: t for t in stored}, specs, prune=prune)
         added_texts = [tap.spec.model_dump_json() for tap in plan.added]
         changed_texts = [after.spec.model_dump_json() for _, after in plan.changed]
-        added = []
         with db:
             db.execute("BEGIN IMMEDIATE")
-            for tap, text in zip(plan.added, added_texts):
-                cur = db.execute("INSERT INTO taps (name, spec, created, updated) VALUES (?, ?, ?, ?)",
-                                 (tap.spec.name, text, now, now))
-                added.append(Tap(id=cur.lastrowid, spec=tap.spec))
+            # The ids AUTOINCREMENT would give, one after the other (SQLite moves its
+            # sequence past explicit ids): one statement for all rows, not one each.
+            first = db.execute("SELECT max(coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'taps'), 0), "
+                               "coalesce((SELECT max(id) FROM taps), 0)) + 1").fetchone()[0]
+            added = [Tap.of(first + i, tap.spec) for i, tap in enumerate(plan.added)]
+            db.executemany("INSERT INTO taps (id, name, spec, created, updated) VALUES (?, ?, ?, ?, ?)",
+                           [(tap.id, tap.spec.name, text, now, now) for tap, text in zip(added, added_texts)])
             db.executemany("UPDATE taps SET spec = ?, updated = ? WHERE id = ?",
                            [(text, now, after.id) for (_, after), text in zip(plan.changed, changed_texts)])
             db.executemany("DELETE FROM taps WHERE id = ?", [(tap.id,) for tap in plan.removed])
