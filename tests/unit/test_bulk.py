@@ -128,9 +128,9 @@ def test_heavy_slices_do_not_wait_for_an_idle_loop():
     assert wall < heavy.seconds * 1.5 + 0.05, f"{wall:.3f} s for {heavy.seconds:.3f} s of slices"
 
 
-def test_heavy_slices_leave_half_the_interpreter_to_a_busy_thread():
+def test_heavy_slices_leave_three_quarters_of_the_interpreter_to_a_busy_thread():
     """While the controller's own work runs in a thread (a whole compile), an idle loop
-    is no reason to go on: each slice is followed by as long a sleep."""
+    is no reason to go on: each slice is followed by a sleep three times as long."""
     body = json.dumps([spec(i) for i in range(20 * SLICE)]).encode()
 
     async def main() -> tuple[HeavyWork, float]:
@@ -140,7 +140,7 @@ def test_heavy_slices_leave_half_the_interpreter_to_a_busy_thread():
         return heavy, time.perf_counter() - t0
 
     heavy, wall = asyncio.run(main())
-    assert heavy.slices == 21 and wall >= 2 * heavy.seconds * 0.95
+    assert heavy.slices == 21 and wall >= 4 * heavy.seconds * 0.95
 
 
 def test_heavy_slices_of_several_requests_run_one_at_a_time():

@@ -30,7 +30,7 @@ def share(app: FastAPI, ctl: Controller, tokens: Tokens) -> None:
     app.state.store = ctl.store
     app.state.tokens = tokens
     # Bulk bodies, listings, scrapes and counts of every policy: half the loop at most,
-    # and half the interpreter while a whole compile runs in its thread.
+    # and a quarter of the interpreter while a whole compile runs in its thread.
     app.state.heavy = HeavyWork(lambda: ctl.compiling)
     app.state.bulk_turn = asyncio.Lock()  # one bulk body parsed and applied at a time (api/bulk.py)
     app.state.registry = CollectorRegistry()
