@@ -9,7 +9,9 @@ import pytest
 
 from vtap.api.app import create_app
 from vtap.api.auth import Tokens
+from vtap.api.guard import Guard
 from vtap.control.controller import Controller
+from vtap.model import audit
 from vtap.model.access import Role, Scope
 from vtap.model.network import Host
 from vtap.model.taas import port_id
@@ -149,3 +151,25 @@ async def test_only_name_and_description_change(api):
     resp = await client.put(f"/v2.0/taas/tap_services/{svc['id']}", headers=h(tok["admin"]),
                             json={"tap_service": {"port_id": port_id(MACS[2])}})
     assert resp.status_code == 400 and "Cannot update read-only attribute port_id" in resp.text
+
+
+async def test_each_policy_a_resource_changes_has_its_own_audit_record(api):
+    """A TaaS request audits itself and each policy it made, renamed or removed, with
+    the policy as it was and became (the policies' history stays whole), through the
+    guard that writes the audit (`api/guard.py`)."""
+    _, ctl, tok = api
+    guarded = Guard(create_app(ctl, Tokens(ctl.store)), ctl.store, Tokens(ctl.store), ["t"])
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=guarded), base_url="http://t") as client:
+        svc = (await client.post("/v2.0/taas/tap_services", headers=h(tok["admin"]),
+                                 json={"tap_service": {"name": "svc", "port_id": port_id(MACS[1])}})).json()["tap_service"]
+        flow = (await client.post("/v2.0/taas/tap_flows", headers=h(tok["admin"]), json={"tap_flow": {
+            "name": "f1", "tap_service_id": svc["id"], "source_port": port_id(MACS[0]), "direction": "IN"}})).json()["tap_flow"]
+        (tap,) = [t for t in ctl.taps.values() if t.spec.taas.kind == "tap_flow"]
+        await client.put(f"/v2.0/taas/tap_flows/{flow['id']}", headers=h(tok["admin"]), json={"tap_flow": {"name": "g"}})
+        await client.delete(f"/v2.0/taas/tap_flows/{flow['id']}", headers=h(tok["admin"]))
+        records = await ctl.store.audit_records(target=f"tap:{tap.id}")
+        assert [r["action"] for r in records] == ["tap.create", "tap.update", "tap.delete"]
+        assert records[0]["before"] is None and records[0]["after"] == tap.spec.model_dump(mode="json")
+        assert (records[1]["before"]["taas"]["name"], records[1]["after"]["taas"]["name"]) == ("f1", "g")
+        assert records[2]["before"]["taas"]["name"] == "g" and records[2]["after"] is None
+        assert audit.verify(await ctl.store.audit_records())[0]

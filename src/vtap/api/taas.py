@@ -23,6 +23,7 @@ from vtap.api.auth import Principal
 from vtap.api.deps import Ctl
 from vtap.api.neutron import NeutronError, NeutronErrorOut, find_port, operator, project_of, sees, viewer
 from vtap.model.access import Role, host_inside
+from vtap.model.audit import policy_record
 from vtap.model.policy import Tap, TapSpec, normalize_ip
 from vtap.model.taas import (DIRECTIONS, MIRROR_TYPES, TaasRef, flow_specs, mirror_specs, parse_vlan_filter,
                              service_specs, status, tunnel_ids)
@@ -152,16 +153,11 @@ def _audit(request: Request, action: str, rid: str, before: TaasRef | None, afte
     request.state.audit_after = after.model_dump(mode="json") if after else None
 
 
-def _each(action: str, tap: Tap, before: TapSpec | None, after: TapSpec | None) -> dict:
-    return {"action": action, "target": f"tap:{tap.id}", "before": before.model_dump(mode="json") if before else None,
-            "after": after.model_dump(mode="json") if after else None}
-
-
 async def _create(request: Request, ctl, specs: list[TapSpec], ref: TaasRef) -> dict:
     """Add a resource's policies in one transaction (all or none), audited each."""
     _audit(request, f"{ref.kind}.create", ref.id, None, ref)
     plan = await ctl.apply_taps(specs, prune=False)
-    request.state.audit_each = [_each("tap.create", t, None, t.spec) for t in plan.added]
+    request.state.audit_each = [policy_record("tap.create", t.id, None, t.spec) for t in plan.added]
     return _out(ctl, plan.added, ctl.switch_syncs())
 
 
@@ -172,7 +168,7 @@ async def _remove(request: Request, ctl, taps: list[Tap]) -> None:
             await ctl.delete_tap(tap.id)
         except NotFound:
             continue  # gone meanwhile
-        each.append(_each("tap.delete", tap, tap.spec, None))
+        each.append(policy_record("tap.delete", tap.id, tap.spec, None))
 
 
 async def list_resources(collection: str, ctl: Ctl, me: Principal, name: list[str], id: list[str]) -> dict:
@@ -283,7 +279,7 @@ async def update(collection: str, rid: str, request: Request, ctl: Ctl, me: Prin
         spec = tap.spec.model_copy(update={"taas": after, "description": tap.spec.description.replace(
             repr(before.name), repr(after.name), 1)})
         new = await ctl.update_tap(tap.id, TapSpec.model_validate(spec.model_dump()))
-        each.append(_each("tap.update", new, tap.spec, new.spec))
+        each.append(policy_record("tap.update", new.id, tap.spec, new.spec))
     return {RESOURCES[collection][0]: _out(ctl, _find(ctl, me, collection, rid), ctl.switch_syncs())}
 
 

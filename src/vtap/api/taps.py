@@ -25,6 +25,7 @@ from vtap.api.deps import BulkTurn, Ctl, Heavy, operator, viewer
 from vtap.api.pacing import HeavyWork
 from vtap.control.controller import Controller
 from vtap.model.access import Role, Scope, scope_violations
+from vtap.model.audit import policy_record
 from vtap.model.network import dpid_str
 from vtap.model.policy import MatchSpec, Tap, TapSpec
 from vtap.model.policy_search import matches, words
@@ -227,12 +228,6 @@ def _check_scope_each(me: Principal, specs: list[TapSpec]) -> None:
             raise HTTPException(403, [{**d, "loc": ["body", i, d["loc"][-1]]} for d in exc.detail]) from None
 
 
-def _each(action: str, tap: Tap, before: TapSpec | None, after: TapSpec | None) -> dict:
-    """One policy's own audit record within a bulk request (its history stays whole):
-    the policies themselves, made into JSON where the record is written (`audit.plain`)."""
-    return {"action": action, "target": f"tap:{tap.id}", "before": before, "after": after}
-
-
 NOT_FOUND = {404: {"description": "no TAP policy with this id"}}
 LIST_SLICE = 500  # policies a listing writes out before it lets the loop serve the switches again
 MATCH_SLICE = 2000  # policies a filtered listing matches before it lets the loop serve the switches again
@@ -297,9 +292,9 @@ async def _apply(ctl: Controller, specs: list[TapSpec], request: Request, me: Pr
     else:
         plan = await ctl.apply_taps(specs, prune=prune)
         request.state.audit_each = (
-            [_each("tap.create", t, None, t.spec) for t in plan.added]
-            + [_each("tap.update", a, b.spec, a.spec) for b, a in plan.changed]
-            + [_each("tap.delete", t, t.spec, None) for t in plan.removed])
+            [policy_record("tap.create", t.id, None, t.spec) for t in plan.added]
+            + [policy_record("tap.update", a.id, b.spec, a.spec) for b, a in plan.changed]
+            + [policy_record("tap.delete", t.id, t.spec, None) for t in plan.removed])
     out = ApplyOut(dry_run=dry_run, added=[t.spec.name for t in plan.added], changed=[a.spec.name for _, a in plan.changed],
                    removed=[t.spec.name for t in plan.removed], unchanged=len(plan.unchanged), switches=switches)
     request.state.audit_after = out.model_dump(mode="json", exclude={"switches"})
@@ -325,7 +320,7 @@ async def _create_many(ctl: Controller, specs: list[TapSpec], request: Request, 
         raise HTTPException(409, f"name: already taken: {', '.join(taken)}")
     done = await ctl.apply_taps(specs, prune=False)
     request.state.audit_after = [t.spec.name for t in done.added]
-    request.state.audit_each = [_each("tap.create", t, None, t.spec) for t in done.added]
+    request.state.audit_each = [policy_record("tap.create", t.id, None, t.spec) for t in done.added]
     return [_out(ctl, t) for t in done.added]
 
 

@@ -25,6 +25,13 @@ def plain(record: dict[str, Any]) -> dict[str, Any]:
     return {**record, "before": _json_data(record.get("before")), "after": _json_data(record.get("after"))}
 
 
+def policy_record(action: str, tap_id: int, before: Any, after: Any) -> dict[str, Any]:
+    """One policy's own record within a request that changed several (its history stays
+    whole): the policies themselves, made into JSON where the record is written
+    (`plain`, `chained`), off the event loop."""
+    return {"action": action, "target": f"tap:{tap_id}", "before": before, "after": after}
+
+
 def _json_data(value: Any) -> Any:
     dump = getattr(value, "model_dump", None)
     return dump(mode="json") if dump is not None else value
