@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from vtap.model import audit
 from vtap.model.policy import TapSpec
+from vtap.store import audit_rows
 from vtap.store.errors import NotFound
 from vtap.store.sqlite import Store
 
@@ -105,16 +106,16 @@ def _record(i: int, actor: str = "admin") -> dict:
             "before": None, "after": {"i": i}, "result": "201"}
 
 
-async def test_a_bulk_append_in_several_transactions_stays_one_chain_whatever_appends_meanwhile(tmp_path, monkeypatch):
-    """1,200 records go in three transactions (of 500 here); meanwhile this process
-    appends one (it waits its turn) and another process's store appends one, between
-    two of the bulk's transactions or around them. One intact chain: the bulk's records
-    in their order, this process's after them."""
+@pytest.mark.parametrize("child", [False, True], ids=["in the writer thread", "by a child process"])
+async def test_a_bulk_append_in_several_transactions_stays_one_chain_whatever_appends_meanwhile(tmp_path, monkeypatch, child):
+    """1,200 records go in three transactions (of 500 here; in one, by the child);
+    meanwhile this process appends one (it waits its turn) and another process's store
+    appends one, between two of the bulk's transactions or around them. One intact
+    chain: the bulk's records in their order, this process's after them."""
     import asyncio
 
-    from vtap.store import sqlite
-
-    monkeypatch.setattr(sqlite, "AUDIT_TXN", 500)
+    monkeypatch.setattr(audit_rows, "TXN", 500)
+    monkeypatch.setattr(audit_rows, "CHILD_MIN", 1 if child else 10 ** 9)
     store, other = Store(tmp_path), Store(tmp_path)
     await store.append_audit(_record(0))
 
@@ -136,16 +137,14 @@ async def test_a_bulk_append_is_chained_and_written_off_the_event_loop(tmp_path,
     100,000 (one PUT) that held it for seconds, past Open vSwitch's inactivity probe."""
     import threading
 
-    from vtap.store import sqlite
-
     where = set()
-    chain = sqlite._chain
+    chain = audit_rows._chain
 
     def chained(*args):
         where.add(threading.get_ident())
         return chain(*args)
 
-    monkeypatch.setattr(sqlite, "_chain", chained)
+    monkeypatch.setattr(audit_rows, "_chain", chained)
     store = Store(tmp_path)
     await store.append_audits([_record(i) for i in range(10)])
     assert where and threading.get_ident() not in where
@@ -261,9 +260,7 @@ async def test_a_bulk_append_holds_one_slice_of_chained_records_at_a_time(tmp_pa
     compile, left the controller's pages fragmented after they went."""
     import tracemalloc
 
-    from vtap.store import sqlite
-
-    monkeypatch.setattr(sqlite, "AUDIT_TXN", 200)
+    monkeypatch.setattr(audit_rows, "TXN", 200)
     store = Store(tmp_path)
     policies = [spec(f"p{i}", dst_ip="10.0.0.3", description="x" * 200) for i in range(4000)]
     records = [{**_record(i), "before": None, "after": p} for i, p in enumerate(policies)]
@@ -284,22 +281,45 @@ async def test_an_append_whose_head_moved_before_its_transaction_is_chained_agai
     the slice is chained again inside: one intact chain, the other's record first."""
     import sqlite3
 
-    from vtap.store import sqlite as store_sqlite
-
     store = Store(tmp_path)
     other = sqlite3.connect(store.path, isolation_level=None, check_same_thread=False)
-    real, moved = store_sqlite._audit_head, []
+    real, moved = audit_rows.audit_head, []
 
     def head(db):
         now = real(db)
         if not moved:
             moved.append(now)
-            store_sqlite._append_audits(other, [_record(99, "other-process")])  # between this read and the transaction
+            audit_rows.append(other, [_record(99, "other-process")])  # between this read and the transaction
         return now
 
-    monkeypatch.setattr(store_sqlite, "_audit_head", head)
+    monkeypatch.setattr(audit_rows, "audit_head", head)
     await store.append_audits([_record(i, "bulk") for i in range(3)])
     records = await store.audit_records()
     assert audit.verify(records) == (True, None, "4 records, chain intact")
     assert [(r["actor"], r["seq"]) for r in records] == [("other-process", 1), ("bulk", 2), ("bulk", 3), ("bulk", 4)]
     other.close()
+
+
+async def test_records_chained_by_the_child_process_are_those_chained_here(tmp_path, monkeypatch):
+    """A bulk change's records (the policies themselves as before and after, as a PUT
+    hands them) chained by the child process give the very rows, hashes included, that
+    the writer thread gives for the same records."""
+    policies = [spec(f"p{i}", dst_ip="10.0.0.3", vlan_id=i % 4096, description='q"uote \u00e9') for i in range(300)]
+    records = [{**_record(i), "time": 1.7e9 + i / 7, "before": policies[i - 1] if i else None, "after": p}
+               for i, p in enumerate(policies)] + [{**_record(300), "before": policies[-1], "after": None}]
+    rows = {}
+    for child in (False, True):
+        monkeypatch.setattr(audit_rows, "CHILD_MIN", 1 if child else 10 ** 9)
+        store = Store(tmp_path / str(child))
+        await store.append_audit(_record(-1))
+        await store.append_audits(records)
+        rows[child] = await store.audit_records()
+        store.close()
+    assert rows[True] == rows[False] and len(rows[True]) == 302
+    assert rows[True][1]["after"] == policies[0].model_dump(mode="json")
+    assert audit.verify(rows[True]) == (True, None, "302 records, chain intact")
+
+
+def test_a_child_process_that_cannot_write_is_an_error_naming_why(tmp_path):
+    with pytest.raises(RuntimeError, match=r"audit records not written by the child process \(exit 1\): .*unable to open"):
+        audit_rows.append_in_child(tmp_path / "gone" / "vtap.db", [_record(1)])

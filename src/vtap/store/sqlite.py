@@ -26,6 +26,7 @@ import time
 from vtap.model import audit
 from vtap.model.network import Host, Link
 from vtap.model.policy import Tap, PolicyPlan, TapSpec, plan_changes
+from vtap.store import audit_rows
 from vtap.store.errors import NameTaken, NotFound
 
 SCHEMA = """
@@ -86,60 +87,16 @@ CREATE TABLE IF NOT EXISTS taps (
 
 log = logging.getLogger(__name__)
 
-AUDIT_COLUMNS = ("seq", "time", "actor", "remote", "action", "target", "before", "after", "result", "prev_hash", "hash")
-# A transaction's audit rows in one statement, from one JSON array of arrays: SQLite reads
-# them without the interpreter lock. Bound row by row (`executemany`), each row took the
-# lock back from the whole compile running in its thread: 100,000 records took 19 s
-# beside a busy thread instead of 2 s (measured).
-_INSERT_AUDITS = (f"INSERT INTO audit ({', '.join(AUDIT_COLUMNS)}) SELECT "
-                  + ", ".join(f"value->>{i}" for i in range(len(AUDIT_COLUMNS))) + " FROM json_each(?)")
 NAMES_PER_QUERY = 500  # names in one `IN (...)` of a bulk apply's read (SQLite allows 32,766 parameters)
-AUDIT_TXN = 2_000  # audit records to a transaction (its rows: the write lock held ~20 ms, what a POST may wait)
 
 
-def _chain(records: list[dict], seq: int, prev: str) -> tuple[dict | None, str]:
-    """Records chained from (seq, prev_hash): the last one as chained, and their rows as
-    one JSON array of arrays (`_INSERT_AUDITS`)."""
-    rows, row = [], None
-    for record in records:
-        before, after, digest = audit.chained(record, seq, prev)
-        row = [seq, record["time"], record["actor"], record["remote"], record["action"], record["target"],
-               before, after, record["result"], prev, digest]
-        rows.append(row)
-        seq, prev = seq + 1, digest
-    last = None if row is None else {**dict(zip(AUDIT_COLUMNS, row)), "before": json.loads(row[6]), "after": json.loads(row[7])}
-    return last, json.dumps(rows)
-
-
-def _append_audits(db: sqlite3.Connection, records: list[dict]) -> dict | None:
-    """In the writer thread: `records` chained and written, `AUDIT_TXN` a transaction;
-    the last one as chained. Each slice is chained from the head as read before its
-    transaction, and the write lock taken only for the rows: the loop's own writes (a
-    POST's) wait for it. If another process appended meanwhile, the slice is chained
-    again inside.
-
-    Only a slice's chained records are alive at a time: all of a PUT's (a dict and two
-    JSON documents per policy) outlived the whole compile that ran beside them in its
-    thread, and once freed they left the pages they had shared with it part empty (a
-    settled controller held some 30 MiB more at 10,000 policies)."""
-    last = None
-    for start in range(0, len(records), AUDIT_TXN):
-        part = records[start:start + AUDIT_TXN]
-        head = _audit_head(db)
-        last, rows = _chain(part, *head)
-        with db:
-            db.execute("BEGIN IMMEDIATE")
-            now = _audit_head(db)
-            if now != head:
-                last, rows = _chain(part, *now)
-            db.execute(_INSERT_AUDITS, (rows,))
-    return last
-
-
-def _audit_head(db: sqlite3.Connection) -> tuple[int, str]:
-    """The next record's (seq, prev_hash)."""
-    last = db.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
-    return (last[0] + 1, last[1]) if last else (1, audit.GENESIS)
+def _append_audits(db: sqlite3.Connection, records: list[dict], path: Path) -> dict | None:
+    """In the writer thread: `records` chained and written (`audit_rows`); many of them
+    by a child process, off this one's interpreter lock."""
+    if len(records) >= audit_rows.CHILD_MIN:
+        audit_rows.append_in_child(path, records)
+        return None
+    return audit_rows.append(db, records)
 
 
 def _replace_rows(db: sqlite3.Connection, sql: str, rows: list[tuple], first: str | None = None) -> None:
@@ -307,19 +264,21 @@ class Store:
     async def append_audit(self, record: dict) -> dict:
         """Append one record to the chain (sequence and hashes assigned in one
         transaction); the record as chained."""
-        return await asyncio.wrap_future(self._write(_append_audits, [record]))
+        return await asyncio.wrap_future(self._write(audit_rows.append, [record]))
 
     async def append_audits(self, records: list[dict]) -> None:
         """Append records to the chain in order (a bulk change's per-policy records:
-        `AUDIT_TXN` to a commit, not one each), in the writer thread.
+        `audit_rows.TXN` to a commit, not one each), in the writer thread, and from
+        `audit_rows.CHILD_MIN` records on by a child process.
 
         Chaining (canonical JSON and a hash per record) and writing take some 20 us a
         record. On the loop, the 100,000 records of one `PUT` held it for seconds; with a
         whole compile running beside it in its thread, each of SQLite's steps gave the
         interpreter lock away, and the loop was gone for more than five seconds: Open
         vSwitch's inactivity probe went unanswered and every switch dropped its
-        connection. Here, each transaction's rows are one statement (`_INSERT_AUDITS`)."""
-        await asyncio.wrap_future(self._write(_append_audits, records))
+        connection. Here, each transaction's rows are one statement, and a bulk change's
+        records are chained off this process's interpreter lock altogether."""
+        await asyncio.wrap_future(self._write(_append_audits, records, self.path))
 
     async def audit_records(self, *, since: int = 0, actor: str | None = None, target: str | None = None, limit: int | None = None) -> list[dict]:
         sql = "SELECT seq, time, actor, remote, action, target, before, after, result, prev_hash, hash FROM audit WHERE seq > ?"
@@ -336,7 +295,7 @@ class Store:
             args.append(limit)
         out = []
         for row in self.db.execute(sql, args):
-            rec = dict(zip(AUDIT_COLUMNS, row))
+            rec = dict(zip(audit_rows.COLUMNS, row))
             rec["before"], rec["after"] = json.loads(rec["before"]), json.loads(rec["after"])
             out.append(rec)
         return out
