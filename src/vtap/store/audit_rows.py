@@ -57,12 +57,20 @@ def append(db: sqlite3.Connection, records: list[dict]) -> dict | None:
 def append_in_child(path: Path, records: list[dict]) -> None:
     """`append` in a child process, for many records: they go to it as JSON lines, each
     policy as pydantic writes it (`model_dump_json`: the data `model_dump(mode="json")`
-    gives, which is what the chain hashes). RuntimeError naming the child's last words
-    if it fails; then none, some or all of the transactions may be in (each whole)."""
-    text = "\n".join(_line(r) for r in records).encode()
-    child = subprocess.run([sys.executable, "-m", __name__, str(path)], input=text, capture_output=True, check=False)
+    gives, which is what the chain hashes), `TXN` lines at a time (all of a PUT's at
+    once were 50 MB of text, twice). RuntimeError naming the child's last words if it
+    fails; then none, some or all of the transactions may be in (each whole)."""
+    with subprocess.Popen([sys.executable, "-m", __name__, str(path)], stdin=subprocess.PIPE,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) as child:
+        try:
+            for start in range(0, len(records), TXN):
+                child.stdin.write("".join(_line(r) + "\n" for r in records[start:start + TXN]).encode())
+            child.stdin.close()
+        except BrokenPipeError:
+            pass  # it stopped reading: what it says is below
+        errors = child.stderr.read()
     if child.returncode != 0:
-        said = child.stderr.decode(errors="replace").strip().splitlines()
+        said = errors.decode(errors="replace").strip().splitlines()
         raise RuntimeError(f"audit records not written by the child process (exit {child.returncode}): "
                            f"{said[-1] if said else 'nothing said'}")
 
