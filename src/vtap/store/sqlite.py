@@ -23,7 +23,6 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 import time
 
-from vtap.model import audit
 from vtap.model.network import Host, Link
 from vtap.model.policy import Tap, PolicyPlan, TapSpec, plan_changes
 from vtap.store import audit_rows
