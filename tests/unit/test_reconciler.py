@@ -59,15 +59,20 @@ def test_meters_diff_and_go_outside_the_bundle_around_it():
     assert messages(ch) == []  # nothing of it goes into the bundle
 
 
-def test_a_large_diff_is_made_in_slices_in_the_safe_order():
-    """The messages of 1,100 new flows and their group come a slice at a time (the pass
-    gives the loop back between two), none over `SLICE`, the group first."""
+def test_a_large_diff_is_made_as_it_is_asked_for_in_the_safe_order(monkeypatch):
+    """The messages of 1,100 new flows and their group are made one by one as the
+    channel takes them (it gives the loop back every `SEND_SLICE`), the group first."""
+    import itertools
+
     from vtap.control import reconciler
 
     flows = frozenset(FlowRule(2, 100, match(eth_dst=f"00:00:00:00:{i >> 8:02x}:{i & 0xff:02x}"), (GroupAction(G.group_id),),
                                cookie=1) for i in range(1100))
-    parts = list(reconciler.message_slices(diff(SwitchRules(flows, frozenset({G})), SwitchRules())))
-    assert all(0 < len(p) <= reconciler.SLICE for p in parts) and len(parts) >= 1100 // reconciler.SLICE + 1
-    whole = [m for p in parts for m in p]
-    assert len(whole) == 1101 and isinstance(whole[0], parser.OFPGroupMod)
+    made, flow_add = [], reconciler.translate.flow_add
+    monkeypatch.setattr(reconciler.translate, "flow_add", lambda f: made.append(f) or flow_add(f))
+    lazy = reconciler.made_messages(diff(SwitchRules(flows, frozenset({G})), SwitchRules()))
+    first = list(itertools.islice(lazy, 11))
+    assert len(made) == 10  # the group and ten flows asked for: ten made, not 1,100
+    whole = first + list(lazy)
+    assert len(whole) == 1101 and len(made) == 1100 and isinstance(whole[0], parser.OFPGroupMod)
     assert all(isinstance(m, parser.OFPFlowMod) and m.command == ofp.OFPFC_ADD for m in whole[1:])

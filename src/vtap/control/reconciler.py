@@ -33,7 +33,6 @@ from vtap.openflow.translate import ofp
 
 log = logging.getLogger(__name__)
 
-SLICE = 512  # messages made between two turns of the loop (~15 ms)
 DIFF_OFF_LOOP = 4_000  # rules (desired and installed) beyond which a diff is made in a worker thread
 _DIFFS = ThreadPoolExecutor(max_workers=1, thread_name_prefix="diff")  # that thread, one for every switch
 
@@ -119,13 +118,13 @@ def _chained_last(groups: tuple[GroupRule, ...]) -> list[GroupRule]:
 def messages(changes: RuleDiff) -> list:
     """OpenFlow messages in a safe order: groups exist before flows or other groups
     point at them, and stop being pointed at before they go."""
-    return [m for part in message_slices(changes) for m in part]
+    return list(made_messages(changes))
 
 
-def message_slices(changes: RuleDiff):
-    """`messages(changes)`, made `SLICE` at a time as the channel sends them (it gives
-    the loop back between two slices: 12,500 flows made at once held it most of a
-    second, measured)."""
+def made_messages(changes: RuleDiff):
+    """`messages(changes)`, each made when it is asked for: the channel asks as it sends
+    them, and gives the loop back every `SEND_SLICE` of them (12,500 flows made at once
+    held it most of a second, measured)."""
     translators = ((translate.group_add, _chained_last(changes.add_groups)),
                    (translate.group_modify, _chained_last(changes.modify_groups)),
                    (translate.flow_add, changes.add_flows),
@@ -133,8 +132,8 @@ def message_slices(changes: RuleDiff):
                    (translate.flow_delete, changes.delete_flows),
                    (lambda g: translate.group_delete(g.group_id), list(reversed(_chained_last(changes.delete_groups)))))
     for make, rules in translators:
-        for start in range(0, len(rules), SLICE):
-            yield [make(r) for r in rules[start:start + SLICE]]
+        for r in rules:
+            yield make(r)
 
 
 def _applied(installed: frozenset, add, modify, delete, key) -> frozenset:
@@ -323,7 +322,7 @@ class SwitchReconciler:
             # Made as they are sent, a slice between two turns of the loop, and let go
             # once written (the batch keeps their bytes): made all at once and kept until
             # the barrier, every switch's after a bulk change were alive together.
-            await self.dp.send_batch(m for part in message_slices(changes) for m in part)
+            await self.dp.send_batch(made_messages(changes))
             await self.dp.send_batch(after, atomic=False)
             # What the switch holds now is the desired set itself (when nothing was held
             # back): keeping that very object makes the next diff compare by identity.
