@@ -112,22 +112,6 @@ def test_heavy_slices_leave_a_busy_loop_half_of_the_time():
     assert busy >= heavy.seconds * 0.95  # as long again left to the rest as the slices took
 
 
-def test_heavy_slices_do_not_wait_for_an_idle_loop():
-    """With nothing else wanting the loop, slices follow each other: the body is read in
-    little more than the slices' own time (sleeping as long again, it took twice)."""
-    body = json.dumps([spec(i) for i in range(100 * SLICE)]).encode()
-
-    async def main() -> tuple[HeavyWork, float]:
-        heavy = HeavyWork()
-        t0 = time.perf_counter()
-        await read_specs(Body(body), heavy)
-        return heavy, time.perf_counter() - t0
-
-    heavy, wall = asyncio.run(main())
-    assert heavy.slices == 101
-    assert wall < heavy.seconds * 1.5 + 0.05, f"{wall:.3f} s for {heavy.seconds:.3f} s of slices"
-
-
 def test_heavy_slices_leave_three_quarters_of_the_interpreter_to_a_busy_thread():
     """While the controller's own work runs in a thread (a whole compile), an idle loop
     is no reason to go on: each slice is followed by a sleep three times as long."""
