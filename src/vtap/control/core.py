@@ -285,9 +285,8 @@ class ControlCore(SwitchEvents, HostDecisions, DeliveryDecisions):
         changed = {after.id: after for _, after in plan.changed}
         removed = {t.id for t in plan.removed}
         result = [changed.get(t.id, t) for t in self.taps.values() if t.id not in removed]
-        next_id = max(self.taps, default=0) + 1
-        added = [Tap.of(next_id + i, t.spec) for i, t in enumerate(plan.added)]
-        return PolicyPlan(added, plan.changed, plan.removed, plan.unchanged), compile_taps(self.view(), result + added)
+        plan = plan.numbered(max(self.taps, default=0) + 1)
+        return plan, compile_taps(self.view(), result + plan.added)
 
     def tap_status(self, tap_id: int, switches: dict[int, SwitchSync]) -> PolicyStatus:
         """`active` once every switch the policy concerns confirmed its generation."""

@@ -386,6 +386,12 @@ class PolicyPlan:
     removed: list[Tap]
     unchanged: list[Tap]
 
+    def numbered(self, first: int) -> PolicyPlan:
+        """This plan with its new policies given the ids from `first` on, in order (the
+        store's next ids; `plan_changes` leaves them 0)."""
+        return PolicyPlan([Tap.of(first + i, t.spec) for i, t in enumerate(self.added)], self.changed, self.removed,
+                          self.unchanged)
+
 
 def plan_changes(by_name: Mapping[str, Tap], declared: list[TapSpec], *, prune: bool) -> PolicyPlan:
     """Match declared policies to stored ones (`by_name`: every stored policy by name

@@ -555,11 +555,10 @@ class EtcdStore:
         """Make the stored set equal to `specs` by name, in one transaction (etcd's
         --max-txn-ops and --max-request-bytes bound how many policies one apply holds)."""
         def plan(next_id: int):
-            p = plan_changes(self._by_name, specs, prune=prune)
-            added = [Tap.of(next_id + i, t.spec) for i, t in enumerate(p.added)]
-            ops = [self._spec_op(t.id, t.spec) for t in added] + [self._spec_op(a.id, a.spec) for _, a in p.changed]
+            p = plan_changes(self._by_name, specs, prune=prune).numbered(next_id)
+            ops = [self._spec_op(t.id, t.spec) for t in p.added] + [self._spec_op(a.id, a.spec) for _, a in p.changed]
             ops += [delete_op(self._key(f"taps/{t.id}")) for t in p.removed]
-            return ops, next_id + len(added), PolicyPlan(added, p.changed, p.removed, p.unchanged)
+            return ops, next_id + len(p.added), p
         return await self._write(TAPS_META, "an apply", plan)
 
     # ---- membership and leadership (driven by vtap.control.cluster) -------------------------------

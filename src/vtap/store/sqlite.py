@@ -377,20 +377,20 @@ class Store:
             # sequence past explicit ids): one statement for all rows, not one each.
             first = db.execute("SELECT max(coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'taps'), 0), "
                                "coalesce((SELECT max(id) FROM taps), 0)) + 1").fetchone()[0]
-            added = [Tap.of(first + i, tap.spec) for i, tap in enumerate(plan.added)]
+            plan = plan.numbered(first)
             db.executemany("INSERT INTO taps (id, name, spec, created, updated) VALUES (?, ?, ?, ?, ?)",
-                           [(tap.id, tap.spec.name, text, now, now) for tap, text in zip(added, added_texts)])
+                           [(tap.id, tap.spec.name, text, now, now) for tap, text in zip(plan.added, added_texts)])
             db.executemany("UPDATE taps SET spec = ?, updated = ? WHERE id = ?",
                            [(text, now, after.id) for (_, after), text in zip(plan.changed, changed_texts)])
             db.executemany("DELETE FROM taps WHERE id = ?", [(tap.id,) for tap in plan.removed])
         # Committed: only now are the written policies the ones this store knows.
-        for tap, text in zip(added, added_texts):
+        for tap, text in zip(plan.added, added_texts):
             self._remember(tap, text)
         for (_, after), text in zip(plan.changed, changed_texts):
             self._remember(after, text)
         for tap in plan.removed:
             self._parsed.pop(tap.id, None)
-        return PolicyPlan(added, plan.changed, plan.removed, plan.unchanged)
+        return plan
 
     async def delete_tap(self, tap_id: int) -> None:
         async with self._taps_turn:  # not in the middle of a bulk apply (replace_taps)
