@@ -2,6 +2,7 @@
 the compiler alone (pure Python: no OVS, no controller).
 
     python -m vtap.bench.compile [--count 10000] [--repeats 5] [--kinds plain,pool] [--out DIR]
+    python -m vtap.bench.compile --memory [--count 100000]
 
 Per kind (plain, budgeted, tunnelled, rewrite, pool), `count` policies of that kind on
 fattree,4 (the policies of `vtap bench controlplane`: distinct source, destination and
@@ -17,17 +18,25 @@ tables 4-6 and meters), a tunnel to a remote collector (each encapsulation, keye
 the seed's destination rewrite (with recovery rules at the monitor's switch), a pool
 of monitors. The view has every switch's LOCAL and tunnel ports, so tunnelled
 policies compile as on a switch that `vtap serve --tunnels` set up.
+
+`--memory` says instead what one whole compile of `count` plain policies holds: the
+process's RSS before any policy, with the policies, and with their compile, the
+collector run and the C heap trimmed each time (as the controller does after a
+compile). One size per process: a second size in the same process would start from
+the first one's arenas.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import statistics
 import time
 
 from vtap.bench.controlplane import policies
 from vtap.compile.network import compile_network
 from vtap.compile.taps import TapMemo
+from vtap.control.memory import give_back, rss_mib
 from vtap.lab.topos import VtapTopo, host_params, parse_topo
 from vtap.model.network import OFPP_LOCAL, TUNNEL_KINDS, Device, Host, Link, Port
 from vtap.model.policy import Tap, TapSpec
@@ -124,6 +133,48 @@ def measure(kind: str, count: int, repeats: int) -> dict:
                         for op, v in times.items()}}
 
 
+def memory(count: int) -> dict:
+    """RSS (MiB) of this process before any policy, with `count` plain policies, with one
+    whole compile of them and its memo kept (as the controller keeps both: the memo is
+    what the in-place compile changes), and with the compile's result alone; the share
+    of each per policy (KiB)."""
+    view = topo_view(parse_topo("fattree,4"))
+
+    def settled() -> float:
+        gc.collect()
+        give_back()
+        return rss_mib()
+
+    def per_policy(mib: float) -> float:
+        return round(mib * 1024 / count, 2)
+
+    base = settled()
+    taps = population("plain", count)
+    with_policies = settled()
+    memo = TapMemo()
+    gc.disable()  # as the controller compiles: the collector paused (control/collector.py)
+    t = time.perf_counter()
+    compiled = compile_network(view, taps, memo=memo)
+    seconds = time.perf_counter() - t
+    gc.enable()
+    with_compile = settled()
+    del memo
+    result_alone = settled()
+    del compiled
+    return {"policies": count, "base_mib": base, "policies_mib": with_policies, "compiled_mib": with_compile,
+            "result_alone_mib": result_alone, "compile_s": round(seconds, 2),
+            "policies_kib_per_policy": per_policy(with_policies - base),
+            "compile_kib_per_policy": per_policy(with_compile - with_policies),
+            "memo_kib_per_policy": per_policy(with_compile - result_alone)}
+
+
+def memory_markdown(m: dict) -> str:
+    return (f"{m['policies']:,} plain policies on fattree,4: RSS {m['base_mib']} MiB before any, {m['policies_mib']} MiB "
+            f"with them ({m['policies_kib_per_policy']} KiB each), {m['compiled_mib']} MiB with one whole compile and its "
+            f"memo ({m['compile_s']} s; {m['compile_kib_per_policy']} KiB a policy, of which the memo "
+            f"{m['memo_kib_per_policy']} KiB)\n")
+
+
 def markdown(result: dict, count: int) -> str:
     ops = list(next(iter(result.values()))["changes"])
     lines = [f"One change among {count:,} policies of a kind, fattree,4: `compile_network` ms (median; in place/rounds)", "",
@@ -140,7 +191,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--kinds", default=",".join(KINDS))
     parser.add_argument("--out", default=None, help="write compile.json and compile.md here too")
+    parser.add_argument("--memory", action="store_true", help="the RSS of one whole compile of --count plain policies instead")
     args = parser.parse_args(argv)
+    if args.memory:
+        m = memory(args.count)
+        print(memory_markdown(m), end="")
+        return 0
     result = {kind: measure(kind, args.count, args.repeats) for kind in args.kinds.split(",")}
     text = markdown(result, args.count)
     if args.out:
