@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import random
+import sqlite3
 
 import pytest
 from hypothesis import given, settings
@@ -318,6 +320,37 @@ async def test_records_chained_by_the_child_process_are_those_chained_here(tmp_p
     assert rows[True] == rows[False] and len(rows[True]) == 302
     assert rows[True][1]["after"] == policies[0].model_dump(mode="json")
     assert audit.verify(rows[True]) == (True, None, "302 records, chain intact")
+
+
+def test_the_child_writes_each_transaction_as_soon_as_its_lines_are_read(tmp_path):
+    """The child does not wait for a bulk change's last line: the first `TXN` records
+    are in the database while the parent is still making the rest (the PUT of 100,000
+    is answered only once all are in). The chain goes on across the slices, intact."""
+    import subprocess
+    import sys
+    import time
+
+    Store(tmp_path).close()
+    path = tmp_path / "vtap.db"
+    n = audit_rows.TXN
+    with subprocess.Popen([sys.executable, "-m", "vtap.store.audit_rows", str(path)], stdin=subprocess.PIPE,
+                          stderr=subprocess.PIPE) as child:
+        child.stdin.write("".join(audit_rows._line(_record(i)) + "\n" for i in range(n)).encode())
+        child.stdin.flush()
+        deadline, written = time.monotonic() + 30, 0
+        while written < n and time.monotonic() < deadline:
+            time.sleep(0.05)
+            with sqlite3.connect(path) as db:
+                written = db.execute("SELECT count(*) FROM audit").fetchone()[0]
+        assert written == n, "the first transaction waited for the last line"
+        child.stdin.write("".join(audit_rows._line(_record(i)) + "\n" for i in range(n, n + 5)).encode())
+        child.stdin.close()
+        assert child.wait(30) == 0, child.stderr.read()
+    store = Store(tmp_path)
+    records = asyncio.run(store.audit_records())
+    store.close()
+    assert [r["time"] for r in records] == [float(i) for i in range(n + 5)]
+    assert audit.verify(records) == (True, None, f"{n + 5} records, chain intact")
 
 
 def test_a_child_process_that_cannot_write_is_an_error_naming_why(tmp_path):
