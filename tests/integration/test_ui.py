@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections import deque
 
 import pytest
 from playwright.sync_api import sync_playwright
@@ -32,6 +33,17 @@ def page(lab):
         page.console_errors = []
         page.on("console", lambda m: m.type == "error" and page.console_errors.append(m.text))
         page.on("pageerror", lambda e: page.console_errors.append(str(e)))
+        page.trail = deque(maxlen=120)  # said when a test fails (conftest.py)
+        started = time.monotonic()
+
+        def note(what: str) -> None:
+            page.trail.append(f"{time.monotonic() - started:8.2f} s {what}")
+
+        page.on("console", lambda m: note(f"console {m.type}: {m.text}"))
+        page.on("pageerror", lambda e: note(f"page error: {e}"))
+        page.on("request", lambda r: note(f"-> {r.method} {r.url}"))
+        page.on("response", lambda r: note(f"<- {r.status} {r.request.method} {r.url}"))
+        page.on("requestfailed", lambda r: note(f"failed {r.method} {r.url}: {r.failure}"))
         page.goto(lab.ctl.api + "/")
         sign_in(page, lab.ctl.token)
         page.wait_for_function("window.vtap && window.vtap.cy.nodes('.host').length === 3")
